@@ -1,0 +1,71 @@
+//! Durations written for people: "250 ms", "7 s", "1.5 s", "2 min 5 s", "3 h 10 min".
+
+use std::fmt;
+use std::time::Duration;
+
+/// Displays a duration the way backstop's messages and progress lines do.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_core::HumanDuration;
+///
+/// assert_eq!(HumanDuration(Duration::from_millis(250)).to_string(), "250 ms");
+/// assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1.5 s");
+/// assert_eq!(HumanDuration(Duration::from_secs(55)).to_string(), "55 s");
+/// assert_eq!(HumanDuration(Duration::from_secs(125)).to_string(), "2 min 5 s");
+/// assert_eq!(HumanDuration(Duration::from_secs(3 * 3600 + 600)).to_string(), "3 h 10 min");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        let secs = d.as_secs();
+        if d < Duration::from_secs(1) {
+            write!(f, "{} ms", d.as_millis())
+        } else if secs < 10 {
+            let tenths = d.as_millis() / 100;
+            if tenths.is_multiple_of(10) {
+                write!(f, "{} s", tenths / 10)
+            } else {
+                write!(f, "{}.{} s", tenths / 10, tenths % 10)
+            }
+        } else if secs < 60 {
+            write!(f, "{secs} s")
+        } else if secs < 3600 {
+            match secs % 60 {
+                0 => write!(f, "{} min", secs / 60),
+                s => write!(f, "{} min {s} s", secs / 60),
+            }
+        } else {
+            match (secs % 3600) / 60 {
+                0 => write!(f, "{} h", secs / 3600),
+                m => write!(f, "{} h {m} min", secs / 3600),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let cases = [
+            (Duration::ZERO, "0 ms"),
+            (Duration::from_micros(999_999), "999 ms"),
+            (Duration::from_secs(1), "1 s"),
+            (Duration::from_millis(9_950), "9.9 s"),
+            (Duration::from_secs(31), "31 s"),
+            (Duration::from_secs(60), "1 min"),
+            (Duration::from_secs(3599), "59 min 59 s"),
+            (Duration::from_secs(3600), "1 h"),
+            (Duration::from_secs(86_400 * 2 + 60), "48 h 1 min"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(HumanDuration(d).to_string(), want);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! backstop's retry engine. No I/O: everything that talks to a network, a
+//! disk or a database builds on this crate.
+//!
+//! - [`Policy`]: attempts, full-jitter backoff, per-attempt timeout, overall
+//!   deadline, the longest server wait honoured; presets [`Policy::api`] and
+//!   [`Policy::transfer`].
+//! - [`Class`] and [`Classify`]: typed classification of failures, with
+//!   defaults for [`std::io::Error`] and HTTP status codes.
+//! - [`Retry`]: runs an operation under a policy and ends with a
+//!   [`RetryError`] whose [`Ending`] says how it ended.
+//! - [`RetryBudget`]: a lock-free token bucket shared by many calls.
+//! - [`signal`]: parsers for Retry-After and the other server wait signals.
+//!
+//! ```
+//! use std::io;
+//! use backstop_core::{Ending, Policy};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let err = Policy::api()
+//!     .retry(|_| async { Err::<(), _>(io::Error::from(io::ErrorKind::ConnectionReset)) })
+//!     .run()
+//!     .await
+//!     .unwrap_err();
+//! assert_eq!(err.ending, Ending::Exhausted);
+//! assert_eq!(err.attempts, 5);
+//! # }
+//! ```
+
+mod budget;
+mod classify;
+mod error;
+mod human;
+mod policy;
+mod retry;
+mod secret;
+pub mod signal;
+
+pub use budget::RetryBudget;
+pub use classify::{
+    ByType, Class, Classified, Classify, Verdict, classify_io_kind, classify_status,
+};
+pub use error::{AttemptError, Ending, RetryError};
+pub use human::HumanDuration;
+pub use policy::{
+    Jitter, Policy, TRANSFER_FLOOR_BYTES_PER_SEC, TRANSFER_MAX_ATTEMPT, TRANSFER_MIN_ATTEMPT,
+};
+pub use retry::{Attempt, Notify, Retry, RetryEvent};
+pub use secret::{Secret, fingerprint};

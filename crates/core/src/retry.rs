@@ -1,0 +1,487 @@
+//! The retry engine: runs an operation under a [`Policy`] until it
+//! succeeds, fails for good, runs out of attempts or time, or is cancelled.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::policy::Backoff;
+use crate::{
+    AttemptError, ByType, Class, Classify, Ending, HumanDuration, Policy, RetryBudget, RetryError,
+    Verdict,
+};
+
+/// Waits shorter than this skip the timer: a zero-length tokio sleep still
+/// costs about a millisecond.
+const TIMER_THRESHOLD: Duration = Duration::from_millis(1);
+
+/// What the operation is told about the attempt it is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// How long this attempt may run before the engine drops it, if limited.
+    pub timeout: Option<Duration>,
+}
+
+/// Passed to the notify hook before each wait.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryEvent<'a> {
+    /// The attempt that just failed (1-based).
+    pub attempt: u32,
+    /// The policy's maximum number of attempts.
+    pub max_attempts: u32,
+    /// How the failure was classified.
+    pub class: Class,
+    /// A short reason: "HTTP 503", "connection reset", "attempt timeout".
+    pub reason: &'a str,
+    /// How long the engine is about to wait.
+    pub delay: Duration,
+    /// Whether `delay` is the server's own requested wait.
+    pub server_wait: bool,
+}
+
+/// A hook told about every retry before the engine sleeps. Implemented for
+/// `()` (no hook) and for every `FnMut(&RetryEvent)`.
+pub trait Notify {
+    /// Called once per retry, before the wait.
+    fn notify(&mut self, event: &RetryEvent<'_>);
+}
+
+impl Notify for () {
+    fn notify(&mut self, _: &RetryEvent<'_>) {}
+}
+
+impl<F: FnMut(&RetryEvent<'_>)> Notify for F {
+    fn notify(&mut self, event: &RetryEvent<'_>) {
+        self(event)
+    }
+}
+
+/// A call to retry, configured with a builder and started with
+/// [`Retry::run`].
+///
+/// ```
+/// use std::io;
+/// use std::time::Duration;
+/// use backstop_core::{Ending, Policy};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let policy = Policy::api();
+/// let mut failures = 2;
+/// let answer = policy
+///     .retry(|_attempt| {
+///         let fail = failures > 0;
+///         failures -= 1;
+///         async move {
+///             if fail {
+///                 Err(io::Error::from(io::ErrorKind::ConnectionReset))
+///             } else {
+///                 Ok(42)
+///             }
+///         }
+///     })
+///     .notify(|e: &backstop_core::RetryEvent<'_>| eprintln!("{}; retrying", e.reason))
+///     .run()
+///     .await;
+/// assert_eq!(answer.unwrap(), 42);
+///
+/// let err = policy
+///     .retry(|_| async { Err::<(), _>(io::Error::from(io::ErrorKind::NotFound)) })
+///     .run()
+///     .await
+///     .unwrap_err();
+/// assert_eq!(err.ending, Ending::Permanent);
+/// assert_eq!(err.attempts, 1);
+/// # }
+/// ```
+#[must_use = "a Retry does nothing until `.run().await`"]
+pub struct Retry<'p, Op, C = ByType, N = ()> {
+    policy: &'p Policy,
+    op: Op,
+    classifier: C,
+    notify: N,
+    budget: Option<&'p RetryBudget>,
+    cancel: Option<&'p CancellationToken>,
+}
+
+impl Policy {
+    /// Starts configuring a retried call of `op` under this policy.
+    pub fn retry<Op, Fut>(&self, op: Op) -> Retry<'_, Op>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future,
+    {
+        Retry {
+            policy: self,
+            op,
+            classifier: ByType,
+            notify: (),
+            budget: None,
+            cancel: None,
+        }
+    }
+}
+
+impl<'p, Op, C, N> Retry<'p, Op, C, N> {
+    /// Classifies failures with `classifier` instead of asking the error
+    /// type ([`ByType`]).
+    pub fn classify<C2>(self, classifier: C2) -> Retry<'p, Op, C2, N> {
+        Retry {
+            policy: self.policy,
+            op: self.op,
+            classifier,
+            notify: self.notify,
+            budget: self.budget,
+            cancel: self.cancel,
+        }
+    }
+
+    /// Calls `notify` before each wait.
+    pub fn notify<N2: Notify>(self, notify: N2) -> Retry<'p, Op, C, N2> {
+        Retry {
+            policy: self.policy,
+            op: self.op,
+            classifier: self.classifier,
+            notify,
+            budget: self.budget,
+            cancel: self.cancel,
+        }
+    }
+
+    /// Draws retries from a budget shared with other calls (keep it in an
+    /// [`Arc`](std::sync::Arc) to share it between tasks).
+    pub fn budget(mut self, budget: &'p RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Stops at once, mid-attempt or mid-wait, when `token` is cancelled.
+    /// Dropping the future returned by [`Retry::run`] stops it too.
+    pub fn cancel_on(mut self, token: &'p CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Runs the call.
+    ///
+    /// Returns the first success, or a [`RetryError`] saying how it ended
+    /// with the last attempt's error.
+    ///
+    /// Cost: when the policy sets no time limit and no cancellation token is
+    /// given, a first-try success allocates nothing, reads no clock and
+    /// touches no random source; its future is little bigger than the
+    /// operation's own. Everything a retry needs (timers, the backoff state,
+    /// the bookkeeping) lives in a second future, boxed once when the first
+    /// attempt fails, or up front when a time limit or a token needs a timer
+    /// or a waiter from the first attempt on.
+    #[allow(clippy::manual_async_fn, reason = "see the comment on the async block")]
+    pub fn run<T, E, Fut>(mut self) -> impl Future<Output = Result<T, RetryError<E>>>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Classify<E>,
+        N: Notify,
+    {
+        // A plain `async move` block rather than an `async fn`: an async
+        // fn keeps a second copy of its arguments in its state, and every
+        // byte of this future is copied on the happy path.
+        async move {
+            let plain = self.policy.attempt_timeout.is_none()
+                && self.policy.deadline.is_none()
+                && self.cancel.is_none();
+            if !plain {
+                return Box::pin(self.retrying(None)).await;
+            }
+            match (self.op)(Attempt {
+                number: 1,
+                timeout: None,
+            })
+            .await
+            {
+                Ok(value) => {
+                    if let Some(b) = self.budget {
+                        b.record_success();
+                    }
+                    Ok(value)
+                }
+                Err(e) => Box::pin(self.retrying(Some(e))).await,
+            }
+        }
+    }
+
+    /// The general loop. `first` is the error of a first attempt already
+    /// made by [`Retry::run`]'s fast path.
+    async fn retrying<T, E, Fut>(self, first: Option<E>) -> Result<T, RetryError<E>>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Classify<E>,
+        N: Notify,
+    {
+        let Retry {
+            policy,
+            mut op,
+            classifier,
+            mut notify,
+            budget,
+            cancel,
+        } = self;
+        let timed = policy.attempt_timeout.is_some() || policy.deadline.is_some();
+        let mut run = Run::<E> {
+            started: timed.then(Instant::now),
+            deadline: None,
+            attempts: u32::from(first.is_some()),
+            waited: Duration::ZERO,
+            reason: None,
+            last: None,
+        };
+        run.deadline = run
+            .started
+            .zip(policy.deadline)
+            .and_then(|(start, d)| start.checked_add(d));
+        let mut backoff: Option<Backoff> = None;
+        let mut carried = first.map(AttemptError::Failed);
+
+        loop {
+            let failure = match carried.take() {
+                Some(failure) => failure,
+                None => match next_attempt(&mut run, &mut op, policy, budget, cancel).await {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(failure)) => failure,
+                    Err(ending) => return Err(run.end(ending)),
+                },
+            };
+            let number = run.attempts;
+
+            let Verdict { class, reason } = match &failure {
+                AttemptError::Failed(e) => classifier.classify(e),
+                AttemptError::TimedOut { .. } => Verdict::transient("attempt timeout"),
+            };
+            if let Some(b) = budget {
+                b.record_failure();
+            }
+            let now = Instant::now();
+            run.started.get_or_insert(now);
+            run.last = Some(failure);
+
+            let give_up = match class {
+                Class::RateLimited { wait } => Ending::RateLimited { wait },
+                Class::Overloaded { wait } => Ending::Overloaded { wait },
+                Class::Transient => Ending::Exhausted,
+                Class::QuotaExhausted { reset } => {
+                    run.reason = Some(reason);
+                    return Err(run.end(Ending::QuotaExhausted { reset }));
+                }
+                Class::Auth => {
+                    run.reason = Some(reason);
+                    return Err(run.end(Ending::Auth));
+                }
+                Class::Permanent => {
+                    run.reason = Some(reason);
+                    return Err(run.end(Ending::Permanent));
+                }
+            };
+            if number >= policy.max_attempts {
+                run.reason = Some(reason);
+                return Err(run.end(give_up));
+            }
+
+            let server_wait = class.server_wait();
+            let delay = match server_wait {
+                Some(wait) if wait > policy.max_server_wait => {
+                    run.reason = Some(reason);
+                    return Err(run.end(give_up));
+                }
+                Some(wait) => wait,
+                None => backoff
+                    .get_or_insert_with(|| Backoff::new(policy))
+                    .delay(policy, number),
+            };
+            if run.deadline.is_some_and(|d| now + delay >= d) {
+                run.reason = Some(reason);
+                let ending = if server_wait.is_some() {
+                    give_up
+                } else {
+                    Ending::DeadlineExceeded
+                };
+                return Err(run.end(ending));
+            }
+            if budget.is_some_and(|b| !b.allows_retry()) {
+                run.reason = Some(reason);
+                return Err(run.end(Ending::BudgetExhausted));
+            }
+
+            let event = RetryEvent {
+                attempt: number,
+                max_attempts: policy.max_attempts,
+                class,
+                reason: &reason,
+                delay,
+                server_wait: server_wait.is_some(),
+            };
+            tracing::info!(
+                attempt = number,
+                max_attempts = policy.max_attempts,
+                reason = event.reason,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "{}; retry {} of {} in {}",
+                event.reason,
+                number,
+                policy.max_attempts - 1,
+                HumanDuration(delay),
+            );
+            notify.notify(&event);
+            run.reason = Some(reason);
+
+            if delay >= TIMER_THRESHOLD {
+                let slept_from = Instant::now();
+                let finished = pause(delay, cancel).await;
+                run.waited += Instant::now().saturating_duration_since(slept_from);
+                if !finished {
+                    return Err(run.end(Ending::Cancelled));
+                }
+            }
+        }
+    }
+}
+
+/// The bookkeeping of one call.
+struct Run<E> {
+    started: Option<Instant>,
+    deadline: Option<Instant>,
+    attempts: u32,
+    waited: Duration,
+    reason: Option<Cow<'static, str>>,
+    last: Option<AttemptError<E>>,
+}
+
+impl<E> Run<E> {
+    /// The time limit of the next attempt and whether it is the overall
+    /// deadline (rather than the per-attempt timeout) that sets it.
+    fn attempt_limit(&self, attempt_timeout: Option<Duration>) -> (Option<Duration>, bool) {
+        let Some(deadline) = self.deadline else {
+            return (attempt_timeout, false);
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match attempt_timeout {
+            Some(t) if t <= remaining => (Some(t), false),
+            _ => (Some(remaining), true),
+        }
+    }
+
+    fn end(self, ending: Ending) -> RetryError<E> {
+        let elapsed = self
+            .started
+            .map(|s| Instant::now().saturating_duration_since(s))
+            .unwrap_or_default();
+        RetryError {
+            ending,
+            attempts: self.attempts,
+            waited: self.waited,
+            elapsed,
+            reason: self.reason,
+            last: self.last,
+        }
+    }
+}
+
+/// Starts the next attempt and waits for it: `Ok(Ok(value))` on success,
+/// `Ok(Err(failure))` for a failure to classify, `Err(ending)` when the
+/// call must end now (cancelled, or out of time).
+async fn next_attempt<T, E, Op, Fut>(
+    run: &mut Run<E>,
+    op: &mut Op,
+    policy: &Policy,
+    budget: Option<&RetryBudget>,
+    cancel: Option<&CancellationToken>,
+) -> Result<Result<T, AttemptError<E>>, Ending>
+where
+    Op: FnMut(Attempt) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    if cancel.is_some_and(|t| t.is_cancelled()) {
+        return Err(Ending::Cancelled);
+    }
+    let (limit, limited_by_deadline) = run.attempt_limit(policy.attempt_timeout);
+    if limit == Some(Duration::ZERO) {
+        return Err(Ending::DeadlineExceeded);
+    }
+    run.attempts += 1;
+    let fut = op(Attempt {
+        number: run.attempts,
+        timeout: limit,
+    });
+    let after = limit.unwrap_or_default();
+    match attempt(fut, limit, cancel).await {
+        Step::Done(Ok(value)) => {
+            if let Some(b) = budget {
+                b.record_success();
+            }
+            Ok(Ok(value))
+        }
+        Step::Done(Err(e)) => Ok(Err(AttemptError::Failed(e))),
+        Step::TimedOut if limited_by_deadline => {
+            // Keep the last real error when there is one: it says more than
+            // "the deadline cut the attempt".
+            if run.last.is_none() {
+                run.last = Some(AttemptError::TimedOut { after });
+                run.reason = Some(Cow::Borrowed("deadline"));
+            }
+            Err(Ending::DeadlineExceeded)
+        }
+        Step::TimedOut => Ok(Err(AttemptError::TimedOut { after })),
+        Step::Cancelled => Err(Ending::Cancelled),
+    }
+}
+
+enum Step<T> {
+    Done(T),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs one attempt under its time limit and the caller's cancellation.
+async fn attempt<F: Future>(
+    fut: F,
+    limit: Option<Duration>,
+    cancel: Option<&CancellationToken>,
+) -> Step<F::Output> {
+    let limited = async move {
+        match limit {
+            None => Step::Done(fut.await),
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(output) => Step::Done(output),
+                Err(_) => Step::TimedOut,
+            },
+        }
+    };
+    match cancel {
+        None => limited.await,
+        Some(token) => tokio::select! {
+            biased;
+            () = token.cancelled() => Step::Cancelled,
+            step = limited => step,
+        },
+    }
+}
+
+/// Sleeps for `delay`; false when cancelled first.
+async fn pause(delay: Duration, cancel: Option<&CancellationToken>) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    match cancel {
+        None => {
+            sleep.await;
+            true
+        }
+        Some(token) => tokio::select! {
+            biased;
+            () = token.cancelled() => false,
+            () = sleep => true,
+        },
+    }
+}

@@ -1,0 +1,152 @@
+//! Invariants of the engine over random policies and failure scripts.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use backstop_core::{Class, Classified, Jitter, Policy, RetryEvent, Verdict};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Fail(Class);
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+impl Classified for Fail {
+    fn verdict(&self) -> Verdict {
+        Verdict::new(self.0, "scripted")
+    }
+}
+
+fn paused<F: Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(fut)
+}
+
+fn wait() -> impl Strategy<Value = Option<Duration>> {
+    prop::option::of((0u64..200_000).prop_map(Duration::from_millis))
+}
+
+fn class() -> impl Strategy<Value = Class> {
+    prop_oneof![
+        6 => Just(Class::Transient),
+        3 => wait().prop_map(|wait| Class::RateLimited { wait }),
+        2 => wait().prop_map(|wait| Class::Overloaded { wait }),
+        1 => Just(Class::Permanent),
+        1 => Just(Class::Auth),
+        1 => wait().prop_map(|reset| Class::QuotaExhausted { reset }),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (
+        1u32..15,
+        0u64..5_000,
+        0u64..60_000,
+        1.0f64..4.0,
+        prop_oneof![
+            Just(Jitter::Full),
+            Just(Jitter::Decorrelated),
+            Just(Jitter::None)
+        ],
+        0u64..120_000,
+        any::<u64>(),
+    )
+        .prop_map(|(attempts, initial, cap, mult, jitter, server, seed)| {
+            Policy::api()
+                .max_attempts(attempts)
+                .initial_delay(Duration::from_millis(initial))
+                .max_delay(Duration::from_millis(cap))
+                .multiplier(mult)
+                .jitter(jitter)
+                .attempt_timeout(None)
+                .max_server_wait(Duration::from_millis(server))
+                .seed(seed)
+        })
+}
+
+/// Runs `policy` over `script` (the last outcome repeats); returns the
+/// number of calls, the retry events and the gaps between attempt starts.
+fn run(policy: &Policy, script: &[Class]) -> (u32, Vec<(Class, Duration, bool)>, Vec<Duration>) {
+    paused(async {
+        let starts = Rc::new(RefCell::new(Vec::new()));
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let origin = tokio::time::Instant::now();
+        let (s, e) = (Rc::clone(&starts), Rc::clone(&events));
+        let result = policy
+            .retry(|attempt| {
+                s.borrow_mut().push(origin.elapsed());
+                let class = script[(attempt.number as usize - 1).min(script.len() - 1)];
+                async move { Err::<(), _>(Fail(class)) }
+            })
+            .notify(move |ev: &RetryEvent<'_>| {
+                e.borrow_mut().push((ev.class, ev.delay, ev.server_wait))
+            })
+            .run()
+            .await;
+        let err = result.expect_err("every attempt fails");
+        let starts = starts.borrow();
+        assert_eq!(err.attempts as usize, starts.len());
+        let gaps = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        (err.attempts, events.borrow().clone(), gaps)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn attempts_never_exceed_the_maximum(policy in policy(), script in prop::collection::vec(class(), 1..20)) {
+        let (attempts, events, _) = run(&policy, &script);
+        prop_assert!(attempts >= 1);
+        prop_assert!(attempts <= policy.get_max_attempts());
+        prop_assert_eq!(events.len() as u32, attempts - 1);
+    }
+
+    #[test]
+    fn no_sleep_exceeds_the_cap_or_the_honoured_server_wait(policy in policy(), script in prop::collection::vec(class(), 1..20)) {
+        let (_, events, gaps) = run(&policy, &script);
+        prop_assert_eq!(events.len(), gaps.len());
+        for ((class, delay, from_server), gap) in events.iter().zip(&gaps) {
+            if *from_server {
+                let wait = class.server_wait().expect("a server wait");
+                prop_assert_eq!(*delay, wait, "the server's wait, exactly");
+                prop_assert!(wait <= policy.get_max_server_wait());
+            } else {
+                prop_assert!(*delay <= policy.get_max_delay());
+            }
+            // The engine really slept that long: never less (never retry
+            // before the server allows), and no more than the timer's
+            // millisecond rounding beyond it. Sub-millisecond waits skip
+            // the timer altogether.
+            if *delay < Duration::from_millis(1) {
+                prop_assert_eq!(*gap, Duration::ZERO);
+            } else {
+                prop_assert!(*gap >= *delay, "slept {gap:?} < {delay:?}");
+                prop_assert!(*gap < *delay + Duration::from_millis(1), "slept {gap:?} > {delay:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn retry_time_does_not_depend_on_payload_size(a in any::<u64>(), b in any::<u64>(), seed in any::<u64>()) {
+        let pa = Policy::transfer(a).seed(seed).attempt_timeout(None);
+        let pb = Policy::transfer(b).seed(seed).attempt_timeout(None);
+        prop_assert_eq!(pa.max_total_backoff(), pb.max_total_backoff());
+        let script = [Class::Transient];
+        let (_, _, gaps_a) = run(&pa, &script);
+        let (_, _, gaps_b) = run(&pb, &script);
+        prop_assert_eq!(&gaps_a, &gaps_b);
+        let total: Duration = gaps_a.iter().sum();
+        // Each sleep may round up to the timer's next millisecond.
+        let rounding = Duration::from_millis(u64::from(pa.get_max_attempts()));
+        prop_assert!(total <= pa.max_total_backoff() + rounding);
+    }
+}
