@@ -324,7 +324,7 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
                 delay,
                 server_wait: server_wait.is_some(),
             };
-            tracing::info!(
+            tracing::debug!(
                 attempt = number,
                 max_attempts = policy.max_attempts,
                 reason = event.reason,

@@ -1,0 +1,330 @@
+//! A scriptable HTTP/1.1 server that injects faults on demand.
+//!
+//! Each path has a queue of [`Reply`]s, used once each in order, and an
+//! optional reply for when the queue is empty; anything else gets a 404.
+//! Every request is recorded so a test can assert what the client sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// How long a stalled reply hangs before giving up on its own, so that a
+/// forgotten stall cannot keep a test process alive forever.
+const STALL: Duration = Duration::from_secs(120);
+
+/// What goes wrong with a reply, if anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Never send the response headers.
+    Stall,
+    /// Send the headers (with the full length) and this many body bytes,
+    /// then drop the connection.
+    CutAfter(usize),
+    /// Send the headers and this many body bytes, then hang.
+    StallAfter(usize),
+    /// Wait this long before sending the headers.
+    Delay(Duration),
+}
+
+/// One scripted response.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    fault: Fault,
+}
+
+impl Reply {
+    /// A response with this status and an empty body.
+    pub fn status(status: u16) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            fault: Fault::None,
+        }
+    }
+
+    /// A 200 with this body.
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Reply::status(200).body(body)
+    }
+
+    /// A 200 with this JSON body and its content type.
+    pub fn json(body: impl Into<Bytes>) -> Self {
+        Reply::ok(body).header("Content-Type", "application/json")
+    }
+
+    /// A redirect (`status` 301, 302, 307...) to `location`.
+    pub fn redirect(status: u16, location: &str) -> Self {
+        Reply::status(status).header("Location", location)
+    }
+
+    /// A request that never gets its response headers.
+    pub fn stall() -> Self {
+        Reply {
+            fault: Fault::Stall,
+            ..Reply::status(200)
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sends the headers and the first `n` bytes, then drops the connection
+    /// (a reset mid-body).
+    pub fn cut_after(mut self, n: usize) -> Self {
+        self.fault = Fault::CutAfter(n);
+        self
+    }
+
+    /// Sends the headers and the first `n` bytes, then goes silent.
+    pub fn stall_after(mut self, n: usize) -> Self {
+        self.fault = Fault::StallAfter(n);
+        self
+    }
+
+    /// Waits `delay` before answering.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.fault = Fault::Delay(delay);
+        self
+    }
+}
+
+/// A request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// "GET", "POST"...
+    pub method: String,
+    /// The path and query.
+    pub uri: String,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Recorded {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    scripts: HashMap<String, VecDeque<Reply>>,
+    always: HashMap<String, Reply>,
+    requests: Vec<Recorded>,
+}
+
+/// The running server. It stops when dropped.
+pub struct FaultServer {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside another
+        // runtime (an async test): shut it down in the background instead.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A test that panicked while holding the lock must not hide the
+    // requests from the next assertion.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FaultServer {
+    /// Starts a server on 127.0.0.1 on a free port, on its own thread.
+    ///
+    /// # Panics
+    /// When the runtime or the socket cannot be created: this is test
+    /// infrastructure, and a test cannot go on without it.
+    pub fn start() -> FaultServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("fault server runtime");
+        // Bound with std so that starting works inside another runtime too.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fault server socket");
+        listener
+            .set_nonblocking(true)
+            .expect("fault server socket mode");
+        let addr = listener.local_addr().expect("fault server address");
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = Arc::clone(&state);
+        runtime.spawn(async move {
+            let Ok(listener) = TcpListener::from_std(listener) else {
+                return;
+            };
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(Arc::clone(&state), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultServer {
+            addr,
+            state,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Queues replies for `path` (without the query), each used once.
+    pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        lock(&self.state)
+            .scripts
+            .entry(path.to_owned())
+            .or_default()
+            .extend(replies);
+    }
+
+    /// The reply for `path` once its queue is empty.
+    pub fn always(&self, path: &str, reply: Reply) {
+        lock(&self.state).always.insert(path.to_owned(), reply);
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// How many requests asked for `path` (query ignored).
+    pub fn hits(&self, path: &str) -> usize {
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|r| r.uri.split('?').next() == Some(path))
+            .count()
+    }
+}
+
+type Body = BoxBody<Bytes, io::Error>;
+
+async fn answer(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let reply = {
+        let mut state = lock(&state);
+        state.requests.push(Recorded {
+            method: req.method().to_string(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| path.clone()),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+        });
+        let scripted = state.scripts.get_mut(&path).and_then(VecDeque::pop_front);
+        scripted.or_else(|| state.always.get(&path).cloned())
+    };
+    let reply = reply.unwrap_or_else(|| Reply::status(404).body("no such path"));
+    // Drain the request body so keep-alive connections stay usable.
+    let _ = req.into_body().collect().await;
+
+    match reply.fault {
+        Fault::Stall => tokio::time::sleep(STALL).await,
+        Fault::Delay(d) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    let mut builder = Response::builder().status(reply.status);
+    let mut has_length = false;
+    for (k, v) in &reply.headers {
+        has_length |= k.eq_ignore_ascii_case("content-length");
+        builder = builder.header(k, v);
+    }
+    if !has_length {
+        builder = builder.header("Content-Length", reply.body.len());
+    }
+    let body = match reply.fault {
+        Fault::CutAfter(n) => broken(reply.body, n, false),
+        Fault::StallAfter(n) => broken(reply.body, n, true),
+        _ => Full::new(reply.body).map_err(|e| match e {}).boxed(),
+    };
+    Ok(builder.body(body).unwrap_or_else(|_| {
+        Response::new(
+            Full::new(Bytes::from_static(b"bad scripted reply"))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+    }))
+}
+
+/// A body that sends its first `n` bytes, then fails (the connection is
+/// dropped) or hangs.
+fn broken(body: Bytes, n: usize, hang: bool) -> Body {
+    let head = body.slice(..n.min(body.len()));
+    let frames = stream::unfold(Some(head), move |state| async move {
+        match state {
+            Some(head) => Some((Ok(Frame::data(head)), None)),
+            None => {
+                if hang {
+                    tokio::time::sleep(STALL).await;
+                }
+                Some((Err(io::Error::other("scripted cut")), None))
+            }
+        }
+    });
+    StreamBody::new(frames).boxed()
+}

@@ -1,0 +1,147 @@
+//! The client: reqwest with rustls, timeouts on by default, and the retry
+//! policy every request made through it uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_core::{Policy, RetryBudget};
+use reqwest::Method;
+
+use crate::{Error, RequestBuilder};
+
+/// Default time to establish a TCP and TLS connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time from sending a request to receiving the response headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest silence while reading a body.
+pub const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP client whose every request is retried under a [`Policy`].
+///
+/// Cheap to clone (connections are pooled and shared). Connect, response
+/// header and read-idle timeouts are always on, so a server that hangs
+/// never hangs the caller.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), backstop_http::Error> {
+/// let client = backstop_http::Client::new()?;
+/// let body = client.get("https://huggingface.co/api/models?limit=1").bytes().await?;
+/// println!("{} bytes", body.bytes.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) inner: reqwest::Client,
+    pub(crate) policy: Policy,
+    pub(crate) header_timeout: Duration,
+    pub(crate) budget: Option<Arc<RetryBudget>>,
+}
+
+impl Client {
+    /// A client with the defaults: [`Policy::api`], and the timeouts
+    /// [`CONNECT_TIMEOUT`], [`HEADER_TIMEOUT`], [`READ_IDLE_TIMEOUT`].
+    pub fn new() -> Result<Client, Error> {
+        Client::builder().build()
+    }
+
+    /// Configures a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A GET request.
+    pub fn get(&self, url: &str) -> RequestBuilder<'_> {
+        self.request(Method::GET, url)
+    }
+
+    /// A request with any method.
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder<'_> {
+        RequestBuilder::new(self, method, url)
+    }
+
+    /// The policy requests use unless they set their own.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    policy: Policy,
+    connect_timeout: Duration,
+    header_timeout: Duration,
+    read_idle_timeout: Duration,
+    user_agent: String,
+    budget: Option<Arc<RetryBudget>>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            policy: Policy::api(),
+            connect_timeout: CONNECT_TIMEOUT,
+            header_timeout: HEADER_TIMEOUT,
+            read_idle_timeout: READ_IDLE_TIMEOUT,
+            user_agent: concat!("backstop/", env!("CARGO_PKG_VERSION")).to_owned(),
+            budget: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The retry policy of every request (default [`Policy::api`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Time allowed to connect (TCP and TLS).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed between sending a request and its response headers.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Longest silence allowed while reading a body; the timer restarts on
+    /// every chunk, so a slow but moving download is never cut.
+    pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.read_idle_timeout = timeout;
+        self
+    }
+
+    /// The `User-Agent` header.
+    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+        self.user_agent = agent.into();
+        self
+    }
+
+    /// A retry budget shared by every request of this client (and of any
+    /// other holder of the same `Arc`).
+    pub fn budget(mut self, budget: Arc<RetryBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<Client, Error> {
+        let inner = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.read_idle_timeout)
+            .user_agent(self.user_agent)
+            .use_rustls_tls()
+            .build()
+            .map_err(Error::Client)?;
+        Ok(Client {
+            inner,
+            policy: self.policy,
+            header_timeout: self.header_timeout,
+            budget: self.budget,
+        })
+    }
+}

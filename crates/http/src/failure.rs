@@ -1,0 +1,354 @@
+//! What one HTTP attempt failed with, and how the engine should treat it.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use backstop_core::{Class, Classified, HumanDuration, Verdict, classify_io_kind, classify_status};
+use reqwest::StatusCode;
+
+/// The failure of one attempt.
+#[derive(Debug)]
+pub enum Failure {
+    /// The server answered with a status that is not a success.
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The wait the server asked for (Retry-After and friends).
+        wait: Option<Duration>,
+        /// The body says the quota is used up (OpenAI's
+        /// `insufficient_quota`), whatever the status.
+        quota: bool,
+        /// The server's own message, cleaned up and shortened, with any
+        /// credential the request carried removed.
+        detail: Option<String>,
+    },
+    /// No response headers arrived within the header timeout.
+    HeaderTimeout(Duration),
+    /// The connection, TLS, or the body stream failed.
+    Transport(reqwest::Error),
+    /// The body was complete but not what was expected (invalid JSON, too
+    /// large).
+    Invalid(String),
+    /// Writing the body locally failed.
+    Local(io::Error),
+}
+
+impl Failure {
+    /// The verdict, knowing whether the request may be repeated safely.
+    ///
+    /// A request that is not idempotent (POST, PATCH) is retried only when
+    /// the server cannot have acted on it: the connection was never made,
+    /// or it answered 429, 503 or 529 (refused before doing anything).
+    pub fn verdict_for(&self, idempotent: bool) -> Verdict {
+        let verdict = self.verdict();
+        if idempotent || !verdict.class.is_retryable() {
+            return verdict;
+        }
+        let safe = match self {
+            Failure::Status { status, .. } => matches!(status.as_u16(), 429 | 503 | 529),
+            Failure::Transport(e) => e.is_connect(),
+            _ => false,
+        };
+        if safe {
+            verdict
+        } else {
+            Verdict::permanent(format!(
+                "{} (not retried: the request is not idempotent)",
+                verdict.reason
+            ))
+        }
+    }
+
+    /// A short reason for progress lines and retry hooks.
+    pub fn reason(&self) -> String {
+        self.verdict().reason.into_owned()
+    }
+}
+
+impl Classified for Failure {
+    /// The verdict for an idempotent request.
+    fn verdict(&self) -> Verdict {
+        match self {
+            Failure::Status {
+                status,
+                wait,
+                quota,
+                ..
+            } => {
+                let verdict = classify_status(status.as_u16(), *wait);
+                if *quota {
+                    Verdict::new(Class::QuotaExhausted { reset: *wait }, verdict.reason)
+                } else {
+                    verdict
+                }
+            }
+            Failure::HeaderTimeout(_) => Verdict::transient("no response headers"),
+            Failure::Transport(e) => transport_verdict(e),
+            Failure::Invalid(_) => Verdict::permanent("invalid response"),
+            Failure::Local(e) => {
+                let v = classify_io_kind(e.kind());
+                // A local write error is never the network's fault.
+                Verdict::permanent(format!("writing output: {}", v.reason))
+            }
+        }
+    }
+}
+
+/// Classifies a reqwest error by its kind and the typed errors in its
+/// source chain (hyper's, std's I/O), never by its message.
+fn transport_verdict(e: &reqwest::Error) -> Verdict {
+    if e.is_builder() {
+        return Verdict::permanent("invalid request");
+    }
+    if e.is_redirect() {
+        return Verdict::permanent("too many redirects");
+    }
+    if let Some(io) = find_source::<io::Error>(e) {
+        let v = classify_io_kind(io.kind());
+        if io.kind() == io::ErrorKind::InvalidData {
+            // rustls reports certificate and handshake failures this way.
+            return Verdict::permanent("TLS error");
+        }
+        if v.class == Class::Transient {
+            return v;
+        }
+    }
+    if e.is_timeout() {
+        return Verdict::transient("read timed out");
+    }
+    if let Some(h) = find_source::<hyper::Error>(e) {
+        if h.is_incomplete_message() {
+            return Verdict::transient("connection closed early");
+        }
+        if h.is_timeout() {
+            return Verdict::transient("timed out");
+        }
+        if h.is_parse() || h.is_parse_status() {
+            return Verdict::transient("malformed response");
+        }
+    }
+    if e.is_connect() {
+        return Verdict::transient("could not connect");
+    }
+    if e.is_body() || e.is_decode() {
+        return Verdict::transient("body cut short");
+    }
+    // A network failure of a kind not listed above: the attempt count
+    // bounds the cost of trying again.
+    Verdict::transient("network error")
+}
+
+fn find_source<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Status { status, detail, .. } => {
+                write!(f, "HTTP {}", status.as_u16())?;
+                if let Some(reason) = status.canonical_reason() {
+                    write!(f, " {reason}")?;
+                }
+                if let Some(detail) = detail {
+                    write!(f, ": {detail}")?;
+                }
+                Ok(())
+            }
+            Failure::HeaderTimeout(d) => {
+                write!(f, "no response headers within {}", HumanDuration(*d))
+            }
+            Failure::Transport(e) => f.write_str(&transport_verdict(e).reason),
+            Failure::Invalid(why) => write!(f, "invalid response: {why}"),
+            Failure::Local(e) => write!(f, "writing the output failed: {e}"),
+        }
+    }
+}
+
+impl StdError for Failure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Failure::Transport(e) => Some(e),
+            Failure::Local(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The server's own explanation from an error body: the `error`,
+/// `error.message`, `message` or `detail` field of a JSON body, or the
+/// first line of a text body. Control characters are dropped (a server
+/// must not be able to drive the user's terminal), the result is cut to
+/// 200 characters, and every `secret` is replaced by `<redacted>`.
+pub(crate) fn detail(body: &[u8], secrets: &[String]) -> Option<String> {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(json) => json_message(&json)?,
+        Err(_) => String::from_utf8_lossy(body)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())?
+            .to_owned(),
+    };
+    let mut clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        clean = clean.replace(secret.as_str(), "<redacted>");
+    }
+    let clean = clean.trim();
+    if clean.is_empty() {
+        return None;
+    }
+    let mut out: String = clean.chars().take(200).collect();
+    if clean.chars().count() > 200 {
+        out.push('…');
+    }
+    Some(out)
+}
+
+fn json_message(json: &serde_json::Value) -> Option<String> {
+    let pick = |v: &serde_json::Value| -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => {
+                o.get("message").and_then(|m| m.as_str()).map(str::to_owned)
+            }
+            _ => None,
+        }
+    };
+    ["error", "message", "detail"]
+        .iter()
+        .find_map(|k| json.get(k).and_then(pick))
+}
+
+/// Whether an error body says the account's quota is used up, in the
+/// structured fields providers use for it (OpenAI's `insufficient_quota`
+/// code or type).
+pub(crate) fn says_quota(body: &[u8]) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let error = json.get("error");
+    ["code", "type"].iter().any(|k| {
+        error.and_then(|e| e.get(k)).and_then(|v| v.as_str()) == Some("insufficient_quota")
+    })
+}
+
+/// The server wait a JSON error body carries: Google's
+/// `error.details[].retryDelay` ("34s") on a `RetryInfo` detail.
+pub(crate) fn body_wait(body: &[u8]) -> Option<Duration> {
+    let json = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    let details = json.get("error")?.get("details")?.as_array()?;
+    details.iter().find_map(|d| {
+        let kind = d.get("@type")?.as_str()?;
+        if !kind.ends_with("RetryInfo") {
+            return None;
+        }
+        backstop_core::signal::go_duration(d.get("retryDelay")?.as_str()?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Failure {
+        Failure::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            wait: None,
+            quota: false,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn non_idempotent_requests_retry_only_refusals() {
+        assert!(status(429).verdict_for(false).class.is_retryable());
+        assert!(status(503).verdict_for(false).class.is_retryable());
+        assert_eq!(status(502).verdict_for(false).class, Class::Permanent);
+        assert!(status(502).verdict_for(true).class.is_retryable());
+        assert_eq!(
+            Failure::HeaderTimeout(Duration::from_secs(1))
+                .verdict_for(false)
+                .class,
+            Class::Permanent
+        );
+    }
+
+    #[test]
+    fn quota_bodies_override_the_status() {
+        let f = Failure::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            wait: None,
+            quota: true,
+            detail: None,
+        };
+        assert_eq!(f.verdict().class, Class::QuotaExhausted { reset: None });
+        assert!(says_quota(
+            br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#
+        ));
+        assert!(!says_quota(br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#));
+        assert!(!says_quota(
+            b"insufficient_quota in plain text is not a signal"
+        ));
+    }
+
+    #[test]
+    fn details_are_clean_and_short() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (
+                br#"{"error":"Invalid username or password."}"#,
+                Some("Invalid username or password."),
+            ),
+            (
+                br#"{"error":{"message":"Rate limit reached for gpt-4"}}"#,
+                Some("Rate limit reached for gpt-4"),
+            ),
+            (br#"{"detail":"Not Found"}"#, Some("Not Found")),
+            (br#"{"other":1}"#, None),
+            (
+                b"\n\nupstream connect error\nsecond line",
+                Some("upstream connect error"),
+            ),
+            (
+                b"evil \x1b[2J\x1b]0;pwned\x07 text",
+                Some("evil  [2J ]0;pwned  text"),
+            ),
+            (b"", None),
+            (
+                b"token hf_secret123 echoed",
+                Some("token <redacted> echoed"),
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                detail(body, &["hf_secret123".to_owned()]).as_deref(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let long = "x".repeat(500);
+        assert_eq!(detail(long.as_bytes(), &[]).unwrap().chars().count(), 201);
+    }
+
+    #[test]
+    fn google_retry_info() {
+        let body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"34s"}]}}"#;
+        assert_eq!(body_wait(body), Some(Duration::from_secs(34)));
+        assert_eq!(body_wait(b"{}"), None);
+        assert_eq!(body_wait(b"not json"), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! backstop's HTTP client: reqwest (rustls) on the retry engine of
+//! [`backstop_core`].
+//!
+//! - Retries 408, 425, 429, 500, 502, 503, 504 (and 529) and connect,
+//!   timeout and reset errors; fails at once on every other 4xx; retries a
+//!   request that is not idempotent only when the server cannot have acted
+//!   on it.
+//! - Reads every common server wait signal ([`server_wait`]): Retry-After
+//!   (seconds or date), `retry-after-ms`, the IETF `RateLimit` header,
+//!   `x-ratelimit-reset` (OpenAI durations, GitHub epochs), Anthropic's
+//!   reset instants and Google's `RetryInfo`.
+//! - Connect, response-header and read-idle timeouts always on.
+//! - Credentials never reach a message: sensitive headers are marked,
+//!   server messages are scrubbed, URLs are shown without query or
+//!   password.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), backstop_http::Error> {
+//! use backstop_http::Client;
+//!
+//! let client = Client::new()?;
+//! let models: serde_json::Value = client
+//!     .get("https://huggingface.co/api/models?limit=3")
+//!     .json()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod failure;
+mod request;
+mod signal;
+
+pub use backstop_core::{Ending, Policy, RetryEvent, Secret};
+pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, HEADER_TIMEOUT, READ_IDLE_TIMEOUT};
+pub use error::Error;
+pub use failure::Failure;
+pub use request::{Body, MAX_BODY, RequestBuilder, display_host, redact};
+pub use reqwest::{Method, StatusCode, header};
+pub use signal::server_wait;

@@ -1,0 +1,537 @@
+//! One request, retried as a whole: sending it, checking the status and
+//! reading the body are one attempt, so a body cut halfway is retried like
+//! a refused connection.
+
+use std::future::Future;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use backstop_core::{Attempt, HumanDuration, Policy, RetryEvent, Secret};
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::failure::{body_wait, detail, says_quota};
+use crate::{Client, Error, Failure, signal};
+
+/// Default limit of a body read into memory ([`RequestBuilder::bytes`],
+/// [`RequestBuilder::json`]): 64 MiB. Larger payloads belong on disk.
+pub const MAX_BODY: usize = 64 << 20;
+
+/// How much of an error response's body is read for its message.
+const ERROR_BODY_PREFIX: usize = 8 << 10;
+/// How long reading that prefix may take.
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers whose values are credentials: marked sensitive (reqwest keeps
+/// them out of its debug output) and scrubbed from server messages.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+];
+
+type RetryHook<'c> = Box<dyn FnMut(&RetryEvent<'_>) + Send + 'c>;
+
+/// A response read into memory.
+#[derive(Clone, Debug)]
+pub struct Body {
+    /// The final status (after redirects).
+    pub status: StatusCode,
+    /// The final response's headers.
+    pub headers: HeaderMap,
+    /// The final URL (after redirects).
+    pub url: Url,
+    /// The body.
+    pub bytes: Bytes,
+}
+
+impl Body {
+    /// Parses the body as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.bytes)
+    }
+}
+
+/// A request being configured. Nothing is sent until one of
+/// [`send`](RequestBuilder::send), [`bytes`](RequestBuilder::bytes),
+/// [`json`](RequestBuilder::json), [`to_file`](RequestBuilder::to_file) or
+/// [`spool`](RequestBuilder::spool) is awaited.
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder<'c> {
+    client: &'c Client,
+    method: Method,
+    url: Result<Url, Error>,
+    headers: HeaderMap,
+    secrets: Vec<String>,
+    body: Option<Bytes>,
+    policy: Option<Policy>,
+    idempotent: Option<bool>,
+    cancel: Option<CancellationToken>,
+    on_retry: Option<RetryHook<'c>>,
+    max_body: usize,
+    error: Option<Error>,
+}
+
+impl<'c> RequestBuilder<'c> {
+    pub(crate) fn new(client: &'c Client, method: Method, url: &str) -> Self {
+        RequestBuilder {
+            client,
+            method,
+            url: parse_url(url),
+            headers: HeaderMap::new(),
+            secrets: Vec::new(),
+            body: None,
+            policy: None,
+            idempotent: None,
+            cancel: None,
+            on_retry: None,
+            max_body: MAX_BODY,
+            error: None,
+        }
+    }
+
+    /// Adds a header. Credentials (`Authorization`, `X-Api-Key`...) are
+    /// marked sensitive and never shown. A malformed name or value makes the
+    /// request fail before anything is sent, with a message that does not
+    /// repeat the value.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = match HeaderName::from_bytes(name.trim().as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                self.error.get_or_insert(Error::InvalidHeader(format!(
+                    "{name:?} is not a header name"
+                )));
+                return self;
+            }
+        };
+        let mut value = match HeaderValue::from_str(value.trim()) {
+            Ok(v) => v,
+            Err(_) => {
+                self.error.get_or_insert(Error::InvalidHeader(format!(
+                    "the value of {name} has characters a header cannot carry"
+                )));
+                return self;
+            }
+        };
+        if SECRET_HEADERS.contains(&name.as_str()) {
+            value.set_sensitive(true);
+            self.remember_secret(value.to_str().unwrap_or_default());
+        }
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>`.
+    pub fn bearer_auth(mut self, token: &Secret) -> Self {
+        match HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                self.remember_secret(token.expose());
+                self.headers.insert(AUTHORIZATION, value);
+            }
+            Err(_) => {
+                self.error.get_or_insert(Error::InvalidHeader(format!(
+                    "the token {token} has characters a header cannot carry"
+                )));
+            }
+        }
+        self
+    }
+
+    fn remember_secret(&mut self, value: &str) {
+        let value = value.trim();
+        self.secrets.push(value.to_owned());
+        if let Some((_scheme, credential)) = value.split_once(' ') {
+            self.secrets.push(credential.trim().to_owned());
+        }
+    }
+
+    /// The request body, sent again on every attempt.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Uses this policy instead of the client's.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Whether the request may be repeated after the server may have acted
+    /// on it. Defaults to the method's own semantics: GET, HEAD, OPTIONS,
+    /// TRACE, PUT and DELETE are idempotent, POST and PATCH are not.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Stops at once, mid-attempt or mid-wait, when `token` is cancelled.
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Calls `hook` before each wait between attempts.
+    pub fn on_retry(mut self, hook: impl FnMut(&RetryEvent<'_>) + Send + 'c) -> Self {
+        self.on_retry = Some(Box::new(hook));
+        self
+    }
+
+    /// The largest body [`bytes`](RequestBuilder::bytes) and
+    /// [`json`](RequestBuilder::json) accept (default [`MAX_BODY`]).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Retries until the status is a success and returns the response with
+    /// its body unread. Reading that body is not retried; use the other
+    /// methods when it should be.
+    pub async fn send(self) -> Result<reqwest::Response, Error> {
+        self.execute(|resp| async move { Ok(resp) }).await
+    }
+
+    /// Retries until the whole body has been read into memory.
+    pub async fn bytes(self) -> Result<Body, Error> {
+        let limit = self.max_body;
+        self.execute(move |resp| read_limited(resp, limit)).await
+    }
+
+    /// Retries until the whole body has been read and parsed as JSON. A
+    /// complete body that is not the JSON expected fails at once: asking
+    /// again would get the same answer.
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
+        let limit = self.max_body;
+        self.execute(move |resp| async move {
+            let body = read_limited(resp, limit).await?;
+            body.json::<T>()
+                .map_err(|e| Failure::Invalid(format!("not the JSON expected: {e}")))
+        })
+        .await
+    }
+
+    /// Retries until the whole body is on disk at `path`, then returns its
+    /// length. The body goes to a hidden temporary file beside `path`,
+    /// rewritten from the start on each attempt, synced, and renamed over
+    /// `path` only when complete: `path` is never left half-written, and
+    /// on failure nothing is left behind.
+    pub async fn to_file(self, path: impl AsRef<Path>) -> Result<u64, Error> {
+        let path = path.as_ref();
+        let output = |source| Error::Output {
+            path: path.to_owned(),
+            source,
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| output(std::io::Error::other("not a file name")))?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".part")
+            .tempfile_in(&dir)
+            .map_err(output)?;
+        let file = temp.as_file();
+        let written = self.execute(|resp| write_body(resp, file)).await?;
+        file.sync_all().map_err(output)?;
+        keep_permissions(path, file);
+        temp.persist(path).map_err(|e| output(e.error))?;
+        // Make the rename itself durable; a failure here loses nothing.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(written)
+    }
+
+    /// Retries until the whole body is in an anonymous temporary file, and
+    /// returns that file positioned at its start: for streaming a body of
+    /// any size somewhere that cannot take a partial copy (standard output).
+    pub async fn spool(self) -> Result<std::fs::File, Error> {
+        let output = |source| Error::Output {
+            path: std::env::temp_dir(),
+            source,
+        };
+        let file = tempfile::tempfile().map_err(output)?;
+        self.execute(|resp| write_body(resp, &file)).await?;
+        let mut file = file;
+        std::io::Seek::seek(&mut file, SeekFrom::Start(0)).map_err(output)?;
+        Ok(file)
+    }
+
+    /// Runs the request under the policy: `read` turns a successful
+    /// response into the result, within the same attempt.
+    async fn execute<T, R, Fut>(self, read: R) -> Result<T, Error>
+    where
+        R: Fn(reqwest::Response) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let url = self.url?;
+        let host = display_host(&url);
+        let idempotent = self
+            .idempotent
+            .unwrap_or_else(|| is_idempotent(&self.method));
+        let client = self.client;
+        let policy = self.policy.as_ref().unwrap_or(&client.policy);
+        let (method, headers, body, secrets) =
+            (&self.method, &self.headers, &self.body, &self.secrets);
+        let (url_ref, read) = (&url, &read);
+        let mut hook = self.on_retry;
+
+        let op = |_: Attempt| {
+            let mut request = client
+                .inner
+                .request(method.clone(), url_ref.clone())
+                .headers(headers.clone());
+            if let Some(body) = body {
+                request = request.body(body.clone());
+            }
+            let header_timeout = client.header_timeout;
+            async move {
+                let resp = match tokio::time::timeout(header_timeout, request.send()).await {
+                    Err(_) => return Err(Failure::HeaderTimeout(header_timeout)),
+                    Ok(Err(e)) => return Err(Failure::Transport(e.without_url())),
+                    Ok(Ok(resp)) => resp,
+                };
+                if !resp.status().is_success() {
+                    return Err(status_failure(resp, secrets).await);
+                }
+                read(resp).await
+            }
+        };
+        let host_ref = host.as_str();
+        let notify = |event: &RetryEvent<'_>| {
+            tracing::info!(
+                host = host_ref,
+                attempt = event.attempt,
+                reason = event.reason,
+                "{host_ref}: {}; retry {} of {} in {}",
+                event.reason,
+                event.attempt,
+                event.max_attempts - 1,
+                HumanDuration(event.delay),
+            );
+            if let Some(hook) = hook.as_mut() {
+                hook(event);
+            }
+        };
+        let mut retry = policy
+            .retry(op)
+            .classify(|f: &Failure| f.verdict_for(idempotent))
+            .notify(notify);
+        if let Some(budget) = client.budget.as_deref() {
+            retry = retry.budget(budget);
+        }
+        if let Some(token) = self.cancel.as_ref() {
+            retry = retry.cancel_on(token);
+        }
+        retry.run().await.map_err(|source| Error::Call {
+            host,
+            source: Box::new(source),
+        })
+    }
+}
+
+fn parse_url(raw: &str) -> Result<Url, Error> {
+    let shown = |url: &str| match Url::parse(url) {
+        Ok(u) => redact(&u),
+        Err(_) => url.chars().filter(|c| !c.is_control()).take(200).collect(),
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| Error::InvalidUrl {
+        url: shown(raw),
+        reason: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::InvalidUrl {
+            url: shown(raw),
+            reason: format!("the scheme must be http or https, not {}", url.scheme()),
+        });
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::InvalidUrl {
+            url: shown(raw),
+            reason: "no host".to_owned(),
+        });
+    }
+    Ok(url)
+}
+
+/// A URL as it may be shown: no user name or password, no query (signed
+/// URLs carry their signature there), no fragment.
+pub fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// The host and, when it is not the scheme's default, the port.
+pub fn display_host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The failure of a response whose status is not a success, with the wait
+/// it asks for and the server's message.
+async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Failure {
+    let status = resp.status();
+    let mut wait = signal::server_wait(resp.headers(), SystemTime::now());
+    let prefix = tokio::time::timeout(ERROR_BODY_TIMEOUT, async {
+        let mut buf = Vec::new();
+        while buf.len() < ERROR_BODY_PREFIX {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        buf
+    })
+    .await
+    .unwrap_or_default();
+    wait = wait.or_else(|| body_wait(&prefix));
+    Failure::Status {
+        status,
+        wait,
+        quota: says_quota(&prefix),
+        detail: detail(&prefix, secrets),
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Body, Failure> {
+    let too_large = |n: u64| {
+        Failure::Invalid(format!(
+            "the body ({n} bytes) is larger than the {limit}-byte limit"
+        ))
+    };
+    if let Some(len) = resp.content_length()
+        && len > limit as u64
+    {
+        return Err(too_large(len));
+    }
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let url = resp.url().clone();
+    let capacity = resp.content_length().unwrap_or(0).min(limit as u64) as usize;
+    let mut buf = BytesMut::with_capacity(capacity);
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| Failure::Transport(e.without_url()))?
+    {
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large((buf.len() + chunk.len()) as u64));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Body {
+        status,
+        headers,
+        url,
+        bytes: buf.freeze(),
+    })
+}
+
+/// Writes the body into `file` from its start, truncating what an earlier
+/// attempt left.
+async fn write_body(mut resp: reqwest::Response, file: &std::fs::File) -> Result<u64, Failure> {
+    let handle = file.try_clone().map_err(Failure::Local)?;
+    handle.set_len(0).map_err(Failure::Local)?;
+    let mut out = tokio::fs::File::from_std(handle);
+    out.seek(SeekFrom::Start(0)).await.map_err(Failure::Local)?;
+    let mut written = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| Failure::Transport(e.without_url()))?
+    {
+        out.write_all(&chunk).await.map_err(Failure::Local)?;
+        written += chunk.len() as u64;
+    }
+    out.flush().await.map_err(Failure::Local)?;
+    Ok(written)
+}
+
+/// Gives the new file the permissions of the one it replaces, or the usual
+/// 0644 of a download (the temporary file starts private).
+fn keep_permissions(path: &Path, file: &std::fs::File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o644);
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = (path, file);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_before_sending() {
+        assert!(parse_url("https://huggingface.co/api/models").is_ok());
+        for bad in [
+            "",
+            "huggingface.co",
+            "ftp://example.com/x",
+            "file:///etc/passwd",
+            "http://",
+        ] {
+            assert!(
+                matches!(parse_url(bad), Err(Error::InvalidUrl { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn shown_urls_carry_no_credentials() {
+        let url =
+            Url::parse("https://user:pa55@cdn.example.com/file?X-Amz-Signature=abc#f").unwrap();
+        assert_eq!(redact(&url), "https://cdn.example.com/file");
+        let err = parse_url("gopher://user:pa55@example.com/?token=abc").unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains("pa55") && !shown.contains("abc"), "{shown}");
+    }
+
+    #[test]
+    fn hosts_show_nondefault_ports() {
+        assert_eq!(
+            display_host(&Url::parse("https://huggingface.co/x").unwrap()),
+            "huggingface.co"
+        );
+        assert_eq!(
+            display_host(&Url::parse("http://127.0.0.1:8080/x").unwrap()),
+            "127.0.0.1:8080"
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! The client against a real socket: the fault server answers with the
+//! statuses, headers and broken connections real servers produce.
+
+use std::error::Error as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backstop_core::{Ending, Jitter};
+use backstop_faultserver::{FaultServer, Reply};
+use backstop_http::{Client, Error, Failure, Method, Policy, RetryEvent};
+use tokio_util::sync::CancellationToken;
+
+/// The API preset with millisecond waits, so that tests spend their time on
+/// the behaviour and not on sleeping.
+fn quick() -> Policy {
+    Policy::api()
+        .initial_delay(Duration::from_millis(1))
+        .max_delay(Duration::from_millis(5))
+        .jitter(Jitter::None)
+        .attempt_timeout(Duration::from_secs(10))
+}
+
+fn client() -> Client {
+    Client::builder()
+        .policy(quick())
+        .header_timeout(Duration::from_millis(500))
+        .read_idle_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+type Events = Arc<Mutex<Vec<(u32, String, Duration, bool)>>>;
+
+fn recorder() -> (Events, impl FnMut(&RetryEvent<'_>) + Send + 'static) {
+    let events: Events = Arc::default();
+    let log = Arc::clone(&events);
+    (events, move |e: &RetryEvent<'_>| {
+        log.lock()
+            .unwrap()
+            .push((e.attempt, e.reason.to_owned(), e.delay, e.server_wait))
+    })
+}
+
+/// The whole message a user would see: the error and its causes.
+fn chain(e: &Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(" | ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_ms_is_waited_out() {
+    let server = FaultServer::start();
+    server.script(
+        "/api",
+        [
+            Reply::status(429).header("retry-after-ms", "80"),
+            Reply::ok("fine"),
+        ],
+    );
+    let (events, hook) = recorder();
+    let body = client()
+        .get(&server.url("/api"))
+        .on_retry(hook)
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body.bytes[..], b"fine");
+    assert_eq!(server.hits("/api"), 2);
+    let events = events.lock().unwrap();
+    assert_eq!(
+        *events,
+        [(1, "HTTP 429".to_owned(), Duration::from_millis(80), true)]
+    );
+}
+
+#[tokio::test]
+async fn retry_after_seconds_are_honoured_exactly() {
+    let server = FaultServer::start();
+    server.script(
+        "/api",
+        [
+            Reply::status(503).header("Retry-After", "1"),
+            Reply::ok("up"),
+        ],
+    );
+    let (events, hook) = recorder();
+    let started = std::time::Instant::now();
+    client()
+        .get(&server.url("/api"))
+        .on_retry(hook)
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(events.lock().unwrap()[0].2, Duration::from_secs(1));
+    assert!(started.elapsed() >= Duration::from_secs(1), "never early");
+}
+
+#[tokio::test]
+async fn hugging_face_ratelimit_header_is_honoured() {
+    let server = FaultServer::start();
+    server.script(
+        "/api/models",
+        [
+            Reply::status(429)
+                .header("RateLimit", "\"api\";r=0;t=1")
+                .header("RateLimit-Policy", "\"fixed window\";\"api\";q=500;w=300"),
+            Reply::json("[]"),
+        ],
+    );
+    let (events, hook) = recorder();
+    client()
+        .get(&server.url("/api/models"))
+        .on_retry(hook)
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(events.lock().unwrap()[0].2, Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn persistent_overload_ends_typed_after_every_attempt() {
+    let server = FaultServer::start();
+    server.always("/api", Reply::status(503).body("upstream connect error"));
+    let err = client().get(&server.url("/api")).bytes().await.unwrap_err();
+    assert_eq!(err.ending(), Some(Ending::Overloaded { wait: None }));
+    assert!(err.is_temporary());
+    assert_eq!(server.hits("/api"), 5);
+    let shown = chain(&err);
+    let host = server.addr().to_string();
+    assert!(
+        shown.starts_with(&format!("{host} is overloaded: 5 attempts over ")),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with("| HTTP 503 Service Unavailable: upstream connect error"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_longer_than_the_policy_allows_ends_at_once() {
+    let server = FaultServer::start();
+    server.always("/api", Reply::status(429).header("Retry-After", "3600"));
+    let err = client().get(&server.url("/api")).bytes().await.unwrap_err();
+    assert_eq!(
+        err.ending(),
+        Some(Ending::RateLimited {
+            wait: Some(Duration::from_secs(3600))
+        })
+    );
+    assert_eq!(server.hits("/api"), 1);
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "rate limited by {}: 1 attempt over ",
+            server.addr()
+        )),
+        "{shown}"
+    );
+    assert!(shown.ends_with("; the server asks to wait 1 h"), "{shown}");
+}
+
+#[tokio::test]
+async fn other_client_errors_fail_fast() {
+    let server = FaultServer::start();
+    for (status, ending) in [
+        (404, Ending::Permanent),
+        (400, Ending::Permanent),
+        (401, Ending::Auth),
+        (403, Ending::Auth),
+    ] {
+        let path = format!("/s{status}");
+        server.always(&path, Reply::status(status));
+        let err = client().get(&server.url(&path)).bytes().await.unwrap_err();
+        assert_eq!(err.ending(), Some(ending), "{status}");
+        assert!(!err.is_temporary());
+        assert_eq!(server.hits(&path), 1, "{status} is not retried");
+    }
+}
+
+#[tokio::test]
+async fn an_exhausted_quota_in_the_body_is_not_retried() {
+    let server = FaultServer::start();
+    server.always(
+        "/v1/chat",
+        Reply::status(429).body(
+            r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+        ),
+    );
+    let err = client()
+        .get(&server.url("/v1/chat"))
+        .bytes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending(), Some(Ending::QuotaExhausted { reset: None }));
+    assert_eq!(server.hits("/v1/chat"), 1);
+    assert!(chain(&err).contains("You exceeded your current quota"));
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_timed_out_and_retried() {
+    let server = FaultServer::start();
+    server.script("/slow", [Reply::stall(), Reply::ok("late but fine")]);
+    let (events, hook) = recorder();
+    let client = Client::builder()
+        .policy(quick())
+        .header_timeout(Duration::from_millis(300))
+        .read_idle_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let body = client
+        .get(&server.url("/slow"))
+        .on_retry(hook)
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body.bytes[..], b"late but fine");
+    assert_eq!(events.lock().unwrap()[0].1, "no response headers");
+}
+
+#[tokio::test]
+async fn a_body_cut_halfway_is_fetched_again() {
+    let server = FaultServer::start();
+    let payload = "0123456789".repeat(1000);
+    server.script(
+        "/file",
+        [
+            Reply::ok(payload.clone()).cut_after(4000),
+            Reply::ok(payload.clone()),
+        ],
+    );
+    let (events, hook) = recorder();
+    let body = client()
+        .get(&server.url("/file"))
+        .on_retry(hook)
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.bytes.len(), payload.len());
+    assert_eq!(&body.bytes[..], payload.as_bytes());
+    assert_eq!(events.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_cut_by_the_idle_timeout() {
+    let server = FaultServer::start();
+    server.script(
+        "/file",
+        [Reply::ok("abcdef").stall_after(3), Reply::ok("abcdef")],
+    );
+    let (events, hook) = recorder();
+    let body = client()
+        .get(&server.url("/file"))
+        .on_retry(hook)
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body.bytes[..], b"abcdef");
+    assert_eq!(events.lock().unwrap()[0].1, "read timed out");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_transient() {
+    // Bind and drop a listener: the port is free and refuses connections.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = client()
+        .get(&format!("http://127.0.0.1:{port}/"))
+        .bytes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending(), Some(Ending::Exhausted));
+    assert_eq!(err.retry_error().unwrap().attempts, 5);
+    assert_eq!(
+        err.retry_error().unwrap().reason.as_deref(),
+        Some("connection refused")
+    );
+}
+
+#[tokio::test]
+async fn post_is_retried_only_when_the_server_refused_it() {
+    let server = FaultServer::start();
+    server.always("/jobs", Reply::status(502));
+    let err = client()
+        .request(Method::POST, &server.url("/jobs"))
+        .body("{}")
+        .bytes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending(), Some(Ending::Permanent));
+    assert_eq!(server.hits("/jobs"), 1);
+
+    server.script("/queue", [Reply::status(429), Reply::ok("queued")]);
+    let body = client()
+        .request(Method::POST, &server.url("/queue"))
+        .body("{}")
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body.bytes[..], b"queued");
+    assert_eq!(server.hits("/queue"), 2);
+    assert!(server.requests().iter().all(|r| r.method == "POST"));
+}
+
+#[tokio::test]
+async fn redirects_are_followed() {
+    let server = FaultServer::start();
+    server.script("/resolve", [Reply::redirect(302, "/cdn/blob")]);
+    server.script("/cdn/blob", [Reply::ok("blob")]);
+    let body = client().get(&server.url("/resolve")).bytes().await.unwrap();
+    assert_eq!(&body.bytes[..], b"blob");
+    assert_eq!(body.url.path(), "/cdn/blob");
+}
+
+#[tokio::test]
+async fn invalid_json_fails_at_once() {
+    let server = FaultServer::start();
+    server.always("/api", Reply::json("{not json"));
+    let err = client()
+        .get(&server.url("/api"))
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending(), Some(Ending::Permanent));
+    assert_eq!(server.hits("/api"), 1);
+    assert!(
+        chain(&err).contains("not the JSON expected"),
+        "{}",
+        chain(&err)
+    );
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_limit_are_refused() {
+    let server = FaultServer::start();
+    server.always("/big", Reply::ok(vec![b'x'; 2048]));
+    let err = client()
+        .get(&server.url("/big"))
+        .max_body(1024)
+        .bytes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending(), Some(Ending::Permanent));
+    assert!(chain(&err).contains("larger than the 1024-byte limit"));
+}
+
+#[tokio::test]
+async fn credentials_never_reach_the_error() {
+    let server = FaultServer::start();
+    let token = "hf_TopSecretToken123";
+    server.always(
+        "/private",
+        Reply::status(401).body(format!(r#"{{"error":"bad token {token}"}}"#)),
+    );
+    let err = client()
+        .get(&server.url("/private?access_token=qs-secret"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .bytes()
+        .await
+        .unwrap_err();
+    let shown = format!("{} {err:?}", chain(&err));
+    assert!(!shown.contains(token), "{shown}");
+    assert!(!shown.contains("qs-secret"), "{shown}");
+    assert!(shown.contains("bad token <redacted>"), "{shown}");
+    // The token was sent, though.
+    let sent = &server.requests()[0];
+    assert_eq!(
+        sent.header("authorization"),
+        Some(&*format!("Bearer {token}"))
+    );
+}
+
+#[tokio::test]
+async fn malformed_headers_fail_before_sending() {
+    let server = FaultServer::start();
+    let err = client()
+        .get(&server.url("/x"))
+        .header("Bad Name", "v")
+        .bytes()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidHeader(_)), "{err}");
+    let err = client()
+        .get(&server.url("/x"))
+        .header("Authorization", "Bearer sec\nret")
+        .bytes()
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("sec"), "{err}");
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn cancelling_during_a_wait_stops_at_once() {
+    let server = FaultServer::start();
+    server.always("/api", Reply::status(503).header("Retry-After", "30"));
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancel.cancel();
+    });
+    let started = std::time::Instant::now();
+    let err = client()
+        .get(&server.url("/api"))
+        .cancel_on(token)
+        .bytes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending(), Some(Ending::Cancelled));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The last attempt's error is still there.
+    assert!(matches!(
+        err.retry_error().unwrap().last_error(),
+        Some(Failure::Status { .. })
+    ));
+}
+
+mod files {
+    use super::*;
+
+    fn listing(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_download_survives_a_cut_and_lands_whole() {
+        let server = FaultServer::start();
+        let payload = vec![7u8; 100_000];
+        server.script(
+            "/model.bin",
+            [
+                Reply::ok(payload.clone()).cut_after(30_000),
+                Reply::ok(payload.clone()),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bin");
+        let n = client()
+            .get(&server.url("/model.bin"))
+            .to_file(&path)
+            .await
+            .unwrap();
+        assert_eq!(n, 100_000);
+        assert_eq!(std::fs::read(&path).unwrap(), payload);
+        assert_eq!(listing(dir.path()), ["model.bin"], "no temporary left");
+    }
+
+    #[tokio::test]
+    async fn a_failed_download_changes_nothing() {
+        let server = FaultServer::start();
+        server.always("/model.bin", Reply::status(404));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bin");
+        std::fs::write(&path, b"the old model").unwrap();
+        let err = client()
+            .get(&server.url("/model.bin"))
+            .to_file(&path)
+            .await
+            .unwrap_err();
+        assert_eq!(err.ending(), Some(Ending::Permanent));
+        assert_eq!(std::fs::read(&path).unwrap(), b"the old model");
+        assert_eq!(listing(dir.path()), ["model.bin"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_is_reported_before_sending() {
+        let server = FaultServer::start();
+        let err = client()
+            .get(&server.url("/x"))
+            .to_file("/nonexistent/dir/file")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Output { .. }), "{err}");
+        assert!(server.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn spooling_keeps_only_the_complete_body() {
+        use std::io::Read;
+        let server = FaultServer::start();
+        server.script(
+            "/out",
+            [
+                Reply::ok("partial-data").cut_after(4),
+                Reply::ok("complete"),
+            ],
+        );
+        let mut file = client().get(&server.url("/out")).spool().await.unwrap();
+        let mut got = String::new();
+        file.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "complete");
+    }
+}
