@@ -1,1 +1,90 @@
-fn main() {}
+//! The `backstop` command: parses arguments, wires the crates together and
+//! reports. Everything else lives in the crates under `crates/`.
+
+mod cli;
+mod client;
+mod cmd;
+mod logging;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, HubCommand};
+use report::{Report, exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprint!("{}", Report::from_error(exit::FAILURE, &e).render());
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = run(cli.command) => outcome,
+            () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
+                .hint("nothing was left half-written; run the same command again to retry")),
+        }
+    });
+    // Stalled connections must not hold the exit.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::from(exit::SUCCESS),
+        Err(report) => {
+            eprint!("{}", report.render());
+            ExitCode::from(report.code)
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Report> {
+    match command {
+        Command::Get(args) => cmd::get::run(args).await,
+        Command::Hub {
+            command: HubCommand::Search(args),
+        } => cmd::hub::search(args).await,
+        Command::Demo => cmd::demo::run().await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "backstop",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM. Dropping the running command there stops
+/// its retries at once and deletes any temporary file it was writing.
+async fn interrupted() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    () = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => ctrl_c.await,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}

@@ -1,1 +1,310 @@
-//! placeholder
+//! A Hugging Face Hub client whose every call goes through backstop's
+//! resilient HTTP layer: a 429 on the third page of a listing is waited out
+//! like a 429 on the first, never turned into a silently short result.
+//!
+//! Configuration follows huggingface_hub: `HF_ENDPOINT` (default
+//! `https://huggingface.co`), and the token from `HF_TOKEN`, the older
+//! `HUGGING_FACE_HUB_TOKEN`, or the token file (`HF_TOKEN_PATH`, else
+//! `$HF_HOME/token`, else `~/.cache/huggingface/token`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), backstop_hub::Error> {
+//! use backstop_hub::{Hub, ModelQuery, Sort};
+//!
+//! let hub = Hub::from_env(backstop_http::Client::new()?)?;
+//! let query = ModelQuery { search: Some("gguf".into()), sort: Some(Sort::Trending), limit: 5, ..Default::default() };
+//! for model in hub.search_models(&query).await? {
+//!     println!("{} ({} downloads)", model.id, model.downloads.unwrap_or(0));
+//! }
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod model;
+
+use backstop_core::Secret;
+use backstop_http::{Client, display_host};
+use url::Url;
+
+pub use config::{DEFAULT_ENDPOINT, token_from_env};
+pub use model::{LfsInfo, Model, ModelInfo, ModelQuery, Sibling, Sort};
+
+/// The Hub returns at most this many models per page.
+const PAGE: usize = 1000;
+
+/// Why a Hub call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP call failed after the engine's retries.
+    #[error(transparent)]
+    Http(#[from] backstop_http::Error),
+    /// Input refused before anything was sent (an endpoint that is not a
+    /// URL, a malformed repository id).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Error::Http(e) => e.is_temporary(),
+            Error::Invalid(_) => false,
+        }
+    }
+}
+
+/// A Hub client.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    client: Client,
+    endpoint: Url,
+    token: Option<Secret>,
+}
+
+impl Hub {
+    /// A client for the Hub at `endpoint`, authenticating with `token`.
+    pub fn new(client: Client, endpoint: &str, token: Option<Secret>) -> Result<Hub, Error> {
+        let mut endpoint = Url::parse(endpoint.trim()).map_err(|e| {
+            Error::Invalid(format!("the Hub endpoint {endpoint:?} is not a URL: {e}"))
+        })?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+            return Err(Error::Invalid(format!(
+                "the Hub endpoint {} must be an http or https URL",
+                backstop_http::redact(&endpoint)
+            )));
+        }
+        if !endpoint.path().ends_with('/') {
+            let path = format!("{}/", endpoint.path());
+            endpoint.set_path(&path);
+        }
+        Ok(Hub {
+            client,
+            endpoint,
+            token,
+        })
+    }
+
+    /// A client configured from the environment the way huggingface_hub
+    /// is (see the crate documentation).
+    pub fn from_env(client: Client) -> Result<Hub, Error> {
+        let endpoint = std::env::var("HF_ENDPOINT")
+            .ok()
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        Hub::new(client, &endpoint, token_from_env())
+    }
+
+    /// The endpoint, with a trailing slash.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// The endpoint's host, as messages show it.
+    pub fn host(&self) -> String {
+        display_host(&self.endpoint)
+    }
+
+    /// Whether a token will be sent.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Lists models (`GET /api/models`), following the Hub's next-page
+    /// links until `query.limit` models are in hand. Each page is its own
+    /// retried call.
+    pub async fn search_models(&self, query: &ModelQuery) -> Result<Vec<Model>, Error> {
+        let mut url = self.api_url(&["api", "models"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
+                pairs.append_pair("search", search);
+            }
+            if let Some(author) = query.author.as_deref().filter(|s| !s.is_empty()) {
+                pairs.append_pair("author", author);
+            }
+            if let Some(sort) = query.sort {
+                pairs.append_pair("sort", sort.api_name());
+                pairs.append_pair("direction", "-1");
+            }
+            pairs.append_pair("limit", &query.limit.clamp(1, PAGE).to_string());
+        }
+        let mut models = Vec::new();
+        let mut next = Some(url);
+        while let Some(page) = next.take() {
+            if models.len() >= query.limit {
+                break;
+            }
+            let body = self.get(&page).bytes().await?;
+            let batch: Vec<Model> = body.json().map_err(|e| {
+                Error::Invalid(format!(
+                    "{} answered /api/models with something that is not a model list: {e}",
+                    self.host()
+                ))
+            })?;
+            if batch.is_empty() {
+                break;
+            }
+            for model in batch {
+                match model.named() {
+                    Some(model) => models.push(model),
+                    None => tracing::warn!(
+                        "{} listed a model without an id; it is left out",
+                        self.host()
+                    ),
+                }
+            }
+            next = next_link(&body.headers).and_then(|link| self.same_origin(&page, &link));
+        }
+        models.truncate(query.limit);
+        Ok(models)
+    }
+
+    /// A model's files at a revision (`GET
+    /// /api/models/{repo}/revision/{revision}?blobs=true`), with sizes and
+    /// the sha256 of LFS files.
+    pub async fn model_revision(&self, repo: &str, revision: &str) -> Result<ModelInfo, Error> {
+        let (org, name) = split_repo(repo)?;
+        if revision.is_empty() || revision.chars().any(char::is_control) {
+            return Err(Error::Invalid(format!("{revision:?} is not a revision")));
+        }
+        let mut url = self.api_url(&["api", "models", org, name, "revision", revision]);
+        url.query_pairs_mut().append_pair("blobs", "true");
+        let body = self.get(&url).bytes().await?;
+        let mut info: ModelInfo = body.json().map_err(|e| {
+            Error::Invalid(format!(
+                "{} answered for {repo}@{revision} with something that is not model info: {e}",
+                self.host()
+            ))
+        })?;
+        model::record_id(&mut info.id, &info.extra);
+        Ok(info)
+    }
+
+    fn get(&self, url: &Url) -> backstop_http::RequestBuilder<'_> {
+        let request = self.client.get(url.as_str());
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    fn api_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.endpoint.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Follows a next-page link only to the host the token belongs to.
+    fn same_origin(&self, page: &Url, link: &str) -> Option<Url> {
+        let next = page.join(link).ok()?;
+        if next.origin() == self.endpoint.origin() {
+            Some(next)
+        } else {
+            tracing::warn!(
+                "{} sent a next-page link to another host ({}); stopping the listing there",
+                self.host(),
+                backstop_http::redact(&next)
+            );
+            None
+        }
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &backstop_http::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|part| {
+            let (target, params) = part.split_once(';')?;
+            let is_next = params.split(';').any(|p| {
+                p.trim()
+                    .strip_prefix("rel=")
+                    .is_some_and(|r| r.trim_matches('"') == "next")
+            });
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            is_next.then(|| target.to_owned())
+        })
+}
+
+/// Splits `org/name`, refusing anything that is not a plain repository id.
+fn split_repo(repo: &str) -> Result<(&str, &str), Error> {
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 96
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    match repo.split_once('/') {
+        Some((org, name)) if valid(org) && valid(name) => Ok((org, name)),
+        _ => Err(Error::Invalid(format!(
+            "{repo:?} is not a repository id (expected ORG/NAME)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backstop_http::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn link_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "link",
+            HeaderValue::from_static(
+                r#"<https://huggingface.co/api/models?limit=1000&cursor=abc>; rel="next""#,
+            ),
+        );
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://huggingface.co/api/models?limit=1000&cursor=abc")
+        );
+        h.insert(
+            "link",
+            HeaderValue::from_static(
+                r#"<https://x/prev>; rel="prev", </api/models?cursor=2>; rel=next"#,
+            ),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/api/models?cursor=2"));
+        h.insert("link", HeaderValue::from_static("garbage"));
+        assert_eq!(next_link(&h), None);
+    }
+
+    #[test]
+    fn repository_ids() {
+        assert!(split_repo("TheBloke/Llama-2-7B-GGUF").is_ok());
+        assert!(split_repo("google/gemma-2b.v1_0").is_ok());
+        for bad in [
+            "", "noslash", "a/b/c", "../etc", "a/..", "a/", "/b", "a b/c", "a/b?x=1",
+        ] {
+            assert!(split_repo(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        let client = Client::new().unwrap();
+        let hub = Hub::new(client.clone(), "https://hf-mirror.example.com/prefix", None).unwrap();
+        assert_eq!(
+            hub.api_url(&["api", "models"]).as_str(),
+            "https://hf-mirror.example.com/prefix/api/models"
+        );
+        let url = hub.api_url(&["api", "models", "org", "name", "revision", "refs/pr/1"]);
+        assert_eq!(
+            url.path(),
+            "/prefix/api/models/org/name/revision/refs%2Fpr%2F1"
+        );
+        assert!(Hub::new(client.clone(), "not a url", None).is_err());
+        assert!(Hub::new(client, "file:///tmp", None).is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! The command line: what each command and flag means.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keeps AI-infrastructure work going through rate limits, flaky networks
+/// and dying nodes.
+#[derive(Debug, Parser)]
+#[command(name = "backstop", version, about, long_about = None)]
+#[command(
+    after_help = "Exit codes: 0 success; 1 permanent failure; 2 usage error; \
+75 temporary failure, try later (rate limited, or transient failures exhausted); 130 interrupted."
+)]
+pub struct Cli {
+    /// More detail on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// GET a URL with retries: body to stdout, or to FILE written atomically.
+    Get(GetArgs),
+    /// Query the Hugging Face Hub (honours HF_ENDPOINT and HF_TOKEN).
+    Hub {
+        #[command(subcommand)]
+        command: HubCommand,
+    },
+    /// Watch the retry engine get a request through a rate limit, an
+    /// overload and a cut connection, against a flaky server it starts on
+    /// this machine. Needs no network.
+    Demo,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The http or https URL.
+    pub url: String,
+    /// Write the body to FILE (replaced only once the whole body is in)
+    /// instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Add a request header; repeatable. Credentials are never printed.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// List models (GET /api/models).
+    Search(SearchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Free-text search over model ids.
+    #[arg(long, value_name = "Q")]
+    pub search: Option<String>,
+    /// Only this user's or organisation's models.
+    #[arg(long, value_name = "A")]
+    pub author: Option<String>,
+    /// Order, most first.
+    #[arg(long, value_enum)]
+    pub sort: Option<SortArg>,
+    /// How many models at most.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+    /// One JSON object per line, as the Hub sent it.
+    #[arg(long)]
+    pub json: bool,
+    /// When the Hub keeps rate limiting, print a one-line notice and exit 0
+    /// with no results (for scheduled jobs). Other errors still fail.
+    #[arg(long)]
+    pub skip_on_rate_limit: bool,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SortArg {
+    Trending,
+    Downloads,
+    Likes,
+    Created,
+}
+
+/// How hard to retry. Durations: 500ms, 10s, 2m, 1h30m (a bare number is
+/// seconds).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Retrying")]
+pub struct RetryArgs {
+    /// Attempts in all, the first included [default: 5].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub attempts: Option<u32>,
+    /// Ceiling of the first wait; later ones double [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub base_delay: Option<Duration>,
+    /// No computed wait is longer [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_delay: Option<Duration>,
+    /// Longest server-requested wait (Retry-After...) to sit through; a
+    /// longer request ends the command with exit 75 [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_wait: Option<Duration>,
+    /// Longest one attempt may take; 0 for no limit [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub attempt_timeout: Option<Duration>,
+    /// Longest the whole command may take, attempts and waits together.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub deadline: Option<Duration>,
+    /// Time allowed to connect [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Longest silence from the server, waiting for headers or for the
+    /// next bytes of a body [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// "10s", "1m30s", "250ms", or a bare number of seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if value.starts_with('-') {
+        return Err("a duration cannot be negative".to_owned());
+    }
+    if let Ok(secs) = value.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(value)
+        .map_err(|_| format!("{value:?} is not a duration (examples: 500ms, 10s, 2m, 1h30m)"))
+}
+
+/// "Name: value".
+pub fn parse_header(value: &str) -> Result<(String, String), String> {
+    let Some((name, v)) = value.split_once(':') else {
+        return Err("a header is written \"Name: value\"".to_owned());
+    };
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    Ok((name.to_owned(), v.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(
+            parse_header("Authorization: Bearer x:y"),
+            Ok(("Authorization".into(), "Bearer x:y".into()))
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header(": value").is_err());
+        assert!(parse_header("bad name: v").is_err());
+    }
+}

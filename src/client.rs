@@ -1,0 +1,45 @@
+//! How the retry flags become a policy and an HTTP client.
+
+use backstop_core::Policy;
+use backstop_http::Client;
+
+use crate::cli::RetryArgs;
+use crate::report::Report;
+
+impl RetryArgs {
+    /// The API preset with the flags applied.
+    pub fn policy(&self) -> Policy {
+        let mut policy = Policy::api();
+        if let Some(n) = self.attempts {
+            policy = policy.max_attempts(n);
+        }
+        if let Some(d) = self.base_delay {
+            policy = policy.initial_delay(d);
+        }
+        if let Some(d) = self.max_delay {
+            policy = policy.max_delay(d);
+        }
+        if let Some(d) = self.max_wait {
+            policy = policy.max_server_wait(d);
+        }
+        if let Some(d) = self.attempt_timeout {
+            policy = policy.attempt_timeout((!d.is_zero()).then_some(d));
+        }
+        if let Some(d) = self.deadline {
+            policy = policy.deadline(d);
+        }
+        policy
+    }
+
+    /// An HTTP client with the policy and the timeouts of the flags.
+    pub fn client(&self) -> Result<Client, Report> {
+        let mut builder = Client::builder().policy(self.policy());
+        if let Some(d) = self.connect_timeout {
+            builder = builder.connect_timeout(d);
+        }
+        if let Some(d) = self.idle_timeout {
+            builder = builder.header_timeout(d).read_idle_timeout(d);
+        }
+        Ok(builder.build()?)
+    }
+}

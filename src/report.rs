@@ -1,0 +1,171 @@
+//! How a command ends: one exit code for every command, and one clear
+//! message on stderr for every failure.
+
+use std::error::Error;
+use std::fmt::Write as _;
+
+use backstop_core::Ending;
+
+/// The exit codes every command shares (documented in the README).
+pub mod exit {
+    /// It worked.
+    pub const SUCCESS: u8 = 0;
+    /// It failed, and trying again will not help.
+    pub const FAILURE: u8 = 1;
+    /// The command line was wrong.
+    pub const USAGE: u8 = 2;
+    /// It failed for now (rate limited, overloaded, transient failures
+    /// exhausted): try later. `EX_TEMPFAIL` of sysexits.h.
+    pub const TEMPFAIL: u8 = 75;
+    /// Interrupted (Ctrl-C, SIGTERM).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// A failure as the user will read it.
+#[derive(Debug)]
+pub struct Report {
+    /// The exit code.
+    pub code: u8,
+    message: String,
+    causes: Vec<String>,
+    hint: Option<String>,
+}
+
+impl Report {
+    /// A failure with a message of its own.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Report {
+            code,
+            message: message.into(),
+            causes: Vec::new(),
+            hint: None,
+        }
+    }
+
+    /// A failure described by an error and its chain of sources.
+    pub fn from_error(code: u8, error: &(dyn Error + 'static)) -> Self {
+        let mut report = Report::new(code, error.to_string());
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            let repeated = report.causes.last().unwrap_or(&report.message) == &text;
+            if !repeated && !text.is_empty() {
+                report.causes.push(text);
+            }
+            source = cause.source();
+        }
+        report
+    }
+
+    /// Adds a line saying what the user can do.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The text printed on stderr.
+    pub fn render(&self) -> String {
+        let mut out = format!("backstop: error: {}\n", self.message);
+        for cause in &self.causes {
+            let _ = writeln!(out, "  caused by: {cause}");
+        }
+        if let Some(hint) = &self.hint {
+            let _ = writeln!(out, "  hint: {hint}");
+        }
+        out
+    }
+}
+
+/// The exit code for how a retried call ended.
+pub fn code_for(ending: Ending) -> u8 {
+    match ending {
+        Ending::Cancelled => exit::INTERRUPTED,
+        e if e.is_temporary() => exit::TEMPFAIL,
+        _ => exit::FAILURE,
+    }
+}
+
+impl From<backstop_http::Error> for Report {
+    fn from(e: backstop_http::Error) -> Self {
+        use backstop_http::Error as E;
+        let code = match &e {
+            E::InvalidUrl { .. } | E::InvalidHeader(_) => exit::USAGE,
+            E::Client(_) | E::Output { .. } => exit::FAILURE,
+            E::Call { source, .. } => code_for(source.ending),
+        };
+        let report = Report::from_error(code, &e);
+        match e.ending() {
+            Some(Ending::Auth) => {
+                report.hint("check the credentials sent (a token, an Authorization header)")
+            }
+            Some(Ending::Cancelled) => {
+                report.hint("nothing was written; run the same command again to retry")
+            }
+            _ => report,
+        }
+    }
+}
+
+impl From<backstop_hub::Error> for Report {
+    fn from(e: backstop_hub::Error) -> Self {
+        match e {
+            backstop_hub::Error::Http(http) => {
+                let auth = http.ending() == Some(Ending::Auth);
+                let report = Report::from(http);
+                if auth {
+                    report.hint("set HF_TOKEN to a token that can read this (https://huggingface.co/settings/tokens)")
+                } else {
+                    report
+                }
+            }
+            invalid @ backstop_hub::Error::Invalid(_) => {
+                Report::from_error(exit::FAILURE, &invalid)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl Error for Layer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|l| l as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn renders_the_chain_once() {
+        let e = Layer(
+            "top",
+            Some(Box::new(Layer(
+                "middle",
+                Some(Box::new(Layer("middle", None))),
+            ))),
+        );
+        let r = Report::from_error(exit::FAILURE, &e).hint("do this");
+        assert_eq!(
+            r.render(),
+            "backstop: error: top\n  caused by: middle\n  hint: do this\n"
+        );
+    }
+
+    #[test]
+    fn endings_map_to_exit_codes() {
+        assert_eq!(code_for(Ending::RateLimited { wait: None }), 75);
+        assert_eq!(code_for(Ending::Exhausted), 75);
+        assert_eq!(code_for(Ending::DeadlineExceeded), 75);
+        assert_eq!(code_for(Ending::Permanent), 1);
+        assert_eq!(code_for(Ending::Auth), 1);
+        assert_eq!(code_for(Ending::Cancelled), 130);
+    }
+}

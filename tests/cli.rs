@@ -1,0 +1,414 @@
+//! The `backstop` binary as users run it: exit codes, messages, files and
+//! output, against the fault server.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use backstop_faultserver::{FaultServer, Reply};
+
+/// Fast retries, so that tests spend no time sleeping.
+const QUICK: &[&str] = &["--base-delay", "1ms", "--max-delay", "5ms"];
+
+fn backstop() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+    for var in [
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_ENDPOINT",
+        "HF_HOME",
+        "BACKSTOP_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    // Never read the developer's own token file.
+    cmd.env("HF_TOKEN_PATH", "/nonexistent/backstop-test-token");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("backstop runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+mod get {
+    use super::*;
+
+    #[test]
+    fn prints_the_body_after_retrying() {
+        let server = FaultServer::start();
+        server.script(
+            "/data",
+            [
+                Reply::status(503),
+                Reply::ok("hello").cut_after(2),
+                Reply::ok("hello"),
+            ],
+        );
+        let out = run(backstop().args(["get", &server.url("/data")]).args(QUICK));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "hello", "only the complete body, once");
+        let err = stderr(&out);
+        assert!(err.contains(": HTTP 503; retry 1 of 4 in "), "{err}");
+        assert!(
+            err.contains(": connection closed early; retry 2 of 4 in "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn quiet_means_quiet() {
+        let server = FaultServer::start();
+        server.script("/data", [Reply::status(503), Reply::ok("x")]);
+        let out = run(backstop()
+            .args(["-q", "get", &server.url("/data")])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(stderr(&out), "");
+    }
+
+    #[test]
+    fn a_persistent_rate_limit_exits_75_and_says_so() {
+        let server = FaultServer::start();
+        server.always("/data", Reply::status(429));
+        let out = run(backstop()
+            .args(["get", &server.url("/data"), "--attempts", "3"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(75));
+        let err = stderr(&out);
+        let host = server.addr().to_string();
+        assert!(
+            err.contains(&format!(
+                "backstop: error: rate limited by {host}: 3 attempts over "
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("caused by: HTTP 429 Too Many Requests"),
+            "{err}"
+        );
+        assert_eq!(server.hits("/data"), 3);
+    }
+
+    #[test]
+    fn a_wait_beyond_max_wait_exits_75_at_once_with_the_wait() {
+        let server = FaultServer::start();
+        server.always("/data", Reply::status(429).header("Retry-After", "55"));
+        let out = run(backstop()
+            .args(["get", &server.url("/data"), "--max-wait", "10s"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(75));
+        assert!(
+            stderr(&out).contains("1 attempt over ")
+                && stderr(&out).contains(" ms; the server asks to wait 55 s"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(server.hits("/data"), 1);
+    }
+
+    #[test]
+    fn a_permanent_failure_exits_1_at_once() {
+        let server = FaultServer::start();
+        server.always(
+            "/missing",
+            Reply::status(404).body(r#"{"error":"Repository not found"}"#),
+        );
+        let out = run(backstop()
+            .args(["get", &server.url("/missing")])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains("failed, not retried: 1 attempt"), "{err}");
+        assert!(
+            err.contains("caused by: HTTP 404 Not Found: Repository not found"),
+            "{err}"
+        );
+        assert_eq!(server.hits("/missing"), 1);
+    }
+
+    #[test]
+    fn transient_failures_exhausted_exit_75() {
+        let server = FaultServer::start();
+        server.always("/flaky", Reply::status(502));
+        let out = run(backstop()
+            .args(["get", &server.url("/flaky"), "--attempts", "2"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(75));
+        assert!(
+            stderr(&out).contains("kept failing: 2 attempts over"),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    #[test]
+    fn credentials_are_sent_but_never_printed() {
+        let server = FaultServer::start();
+        let secret = "sk-live-ThisMustNotLeak42";
+        server.always(
+            "/private",
+            Reply::status(401).body(format!(r#"{{"error":"invalid key {secret}"}}"#)),
+        );
+        let out = run(backstop()
+            .args(["-vv", "get", &server.url("/private")])
+            .args(["-H", &format!("Authorization: Bearer {secret}")])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains("refused the credentials"), "{err}");
+        assert!(err.contains("hint: check the credentials"), "{err}");
+        assert_eq!(
+            server.requests()[0].header("authorization"),
+            Some(&*format!("Bearer {secret}"))
+        );
+    }
+
+    #[test]
+    fn output_files_are_written_whole_or_not_at_all() {
+        let server = FaultServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        server.script(
+            "/config.json",
+            [
+                Reply::json(r#"{"a":1}"#).cut_after(3),
+                Reply::json(r#"{"a":1}"#),
+            ],
+        );
+        let out = run(backstop()
+            .args(["get", &server.url("/config.json"), "-o"])
+            .arg(&path)
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), r#"{"a":1}"#);
+        assert_eq!(stdout(&out), "");
+
+        server.always("/config.json", Reply::status(500));
+        let out = run(backstop()
+            .args(["get", &server.url("/config.json"), "-o"])
+            .arg(&path)
+            .args(["--attempts", "2"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(75));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), r#"{"a":1}"#);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporaries"
+        );
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error_and_sends_nothing() {
+        let server = FaultServer::start();
+        let url = server.url("/x");
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["get", "ftp://example.com/x"],
+                "the scheme must be http or https",
+            ),
+            (&["get", "not a url"], "invalid URL"),
+            (&["get", &url, "-H", "no colon here"], "a header is written"),
+            (&["get", &url, "-H", "bad name: v"], "is not a header name"),
+            (&["get", &url, "--attempts", "0"], "--attempts"),
+            (&["get", &url, "--max-wait=-5s"], "cannot be negative"),
+            (&["get", &url, "--deadline", "soon"], "is not a duration"),
+            (&["get"], "URL"),
+            (&["frobnicate"], "unrecognized subcommand"),
+        ];
+        for (args, message) in cases {
+            let out = run(backstop().args(*args));
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        }
+        assert!(server.requests().is_empty());
+    }
+
+    #[test]
+    fn interrupting_exits_130_and_leaves_nothing_behind() {
+        let server = FaultServer::start();
+        server.always("/slow", Reply::status(503).header("Retry-After", "30"));
+        let dir = tempfile::tempdir().unwrap();
+        let child = backstop()
+            .args(["get", &server.url("/slow"), "-o"])
+            .arg(dir.path().join("out.bin"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(|| server.hits("/slow") >= 1);
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+        assert!(stderr(&out).contains("backstop: error: interrupted"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
+
+mod hub {
+    use super::*;
+
+    const PAGE: &str = r#"[
+        {"id":"Qwen/Qwen3-8B-GGUF","modelId":"Qwen/Qwen3-8B-GGUF","downloads":152311,"likes":312,"pipeline_tag":"text-generation","createdAt":"2026-04-28T09:12:44.000Z","tags":["gguf"]},
+        {"id":"someone/tiny","modelId":"someone/tiny","downloads":7,"likes":0}
+    ]"#;
+
+    fn search(server: &FaultServer) -> Command {
+        let mut cmd = backstop();
+        cmd.env("HF_ENDPOINT", server.url(""))
+            .args(["hub", "search"])
+            .args(QUICK);
+        cmd
+    }
+
+    #[test]
+    fn prints_a_table() {
+        let server = FaultServer::start();
+        server.script("/api/models", [Reply::status(503), Reply::json(PAGE)]);
+        let out =
+            run(search(&server).args(["--search", "gguf", "--sort", "downloads", "--limit", "2"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "MODEL               DOWNLOADS  LIKES  TASK             CREATED\n\
+             Qwen/Qwen3-8B-GGUF    152,311    312  text-generation  2026-04-28\n\
+             someone/tiny                7      0  -                -\n"
+        );
+        assert!(
+            server.requests()[0]
+                .uri
+                .contains("search=gguf&sort=downloads&direction=-1&limit=2")
+        );
+    }
+
+    #[test]
+    fn prints_one_json_object_per_line_and_sends_the_token() {
+        let server = FaultServer::start();
+        server.script("/api/models", [Reply::json(PAGE)]);
+        let out = run(search(&server).arg("--json").env("HF_TOKEN", "hf_abc123"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let lines: Vec<serde_json::Value> = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["id"], "Qwen/Qwen3-8B-GGUF");
+        assert_eq!(lines[0]["tags"][0], "gguf", "fields pass through");
+        assert_eq!(
+            server.requests()[0].header("authorization"),
+            Some("Bearer hf_abc123")
+        );
+    }
+
+    #[test]
+    fn the_token_file_is_read_when_no_variable_is_set() {
+        let server = FaultServer::start();
+        server.script("/api/models", [Reply::json("[]")]);
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "hf_fromfile\n").unwrap();
+        let out = run(search(&server).env("HF_TOKEN_PATH", &token));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            server.requests()[0].header("authorization"),
+            Some("Bearer hf_fromfile")
+        );
+    }
+
+    #[test]
+    fn skip_on_rate_limit_turns_a_persistent_429_into_an_empty_success() {
+        let server = FaultServer::start();
+        server.always(
+            "/api/models",
+            Reply::status(429).header("RateLimit", "\"api\";r=0;t=55"),
+        );
+        let out =
+            run(search(&server).args(["--skip-on-rate-limit", "--max-wait", "30s", "--json"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("backstop: skipped: rate limited by "),
+            "{err}"
+        );
+        assert!(err.contains("the server asks to wait 55 s"), "{err}");
+
+        let out = run(search(&server).args(["--max-wait", "30s"]));
+        assert_eq!(out.status.code(), Some(75), "without the flag it fails");
+    }
+
+    #[test]
+    fn skip_on_rate_limit_does_not_hide_other_errors() {
+        let server = FaultServer::start();
+        server.always("/api/models", Reply::status(500));
+        let out = run(search(&server).args(["--skip-on-rate-limit", "--attempts", "2"]));
+        assert_eq!(out.status.code(), Some(75));
+        server.always("/api/models", Reply::status(401));
+        let out = run(search(&server).arg("--skip-on-rate-limit"));
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("hint: set HF_TOKEN"),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_refused() {
+        let out = run(backstop()
+            .env("HF_ENDPOINT", "ftp://hub.example")
+            .args(["hub", "search"]));
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("must be an http or https URL"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn completions_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(backstop().args(["completions", shell]));
+        assert_eq!(out.status.code(), Some(0));
+        assert!(stdout(&out).contains("backstop"), "{shell}");
+    }
+}
+
+#[test]
+fn the_quick_start_demo_runs_offline() {
+    let out = run(backstop().arg("demo"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Qwen/Qwen3-8B-GGUF"));
+    let err = stderr(&out);
+    assert!(err.contains(": HTTP 429; retry 1 of 4 in 1 s"), "{err}");
+    assert!(
+        err.contains("the listing came through after 4 requests"),
+        "{err}"
+    );
+}
+
+/// Polls `done` until it holds; fails the test after 20 s.
+fn wait_for(done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
