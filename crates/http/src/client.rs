@@ -32,6 +32,10 @@ pub const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) inner: reqwest::Client,
+    /// The same, but it never follows a redirect to another origin: for
+    /// requests carrying credentials in headers that reqwest does not strip
+    /// on such a redirect (it strips only `Authorization` and `Cookie`).
+    pub(crate) same_origin: reqwest::Client,
     pub(crate) policy: Policy,
     pub(crate) header_timeout: Duration,
     pub(crate) budget: Option<Arc<RetryBudget>>,
@@ -130,15 +134,30 @@ impl ClientBuilder {
 
     /// Builds the client.
     pub fn build(self) -> Result<Client, Error> {
-        let inner = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .read_timeout(self.read_idle_timeout)
-            .user_agent(self.user_agent)
-            .use_rustls_tls()
+        let base = || {
+            reqwest::Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .read_timeout(self.read_idle_timeout)
+                .user_agent(&self.user_agent)
+                .use_rustls_tls()
+        };
+        let inner = base().build().map_err(Error::Client)?;
+        let same_origin = base()
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let first = attempt.previous().first().map(url::Url::origin);
+                if attempt.previous().len() > 10 {
+                    attempt.error("too many redirects")
+                } else if first.is_some_and(|o| o != attempt.url().origin()) {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .map_err(Error::Client)?;
         Ok(Client {
             inner,
+            same_origin,
             policy: self.policy,
             header_timeout: self.header_timeout,
             budget: self.budget,

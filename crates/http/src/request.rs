@@ -29,7 +29,9 @@ const ERROR_BODY_PREFIX: usize = 8 << 10;
 const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Headers whose values are credentials: marked sensitive (reqwest keeps
-/// them out of its debug output) and scrubbed from server messages.
+/// them out of its debug output) and scrubbed from server messages. All
+/// but the first and third are never carried across a redirect to another
+/// origin (reqwest itself drops `Authorization` and `Cookie` there).
 const SECRET_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
@@ -72,6 +74,8 @@ pub struct RequestBuilder<'c> {
     url: Result<Url, Error>,
     headers: HeaderMap,
     secrets: Vec<String>,
+    /// Carries a credential reqwest would forward to another origin.
+    pins_origin: bool,
     body: Option<Bytes>,
     policy: Option<Policy>,
     idempotent: Option<bool>,
@@ -89,6 +93,7 @@ impl<'c> RequestBuilder<'c> {
             url: parse_url(url),
             headers: HeaderMap::new(),
             secrets: Vec::new(),
+            pins_origin: false,
             body: None,
             policy: None,
             idempotent: None,
@@ -124,6 +129,7 @@ impl<'c> RequestBuilder<'c> {
         };
         if SECRET_HEADERS.contains(&name.as_str()) {
             value.set_sensitive(true);
+            self.pins_origin |= !matches!(name.as_str(), "authorization" | "cookie");
             self.remember_secret(value.to_str().unwrap_or_default());
         }
         self.headers.append(name, value);
@@ -289,12 +295,16 @@ impl<'c> RequestBuilder<'c> {
         let policy = self.policy.as_ref().unwrap_or(&client.policy);
         let (method, headers, body, secrets) =
             (&self.method, &self.headers, &self.body, &self.secrets);
+        let transport = if self.pins_origin {
+            &client.same_origin
+        } else {
+            &client.inner
+        };
         let (url_ref, read) = (&url, &read);
         let mut hook = self.on_retry;
 
         let op = |_: Attempt| {
-            let mut request = client
-                .inner
+            let mut request = transport
                 .request(method.clone(), url_ref.clone())
                 .headers(headers.clone());
             if let Some(body) = body {
@@ -401,6 +411,25 @@ fn is_idempotent(method: &Method) -> bool {
 /// it asks for and the server's message.
 async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Failure {
     let status = resp.status();
+    if status.is_redirection() {
+        // Only a redirect the client refused to follow gets here.
+        let target = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| resp.url().join(l).ok())
+            .map(|u| display_host(&u))
+            .unwrap_or_else(|| "another host".to_owned());
+        return Failure::Status {
+            status,
+            wait: None,
+            quota: false,
+            detail: Some(format!(
+                "redirect to {target} not followed: the request carries credentials for {}",
+                display_host(resp.url())
+            )),
+        };
+    }
     let mut wait = signal::server_wait(resp.headers(), SystemTime::now());
     let prefix = tokio::time::timeout(ERROR_BODY_TIMEOUT, async {
         let mut buf = Vec::new();

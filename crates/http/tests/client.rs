@@ -506,3 +506,56 @@ mod files {
         assert_eq!(got, "complete");
     }
 }
+
+mod redirects {
+    use super::*;
+
+    #[tokio::test]
+    async fn authorization_is_not_forwarded_to_another_origin() {
+        let (origin, cdn) = (FaultServer::start(), FaultServer::start());
+        origin.script("/resolve", [Reply::redirect(302, &cdn.url("/blob"))]);
+        cdn.script("/blob", [Reply::ok("blob")]);
+        let body = client()
+            .get(&origin.url("/resolve"))
+            .header("Authorization", "Bearer hf_secret")
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&body.bytes[..], b"blob");
+        assert_eq!(
+            origin.requests()[0].header("authorization"),
+            Some("Bearer hf_secret")
+        );
+        assert_eq!(cdn.requests()[0].header("authorization"), None);
+    }
+
+    #[tokio::test]
+    async fn api_key_headers_never_follow_a_redirect_to_another_origin() {
+        let (origin, elsewhere) = (FaultServer::start(), FaultServer::start());
+        origin.always("/v1/models", Reply::redirect(307, &elsewhere.url("/steal")));
+        origin.script("/same", [Reply::redirect(302, "/v1/ok")]);
+        origin.script("/v1/ok", [Reply::ok("ok")]);
+        let err = client()
+            .get(&origin.url("/v1/models"))
+            .header("X-Api-Key", "sk-secret")
+            .bytes()
+            .await
+            .unwrap_err();
+        assert_eq!(err.ending(), Some(Ending::Permanent));
+        assert!(elsewhere.requests().is_empty(), "the key went elsewhere");
+        let shown = chain(&err);
+        assert!(
+            shown.contains(&format!("redirect to {} not followed", elsewhere.addr())),
+            "{shown}"
+        );
+        assert!(!shown.contains("sk-secret"));
+        // Redirects within the same origin are still followed.
+        let body = client()
+            .get(&origin.url("/same"))
+            .header("X-Api-Key", "sk-secret")
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&body.bytes[..], b"ok");
+    }
+}
