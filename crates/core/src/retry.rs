@@ -302,7 +302,10 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
                     .get_or_insert_with(|| Backoff::new(policy))
                     .delay(policy, number),
             };
-            if run.deadline.is_some_and(|d| now + delay >= d) {
+            if run
+                .deadline
+                .is_some_and(|d| now.checked_add(delay).is_none_or(|end| end >= d))
+            {
                 run.reason = Some(reason);
                 let ending = if server_wait.is_some() {
                     give_up

@@ -494,3 +494,21 @@ fn sub_millisecond_server_waits_skip_the_timer_too() {
         std::task::Poll::Ready(Ok(3))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn enormous_settings_do_not_overflow() {
+    let policy = Policy::api()
+        .jitter(Jitter::None)
+        .initial_delay(Duration::MAX)
+        .max_delay(Duration::MAX)
+        .multiplier(1e300)
+        .deadline(Duration::from_secs(10))
+        .max_attempts(u32::MAX);
+    let script = Script::new(vec![Err(Class::Transient)]);
+    let err = policy.retry(script.op()).run().await.unwrap_err();
+    assert_eq!(err.ending, Ending::DeadlineExceeded);
+    assert_eq!(err.attempts, 1);
+    let policy = Policy::api().deadline(Duration::MAX).attempt_timeout(Duration::MAX);
+    let script = Script::new(vec![Err(Class::Transient), Ok(2)]);
+    assert_eq!(policy.seed(1).retry(script.op()).run().await.unwrap(), 2);
+}
