@@ -508,7 +508,9 @@ async fn enormous_settings_do_not_overflow() {
     let err = policy.retry(script.op()).run().await.unwrap_err();
     assert_eq!(err.ending, Ending::DeadlineExceeded);
     assert_eq!(err.attempts, 1);
-    let policy = Policy::api().deadline(Duration::MAX).attempt_timeout(Duration::MAX);
+    let policy = Policy::api()
+        .deadline(Duration::MAX)
+        .attempt_timeout(Duration::MAX);
     let script = Script::new(vec![Err(Class::Transient), Ok(2)]);
     assert_eq!(policy.seed(1).retry(script.op()).run().await.unwrap(), 2);
 }
