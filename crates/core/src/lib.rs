@@ -32,9 +32,11 @@ mod classify;
 mod error;
 mod human;
 mod policy;
+mod redact;
 mod retry;
 mod secret;
 pub mod signal;
+pub mod time;
 
 pub use budget::RetryBudget;
 pub use classify::{
@@ -45,5 +47,6 @@ pub use human::HumanDuration;
 pub use policy::{
     Jitter, Policy, TRANSFER_FLOOR_BYTES_PER_SEC, TRANSFER_MAX_ATTEMPT, TRANSFER_MIN_ATTEMPT,
 };
+pub use redact::redact;
 pub use retry::{Attempt, Notify, Retry, RetryEvent};
 pub use secret::{Secret, fingerprint};

@@ -223,34 +223,7 @@ pub fn go_duration(value: &str) -> Option<Duration> {
 /// assert_eq!(rfc3339("2023-11-15T00:14:00+02:00", now), Some(Duration::from_secs(40)));
 /// ```
 pub fn rfc3339(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_ascii() || value.len() < 20 || value.len() > 40 {
-        return None;
-    }
-    let (base, offset_secs): (&str, i64) =
-        if let Some(base) = value.strip_suffix('Z').or_else(|| value.strip_suffix('z')) {
-            (base, 0)
-        } else {
-            let (base, offset) = value.split_at(value.len() - 6);
-            let sign = match offset.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (h, m) = offset[1..].split_once(':')?;
-            let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            (base, sign * (h * 3600 + m * 60))
-        };
-    let local = humantime::parse_rfc3339_weak(&format!("{base}Z")).ok()?;
-    let at = if offset_secs >= 0 {
-        local.checked_sub(Duration::from_secs(offset_secs.unsigned_abs()))?
-    } else {
-        local.checked_add(Duration::from_secs(offset_secs.unsigned_abs()))?
-    };
-    until(at, now)
+    until(crate::time::parse_rfc3339(value)?, now)
 }
 
 #[cfg(test)]

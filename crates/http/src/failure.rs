@@ -188,7 +188,8 @@ impl StdError for Failure {
 /// `error.message`, `message` or `detail` field of a JSON body, or the
 /// first line of a text body. Control characters are dropped (a server
 /// must not be able to drive the user's terminal), the result is cut to
-/// 200 characters, and every `secret` is replaced by `<redacted>`.
+/// 200 characters, and every `secret`, and anything shaped like a
+/// credential, is replaced by `<redacted>` ([`backstop_core::redact`]).
 pub(crate) fn detail(body: &[u8], secrets: &[String]) -> Option<String> {
     let text = match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(json) => json_message(&json)?,
@@ -198,13 +199,12 @@ pub(crate) fn detail(body: &[u8], secrets: &[String]) -> Option<String> {
             .find(|l| !l.is_empty())?
             .to_owned(),
     };
-    let mut clean: String = text
+    let clean: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
-        clean = clean.replace(secret.as_str(), "<redacted>");
-    }
+    let known: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let clean = backstop_core::redact(&clean, &known);
     let clean = clean.trim();
     if clean.is_empty() {
         return None;
