@@ -29,6 +29,7 @@
 
 mod budget;
 mod classify;
+pub mod clock;
 mod error;
 mod human;
 mod policy;
@@ -45,7 +46,8 @@ pub use classify::{
 pub use error::{AttemptError, Ending, RetryError};
 pub use human::HumanDuration;
 pub use policy::{
-    Jitter, Policy, TRANSFER_FLOOR_BYTES_PER_SEC, TRANSFER_MAX_ATTEMPT, TRANSFER_MIN_ATTEMPT,
+    Delays, Jitter, Policy, TRANSFER_FLOOR_BYTES_PER_SEC, TRANSFER_MAX_ATTEMPT,
+    TRANSFER_MIN_ATTEMPT,
 };
 pub use redact::redact;
 pub use retry::{Attempt, Notify, Retry, RetryEvent};

@@ -267,6 +267,48 @@ impl Policy {
     }
 }
 
+/// The computed waits of one call, for loops that cannot use the async
+/// engine (a blocking database call retried on "busy"): the wait after the
+/// first failure, after the second, and so on, `max_attempts - 1` of them.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_core::{Jitter, Policy};
+///
+/// let policy = Policy::api().jitter(Jitter::None);
+/// let waits: Vec<u64> = policy.delays().map(|d| d.as_secs()).collect();
+/// assert_eq!(waits, [1, 2, 4, 8]);
+/// ```
+#[derive(Debug)]
+pub struct Delays<'p> {
+    policy: &'p Policy,
+    backoff: Backoff,
+    retry: u32,
+}
+
+impl Policy {
+    /// The waits between this policy's attempts, jittered as it says.
+    pub fn delays(&self) -> Delays<'_> {
+        Delays {
+            policy: self,
+            backoff: Backoff::new(self),
+            retry: 0,
+        }
+    }
+}
+
+impl Iterator for Delays<'_> {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.retry + 1 >= self.policy.max_attempts {
+            return None;
+        }
+        self.retry += 1;
+        Some(self.backoff.delay(self.policy, self.retry))
+    }
+}
+
 /// The sequence of computed waits of one call. Created at the first failure
 /// so that a call that succeeds at once never touches the random source.
 #[derive(Debug)]

@@ -1,0 +1,43 @@
+//! backstop's cooldown ledger: which provider and model keys are cooling
+//! down, why, and until when — remembered across processes, machines and
+//! restarts, so that scripts pick an available model and fall back when one
+//! is rate limited.
+//!
+//! - Keys are `provider/model` and `provider` ([`Key`]). A rate limit, an
+//!   overload or a provider error cools the model; an exhausted quota or an
+//!   auth failure cools the provider ([`Reason::scope`]). A model is
+//!   available when neither its key nor its provider's is cooling.
+//! - Deadlines only lengthen; the server's or tool's own wait is used when
+//!   given, else an escalating default ([`Durations`]) that decays with
+//!   successes.
+//! - An auth cooldown remembers the fingerprint of the refused credential
+//!   and ends as soon as the credential in use changes ([`Credentials`]).
+//! - Stored in SQLite by default, or PostgreSQL for many machines
+//!   ([`store`]); both pass one conformance suite.
+//!
+//! ```
+//! use backstop_ledger::{Failure, Ledger, Reason, SqliteStore};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let ledger = Ledger::new(Box::new(SqliteStore::open(dir.path().join("ledger.db")).unwrap()));
+//! let model = "anthropic/claude-sonnet-4-5".parse().unwrap();
+//! let entry = ledger.record(&model, &Failure::new(Reason::RateLimit)).unwrap();
+//! assert_eq!(entry.key, model);
+//! assert!(ledger.pick(&[model]).unwrap().available.is_none());
+//! ```
+
+mod credentials;
+mod durations;
+mod entry;
+mod key;
+mod ledger;
+mod reason;
+pub mod store;
+
+pub use credentials::{Credentials, LocalCredentials, StaticCredentials};
+pub use durations::{Defaults, Durations, MAX_WAIT};
+pub use entry::{Entry, State};
+pub use key::{Key, KeyError, Scope};
+pub use ledger::{Error, Failure, Ledger, Pick, Set, remaining};
+pub use reason::{Reason, Source, UnknownReason};
+pub use store::{PostgresStore, SqliteStore, Store, StoreError};

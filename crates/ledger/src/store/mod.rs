@@ -1,0 +1,225 @@
+//! Where the ledger lives: a small trait, a SQLite store for one machine
+//! and a PostgreSQL store for many. Both pass the same conformance suite
+//! (`tests/conformance.rs`).
+
+mod postgres;
+mod sqlite;
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+use crate::{Entry, Key};
+
+/// What an [`Store::update`] closure decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Leave the entry as it is.
+    Keep,
+    /// Write this entry (its key must be the key being updated).
+    Put(Entry),
+    /// Delete the entry.
+    Remove,
+}
+
+/// Storage of ledger entries.
+///
+/// Promises every implementation keeps (the conformance suite checks them):
+/// `update` is atomic per key — no other writer, in this process or any
+/// other, changes the entry between the read handed to the closure and the
+/// write of its decision; an update either happens whole or not at all;
+/// entries read back equal entries written (times at millisecond
+/// precision); a store opened by many processes at once never reports
+/// "locked" to its caller while another writer merely holds the lock for a
+/// moment.
+pub trait Store: Send + Sync {
+    /// Reads the entry of `key`, lets `change` decide, and writes the
+    /// decision, atomically. `change` may run more than once (when the
+    /// store retries a conflicting transaction), so it must not have side
+    /// effects. Returns the entry as it stands afterwards.
+    fn update(
+        &self,
+        key: &Key,
+        change: &mut dyn FnMut(Option<Entry>) -> Change,
+    ) -> Result<Option<Entry>, StoreError>;
+
+    /// The entries of these keys (missing keys are simply absent).
+    fn get(&self, keys: &[Key]) -> Result<Vec<Entry>, StoreError>;
+
+    /// Every entry, ordered by key.
+    fn list(&self) -> Result<Vec<Entry>, StoreError>;
+
+    /// Deletes the entry of `key`; whether there was one.
+    fn remove(&self, key: &Key) -> Result<bool, StoreError>;
+
+    /// Deletes every entry; how many there were.
+    fn remove_all(&self) -> Result<u64, StoreError>;
+
+    /// Where the store is, for messages ("sqlite:/home/me/.local/state/backstop/backstop.db",
+    /// "postgres://db.internal:5432/ops"); never a password.
+    fn location(&self) -> String;
+}
+
+/// A store that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened or reached.
+    #[error("cannot open the ledger at {location}")]
+    Open {
+        /// Where.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// Other writers held the store for longer than backstop waits.
+    #[error("the ledger at {location} stayed locked by other processes for {}", backstop_core::HumanDuration(*waited))]
+    Busy {
+        /// Where.
+        location: String,
+        /// How long backstop waited.
+        waited: Duration,
+    },
+    /// The store holds a schema newer than this backstop knows.
+    #[error(
+        "the ledger at {location} has schema version {found}, newer than the {supported} this backstop knows; upgrade backstop"
+    )]
+    TooNew {
+        /// Where.
+        location: String,
+        /// The version found.
+        found: i64,
+        /// The newest version known here.
+        supported: i64,
+    },
+    /// A read or a write failed.
+    #[error("the ledger at {location} failed")]
+    Failed {
+        /// Where.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (a busy or unreachable
+    /// store), as opposed to a broken one.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StoreError::Busy { .. } | StoreError::Open { .. })
+    }
+}
+
+/// Opens the store `spec` names: a `postgres://` or `postgresql://` URL, or
+/// a path to a SQLite file (optionally written `sqlite:PATH`).
+pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    let spec = spec.trim();
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        Ok(Box::new(PostgresStore::open(spec)?))
+    } else {
+        let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
+        Ok(Box::new(SqliteStore::open(path)?))
+    }
+}
+
+/// The entry's row as both stores keep it.
+pub(crate) struct Row {
+    pub key: String,
+    pub reason: String,
+    pub until_ms: i64,
+    pub source: String,
+    pub last_error: Option<String>,
+    pub failures: i64,
+    pub fingerprint: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl Row {
+    pub(crate) fn from_entry(e: &Entry) -> Row {
+        use backstop_core::time::to_millis;
+        Row {
+            key: e.key.as_str().to_owned(),
+            reason: e.reason.as_str().to_owned(),
+            until_ms: to_millis(e.until),
+            source: e.source.as_str().to_owned(),
+            last_error: e.last_error.clone(),
+            failures: i64::from(e.failures),
+            fingerprint: e.fingerprint.clone(),
+            created_ms: to_millis(e.created),
+            updated_ms: to_millis(e.updated),
+        }
+    }
+
+    /// The entry, or `None` (with a warning) for a row this version cannot
+    /// read: a hand-edited key, a reason from a newer version.
+    pub(crate) fn into_entry(self, location: &str) -> Option<Entry> {
+        use backstop_core::time::from_millis;
+        let key = self.key.parse::<Key>().ok();
+        let reason = self.reason.parse().ok();
+        let source = crate::Source::parse(&self.source);
+        let (Some(key), Some(reason), Some(source)) = (key, reason, source) else {
+            tracing::warn!(
+                "the ledger at {location} has an entry this backstop cannot read (key {:?}, reason {:?}); it is ignored",
+                self.key.chars().take(80).collect::<String>(),
+                self.reason.chars().take(40).collect::<String>()
+            );
+            return None;
+        };
+        Some(Entry {
+            key,
+            reason,
+            until: from_millis(self.until_ms),
+            source,
+            last_error: self.last_error,
+            failures: u32::try_from(self.failures.max(0)).unwrap_or(u32::MAX),
+            fingerprint: self.fingerprint,
+            created: from_millis(self.created_ms),
+            updated: from_millis(self.updated_ms),
+        })
+    }
+}
+
+/// The columns of [`Row`], in its order, for SELECTs.
+pub(crate) const COLUMNS: &str =
+    "key, reason, until_ms, source, last_error, failures, fingerprint, created_ms, updated_ms";
+
+/// The name of the ledger's schema in `backstop_schema`, the table of
+/// versions every backstop component keeps in a shared database.
+pub(crate) const COMPONENT: &str = "ledger";
+
+/// The ledger's migrations, in order; version N is the first N applied.
+/// Plain SQL that SQLite and PostgreSQL both accept. Never edit one that
+/// has shipped: add the next.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the cooldowns.
+    "CREATE TABLE backstop_cooldowns (
+        key TEXT PRIMARY KEY NOT NULL,
+        reason TEXT NOT NULL,
+        until_ms BIGINT NOT NULL,
+        source TEXT NOT NULL,
+        last_error TEXT,
+        failures BIGINT NOT NULL,
+        fingerprint TEXT,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL
+    )",
+];
+
+/// Creates the table of component versions when missing.
+pub(crate) const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS backstop_schema (
+    component TEXT PRIMARY KEY NOT NULL,
+    version BIGINT NOT NULL
+)";
+
+/// Writes one entry, inserting or replacing (parameters in [`COLUMNS`] order).
+pub(crate) const UPSERT: &str = "INSERT INTO backstop_cooldowns
+    (key, reason, until_ms, source, last_error, failures, fingerprint, created_ms, updated_ms)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (key) DO UPDATE SET
+        reason = excluded.reason, until_ms = excluded.until_ms, source = excluded.source,
+        last_error = excluded.last_error, failures = excluded.failures,
+        fingerprint = excluded.fingerprint, created_ms = excluded.created_ms,
+        updated_ms = excluded.updated_ms";
