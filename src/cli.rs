@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use backstop_ledger::{Key, Reason};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Keeps AI-infrastructure work going through rate limits, flaky networks
@@ -20,6 +21,16 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Where the cooldown ledger lives: a SQLite file, or a postgres:// URL
+    /// shared by many machines [default: $XDG_STATE_HOME/backstop/backstop.db]
+    #[arg(
+        long,
+        global = true,
+        env = "BACKSTOP_STATE",
+        value_name = "PATH|URL",
+        hide_env_values = true
+    )]
+    pub state: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -32,6 +43,14 @@ pub enum Command {
     Hub {
         #[command(subcommand)]
         command: HubCommand,
+    },
+    /// Print the first available model: neither it nor its provider is
+    /// cooling down. Exit 75 when none is, saying which frees up first.
+    Pick(PickArgs),
+    /// Inspect and change the cooldown ledger.
+    Cooldown {
+        #[command(subcommand)]
+        command: CooldownCommand,
     },
     /// Watch the retry engine get a request through a rate limit, an
     /// overload and a cut connection, against a flaky server it starts on
@@ -96,6 +115,103 @@ pub enum SortArg {
     Downloads,
     Likes,
     Created,
+}
+
+#[derive(Debug, Args)]
+pub struct PickArgs {
+    /// Models in order of preference, PROVIDER/MODEL.
+    #[arg(value_name = "MODEL", env = "BACKSTOP_MODELS", value_delimiter = ',', required = true, value_parser = parse_model)]
+    pub models: Vec<Key>,
+    /// Print {"available": MODEL|null, "earliest": {"model", "at"}|null}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CooldownCommand {
+    /// List the keys cooling down.
+    List {
+        /// Also list entries that are over (kept to remember escalation).
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cool a key down by hand.
+    Set {
+        /// PROVIDER or PROVIDER/MODEL.
+        #[arg(value_parser = parse_key)]
+        key: Key,
+        /// Why.
+        #[arg(long, value_enum)]
+        reason: ReasonArg,
+        /// For how long (10m, 1h30m).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive_duration, required_unless_present = "until", conflicts_with = "until")]
+        duration: Option<Duration>,
+        /// Until when, RFC 3339 (2026-11-22T18:00:00Z).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<std::time::SystemTime>,
+        /// Replace a longer cooldown instead of keeping it.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// End cooldowns.
+    Clear {
+        /// The key to clear.
+        #[arg(value_parser = parse_key, required_unless_present = "all", conflicts_with = "all")]
+        key: Option<Key>,
+        /// Clear every key.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ReasonArg {
+    RateLimit,
+    Overloaded,
+    Quota,
+    Auth,
+    Error,
+}
+
+impl From<ReasonArg> for Reason {
+    fn from(r: ReasonArg) -> Reason {
+        match r {
+            ReasonArg::RateLimit => Reason::RateLimit,
+            ReasonArg::Overloaded => Reason::Overloaded,
+            ReasonArg::Quota => Reason::Quota,
+            ReasonArg::Auth => Reason::Auth,
+            ReasonArg::Error => Reason::Error,
+        }
+    }
+}
+
+/// A ledger key.
+pub fn parse_key(value: &str) -> Result<Key, String> {
+    value.parse::<Key>().map_err(|e| e.to_string())
+}
+
+/// A PROVIDER/MODEL key.
+pub fn parse_model(value: &str) -> Result<Key, String> {
+    Key::model_key(value.trim()).map_err(|e| e.to_string())
+}
+
+/// A duration longer than zero.
+pub fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    let d = parse_duration(value)?;
+    if d.is_zero() {
+        return Err("the duration must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// An RFC 3339 instant.
+pub fn parse_time(value: &str) -> Result<std::time::SystemTime, String> {
+    backstop_core::time::parse_rfc3339(value)
+        .ok_or_else(|| format!("{value:?} is not an RFC 3339 time (example: 2026-11-22T18:00:00Z)"))
 }
 
 /// How hard to retry. Durations: 500ms, 10s, 2m, 1h30m (a bare number is

@@ -6,6 +6,7 @@ mod client;
 mod cmd;
 mod logging;
 mod report;
+mod state;
 
 use std::process::ExitCode;
 
@@ -17,25 +18,23 @@ use report::{Report, exit};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprint!("{}", Report::from_error(exit::FAILURE, &e).render());
-            return ExitCode::from(exit::FAILURE);
+    let state = cli.state.as_deref();
+    // The ledger commands run without an async runtime: `pick` is called
+    // from scripts in loops, and starts in a few milliseconds.
+    let outcome = match cli.command {
+        Command::Pick(args) => cmd::pick::run(args, state),
+        Command::Cooldown { command } => cmd::cooldown::run(command, state),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "backstop",
+                &mut std::io::stdout(),
+            );
+            Ok(())
         }
+        command => run_async(command),
     };
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            outcome = run(cli.command) => outcome,
-            () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
-                .hint("nothing was left half-written; run the same command again to retry")),
-        }
-    });
-    // Stalled connections must not hold the exit.
-    runtime.shutdown_background();
     match outcome {
         Ok(()) => ExitCode::from(exit::SUCCESS),
         Err(report) => {
@@ -45,6 +44,23 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_async(command: Command) -> Result<(), Report> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = run(command) => outcome,
+            () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
+                .hint("nothing was left half-written; run the same command again to retry")),
+        }
+    });
+    // Stalled connections must not hold the exit.
+    runtime.shutdown_background();
+    outcome
+}
+
 async fn run(command: Command) -> Result<(), Report> {
     match command {
         Command::Get(args) => cmd::get::run(args).await,
@@ -52,14 +68,8 @@ async fn run(command: Command) -> Result<(), Report> {
             command: HubCommand::Search(args),
         } => cmd::hub::search(args).await,
         Command::Demo => cmd::demo::run().await,
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "backstop",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+        Command::Pick(_) | Command::Cooldown { .. } | Command::Completions { .. } => {
+            unreachable!("main runs the synchronous commands itself")
         }
     }
 }

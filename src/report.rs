@@ -28,6 +28,7 @@ pub struct Report {
     pub code: u8,
     message: String,
     causes: Vec<String>,
+    details: Vec<String>,
     hint: Option<String>,
 }
 
@@ -38,6 +39,7 @@ impl Report {
             code,
             message: message.into(),
             causes: Vec::new(),
+            details: Vec::new(),
             hint: None,
         }
     }
@@ -57,6 +59,12 @@ impl Report {
         report
     }
 
+    /// Adds a line of detail under the message.
+    pub fn detail(mut self, line: impl Into<String>) -> Self {
+        self.details.push(line.into());
+        self
+    }
+
     /// Adds a line saying what the user can do.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -68,6 +76,9 @@ impl Report {
         let mut out = format!("backstop: error: {}\n", self.message);
         for cause in &self.causes {
             let _ = writeln!(out, "  caused by: {cause}");
+        }
+        for line in &self.details {
+            let _ = writeln!(out, "  - {line}");
         }
         if let Some(hint) = &self.hint {
             let _ = writeln!(out, "  hint: {hint}");
@@ -120,6 +131,37 @@ impl From<backstop_hub::Error> for Report {
             }
             invalid @ backstop_hub::Error::Invalid(_) => {
                 Report::from_error(exit::FAILURE, &invalid)
+            }
+        }
+    }
+}
+
+impl From<backstop_ledger::StoreError> for Report {
+    fn from(e: backstop_ledger::StoreError) -> Self {
+        let code = if e.is_temporary() {
+            exit::TEMPFAIL
+        } else {
+            exit::FAILURE
+        };
+        let report = Report::from_error(code, &e);
+        match &e {
+            backstop_ledger::StoreError::Busy { .. } => {
+                report.hint("other backstop processes are writing to it; try again")
+            }
+            backstop_ledger::StoreError::Open { .. } => {
+                report.hint("check --state / BACKSTOP_STATE, and that the database is up")
+            }
+            _ => report,
+        }
+    }
+}
+
+impl From<backstop_ledger::Error> for Report {
+    fn from(e: backstop_ledger::Error) -> Self {
+        match e {
+            backstop_ledger::Error::Store(store) => store.into(),
+            invalid @ backstop_ledger::Error::Invalid(_) => {
+                Report::from_error(exit::USAGE, &invalid)
             }
         }
     }

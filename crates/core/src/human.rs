@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Displays a duration the way backstop's messages and progress lines do.
+/// Displays a duration the way backstop's messages and progress lines do:
+/// milliseconds, seconds, minutes, hours, and days from two days on.
 ///
 /// ```
 /// use std::time::Duration;
@@ -38,10 +39,15 @@ impl fmt::Display for HumanDuration {
                 0 => write!(f, "{} min", secs / 60),
                 s => write!(f, "{} min {s} s", secs / 60),
             }
-        } else {
+        } else if secs < 2 * 86_400 {
             match (secs % 3600) / 60 {
                 0 => write!(f, "{} h", secs / 3600),
                 m => write!(f, "{} h {m} min", secs / 3600),
+            }
+        } else {
+            match (secs % 86_400) / 3600 {
+                0 => write!(f, "{} d", secs / 86_400),
+                h => write!(f, "{} d {h} h", secs / 86_400),
             }
         }
     }
@@ -62,7 +68,9 @@ mod tests {
             (Duration::from_secs(60), "1 min"),
             (Duration::from_secs(3599), "59 min 59 s"),
             (Duration::from_secs(3600), "1 h"),
-            (Duration::from_secs(86_400 * 2 + 60), "48 h 1 min"),
+            (Duration::from_secs(86_400 * 2 - 60), "47 h 59 min"),
+            (Duration::from_secs(86_400 * 2 + 60), "2 d"),
+            (Duration::from_secs(86_400 * 400 + 7200), "400 d 2 h"),
         ];
         for (d, want) in cases {
             assert_eq!(HumanDuration(d).to_string(), want);

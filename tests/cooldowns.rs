@@ -1,0 +1,462 @@
+//! `backstop pick` and `backstop cooldown` as scripts run them: output,
+//! exit codes, bad input, and many processes sharing one ledger.
+
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+struct Ledger {
+    _dir: tempfile::TempDir,
+    state: String,
+}
+
+fn ledger() -> Ledger {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state/backstop.db").display().to_string();
+    Ledger { _dir: dir, state }
+}
+
+impl Ledger {
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+        cmd.env("BACKSTOP_STATE", &self.state)
+            .env_remove("BACKSTOP_MODELS")
+            .env_remove("BACKSTOP_LOG");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("backstop runs")
+    }
+
+    fn list(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["cooldown", "list", "--all", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn pick_prints_the_first_available_model() {
+    let l = ledger();
+    let out = l.run(&["pick", "anthropic/claude-sonnet-4-5", "openai/gpt-5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "anthropic/claude-sonnet-4-5\n");
+
+    let out = l.run(&[
+        "cooldown",
+        "set",
+        "anthropic/claude-sonnet-4-5",
+        "--reason",
+        "rate_limit",
+        "--for",
+        "10m",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = l
+        .cmd()
+        .arg("pick")
+        .env(
+            "BACKSTOP_MODELS",
+            "anthropic/claude-sonnet-4-5,openai/gpt-5",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "openai/gpt-5\n");
+}
+
+#[test]
+fn pick_exits_75_and_names_the_earliest_when_nothing_is_available() {
+    let l = ledger();
+    l.run(&[
+        "cooldown",
+        "set",
+        "anthropic",
+        "--reason",
+        "quota",
+        "--for",
+        "2h",
+    ]);
+    l.run(&[
+        "cooldown",
+        "set",
+        "openai/gpt-5",
+        "--reason",
+        "rate_limit",
+        "--for",
+        "5m",
+    ]);
+    let out = l.run(&["pick", "anthropic/claude-opus-4-1", "openai/gpt-5"]);
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(text(&out.stdout), "");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no model is available; the first to free up is openai/gpt-5"),
+        "{err}"
+    );
+    assert!(
+        err.contains("anthropic/claude-opus-4-1: quota (its provider anthropic) until"),
+        "{err}"
+    );
+
+    let out = l.run(&[
+        "pick",
+        "--json",
+        "anthropic/claude-opus-4-1",
+        "openai/gpt-5",
+    ]);
+    assert_eq!(out.status.code(), Some(75));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["available"], serde_json::Value::Null);
+    assert_eq!(json["earliest"]["model"], "openai/gpt-5");
+    let at = backstop_core::time::parse_rfc3339(json["earliest"]["at"].as_str().unwrap()).unwrap();
+    let left = at.duration_since(SystemTime::now()).unwrap();
+    assert!(
+        left > Duration::from_secs(240) && left <= Duration::from_secs(300),
+        "{left:?}"
+    );
+
+    let out = l.run(&["pick", "--json", "openai/gpt-4.1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "{\"available\":\"openai/gpt-4.1\",\"earliest\":null}\n"
+    );
+}
+
+#[test]
+fn cooldowns_are_listed_kept_and_cleared() {
+    let l = ledger();
+    let out = l.run(&["cooldown", "list"]);
+    assert_eq!(text(&out.stdout), "nothing is cooling down\n");
+    l.run(&[
+        "cooldown",
+        "set",
+        "openai/gpt-5",
+        "--reason",
+        "overloaded",
+        "--until",
+        "2099-01-01T00:00:00Z",
+    ]);
+    let out = l.run(&[
+        "cooldown",
+        "set",
+        "openai/gpt-5",
+        "--reason",
+        "error",
+        "--for",
+        "1m",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains(
+            "already cooling down (overloaded) until 2099-01-01T00:00:00Z, longer; kept it"
+        )
+    );
+    let listed = l.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["key"], "openai/gpt-5");
+    assert_eq!(listed[0]["reason"], "overloaded");
+    assert_eq!(listed[0]["source"], "manual");
+    assert_eq!(listed[0]["state"], "cooling");
+
+    let out = l.run(&["cooldown", "list"]);
+    let table = text(&out.stdout);
+    assert!(table.starts_with("KEY "), "{table}");
+    assert!(
+        table.contains("openai/gpt-5  overloaded  2099-01-01T00:00:00Z"),
+        "{table}"
+    );
+
+    let out = l.run(&["cooldown", "clear", "openai/gpt-5"]);
+    assert_eq!(text(&out.stdout), "cleared openai/gpt-5\n");
+    let out = l.run(&["cooldown", "clear", "openai/gpt-5"]);
+    assert_eq!(text(&out.stdout), "openai/gpt-5 was not cooling down\n");
+    l.run(&["cooldown", "set", "a", "--reason", "auth", "--for", "1h"]);
+    l.run(&["cooldown", "set", "b/c", "--reason", "error", "--for", "1h"]);
+    let out = l.run(&["cooldown", "clear", "--all"]);
+    assert_eq!(text(&out.stdout), "cleared 2 entries\n");
+    assert!(l.list().is_empty());
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_written() {
+    let l = ledger();
+    l.run(&[
+        "cooldown",
+        "set",
+        "openai/gpt-5",
+        "--reason",
+        "error",
+        "--for",
+        "30m",
+    ]);
+    let before = l.list();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "slow",
+                "--for",
+                "1m",
+            ],
+            "invalid value 'slow'",
+        ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "error",
+                "--for=-5m",
+            ],
+            "cannot be negative",
+        ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "error",
+                "--for",
+                "0s",
+            ],
+            "longer than zero",
+        ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "error",
+                "--for",
+                "soon",
+            ],
+            "is not a duration",
+        ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "error",
+                "--until",
+                "2001-01-01T00:00:00Z",
+            ],
+            "is in the past",
+        ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "error",
+                "--until",
+                "tomorrow",
+            ],
+            "not an RFC 3339 time",
+        ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "open ai/gpt",
+                "--reason",
+                "error",
+                "--for",
+                "1m",
+            ],
+            "not a ledger key",
+        ),
+        (
+            &["cooldown", "set", "openai/gpt-5", "--reason", "error"],
+            "--for",
+        ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "error",
+                "--for",
+                "1m",
+                "--until",
+                "2099-01-01T00:00:00Z",
+            ],
+            "cannot be used with",
+        ),
+        (&["cooldown", "clear"], "required"),
+        (&["pick", "openai"], "a model is needed here"),
+        (&["pick", "openai/x;rm -rf"], "not a ledger key"),
+        (&["pick"], "required"),
+    ];
+    for (args, message) in cases {
+        let out = l.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(message),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(l.list(), before, "nothing changed");
+}
+
+#[test]
+fn an_unusable_state_location_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(["pick", "a/b"])
+        .env("BACKSTOP_STATE", file.join("ledger.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot open the ledger at sqlite:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn fifty_processes_share_the_ledger_without_losing_an_update() {
+    let l = ledger();
+    // Create the file first so that every process below races on writes,
+    // not on creation.
+    l.run(&["cooldown", "list"]);
+    let started = SystemTime::now();
+    let children: Vec<_> = (1..=50)
+        .flat_map(|i| {
+            let own = l
+                .cmd()
+                .args([
+                    "cooldown",
+                    "set",
+                    &format!("p{i}/m"),
+                    "--reason",
+                    "error",
+                    "--for",
+                    "1h",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let reader = l
+                .cmd()
+                .args(["pick", "shared/model", &format!("p{i}/m"), "free/model"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            [own, reader]
+        })
+        .collect();
+    // The shared key is set from 50 processes at once too.
+    let shared: Vec<_> = (1..=50)
+        .map(|i| {
+            l.cmd()
+                .args([
+                    "cooldown",
+                    "set",
+                    "shared/model",
+                    "--reason",
+                    "rate_limit",
+                    "--for",
+                ])
+                .arg(format!("{i}m"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children.into_iter().chain(shared) {
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(!err.contains("locked"), "{err}");
+    }
+    let listed = l.list();
+    assert_eq!(listed.len(), 51, "every process's own key landed");
+    let shared = listed.iter().find(|e| e["key"] == "shared/model").unwrap();
+    let until = backstop_core::time::parse_rfc3339(shared["until"].as_str().unwrap()).unwrap();
+    // The longest deadline won, whatever the order the writers ran in.
+    assert!(
+        until >= started + Duration::from_secs(50 * 60 - 5),
+        "{shared}"
+    );
+}
+
+#[test]
+fn a_postgres_ledger_is_shared_by_url() {
+    let url = std::env::var("BACKSTOP_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("bs_cli_{}", std::process::id());
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+        panic!("PostgreSQL is required for this test and is not reachable at {url}: {e}")
+    });
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let state = format!("{url}{sep}options=-csearch_path%3D{schema}");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_backstop"))
+            .args(["--state", &state])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "cooldown",
+        "set",
+        "anthropic",
+        "--reason",
+        "auth",
+        "--for",
+        "1h",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&[
+        "pick",
+        "anthropic/claude-sonnet-4-5",
+        "google/gemini-2.5-pro",
+    ]);
+    assert_eq!(text(&out.stdout), "google/gemini-2.5-pro\n");
+    let n: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.backstop_cooldowns"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
+}
