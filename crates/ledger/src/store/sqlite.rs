@@ -64,6 +64,30 @@ impl SqliteStore {
 
     fn migrate(&self) -> Result<(), StoreError> {
         let supported = MIGRATIONS.len() as i64;
+        // The common case, a ledger already up to date, needs no write lock:
+        // `pick` opens the ledger on every call.
+        let current = self.with_retries(|conn| {
+            let has_table = conn
+                .query_row(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'backstop_schema'",
+                    [],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !has_table {
+                return Ok(None);
+            }
+            conn.query_row(
+                "SELECT version FROM backstop_schema WHERE component = $1",
+                [COMPONENT],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+        })?;
+        if current == Some(supported) {
+            return Ok(());
+        }
         let found = self.with_retries(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(SCHEMA_TABLE)?;
