@@ -107,6 +107,9 @@ pub struct Retry<'p, Op, C = ByType, N = ()> {
     notify: N,
     budget: Option<&'p RetryBudget>,
     cancel: Option<&'p CancellationToken>,
+    /// Whether the token leaves a running attempt alone (it only cuts
+    /// waits and stops new attempts).
+    graceful: bool,
 }
 
 impl Policy {
@@ -123,6 +126,7 @@ impl Policy {
             notify: (),
             budget: None,
             cancel: None,
+            graceful: false,
         }
     }
 }
@@ -138,6 +142,7 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
             notify: self.notify,
             budget: self.budget,
             cancel: self.cancel,
+            graceful: self.graceful,
         }
     }
 
@@ -150,6 +155,7 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
             notify,
             budget: self.budget,
             cancel: self.cancel,
+            graceful: self.graceful,
         }
     }
 
@@ -164,6 +170,21 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
     /// Dropping the future returned by [`Retry::run`] stops it too.
     pub fn cancel_on(mut self, token: &'p CancellationToken) -> Self {
         self.cancel = Some(token);
+        self.graceful = false;
+        self
+    }
+
+    /// Stops when `token` is cancelled, but lets a running attempt finish
+    /// on its own terms: the wait between attempts is cut at once and no
+    /// new attempt starts, while an attempt under way is never dropped —
+    /// for operations that wind down themselves when the token fires (a
+    /// child process sent SIGINT and given time to exit). An attempt that
+    /// fails after the token fired ends the call as
+    /// [`Ending::Cancelled`](crate::Ending::Cancelled), carrying that
+    /// failure.
+    pub fn cancel_waits_on(mut self, token: &'p CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self.graceful = true;
         self
     }
 
@@ -230,6 +251,7 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
             mut notify,
             budget,
             cancel,
+            graceful,
         } = self;
         let timed = policy.attempt_timeout.is_some() || policy.deadline.is_some();
         let mut run = Run::<E> {
@@ -250,11 +272,13 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
         loop {
             let failure = match carried.take() {
                 Some(failure) => failure,
-                None => match next_attempt(&mut run, &mut op, policy, budget, cancel).await {
-                    Ok(Ok(value)) => return Ok(value),
-                    Ok(Err(failure)) => failure,
-                    Err(ending) => return Err(run.end(ending)),
-                },
+                None => {
+                    match next_attempt(&mut run, &mut op, policy, budget, cancel, graceful).await {
+                        Ok(Ok(value)) => return Ok(value),
+                        Ok(Err(failure)) => failure,
+                        Err(ending) => return Err(run.end(ending)),
+                    }
+                }
             };
             let number = run.attempts;
 
@@ -268,6 +292,10 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
             let now = Instant::now();
             run.started.get_or_insert(now);
             run.last = Some(failure);
+            if cancel.is_some_and(CancellationToken::is_cancelled) {
+                run.reason = Some(reason);
+                return Err(run.end(Ending::Cancelled));
+            }
 
             let give_up = match class {
                 Class::RateLimited { wait } => Ending::RateLimited { wait },
@@ -402,6 +430,7 @@ async fn next_attempt<T, E, Op, Fut>(
     policy: &Policy,
     budget: Option<&RetryBudget>,
     cancel: Option<&CancellationToken>,
+    graceful: bool,
 ) -> Result<Result<T, AttemptError<E>>, Ending>
 where
     Op: FnMut(Attempt) -> Fut,
@@ -420,7 +449,7 @@ where
         timeout: limit,
     });
     let after = limit.unwrap_or_default();
-    match attempt(fut, limit, cancel).await {
+    match attempt(fut, limit, cancel.filter(|_| !graceful)).await {
         Step::Done(Ok(value)) => {
             if let Some(b) = budget {
                 b.record_success();

@@ -355,6 +355,67 @@ async fn cancellation_mid_attempt_stops_at_once() {
     assert!(err.last.is_none());
 }
 
+/// `cancel_waits_on`: the attempt under way winds down by itself; the
+/// engine neither drops it nor starts another.
+#[tokio::test(start_paused = true)]
+async fn graceful_cancellation_lets_the_attempt_finish_and_keeps_its_error() {
+    let token = CancellationToken::new();
+    let canceller = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(secs(2)).await;
+        canceller.cancel();
+    });
+    let script = Script::new(vec![Err(Class::Transient), Ok(1)]).busy(secs(10));
+    let started = Instant::now();
+    let err = exact()
+        .retry(script.op())
+        .cancel_waits_on(&token)
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending, Ending::Cancelled);
+    assert_eq!(started.elapsed(), secs(10), "the attempt ran to its end");
+    assert_eq!(err.attempts, 1, "no attempt after the cancellation");
+    assert_eq!(err.last_error(), Some(&Fail(Class::Transient)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_cancellation_cuts_the_wait_and_keeps_a_late_success() {
+    let token = CancellationToken::new();
+    let canceller = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        canceller.cancel();
+    });
+    let script = Script::new(vec![Err(Class::Transient)]);
+    let started = Instant::now();
+    let err = exact()
+        .retry(script.op())
+        .cancel_waits_on(&token)
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending, Ending::Cancelled);
+    assert_eq!(started.elapsed(), Duration::from_millis(1500));
+    assert_eq!(err.attempts, 2);
+
+    // An attempt that succeeds although the token fired while it ran is a
+    // success: its work is done.
+    let token = CancellationToken::new();
+    let canceller = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(secs(1)).await;
+        canceller.cancel();
+    });
+    let script = Script::new(vec![Ok(7)]).busy(secs(3));
+    let got = exact()
+        .retry(script.op())
+        .cancel_waits_on(&token)
+        .run()
+        .await;
+    assert_eq!(got.unwrap(), 7);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_already_cancelled_token_starts_nothing() {
     let token = CancellationToken::new();
