@@ -1,8 +1,18 @@
 //! Running command-line tools — AI coding agents and anything else — and
 //! telling why a run failed.
+//!
+//! - [`Command`] runs a tool with its output streamed through unchanged
+//!   and kept for reading, a watchdog for silence, standard input replayed
+//!   to every attempt, and a clean stop of its whole process group.
+//! - [`classify`] reads a finished run ([`Transcript`]) the way each tool
+//!   reports failures ([`Agent`]): structured output first, then the tool's
+//!   own error lines, never the model's text.
+//! - [`reset_at`] reads when a tool says its limit resets.
 
+mod classify;
 mod reset;
 pub mod runner;
 
+pub use classify::{Agent, Diagnosis, Failure, Kind, UnknownAgent, classify};
 pub use reset::reset_at;
 pub use runner::{Command, Exit, Input, Replay, Tail, Transcript};

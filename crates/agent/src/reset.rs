@@ -142,8 +142,10 @@ fn duration_prefix(text: &str) -> Option<Duration> {
     (secs > 0.0 && secs < 400.0 * 86_400.0).then(|| Duration::from_secs_f64(secs))
 }
 
-/// An instant at the start of `text`: RFC 3339, or a time of day ("3pm",
-/// "3:30 pm", "15:00") with an optional "(Zone/Name)".
+/// An instant at the start of `text`: RFC 3339, a date with a time of day
+/// ("Aug 29 at 11am (America/Los_Angeles)", "Aug 20th, 2026 11:50 AM"), or
+/// a time of day alone ("3pm", "3:30 pm", "15:00"), each with an optional
+/// "(Zone/Name)".
 fn instant_prefix(text: &str, now: SystemTime) -> Option<SystemTime> {
     let text = text.trim_start();
     let word: String = text
@@ -153,20 +155,23 @@ fn instant_prefix(text: &str, now: SystemTime) -> Option<SystemTime> {
     if let Some(at) = parse_rfc3339(word.trim_end_matches('.')) {
         return Some(at);
     }
-    time_of_day(text, now)
+    dated(text, now).or_else(|| time_of_day(text, now))
 }
 
-fn time_of_day(text: &str, now: SystemTime) -> Option<SystemTime> {
-    let lower = text.to_ascii_lowercase();
-    let hour_len = lower
+/// A clock time at the start of `text` ("3pm", "3:30 PM", "15:00"): the
+/// hour (0–23), the minute, and the text after it. A bare number is not a
+/// time ("resets 5").
+fn clock_time(text: &str) -> Option<(i8, i8, &str)> {
+    let hour_len = text
         .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
+        .unwrap_or(text.len());
     if hour_len == 0 || hour_len > 2 {
         return None;
     }
-    let mut hour: i8 = lower[..hour_len].parse().ok()?;
-    let mut rest = &lower[hour_len..];
+    let mut hour: i8 = text[..hour_len].parse().ok()?;
+    let mut rest = &text[hour_len..];
     let mut minute: i8 = 0;
+    let with_minutes = rest.starts_with(':');
     if let Some(r) = rest.strip_prefix(':') {
         let len = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
         if len != 2 {
@@ -176,36 +181,35 @@ fn time_of_day(text: &str, now: SystemTime) -> Option<SystemTime> {
         rest = &r[2..];
     }
     let trimmed = rest.trim_start();
-    let meridiem = if trimmed.starts_with("am") {
-        Some(false)
-    } else if trimmed.starts_with("pm") {
-        Some(true)
-    } else {
-        None
-    };
-    match meridiem {
-        Some(pm) => {
+    let meridiem = trimmed.get(..2).map(str::to_ascii_lowercase);
+    match meridiem.as_deref() {
+        Some(m @ ("am" | "pm")) => {
             if !(1..=12).contains(&hour) {
                 return None;
             }
             hour %= 12;
-            if pm {
+            if m == "pm" {
                 hour += 12;
             }
             rest = &trimmed[2..];
         }
         // "resets 15:00" needs the colon: a bare "resets 5" is not a time.
-        None if !lower[hour_len..].starts_with(':') => return None,
-        None => {}
+        _ if !with_minutes => return None,
+        _ => {}
     }
-    if hour > 23 || minute > 59 {
-        return None;
-    }
+    (hour <= 23 && minute <= 59).then_some((hour, minute, rest))
+}
+
+/// The next occurrence of a time of day, in the zone named after it or
+/// the machine's.
+fn time_of_day(text: &str, now: SystemTime) -> Option<SystemTime> {
+    let (hour, minute, rest) = clock_time(text)?;
     let zone = zone_in(rest).unwrap_or_else(jiff::tz::TimeZone::system);
     let now = jiff::Timestamp::try_from(now).ok()?.to_zoned(zone);
+    let time = jiff::civil::Time::new(hour, minute, 0, 0).ok()?;
     let today = now
         .date()
-        .at(hour, minute, 0, 0)
+        .to_datetime(time)
         .to_zoned(now.time_zone().clone())
         .ok()?;
     let next = if today.timestamp() > now.timestamp() {
@@ -214,6 +218,106 @@ fn time_of_day(text: &str, now: SystemTime) -> Option<SystemTime> {
         today.checked_add(jiff::Span::new().days(1)).ok()?
     };
     Some(SystemTime::from(next.timestamp()))
+}
+
+/// Month names as tools print them, with their numbers.
+const MONTHS: &[(&str, i8)] = &[
+    ("january", 1),
+    ("february", 2),
+    ("march", 3),
+    ("april", 4),
+    ("may", 5),
+    ("june", 6),
+    ("july", 7),
+    ("august", 8),
+    ("september", 9),
+    ("sept", 9),
+    ("october", 10),
+    ("november", 11),
+    ("december", 12),
+    ("jan", 1),
+    ("feb", 2),
+    ("mar", 3),
+    ("apr", 4),
+    ("jun", 6),
+    ("jul", 7),
+    ("aug", 8),
+    ("sep", 9),
+    ("oct", 10),
+    ("nov", 11),
+    ("dec", 12),
+];
+
+/// "Aug 29 at 11am (America/Los_Angeles)" (Claude) or "Aug 20th, 2026
+/// 11:50 AM" (Codex): a month, a day with an optional ordinal suffix, an
+/// optional year, an optional "at", a clock time and an optional zone.
+/// Without a year, the date means its next occurrence (one that passed
+/// less than a day ago is kept: the limit has just reset).
+fn dated(text: &str, now: SystemTime) -> Option<SystemTime> {
+    let lower = text.to_ascii_lowercase();
+    let (name, month) = MONTHS.iter().find(|(name, _)| {
+        lower.starts_with(name)
+            && !lower[name.len()..].starts_with(|c: char| c.is_ascii_alphabetic())
+    })?;
+    let rest = text[name.len()..].trim_start_matches('.').trim_start();
+    let day_len = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    if day_len == 0 || day_len > 2 {
+        return None;
+    }
+    let day: i8 = rest[..day_len].parse().ok()?;
+    let mut rest = &rest[day_len..];
+    for suffix in ["st", "nd", "rd", "th"] {
+        if rest.to_ascii_lowercase().starts_with(suffix) {
+            rest = &rest[2..];
+            break;
+        }
+    }
+    rest = rest.trim_start_matches(',').trim_start();
+    let year_len = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let year: Option<i16> = if year_len == 4 {
+        let y = rest[..4].parse().ok()?;
+        rest = rest[4..].trim_start_matches(',').trim_start();
+        Some(y)
+    } else {
+        None
+    };
+    if rest.to_ascii_lowercase().starts_with("at ") {
+        rest = rest[3..].trim_start();
+    }
+    let (hour, minute, after) = clock_time(rest)?;
+    let zone = zone_in(after).unwrap_or_else(jiff::tz::TimeZone::system);
+    let time = jiff::civil::Time::new(hour, minute, 0, 0).ok()?;
+    let now_zoned = jiff::Timestamp::try_from(now).ok()?.to_zoned(zone.clone());
+    let at = |year: i16| -> Option<jiff::Timestamp> {
+        let date = jiff::civil::Date::new(year, *month, day).ok()?;
+        Some(
+            date.to_datetime(time)
+                .to_zoned(zone.clone())
+                .ok()?
+                .timestamp(),
+        )
+    };
+    let when = match year {
+        Some(y) => at(y)?,
+        None => {
+            let this_year = now_zoned.year();
+            let candidate = at(this_year)?;
+            let day_ago = now_zoned
+                .timestamp()
+                .checked_sub(jiff::Span::new().hours(24))
+                .ok()?;
+            if candidate >= day_ago {
+                candidate
+            } else {
+                at(this_year.checked_add(1)?)?
+            }
+        }
+    };
+    Some(SystemTime::from(when))
 }
 
 /// "(Europe/Berlin)" at the start of `text`.
@@ -294,6 +398,14 @@ mod tests {
             Some(SystemTime::from(at.timestamp()))
         };
         let tomorrow = |h, m| utc(h, m).map(|t| t + Duration::from_secs(86_400));
+        let zoned = |zone: &str, y, month, day, h, m| {
+            let at = jiff::civil::date(y, month, day)
+                .at(h, m, 0, 0)
+                .to_zoned(jiff::tz::TimeZone::get(zone).unwrap())
+                .unwrap();
+            Some(SystemTime::from(at.timestamp()))
+        };
+        let on = |month, day, h, m| zoned("UTC", 2023, month, day, h, m);
         let cases: &[(&str, Option<SystemTime>)] = &[
             (
                 "Claude AI usage limit reached|1700032400",
@@ -306,6 +418,41 @@ mod tests {
             ("resets at 2023-11-15T20:00:00Z", utc(20, 0)),
             ("Try again at 2023-11-16T01:02:00+01:00.", tomorrow(0, 2)),
             ("resets 23:15 (UTC)", utc(23, 15)),
+            ("resets Nov 29 at 11am (UTC)", on(11, 29, 11, 0)),
+            (
+                "resets Dec 1 at 3:30 PM (Europe/Berlin)",
+                zoned("Europe/Berlin", 2023, 12, 1, 15, 30),
+            ),
+            (
+                "try again at Nov 20th, 2023 11:50 AM (UTC).",
+                on(11, 20, 11, 50),
+            ),
+            (
+                "try again at August 2nd, 2024 9am (UTC)",
+                Some(SystemTime::from(
+                    jiff::civil::date(2024, 8, 2)
+                        .at(9, 0, 0, 0)
+                        .to_zoned(jiff::tz::TimeZone::UTC)
+                        .unwrap()
+                        .timestamp(),
+                )),
+            ),
+            // Earlier today: the limit has just reset, not next year.
+            ("resets Nov 15 at 1am (UTC)", on(11, 15, 1, 0)),
+            // Passed weeks ago: next year's.
+            (
+                "resets Jan 3 at 1am (UTC)",
+                Some(SystemTime::from(
+                    jiff::civil::date(2024, 1, 3)
+                        .at(1, 0, 0, 0)
+                        .to_zoned(jiff::tz::TimeZone::UTC)
+                        .unwrap()
+                        .timestamp(),
+                )),
+            ),
+            ("resets Feb 30 at 1am (UTC)", None),
+            ("resets Nov 29", None),
+            ("resets Novel 29 at 1am", None),
             ("resets 25:00 (UTC)", None),
             ("resets 13pm", None),
             ("resets 5", None),
