@@ -47,6 +47,10 @@ pub enum Command {
     /// Print the first available model: neither it nor its provider is
     /// cooling down. Exit 75 when none is, saying which frees up first.
     Pick(PickArgs),
+    /// Run a command (an AI coding agent, or anything else) with the first
+    /// available model, falling back to the next on a rate limit, an
+    /// overload, a quota or an auth failure.
+    Run(RunArgs),
     /// Inspect and change the cooldown ledger.
     Cooldown {
         #[command(subcommand)]
@@ -125,6 +129,66 @@ pub struct PickArgs {
     /// Print {"available": MODEL|null, "earliest": {"model", "at"}|null}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `backstop run`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Falls back to the next available model on a rate limit, an overload, a quota or an auth \
+failure, recording a cooldown for the model (or its provider, for quota and auth) in the \
+ledger. Transient failures (a provider error, a stall) are retried on the same model \
+(--attempts, --base-delay, --max-delay), then cool it and fall back. When every model is \
+cooling, waits up to --max-wait (default 60s) for the first to free up, else exits 75. \
+A permanent failure exits with the command's own exit code.
+
+Example: backstop run --models anthropic/claude-sonnet-4-5,openai/gpt-5 -- \
+claude -p --model {model} 'fix the failing test'")]
+pub struct RunArgs {
+    /// Models to use, in order of preference: PROVIDER/MODEL,...
+    #[arg(long, value_name = "MODELS", env = "BACKSTOP_MODELS", value_delimiter = ',', required = true, value_parser = parse_model)]
+    pub models: Vec<Key>,
+    /// How to read the command's output [default: from the command's
+    /// name, else generic: exit 0 success, 75 temporary, other failure].
+    #[arg(long, value_enum)]
+    pub agent: Option<AgentArg>,
+    /// Stop the command (TERM, then KILL 10 s later) when it prints
+    /// nothing for this long, and treat it as a stall; 0 turns the
+    /// watchdog off.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10m")]
+    pub idle_timeout: Duration,
+    /// Retries of transient failures (a provider error, a stall) on one
+    /// model; `--max-wait` is also how long to wait for a cooling model
+    /// to free up when every model is cooling.
+    #[command(flatten)]
+    pub backoff: BackoffArgs,
+    /// The command and its arguments, after `--`. `{model}` is replaced by
+    /// the model's name, `{provider}` by its provider, `{key}` by
+    /// PROVIDER/MODEL.
+    #[arg(value_name = "COMMAND", required = true, last = true, num_args = 1..)]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// The agents `run` can read.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AgentArg {
+    Claude,
+    Codex,
+    Opencode,
+    Aider,
+    Generic,
+}
+
+impl From<AgentArg> for backstop_agent::Agent {
+    fn from(a: AgentArg) -> Self {
+        use backstop_agent::Agent;
+        match a {
+            AgentArg::Claude => Agent::Claude,
+            AgentArg::Codex => Agent::Codex,
+            AgentArg::Opencode => Agent::Opencode,
+            AgentArg::Aider => Agent::Aider,
+            AgentArg::Generic => Agent::Generic,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +283,23 @@ pub fn parse_time(value: &str) -> Result<std::time::SystemTime, String> {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Retrying")]
 pub struct RetryArgs {
+    #[command(flatten)]
+    pub backoff: BackoffArgs,
+    /// Longest one attempt may take; 0 for no limit [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub attempt_timeout: Option<Duration>,
+    /// Time allowed to connect [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Longest silence from the server, waiting for headers or for the
+    /// next bytes of a body [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The engine's attempts and waits, shared by every command that retries.
+#[derive(Debug, Default, Args)]
+pub struct BackoffArgs {
     /// Attempts in all, the first included [default: 5].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub attempts: Option<u32>,
@@ -232,19 +313,9 @@ pub struct RetryArgs {
     /// longer request ends the command with exit 75 [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_wait: Option<Duration>,
-    /// Longest one attempt may take; 0 for no limit [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub attempt_timeout: Option<Duration>,
     /// Longest the whole command may take, attempts and waits together.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub deadline: Option<Duration>,
-    /// Time allowed to connect [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub connect_timeout: Option<Duration>,
-    /// Longest silence from the server, waiting for headers or for the
-    /// next bytes of a body [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub idle_timeout: Option<Duration>,
 }
 
 /// "10s", "1m30s", "250ms", or a bare number of seconds.

@@ -3,13 +3,12 @@
 use backstop_core::Policy;
 use backstop_http::Client;
 
-use crate::cli::RetryArgs;
+use crate::cli::{BackoffArgs, RetryArgs};
 use crate::report::Report;
 
-impl RetryArgs {
-    /// The API preset with the flags applied.
-    pub fn policy(&self) -> Policy {
-        let mut policy = Policy::api();
+impl BackoffArgs {
+    /// `policy` with the flags applied.
+    pub fn apply(&self, mut policy: Policy) -> Policy {
         if let Some(n) = self.attempts {
             policy = policy.max_attempts(n);
         }
@@ -22,11 +21,19 @@ impl RetryArgs {
         if let Some(d) = self.max_wait {
             policy = policy.max_server_wait(d);
         }
-        if let Some(d) = self.attempt_timeout {
-            policy = policy.attempt_timeout((!d.is_zero()).then_some(d));
-        }
         if let Some(d) = self.deadline {
             policy = policy.deadline(d);
+        }
+        policy
+    }
+}
+
+impl RetryArgs {
+    /// The API preset with the flags applied.
+    pub fn policy(&self) -> Policy {
+        let mut policy = self.backoff.apply(Policy::api());
+        if let Some(d) = self.attempt_timeout {
+            policy = policy.attempt_timeout((!d.is_zero()).then_some(d));
         }
         policy
     }

@@ -24,6 +24,9 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Pick(args) => cmd::pick::run(args, state),
         Command::Cooldown { command } => cmd::cooldown::run(command, state),
+        // `run` builds its own runtime: the ledger is read and written
+        // between runs of the command, outside of it.
+        Command::Run(args) => cmd::run::run(args, state),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -68,7 +71,10 @@ async fn run(command: Command) -> Result<(), Report> {
             command: HubCommand::Search(args),
         } => cmd::hub::search(args).await,
         Command::Demo => cmd::demo::run().await,
-        Command::Pick(_) | Command::Cooldown { .. } | Command::Completions { .. } => {
+        Command::Pick(_)
+        | Command::Cooldown { .. }
+        | Command::Run(_)
+        | Command::Completions { .. } => {
             unreachable!("main runs the synchronous commands itself")
         }
     }
