@@ -1,46 +1,12 @@
 //! `backstop pick` and `backstop cooldown` as scripts run them: output,
 //! exit codes, bad input, and many processes sharing one ledger.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-struct Ledger {
-    _dir: tempfile::TempDir,
-    state: String,
-}
+mod common;
 
-fn ledger() -> Ledger {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state/backstop.db").display().to_string();
-    Ledger { _dir: dir, state }
-}
-
-impl Ledger {
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
-        cmd.env("BACKSTOP_STATE", &self.state)
-            .env_remove("BACKSTOP_MODELS")
-            .env_remove("BACKSTOP_LOG");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("backstop runs")
-    }
-
-    fn list(&self) -> Vec<serde_json::Value> {
-        let out = self.run(&["cooldown", "list", "--all", "--json"]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{bed as ledger, text};
 
 #[test]
 fn pick_prints_the_first_available_model() {
@@ -159,7 +125,7 @@ fn cooldowns_are_listed_kept_and_cleared() {
             "already cooling down (overloaded) until 2099-01-01T00:00:00Z, longer; kept it"
         )
     );
-    let listed = l.list();
+    let listed = l.entries();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["key"], "openai/gpt-5");
     assert_eq!(listed[0]["reason"], "overloaded");
@@ -182,7 +148,7 @@ fn cooldowns_are_listed_kept_and_cleared() {
     l.run(&["cooldown", "set", "b/c", "--reason", "error", "--for", "1h"]);
     let out = l.run(&["cooldown", "clear", "--all"]);
     assert_eq!(text(&out.stdout), "cleared 2 entries\n");
-    assert!(l.list().is_empty());
+    assert!(l.entries().is_empty());
 }
 
 #[test]
@@ -197,7 +163,7 @@ fn bad_input_is_refused_before_anything_is_written() {
         "--for",
         "30m",
     ]);
-    let before = l.list();
+    let before = l.entries();
     let cases: &[(&[&str], &str)] = &[
         (
             &[
@@ -319,7 +285,7 @@ fn bad_input_is_refused_before_anything_is_written() {
             text(&out.stderr)
         );
     }
-    assert_eq!(l.list(), before, "nothing changed");
+    assert_eq!(l.entries(), before, "nothing changed");
 }
 
 #[test]
@@ -399,7 +365,7 @@ fn fifty_processes_share_the_ledger_without_losing_an_update() {
         assert_eq!(out.status.code(), Some(0), "{err}");
         assert!(!err.contains("locked"), "{err}");
     }
-    let listed = l.list();
+    let listed = l.entries();
     assert_eq!(listed.len(), 51, "every process's own key landed");
     let shared = listed.iter().find(|e| e["key"] == "shared/model").unwrap();
     let until = backstop_core::time::parse_rfc3339(shared["until"].as_str().unwrap()).unwrap();

@@ -4,19 +4,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-struct Bed {
-    dir: tempfile::TempDir,
-    state: String,
-}
+mod common;
 
-fn bed() -> Bed {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state/backstop.db").display().to_string();
-    Bed { dir, state }
-}
+use common::{Bed, bed, text};
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,13 +17,16 @@ fn fixture(path: &str) -> PathBuf {
         .join(path)
 }
 
-impl Bed {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
+/// Stand-in agents.
+trait Agents {
     /// Writes an executable script `name` whose first argument is the
     /// model; every call appends the model to `calls.log`.
+    fn agent(&self, name: &str, body: &str) -> String;
+    /// The models the stand-ins were called with, in order.
+    fn calls(&self) -> Vec<String>;
+}
+
+impl Agents for Bed {
     fn agent(&self, name: &str, body: &str) -> String {
         let path = self.path(name);
         let script = format!(
@@ -51,38 +47,6 @@ impl Bed {
             .map(str::to_owned)
             .collect()
     }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
-        cmd.env("BACKSTOP_STATE", &self.state)
-            .env_remove("BACKSTOP_MODELS")
-            .env_remove("BACKSTOP_LOG")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("backstop runs")
-    }
-
-    /// Every ledger entry, as `cooldown list --all --json` prints it.
-    fn entries(&self) -> Vec<serde_json::Value> {
-        let out = self.run(&["cooldown", "list", "--all", "--json"]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn entry(&self, key: &str) -> Option<serde_json::Value> {
-        self.entries().into_iter().find(|e| e["key"] == key)
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn rfc3339(value: &serde_json::Value) -> SystemTime {

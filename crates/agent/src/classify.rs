@@ -87,20 +87,9 @@ impl fmt::Display for Agent {
 }
 
 /// An agent name that is not one of [`Agent::ALL`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an agent (one of claude, codex, opencode, aider, generic)")]
 pub struct UnknownAgent(pub String);
-
-impl fmt::Display for UnknownAgent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not an agent (one of claude, codex, opencode, aider, generic)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for UnknownAgent {}
 
 impl FromStr for Agent {
     type Err = UnknownAgent;

@@ -1,0 +1,65 @@
+//! A ledger of its own in a temporary directory, and the `backstop`
+//! binary pointed at it, for the tests that run the binary.
+
+#![allow(dead_code, reason = "each test file uses a part")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Bed {
+    dir: tempfile::TempDir,
+    /// The ledger's file (`BACKSTOP_STATE`); not created until used.
+    pub state: String,
+}
+
+pub fn bed() -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state/backstop.db").display().to_string();
+    Bed { dir, state }
+}
+
+impl Bed {
+    /// The temporary directory, where commands run.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `backstop` with this ledger, run in the directory, with no
+    /// standard input and none of the caller's backstop settings.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+        cmd.env("BACKSTOP_STATE", &self.state)
+            .env_remove("BACKSTOP_MODELS")
+            .env_remove("BACKSTOP_LOG")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("backstop runs")
+    }
+
+    /// Every ledger entry, expired ones too, as `cooldown list --all
+    /// --json` prints them.
+    pub fn entries(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["cooldown", "list", "--all", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn entry(&self, key: &str) -> Option<serde_json::Value> {
+        self.entries().into_iter().find(|e| e["key"] == key)
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
