@@ -227,6 +227,8 @@ impl Counts {
 /// Which deliveries [`Store::deliveries`] lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryFilter {
+    /// Only this delivery.
+    pub id: Option<DeliveryId>,
     /// Only this state.
     pub state: Option<DeliveryState>,
     /// Only to this node.

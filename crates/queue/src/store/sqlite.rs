@@ -758,10 +758,13 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
                      WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.node = ?2)
-                       AND (?3 IS NULL OR d.op = ?3)
+                       AND (?3 IS NULL OR d.op = ?3) AND (?5 IS NULL OR d.id = ?5)
                      ORDER BY d.id DESC LIMIT ?4"
                 ))?
-                .query_map(params![state, filter.node, filter.op, limit], read_delivery)?
+                .query_map(
+                    params![state, filter.node, filter.op, limit, filter.id],
+                    read_delivery,
+                )?
                 .map(|r| r.map(DeliveryRow::into_delivery))
                 .collect::<rusqlite::Result<_>>()?)
         })

@@ -1,0 +1,142 @@
+//! Node health: registrations, heartbeats, and the monitor that parks
+//! nodes whose heartbeats stopped.
+//!
+//! A node is healthy while its heartbeats arrive. When they stop for
+//! longer than the staleness limit it becomes unhealthy, and its deliveries
+//! in flight go back to pending without spending attempts. A node a
+//! delivery could not reach is unreachable (see the dispatcher). Either
+//! way its deliveries wait, and the next heartbeat over the same transport
+//! makes it healthy again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_core::HumanDuration;
+use backstop_core::clock::Clock;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::blocking;
+use crate::model::{NodeSpec, NodeStatus};
+use crate::store::{Heartbeat, Registered, Store, StoreError};
+
+/// How often workers send heartbeats by default.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long without a heartbeat makes a node unhealthy by default: six
+/// missed heartbeats, so one slow network moment parks nothing.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// Records what nodes say about themselves, and logs every change of
+/// health once.
+#[derive(Clone)]
+pub struct Health {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+}
+
+impl Health {
+    /// Health records in `store`; `wake` is told when a node can take work
+    /// again.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
+        Health { store, clock, wake }
+    }
+
+    /// Registers a node (see [`Store::register`]) and logs what it brought.
+    pub async fn register(&self, spec: NodeSpec) -> Result<Registered, StoreError> {
+        let store = Arc::clone(&self.store);
+        let now = self.clock.now();
+        let name = spec.name.clone();
+        let kinds = spec.kinds.join(", ");
+        let done = blocking(move || store.register(&spec, now)).await?;
+        tracing::info!(
+            "node {name} registered (handles {kinds}); {} new deliveries for it",
+            done.delivered
+        );
+        if done.released > 0 {
+            tracing::info!(
+                "node {name} restarted: {} deliveries it was running wait for another attempt, none counted as failed",
+                done.released
+            );
+        }
+        if done.removed > 0 {
+            tracing::warn!(
+                "node {name} no longer handles some kinds: {} of its unfinished deliveries were removed",
+                done.removed
+            );
+        }
+        self.wake.notify_one();
+        Ok(done)
+    }
+
+    /// Records a heartbeat; a node that comes back is logged and the
+    /// dispatcher woken.
+    pub async fn heartbeat(
+        &self,
+        name: &str,
+        session: &str,
+        leaving: bool,
+    ) -> Result<Heartbeat, StoreError> {
+        let store = Arc::clone(&self.store);
+        let now = self.clock.now();
+        let (n, s) = (name.to_owned(), session.to_owned());
+        let beat = blocking(move || store.heartbeat(&n, &s, leaving, now)).await?;
+        if let Heartbeat::Recovered(was) = beat {
+            tracing::info!("node {name} is back (it was {was}); its deliveries resume");
+            self.wake.notify_one();
+        }
+        if leaving && beat != Heartbeat::Unknown {
+            tracing::info!("node {name} is shutting down; its deliveries wait for it");
+        }
+        Ok(beat)
+    }
+}
+
+/// Parks nodes whose heartbeats stopped. One small service, driven by the
+/// injected clock: [`Monitor::tick`] does one pass.
+pub struct Monitor {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    stale_after: Duration,
+}
+
+impl Monitor {
+    /// A monitor marking nodes silent for `stale_after` unhealthy.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, stale_after: Duration) -> Self {
+        Monitor {
+            store,
+            clock,
+            stale_after,
+        }
+    }
+
+    /// One pass: returns the nodes it parked.
+    pub async fn tick(&self) -> Result<Vec<String>, StoreError> {
+        let store = Arc::clone(&self.store);
+        let now = self.clock.now();
+        let before = now.checked_sub(self.stale_after).unwrap_or(now);
+        let parked = blocking(move || store.mark_stale(before, now)).await?;
+        for name in &parked {
+            tracing::warn!(
+                "node {name} sent no heartbeat for {}: {}; its deliveries wait for it without spending attempts",
+                HumanDuration(self.stale_after),
+                NodeStatus::Unhealthy
+            );
+        }
+        Ok(parked)
+    }
+
+    /// Runs a pass every `every` until `shutdown`; errors are logged and
+    /// the next pass tries again.
+    pub async fn run(&self, every: Duration, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::error!("the health monitor failed: {}", crate::error_chain(&e));
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Housekeeping: what a coordinator does at start-up, and the lease rescue
+//! that returns attempts nobody answered for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_core::clock::Clock;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::blocking;
+use crate::model::transport_name;
+use crate::store::{Pruned, Store, StoreError};
+use crate::transport::local::LocalNode;
+
+/// What start-up housekeeping did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartUp {
+    /// Local nodes removed because the configuration no longer has them.
+    pub retired: Vec<String>,
+    /// Deliveries to local nodes that were in flight when the previous
+    /// coordinator stopped, returned to pending.
+    pub released: usize,
+    /// Deliveries that can never be delivered, removed.
+    pub pruned: Pruned,
+}
+
+/// Brings the store in line with this coordinator's configuration: local
+/// nodes no longer configured are retired, the configured ones registered,
+/// work the previous coordinator's local handlers were running is returned
+/// to pending (those handlers died with it), and deliveries that can never
+/// be delivered are pruned under the store's exclusive lock. Any failure is
+/// returned: a coordinator that cannot do this should not start.
+pub async fn start_up(
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+    local: &[LocalNode],
+) -> Result<StartUp, StoreError> {
+    let now = clock.now();
+    let names: Vec<String> = local.iter().map(|n| n.spec.name.clone()).collect();
+    let s = Arc::clone(store);
+    let retired = blocking(move || s.retire(transport_name::LOCAL, &names, now)).await?;
+    for name in &retired {
+        tracing::warn!(
+            "local node {name} is no longer in the configuration; its unfinished deliveries are removed"
+        );
+    }
+    for node in local {
+        let s = Arc::clone(store);
+        let spec = node.spec.clone();
+        blocking(move || s.register(&spec, now)).await?;
+    }
+    let s = Arc::clone(store);
+    let released = blocking(move || {
+        s.release_transport(
+            transport_name::LOCAL,
+            "the coordinator stopped while this ran; not counted as a failure",
+            now,
+        )
+    })
+    .await?
+    .len();
+    if released > 0 {
+        tracing::info!(
+            "{released} deliveries to local nodes were running when the coordinator stopped; they run again"
+        );
+    }
+    let s = Arc::clone(store);
+    let pruned = blocking(move || s.prune(now)).await?;
+    if pruned != Pruned::default() {
+        tracing::warn!(
+            "removed {} deliveries to nodes that are gone and {} of kinds their node no longer handles",
+            pruned.gone_nodes,
+            pruned.unhandled_kinds
+        );
+    }
+    Ok(StartUp {
+        retired,
+        released,
+        pruned,
+    })
+}
+
+/// Returns to pending the attempts whose lease ended with no reply: the
+/// coordinator that ran them died, or their node went silent. Nothing is
+/// counted as a failure. One small service, driven by the injected clock.
+pub struct Rescuer {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Rescuer {
+    /// A rescuer over `store`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Rescuer { store, clock }
+    }
+
+    /// One pass: how many attempts it returned.
+    pub async fn tick(&self) -> Result<usize, StoreError> {
+        let store = Arc::clone(&self.store);
+        let now = self.clock.now();
+        let rescued = blocking(move || store.rescue(now)).await?;
+        for token in &rescued {
+            tracing::warn!(
+                "no reply for {token} before its lease ended; it waits for another attempt, not counted as a failure"
+            );
+        }
+        Ok(rescued.len())
+    }
+
+    /// Runs a pass every `every` until `shutdown`; errors are logged.
+    pub async fn run(&self, every: Duration, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::error!("the lease rescue failed: {}", crate::error_chain(&e));
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
