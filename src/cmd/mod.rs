@@ -4,4 +4,7 @@ pub mod cooldown;
 pub mod demo;
 pub mod get;
 pub mod hub;
+pub mod ops;
 pub mod pick;
+pub mod serve;
+pub mod worker;
