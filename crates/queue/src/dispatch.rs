@@ -254,13 +254,9 @@ impl Dispatcher {
         }
     }
 
-    /// Runs one claimed attempt and queues its outcome for the store.
-    async fn deliver(&self, claim: Claim) {
-        let Some(transport) = self.inner.transports.get(claim.transport.as_str()) else {
-            // Claims are only made for our transports.
-            return;
-        };
-        let work = Work {
+    /// What the handler of `claim` is given.
+    fn work(&self, claim: &Claim) -> Work {
+        Work {
             token: claim.token,
             op: claim.op,
             node: claim.node.clone(),
@@ -269,7 +265,16 @@ impl Dispatcher {
             payload: claim.payload.clone(),
             timeout_ms: u64::try_from(self.inner.config.handler_timeout.as_millis())
                 .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Runs one claimed attempt and queues its outcome for the store.
+    async fn deliver(&self, claim: Claim) {
+        let Some(transport) = self.inner.transports.get(claim.transport.as_str()) else {
+            // Claims are only made for our transports.
+            return;
         };
+        let work = self.work(&claim);
         tracing::debug!(
             "delivering {} ({}) to {}",
             claim.token,
@@ -431,19 +436,7 @@ impl Dispatcher {
         let claims = self.claim().await?;
         let replies = futures_util::future::join_all(claims.into_iter().map(|claim| async move {
             let reply = match self.inner.transports.get(claim.transport.as_str()) {
-                Some(t) => {
-                    let work = Work {
-                        token: claim.token,
-                        op: claim.op,
-                        node: claim.node.clone(),
-                        kind: claim.kind.clone(),
-                        key: claim.key.clone(),
-                        payload: claim.payload.clone(),
-                        timeout_ms: u64::try_from(self.inner.config.handler_timeout.as_millis())
-                            .unwrap_or(u64::MAX),
-                    };
-                    t.deliver(&work).await.outcome
-                }
+                Some(t) => t.deliver(&self.work(&claim)).await.outcome,
                 None => Outcome::TimedOut,
             };
             (claim, reply)
