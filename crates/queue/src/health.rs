@@ -129,14 +129,6 @@ impl Monitor {
     /// Runs a pass every `every` until `shutdown`; errors are logged and
     /// the next pass tries again.
     pub async fn run(&self, every: Duration, shutdown: CancellationToken) {
-        loop {
-            if let Err(e) = self.tick().await {
-                tracing::error!("the health monitor failed: {}", crate::error_chain(&e));
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
-        }
+        crate::housekeeping::repeat("the health monitor", every, shutdown, || self.tick()).await;
     }
 }

@@ -109,14 +109,26 @@ impl Rescuer {
 
     /// Runs a pass every `every` until `shutdown`; errors are logged.
     pub async fn run(&self, every: Duration, shutdown: CancellationToken) {
-        loop {
-            if let Err(e) = self.tick().await {
-                tracing::error!("the lease rescue failed: {}", crate::error_chain(&e));
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
+        repeat("the lease rescue", every, shutdown, || self.tick()).await;
+    }
+}
+
+/// Runs `pass` every `every` until `shutdown`. A pass that fails is
+/// reported at ERROR, with `service` named, and the next one tries again:
+/// housekeeping never stops quietly.
+pub(crate) async fn repeat<T, F: Future<Output = Result<T, StoreError>>>(
+    service: &str,
+    every: Duration,
+    shutdown: CancellationToken,
+    mut pass: impl FnMut() -> F,
+) {
+    loop {
+        if let Err(e) = pass().await {
+            tracing::error!("{service} failed: {}", crate::error_chain(&e));
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
         }
     }
 }

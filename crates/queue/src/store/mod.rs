@@ -401,12 +401,6 @@ pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
 /// versions every backstop component keeps in a shared database.
 pub(crate) const COMPONENT: &str = "queue";
 
-/// Creates the table of component versions when missing.
-pub(crate) const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS backstop_schema (
-    component TEXT PRIMARY KEY NOT NULL,
-    version BIGINT NOT NULL
-)";
-
 /// Where a migration says "an id column"; each dialect fills in its own.
 pub(crate) const ID_COLUMN: &str = "{id}";
 

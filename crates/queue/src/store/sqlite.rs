@@ -2,20 +2,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use backstop_core::Policy;
 use backstop_core::time::{from_millis, to_millis};
-use rusqlite::{
-    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
-    params_from_iter,
+use backstop_sqlite::rusqlite::{
+    self, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
 };
+use backstop_sqlite::{Database, MaybeBusy, OpenError, Retried};
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
     ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
-    Requeue, SCHEMA_TABLE, Settled, Store, StoreError, Submitted, clip, count,
+    Requeue, Settled, Store, StoreError, Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -23,24 +21,24 @@ use crate::model::{
 };
 use crate::schedule::{Settle, Verdict};
 
-/// How long SQLite itself waits for another writer before reporting busy.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The default number of rows a listing returns.
 const DEFAULT_LIMIT: u32 = 100;
 
+/// A listing's limit: 0 means the default.
+fn limit(n: u32) -> u32 {
+    if n == 0 { DEFAULT_LIMIT } else { n }
+}
+
 /// A SQLite queue.
 ///
-/// WAL mode (readers never wait for the writer), `synchronous=FULL`, every
-/// write transaction begun `IMMEDIATE` (a deferred transaction that later
-/// needs the write lock gets "busy" without waiting), a busy timeout, and
-/// on top of it retries with jittered backoff. Every query the dispatcher
-/// runs goes through a partial index of the rows it can touch (pending, in
+/// Opened as every backstop store opens SQLite ([`backstop_sqlite`]): WAL,
+/// `synchronous=FULL`, a busy timeout and retries on top of it; every
+/// write transaction begins `IMMEDIATE`. Every query the dispatcher runs
+/// goes through a partial index of the rows it can touch (pending, in
 /// flight, dead), so its cost does not grow with the history of finished
 /// deliveries.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
-    location: String,
+    db: Database,
 }
 
 /// What a transaction body can fail with.
@@ -61,156 +59,92 @@ impl From<Rejection> for TxError {
     }
 }
 
+impl MaybeBusy for TxError {
+    fn sqlite(&self) -> Option<&rusqlite::Error> {
+        match self {
+            TxError::Sql(e) => Some(e),
+            TxError::Rejected(_) => None,
+        }
+    }
+}
+
 type TxResult<T> = Result<T, TxError>;
 
 impl SqliteStore {
     /// Opens (creating if needed, directory included) the queue at `path`
     /// and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
-        let path = path.as_ref();
-        let location = format!("sqlite:{}", path.display());
-        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            location: location.clone(),
-            source: e,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(|e| open_err(Box::new(e)))?;
-        }
-        let conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| open_err(Box::new(e)))?;
-        let store = SqliteStore {
-            conn: Mutex::new(conn),
-            location,
-        };
-        store.with_retries(|conn| {
-            conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF")?;
-            Ok(())
+        let migrations: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| m.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT"))
+            .collect();
+        let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
+        let db = Database::open(path, COMPONENT, &migrations).map_err(|e| match e {
+            OpenError::Open { location, source } => StoreError::Open { location, source },
+            OpenError::Busy { location, waited } => StoreError::Busy { location, waited },
+            OpenError::TooNew {
+                location,
+                found,
+                supported,
+            } => StoreError::TooNew {
+                location,
+                found,
+                supported,
+            },
+            OpenError::Failed { location, source } => StoreError::Failed {
+                location,
+                source: Box::new(source),
+            },
         })?;
-        store.migrate()?;
-        Ok(store)
+        Ok(SqliteStore { db })
     }
 
     /// The file.
     pub fn path(&self) -> PathBuf {
-        PathBuf::from(self.location.trim_start_matches("sqlite:"))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn migrate(&self) -> Result<(), StoreError> {
-        let supported = MIGRATIONS.len() as i64;
-        let found = self.write(|tx| {
-            tx.execute_batch(SCHEMA_TABLE)?;
-            let version: i64 = tx
-                .query_row(
-                    "SELECT version FROM backstop_schema WHERE component = ?1",
-                    [COMPONENT],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            if version >= supported {
-                return Ok(version);
-            }
-            for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                tx.execute_batch(&sql.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT"))?;
-                tx.execute(
-                    "INSERT INTO backstop_schema (component, version) VALUES (?1, ?2)
-                     ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                    params![COMPONENT, n as i64 + 1],
-                )?;
-            }
-            Ok(version)
-        })?;
-        if found > supported {
-            return Err(StoreError::TooNew {
-                location: self.location.clone(),
-                found,
-                supported,
-            });
-        }
-        Ok(())
+        PathBuf::from(self.db.location().trim_start_matches("sqlite:"))
     }
 
     /// Runs `f`, retrying while the database is busy or locked.
     fn with_retries<T>(
         &self,
-        mut f: impl FnMut(&mut Connection) -> TxResult<T>,
+        f: impl FnMut(&mut rusqlite::Connection) -> TxResult<T>,
     ) -> Result<T, StoreError> {
-        let policy = Policy::api()
-            .max_attempts(12)
-            .initial_delay(Duration::from_millis(20))
-            .max_delay(Duration::from_secs(1));
-        let mut delays = policy.delays();
-        let started = Instant::now();
-        let mut conn = self.lock();
-        loop {
-            match f(&mut conn) {
-                Ok(v) => return Ok(v),
-                Err(TxError::Rejected(r)) => return Err(StoreError::Rejected(r)),
-                Err(TxError::Sql(e)) if is_busy(&e) => match delays.next() {
-                    Some(delay) => std::thread::sleep(delay),
-                    None => {
-                        return Err(StoreError::Busy {
-                            location: self.location.clone(),
-                            waited: started.elapsed(),
-                        });
-                    }
-                },
-                Err(TxError::Sql(e)) => {
-                    return Err(StoreError::Failed {
-                        location: self.location.clone(),
-                        source: Box::new(e),
-                    });
-                }
-            }
-        }
+        self.db.with_retries(f).map_err(|e| match e {
+            Retried::Busy { waited } => StoreError::Busy {
+                location: self.db.location().to_owned(),
+                waited,
+            },
+            Retried::Failed(TxError::Rejected(r)) => StoreError::Rejected(r),
+            Retried::Failed(TxError::Sql(e)) => StoreError::Failed {
+                location: self.db.location().to_owned(),
+                source: Box::new(e),
+            },
+        })
     }
 
     /// Runs `f` in a write transaction begun IMMEDIATE: whole or not at
     /// all, one writer at a time.
-    fn write<T>(
-        &self,
-        mut f: impl FnMut(&Transaction<'_>) -> TxResult<T>,
-    ) -> Result<T, StoreError> {
-        self.with_retries(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
+    fn write<T>(&self, f: impl FnMut(&Transaction<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        self.transaction(TransactionBehavior::Immediate, f)
     }
 
     /// Runs `f` in a read transaction: one consistent snapshot.
-    fn read<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl FnMut(&Transaction<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        self.transaction(TransactionBehavior::Deferred, f)
+    }
+
+    fn transaction<T>(
+        &self,
+        behavior: TransactionBehavior,
+        mut f: impl FnMut(&Transaction<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
         self.with_retries(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let tx = conn.transaction_with_behavior(behavior)?;
             let value = f(&tx)?;
             tx.commit()?;
             Ok(value)
         })
     }
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
-}
-
-/// Creates `dir` (and its parents) readable by the user only: operation
-/// payloads may say more than their owners would like.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
@@ -693,11 +627,7 @@ impl Store for SqliteStore {
     }
 
     fn ops(&self, filter: &OpFilter) -> Result<Vec<OpSummary>, StoreError> {
-        let limit = if filter.limit == 0 {
-            DEFAULT_LIMIT
-        } else {
-            filter.limit
-        };
+        let limit = limit(filter.limit);
         let state = filter.state.map(DeliveryState::as_str);
         self.read(|tx| {
             let ops: Vec<Op> = tx
@@ -747,11 +677,7 @@ impl Store for SqliteStore {
     }
 
     fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
-        let limit = if filter.limit == 0 {
-            DEFAULT_LIMIT
-        } else {
-            filter.limit
-        };
+        let limit = limit(filter.limit);
         let state = filter.state.map(DeliveryState::as_str);
         self.read(|tx| {
             Ok(tx
@@ -1109,6 +1035,6 @@ impl Store for SqliteStore {
     }
 
     fn location(&self) -> String {
-        self.location.clone()
+        self.db.location().to_owned()
     }
 }
