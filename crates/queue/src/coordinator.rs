@@ -97,9 +97,6 @@ impl Coordinator {
             return Err(CoordinatorError::EmptyToken);
         }
         let clock = config.clock;
-        let startup = housekeeping::start_up(&store, &clock, &config.local)
-            .await
-            .map_err(CoordinatorError::StartUp)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| CoordinatorError::Listen {
@@ -124,6 +121,9 @@ impl Coordinator {
         if let Some(nats) = &nats {
             transports.push(Arc::clone(nats) as Arc<dyn Transport>);
         }
+        let startup = housekeeping::start_up(&store, &clock, &config.local, &transports)
+            .await
+            .map_err(CoordinatorError::StartUp)?;
         let dispatcher = Dispatcher::new(
             Arc::clone(&store),
             transports,

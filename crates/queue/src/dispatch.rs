@@ -22,6 +22,9 @@ use crate::schedule::{Schedule, Settle, Verdict};
 use crate::store::{ClaimRequest, DeliveryFilter, Settled, Store, StoreError};
 use crate::transport::{LateReply, Receipt, Transport};
 
+/// How long a stopping dispatcher waits for the deliveries it runs to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
 /// How the dispatcher paces itself.
 #[derive(Clone, Debug)]
 pub struct DispatchConfig {
@@ -205,7 +208,8 @@ impl Dispatcher {
             let full = claimed.len() as u32 >= self.inner.config.batch;
             for claim in claimed {
                 let this = self.clone();
-                running.spawn(async move { this.deliver(claim).await });
+                let stop = shutdown.clone();
+                running.spawn(async move { this.deliver(claim, stop).await });
             }
             if full {
                 tokio::task::yield_now().await;
@@ -218,8 +222,18 @@ impl Dispatcher {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        // Local handlers were told to stop and hand their deliveries back;
+        // attempts on remote nodes were let go (see `deliver`).
         running.close();
-        running.wait().await;
+        if tokio::time::timeout(SHUTDOWN_WAIT, running.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some deliveries did not end within {}; their leases will return them",
+                HumanDuration(SHUTDOWN_WAIT)
+            );
+        }
         // Everything the deliveries sent is queued before this; once it is
         // stored, the writer can stop.
         let (receipt, stored) = Receipt::new();
@@ -269,7 +283,7 @@ impl Dispatcher {
     }
 
     /// Runs one claimed attempt and queues its outcome for the store.
-    async fn deliver(&self, claim: Claim) {
+    async fn deliver(&self, claim: Claim, shutdown: CancellationToken) {
         let Some(transport) = self.inner.transports.get(claim.transport.as_str()) else {
             // Claims are only made for our transports.
             return;
@@ -281,7 +295,16 @@ impl Dispatcher {
             claim.kind,
             claim.node
         );
-        let reply = transport.deliver(&work).await;
+        let reply = if transport.outlives_coordinator() {
+            tokio::select! {
+                reply = transport.deliver(&work) => reply,
+                // The node goes on and reports its outcome to whichever
+                // coordinator runs next; the attempt stays in flight.
+                () = shutdown.cancelled() => return,
+            }
+        } else {
+            transport.deliver(&work).await
+        };
         let now = self.inner.clock.now();
         let Some(settle) = self.inner.schedule.decide(&claim, &reply.outcome, now) else {
             tracing::warn!(

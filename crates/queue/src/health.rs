@@ -94,26 +94,37 @@ impl Health {
 
 /// Parks nodes whose heartbeats stopped. One small service, driven by the
 /// injected clock: [`Monitor::tick`] does one pass.
+///
+/// A node is judged only on the silence this monitor has seen: for the
+/// first `stale_after` after it starts, nothing is parked, so a coordinator
+/// coming back after an outage does not park every worker whose heartbeats
+/// went unanswered while it was away.
 pub struct Monitor {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     stale_after: Duration,
+    started: std::time::SystemTime,
 }
 
 impl Monitor {
     /// A monitor marking nodes silent for `stale_after` unhealthy.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, stale_after: Duration) -> Self {
+        let started = clock.now();
         Monitor {
             store,
             clock,
             stale_after,
+            started,
         }
     }
 
     /// One pass: returns the nodes it parked.
     pub async fn tick(&self) -> Result<Vec<String>, StoreError> {
-        let store = Arc::clone(&self.store);
         let now = self.clock.now();
+        if now < self.started + self.stale_after {
+            return Ok(Vec::new());
+        }
+        let store = Arc::clone(&self.store);
         let before = now.checked_sub(self.stale_after).unwrap_or(now);
         let parked = blocking(move || store.mark_stale(before, now)).await?;
         for name in &parked {
@@ -130,5 +141,59 @@ impl Monitor {
     /// the next pass tries again.
     pub async fn run(&self, every: Duration, shutdown: CancellationToken) {
         crate::housekeeping::repeat("the health monitor", every, shutdown, || self.tick()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SqliteStore;
+    use crate::model::transport_name;
+    use backstop_core::clock::ManualClock;
+    use std::time::UNIX_EPOCH;
+
+    #[tokio::test]
+    async fn silence_parks_a_node_but_only_silence_the_monitor_saw() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("q.db")).unwrap_or_else(|e| panic!("{e}")));
+        let clock = Arc::new(ManualClock::new(
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let spec = NodeSpec {
+            name: "gpu-1".into(),
+            node_type: "gpu".into(),
+            kinds: vec!["install".into()],
+            capacity: 1,
+            transport: transport_name::NATS.into(),
+            session: "s".into(),
+        };
+        store
+            .register(&spec, clock.now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The coordinator was away for a minute.
+        clock.advance(Duration::from_secs(60));
+        let monitor = Monitor::new(Arc::clone(&store), clock.clone(), Duration::from_secs(30));
+        assert!(
+            monitor.tick().await.unwrap_or_default().is_empty(),
+            "not judged on the outage"
+        );
+        let health = Health::new(Arc::clone(&store), clock.clone(), Arc::new(Notify::new()));
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(
+            health.heartbeat("gpu-1", "s", false).await.ok(),
+            Some(Heartbeat::Recorded)
+        );
+        clock.advance(Duration::from_secs(29));
+        assert!(
+            monitor.tick().await.unwrap_or_default().is_empty(),
+            "29 s of silence"
+        );
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(monitor.tick().await.unwrap_or_default(), ["gpu-1"]);
+        assert_eq!(
+            health.heartbeat("gpu-1", "s", false).await.ok(),
+            Some(Heartbeat::Recovered(NodeStatus::Unhealthy))
+        );
     }
 }

@@ -7,33 +7,39 @@ use std::time::Duration;
 use backstop_core::clock::Clock;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashMap;
+
 use crate::dispatch::blocking;
-use crate::model::transport_name;
-use crate::store::{Pruned, Store, StoreError};
+use crate::model::{DeliveryState, Token, transport_name};
+use crate::store::{DeliveryFilter, Pruned, Store, StoreError};
 use crate::transport::local::LocalNode;
+use crate::transport::{Holding, Transport};
 
 /// What start-up housekeeping did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StartUp {
     /// Local nodes removed because the configuration no longer has them.
     pub retired: Vec<String>,
-    /// Deliveries to local nodes that were in flight when the previous
-    /// coordinator stopped, returned to pending.
+    /// Deliveries in flight when the previous coordinator stopped that
+    /// their nodes do not hold, returned to pending.
     pub released: usize,
     /// Deliveries that can never be delivered, removed.
     pub pruned: Pruned,
 }
 
-/// Brings the store in line with this coordinator's configuration: local
-/// nodes no longer configured are retired, the configured ones registered,
-/// work the previous coordinator's local handlers were running is returned
-/// to pending (those handlers died with it), and deliveries that can never
-/// be delivered are pruned under the store's exclusive lock. Any failure is
+/// Brings the store in line with this coordinator's configuration, before
+/// anything is dispatched: local nodes no longer configured are retired,
+/// the configured ones registered; attempts a previous coordinator left in
+/// flight are returned to pending unless their node says it holds them
+/// (handlers inside that coordinator died with it; an offer to a remote
+/// node may never have gone out); and deliveries that can never be
+/// delivered are pruned under the store's exclusive lock. Any failure is
 /// returned: a coordinator that cannot do this should not start.
 pub async fn start_up(
     store: &Arc<dyn Store>,
     clock: &Arc<dyn Clock>,
     local: &[LocalNode],
+    transports: &[Arc<dyn Transport>],
 ) -> Result<StartUp, StoreError> {
     let now = clock.now();
     let names: Vec<String> = local.iter().map(|n| n.spec.name.clone()).collect();
@@ -49,19 +55,11 @@ pub async fn start_up(
         let spec = node.spec.clone();
         blocking(move || s.register(&spec, now)).await?;
     }
-    let s = Arc::clone(store);
-    let released = blocking(move || {
-        s.release_transport(
-            transport_name::LOCAL,
-            "the coordinator stopped while this ran; not counted as a failure",
-            now,
-        )
-    })
-    .await?
-    .len();
+    let released = reconcile(store, clock, transports).await?;
     if released > 0 {
         tracing::info!(
-            "{released} deliveries to local nodes were running when the coordinator stopped; they run again"
+            "{released} deliveries were in flight when the previous coordinator stopped and \
+             their nodes do not hold them; they run again, not counted as failures"
         );
     }
     let s = Arc::clone(store);
@@ -131,4 +129,63 @@ pub(crate) async fn repeat<T, F: Future<Output = Result<T, StoreError>>>(
             () = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// Asks each node with attempts in flight which ones it holds, and returns
+/// the others to pending. Nodes that cannot be asked keep theirs until
+/// their outcomes come or their leases end.
+async fn reconcile(
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+    transports: &[Arc<dyn Transport>],
+) -> Result<usize, StoreError> {
+    let s = Arc::clone(store);
+    let in_flight = blocking(move || {
+        s.deliveries(&DeliveryFilter {
+            state: Some(DeliveryState::InFlight),
+            limit: u32::MAX,
+            ..DeliveryFilter::default()
+        })
+    })
+    .await?;
+    if in_flight.is_empty() {
+        return Ok(0);
+    }
+    let s = Arc::clone(store);
+    let nodes = blocking(move || s.nodes()).await?;
+    let mut by_node: HashMap<String, Vec<Token>> = HashMap::new();
+    for d in in_flight {
+        by_node.entry(d.node).or_default().push(Token {
+            delivery: d.id,
+            attempt: d.attempt,
+        });
+    }
+    let mut released = 0;
+    for (node, tokens) in by_node {
+        let Some(transport) = nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| transports.iter().find(|t| t.name() == n.transport))
+        else {
+            continue;
+        };
+        let orphans: Vec<Token> = match transport.holding(&node).await {
+            Holding::These(held) => tokens.into_iter().filter(|t| !held.contains(t)).collect(),
+            Holding::Nothing => tokens,
+            Holding::Unknown => continue,
+        };
+        if orphans.is_empty() {
+            continue;
+        }
+        let s = Arc::clone(store);
+        let now = clock.now();
+        let why = format!(
+            "the coordinator stopped while this was in flight and node {node} does not hold it; \
+             not counted as a failure"
+        );
+        released += blocking(move || s.release(&orphans, &why, now))
+            .await?
+            .len();
+    }
+    Ok(released)
 }

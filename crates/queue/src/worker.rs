@@ -8,7 +8,7 @@
 //! lets running handlers finish for a grace period, stops the rest — their
 //! deliveries are handed back, not failed — and reports what it has.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,10 +20,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::handler::{Handler, Work};
 use crate::health::DEFAULT_HEARTBEAT;
-use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, transport_name};
+use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
 use crate::transport::nats::{
-    DeliverAck, HeartbeatMsg, NatsError, NodeAck, Refusal, RegisterMsg, ResultAck, ResultMsg,
-    Subjects,
+    DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Refusal, RegisterMsg, ResultAck,
+    ResultMsg, Subjects,
 };
 
 /// How a worker runs.
@@ -94,7 +94,10 @@ struct Shared {
     subjects: Subjects,
     config: WorkerConfig,
     session: String,
-    running: Mutex<HashSet<DeliveryId>>,
+    /// Attempts running, by delivery.
+    running: Mutex<HashMap<DeliveryId, Token>>,
+    /// Outcomes not yet stored by a coordinator.
+    reporting: Mutex<HashSet<Token>>,
     slots: Arc<Semaphore>,
     /// Stops running handlers (after the grace period).
     stop_handlers: CancellationToken,
@@ -125,13 +128,27 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(spec.capacity as usize)),
         config,
         session,
-        running: Mutex::new(HashSet::new()),
+        running: Mutex::new(HashMap::new()),
+        reporting: Mutex::new(HashSet::new()),
         stop_handlers: CancellationToken::new(),
         give_up: CancellationToken::new(),
     });
+    let holding = shared.subjects.holding(&spec.name);
+    let questions = shared
+        .client
+        .subscribe(holding.clone())
+        .await
+        .map_err(|source| NatsError::Subscribe {
+            subject: holding,
+            source,
+        })?;
+    let answers = tokio::spawn(answer_holding(Arc::clone(&shared), questions));
     tokio::select! {
         () = register(&shared, &spec) => {}
-        () = shutdown.cancelled() => return Ok(()),
+        () = shutdown.cancelled() => {
+            answers.abort();
+            return Ok(());
+        }
     }
     let beats = tokio::spawn(heartbeats(
         Arc::clone(&shared),
@@ -185,8 +202,27 @@ pub async fn run(
         );
         shared.give_up.cancel();
     }
+    answers.abort();
     let _ = shared.client.flush().await;
     Ok(())
+}
+
+/// Tells a coordinator starting up which attempts this worker holds, so
+/// that it returns the others a previous coordinator left in flight.
+async fn answer_holding(shared: Arc<Shared>, mut questions: async_nats::Subscriber) {
+    while let Some(msg) = questions.next().await {
+        let mut tokens: Vec<Token> = shared
+            .running
+            .lock()
+            .map(|r| r.values().copied().collect())
+            .unwrap_or_default();
+        if let Ok(reporting) = shared.reporting.lock() {
+            tokens.extend(reporting.iter().copied());
+        }
+        if let (Some(to), Ok(body)) = (msg.reply, serde_json::to_vec(&HoldingMsg { tokens })) {
+            let _ = shared.client.publish(to, Bytes::from(body)).await;
+        }
+    }
 }
 
 /// Registers until a coordinator stores it.
@@ -294,7 +330,7 @@ async fn offer(
     let fresh = shared
         .running
         .lock()
-        .map(|r| !r.contains(&work.token.delivery))
+        .map(|r| !r.contains_key(&work.token.delivery))
         .unwrap_or(false);
     if !fresh {
         let ack = refuse(
@@ -313,7 +349,7 @@ async fn offer(
         return;
     };
     if let Ok(mut r) = shared.running.lock() {
-        r.insert(work.token.delivery);
+        r.insert(work.token.delivery, work.token);
     }
     reply(
         shared,
@@ -331,6 +367,11 @@ async fn offer(
     handlers.spawn(async move {
         let outcome = handler.handle(&work, &shared.stop_handlers).await;
         drop(permit);
+        // Reporting before no longer running, so that the attempt is never
+        // held by neither.
+        if let Ok(mut r) = shared.reporting.lock() {
+            r.insert(work.token);
+        }
         if let Ok(mut r) = shared.running.lock() {
             r.remove(&work.token.delivery);
         }
@@ -354,13 +395,16 @@ async fn report(shared: &Arc<Shared>, result: ResultMsg) {
     loop {
         let answer = request::<ResultAck>(shared, shared.subjects.results(), &result).await;
         if let Ok(ResultAck { stored: true }) = answer {
-            return;
+            break;
         }
         tokio::select! {
-            () = shared.give_up.cancelled() => return,
+            () = shared.give_up.cancelled() => break,
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    if let Ok(mut r) = shared.reporting.lock() {
+        r.remove(&result.token);
     }
 }
 

@@ -636,34 +636,48 @@ fn a_restarted_worker_gets_its_work_back_unspent(db: &dyn Db) {
     );
 }
 
-fn local_work_in_flight_is_released_at_start_up(db: &dyn Db) {
+fn attempts_nobody_holds_are_released_unspent(db: &dyn Db) {
     let store = db.open().unwrap();
-    let mut local = node("cpu-1", "cpu", &["install"]);
-    local.transport = "local".into();
-    store.register(&local, t(0)).unwrap();
     store
         .register(&node("gpu-1", "gpu", &["install"]), t(0))
         .unwrap();
     store
-        .submit(&NewOp::for_type("install", "cpu"), t(0))
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
         .unwrap();
     store
         .submit(&NewOp::for_type("install", "gpu"), t(0))
         .unwrap();
-    assert_eq!(claim_all(&*store, t(0)).len(), 2);
+    let running = claim_all(&*store, t(0));
+    assert_eq!(running.len(), 2);
+    let stale = Token {
+        attempt: running[1].token.attempt + 1,
+        ..running[1].token
+    };
     let released = store
-        .release_transport("local", "the coordinator restarted", t(1))
+        .release(
+            &[running[0].token, stale],
+            "the coordinator restarted",
+            t(1),
+        )
         .unwrap();
-    assert_eq!(released.len(), 1);
+    assert_eq!(
+        released,
+        [running[0].token],
+        "only a current attempt in flight"
+    );
     let d = store
         .deliveries(&DeliveryFilter {
-            node: Some("cpu-1".into()),
+            id: Some(running[0].token.delivery),
             ..Default::default()
         })
         .unwrap()
         .remove(0);
-    assert_eq!(d.state, DeliveryState::Pending);
+    assert_eq!((d.state, d.failures), (DeliveryState::Pending, 0));
     assert_eq!(d.last_error.as_deref(), Some("the coordinator restarted"));
+    assert_eq!(
+        store.release(&[running[0].token], "again", t(2)).unwrap(),
+        []
+    );
 }
 
 fn housekeeping_prunes_what_can_never_be_delivered(db: &dyn Db) {
@@ -851,7 +865,7 @@ suite!(
     nodes_that_join_later_get_live_ops_of_their_type,
     health_parks_nodes_without_spending_attempts,
     a_restarted_worker_gets_its_work_back_unspent,
-    local_work_in_flight_is_released_at_start_up,
+    attempts_nobody_holds_are_released_unspent,
     housekeeping_prunes_what_can_never_be_delivered,
     concurrent_claims_never_hand_out_an_attempt_twice,
     reopening_keeps_everything_and_migrates_once,

@@ -115,12 +115,12 @@ pub trait Store: Send + Sync {
     /// them died, or no reply came). Returns their tokens.
     fn rescue(&self, now: SystemTime) -> Result<Vec<Token>, StoreError>;
 
-    /// Returns to pending, without spending attempts, every delivery in
-    /// flight to a node of `transport` (the handlers inside a coordinator
-    /// that stopped died with it). Returns their tokens.
-    fn release_transport(
+    /// Returns these attempts to pending, without spending attempts, if
+    /// they are still in flight (a coordinator that stopped had claimed
+    /// them, and their node does not hold them). Returns those released.
+    fn release(
         &self,
-        transport: &str,
+        tokens: &[Token],
         why: &str,
         now: SystemTime,
     ) -> Result<Vec<Token>, StoreError>;

@@ -976,21 +976,28 @@ impl Store for SqliteStore {
         })
     }
 
-    fn release_transport(
+    fn release(
         &self,
-        transport: &str,
+        tokens: &[Token],
         why: &str,
         now: SystemTime,
     ) -> Result<Vec<Token>, StoreError> {
         let now = to_millis(now);
         self.write(|tx| {
-            Ok(release_where(
-                tx,
-                "d.node IN (SELECT name FROM backstop_queue_nodes WHERE transport = ?1)",
-                &[&transport],
-                why,
-                now,
-            )?)
+            let mut released = Vec::new();
+            let mut update = tx.prepare_cached(
+                "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?3,
+                     lease_until_ms = NULL, last_error = ?4, updated_ms = ?3
+                 WHERE id = ?1 AND attempt = ?2 AND state = 'in_flight'",
+            )?;
+            for token in tokens {
+                let n =
+                    update.execute(params![token.delivery, i64::from(token.attempt), now, why])?;
+                if n > 0 {
+                    released.push(*token);
+                }
+            }
+            Ok(released)
         })
     }
 

@@ -2,15 +2,15 @@
 //! [`Handler`] run in this process (a command from `backstop.toml`, or any
 //! handler a library user gives).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::{Reply, Transport};
+use super::{Holding, Reply, Transport};
 use crate::handler::{Handler, Work};
-use crate::model::{NodeSpec, Outcome, transport_name};
+use crate::model::{NodeSpec, Outcome, Token, transport_name};
 
 /// The handlers of one local node.
 #[derive(Clone)]
@@ -51,6 +51,7 @@ impl LocalNode {
 pub struct LocalTransport {
     nodes: HashMap<String, HashMap<String, Arc<dyn Handler>>>,
     stop: CancellationToken,
+    running: Mutex<HashSet<(String, Token)>>,
 }
 
 impl LocalTransport {
@@ -63,13 +64,24 @@ impl LocalTransport {
                 .map(|n| (n.spec.name.clone(), n.handlers.clone()))
                 .collect(),
             stop,
+            running: Mutex::new(HashSet::new()),
         }
+    }
+}
+
+impl LocalTransport {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Token)>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Transport for LocalTransport {
     fn name(&self) -> &'static str {
         transport_name::LOCAL
+    }
+
+    fn outlives_coordinator(&self) -> bool {
+        false
     }
 
     fn deliver<'a>(&'a self, work: &'a Work) -> BoxFuture<'a, Reply> {
@@ -80,7 +92,23 @@ impl Transport for LocalTransport {
                     work.node, work.kind
                 )));
             };
-            Reply::new(handler.handle(work, &self.stop).await)
+            let entry = (work.node.clone(), work.token);
+            self.lock().insert(entry.clone());
+            let outcome = handler.handle(work, &self.stop).await;
+            self.lock().remove(&entry);
+            Reply::new(outcome)
+        })
+    }
+
+    fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding> {
+        Box::pin(async move {
+            let tokens = self
+                .lock()
+                .iter()
+                .filter(|(n, _)| n == node)
+                .map(|(_, t)| *t)
+                .collect();
+            Holding::These(tokens)
         })
     }
 }

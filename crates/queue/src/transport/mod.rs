@@ -23,6 +23,31 @@ pub trait Transport: Send + Sync {
 
     /// Delivers one attempt to `work.node` and waits for its outcome.
     fn deliver<'a>(&'a self, work: &'a Work) -> BoxFuture<'a, Reply>;
+
+    /// Whether an attempt goes on when the coordinator stops (a remote
+    /// node, which reports its outcome to the next coordinator), so that a
+    /// stopping coordinator lets go instead of waiting for it. Handlers
+    /// inside the coordinator stop with it and hand their deliveries back.
+    fn outlives_coordinator(&self) -> bool {
+        true
+    }
+
+    /// The attempts `node` holds: running, or finished with an outcome not
+    /// yet stored. Asked at start-up, before anything is offered, about
+    /// attempts a previous coordinator left in flight.
+    fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding>;
+}
+
+/// What a node says it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// These attempts; any other in flight to it will never be answered.
+    These(Vec<Token>),
+    /// Nothing answers for the node: it holds nothing.
+    Nothing,
+    /// It could not be asked (it did not answer in time): wait for its
+    /// outcomes, or for the leases to end.
+    Unknown,
 }
 
 /// What a transport reports for one attempt.

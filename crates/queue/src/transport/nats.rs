@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{LateReply, Receipt, Reply, Transport};
+use super::{Holding, LateReply, Receipt, Reply, Transport};
 use crate::dispatch::LateSender;
 use crate::handler::Work;
 use crate::health::Health;
@@ -76,6 +76,10 @@ impl Subjects {
     /// Where attempts are offered to `node`.
     pub fn deliver(&self, node: &str) -> String {
         format!("{}.node.{node}.deliver", self.prefix)
+    }
+    /// Where `node` says which attempts it holds.
+    pub fn holding(&self, node: &str) -> String {
+        format!("{}.node.{node}.holding", self.prefix)
     }
     /// Where workers report outcomes.
     pub fn results(&self) -> String {
@@ -129,6 +133,13 @@ pub struct ResultMsg {
     /// What it came to.
     #[serde(flatten)]
     pub outcome: Outcome,
+}
+
+/// What a worker holds: attempts running, and outcomes not yet stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldingMsg {
+    /// The attempts.
+    pub tokens: Vec<Token>,
 }
 
 /// The coordinator's answer to a reported outcome.
@@ -323,6 +334,26 @@ fn refusal(node: &str, ack: &DeliverAck) -> Outcome {
 impl Transport for NatsTransport {
     fn name(&self) -> &'static str {
         transport_name::NATS
+    }
+
+    fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding> {
+        Box::pin(async move {
+            let request = async_nats::Request::new()
+                .payload(Bytes::from_static(b"{}"))
+                .timeout(Some(Duration::from_secs(2)));
+            match self
+                .client
+                .send_request(self.subjects.holding(node), request)
+                .await
+            {
+                Ok(msg) => match serde_json::from_slice::<HoldingMsg>(&msg.payload) {
+                    Ok(h) => Holding::These(h.tokens),
+                    Err(_) => Holding::Unknown,
+                },
+                Err(e) if matches!(e.kind(), RequestErrorKind::NoResponders) => Holding::Nothing,
+                Err(_) => Holding::Unknown,
+            }
+        })
     }
 
     fn deliver<'a>(&'a self, work: &'a Work) -> BoxFuture<'a, Reply> {
