@@ -467,7 +467,11 @@ fn kill_9_of_the_coordinator_mid_run_loses_nothing_and_leaves_nothing_in_flight(
     });
     // Sooner than the 22 s leases: what the old coordinator claimed and
     // never offered is found at start-up, since no node holds it.
-    assert!(restarted.elapsed() < Duration::from_secs(15), "{:?}", restarted.elapsed());
+    assert!(
+        restarted.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        restarted.elapsed()
+    );
     let listed = f.json_lines(&["ops", "list"]);
     assert_eq!(listed.len(), ops.len(), "no operation lost");
     for op in &ops {

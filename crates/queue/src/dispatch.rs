@@ -55,7 +55,7 @@ impl Default for DispatchConfig {
 impl DispatchConfig {
     /// How long a claimed attempt holds its delivery.
     pub fn lease(&self) -> Duration {
-        self.handler_timeout + self.lease_grace
+        self.handler_timeout.saturating_add(self.lease_grace)
     }
 }
 

@@ -71,6 +71,9 @@ pub const EXIT_TEMPORARY: i32 = 75;
 /// How much of a handler's standard error becomes the last error.
 pub const STDERR_TAIL: usize = 2048;
 
+/// The longest timeout a handler is given, whatever it is asked: 30 days.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// How long a stopped handler has between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -137,7 +140,9 @@ impl CommandHandler {
         }
         let stdout = child.stdout.take().map(|out| tokio::spawn(tail(out)));
         let stderr = child.stderr.take().map(|err| tokio::spawn(tail(err)));
-        let timeout = Duration::from_millis(work.timeout_ms.max(1));
+        // The timeout comes over the network: bounded, so that no value of
+        // it can overflow a deadline.
+        let timeout = Duration::from_millis(work.timeout_ms.clamp(1, MAX_TIMEOUT_MS));
         let deadline = tokio::time::Instant::now() + timeout;
         let mut ended_by: Option<Outcome> = None;
         let mut kill_at: Option<tokio::time::Instant> = None;
@@ -330,6 +335,16 @@ mod tests {
         let run = handler.handle(&w, &stop);
         stop.cancel();
         assert!(matches!(run.await, Outcome::Released(_)));
+    }
+
+    #[tokio::test]
+    async fn any_timeout_a_coordinator_sends_is_safe() {
+        for timeout_ms in [0, u64::MAX] {
+            let got = CommandHandler::new("true")
+                .handle(&work(timeout_ms), &CancellationToken::new())
+                .await;
+            assert_eq!(got, Outcome::Done, "{timeout_ms}");
+        }
     }
 
     #[tokio::test]

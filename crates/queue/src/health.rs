@@ -121,7 +121,8 @@ impl Monitor {
     /// One pass: returns the nodes it parked.
     pub async fn tick(&self) -> Result<Vec<String>, StoreError> {
         let now = self.clock.now();
-        if now < self.started + self.stale_after {
+        let judged_from = self.started.checked_add(self.stale_after);
+        if judged_from.is_none_or(|t| now < t) {
             return Ok(Vec::new());
         }
         let store = Arc::clone(&self.store);

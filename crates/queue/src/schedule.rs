@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_FAILURES: u32 = 10;
 pub const DEFAULT_BASE: Duration = Duration::from_secs(30);
 /// The default cap of any wait.
 pub const DEFAULT_CAP: Duration = Duration::from_secs(15 * 60);
+/// The longest wait a schedule allows, whatever it is set to: 30 days.
+pub const MAX_CAP: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How long a delivery handed back without running waits before it is
 /// offered again (its node said it was busy or stopping).
 pub const RELEASE_DELAY: Duration = Duration::from_secs(1);
@@ -105,15 +108,15 @@ pub enum Verdict {
 }
 
 impl Schedule {
-    /// Sets the ceiling of the first wait.
+    /// Sets the ceiling of the first wait (at most [`MAX_CAP`]).
     pub fn base(mut self, base: Duration) -> Self {
-        self.policy = self.policy.initial_delay(base);
+        self.policy = self.policy.initial_delay(base.min(MAX_CAP));
         self
     }
 
-    /// Sets the longest wait.
+    /// Sets the longest wait (at most [`MAX_CAP`]).
     pub fn cap(mut self, cap: Duration) -> Self {
-        self.policy = self.policy.max_delay(cap);
+        self.policy = self.policy.max_delay(cap.min(MAX_CAP));
         self
     }
 
@@ -321,6 +324,16 @@ mod tests {
         assert_eq!(
             schedule().decide(&claim(0, 0), &Outcome::TimedOut, UNIX_EPOCH),
             None
+        );
+    }
+
+    #[test]
+    fn absurd_settings_cannot_overflow_a_time() {
+        let s = Schedule::default().base(Duration::MAX).cap(Duration::MAX);
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let v = s.decide(&claim(0, 60), &Outcome::Failed("x".into()), now);
+        assert!(
+            matches!(v.map(|s| s.verdict), Some(Verdict::Retry { next_at, .. }) if next_at <= now + MAX_CAP)
         );
     }
 

@@ -746,7 +746,8 @@ impl Store for SqliteStore {
 
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let now = to_millis(request.now);
-        let lease_until = to_millis(request.now + request.lease);
+        let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_until = now.saturating_add(lease_ms);
         if request.transports.is_empty() || request.limit == 0 {
             return Ok(Vec::new());
         }

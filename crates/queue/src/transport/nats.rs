@@ -406,7 +406,7 @@ impl Transport for NatsTransport {
                 self.waiters().remove(&work.token);
                 return Reply::new(outcome);
             }
-            let wait = Duration::from_millis(work.timeout_ms) + REPLY_MARGIN;
+            let wait = Duration::from_millis(work.timeout_ms).saturating_add(REPLY_MARGIN);
             match tokio::time::timeout(wait, rx).await {
                 Ok(Ok((outcome, receipt))) => Reply {
                     outcome,
