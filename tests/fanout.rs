@@ -694,3 +694,35 @@ fn a_stopped_coordinator_lets_remote_work_finish_and_stores_it_when_back() {
         "the outcome reported while no coordinator ran"
     );
 }
+
+#[test]
+fn a_drained_node_gets_nothing_new_until_undrained() {
+    let f = fleet();
+    let ran = f.path("ran");
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nhandle = {{ install = \"touch {}\" }}\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    let _serve = f.serve(&[]);
+    let said = f.ok(&["nodes", "drain", "cpu-1"]);
+    assert!(said.starts_with("node cpu-1 drained"), "{said}");
+    assert_eq!(f.node("cpu-1")["drained"], true);
+    let op = f.submit("install", "cpu", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(delivery(&f.op(op), "cpu-1")["state"], "pending");
+    assert!(!ran.exists());
+    f.ok(&["nodes", "drain", "cpu-1", "--undo"]);
+    f.wait_state(op, "cpu-1", "done");
+    let table = f.ok(&["nodes", "list"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("cpu-1"),
+        "{table}"
+    );
+    let out = f.run(&["nodes", "drain", "cpu-9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no node named \"cpu-9\""));
+}
