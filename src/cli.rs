@@ -21,8 +21,9 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Where the cooldown ledger lives: a SQLite file, or a postgres:// URL
-    /// shared by many machines [default: $XDG_STATE_HOME/backstop/backstop.db]
+    /// Where backstop keeps its state (the cooldown ledger, the fan-out
+    /// queue): a SQLite file, or a postgres:// URL shared by many machines
+    /// (the ledger; the queue follows) [default: $XDG_STATE_HOME/backstop/backstop.db]
     #[arg(
         long,
         global = true,
@@ -55,6 +56,23 @@ pub enum Command {
     Cooldown {
         #[command(subcommand)]
         command: CooldownCommand,
+    },
+    /// Run the fan-out coordinator: the queue, the dispatcher, the health
+    /// monitor and the operators' API; local nodes from backstop.toml, and
+    /// remote workers with --nats.
+    Serve(ServeArgs),
+    /// Run a remote node: register over NATS, send heartbeats, run a
+    /// handler per delivery.
+    Worker(WorkerArgs),
+    /// Submit, list, show and requeue fan-out operations.
+    Ops {
+        #[command(subcommand)]
+        command: OpsCommand,
+    },
+    /// List fan-out nodes, drain and undrain them.
+    Nodes {
+        #[command(subcommand)]
+        command: NodesCommand,
     },
     /// Watch the retry engine get a request through a rate limit, an
     /// overload and a cut connection, against a flaky server it starts on
@@ -231,6 +249,226 @@ pub enum CooldownCommand {
     },
 }
 
+/// The default address of the coordinator's API.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the API listens. Anything but loopback should sit behind TLS.
+    #[arg(long, env = "BACKSTOP_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// The local nodes and their handlers [default: ./backstop.toml when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Also serve remote workers over the NATS server at URL.
+    #[arg(
+        long,
+        env = "BACKSTOP_NATS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub nats: Option<String>,
+    /// Subject prefix on NATS (one per fleet sharing a server).
+    #[arg(long, value_name = "PREFIX", default_value = "backstop")]
+    pub subject_prefix: String,
+    /// Ceiling of the first wait after a failed delivery; later ones double.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub base_delay: Duration,
+    /// No wait between attempts of a delivery is longer.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_positive_duration)]
+    pub max_delay: Duration,
+    /// Handler failures after which a delivery is dead.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_failures: u32,
+    /// How long a handler may run before it is stopped.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_positive_duration)]
+    pub handler_timeout: Duration,
+    /// A worker silent this long is unhealthy; its deliveries wait.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub stale_after: Duration,
+    /// How long an attempt with no reply stays in flight past the handler
+    /// timeout before it is offered again (not counted as a failure).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_positive_duration)]
+    pub lease_grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The NATS server the coordinators listen on.
+    #[arg(
+        long,
+        env = "BACKSTOP_NATS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub nats: String,
+    /// This node's name, unique in the fleet.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// This node's type: operations target every node of a type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub node_type: String,
+    /// A kind of operation and the shell command that handles it; the
+    /// payload arrives as JSON on stdin. Exit 0: done; 75: try later;
+    /// anything else: failed, with the end of stderr as the error.
+    #[arg(long = "handle", value_name = "KIND=COMMAND", required = true, value_parser = parse_handle)]
+    pub handlers: Vec<(String, String)>,
+    /// Handlers run at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// How often to send a heartbeat.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
+    pub heartbeat: Duration,
+    /// On SIGTERM, how long running handlers may finish before they are
+    /// stopped and their deliveries handed back.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Subject prefix on NATS (the coordinators' --subject-prefix).
+    #[arg(long, value_name = "PREFIX", default_value = "backstop")]
+    pub subject_prefix: String,
+}
+
+/// How `ops` and `nodes` reach the coordinator.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The coordinator's API. The token comes from BACKSTOP_TOKEN, or the
+    /// file `backstop serve` writes beside the state.
+    #[arg(
+        long,
+        env = "BACKSTOP_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7878",
+        global = true
+    )]
+    pub server: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OpsCommand {
+    /// Submit an operation to every node of a type (or to named nodes).
+    Submit {
+        /// What to do: a kind the nodes declare (install, delete...).
+        kind: String,
+        /// Every node of this type, including nodes that join later.
+        #[arg(
+            long = "type",
+            value_name = "TYPE",
+            required_unless_present = "nodes",
+            conflicts_with = "nodes"
+        )]
+        node_type: Option<String>,
+        /// Only these nodes (repeatable).
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+        /// Desired-state key: a newer operation with the same key replaces
+        /// the older ones not yet delivered.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// The payload, JSON, handed to each handler on stdin [default: {}].
+        #[arg(long, value_name = "JSON", value_parser = parse_json)]
+        payload: Option<serde_json::Value>,
+        /// Only the nodes of the type present now, not those that join later.
+        #[arg(long, requires = "node_type")]
+        present_only: bool,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List operations, newest first, with their deliveries by state; with
+    /// --dead, the dead deliveries and their last errors.
+    List {
+        /// Only operations with a delivery in this state (pending,
+        /// in_flight, done, dead, superseded).
+        #[arg(long, value_name = "STATE")]
+        having: Option<String>,
+        /// List dead deliveries instead of operations.
+        #[arg(long, conflicts_with = "having")]
+        dead: bool,
+        /// Only dead deliveries to this node (with --dead).
+        #[arg(long, value_name = "NAME", requires = "dead")]
+        node: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One operation and each of its deliveries.
+    Show {
+        /// The operation's id.
+        id: i64,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Requeue dead deliveries with their attempts reset: of an operation,
+    /// one delivery, a node's, or all.
+    Requeue {
+        /// Every dead delivery of this operation.
+        #[arg(value_name = "OP", required_unless_present_any = ["delivery", "node", "all"], conflicts_with_all = ["delivery", "node", "all"])]
+        op: Option<i64>,
+        /// This dead delivery.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["node", "all"])]
+        delivery: Option<i64>,
+        /// Every dead delivery to this node.
+        #[arg(long, value_name = "NAME", conflicts_with = "all")]
+        node: Option<String>,
+        /// Every dead delivery.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List nodes: health, drained, deliveries in flight, waiting and dead.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop new deliveries to a node (its running ones finish); --undo
+    /// resumes them.
+    Drain {
+        /// The node.
+        name: String,
+        /// Undrain it.
+        #[arg(long)]
+        undo: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// "KIND=COMMAND".
+pub fn parse_handle(value: &str) -> Result<(String, String), String> {
+    let Some((kind, command)) = value.split_once('=') else {
+        return Err("a handler is written KIND=COMMAND".to_owned());
+    };
+    let (kind, command) = (kind.trim(), command.trim());
+    backstop_queue::model::check_name("kind", kind).map_err(|e| e.to_string())?;
+    if command.is_empty() {
+        return Err(format!("the command for {kind} is empty"));
+    }
+    Ok((kind.to_owned(), command.to_owned()))
+}
+
+/// A JSON document.
+pub fn parse_json(value: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(value).map_err(|e| format!("not valid JSON: {e}"))
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum ReasonArg {
@@ -361,6 +599,22 @@ mod tests {
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn handlers() {
+        assert_eq!(
+            parse_handle("install=./install.sh --fast"),
+            Ok(("install".into(), "./install.sh --fast".into()))
+        );
+        assert_eq!(
+            parse_handle("x=a=b"),
+            Ok(("x".into(), "a=b".into())),
+            "only the first = splits"
+        );
+        assert!(parse_handle("install").is_err());
+        assert!(parse_handle("in stall=x").is_err());
+        assert!(parse_handle("install= ").is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub fn init(verbose: u8, quiet: bool) {
         "backstop_http",
         "backstop_hub",
         "backstop_ledger",
+        "backstop_queue",
     ];
     let level = match (quiet, verbose) {
         (true, _) => "error",

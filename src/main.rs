@@ -7,6 +7,7 @@ mod cmd;
 mod logging;
 mod report;
 mod state;
+mod table;
 
 use std::process::ExitCode;
 
@@ -36,7 +37,9 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        command => run_async(command),
+        Command::Serve(args) => run_service(|| cmd::serve::run(args, state)),
+        Command::Worker(args) => run_service(|| cmd::worker::run(args)),
+        command => run_async(command, state),
     };
     match outcome {
         Ok(()) => ExitCode::from(exit::SUCCESS),
@@ -47,14 +50,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_async(command: Command) -> Result<(), Report> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, Report> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
+        .map_err(|e| Report::from_error(exit::FAILURE, &e))
+}
+
+/// Runs a long-lived service (`serve`, `worker`), which handles Ctrl-C and
+/// SIGTERM itself: it stops cleanly and exits 0.
+fn run_service<F: Future<Output = Result<(), Report>>>(
+    service: impl FnOnce() -> F,
+) -> Result<(), Report> {
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(service());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    outcome
+}
+
+fn run_async(command: Command, state: Option<&str>) -> Result<(), Report> {
+    let runtime = runtime()?;
     let outcome = runtime.block_on(async {
         tokio::select! {
-            outcome = run(command) => outcome,
+            outcome = run(command, state) => outcome,
             () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
                 .hint("nothing was left half-written; run the same command again to retry")),
         }
@@ -64,17 +82,21 @@ fn run_async(command: Command) -> Result<(), Report> {
     outcome
 }
 
-async fn run(command: Command) -> Result<(), Report> {
+async fn run(command: Command, state: Option<&str>) -> Result<(), Report> {
     match command {
         Command::Get(args) => cmd::get::run(args).await,
         Command::Hub {
             command: HubCommand::Search(args),
         } => cmd::hub::search(args).await,
         Command::Demo => cmd::demo::run().await,
+        Command::Ops { command } => cmd::ops::ops(command, state).await,
+        Command::Nodes { command } => cmd::ops::nodes(command, state).await,
         Command::Pick(_)
         | Command::Cooldown { .. }
         | Command::Run(_)
-        | Command::Completions { .. } => {
+        | Command::Completions { .. }
+        | Command::Serve(_)
+        | Command::Worker(_) => {
             unreachable!("main runs the synchronous commands itself")
         }
     }
@@ -82,7 +104,7 @@ async fn run(command: Command) -> Result<(), Report> {
 
 /// Resolves on Ctrl-C or SIGTERM. Dropping the running command there stops
 /// its retries at once and deletes any temporary file it was writing.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

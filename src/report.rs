@@ -167,6 +167,66 @@ impl From<backstop_ledger::Error> for Report {
     }
 }
 
+impl From<backstop_queue::StoreError> for Report {
+    fn from(e: backstop_queue::StoreError) -> Self {
+        use backstop_queue::StoreError as E;
+        let code = match &e {
+            E::Rejected(_) => exit::FAILURE,
+            e if e.is_temporary() => exit::TEMPFAIL,
+            _ => exit::FAILURE,
+        };
+        let report = Report::from_error(code, &e);
+        match &e {
+            E::Busy { .. } => report.hint("other backstop processes are writing to it; try again"),
+            E::Open { .. } => {
+                report.hint("check --state / BACKSTOP_STATE, and that the database is up")
+            }
+            _ => report,
+        }
+    }
+}
+
+impl From<backstop_queue::CoordinatorError> for Report {
+    fn from(e: backstop_queue::CoordinatorError) -> Self {
+        use backstop_queue::CoordinatorError as E;
+        let report = Report::from_error(exit::FAILURE, &e);
+        match &e {
+            E::Listen { .. } => report.hint(
+                "another `backstop serve` may be running; pick another address with --listen",
+            ),
+            E::StartUp(store) if store.is_temporary() => Report {
+                code: exit::TEMPFAIL,
+                ..report
+            },
+            _ => report,
+        }
+    }
+}
+
+impl From<backstop_queue::transport::nats::NatsError> for Report {
+    fn from(e: backstop_queue::transport::nats::NatsError) -> Self {
+        use backstop_queue::transport::nats::NatsError as E;
+        match &e {
+            E::Connect { .. } => Report::from_error(exit::TEMPFAIL, &e)
+                .hint("check that the NATS server is up and the URL is right"),
+            E::Prefix(_) => Report::from_error(exit::USAGE, &e),
+            E::Subscribe { .. } => Report::from_error(exit::TEMPFAIL, &e),
+        }
+    }
+}
+
+impl From<backstop_queue::config::ConfigError> for Report {
+    fn from(e: backstop_queue::config::ConfigError) -> Self {
+        Report::from_error(exit::USAGE, &e)
+    }
+}
+
+impl From<backstop_queue::Invalid> for Report {
+    fn from(e: backstop_queue::Invalid) -> Self {
+        Report::from_error(exit::USAGE, &e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,10 @@
-//! Where backstop keeps its state: the cooldown ledger.
+//! Where backstop keeps its state: the cooldown ledger and the fan-out
+//! queue share one database (each component keeps its own version in
+//! `backstop_schema`), and the coordinator's API token sits beside it.
 
 use std::path::PathBuf;
 
+use backstop_core::Secret;
 use backstop_ledger::Ledger;
 
 use crate::report::{Report, exit};
@@ -9,12 +12,116 @@ use crate::report::{Report, exit};
 /// The ledger `spec` names (`--state` or `BACKSTOP_STATE`), else the
 /// default file under the user's state directory.
 pub fn ledger(spec: Option<&str>) -> Result<Ledger, Report> {
-    let spec = match spec.map(str::trim).filter(|s| !s.is_empty()) {
+    let store = backstop_ledger::store::open(&resolve(spec)?).map_err(Report::from)?;
+    Ok(Ledger::new(store))
+}
+
+/// The fan-out queue in the same database as the ledger.
+pub fn queue(spec: Option<&str>) -> Result<Box<dyn backstop_queue::Store>, Report> {
+    backstop_queue::store::open(&resolve(spec)?).map_err(Report::from)
+}
+
+fn resolve(spec: Option<&str>) -> Result<String, Report> {
+    Ok(match spec.map(str::trim).filter(|s| !s.is_empty()) {
         Some(spec) => spec.to_owned(),
         None => default_path()?.display().to_string(),
+    })
+}
+
+/// The file `backstop serve` keeps its API token in when `BACKSTOP_TOKEN`
+/// is not set: beside a SQLite state, readable by the user only. `None`
+/// for a database URL.
+pub fn token_file(spec: Option<&str>) -> Result<Option<PathBuf>, Report> {
+    let spec = resolve(spec)?;
+    if spec.contains("://") {
+        return Ok(None);
+    }
+    let path = PathBuf::from(spec.strip_prefix("sqlite:").unwrap_or(&spec));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(Some(dir.join("serve.token")))
+}
+
+/// The API token: `BACKSTOP_TOKEN`, else the token file.
+pub fn read_token(spec: Option<&str>) -> Result<Secret, Report> {
+    if let Some(token) = env_token() {
+        return Ok(token);
+    }
+    let missing = || {
+        Report::new(exit::USAGE, "no API token: BACKSTOP_TOKEN is not set").hint(
+            "set BACKSTOP_TOKEN to the coordinator's token, or run this where `backstop serve` keeps its state",
+        )
     };
-    let store = backstop_ledger::store::open(&spec).map_err(Report::from)?;
-    Ok(Ledger::new(store))
+    let Some(path) = token_file(spec)? else {
+        return Err(missing());
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Secret::new(text.trim())),
+        _ => Err(missing()),
+    }
+}
+
+fn env_token() -> Option<Secret> {
+    std::env::var("BACKSTOP_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .map(Secret::new)
+}
+
+/// The coordinator's token: `BACKSTOP_TOKEN`, else the token file, made
+/// with 256 random bits when missing. Returns where it came from.
+pub fn serve_token(spec: Option<&str>) -> Result<(Secret, String), Report> {
+    if let Some(token) = env_token() {
+        return Ok((token, "BACKSTOP_TOKEN".to_owned()));
+    }
+    let Some(path) = token_file(spec)? else {
+        return Err(Report::new(
+            exit::USAGE,
+            "set BACKSTOP_TOKEN: with a database URL as state there is no file to keep a token in",
+        ));
+    };
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && !text.trim().is_empty()
+    {
+        return Ok((Secret::new(text.trim()), path.display().to_string()));
+    }
+    let token = random_token().map_err(|e| Report::from_error(exit::FAILURE, &e))?;
+    write_private(&path, &token).map_err(|e| {
+        Report::from_error(exit::FAILURE, &e).hint(format!(
+            "set BACKSTOP_TOKEN, or make {} writable",
+            path.display()
+        ))
+    })?;
+    Ok((Secret::new(token), path.display().to_string()))
+}
+
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 /// `$XDG_STATE_HOME/backstop/backstop.db`, else
@@ -27,7 +134,7 @@ fn default_path() -> Result<PathBuf, Report> {
         .ok_or_else(|| {
             Report::new(
                 exit::USAGE,
-                "there is no home directory to keep the ledger in",
+                "there is no home directory to keep backstop's state in",
             )
             .hint("set --state or BACKSTOP_STATE to a file or a postgres:// URL")
         })?;

@@ -141,10 +141,10 @@ fn table(entries: &[(Entry, State)], now: SystemTime, terminal: bool) -> String 
         "STATE",
         "LAST ERROR",
     ];
-    let rows: Vec<[String; 8]> = entries
+    let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|(e, s)| {
-            [
+            vec![
                 e.key.to_string(),
                 e.reason.to_string(),
                 format_rfc3339(e.until),
@@ -160,31 +160,5 @@ fn table(entries: &[(Entry, State)], now: SystemTime, terminal: bool) -> String 
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 8]| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            text.push_str(cell);
-            if i + 1 < cells.len() {
-                text.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
-            }
-        }
-        text.trim_end().to_owned()
-    };
-    let head = line(header);
-    let mut out = if terminal {
-        format!("\x1b[1m{head}\x1b[0m\n")
-    } else {
-        format!("{head}\n")
-    };
-    for row in &rows {
-        out.push_str(&line(row.each_ref().map(String::as_str)));
-        out.push('\n');
-    }
-    out
+    crate::table::render(&header, &rows, terminal)
 }

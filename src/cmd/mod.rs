@@ -4,5 +4,8 @@ pub mod cooldown;
 pub mod demo;
 pub mod get;
 pub mod hub;
+pub mod ops;
 pub mod pick;
 pub mod run;
+pub mod serve;
+pub mod worker;

@@ -267,6 +267,35 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The wait after the `retry`-th failure (1-based), for callers that
+    /// keep only a count between attempts, such as a queue that stores one
+    /// row per delivery: the policy's own jitter, drawn from `rng`, so that a
+    /// thousand deliveries failing together do not come back together.
+    /// Decorrelated jitter needs the previous wait, which such a caller does
+    /// not keep; the previous ceiling stands in for it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backstop_core::Policy;
+    ///
+    /// let policy = Policy::api().max_delay(Duration::from_secs(60));
+    /// let mut rng = fastrand::Rng::with_seed(7);
+    /// for retry in 1..40 {
+    ///     assert!(policy.delay_after(retry, &mut rng) <= policy.ceiling(retry));
+    /// }
+    /// ```
+    pub fn delay_after(&self, retry: u32, rng: &mut fastrand::Rng) -> Duration {
+        let mut backoff = Backoff {
+            rng: rng.fork(),
+            previous: self
+                .ceiling(retry.saturating_sub(1))
+                .max(self.initial_delay),
+        };
+        backoff.delay(self, retry.max(1))
+    }
+}
+
 /// The computed waits of one call, for loops that cannot use the async
 /// engine (a blocking database call retried on "busy"): the wait after the
 /// first failure, after the second, and so on, `max_attempts - 1` of them.
@@ -426,6 +455,25 @@ mod tests {
         assert!(at_cap_a.iter().all(|d| *d <= p.max_delay));
         // Spread over the whole range, not bunched at the cap.
         assert!(at_cap_a.iter().any(|d| *d < p.max_delay / 2));
+    }
+
+    #[test]
+    fn stateless_delays_are_full_jitter_under_the_ceiling() {
+        let p = Policy::api()
+            .initial_delay(Duration::from_secs(30))
+            .max_delay(Duration::from_secs(900));
+        let mut rng = fastrand::Rng::with_seed(3);
+        let at_cap: Vec<_> = (0..50).map(|_| p.delay_after(20, &mut rng)).collect();
+        assert!(at_cap.iter().all(|d| *d <= Duration::from_secs(900)));
+        assert!(
+            at_cap.iter().any(|d| *d < Duration::from_secs(450)),
+            "spread, not bunched at the cap"
+        );
+        assert!(p.delay_after(1, &mut rng) <= Duration::from_secs(30));
+        // Retry 0 is read as the first.
+        assert!(p.delay_after(0, &mut rng) <= Duration::from_secs(30));
+        let none = p.clone().jitter(Jitter::None);
+        assert_eq!(none.delay_after(2, &mut rng), Duration::from_secs(60));
     }
 
     #[test]

@@ -1,27 +1,26 @@
 //! The ledger in a SQLite file: the default, for one machine.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-use backstop_core::Policy;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params_from_iter};
+use backstop_sqlite::rusqlite::{
+    self, Connection, OptionalExtension, TransactionBehavior, params_from_iter,
+};
+use backstop_sqlite::{Database, OpenError, Retried};
 
-use super::{COLUMNS, COMPONENT, Change, MIGRATIONS, Row, SCHEMA_TABLE, Store, StoreError, UPSERT};
+use super::{COLUMNS, COMPONENT, Change, MIGRATIONS, Row, Store, StoreError, UPSERT};
 use crate::{Entry, Key};
-
-/// How long SQLite itself waits for another writer before reporting busy.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A SQLite ledger.
 ///
-/// WAL mode (readers never wait for the writer), `synchronous=FULL`, every
-/// write transaction begun `IMMEDIATE` (a deferred transaction that later
-/// needs the write lock gets "busy" without waiting), a busy timeout, and on
-/// top of it retries with jittered backoff: many processes sharing the file
-/// wait their turn instead of failing with "database is locked".
+/// Opened as every backstop store opens SQLite ([`backstop_sqlite`]): WAL
+/// mode (readers never wait for the writer), `synchronous=FULL`, a busy
+/// timeout, and on top of it retries with jittered backoff, so that many
+/// processes sharing the file wait their turn instead of failing with
+/// "database is locked". Every write transaction begins `IMMEDIATE` (a
+/// deferred transaction that later needs the write lock gets "busy"
+/// without waiting).
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    db: Database,
     location: String,
 }
 
@@ -29,28 +28,25 @@ impl SqliteStore {
     /// Opens (creating if needed, directory included) the ledger at `path`
     /// and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
-        let path = path.as_ref();
-        let location = format!("sqlite:{}", path.display());
-        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            location: location.clone(),
-            source: e,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(|e| open_err(Box::new(e)))?;
-        }
-        let conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| open_err(Box::new(e)))?;
-        let store = SqliteStore {
-            conn: Mutex::new(conn),
-            location,
-        };
-        store.with_retries(|conn| {
-            conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-            conn.execute_batch("PRAGMA synchronous = FULL")
+        let db = Database::open(path, COMPONENT, MIGRATIONS).map_err(|e| match e {
+            OpenError::Open { location, source } => StoreError::Open { location, source },
+            OpenError::Busy { location, waited } => StoreError::Busy { location, waited },
+            OpenError::TooNew {
+                location,
+                found,
+                supported,
+            } => StoreError::TooNew {
+                location,
+                found,
+                supported,
+            },
+            OpenError::Failed { location, source } => StoreError::Failed {
+                location,
+                source: Box::new(source),
+            },
         })?;
-        store.migrate()?;
-        Ok(store)
+        let location = db.location().to_owned();
+        Ok(SqliteStore { db, location })
     }
 
     /// The file.
@@ -58,121 +54,22 @@ impl SqliteStore {
         PathBuf::from(self.location.trim_start_matches("sqlite:"))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn migrate(&self) -> Result<(), StoreError> {
-        let supported = MIGRATIONS.len() as i64;
-        // The common case, a ledger already up to date, needs no write lock:
-        // `pick` opens the ledger on every call.
-        let current = self.with_retries(|conn| {
-            let has_table = conn
-                .query_row(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'backstop_schema'",
-                    [],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            if !has_table {
-                return Ok(None);
-            }
-            conn.query_row(
-                "SELECT version FROM backstop_schema WHERE component = $1",
-                [COMPONENT],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-        })?;
-        if current == Some(supported) {
-            return Ok(());
-        }
-        let found = self.with_retries(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute_batch(SCHEMA_TABLE)?;
-            let version: i64 = tx
-                .query_row(
-                    "SELECT version FROM backstop_schema WHERE component = $1",
-                    [COMPONENT],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            if version > supported {
-                return Ok(version);
-            }
-            for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                tx.execute_batch(sql)?;
-                tx.execute(
-                    "INSERT INTO backstop_schema (component, version) VALUES ($1, $2)
-                     ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                    rusqlite::params![COMPONENT, n as i64 + 1],
-                )?;
-            }
-            tx.commit()?;
-            Ok(version)
-        })?;
-        if found > supported {
-            return Err(StoreError::TooNew {
-                location: self.location.clone(),
-                found,
-                supported,
-            });
-        }
-        Ok(())
-    }
-
     /// Runs `f`, retrying while the database is busy or locked.
     fn with_retries<T>(
         &self,
-        mut f: impl FnMut(&mut Connection) -> rusqlite::Result<T>,
+        f: impl FnMut(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let policy = Policy::api()
-            .max_attempts(12)
-            .initial_delay(Duration::from_millis(20))
-            .max_delay(Duration::from_secs(1));
-        let mut delays = policy.delays();
-        let started = Instant::now();
-        let mut conn = self.lock();
-        loop {
-            match f(&mut conn) {
-                Ok(v) => return Ok(v),
-                Err(e) if is_busy(&e) => match delays.next() {
-                    Some(delay) => std::thread::sleep(delay),
-                    None => {
-                        return Err(StoreError::Busy {
-                            location: self.location.clone(),
-                            waited: started.elapsed(),
-                        });
-                    }
-                },
-                Err(e) => {
-                    return Err(StoreError::Failed {
-                        location: self.location.clone(),
-                        source: Box::new(e),
-                    });
-                }
-            }
-        }
+        self.db.with_retries(f).map_err(|e| match e {
+            Retried::Busy { waited } => StoreError::Busy {
+                location: self.location.clone(),
+                waited,
+            },
+            Retried::Failed(e) => StoreError::Failed {
+                location: self.location.clone(),
+                source: Box::new(e),
+            },
+        })
     }
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
-}
-
-/// Creates `dir` (and its parents) readable by the user only: the ledger
-/// says which credentials were refused and when.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {

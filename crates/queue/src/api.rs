@@ -1,0 +1,398 @@
+//! The operators' JSON HTTP API.
+//!
+//! Every route but `GET /healthz` needs `Authorization: Bearer TOKEN`,
+//! compared in constant time. Bad input — malformed JSON, an unknown kind,
+//! an empty key, an unknown node — is answered 4xx with
+//! `{"error": "one clear sentence"}` and changes nothing.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | `{"status": "ok"}`, no token needed |
+//! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}` |
+//! | `GET /v1/ops?state=&kind=&limit=` | operations, newest first, with delivery counts |
+//! | `GET /v1/ops/{id}` | one operation and its deliveries |
+//! | `GET /v1/deliveries?state=&node=&op=&limit=` | deliveries (`state=dead`: the dead letters) |
+//! | `POST /v1/requeue` | `{"delivery": id}`, `{"node": name}`, `{"op": id}` or `{"all": true}` |
+//! | `GET /v1/nodes` | nodes with their health and counts |
+//! | `POST /v1/nodes/{name}/drain`, `.../undrain` | stop or resume new deliveries to a node |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use backstop_core::clock::Clock;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use crate::dispatch::blocking;
+use crate::model::{DeliveryState, NewOp, Target};
+use crate::store::{DeliveryFilter, OpFilter, Rejection, Requeue, Store, StoreError};
+
+/// What the API serves from.
+#[derive(Clone)]
+pub struct ApiState {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    token: [u8; 32],
+}
+
+impl ApiState {
+    /// Serves `store`, waking the dispatcher through `wake` when work
+    /// arrives; requests must carry `token`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+        token: &backstop_core::Secret,
+    ) -> Self {
+        ApiState {
+            store,
+            clock,
+            wake,
+            token: Sha256::digest(token.expose().as_bytes()).into(),
+        }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/v1/ops", post(submit).get(list_ops))
+        .route("/v1/ops/{id}", get(show_op))
+        .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/requeue", post(requeue))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{name}/drain", post(drain))
+        .route("/v1/nodes/{name}/undrain", post(undrain))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .merge(protected)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state)
+}
+
+/// A refusal or failure, as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Rejected(r) => {
+                let status = match r {
+                    Rejection::UnknownNode(_)
+                    | Rejection::UnknownOp(_)
+                    | Rejection::UnknownDelivery(_) => StatusCode::NOT_FOUND,
+                    Rejection::UnknownKind { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    Rejection::NotDead { .. } => StatusCode::CONFLICT,
+                };
+                ApiError::new(status, r.to_string())
+            }
+            e => {
+                tracing::error!(
+                    "the API could not reach the store: {}",
+                    crate::error_chain(&e)
+                );
+                let status = if e.is_temporary() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                ApiError::new(status, "the coordinator cannot reach its store; try again")
+            }
+        }
+    }
+}
+
+impl From<crate::model::Invalid> for ApiError {
+    fn from(e: crate::model::Invalid) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad(format!("bad query string: {}", e.body_text()))
+    }
+}
+
+async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this API needs Authorization: Bearer TOKEN (the coordinator's BACKSTOP_TOKEN)",
+        )
+        .into_response();
+    };
+    let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    if bool::from(digest.ct_eq(&state.token)) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the token is not this coordinator's",
+        )
+        .into_response()
+    }
+}
+
+/// Parses a JSON body into `T`, with a message that says what is wrong.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad("the request needs a JSON body"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    kind: String,
+    #[serde(rename = "type")]
+    node_type: Option<String>,
+    nodes: Option<Vec<String>>,
+    key: Option<String>,
+    payload: Option<Value>,
+    #[serde(default)]
+    present_only: bool,
+}
+
+async fn submit(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: SubmitBody = parse(&body)?;
+    let target = match (body.node_type, body.nodes) {
+        (Some(node_type), None) => Target::Type {
+            node_type,
+            present_only: body.present_only,
+        },
+        (None, Some(nodes)) => {
+            if body.present_only {
+                return Err(ApiError::bad(
+                    "present_only applies to a node type; named nodes are always only those",
+                ));
+            }
+            Target::Nodes(nodes)
+        }
+        _ => return Err(ApiError::bad("say either \"type\" or \"nodes\", not both")),
+    };
+    let op = NewOp {
+        kind: body.kind,
+        target,
+        key: body.key,
+        payload: body.payload.unwrap_or_else(|| json!({})).to_string(),
+    }
+    .validate()?;
+    let now = state.clock.now();
+    let store = Arc::clone(&state.store);
+    let submitted = blocking(move || store.submit(&op, now)).await?;
+    state.wake.notify_one();
+    tracing::info!(
+        "operation {} ({}) submitted: {} deliveries{}",
+        submitted.op.id,
+        submitted.op.kind,
+        submitted.deliveries,
+        if submitted.superseded > 0 {
+            format!(", {} older ones superseded", submitted.superseded)
+        } else {
+            String::new()
+        }
+    );
+    let json = json!({
+        "op": submitted.op,
+        "deliveries": submitted.deliveries,
+        "superseded": submitted.superseded,
+    });
+    Ok((StatusCode::CREATED, axum::Json(json)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpsQuery {
+    state: Option<String>,
+    kind: Option<String>,
+    limit: Option<u32>,
+}
+
+fn state_param(state: Option<String>) -> Result<Option<DeliveryState>, ApiError> {
+    state
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(ApiError::bad))
+        .transpose()
+}
+
+async fn list_ops(
+    State(state): State<ApiState>,
+    query: Result<Query<OpsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let filter = OpFilter {
+        state: state_param(q.state)?,
+        kind: q.kind,
+        limit: q.limit.unwrap_or(0),
+    };
+    let store = Arc::clone(&state.store);
+    let ops = blocking(move || store.ops(&filter)).await?;
+    Ok(axum::Json(ops).into_response())
+}
+
+fn id_param(id: &str, what: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad(format!("{id:?} is not {what} id (a number)")))
+}
+
+async fn show_op(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = id_param(&id, "an operation")?;
+    let store = Arc::clone(&state.store);
+    let (op, deliveries) = blocking(move || store.op(id)).await?;
+    let mut json = serde_json::to_value(op).unwrap_or_else(|_| json!({}));
+    if let Some(map) = json.as_object_mut() {
+        map.insert(
+            "deliveries".to_owned(),
+            serde_json::to_value(deliveries).unwrap_or_else(|_| json!([])),
+        );
+    }
+    Ok(axum::Json(json).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesQuery {
+    state: Option<String>,
+    node: Option<String>,
+    op: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn list_deliveries(
+    State(state): State<ApiState>,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let filter = DeliveryFilter {
+        id: None,
+        state: state_param(q.state)?,
+        node: q.node,
+        op: q.op,
+        limit: q.limit.unwrap_or(0),
+    };
+    let store = Arc::clone(&state.store);
+    let deliveries = blocking(move || store.deliveries(&filter)).await?;
+    Ok(axum::Json(deliveries).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequeueBody {
+    delivery: Option<i64>,
+    node: Option<String>,
+    op: Option<i64>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn requeue(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: RequeueBody = parse(&body)?;
+    let which = match (body.delivery, body.node, body.op, body.all) {
+        (Some(id), None, None, false) => Requeue::Delivery(id),
+        (None, Some(node), None, false) => Requeue::Node(node),
+        (None, None, Some(op), false) => Requeue::Op(op),
+        (None, None, None, true) => Requeue::All,
+        _ => {
+            return Err(ApiError::bad(
+                "say exactly one of \"delivery\", \"node\", \"op\" or \"all\": true",
+            ));
+        }
+    };
+    let now = state.clock.now();
+    let store = Arc::clone(&state.store);
+    let what = which.clone();
+    let n = blocking(move || store.requeue(&what, now)).await?;
+    if n > 0 {
+        tracing::info!("{n} dead deliveries requeued ({which:?}) with their attempts reset");
+        state.wake.notify_one();
+    }
+    Ok(axum::Json(json!({ "requeued": n })).into_response())
+}
+
+async fn list_nodes(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let store = Arc::clone(&state.store);
+    let nodes = blocking(move || store.nodes()).await?;
+    Ok(axum::Json(nodes).into_response())
+}
+
+async fn set_drained(state: ApiState, name: String, drained: bool) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let store = Arc::clone(&state.store);
+    let node = blocking(move || store.drain(&name, drained, now)).await?;
+    tracing::info!(
+        "node {} {}",
+        node.name,
+        if drained {
+            "drained: it gets no new deliveries"
+        } else {
+            "undrained: it gets deliveries again"
+        }
+    );
+    if !drained {
+        state.wake.notify_one();
+    }
+    Ok(axum::Json(node).into_response())
+}
+
+async fn drain(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    set_drained(state, name, true).await
+}
+
+async fn undrain(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    set_drained(state, name, false).await
+}

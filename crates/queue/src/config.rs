@@ -1,0 +1,181 @@
+//! `backstop.toml`: the nodes that run inside the coordinator.
+//!
+//! ```toml
+//! [[node]]
+//! name = "gpu-1"
+//! type = "gpu"
+//! concurrency = 2            # handlers at once; default 1
+//!
+//! [node.handle]              # one shell command per kind
+//! install = "./handlers/install-backend.sh"
+//! delete = "./handlers/delete-backend.sh"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::handler::CommandHandler;
+use crate::model::Invalid;
+use crate::transport::local::LocalNode;
+
+/// The file, as read.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The local nodes.
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// One `[[node]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub node_type: String,
+    /// Handlers at once.
+    #[serde(default = "one")]
+    pub concurrency: u32,
+    /// A shell command per kind.
+    pub handle: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{} is not a valid backstop.toml: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses and checks the text of a `backstop.toml`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        let mut seen = std::collections::HashSet::new();
+        for node in &config.nodes {
+            if !seen.insert(node.name.as_str()) {
+                return Err(format!("node {:?} is declared twice", node.name));
+            }
+            if node.handle.values().any(|c| c.trim().is_empty()) {
+                return Err(format!("node {:?} has an empty handler command", node.name));
+            }
+            node.local().map_err(|e| e.to_string())?;
+        }
+        Ok(config)
+    }
+
+    /// The local nodes, each kind run by its command.
+    pub fn local_nodes(&self) -> Result<Vec<LocalNode>, Invalid> {
+        self.nodes.iter().map(NodeConfig::local).collect()
+    }
+}
+
+impl NodeConfig {
+    fn local(&self) -> Result<LocalNode, Invalid> {
+        let mut node = LocalNode::new(&self.name, &self.node_type, self.concurrency);
+        for (kind, command) in &self.handle {
+            node = node.handle(kind, Arc::new(CommandHandler::new(command)));
+        }
+        node.spec = node.spec.validate()?;
+        Ok(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_nodes_and_handlers() {
+        let config = Config::parse(
+            r#"
+            [[node]]
+            name = "gpu-1"
+            type = "gpu"
+            concurrency = 2
+            [node.handle]
+            install = "./install.sh"
+            delete = "rm -rf /models/x"
+
+            [[node]]
+            name = "cpu-1"
+            type = "cpu"
+            handle = { install = "true" }
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let nodes = config.local_nodes().unwrap_or_default();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].spec.kinds, ["delete", "install"]);
+        assert_eq!(nodes[0].spec.capacity, 2);
+        assert_eq!(nodes[1].spec.capacity, 1);
+        assert_eq!(nodes[1].spec.transport, "local");
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        let cases = [
+            ("[[node]]\nname = \"a\"\n", "type"),
+            (
+                "[[node]]\nname = \"a b\"\ntype = \"t\"\nhandle = { x = \"true\" }",
+                "node name",
+            ),
+            (
+                "[[node]]\nname = \"a\"\ntype = \"t\"\nhandle = {}",
+                "declares no kind",
+            ),
+            (
+                "[[node]]\nname = \"a\"\ntype = \"t\"\nhandle = { x = \" \" }",
+                "empty handler",
+            ),
+            (
+                "[[node]]\nname = \"a\"\ntype = \"t\"\nhandle = { x = \"true\" }\n[[node]]\nname = \"a\"\ntype = \"t\"\nhandle = { x = \"true\" }",
+                "twice",
+            ),
+            ("[[nodes]]\n", "unknown field"),
+            ("not toml", "line 1"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text).err().unwrap_or_default();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        assert_eq!(Config::parse("").map(|c| c.nodes.len()), Ok(0));
+    }
+}

@@ -1,0 +1,583 @@
+//! The dispatcher: claims due deliveries, runs each on its own task through
+//! its node's transport, and stores the outcomes in batches.
+//!
+//! Deliveries to different nodes run in parallel; the store bounds how many
+//! run on one node at once (its capacity), so one slow handler holds only
+//! its own slot and never blocks the rest. Outcomes are written in batches
+//! (one transaction for everything that finished meanwhile), which keeps
+//! the store's commits far below the delivery rate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backstop_core::HumanDuration;
+use backstop_core::clock::Clock;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::Work;
+use crate::model::{Claim, DeliveryState, Outcome};
+use crate::schedule::{Schedule, Settle, Verdict};
+use crate::store::{ClaimRequest, DeliveryFilter, Settled, Store, StoreError};
+use crate::transport::{LateReply, Receipt, Transport};
+
+/// How long a stopping dispatcher waits for the deliveries it runs to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// How the dispatcher paces itself.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// How long a handler may run before it is stopped (sent to remote
+    /// workers with each attempt).
+    pub handler_timeout: Duration,
+    /// How long past the handler timeout an attempt stays in flight with no
+    /// reply before the lease rescue returns it to pending.
+    pub lease_grace: Duration,
+    /// The longest the dispatcher sleeps with nothing due; it wakes sooner
+    /// when work arrives or a slot frees up.
+    pub poll: Duration,
+    /// The most deliveries claimed in one round.
+    pub batch: u32,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            handler_timeout: Duration::from_secs(10 * 60),
+            lease_grace: Duration::from_secs(60),
+            poll: Duration::from_secs(1),
+            batch: 512,
+        }
+    }
+}
+
+impl DispatchConfig {
+    /// How long a claimed attempt holds its delivery.
+    pub fn lease(&self) -> Duration {
+        self.handler_timeout.saturating_add(self.lease_grace)
+    }
+}
+
+/// Claims and runs deliveries; see the module documentation.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    transports: HashMap<&'static str, Arc<dyn Transport>>,
+    schedule: Arc<Schedule>,
+    clock: Arc<dyn Clock>,
+    config: DispatchConfig,
+    wake: Arc<Notify>,
+    outcomes: mpsc::UnboundedSender<Finished>,
+    receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
+}
+
+/// The outcome of an attempt this dispatcher ran.
+struct Ran {
+    claim: Claim,
+    settle: Settle,
+    outcome: Outcome,
+    receipt: Option<Receipt>,
+}
+
+/// An outcome on its way to the store.
+enum Finished {
+    /// The outcome of an attempt this dispatcher ran.
+    Ran(Box<Ran>),
+    /// An outcome nobody was waiting for.
+    Late(LateReply),
+    /// Confirmed once everything before it is stored.
+    Flush(Receipt),
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store`, delivering through `transports`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        transports: Vec<Arc<dyn Transport>>,
+        schedule: Arc<Schedule>,
+        clock: Arc<dyn Clock>,
+        config: DispatchConfig,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                transports: transports.into_iter().map(|t| (t.name(), t)).collect(),
+                schedule,
+                clock,
+                config,
+                wake: Arc::new(Notify::new()),
+                outcomes: tx,
+                receiver: std::sync::Mutex::new(Some(rx)),
+            }),
+        }
+    }
+
+    /// Wakes the dispatcher now (an operation was submitted, a node came
+    /// back).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// A handle that wakes the dispatcher.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.wake)
+    }
+
+    /// Hands an outcome that nobody waited for to the dispatcher, which
+    /// stores it if its token is still current.
+    pub fn late(&self, reply: LateReply) {
+        // The receiver lives as long as the dispatcher runs; after that the
+        // receipt is dropped unconfirmed, and the sender tries again later.
+        let _ = self.inner.outcomes.send(Finished::Late(reply));
+    }
+
+    /// A sender for late outcomes, for transports.
+    pub fn late_sender(&self) -> LateSender {
+        LateSender(self.inner.outcomes.clone())
+    }
+
+    fn transports(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .transports
+            .keys()
+            .map(|s| (*s).to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Claims due deliveries once.
+    async fn claim(&self) -> Result<Vec<Claim>, StoreError> {
+        let store = Arc::clone(&self.inner.store);
+        let request = ClaimRequest {
+            now: self.inner.clock.now(),
+            lease: self.inner.config.lease(),
+            limit: self.inner.config.batch,
+            transports: self.transports(),
+        };
+        blocking(move || store.claim(&request)).await
+    }
+
+    /// Runs until `shutdown`: claims, delivers, stores outcomes. Outcomes
+    /// that arrive after `shutdown` are still stored until every running
+    /// delivery has ended.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let receiver = self
+            .inner
+            .receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(receiver) = receiver else {
+            tracing::error!("the dispatcher is already running");
+            return;
+        };
+        let running = tokio_util::task::TaskTracker::new();
+        let writer = tokio::spawn(self.clone().write_outcomes(receiver));
+        let mut store_failing = false;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let claimed = match self.claim().await {
+                Ok(claims) => {
+                    if store_failing {
+                        tracing::info!("the queue's store answers again; dispatching resumes");
+                        store_failing = false;
+                    }
+                    claims
+                }
+                Err(e) => {
+                    if !store_failing {
+                        tracing::error!(
+                            "cannot claim deliveries: {}; retrying",
+                            crate::error_chain(&e)
+                        );
+                        store_failing = true;
+                    }
+                    Vec::new()
+                }
+            };
+            let full = claimed.len() as u32 >= self.inner.config.batch;
+            for claim in claimed {
+                let this = self.clone();
+                let stop = shutdown.clone();
+                running.spawn(async move { this.deliver(claim, stop).await });
+            }
+            if full {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let wait = self.idle_wait(store_failing).await;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Local handlers were told to stop and hand their deliveries back;
+        // attempts on remote nodes were let go (see `deliver`).
+        running.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, running.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some deliveries did not end within {}; their leases will return them",
+                HumanDuration(SHUTDOWN_WAIT)
+            );
+        }
+        // Everything the deliveries sent is queued before this; once it is
+        // stored, the writer can stop.
+        let (receipt, stored) = Receipt::new();
+        let _ = self.inner.outcomes.send(Finished::Flush(receipt));
+        if tokio::time::timeout(Duration::from_secs(10), stored)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the last outcomes were not stored within 10 s; their leases will return them"
+            );
+        }
+        writer.abort();
+    }
+
+    /// How long to sleep with nothing claimed: until the next due
+    /// delivery, at most the poll interval.
+    async fn idle_wait(&self, store_failing: bool) -> Duration {
+        let poll = self.inner.config.poll;
+        if store_failing {
+            return poll;
+        }
+        let store = Arc::clone(&self.inner.store);
+        let transports = self.transports();
+        let next = blocking(move || store.next_due(&transports)).await;
+        match next {
+            Ok(Some(at)) => at
+                .duration_since(self.inner.clock.now())
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(1), poll),
+            _ => poll,
+        }
+    }
+
+    /// What the handler of `claim` is given.
+    fn work(&self, claim: &Claim) -> Work {
+        Work {
+            token: claim.token,
+            op: claim.op,
+            node: claim.node.clone(),
+            kind: claim.kind.clone(),
+            key: claim.key.clone(),
+            payload: claim.payload.clone(),
+            timeout_ms: u64::try_from(self.inner.config.handler_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Runs one claimed attempt and queues its outcome for the store.
+    async fn deliver(&self, claim: Claim, shutdown: CancellationToken) {
+        let Some(transport) = self.inner.transports.get(claim.transport.as_str()) else {
+            // Claims are only made for our transports.
+            return;
+        };
+        let work = self.work(&claim);
+        tracing::debug!(
+            "delivering {} ({}) to {}",
+            claim.token,
+            claim.kind,
+            claim.node
+        );
+        let reply = if transport.outlives_coordinator() {
+            tokio::select! {
+                reply = transport.deliver(&work) => reply,
+                // The node goes on and reports its outcome to whichever
+                // coordinator runs next; the attempt stays in flight.
+                () = shutdown.cancelled() => return,
+            }
+        } else {
+            transport.deliver(&work).await
+        };
+        let now = self.inner.clock.now();
+        let Some(settle) = self.inner.schedule.decide(&claim, &reply.outcome, now) else {
+            tracing::warn!(
+                "no reply from node {} for {} within {}; the handler may still be running, so \
+                 the attempt stays in flight until a reply or the end of its lease",
+                claim.node,
+                claim.token,
+                HumanDuration(self.inner.config.handler_timeout)
+            );
+            return;
+        };
+        let _ = self.inner.outcomes.send(Finished::Ran(Box::new(Ran {
+            claim,
+            settle,
+            outcome: reply.outcome,
+            receipt: reply.receipt,
+        })));
+    }
+
+    /// Stores outcomes in batches until every sender is gone.
+    async fn write_outcomes(self, mut receiver: mpsc::UnboundedReceiver<Finished>) {
+        let mut batch = Vec::new();
+        while receiver.recv_many(&mut batch, 1024).await > 0 {
+            self.store_batch(std::mem::take(&mut batch)).await;
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Stores one batch of outcomes, logs what they came to, and confirms
+    /// their receipts.
+    async fn store_batch(&self, batch: Vec<Finished>) {
+        let mut settles = Vec::with_capacity(batch.len());
+        let mut notes = Vec::with_capacity(batch.len());
+        let mut flushes = Vec::new();
+        for item in batch {
+            match item {
+                Finished::Ran(ran) => {
+                    let Ran {
+                        claim,
+                        settle,
+                        outcome,
+                        receipt,
+                    } = *ran;
+                    settles.push(settle);
+                    notes.push((Some(claim), outcome, receipt));
+                }
+                Finished::Flush(receipt) => flushes.push(receipt),
+                Finished::Late(late) => match self.decide_late(&late).await {
+                    Some((claim, settle)) => {
+                        settles.push(settle);
+                        notes.push((Some(claim), late.outcome, late.receipt));
+                    }
+                    None => {
+                        tracing::debug!(
+                            "a late reply for {} ({}) is stale; ignored",
+                            late.token,
+                            late.outcome.describe()
+                        );
+                        if let Some(r) = late.receipt {
+                            r.confirm();
+                        }
+                    }
+                },
+            }
+        }
+        if settles.is_empty() {
+            flushes.into_iter().for_each(Receipt::confirm);
+            return;
+        }
+        let results = self.settle_with_retries(settles.clone()).await;
+        let Some(results) = results else {
+            // Not stored: the receipts are dropped, so remote senders try
+            // again, and the leases return anything else to pending.
+            return;
+        };
+        flushes.into_iter().for_each(Receipt::confirm);
+        for ((settle, settled), (claim, outcome, receipt)) in settles.iter().zip(results).zip(notes)
+        {
+            if let Some(claim) = claim {
+                log_settled(&claim, settle, &outcome, settled);
+            }
+            if let Some(r) = receipt {
+                r.confirm();
+            }
+        }
+    }
+
+    async fn settle_with_retries(&self, settles: Vec<Settle>) -> Option<Vec<Settled>> {
+        let settles = Arc::new(settles);
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=10 {
+            let store = Arc::clone(&self.inner.store);
+            let batch = Arc::clone(&settles);
+            match blocking(move || store.settle(&batch)).await {
+                Ok(results) => return Some(results),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot store {} outcomes (try {attempt} of 10): {}",
+                        settles.len(),
+                        crate::error_chain(&e)
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::error!(
+            "gave up storing {} outcomes; their deliveries return to pending when their leases end",
+            settles.len()
+        );
+        None
+    }
+
+    /// The decision for a late outcome, from the delivery as stored.
+    async fn decide_late(&self, late: &LateReply) -> Option<(Claim, Settle)> {
+        let store = Arc::clone(&self.inner.store);
+        let id = late.token.delivery;
+        let found = blocking(move || {
+            store.deliveries(&DeliveryFilter {
+                id: Some(id),
+                ..DeliveryFilter::default()
+            })
+        })
+        .await
+        .ok()?
+        .pop()?;
+        if found.attempt != late.token.attempt {
+            return None;
+        }
+        let claim = Claim {
+            token: late.token,
+            op: found.op,
+            node: found.node,
+            transport: String::new(),
+            kind: found.kind,
+            key: found.key,
+            payload: String::new(),
+            failures: found.failures,
+            tries: found.tries,
+            lease_until: found.lease_until.unwrap_or(SystemTime::UNIX_EPOCH),
+        };
+        let settle = self
+            .inner
+            .schedule
+            .decide(&claim, &late.outcome, self.inner.clock.now())?;
+        Some((claim, settle))
+    }
+
+    /// One round for tests and tools: claims what is due, runs it all to
+    /// the end, and stores the outcomes before returning them.
+    pub async fn step(&self) -> Result<Vec<(Claim, Outcome, Settled)>, StoreError> {
+        let claims = self.claim().await?;
+        let replies = futures_util::future::join_all(claims.into_iter().map(|claim| async move {
+            let reply = match self.inner.transports.get(claim.transport.as_str()) {
+                Some(t) => t.deliver(&self.work(&claim)).await.outcome,
+                None => Outcome::TimedOut,
+            };
+            (claim, reply)
+        }))
+        .await;
+        let now = self.inner.clock.now();
+        let mut settles = Vec::new();
+        let mut decided = Vec::new();
+        let mut out = Vec::new();
+        for (claim, outcome) in replies {
+            match self.inner.schedule.decide(&claim, &outcome, now) {
+                Some(s) => {
+                    settles.push(s);
+                    decided.push((claim, outcome));
+                }
+                None => out.push((claim, outcome, Settled::Stale)),
+            }
+        }
+        let store = Arc::clone(&self.inner.store);
+        let batch = settles.clone();
+        let results = blocking(move || store.settle(&batch)).await?;
+        for ((settle, settled), (claim, outcome)) in settles.iter().zip(results).zip(decided) {
+            log_settled(&claim, settle, &outcome, settled);
+            out.push((claim, outcome, settled));
+        }
+        Ok(out)
+    }
+}
+
+/// Sends late outcomes to a running dispatcher.
+#[derive(Clone, Debug)]
+pub struct LateSender(mpsc::UnboundedSender<Finished>);
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Finished")
+    }
+}
+
+impl LateSender {
+    /// Hands over an outcome nobody waited for.
+    pub fn send(&self, reply: LateReply) {
+        let _ = self.0.send(Finished::Late(reply));
+    }
+}
+
+fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settled) {
+    let what = format!(
+        "delivery {} of operation {} ({}) to node {}",
+        claim.token.delivery, claim.op, claim.kind, claim.node
+    );
+    match (settled, &settle.verdict) {
+        (Settled::Stale, _) => tracing::debug!(
+            "the reply for {} came too late ({}); ignored",
+            claim.token,
+            outcome.describe()
+        ),
+        (
+            Settled::Applied(DeliveryState::Dead),
+            Verdict::Dead {
+                failures, error, ..
+            },
+        ) => {
+            tracing::error!(
+                "{what} is dead after {failures} failures; last error: {error}. \
+                 Requeue it with `backstop ops requeue --delivery {}` once fixed",
+                claim.token.delivery
+            );
+        }
+        (Settled::Applied(DeliveryState::Superseded), _) => tracing::info!(
+            "{what} ended ({}) after a newer operation with the same key replaced it",
+            outcome.describe()
+        ),
+        (Settled::Applied(_), Verdict::Done) => tracing::debug!("{what}: done"),
+        (
+            Settled::Applied(_),
+            Verdict::Retry {
+                next_at,
+                failures,
+                error,
+                ..
+            },
+        ) => {
+            let wait = next_at.duration_since(settle.at).unwrap_or(Duration::ZERO);
+            tracing::warn!(
+                "{what} failed (attempt {}, {failures} failures so far): {error}; retrying in {}",
+                claim.token.attempt,
+                HumanDuration(wait)
+            );
+        }
+        (
+            Settled::Applied(_),
+            Verdict::Release {
+                error, unreachable, ..
+            },
+        ) => {
+            if *unreachable {
+                tracing::warn!(
+                    "node {} cannot be reached ({error}); its deliveries wait for its next heartbeat",
+                    claim.node
+                );
+            } else {
+                tracing::info!("{what} was handed back ({error}); it waits for another attempt");
+            }
+        }
+        (Settled::Applied(_), Verdict::Dead { .. }) => {}
+    }
+}
+
+/// Runs a blocking store call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) => Err(StoreError::Failed {
+            location: "the queue".to_owned(),
+            source: Box::new(e),
+        }),
+    }
+}

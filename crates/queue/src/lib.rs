@@ -1,0 +1,79 @@
+//! backstop's fan-out queue: delivers operations to every node that should
+//! get them, retries each delivery on its own schedule, waits out unhealthy
+//! nodes without spending attempts, and dead-letters visibly.
+//!
+//! - [`model`]: nodes, operations, one delivery per (operation, node), and
+//!   the attempt [`Token`] that keeps a late reply from overwriting a newer
+//!   attempt.
+//! - Desired state, not an op log: a newer operation with the same key
+//!   supersedes the undelivered ones, and a node never starts it while it
+//!   still runs an older one with the key — install-then-delete never runs
+//!   backwards.
+//! - [`Schedule`]: exponential backoff with full jitter per delivery, a
+//!   dead-letter cap on handler failures (default 10). Failing to reach a
+//!   node spends nothing and parks the node until a heartbeat.
+//! - [`store`]: the [`Store`] trait and its SQLite implementation.
+//! - [`dispatch`], [`health`], [`housekeeping`]: the coordinator's services,
+//!   each small and driven by an injectable clock.
+//! - [`transport`]: nodes inside the coordinator and remote workers over
+//!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
+//!   [`coordinator`] wires it all.
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use backstop_queue::{NewOp, NodeSpec, SqliteStore, Store};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SqliteStore::open(dir.path().join("backstop.db")).unwrap();
+//! let node = NodeSpec {
+//!     name: "gpu-1".into(),
+//!     node_type: "gpu".into(),
+//!     kinds: vec!["install".into()],
+//!     capacity: 2,
+//!     transport: "local".into(),
+//!     session: "local".into(),
+//! };
+//! store.register(&node, SystemTime::now()).unwrap();
+//! let op = NewOp::for_type("install", "gpu").key("llama-cpp");
+//! let submitted = store.submit(&op, SystemTime::now()).unwrap();
+//! assert_eq!(submitted.deliveries, 1);
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod coordinator;
+pub mod dispatch;
+pub mod handler;
+pub mod health;
+pub mod housekeeping;
+pub mod model;
+pub mod schedule;
+pub mod store;
+pub mod transport;
+pub mod worker;
+
+pub use config::Config;
+pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
+pub use dispatch::{DispatchConfig, Dispatcher};
+pub use handler::{CommandHandler, Handler, Work};
+pub use model::{
+    Claim, Delivery, DeliveryId, DeliveryState, Invalid, NewOp, Node, NodeSpec, NodeStatus, Op,
+    OpId, Outcome, Target, Token,
+};
+pub use schedule::{Schedule, Settle, Verdict};
+pub use store::{SqliteStore, Store, StoreError};
+
+/// An error and its sources on one line: "a: b: c".
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,562 @@
+//! What the queue keeps: nodes, operations, and one delivery per
+//! (operation, node), with the states a delivery moves through and the
+//! token that names each attempt.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest name, type, kind or key accepted.
+pub const MAX_NAME: usize = 128;
+/// The longest operation key accepted.
+pub const MAX_KEY: usize = 512;
+/// The largest payload accepted, as JSON text.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// Input the queue refuses, before anything is written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A name, type or kind that is empty, too long or has characters
+    /// outside `A-Z a-z 0-9 _ -` (nodes and kinds become NATS subjects).
+    #[error("{what} {value:?} is not valid: use 1 to {MAX_NAME} letters, digits, '_' or '-'")]
+    Name {
+        /// "node name", "node type", "kind".
+        what: &'static str,
+        /// The value, shortened.
+        value: String,
+    },
+    /// An empty or over-long key.
+    #[error("an operation key must not be empty or longer than {MAX_KEY} bytes")]
+    Key,
+    /// A payload over [`MAX_PAYLOAD`].
+    #[error("the payload is {0} bytes; at most {MAX_PAYLOAD} are accepted")]
+    Payload(usize),
+    /// A target naming no node.
+    #[error("name at least one node, or a node type")]
+    NoTarget,
+    /// A node that handles nothing.
+    #[error("node {0} declares no kind of operation it handles")]
+    NoKinds(String),
+}
+
+/// Checks a node name, node type or kind.
+pub fn check_name(what: &'static str, value: &str) -> Result<(), Invalid> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_NAME
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::Name {
+            what,
+            value: value.chars().take(MAX_NAME + 8).collect(),
+        })
+    }
+}
+
+/// A node's health as the coordinator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Heartbeats arrive (or the node lives inside the coordinator).
+    Healthy,
+    /// Its heartbeats stopped; deliveries wait for it without spending
+    /// attempts.
+    Unhealthy,
+    /// A delivery could not reach it (no responder, or the connection was
+    /// lost before its handler started). It stays parked until a heartbeat
+    /// over the same transport proves it back.
+    Unreachable,
+}
+
+impl NodeStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Healthy => "healthy",
+            NodeStatus::Unhealthy => "unhealthy",
+            NodeStatus::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl FromStr for NodeStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "healthy" => Ok(NodeStatus::Healthy),
+            "unhealthy" => Ok(NodeStatus::Unhealthy),
+            "unreachable" => Ok(NodeStatus::Unreachable),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the coordinator reaches a node.
+pub mod transport_name {
+    /// Inside the coordinator: handlers from `backstop.toml`.
+    pub const LOCAL: &str = "local";
+    /// A `backstop worker` over NATS request/reply.
+    pub const NATS: &str = "nats";
+}
+
+/// A node as it declares itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// Unique name.
+    pub name: String,
+    /// Its type: operations target every node of a type.
+    pub node_type: String,
+    /// The kinds of operation it handles; it never gets any other.
+    pub kinds: Vec<String>,
+    /// How many deliveries it runs at once (at least 1).
+    pub capacity: u32,
+    /// How it is reached ([`transport_name`]).
+    pub transport: String,
+    /// Identifies the process behind the node: a new session means a
+    /// restarted worker, whose deliveries in flight died with the old one.
+    pub session: String,
+}
+
+impl NodeSpec {
+    /// Checks names and kinds; sorts and dedups the kinds.
+    pub fn validate(mut self) -> Result<NodeSpec, Invalid> {
+        check_name("node name", &self.name)?;
+        check_name("node type", &self.node_type)?;
+        for kind in &self.kinds {
+            check_name("kind", kind)?;
+        }
+        self.kinds.sort();
+        self.kinds.dedup();
+        if self.kinds.is_empty() {
+            return Err(Invalid::NoKinds(self.name));
+        }
+        self.capacity = self.capacity.max(1);
+        Ok(self)
+    }
+}
+
+/// A node as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// Unique name.
+    pub name: String,
+    /// Its type.
+    pub node_type: String,
+    /// The kinds it handles, sorted.
+    pub kinds: Vec<String>,
+    /// Deliveries it runs at once.
+    pub capacity: u32,
+    /// How it is reached.
+    pub transport: String,
+    /// Its health.
+    pub status: NodeStatus,
+    /// Drained by an operator: it gets no new deliveries until undrained.
+    pub drained: bool,
+    /// Its last heartbeat (never, for nodes inside the coordinator).
+    #[serde(with = "opt_time")]
+    pub last_heartbeat: Option<SystemTime>,
+    /// Deliveries to it now in flight.
+    pub in_flight: u64,
+    /// Deliveries to it waiting.
+    pub pending: u64,
+    /// Dead deliveries to it.
+    pub dead: u64,
+    /// When it first registered.
+    #[serde(with = "time")]
+    pub registered: SystemTime,
+    /// Last change.
+    #[serde(with = "time")]
+    pub updated: SystemTime,
+}
+
+/// The id of an operation.
+pub type OpId = i64;
+/// The id of a delivery.
+pub type DeliveryId = i64;
+
+/// Which nodes an operation is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Every node of this type that handles the kind, including nodes that
+    /// join later — unless `present_only`, which limits it to the nodes
+    /// registered at submit time.
+    Type {
+        /// The node type.
+        node_type: String,
+        /// Only the nodes present now.
+        present_only: bool,
+    },
+    /// These nodes only.
+    Nodes(Vec<String>),
+}
+
+/// An operation to submit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOp {
+    /// What to do ("install", "delete").
+    pub kind: String,
+    /// Who gets it.
+    pub target: Target,
+    /// Desired-state key: a newer operation with the same key supersedes
+    /// the older ones not yet delivered to each node.
+    pub key: Option<String>,
+    /// The payload as JSON text (handed to the handler on stdin).
+    pub payload: String,
+}
+
+impl NewOp {
+    /// An operation of `kind` for every node of `node_type`, with an empty
+    /// object as payload.
+    pub fn for_type(kind: impl Into<String>, node_type: impl Into<String>) -> Self {
+        NewOp {
+            kind: kind.into(),
+            target: Target::Type {
+                node_type: node_type.into(),
+                present_only: false,
+            },
+            key: None,
+            payload: "{}".to_owned(),
+        }
+    }
+
+    /// Sets the desired-state key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the payload.
+    pub fn payload(mut self, payload: &serde_json::Value) -> Self {
+        self.payload = payload.to_string();
+        self
+    }
+
+    /// Checks names, key and payload size; dedups named nodes.
+    pub fn validate(mut self) -> Result<NewOp, Invalid> {
+        check_name("kind", &self.kind)?;
+        match &mut self.target {
+            Target::Type { node_type, .. } => check_name("node type", node_type)?,
+            Target::Nodes(names) => {
+                if names.is_empty() {
+                    return Err(Invalid::NoTarget);
+                }
+                for n in names.iter() {
+                    check_name("node name", n)?;
+                }
+                names.sort();
+                names.dedup();
+            }
+        }
+        if let Some(key) = &self.key
+            && (key.trim().is_empty() || key.len() > MAX_KEY)
+        {
+            return Err(Invalid::Key);
+        }
+        if self.payload.len() > MAX_PAYLOAD {
+            return Err(Invalid::Payload(self.payload.len()));
+        }
+        Ok(self)
+    }
+}
+
+/// An operation as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Op {
+    /// Its id; later operations have larger ids.
+    pub id: OpId,
+    /// What to do.
+    pub kind: String,
+    /// The node type it targets (none when it names nodes).
+    pub node_type: Option<String>,
+    /// The nodes it names, when it names them.
+    pub nodes: Vec<String>,
+    /// Only the nodes present at submit time.
+    pub present_only: bool,
+    /// Its desired-state key.
+    pub key: Option<String>,
+    /// The payload, JSON text.
+    pub payload: String,
+    /// Whether nodes that join later still receive it (not superseded, and
+    /// targeting a type).
+    pub live: bool,
+    /// When it was submitted.
+    #[serde(with = "time")]
+    pub created: SystemTime,
+}
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt time, or for its node.
+    Pending,
+    /// An attempt is running.
+    InFlight,
+    /// The handler succeeded.
+    Done,
+    /// Its handler failed as many times as the cap allows; kept, with its
+    /// last error, until requeued.
+    Dead,
+    /// A newer operation with the same key replaced it before it ran.
+    Superseded,
+}
+
+impl DeliveryState {
+    /// Every state, in display order.
+    pub const ALL: [DeliveryState; 5] = [
+        DeliveryState::Pending,
+        DeliveryState::InFlight,
+        DeliveryState::Done,
+        DeliveryState::Dead,
+        DeliveryState::Superseded,
+    ];
+
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::InFlight => "in_flight",
+            DeliveryState::Done => "done",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Superseded => "superseded",
+        }
+    }
+
+    /// Done, dead or superseded: nothing more happens without an operator.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Done | DeliveryState::Dead | DeliveryState::Superseded
+        )
+    }
+}
+
+impl FromStr for DeliveryState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DeliveryState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s || (s == "in-flight" && *st == DeliveryState::InFlight))
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not a delivery state (pending, in_flight, done, dead, superseded)"
+                )
+            })
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Names one attempt of one delivery. A reply carrying an older token than
+/// the delivery's current attempt is ignored, so a late reply can never
+/// overwrite a newer attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Token {
+    /// The delivery.
+    pub delivery: DeliveryId,
+    /// The attempt number, from 1; it only grows, requeues included.
+    pub attempt: u32,
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "delivery {} attempt {}", self.delivery, self.attempt)
+    }
+}
+
+/// A delivery as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// Its id.
+    pub id: DeliveryId,
+    /// The operation.
+    pub op: OpId,
+    /// The node.
+    pub node: String,
+    /// The operation's kind.
+    pub kind: String,
+    /// The operation's key.
+    pub key: Option<String>,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// The number of the latest attempt (0 before the first).
+    pub attempt: u32,
+    /// Handler failures counted toward the dead-letter cap; reset by a
+    /// requeue.
+    pub failures: u32,
+    /// Tries that grew the backoff (failures and temporary failures).
+    pub tries: u32,
+    /// When it may next be attempted (pending).
+    #[serde(with = "time")]
+    pub next_at: SystemTime,
+    /// Until when the running attempt holds it (in flight).
+    #[serde(with = "opt_time")]
+    pub lease_until: Option<SystemTime>,
+    /// The last error, if any: a handler's stderr tail, or why the node
+    /// could not be reached.
+    pub last_error: Option<String>,
+    /// Created.
+    #[serde(with = "time")]
+    pub created: SystemTime,
+    /// Last change.
+    #[serde(with = "time")]
+    pub updated: SystemTime,
+    /// When it became done, dead or superseded.
+    #[serde(with = "opt_time")]
+    pub finished: Option<SystemTime>,
+}
+
+/// An attempt handed to the dispatcher by [`crate::Store::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The attempt.
+    pub token: Token,
+    /// The operation.
+    pub op: OpId,
+    /// The node to deliver to.
+    pub node: String,
+    /// How the node is reached.
+    pub transport: String,
+    /// What to do.
+    pub kind: String,
+    /// The operation's key.
+    pub key: Option<String>,
+    /// JSON text.
+    pub payload: String,
+    /// Failures so far (before this attempt).
+    pub failures: u32,
+    /// Backoff tries so far.
+    pub tries: u32,
+    /// Until when this attempt holds the delivery.
+    pub lease_until: SystemTime,
+}
+
+/// What one attempt came to, as a transport reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "error", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The handler succeeded.
+    Done,
+    /// The handler asked to be tried later (exit 75): backoff grows, no
+    /// failure counted.
+    Temporary(String),
+    /// The handler failed; the text is the tail of its stderr.
+    Failed(String),
+    /// The node could not be reached and the handler never started (no
+    /// responder, connection lost first): no attempt spent, node parked.
+    Unreachable(String),
+    /// The node gave the attempt back without running it to the end (it is
+    /// busy with an older attempt, or shutting down): no attempt spent.
+    Released(String),
+    /// No reply came in time. The handler may still be running, so the
+    /// attempt is left in flight: a reply that comes before its lease ends
+    /// still counts, and the lease's end returns it to pending without
+    /// counting a failure.
+    TimedOut,
+}
+
+impl Outcome {
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Done => "done".to_owned(),
+            Outcome::Temporary(e) => format!("temporary failure: {e}"),
+            Outcome::Failed(e) => format!("failed: {e}"),
+            Outcome::Unreachable(e) => format!("unreachable: {e}"),
+            Outcome::Released(e) => format!("handed back: {e}"),
+            Outcome::TimedOut => "no reply in time".to_owned(),
+        }
+    }
+}
+
+/// RFC 3339 on the wire.
+pub(crate) mod time {
+    use std::time::SystemTime;
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
+    }
+}
+
+/// Optional RFC 3339 on the wire.
+pub(crate) mod opt_time {
+    use std::time::SystemTime;
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_subject_safe() {
+        for ok in ["gpu-1", "a", "node_7", &"x".repeat(MAX_NAME)] {
+            assert!(check_name("node name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a.b", "a b", "a*", ">", "é", &"x".repeat(MAX_NAME + 1)] {
+            assert!(check_name("node name", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ops_are_checked() {
+        let op = NewOp::for_type("install", "gpu").key("llama-cpp");
+        assert!(op.clone().validate().is_ok());
+        assert_eq!(
+            op.clone().key("  ").validate().err(),
+            Some(Invalid::Key),
+            "an empty key"
+        );
+        assert!(NewOp::for_type("in stall", "gpu").validate().is_err());
+        let mut named = NewOp::for_type("install", "gpu");
+        named.target = Target::Nodes(vec![]);
+        assert_eq!(named.validate().err(), Some(Invalid::NoTarget));
+        let mut big = NewOp::for_type("install", "gpu");
+        big.payload = "x".repeat(MAX_PAYLOAD + 1);
+        assert!(matches!(big.validate(), Err(Invalid::Payload(_))));
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for st in DeliveryState::ALL {
+            assert_eq!(st.as_str().parse::<DeliveryState>(), Ok(st));
+        }
+        assert_eq!("in-flight".parse(), Ok(DeliveryState::InFlight));
+        assert!("lost".parse::<DeliveryState>().is_err());
+    }
+
+    #[test]
+    fn outcomes_on_the_wire() {
+        let json = serde_json::to_string(&Outcome::Failed("boom".into())).unwrap_or_default();
+        assert_eq!(json, r#"{"outcome":"failed","error":"boom"}"#);
+        let back: Outcome =
+            serde_json::from_str(r#"{"outcome":"done"}"#).unwrap_or(Outcome::TimedOut);
+        assert_eq!(back, Outcome::Done);
+    }
+}

@@ -1,0 +1,581 @@
+//! Where the queue lives: a small trait, and a SQLite store for one
+//! machine. Every store passes the same conformance suite
+//! (`tests/conformance.rs`); the trait is shaped for a PostgreSQL store
+//! with several coordinators too — claims carry a lease, replies are
+//! matched by attempt token, and each housekeeping step is its own call
+//! that a coordinator runs when it holds the lock for it.
+
+mod sqlite;
+
+use std::error::Error as StdError;
+use std::time::{Duration, SystemTime};
+
+pub use self::sqlite::SqliteStore;
+use crate::model::{
+    Claim, Delivery, DeliveryId, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Token,
+};
+use crate::schedule::Settle;
+
+/// Storage of nodes, operations and deliveries.
+///
+/// Promises every implementation keeps (the conformance suite checks them):
+///
+/// - Every write is one transaction: it happens whole or not at all, and a
+///   call that is refused ([`StoreError::Rejected`]) changes nothing.
+/// - [`Store::claim`] never hands out the same attempt twice, never more
+///   deliveries to a node than its capacity minus those in flight, never a
+///   delivery to a node that is not healthy or is drained, never a kind the
+///   node does not declare, and never a delivery whose node still runs an
+///   older delivery with the same key.
+/// - [`Store::settle`] applies a decision only while the delivery's
+///   current attempt is the decision's token; a decision for an older
+///   attempt is reported [`Settled::Stale`] and changes nothing. A late
+///   success of the current attempt is still taken after the attempt was
+///   returned to pending.
+/// - Nothing is deleted but deliveries that can never be delivered (their
+///   node is gone or no longer handles their kind, [`Store::prune`]): dead
+///   deliveries stay until requeued.
+/// - Times read back equal times written, at millisecond precision.
+pub trait Store: Send + Sync {
+    /// Registers `node` (or updates it: type, kinds, capacity, session) and
+    /// marks it healthy. A new session means the process behind the node
+    /// restarted: its deliveries in flight are returned to pending without
+    /// spending attempts. Deliveries of kinds it no longer declares are
+    /// removed, and the live operations of its type that it has not had
+    /// yet are delivered to it.
+    fn register(&self, node: &NodeSpec, now: SystemTime) -> Result<Registered, StoreError>;
+
+    /// Removes the nodes of `transport` whose names are not in `keep` (the
+    /// local nodes no longer in the configuration), with their deliveries
+    /// not yet finished. Returns the removed names.
+    fn retire(
+        &self,
+        transport: &str,
+        keep: &[String],
+        now: SystemTime,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Records a heartbeat of `name` from the process `session`. A node
+    /// that is unhealthy or unreachable becomes healthy. `leaving` marks it
+    /// unhealthy at once (the worker is stopping).
+    fn heartbeat(
+        &self,
+        name: &str,
+        session: &str,
+        leaving: bool,
+        now: SystemTime,
+    ) -> Result<Heartbeat, StoreError>;
+
+    /// Marks unhealthy every healthy node whose last heartbeat is older
+    /// than `stale_before` (nodes inside the coordinator send none and are
+    /// never stale), and returns their deliveries in flight to pending
+    /// without spending attempts. Returns the names.
+    fn mark_stale(
+        &self,
+        stale_before: SystemTime,
+        now: SystemTime,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Drains `name` (no new deliveries) or undrains it.
+    fn drain(&self, name: &str, drained: bool, now: SystemTime) -> Result<Node, StoreError>;
+
+    /// Every node, by name, with counts of its deliveries.
+    fn nodes(&self) -> Result<Vec<Node>, StoreError>;
+
+    /// Submits an operation: supersedes the older operations with the same
+    /// key on its nodes, and creates one pending delivery per target node
+    /// that handles its kind. Refused, changing nothing, when it names an
+    /// unknown node or when no target node handles its kind.
+    fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError>;
+
+    /// Operations, newest first, with counts of their deliveries by state.
+    fn ops(&self, filter: &OpFilter) -> Result<Vec<OpSummary>, StoreError>;
+
+    /// One operation and all its deliveries.
+    fn op(&self, id: OpId) -> Result<(Op, Vec<Delivery>), StoreError>;
+
+    /// Deliveries, newest first.
+    fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Returns dead deliveries to pending with their counters reset (the
+    /// attempt number keeps growing, so replies to attempts before the
+    /// requeue stay stale). Returns how many.
+    fn requeue(&self, which: &Requeue, now: SystemTime) -> Result<u64, StoreError>;
+
+    /// Claims due deliveries for the nodes this coordinator reaches: each
+    /// becomes in flight under a new attempt token, leased until
+    /// `now + lease`.
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError>;
+
+    /// Applies decisions, in one transaction; one [`Settled`] per decision.
+    fn settle(&self, batch: &[Settle]) -> Result<Vec<Settled>, StoreError>;
+
+    /// Returns to pending, without spending attempts, the deliveries in
+    /// flight whose lease ended before `now` (the coordinator that held
+    /// them died, or no reply came). Returns their tokens.
+    fn rescue(&self, now: SystemTime) -> Result<Vec<Token>, StoreError>;
+
+    /// Returns these attempts to pending, without spending attempts, if
+    /// they are still in flight (a coordinator that stopped had claimed
+    /// them, and their node does not hold them). Returns those released.
+    fn release(
+        &self,
+        tokens: &[Token],
+        why: &str,
+        now: SystemTime,
+    ) -> Result<Vec<Token>, StoreError>;
+
+    /// Start-up housekeeping, under the store's exclusive lock so that one
+    /// coordinator does it at a time: removes the unfinished deliveries
+    /// that can never be delivered — their node is gone, or no longer
+    /// handles their kind.
+    fn prune(&self, now: SystemTime) -> Result<Pruned, StoreError>;
+
+    /// The earliest next attempt time among pending deliveries to healthy,
+    /// undrained nodes of `transports`: when the dispatcher should look
+    /// again.
+    fn next_due(&self, transports: &[String]) -> Result<Option<SystemTime>, StoreError>;
+
+    /// Where the store is, for messages; never a password.
+    fn location(&self) -> String;
+}
+
+/// What [`Store::register`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registered {
+    /// Deliveries created for live operations it had not had.
+    pub delivered: u64,
+    /// Deliveries in flight returned to pending (a new session).
+    pub released: u64,
+    /// Unfinished deliveries removed (kinds it no longer handles).
+    pub removed: u64,
+}
+
+/// What a heartbeat found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// No such node, or it is registered by another process: the sender
+    /// should register (again).
+    Unknown,
+    /// Recorded; the node was healthy.
+    Recorded,
+    /// Recorded; the node was in this state and is healthy again.
+    Recovered(NodeStatus),
+}
+
+/// What [`Store::submit`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    /// The operation.
+    pub op: Op,
+    /// Deliveries created.
+    pub deliveries: u64,
+    /// Deliveries of older operations with the same key that it replaced.
+    pub superseded: u64,
+}
+
+/// Which operations [`Store::ops`] lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpFilter {
+    /// Only operations with at least one delivery in this state.
+    pub state: Option<DeliveryState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// At most this many (0: a default of 100).
+    pub limit: u32,
+}
+
+/// An operation with counts of its deliveries.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OpSummary {
+    /// The operation.
+    #[serde(flatten)]
+    pub op: Op,
+    /// Deliveries by state.
+    pub deliveries: Counts,
+}
+
+/// Deliveries by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Pending.
+    pub pending: u64,
+    /// In flight.
+    pub in_flight: u64,
+    /// Done.
+    pub done: u64,
+    /// Dead.
+    pub dead: u64,
+    /// Superseded.
+    pub superseded: u64,
+}
+
+impl Counts {
+    /// Adds `n` to the count of `state`.
+    pub fn add(&mut self, state: DeliveryState, n: u64) {
+        let slot = match state {
+            DeliveryState::Pending => &mut self.pending,
+            DeliveryState::InFlight => &mut self.in_flight,
+            DeliveryState::Done => &mut self.done,
+            DeliveryState::Dead => &mut self.dead,
+            DeliveryState::Superseded => &mut self.superseded,
+        };
+        *slot += n;
+    }
+}
+
+/// Which deliveries [`Store::deliveries`] lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// Only this delivery.
+    pub id: Option<DeliveryId>,
+    /// Only this state.
+    pub state: Option<DeliveryState>,
+    /// Only to this node.
+    pub node: Option<String>,
+    /// Only of this operation.
+    pub op: Option<OpId>,
+    /// At most this many (0: a default of 100).
+    pub limit: u32,
+}
+
+/// Which dead deliveries to requeue.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Requeue {
+    /// This one (refused if it is not dead).
+    Delivery(DeliveryId),
+    /// Every dead delivery to this node.
+    Node(String),
+    /// Every dead delivery of this operation.
+    Op(OpId),
+    /// Every dead delivery.
+    All,
+}
+
+/// What [`Store::claim`] is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Now.
+    pub now: SystemTime,
+    /// How long a claimed attempt holds its delivery.
+    pub lease: Duration,
+    /// At most this many claims.
+    pub limit: u32,
+    /// Only nodes reached by these transports.
+    pub transports: Vec<String>,
+}
+
+/// What became of one decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Applied; the delivery is now in this state (superseded when a newer
+    /// operation with the same key arrived while it ran).
+    Applied(DeliveryState),
+    /// Not applied: the delivery has moved on to another attempt or ended.
+    Stale,
+}
+
+/// What start-up housekeeping removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Unfinished deliveries to nodes that no longer exist.
+    pub gone_nodes: u64,
+    /// Unfinished deliveries of kinds their node no longer handles.
+    pub unhandled_kinds: u64,
+}
+
+/// A store that failed, or refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request names something that does not exist, or cannot be
+    /// done; nothing was changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store could not be opened or reached.
+    #[error("cannot open the queue at {location}")]
+    Open {
+        /// Where.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// Other writers held the store for longer than backstop waits.
+    #[error("the queue at {location} stayed locked by other processes for {}", backstop_core::HumanDuration(*waited))]
+    Busy {
+        /// Where.
+        location: String,
+        /// How long backstop waited.
+        waited: Duration,
+    },
+    /// The store holds a schema newer than this backstop knows.
+    #[error(
+        "the queue at {location} has schema version {found}, newer than the {supported} this backstop knows; upgrade backstop"
+    )]
+    TooNew {
+        /// Where.
+        location: String,
+        /// The version found.
+        found: i64,
+        /// The newest version known here.
+        supported: i64,
+    },
+    /// A read or a write failed.
+    #[error("the queue at {location} failed")]
+    Failed {
+        /// Where.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (a busy or unreachable
+    /// store).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StoreError::Busy { .. } | StoreError::Open { .. })
+    }
+}
+
+/// A request refused because of what it names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No node has this name.
+    #[error("there is no node named {0:?}")]
+    UnknownNode(String),
+    /// No operation has this id.
+    #[error("there is no operation {0}")]
+    UnknownOp(OpId),
+    /// No delivery has this id.
+    #[error("there is no delivery {0}")]
+    UnknownDelivery(DeliveryId),
+    /// No target node handles the kind.
+    #[error("{}", unknown_kind(kind, target, known))]
+    UnknownKind {
+        /// The kind asked for.
+        kind: String,
+        /// "nodes of type gpu", "node gpu-1".
+        target: String,
+        /// The kinds those nodes handle.
+        known: Vec<String>,
+    },
+    /// Only dead deliveries can be requeued.
+    #[error("delivery {id} is {state}, not dead; only dead deliveries are requeued")]
+    NotDead {
+        /// The delivery.
+        id: DeliveryId,
+        /// Its state.
+        state: DeliveryState,
+    },
+}
+
+fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {
+    if known.is_empty() {
+        format!("no {target} is registered, so nothing handles kind {kind:?}")
+    } else {
+        format!(
+            "no {target} handles kind {kind:?}; they handle: {}",
+            known.join(", ")
+        )
+    }
+}
+
+/// Opens the store `spec` names: a path to a SQLite file, optionally
+/// written `sqlite:PATH`.
+pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    let spec = spec.trim();
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return Err(StoreError::Open {
+            location: "postgres://".to_owned(),
+            source: "the fan-out queue runs on SQLite for now; PostgreSQL comes next".into(),
+        });
+    }
+    let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
+    Ok(Box::new(SqliteStore::open(path)?))
+}
+
+/// The name of the queue's schema in `backstop_schema`, the table of
+/// versions every backstop component keeps in a shared database.
+pub(crate) const COMPONENT: &str = "queue";
+
+/// Where a migration says "an id column"; each dialect fills in its own.
+pub(crate) const ID_COLUMN: &str = "{id}";
+
+/// The queue's migrations, in order; version N is the first N applied.
+/// SQL that SQLite and PostgreSQL both accept, but for [`ID_COLUMN`].
+/// Never edit one that has shipped: add the next.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: nodes, operations, deliveries.
+    "CREATE TABLE backstop_queue_nodes (
+        name TEXT PRIMARY KEY NOT NULL,
+        node_type TEXT NOT NULL,
+        capacity BIGINT NOT NULL,
+        transport TEXT NOT NULL,
+        session TEXT NOT NULL,
+        status TEXT NOT NULL,
+        drained BIGINT NOT NULL,
+        last_heartbeat_ms BIGINT,
+        registered_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL
+    );
+    CREATE TABLE backstop_queue_node_kinds (
+        node TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (node, kind)
+    );
+    CREATE TABLE backstop_queue_ops (
+        id {id},
+        kind TEXT NOT NULL,
+        node_type TEXT,
+        nodes TEXT,
+        present_only BIGINT NOT NULL,
+        op_key TEXT,
+        payload TEXT NOT NULL,
+        live BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE INDEX backstop_queue_ops_live ON backstop_queue_ops (node_type, op_key) WHERE live = 1;
+    CREATE TABLE backstop_queue_deliveries (
+        id {id},
+        op BIGINT NOT NULL,
+        node TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        op_key TEXT,
+        state TEXT NOT NULL,
+        attempt BIGINT NOT NULL,
+        failures BIGINT NOT NULL,
+        tries BIGINT NOT NULL,
+        next_at_ms BIGINT NOT NULL,
+        lease_until_ms BIGINT,
+        last_error TEXT,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        finished_ms BIGINT,
+        UNIQUE (op, node)
+    );
+    CREATE INDEX backstop_queue_due ON backstop_queue_deliveries (node, next_at_ms)
+        WHERE state = 'pending';
+    CREATE INDEX backstop_queue_in_flight ON backstop_queue_deliveries (node, op_key)
+        WHERE state = 'in_flight';
+    CREATE INDEX backstop_queue_dead ON backstop_queue_deliveries (node)
+        WHERE state = 'dead';
+    CREATE INDEX backstop_queue_node_key ON backstop_queue_deliveries (node, op_key, op)",
+];
+
+/// The columns of a delivery, in [`DeliveryRow`] order.
+pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.op, d.node, d.kind, d.op_key, d.state, \
+    d.attempt, d.failures, d.tries, d.next_at_ms, d.lease_until_ms, d.last_error, \
+    d.created_ms, d.updated_ms, d.finished_ms";
+
+/// The columns of an operation, in [`OpRow`] order.
+pub(crate) const OP_COLUMNS: &str =
+    "o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key, o.payload, o.live, o.created_ms";
+
+/// A delivery's row as stores keep it.
+pub(crate) struct DeliveryRow {
+    pub id: i64,
+    pub op: i64,
+    pub node: String,
+    pub kind: String,
+    pub key: Option<String>,
+    pub state: String,
+    pub attempt: i64,
+    pub failures: i64,
+    pub tries: i64,
+    pub next_at_ms: i64,
+    pub lease_until_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub finished_ms: Option<i64>,
+}
+
+/// A count read from a BIGINT column: negative values (only a hand edit
+/// makes them) become 0.
+pub(crate) fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+impl DeliveryRow {
+    /// The delivery; a state this version does not know reads as pending
+    /// (with a warning), never as a panic.
+    pub(crate) fn into_delivery(self) -> Delivery {
+        use backstop_core::time::from_millis;
+        let state = self.state.parse().unwrap_or_else(|_| {
+            tracing::warn!(
+                "delivery {} has an unknown state {:?}; it is shown as pending",
+                self.id,
+                self.state
+            );
+            DeliveryState::Pending
+        });
+        Delivery {
+            id: self.id,
+            op: self.op,
+            node: self.node,
+            kind: self.kind,
+            key: self.key,
+            state,
+            attempt: count(self.attempt),
+            failures: count(self.failures),
+            tries: count(self.tries),
+            next_at: from_millis(self.next_at_ms),
+            lease_until: self.lease_until_ms.map(from_millis),
+            last_error: self.last_error,
+            created: from_millis(self.created_ms),
+            updated: from_millis(self.updated_ms),
+            finished: self.finished_ms.map(from_millis),
+        }
+    }
+}
+
+/// An operation's row as stores keep it.
+pub(crate) struct OpRow {
+    pub id: i64,
+    pub kind: String,
+    pub node_type: Option<String>,
+    pub nodes: Option<String>,
+    pub present_only: i64,
+    pub key: Option<String>,
+    pub payload: String,
+    pub live: i64,
+    pub created_ms: i64,
+}
+
+impl OpRow {
+    pub(crate) fn into_op(self) -> Op {
+        Op {
+            id: self.id,
+            kind: self.kind,
+            node_type: self.node_type,
+            nodes: self
+                .nodes
+                .map(|n| n.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            present_only: self.present_only != 0,
+            key: self.key,
+            payload: self.payload,
+            live: self.live != 0,
+            created: backstop_core::time::from_millis(self.created_ms),
+        }
+    }
+}
+
+/// The text kept as a last error: at most this many bytes, from the end.
+pub const MAX_ERROR: usize = 4096;
+
+/// Shortens an error to its last [`MAX_ERROR`] bytes, on a character
+/// boundary.
+pub(crate) fn clip(error: &str) -> String {
+    if error.len() <= MAX_ERROR {
+        return error.to_owned();
+    }
+    let mut start = error.len() - MAX_ERROR;
+    while !error.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &error[start..])
+}

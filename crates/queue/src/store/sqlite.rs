@@ -1,0 +1,1048 @@
+//! The queue in a SQLite file: the default, for one machine.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use backstop_core::time::{from_millis, to_millis};
+use backstop_sqlite::rusqlite::{
+    self, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
+};
+use backstop_sqlite::{Database, MaybeBusy, OpenError, Retried};
+
+use super::{
+    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
+    ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
+    Requeue, Settled, Store, StoreError, Submitted, clip, count,
+};
+use crate::model::{
+    Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
+    transport_name,
+};
+use crate::schedule::{Settle, Verdict};
+
+/// The default number of rows a listing returns.
+const DEFAULT_LIMIT: u32 = 100;
+
+/// A listing's limit: 0 means the default.
+fn limit(n: u32) -> u32 {
+    if n == 0 { DEFAULT_LIMIT } else { n }
+}
+
+/// A SQLite queue.
+///
+/// Opened as every backstop store opens SQLite ([`backstop_sqlite`]): WAL,
+/// `synchronous=FULL`, a busy timeout and retries on top of it; every
+/// write transaction begins `IMMEDIATE`. Every query the dispatcher runs
+/// goes through a partial index of the rows it can touch (pending, in
+/// flight, dead), so its cost does not grow with the history of finished
+/// deliveries.
+pub struct SqliteStore {
+    db: Database,
+}
+
+/// What a transaction body can fail with.
+enum TxError {
+    Sql(rusqlite::Error),
+    Rejected(Rejection),
+}
+
+impl From<rusqlite::Error> for TxError {
+    fn from(e: rusqlite::Error) -> Self {
+        TxError::Sql(e)
+    }
+}
+
+impl From<Rejection> for TxError {
+    fn from(r: Rejection) -> Self {
+        TxError::Rejected(r)
+    }
+}
+
+impl MaybeBusy for TxError {
+    fn sqlite(&self) -> Option<&rusqlite::Error> {
+        match self {
+            TxError::Sql(e) => Some(e),
+            TxError::Rejected(_) => None,
+        }
+    }
+}
+
+type TxResult<T> = Result<T, TxError>;
+
+impl SqliteStore {
+    /// Opens (creating if needed, directory included) the queue at `path`
+    /// and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let migrations: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| m.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT"))
+            .collect();
+        let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
+        let db = Database::open(path, COMPONENT, &migrations).map_err(|e| match e {
+            OpenError::Open { location, source } => StoreError::Open { location, source },
+            OpenError::Busy { location, waited } => StoreError::Busy { location, waited },
+            OpenError::TooNew {
+                location,
+                found,
+                supported,
+            } => StoreError::TooNew {
+                location,
+                found,
+                supported,
+            },
+            OpenError::Failed { location, source } => StoreError::Failed {
+                location,
+                source: Box::new(source),
+            },
+        })?;
+        Ok(SqliteStore { db })
+    }
+
+    /// The file.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(self.db.location().trim_start_matches("sqlite:"))
+    }
+
+    /// Runs `f`, retrying while the database is busy or locked.
+    fn with_retries<T>(
+        &self,
+        f: impl FnMut(&mut rusqlite::Connection) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        self.db.with_retries(f).map_err(|e| match e {
+            Retried::Busy { waited } => StoreError::Busy {
+                location: self.db.location().to_owned(),
+                waited,
+            },
+            Retried::Failed(TxError::Rejected(r)) => StoreError::Rejected(r),
+            Retried::Failed(TxError::Sql(e)) => StoreError::Failed {
+                location: self.db.location().to_owned(),
+                source: Box::new(e),
+            },
+        })
+    }
+
+    /// Runs `f` in a write transaction begun IMMEDIATE: whole or not at
+    /// all, one writer at a time.
+    fn write<T>(&self, f: impl FnMut(&Transaction<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        self.transaction(TransactionBehavior::Immediate, f)
+    }
+
+    /// Runs `f` in a read transaction: one consistent snapshot.
+    fn read<T>(&self, f: impl FnMut(&Transaction<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        self.transaction(TransactionBehavior::Deferred, f)
+    }
+
+    fn transaction<T>(
+        &self,
+        behavior: TransactionBehavior,
+        mut f: impl FnMut(&Transaction<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        self.with_retries(|conn| {
+            let tx = conn.transaction_with_behavior(behavior)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+}
+
+fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        id: r.get(0)?,
+        op: r.get(1)?,
+        node: r.get(2)?,
+        kind: r.get(3)?,
+        key: r.get(4)?,
+        state: r.get(5)?,
+        attempt: r.get(6)?,
+        failures: r.get(7)?,
+        tries: r.get(8)?,
+        next_at_ms: r.get(9)?,
+        lease_until_ms: r.get(10)?,
+        last_error: r.get(11)?,
+        created_ms: r.get(12)?,
+        updated_ms: r.get(13)?,
+        finished_ms: r.get(14)?,
+    })
+}
+
+fn read_op(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpRow> {
+    Ok(OpRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        node_type: r.get(2)?,
+        nodes: r.get(3)?,
+        present_only: r.get(4)?,
+        key: r.get(5)?,
+        payload: r.get(6)?,
+        live: r.get(7)?,
+        created_ms: r.get(8)?,
+    })
+}
+
+/// "?2, ?3, ?4" for `n` parameters starting at `first`.
+fn marks(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Returns the in-flight deliveries matched by `filter` (SQL on `d`) to
+/// pending without spending attempts.
+fn release_where(
+    tx: &Transaction<'_>,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+    why: &str,
+    now: i64,
+) -> rusqlite::Result<Vec<Token>> {
+    let mut tokens = Vec::new();
+    {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT d.id, d.attempt FROM backstop_queue_deliveries d
+             WHERE d.state = 'in_flight' AND {filter}"
+        ))?;
+        let rows = stmt.query_map(args, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (delivery, attempt) = row?;
+            tokens.push(Token {
+                delivery,
+                attempt: count(attempt),
+            });
+        }
+    }
+    let mut update = tx.prepare_cached(
+        "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?2,
+             lease_until_ms = NULL, last_error = ?3, updated_ms = ?2
+         WHERE id = ?1 AND state = 'in_flight'",
+    )?;
+    for token in &tokens {
+        update.execute(params![token.delivery, now, why])?;
+    }
+    Ok(tokens)
+}
+
+fn node_exists(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM backstop_queue_nodes WHERE name = ?1",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn kinds_of(tx: &Transaction<'_>, nodes: &[String]) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = tx.prepare(&format!(
+        "SELECT DISTINCT kind FROM backstop_queue_node_kinds WHERE node IN ({}) ORDER BY kind",
+        marks(1, nodes.len())
+    ))?;
+    stmt.query_map(params_from_iter(nodes), |r| r.get(0))?
+        .collect()
+}
+
+fn handles(tx: &Transaction<'_>, node: &str, kind: &str) -> rusqlite::Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM backstop_queue_node_kinds WHERE node = ?1 AND kind = ?2")?
+        .query_row([node, kind], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn load_nodes(tx: &Transaction<'_>, only: Option<&str>) -> rusqlite::Result<Vec<Node>> {
+    let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    {
+        let mut stmt =
+            tx.prepare("SELECT node, kind FROM backstop_queue_node_kinds ORDER BY node, kind")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (node, kind) = row?;
+            kinds.entry(node).or_default().push(kind);
+        }
+    }
+    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for state in ["pending", "in_flight", "dead"] {
+        let mut stmt = tx.prepare_cached(
+            "SELECT node, count(*) FROM backstop_queue_deliveries WHERE state = ?1 GROUP BY node",
+        )?;
+        for row in stmt.query_map([state], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (node, n) = row?;
+            counts.insert((node, state), u64::try_from(n).unwrap_or(0));
+        }
+    }
+    let mut stmt = tx.prepare(
+        "SELECT name, node_type, capacity, transport, status, drained, last_heartbeat_ms,
+                registered_ms, updated_ms
+         FROM backstop_queue_nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+    )?;
+    let rows = stmt.query_map([only], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, Option<i64>>(6)?,
+            r.get::<_, i64>(7)?,
+            r.get::<_, i64>(8)?,
+        ))
+    })?;
+    let mut nodes = Vec::new();
+    for row in rows {
+        let (name, node_type, capacity, transport, status, drained, beat, registered, updated) =
+            row?;
+        let n = |state| counts.get(&(name.clone(), state)).copied().unwrap_or(0);
+        nodes.push(Node {
+            kinds: kinds.remove(&name).unwrap_or_default(),
+            node_type,
+            capacity: count(capacity),
+            transport,
+            status: status.parse().unwrap_or(NodeStatus::Unhealthy),
+            drained: drained != 0,
+            last_heartbeat: beat.map(from_millis),
+            in_flight: n("in_flight"),
+            pending: n("pending"),
+            dead: n("dead"),
+            registered: from_millis(registered),
+            updated: from_millis(updated),
+            name,
+        });
+    }
+    Ok(nodes)
+}
+
+fn load_op(tx: &Transaction<'_>, id: OpId) -> rusqlite::Result<Option<Op>> {
+    Ok(tx
+        .query_row(
+            &format!("SELECT {OP_COLUMNS} FROM backstop_queue_ops o WHERE o.id = ?1"),
+            [id],
+            read_op,
+        )
+        .optional()?
+        .map(OpRow::into_op))
+}
+
+impl Store for SqliteStore {
+    fn register(&self, node: &NodeSpec, now: SystemTime) -> Result<Registered, StoreError> {
+        let now = to_millis(now);
+        let heartbeat = (node.transport != transport_name::LOCAL).then_some(now);
+        self.write(|tx| {
+            let previous: Option<String> = tx
+                .query_row(
+                    "SELECT session FROM backstop_queue_nodes WHERE name = ?1",
+                    [&node.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT INTO backstop_queue_nodes (name, node_type, capacity, transport, session,
+                     status, drained, last_heartbeat_ms, registered_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'healthy', 0, ?6, ?7, ?7)
+                 ON CONFLICT (name) DO UPDATE SET node_type = excluded.node_type,
+                     capacity = excluded.capacity, transport = excluded.transport,
+                     session = excluded.session, status = 'healthy',
+                     last_heartbeat_ms = excluded.last_heartbeat_ms,
+                     updated_ms = excluded.updated_ms",
+                params![
+                    node.name,
+                    node.node_type,
+                    i64::from(node.capacity),
+                    node.transport,
+                    node.session,
+                    heartbeat,
+                    now
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM backstop_queue_node_kinds WHERE node = ?1",
+                [&node.name],
+            )?;
+            for kind in &node.kinds {
+                tx.execute(
+                    "INSERT INTO backstop_queue_node_kinds (node, kind) VALUES (?1, ?2)",
+                    [&node.name, kind],
+                )?;
+            }
+            let mut done = Registered::default();
+            if previous.is_some_and(|s| s != node.session) {
+                let why = format!(
+                    "node {} restarted while this ran; not counted as a failure",
+                    node.name
+                );
+                done.released =
+                    release_where(tx, "d.node = ?1", &[&node.name], &why, now)?.len() as u64;
+            }
+            done.removed = tx.execute(
+                "DELETE FROM backstop_queue_deliveries
+                 WHERE node = ?1 AND state IN ('pending', 'in_flight', 'dead')
+                   AND kind NOT IN (SELECT kind FROM backstop_queue_node_kinds WHERE node = ?1)",
+                [&node.name],
+            )? as u64;
+            done.delivered = tx.execute(
+                "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
+                     failures, tries, next_at_ms, created_ms, updated_ms)
+                 SELECT o.id, ?1, o.kind, o.op_key, 'pending', 0, 0, 0, ?3, ?3, ?3
+                 FROM backstop_queue_ops o
+                 WHERE o.live = 1 AND o.node_type = ?2
+                   AND o.kind IN (SELECT kind FROM backstop_queue_node_kinds WHERE node = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d
+                                   WHERE d.op = o.id AND d.node = ?1)",
+                params![node.name, node.node_type, now],
+            )? as u64;
+            Ok(done)
+        })
+    }
+
+    fn retire(
+        &self,
+        transport: &str,
+        keep: &[String],
+        _now: SystemTime,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(|tx| {
+            let names: Vec<String> = {
+                let mut stmt =
+                    tx.prepare("SELECT name FROM backstop_queue_nodes WHERE transport = ?1")?;
+                stmt.query_map([transport], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?
+                    .into_iter()
+                    .filter(|n| !keep.contains(n))
+                    .collect()
+            };
+            for name in &names {
+                tx.execute(
+                    "DELETE FROM backstop_queue_deliveries
+                     WHERE node = ?1 AND state IN ('pending', 'in_flight', 'dead')",
+                    [name],
+                )?;
+                tx.execute(
+                    "DELETE FROM backstop_queue_node_kinds WHERE node = ?1",
+                    [name],
+                )?;
+                tx.execute("DELETE FROM backstop_queue_nodes WHERE name = ?1", [name])?;
+            }
+            Ok(names)
+        })
+    }
+
+    fn heartbeat(
+        &self,
+        name: &str,
+        session: &str,
+        leaving: bool,
+        now: SystemTime,
+    ) -> Result<Heartbeat, StoreError> {
+        let now = to_millis(now);
+        self.write(|tx| {
+            let Some((known, status)) = tx
+                .query_row(
+                    "SELECT session, status FROM backstop_queue_nodes WHERE name = ?1",
+                    [name],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )
+                .optional()?
+            else {
+                return Ok(Heartbeat::Unknown);
+            };
+            if known != session {
+                return Ok(Heartbeat::Unknown);
+            }
+            let status = status.parse().unwrap_or(NodeStatus::Unhealthy);
+            let new = if leaving {
+                NodeStatus::Unhealthy
+            } else {
+                NodeStatus::Healthy
+            };
+            tx.prepare_cached(
+                "UPDATE backstop_queue_nodes SET status = ?2, last_heartbeat_ms = ?3,
+                     updated_ms = CASE WHEN status = ?2 THEN updated_ms ELSE ?3 END
+                 WHERE name = ?1",
+            )?
+            .execute(params![name, new.as_str(), now])?;
+            Ok(if status == NodeStatus::Healthy || leaving {
+                Heartbeat::Recorded
+            } else {
+                Heartbeat::Recovered(status)
+            })
+        })
+    }
+
+    fn mark_stale(
+        &self,
+        stale_before: SystemTime,
+        now: SystemTime,
+    ) -> Result<Vec<String>, StoreError> {
+        let (before, now) = (to_millis(stale_before), to_millis(now));
+        self.write(|tx| {
+            let names: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT name FROM backstop_queue_nodes
+                     WHERE status = 'healthy' AND last_heartbeat_ms IS NOT NULL
+                       AND last_heartbeat_ms < ?1",
+                )?
+                .query_map([before], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for name in &names {
+                tx.execute(
+                    "UPDATE backstop_queue_nodes SET status = 'unhealthy', updated_ms = ?2
+                     WHERE name = ?1",
+                    params![name, now],
+                )?;
+                let why = format!(
+                    "node {name} stopped sending heartbeats while this ran; not counted as a failure"
+                );
+                release_where(tx, "d.node = ?1", &[name], &why, now)?;
+            }
+            Ok(names)
+        })
+    }
+
+    fn drain(&self, name: &str, drained: bool, now: SystemTime) -> Result<Node, StoreError> {
+        let now = to_millis(now);
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE backstop_queue_nodes SET drained = ?2, updated_ms = ?3 WHERE name = ?1",
+                params![name, i64::from(drained), now],
+            )?;
+            if n == 0 {
+                return Err(Rejection::UnknownNode(name.to_owned()).into());
+            }
+            load_nodes(tx, Some(name))?
+                .pop()
+                .ok_or_else(|| Rejection::UnknownNode(name.to_owned()).into())
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        self.read(|tx| Ok(load_nodes(tx, None)?))
+    }
+
+    fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
+        let now_ms = to_millis(now);
+        self.write(|tx| {
+            let (targets, describe): (Vec<String>, String) = match &op.target {
+                Target::Type { node_type, .. } => {
+                    let names = tx
+                        .prepare_cached(
+                            "SELECT name FROM backstop_queue_nodes WHERE node_type = ?1 ORDER BY name",
+                        )?
+                        .query_map([node_type], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    (names, format!("node of type {node_type:?}"))
+                }
+                Target::Nodes(names) => {
+                    for name in names {
+                        if !node_exists(tx, name)? {
+                            return Err(Rejection::UnknownNode(name.clone()).into());
+                        }
+                    }
+                    (names.clone(), format!("node among {}", names.join(", ")))
+                }
+            };
+            let mut handling = Vec::new();
+            for name in &targets {
+                if handles(tx, name, &op.kind)? {
+                    handling.push(name.clone());
+                } else if matches!(op.target, Target::Nodes(_)) {
+                    return Err(Rejection::UnknownKind {
+                        kind: op.kind.clone(),
+                        target: format!("node {name:?}"),
+                        known: kinds_of(tx, std::slice::from_ref(name))?,
+                    }
+                    .into());
+                }
+            }
+            if handling.is_empty() {
+                return Err(Rejection::UnknownKind {
+                    kind: op.kind.clone(),
+                    target: describe.clone(),
+                    known: kinds_of(tx, &targets)?,
+                }
+                .into());
+            }
+            let (node_type, nodes, present_only) = match &op.target {
+                Target::Type {
+                    node_type,
+                    present_only,
+                } => (Some(node_type.as_str()), None, *present_only),
+                Target::Nodes(names) => (None, Some(names.join(",")), false),
+            };
+            let live = node_type.is_some() && !present_only;
+            let id: OpId = tx.query_row(
+                "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
+                     payload, live, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                params![
+                    op.kind,
+                    node_type,
+                    nodes,
+                    i64::from(present_only),
+                    op.key,
+                    op.payload,
+                    i64::from(live),
+                    now_ms
+                ],
+                |r| r.get(0),
+            )?;
+            let mut superseded = 0;
+            if let Some(key) = &op.key {
+                if let Some(node_type) = node_type {
+                    tx.execute(
+                        "UPDATE backstop_queue_ops SET live = 0
+                         WHERE live = 1 AND node_type = ?1 AND op_key = ?2 AND id < ?3",
+                        params![node_type, key, id],
+                    )?;
+                }
+                // Every target node, handling the kind or not: the newest
+                // operation on a key is the desired state.
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE backstop_queue_deliveries SET state = 'superseded',
+                         finished_ms = ?4, updated_ms = ?4, lease_until_ms = NULL
+                     WHERE node = ?1 AND op_key = ?2 AND op < ?3 AND state IN ('pending', 'dead')",
+                )?;
+                for name in &targets {
+                    superseded += stmt.execute(params![name, key, id, now_ms])? as u64;
+                }
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
+                     failures, tries, next_at_ms, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, 0, ?5, ?5, ?5)",
+            )?;
+            for name in &handling {
+                insert.execute(params![id, name, op.kind, op.key, now_ms])?;
+            }
+            let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+            Ok(Submitted {
+                op,
+                deliveries: handling.len() as u64,
+                superseded,
+            })
+        })
+    }
+
+    fn ops(&self, filter: &OpFilter) -> Result<Vec<OpSummary>, StoreError> {
+        let limit = limit(filter.limit);
+        let state = filter.state.map(DeliveryState::as_str);
+        self.read(|tx| {
+            let ops: Vec<Op> = tx
+                .prepare_cached(&format!(
+                    "SELECT {OP_COLUMNS} FROM backstop_queue_ops o
+                     WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM backstop_queue_deliveries d
+                                                  WHERE d.op = o.id AND d.state = ?1))
+                       AND (?2 IS NULL OR o.kind = ?2)
+                     ORDER BY o.id DESC LIMIT ?3"
+                ))?
+                .query_map(params![state, filter.kind, limit], read_op)?
+                .map(|r| r.map(OpRow::into_op))
+                .collect::<rusqlite::Result<_>>()?;
+            let mut counts = tx.prepare_cached(
+                "SELECT state, count(*) FROM backstop_queue_deliveries WHERE op = ?1 GROUP BY state",
+            )?;
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                let mut deliveries = Counts::default();
+                for row in counts.query_map([op.id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })? {
+                    let (state, n) = row?;
+                    if let Ok(state) = state.parse() {
+                        deliveries.add(state, u64::try_from(n).unwrap_or(0));
+                    }
+                }
+                out.push(OpSummary { op, deliveries });
+            }
+            Ok(out)
+        })
+    }
+
+    fn op(&self, id: OpId) -> Result<(Op, Vec<Delivery>), StoreError> {
+        self.read(|tx| {
+            let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+            let deliveries = tx
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                     WHERE d.op = ?1 ORDER BY d.node"
+                ))?
+                .query_map([id], read_delivery)?
+                .map(|r| r.map(DeliveryRow::into_delivery))
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((op, deliveries))
+        })
+    }
+
+    fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let limit = limit(filter.limit);
+        let state = filter.state.map(DeliveryState::as_str);
+        self.read(|tx| {
+            Ok(tx
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                     WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.node = ?2)
+                       AND (?3 IS NULL OR d.op = ?3) AND (?5 IS NULL OR d.id = ?5)
+                     ORDER BY d.id DESC LIMIT ?4"
+                ))?
+                .query_map(
+                    params![state, filter.node, filter.op, limit, filter.id],
+                    read_delivery,
+                )?
+                .map(|r| r.map(DeliveryRow::into_delivery))
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn requeue(&self, which: &Requeue, now: SystemTime) -> Result<u64, StoreError> {
+        let now = to_millis(now);
+        const SET: &str = "UPDATE backstop_queue_deliveries SET state = 'pending', failures = 0,
+            tries = 0, next_at_ms = ?1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = ?1";
+        self.write(|tx| {
+            let n = match which {
+                Requeue::Delivery(id) => {
+                    let state: String = tx
+                        .query_row(
+                            "SELECT state FROM backstop_queue_deliveries WHERE id = ?1",
+                            [id],
+                            |r| r.get(0),
+                        )
+                        .optional()?
+                        .ok_or(Rejection::UnknownDelivery(*id))?;
+                    let state = state.parse().unwrap_or(DeliveryState::Pending);
+                    if state != DeliveryState::Dead {
+                        return Err(Rejection::NotDead { id: *id, state }.into());
+                    }
+                    tx.execute(
+                        &format!("{SET} WHERE id = ?2 AND state = 'dead'"),
+                        params![now, id],
+                    )?
+                }
+                Requeue::Node(name) => {
+                    if !node_exists(tx, name)? {
+                        return Err(Rejection::UnknownNode(name.clone()).into());
+                    }
+                    tx.execute(
+                        &format!("{SET} WHERE node = ?2 AND state = 'dead'"),
+                        params![now, name],
+                    )?
+                }
+                Requeue::Op(id) => {
+                    if load_op(tx, *id)?.is_none() {
+                        return Err(Rejection::UnknownOp(*id).into());
+                    }
+                    tx.execute(
+                        &format!("{SET} WHERE op = ?2 AND state = 'dead'"),
+                        params![now, id],
+                    )?
+                }
+                Requeue::All => tx.execute(&format!("{SET} WHERE state = 'dead'"), params![now])?,
+            };
+            Ok(n as u64)
+        })
+    }
+
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let now = to_millis(request.now);
+        let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_until = now.saturating_add(lease_ms);
+        if request.transports.is_empty() || request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(|tx| {
+            let nodes: Vec<(String, String, i64)> = tx
+                .prepare_cached(&format!(
+                    "SELECT n.name, n.transport, n.capacity - (SELECT count(*)
+                         FROM backstop_queue_deliveries d
+                         WHERE d.node = n.name AND d.state = 'in_flight')
+                     FROM backstop_queue_nodes n
+                     WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport IN ({})",
+                    marks(1, request.transports.len())
+                ))?
+                .query_map(params_from_iter(&request.transports), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut left = i64::from(request.limit);
+            let mut claims = Vec::new();
+            let mut due = tx.prepare_cached(
+                "SELECT d.id, d.op, d.kind, d.op_key, d.attempt, d.failures, d.tries, o.payload
+                 FROM backstop_queue_deliveries d JOIN backstop_queue_ops o ON o.id = d.op
+                 WHERE d.node = ?1 AND d.state = 'pending' AND d.next_at_ms <= ?2
+                   AND EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                               WHERE k.node = d.node AND k.kind = d.kind)
+                   AND (d.op_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM backstop_queue_deliveries x
+                        WHERE x.node = d.node AND x.state = 'in_flight' AND x.op_key = d.op_key))
+                 ORDER BY d.next_at_ms, d.id LIMIT ?3",
+            )?;
+            let mut take = tx.prepare_cached(
+                "UPDATE backstop_queue_deliveries SET state = 'in_flight', attempt = attempt + 1,
+                     lease_until_ms = ?2, updated_ms = ?3
+                 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for (node, transport, free) in nodes {
+                let want = free.min(left);
+                if want <= 0 {
+                    continue;
+                }
+                let rows = due
+                    .query_map(params![node, now, want], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, i64>(5)?,
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, String>(7)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut keys = HashSet::new();
+                for (id, op, kind, key, attempt, failures, tries, payload) in rows {
+                    if let Some(k) = &key
+                        && !keys.insert(k.clone())
+                    {
+                        continue;
+                    }
+                    take.execute(params![id, lease_until, now])?;
+                    left -= 1;
+                    claims.push(Claim {
+                        token: Token {
+                            delivery: id,
+                            attempt: count(attempt).saturating_add(1),
+                        },
+                        op,
+                        node: node.clone(),
+                        transport: transport.clone(),
+                        kind,
+                        key,
+                        payload,
+                        failures: count(failures),
+                        tries: count(tries),
+                        lease_until: from_millis(lease_until),
+                    });
+                }
+            }
+            Ok(claims)
+        })
+    }
+
+    fn settle(&self, batch: &[Settle]) -> Result<Vec<Settled>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|tx| {
+            let mut current = tx.prepare_cached(
+                "SELECT state, attempt, node, op_key, op FROM backstop_queue_deliveries WHERE id = ?1",
+            )?;
+            let mut newer = tx.prepare_cached(
+                "SELECT 1 FROM backstop_queue_deliveries
+                 WHERE node = ?1 AND op_key = ?2 AND op > ?3 LIMIT 1",
+            )?;
+            let mut out = Vec::with_capacity(batch.len());
+            for settle in batch {
+                let at = to_millis(settle.at);
+                let row = current
+                    .query_row([settle.token.delivery], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                let Some((state, attempt, node, key, op)) = row else {
+                    out.push(Settled::Stale);
+                    continue;
+                };
+                let state: DeliveryState = state.parse().unwrap_or(DeliveryState::Pending);
+                if count(attempt) != settle.token.attempt {
+                    out.push(Settled::Stale);
+                    continue;
+                }
+                let id = settle.token.delivery;
+                if let Verdict::Done = settle.verdict {
+                    if matches!(state, DeliveryState::InFlight | DeliveryState::Pending) {
+                        tx.execute(
+                            "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = ?2,
+                                 updated_ms = ?2, lease_until_ms = NULL WHERE id = ?1",
+                            params![id, at],
+                        )?;
+                        out.push(Settled::Applied(DeliveryState::Done));
+                    } else {
+                        out.push(Settled::Stale);
+                    }
+                    continue;
+                }
+                if state != DeliveryState::InFlight {
+                    out.push(Settled::Stale);
+                    continue;
+                }
+                let replaced = match &key {
+                    Some(k) => newer
+                        .query_row(params![node, k, op], |_| Ok(()))
+                        .optional()?
+                        .is_some(),
+                    None => false,
+                };
+                if replaced {
+                    tx.execute(
+                        "UPDATE backstop_queue_deliveries SET state = 'superseded', finished_ms = ?2,
+                             updated_ms = ?2, lease_until_ms = NULL WHERE id = ?1",
+                        params![id, at],
+                    )?;
+                    out.push(Settled::Applied(DeliveryState::Superseded));
+                    continue;
+                }
+                let applied = match &settle.verdict {
+                    Verdict::Done => DeliveryState::Done,
+                    Verdict::Retry {
+                        next_at,
+                        failures,
+                        tries,
+                        error,
+                    } => {
+                        tx.execute(
+                            "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?2,
+                                 failures = ?3, tries = ?4, last_error = ?5, updated_ms = ?6,
+                                 lease_until_ms = NULL WHERE id = ?1",
+                            params![
+                                id,
+                                to_millis(*next_at),
+                                i64::from(*failures),
+                                i64::from(*tries),
+                                clip(error),
+                                at
+                            ],
+                        )?;
+                        DeliveryState::Pending
+                    }
+                    Verdict::Dead {
+                        failures,
+                        tries,
+                        error,
+                    } => {
+                        tx.execute(
+                            "UPDATE backstop_queue_deliveries SET state = 'dead', failures = ?2,
+                                 tries = ?3, last_error = ?4, updated_ms = ?5, finished_ms = ?5,
+                                 lease_until_ms = NULL WHERE id = ?1",
+                            params![id, i64::from(*failures), i64::from(*tries), clip(error), at],
+                        )?;
+                        DeliveryState::Dead
+                    }
+                    Verdict::Release {
+                        next_at,
+                        error,
+                        unreachable,
+                    } => {
+                        tx.execute(
+                            "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?2,
+                                 last_error = ?3, updated_ms = ?4, lease_until_ms = NULL
+                             WHERE id = ?1",
+                            params![id, to_millis(*next_at), clip(error), at],
+                        )?;
+                        if *unreachable {
+                            tx.execute(
+                                "UPDATE backstop_queue_nodes SET status = 'unreachable', updated_ms = ?2
+                                 WHERE name = ?1 AND status = 'healthy'",
+                                params![node, at],
+                            )?;
+                        }
+                        DeliveryState::Pending
+                    }
+                };
+                out.push(Settled::Applied(applied));
+            }
+            Ok(out)
+        })
+    }
+
+    fn rescue(&self, now: SystemTime) -> Result<Vec<Token>, StoreError> {
+        let now = to_millis(now);
+        self.write(|tx| {
+            Ok(release_where(
+                tx,
+                "d.lease_until_ms < ?1",
+                &[&now],
+                "no reply came before the attempt's lease ended; not counted as a failure",
+                now,
+            )?)
+        })
+    }
+
+    fn release(
+        &self,
+        tokens: &[Token],
+        why: &str,
+        now: SystemTime,
+    ) -> Result<Vec<Token>, StoreError> {
+        let now = to_millis(now);
+        self.write(|tx| {
+            let mut released = Vec::new();
+            let mut update = tx.prepare_cached(
+                "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?3,
+                     lease_until_ms = NULL, last_error = ?4, updated_ms = ?3
+                 WHERE id = ?1 AND attempt = ?2 AND state = 'in_flight'",
+            )?;
+            for token in tokens {
+                let n =
+                    update.execute(params![token.delivery, i64::from(token.attempt), now, why])?;
+                if n > 0 {
+                    released.push(*token);
+                }
+            }
+            Ok(released)
+        })
+    }
+
+    fn prune(&self, _now: SystemTime) -> Result<Pruned, StoreError> {
+        self.write(|tx| {
+            let gone_nodes = tx.execute(
+                "DELETE FROM backstop_queue_deliveries
+                 WHERE state IN ('pending', 'in_flight', 'dead')
+                   AND node NOT IN (SELECT name FROM backstop_queue_nodes)",
+                [],
+            )? as u64;
+            let unhandled_kinds = tx.execute(
+                "DELETE FROM backstop_queue_deliveries
+                 WHERE state IN ('pending', 'in_flight', 'dead')
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                                   WHERE k.node = backstop_queue_deliveries.node
+                                     AND k.kind = backstop_queue_deliveries.kind)",
+                [],
+            )? as u64;
+            Ok(Pruned {
+                gone_nodes,
+                unhandled_kinds,
+            })
+        })
+    }
+
+    fn next_due(&self, transports: &[String]) -> Result<Option<SystemTime>, StoreError> {
+        if transports.is_empty() {
+            return Ok(None);
+        }
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
+                             WHERE d.node = n.name AND d.state = 'pending'))
+                 FROM backstop_queue_nodes n
+                 WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport IN ({})",
+                marks(1, transports.len())
+            ))?;
+            let min: Option<i64> = stmt.query_row(params_from_iter(transports), |r| r.get(0))?;
+            Ok(min.map(from_millis))
+        })
+    }
+
+    fn location(&self) -> String {
+        self.db.location().to_owned()
+    }
+}

@@ -1,0 +1,102 @@
+//! How the coordinator reaches a node: a small trait, with nodes inside
+//! the coordinator ([`local`]) and remote workers over NATS ([`nats`]).
+
+pub mod local;
+pub mod nats;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use crate::handler::Work;
+use crate::model::{Outcome, Token};
+
+/// Delivers attempts to nodes.
+///
+/// `deliver` returns once the outcome is known or the transport stops
+/// waiting ([`Outcome::TimedOut`]); it never panics and never returns an
+/// error of its own: a node that cannot be reached is
+/// [`Outcome::Unreachable`] — and only when the handler surely did not
+/// start.
+pub trait Transport: Send + Sync {
+    /// The name nodes of this transport are registered with.
+    fn name(&self) -> &'static str;
+
+    /// Delivers one attempt to `work.node` and waits for its outcome.
+    fn deliver<'a>(&'a self, work: &'a Work) -> BoxFuture<'a, Reply>;
+
+    /// Whether an attempt goes on when the coordinator stops (a remote
+    /// node, which reports its outcome to the next coordinator), so that a
+    /// stopping coordinator lets go instead of waiting for it. Handlers
+    /// inside the coordinator stop with it and hand their deliveries back.
+    fn outlives_coordinator(&self) -> bool {
+        true
+    }
+
+    /// The attempts `node` holds: running, or finished with an outcome not
+    /// yet stored. Asked at start-up, before anything is offered, about
+    /// attempts a previous coordinator left in flight.
+    fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding>;
+}
+
+/// What a node says it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// These attempts; any other in flight to it will never be answered.
+    These(Vec<Token>),
+    /// Nothing answers for the node: it holds nothing.
+    Nothing,
+    /// It could not be asked (it did not answer in time): wait for its
+    /// outcomes, or for the leases to end.
+    Unknown,
+}
+
+/// What a transport reports for one attempt.
+#[derive(Debug)]
+pub struct Reply {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Confirmed once the outcome is stored, so that a remote node can let
+    /// go of it only then.
+    pub receipt: Option<Receipt>,
+}
+
+impl Reply {
+    /// An outcome nobody waits to hear is stored.
+    pub fn new(outcome: Outcome) -> Self {
+        Reply {
+            outcome,
+            receipt: None,
+        }
+    }
+}
+
+/// Fired when an outcome is stored; dropping it unfired tells the sender it
+/// was not.
+#[derive(Debug)]
+pub struct Receipt(pub(crate) oneshot::Sender<()>);
+
+impl Receipt {
+    /// A receipt and the receiver that learns when it is confirmed.
+    pub fn new() -> (Receipt, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Receipt(tx), rx)
+    }
+
+    /// The outcome is stored.
+    pub fn confirm(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// An outcome that arrived when nobody was waiting for it (after the
+/// attempt timed out, or from before a coordinator restart). The
+/// dispatcher settles it if its token is still current.
+#[derive(Debug)]
+pub struct LateReply {
+    /// The attempt.
+    pub token: Token,
+    /// What it came to.
+    pub outcome: Outcome,
+    /// Confirmed once stored (or found stale).
+    pub receipt: Option<Receipt>,
+}

@@ -1,0 +1,443 @@
+//! A remote node: `backstop worker`. It registers with the coordinators
+//! over NATS, sends heartbeats, runs a handler per accepted attempt (a
+//! bounded number at once), and reports every outcome until a coordinator
+//! has stored it.
+//!
+//! On shutdown it stops taking attempts, tells the coordinators it is
+//! leaving (its deliveries then wait for it without spending attempts),
+//! lets running handlers finish for a grace period, stops the rest — their
+//! deliveries are handed back, not failed — and reports what it has.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handler::{Handler, Work};
+use crate::health::DEFAULT_HEARTBEAT;
+use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
+use crate::transport::nats::{
+    DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Refusal, RegisterMsg, ResultAck,
+    ResultMsg, Subjects,
+};
+
+/// How a worker runs.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// The node's name (unique among nodes).
+    pub name: String,
+    /// Its type.
+    pub node_type: String,
+    /// A handler per kind it handles.
+    pub handlers: BTreeMap<String, Arc<dyn Handler>>,
+    /// Handlers run at once (at least 1).
+    pub concurrency: u32,
+    /// How often it sends a heartbeat.
+    pub heartbeat: Duration,
+    /// On shutdown, how long running handlers may go on before they are
+    /// stopped and their deliveries handed back.
+    pub grace: Duration,
+}
+
+impl WorkerConfig {
+    /// A worker named `name` of `node_type`, 4 handlers at once, a
+    /// heartbeat every 5 s and 30 s of grace at shutdown.
+    pub fn new(name: impl Into<String>, node_type: impl Into<String>) -> Self {
+        WorkerConfig {
+            name: name.into(),
+            node_type: node_type.into(),
+            handlers: BTreeMap::new(),
+            concurrency: 4,
+            heartbeat: DEFAULT_HEARTBEAT,
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    /// Handles `kind` with `handler`.
+    pub fn handle(mut self, kind: impl Into<String>, handler: Arc<dyn Handler>) -> Self {
+        self.handlers.insert(kind.into(), handler);
+        self
+    }
+
+    /// The node as it registers; checks names and kinds.
+    pub fn spec(&self, session: &str) -> Result<NodeSpec, Invalid> {
+        NodeSpec {
+            name: self.name.clone(),
+            node_type: self.node_type.clone(),
+            kinds: self.handlers.keys().cloned().collect(),
+            capacity: self.concurrency,
+            transport: transport_name::NATS.to_owned(),
+            session: session.to_owned(),
+        }
+        .validate()
+    }
+}
+
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Its configuration is invalid.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// NATS failed.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+struct Shared {
+    client: async_nats::Client,
+    subjects: Subjects,
+    config: WorkerConfig,
+    session: String,
+    /// Attempts running, by delivery.
+    running: Mutex<HashMap<DeliveryId, Token>>,
+    /// Outcomes not yet stored by a coordinator.
+    reporting: Mutex<HashSet<Token>>,
+    slots: Arc<Semaphore>,
+    /// Stops running handlers (after the grace period).
+    stop_handlers: CancellationToken,
+    /// Gives up reporting outcomes (long after shutdown).
+    give_up: CancellationToken,
+}
+
+/// Runs a worker on a connected NATS `client` until `shutdown`, then shuts
+/// down as the module documentation says.
+pub async fn run(
+    client: async_nats::Client,
+    subjects: Subjects,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let session = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let spec = config.spec(&session)?;
+    let subject = subjects.deliver(&spec.name);
+    // Subscribed before registering: a node that registers is a node that
+    // answers.
+    let mut offers = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|source| NatsError::Subscribe { subject, source })?;
+    let shared = Arc::new(Shared {
+        client,
+        subjects,
+        slots: Arc::new(Semaphore::new(spec.capacity as usize)),
+        config,
+        session,
+        running: Mutex::new(HashMap::new()),
+        reporting: Mutex::new(HashSet::new()),
+        stop_handlers: CancellationToken::new(),
+        give_up: CancellationToken::new(),
+    });
+    let holding = shared.subjects.holding(&spec.name);
+    let questions = shared
+        .client
+        .subscribe(holding.clone())
+        .await
+        .map_err(|source| NatsError::Subscribe {
+            subject: holding,
+            source,
+        })?;
+    let answers = tokio::spawn(answer_holding(Arc::clone(&shared), questions));
+    tokio::select! {
+        () = register(&shared, &spec) => {}
+        () = shutdown.cancelled() => {
+            answers.abort();
+            return Ok(());
+        }
+    }
+    let beats = tokio::spawn(heartbeats(
+        Arc::clone(&shared),
+        spec.clone(),
+        shutdown.clone(),
+    ));
+    let handlers = TaskTracker::new();
+    let reports = TaskTracker::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            msg = offers.next() => {
+                let Some(msg) = msg else { break };
+                offer(&shared, msg, &handlers, &reports).await;
+            }
+        }
+    }
+    // No more offers: a coordinator that offers now hears "no responders"
+    // and parks this node until it is back.
+    let _ = offers.unsubscribe().await;
+    beats.abort();
+    let leaving = HeartbeatMsg {
+        name: spec.name.clone(),
+        session: shared.session.clone(),
+        leaving: true,
+    };
+    let _ = request::<NodeAck>(&shared, shared.subjects.heartbeat(), &leaving).await;
+    handlers.close();
+    let count = shared.running.lock().map(|r| r.len()).unwrap_or(0);
+    if count > 0 {
+        tracing::info!(
+            "waiting up to {} for {count} running handlers",
+            backstop_core::HumanDuration(shared.config.grace)
+        );
+    }
+    if tokio::time::timeout(shared.config.grace, handlers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping the handlers still running; their deliveries are handed back");
+        shared.stop_handlers.cancel();
+        handlers.wait().await;
+    }
+    reports.close();
+    if tokio::time::timeout(Duration::from_secs(15), reports.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some outcomes could not be reported; their deliveries return to pending when their leases end"
+        );
+        shared.give_up.cancel();
+    }
+    answers.abort();
+    let _ = shared.client.flush().await;
+    Ok(())
+}
+
+/// Tells a coordinator starting up which attempts this worker holds, so
+/// that it returns the others a previous coordinator left in flight.
+async fn answer_holding(shared: Arc<Shared>, mut questions: async_nats::Subscriber) {
+    while let Some(msg) = questions.next().await {
+        let mut tokens: Vec<Token> = shared
+            .running
+            .lock()
+            .map(|r| r.values().copied().collect())
+            .unwrap_or_default();
+        if let Ok(reporting) = shared.reporting.lock() {
+            tokens.extend(reporting.iter().copied());
+        }
+        if let (Some(to), Ok(body)) = (msg.reply, serde_json::to_vec(&HoldingMsg { tokens })) {
+            let _ = shared.client.publish(to, Bytes::from(body)).await;
+        }
+    }
+}
+
+/// Registers until a coordinator stores it.
+async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
+    let msg = RegisterMsg {
+        name: spec.name.clone(),
+        node_type: spec.node_type.clone(),
+        kinds: spec.kinds.clone(),
+        capacity: spec.capacity,
+        session: shared.session.clone(),
+    };
+    let mut delay = Duration::from_millis(200);
+    let mut said = false;
+    loop {
+        match request::<NodeAck>(shared, shared.subjects.register(), &msg).await {
+            Ok(ack) if ack.ok => {
+                tracing::info!(
+                    "registered as node {} of type {} (handles {}; {} at once)",
+                    spec.name,
+                    spec.node_type,
+                    spec.kinds.join(", "),
+                    spec.capacity
+                );
+                return;
+            }
+            Ok(ack) => {
+                tracing::warn!(
+                    "the coordinator refused the registration: {}; trying again",
+                    ack.error.unwrap_or_default()
+                );
+            }
+            Err(e) if !said => {
+                tracing::info!("no coordinator answers yet ({e}); waiting for one");
+                said = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn heartbeats(shared: Arc<Shared>, spec: NodeSpec, shutdown: CancellationToken) {
+    let msg = HeartbeatMsg {
+        name: spec.name.clone(),
+        session: shared.session.clone(),
+        leaving: false,
+    };
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(shared.config.heartbeat) => {}
+        }
+        match request::<NodeAck>(&shared, shared.subjects.heartbeat(), &msg).await {
+            Ok(ack) if ack.register => {
+                tracing::info!("the coordinator does not know this node; registering again");
+                register(&shared, &spec).await;
+                lost = false;
+            }
+            Ok(_) => {
+                if lost {
+                    tracing::info!("a coordinator answers heartbeats again");
+                    lost = false;
+                }
+            }
+            Err(e) => {
+                if !lost {
+                    tracing::warn!("no coordinator answered a heartbeat ({e}); still trying");
+                    lost = true;
+                }
+            }
+        }
+    }
+}
+
+/// Accepts or refuses one offered attempt.
+async fn offer(
+    shared: &Arc<Shared>,
+    msg: async_nats::Message,
+    handlers: &TaskTracker,
+    reports: &TaskTracker,
+) {
+    let refuse = |refused, reason: String| DeliverAck {
+        accepted: false,
+        refused: Some(refused),
+        reason: Some(reason),
+    };
+    let work = match serde_json::from_slice::<Work>(&msg.payload) {
+        Ok(work) => work,
+        Err(e) => {
+            let ack = refuse(Refusal::Unreadable, format!("unreadable offer: {e}"));
+            reply(shared, &msg, &ack).await;
+            return;
+        }
+    };
+    let Some(handler) = shared.config.handlers.get(&work.kind).cloned() else {
+        let ack = refuse(
+            Refusal::Unhandled,
+            format!("this worker has no handler for {:?}", work.kind),
+        );
+        reply(shared, &msg, &ack).await;
+        return;
+    };
+    let fresh = shared
+        .running
+        .lock()
+        .map(|r| !r.contains_key(&work.token.delivery))
+        .unwrap_or(false);
+    if !fresh {
+        let ack = refuse(
+            Refusal::Busy,
+            format!(
+                "an older attempt of delivery {} still runs here",
+                work.token.delivery
+            ),
+        );
+        reply(shared, &msg, &ack).await;
+        return;
+    }
+    let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() else {
+        let ack = refuse(Refusal::Busy, "every handler slot is taken".to_owned());
+        reply(shared, &msg, &ack).await;
+        return;
+    };
+    if let Ok(mut r) = shared.running.lock() {
+        r.insert(work.token.delivery, work.token);
+    }
+    reply(
+        shared,
+        &msg,
+        &DeliverAck {
+            accepted: true,
+            refused: None,
+            reason: None,
+        },
+    )
+    .await;
+    tracing::debug!("running {} ({})", work.token, work.kind);
+    let shared = Arc::clone(shared);
+    let reports = reports.clone();
+    handlers.spawn(async move {
+        let outcome = handler.handle(&work, &shared.stop_handlers).await;
+        drop(permit);
+        // Reporting before no longer running, so that the attempt is never
+        // held by neither.
+        if let Ok(mut r) = shared.reporting.lock() {
+            r.insert(work.token);
+        }
+        if let Ok(mut r) = shared.running.lock() {
+            r.remove(&work.token.delivery);
+        }
+        match &outcome {
+            Outcome::Done => tracing::debug!("{} ({}): done", work.token, work.kind),
+            other => tracing::info!("{} ({}): {}", work.token, work.kind, other.describe()),
+        }
+        let result = ResultMsg {
+            token: work.token,
+            node: work.node.clone(),
+            outcome,
+        };
+        let reporter = Arc::clone(&shared);
+        reports.spawn(async move { report(&reporter, result).await });
+    });
+}
+
+/// Reports an outcome until a coordinator has stored it.
+async fn report(shared: &Arc<Shared>, result: ResultMsg) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let answer = request::<ResultAck>(shared, shared.subjects.results(), &result).await;
+        if let Ok(ResultAck { stored: true }) = answer {
+            break;
+        }
+        tokio::select! {
+            () = shared.give_up.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    if let Ok(mut r) = shared.reporting.lock() {
+        r.remove(&result.token);
+    }
+}
+
+async fn reply(shared: &Shared, msg: &async_nats::Message, ack: &DeliverAck) {
+    let Some(to) = msg.reply.clone() else {
+        return;
+    };
+    if let Ok(body) = serde_json::to_vec(ack) {
+        let _ = shared.client.publish(to, Bytes::from(body)).await;
+    }
+}
+
+/// One request with a JSON body and a JSON answer.
+/// Heartbeats and registrations are answered at once; an outcome only once
+/// it is stored, which may take a coordinator a while under load.
+async fn request<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    subject: String,
+    body: &impl serde::Serialize,
+) -> Result<T, String> {
+    let timeout = if subject == shared.subjects.results() {
+        Duration::from_secs(35)
+    } else {
+        Duration::from_secs(5)
+    };
+    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let request = async_nats::Request::new()
+        .payload(Bytes::from(body))
+        .timeout(Some(timeout));
+    let msg = shared
+        .client
+        .send_request(subject, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&msg.payload).map_err(|e| format!("an unreadable answer: {e}"))
+}

@@ -1,0 +1,874 @@
+//! One suite, every store: the promises of the `Store` trait. It runs
+//! against SQLite; a PostgreSQL store joins the `suite!` list below.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backstop_queue::store::{
+    ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, Rejection, Requeue, Settled, Store,
+    StoreError,
+};
+use backstop_queue::{
+    Claim, DeliveryState, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token, Verdict,
+};
+
+/// A database the suite can open stores on and poke at directly.
+trait Db: Send + Sync {
+    fn open(&self) -> Result<Box<dyn Store>, StoreError>;
+    fn exec(&self, sql: &str);
+}
+
+struct Sqlite {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/state/backstop.db");
+        Sqlite { _dir: dir, path }
+    }
+}
+
+impl Db for Sqlite {
+    fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(SqliteStore::open(&self.path)?))
+    }
+    fn exec(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+}
+
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+}
+
+fn node(name: &str, node_type: &str, kinds: &[&str]) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        node_type: node_type.into(),
+        kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+        capacity: 2,
+        transport: "nats".into(),
+        session: "s1".into(),
+    }
+    .validate()
+    .unwrap()
+}
+
+fn claim_all(store: &dyn Store, now: SystemTime) -> Vec<Claim> {
+    store
+        .claim(&ClaimRequest {
+            now,
+            lease: Duration::from_secs(60),
+            limit: 1000,
+            transports: vec!["nats".into(), "local".into()],
+        })
+        .unwrap()
+}
+
+fn settle(store: &dyn Store, token: Token, at: SystemTime, verdict: Verdict) -> Settled {
+    store
+        .settle(&[Settle { token, at, verdict }])
+        .unwrap()
+        .pop()
+        .unwrap()
+}
+
+fn failed(next_at: SystemTime, failures: u32) -> Verdict {
+    Verdict::Retry {
+        next_at,
+        failures,
+        tries: failures,
+        error: "exit 1: boom".into(),
+    }
+}
+
+fn state_of(store: &dyn Store, op: i64, node: &str) -> DeliveryState {
+    let (_, deliveries) = store.op(op).unwrap();
+    deliveries
+        .iter()
+        .find(|d| d.node == node)
+        .map(|d| d.state)
+        .unwrap_or_else(|| panic!("no delivery of op {op} to {node}"))
+}
+
+// The suite.
+
+fn nodes_register_and_list(db: &dyn Db) {
+    let store = db.open().unwrap();
+    let mut spec = node("gpu-1", "gpu", &["install", "delete", "install"]);
+    spec.capacity = 3;
+    assert_eq!(spec.kinds, ["delete", "install"]);
+    store.register(&spec, t(0)).unwrap();
+    let mut local = node("cpu-1", "cpu", &["install"]);
+    local.transport = "local".into();
+    store.register(&local, t(0)).unwrap();
+    let nodes = store.nodes().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[1].name, "gpu-1");
+    assert_eq!(nodes[1].kinds, ["delete", "install"]);
+    assert_eq!(nodes[1].capacity, 3);
+    assert_eq!(nodes[1].status, NodeStatus::Healthy);
+    assert_eq!(nodes[1].last_heartbeat, Some(t(0)));
+    assert_eq!(
+        nodes[0].last_heartbeat, None,
+        "local nodes send no heartbeats"
+    );
+    // Another handle sees the same.
+    assert_eq!(db.open().unwrap().nodes().unwrap(), nodes);
+}
+
+fn an_op_reaches_every_node_of_its_type_that_handles_its_kind(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .register(&node("gpu-2", "gpu", &["install", "delete"]), t(0))
+        .unwrap();
+    store
+        .register(&node("agent-1", "gpu", &["chat"]), t(0))
+        .unwrap();
+    store
+        .register(&node("cpu-1", "cpu", &["install"]), t(0))
+        .unwrap();
+    let op =
+        NewOp::for_type("install", "gpu").payload(&serde_json::json!({"backend": "llama-cpp ✓"}));
+    let submitted = store.submit(&op, t(1)).unwrap();
+    assert_eq!(submitted.deliveries, 2);
+    assert_eq!(submitted.op.payload, r#"{"backend":"llama-cpp ✓"}"#);
+    assert_eq!(submitted.op.created, t(1));
+    let (_, deliveries) = store.op(submitted.op.id).unwrap();
+    let nodes: Vec<_> = deliveries.iter().map(|d| d.node.as_str()).collect();
+    assert_eq!(nodes, ["gpu-1", "gpu-2"], "not the agent, not the cpu node");
+    assert!(deliveries.iter().all(|d| d.state == DeliveryState::Pending));
+    let claims = claim_all(&*store, t(1));
+    assert_eq!(claims.len(), 2);
+    assert!(
+        claims
+            .iter()
+            .all(|c| c.payload == r#"{"backend":"llama-cpp ✓"}"#)
+    );
+    assert!(claims.iter().all(|c| c.token.attempt == 1));
+}
+
+fn bad_submissions_change_nothing(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let err = store
+        .submit(&NewOp::for_type("instal", "gpu"), t(1))
+        .unwrap_err();
+    match err {
+        StoreError::Rejected(Rejection::UnknownKind { known, .. }) => {
+            assert_eq!(known, ["install"])
+        }
+        e => panic!("{e}"),
+    }
+    assert!(matches!(
+        store.submit(&NewOp::for_type("install", "tpu"), t(1)),
+        Err(StoreError::Rejected(Rejection::UnknownKind { .. }))
+    ));
+    let mut named = NewOp::for_type("install", "gpu");
+    named.target = Target::Nodes(vec!["gpu-1".into(), "gpu-9".into()]);
+    assert!(matches!(
+        store.submit(&named, t(1)),
+        Err(StoreError::Rejected(Rejection::UnknownNode(n))) if n == "gpu-9"
+    ));
+    assert!(store.ops(&OpFilter::default()).unwrap().is_empty());
+    assert!(
+        store
+            .deliveries(&DeliveryFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.op(42),
+        Err(StoreError::Rejected(Rejection::UnknownOp(42)))
+    ));
+}
+
+fn claims_respect_capacity_health_drain_and_transport(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    for _ in 0..5 {
+        store
+            .submit(&NewOp::for_type("install", "gpu"), t(1))
+            .unwrap();
+    }
+    let request = |transports: &[&str]| ClaimRequest {
+        now: t(1),
+        lease: Duration::from_secs(60),
+        limit: 100,
+        transports: transports.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    assert!(store.claim(&request(&["local"])).unwrap().is_empty());
+    let first = store.claim(&request(&["nats"])).unwrap();
+    assert_eq!(first.len(), 2, "capacity 2");
+    assert!(store.claim(&request(&["nats"])).unwrap().is_empty(), "full");
+    settle(&*store, first[0].token, t(2), Verdict::Done);
+    store.drain("gpu-1", true, t(2)).unwrap();
+    assert!(
+        store.claim(&request(&["nats"])).unwrap().is_empty(),
+        "drained"
+    );
+    let n = store.drain("gpu-1", false, t(2)).unwrap();
+    assert!(!n.drained);
+    assert_eq!(n.in_flight, 1);
+    assert_eq!(n.pending, 3);
+    let again = store.claim(&request(&["nats"])).unwrap();
+    assert_eq!(again.len(), 1, "one slot free");
+    assert!(
+        again
+            .iter()
+            .all(|c| !first.iter().any(|f| f.token.delivery == c.token.delivery)),
+        "never the same delivery twice while in flight"
+    );
+    assert!(matches!(
+        store.drain("nope", true, t(2)),
+        Err(StoreError::Rejected(Rejection::UnknownNode(_)))
+    ));
+}
+
+fn only_due_deliveries_are_claimed(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    let c = claim_all(&*store, t(0)).remove(0);
+    assert_eq!(
+        settle(&*store, c.token, t(1), failed(t(31), 1)),
+        Settled::Applied(DeliveryState::Pending)
+    );
+    assert_eq!(store.next_due(&["nats".into()]).unwrap(), Some(t(31)));
+    assert!(claim_all(&*store, t(30)).is_empty());
+    let c = claim_all(&*store, t(31)).remove(0);
+    assert_eq!(c.token.attempt, 2);
+    assert_eq!((c.failures, c.tries), (1, 1));
+}
+
+fn late_and_stale_replies_never_overwrite_a_newer_attempt(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let first = claim_all(&*store, t(0)).remove(0);
+    // The lease ends with no reply: back to pending, nothing spent.
+    assert!(
+        store.rescue(t(30)).unwrap().is_empty(),
+        "lease still running"
+    );
+    assert_eq!(store.rescue(t(61)).unwrap(), [first.token]);
+    let d = store
+        .deliveries(&DeliveryFilter::default())
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (d.state, d.failures, d.attempt),
+        (DeliveryState::Pending, 0, 1)
+    );
+    // A late failure of that attempt is not counted again...
+    assert_eq!(
+        settle(&*store, first.token, t(62), failed(t(70), 1)),
+        Settled::Stale
+    );
+    // ...but the next attempt is claimed, and then the late reply of the
+    // first is ignored whatever it says.
+    let second = claim_all(&*store, t(62)).remove(0);
+    assert_eq!(second.token.attempt, 2);
+    assert_eq!(
+        settle(&*store, first.token, t(63), Verdict::Done),
+        Settled::Stale
+    );
+    assert_eq!(state_of(&*store, op.id, "gpu-1"), DeliveryState::InFlight);
+    assert_eq!(
+        settle(&*store, second.token, t(64), Verdict::Done),
+        Settled::Applied(DeliveryState::Done)
+    );
+    // Settling twice is harmless.
+    assert_eq!(
+        settle(&*store, second.token, t(65), failed(t(70), 1)),
+        Settled::Stale
+    );
+    assert_eq!(state_of(&*store, op.id, "gpu-1"), DeliveryState::Done);
+    // An unknown delivery is stale, not an error.
+    let ghost = Token {
+        delivery: 999,
+        attempt: 1,
+    };
+    assert_eq!(settle(&*store, ghost, t(66), Verdict::Done), Settled::Stale);
+}
+
+fn a_late_success_of_the_current_attempt_still_counts(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let c = claim_all(&*store, t(0)).remove(0);
+    store.rescue(t(100)).unwrap();
+    assert_eq!(
+        settle(&*store, c.token, t(101), Verdict::Done),
+        Settled::Applied(DeliveryState::Done)
+    );
+    assert_eq!(state_of(&*store, op.id, "gpu-1"), DeliveryState::Done);
+}
+
+fn dead_deliveries_stay_and_requeue_resets_attempts(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .register(&node("gpu-2", "gpu", &["install"]), t(0))
+        .unwrap();
+    let a = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let b = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    for c in claim_all(&*store, t(0)) {
+        let dead = Verdict::Dead {
+            failures: 10,
+            tries: 10,
+            error: format!("poison {}", c.node),
+        };
+        assert_eq!(
+            settle(&*store, c.token, t(1), dead),
+            Settled::Applied(DeliveryState::Dead)
+        );
+    }
+    let dead = store
+        .deliveries(&DeliveryFilter {
+            state: Some(DeliveryState::Dead),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(dead.len(), 4);
+    assert!(dead.iter().all(|d| {
+        d.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("poison"))
+    }));
+    assert!(dead.iter().all(|d| d.finished == Some(t(1))));
+    let summaries = store
+        .ops(&OpFilter {
+            state: Some(DeliveryState::Dead),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[0].deliveries.dead, 2);
+
+    let one = dead
+        .iter()
+        .find(|d| d.op == a.id && d.node == "gpu-1")
+        .unwrap();
+    assert_eq!(store.requeue(&Requeue::Delivery(one.id), t(2)).unwrap(), 1);
+    assert!(matches!(
+        store.requeue(&Requeue::Delivery(one.id), t(2)),
+        Err(StoreError::Rejected(Rejection::NotDead { .. }))
+    ));
+    assert_eq!(
+        store.requeue(&Requeue::Node("gpu-2".into()), t(2)).unwrap(),
+        2
+    );
+    assert_eq!(store.requeue(&Requeue::Op(b.id), t(2)).unwrap(), 1);
+    assert_eq!(store.requeue(&Requeue::All, t(2)).unwrap(), 0);
+    for (which, want) in [
+        (Requeue::Node("gpu-9".into()), "node"),
+        (Requeue::Op(77), "operation"),
+        (Requeue::Delivery(77), "delivery"),
+    ] {
+        let err = store.requeue(&which, t(2)).unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    let pending = store.deliveries(&DeliveryFilter::default()).unwrap();
+    assert!(
+        pending
+            .iter()
+            .all(|d| d.state == DeliveryState::Pending && d.failures == 0 && d.tries == 0)
+    );
+    assert!(
+        pending.iter().all(|d| d.last_error.is_some()),
+        "the last error is kept"
+    );
+    let again = claim_all(&*store, t(2));
+    assert!(
+        again.iter().all(|c| c.token.attempt == 2),
+        "attempt numbers keep growing"
+    );
+    assert!(again.iter().all(|c| c.failures == 0));
+}
+
+fn a_newer_op_with_the_same_key_supersedes_undelivered_ones(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install", "delete"]), t(0))
+        .unwrap();
+    store
+        .register(&node("gpu-2", "gpu", &["install", "delete"]), t(0))
+        .unwrap();
+    let install = store
+        .submit(&NewOp::for_type("install", "gpu").key("llama-cpp"), t(0))
+        .unwrap()
+        .op;
+    // gpu-1 runs the install; gpu-2 is down.
+    store.mark_stale(t(100), t(100)).unwrap();
+    store.heartbeat("gpu-1", "s1", false, t(100)).unwrap();
+    let running = claim_all(&*store, t(100));
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].node, "gpu-1");
+    let delete = store
+        .submit(&NewOp::for_type("delete", "gpu").key("llama-cpp"), t(101))
+        .unwrap();
+    assert_eq!(
+        delete.superseded, 1,
+        "gpu-2's install, not gpu-1's running one"
+    );
+    assert_eq!(
+        state_of(&*store, install.id, "gpu-2"),
+        DeliveryState::Superseded
+    );
+    // The delete waits while gpu-1 still runs the install.
+    assert!(claim_all(&*store, t(102)).is_empty());
+    // The install fails: it is not retried, the delete replaces it.
+    assert_eq!(
+        settle(&*store, running[0].token, t(103), failed(t(104), 1)),
+        Settled::Applied(DeliveryState::Superseded)
+    );
+    let next = claim_all(&*store, t(104));
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        (next[0].kind.as_str(), next[0].node.as_str()),
+        ("delete", "gpu-1")
+    );
+    // gpu-2 comes back: only the delete runs there.
+    store.heartbeat("gpu-2", "s1", false, t(105)).unwrap();
+    let back = claim_all(&*store, t(105));
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        (back[0].kind.as_str(), back[0].node.as_str()),
+        ("delete", "gpu-2")
+    );
+    // A dead delivery is superseded too, so a requeue can never run it
+    // backwards.
+    let dead = Verdict::Dead {
+        failures: 10,
+        tries: 10,
+        error: "x".into(),
+    };
+    settle(&*store, back[0].token, t(106), dead);
+    store
+        .submit(&NewOp::for_type("install", "gpu").key("llama-cpp"), t(107))
+        .unwrap();
+    assert_eq!(
+        state_of(&*store, delete.op.id, "gpu-2"),
+        DeliveryState::Superseded
+    );
+    assert_eq!(store.requeue(&Requeue::All, t(108)).unwrap(), 0);
+}
+
+fn nodes_that_join_later_get_live_ops_of_their_type(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install", "delete"]), t(0))
+        .unwrap();
+    let old = store
+        .submit(&NewOp::for_type("install", "gpu").key("a"), t(1))
+        .unwrap()
+        .op;
+    let new = store
+        .submit(&NewOp::for_type("delete", "gpu").key("a"), t(2))
+        .unwrap()
+        .op;
+    let keyless = store
+        .submit(&NewOp::for_type("install", "gpu"), t(3))
+        .unwrap()
+        .op;
+    let mut present = NewOp::for_type("install", "gpu");
+    present.target = Target::Type {
+        node_type: "gpu".into(),
+        present_only: true,
+    };
+    let present = store.submit(&present, t(4)).unwrap().op;
+    assert!(!old.live || !store.op(old.id).unwrap().0.live);
+    let joined = store
+        .register(&node("gpu-2", "gpu", &["install", "delete"]), t(5))
+        .unwrap();
+    assert_eq!(joined.delivered, 2, "the delete and the keyless install");
+    let ops: Vec<_> = store
+        .deliveries(&DeliveryFilter {
+            node: Some("gpu-2".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|d| d.op)
+        .collect();
+    assert!(
+        ops.contains(&new.id) && ops.contains(&keyless.id),
+        "{ops:?}"
+    );
+    assert!(!ops.contains(&old.id) && !ops.contains(&present.id));
+    // Registering again delivers nothing twice.
+    assert_eq!(
+        store
+            .register(&node("gpu-2", "gpu", &["install", "delete"]), t(6))
+            .unwrap()
+            .delivered,
+        0
+    );
+    // A node that handles only install gets the keyless one, not the delete.
+    let other = store
+        .register(&node("gpu-3", "gpu", &["install"]), t(7))
+        .unwrap();
+    assert_eq!(other.delivered, 1);
+}
+
+fn health_parks_nodes_without_spending_attempts(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    let running = claim_all(&*store, t(0));
+    assert_eq!(running.len(), 2);
+    // The node could not be reached for the first: parked, nothing spent.
+    let unreachable = Verdict::Release {
+        next_at: t(1),
+        error: "no responders".into(),
+        unreachable: true,
+    };
+    assert_eq!(
+        settle(&*store, running[0].token, t(1), unreachable),
+        Settled::Applied(DeliveryState::Pending)
+    );
+    assert_eq!(store.nodes().unwrap()[0].status, NodeStatus::Unreachable);
+    assert!(claim_all(&*store, t(2)).is_empty(), "parked");
+    assert_eq!(store.next_due(&["nats".into()]).unwrap(), None);
+    assert_eq!(
+        store.heartbeat("gpu-1", "s1", false, t(3)).unwrap(),
+        Heartbeat::Recovered(NodeStatus::Unreachable)
+    );
+    assert_eq!(claim_all(&*store, t(3)).len(), 1);
+    // Heartbeats stop: unhealthy, and its work in flight waits, unspent.
+    assert!(store.mark_stale(t(3), t(10)).unwrap().is_empty(), "fresh");
+    assert_eq!(store.mark_stale(t(4), t(10)).unwrap(), ["gpu-1"]);
+    let all = store.deliveries(&DeliveryFilter::default()).unwrap();
+    assert!(
+        all.iter()
+            .all(|d| d.state == DeliveryState::Pending && d.failures == 0),
+        "{all:?}"
+    );
+    assert!(claim_all(&*store, t(11)).is_empty());
+    assert_eq!(
+        store.heartbeat("gpu-1", "s1", false, t(12)).unwrap(),
+        Heartbeat::Recovered(NodeStatus::Unhealthy)
+    );
+    assert_eq!(
+        store.heartbeat("gpu-1", "s1", false, t(13)).unwrap(),
+        Heartbeat::Recorded
+    );
+    // Another process under the same name must register first.
+    assert_eq!(
+        store.heartbeat("gpu-1", "s2", false, t(13)).unwrap(),
+        Heartbeat::Unknown
+    );
+    assert_eq!(
+        store.heartbeat("nobody", "s1", false, t(13)).unwrap(),
+        Heartbeat::Unknown
+    );
+    // Leaving parks it at once.
+    store.heartbeat("gpu-1", "s1", true, t(14)).unwrap();
+    assert_eq!(store.nodes().unwrap()[0].status, NodeStatus::Unhealthy);
+}
+
+fn a_restarted_worker_gets_its_work_back_unspent(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    let c = claim_all(&*store, t(0)).remove(0);
+    // The same process registering again changes nothing in flight.
+    assert_eq!(
+        store
+            .register(&node("gpu-1", "gpu", &["install"]), t(1))
+            .unwrap()
+            .released,
+        0
+    );
+    let mut restarted = node("gpu-1", "gpu", &["install"]);
+    restarted.session = "s2".into();
+    assert_eq!(store.register(&restarted, t(2)).unwrap().released, 1);
+    let again = claim_all(&*store, t(2)).remove(0);
+    assert_eq!(
+        (again.token.attempt, again.failures),
+        (c.token.attempt + 1, 0)
+    );
+}
+
+fn attempts_nobody_holds_are_released_unspent(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    let running = claim_all(&*store, t(0));
+    assert_eq!(running.len(), 2);
+    let stale = Token {
+        attempt: running[1].token.attempt + 1,
+        ..running[1].token
+    };
+    let released = store
+        .release(
+            &[running[0].token, stale],
+            "the coordinator restarted",
+            t(1),
+        )
+        .unwrap();
+    assert_eq!(
+        released,
+        [running[0].token],
+        "only a current attempt in flight"
+    );
+    let d = store
+        .deliveries(&DeliveryFilter {
+            id: Some(running[0].token.delivery),
+            ..Default::default()
+        })
+        .unwrap()
+        .remove(0);
+    assert_eq!((d.state, d.failures), (DeliveryState::Pending, 0));
+    assert_eq!(d.last_error.as_deref(), Some("the coordinator restarted"));
+    assert_eq!(
+        store.release(&[running[0].token], "again", t(2)).unwrap(),
+        []
+    );
+}
+
+fn housekeeping_prunes_what_can_never_be_delivered(db: &dyn Db) {
+    let store = db.open().unwrap();
+    let mut a = node("cpu-1", "cpu", &["install", "delete"]);
+    a.transport = "local".into();
+    let mut b = node("cpu-2", "cpu", &["install"]);
+    b.transport = "local".into();
+    store.register(&a, t(0)).unwrap();
+    store.register(&b, t(0)).unwrap();
+    store
+        .submit(&NewOp::for_type("install", "cpu"), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("delete", "cpu"), t(0))
+        .unwrap();
+    let done = claim_all(&*store, t(0));
+    let first = done.iter().find(|c| c.node == "cpu-2").unwrap();
+    settle(&*store, first.token, t(1), Verdict::Done);
+    // cpu-2 leaves the configuration; its finished history stays.
+    assert_eq!(
+        store.retire("local", &["cpu-1".into()], t(2)).unwrap(),
+        ["cpu-2"]
+    );
+    assert_eq!(
+        store
+            .deliveries(&DeliveryFilter {
+                node: Some("cpu-2".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+        1
+    );
+    // Rows the store was left with by hand (or by an older version).
+    db.exec("DELETE FROM backstop_queue_node_kinds WHERE kind = 'delete'");
+    db.exec(
+        "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures, tries, next_at_ms, created_ms, updated_ms)
+         VALUES (1, 'ghost', 'install', NULL, 'pending', 0, 0, 0, 0, 0, 0)",
+    );
+    let pruned = store.prune(t(3)).unwrap();
+    assert_eq!((pruned.gone_nodes, pruned.unhandled_kinds), (1, 1));
+    assert_eq!(store.prune(t(3)).unwrap().gone_nodes, 0);
+}
+
+fn concurrent_claims_never_hand_out_an_attempt_twice(db: &dyn Db) {
+    let setup = db.open().unwrap();
+    let mut spec = node("gpu-1", "gpu", &["install"]);
+    spec.capacity = 1000;
+    setup.register(&spec, t(0)).unwrap();
+    for _ in 0..200 {
+        setup
+            .submit(&NewOp::for_type("install", "gpu"), t(0))
+            .unwrap();
+    }
+    let handles: Vec<Arc<dyn Store>> = (0..4).map(|_| Arc::from(db.open().unwrap())).collect();
+    let claimed: Vec<Token> = std::thread::scope(|s| {
+        let workers: Vec<_> = handles
+            .iter()
+            .map(|store| {
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for _ in 0..20 {
+                        let got = store
+                            .claim(&ClaimRequest {
+                                now: t(0),
+                                lease: Duration::from_secs(60),
+                                limit: 7,
+                                transports: vec!["nats".into()],
+                            })
+                            .unwrap();
+                        mine.extend(got.into_iter().map(|c| c.token));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let mut ids: Vec<_> = claimed.iter().map(|t| t.delivery).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed.len(), "no delivery claimed twice");
+    assert_eq!(claimed.len(), 200, "and none missed");
+}
+
+fn reopening_keeps_everything_and_migrates_once(db: &dyn Db) {
+    {
+        let store = db.open().unwrap();
+        store
+            .register(&node("gpu-1", "gpu", &["install"]), t(0))
+            .unwrap();
+        store
+            .submit(&NewOp::for_type("install", "gpu").key("k"), t(0))
+            .unwrap();
+    }
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| db.open().unwrap());
+        }
+    });
+    let store = db.open().unwrap();
+    assert_eq!(store.ops(&OpFilter::default()).unwrap().len(), 1);
+    assert_eq!(
+        store.ops(&OpFilter::default()).unwrap()[0]
+            .op
+            .key
+            .as_deref(),
+        Some("k")
+    );
+}
+
+fn the_schema_table_is_shared_and_a_newer_schema_refused(db: &dyn Db) {
+    db.open().unwrap();
+    // Another component's row, as the ledger keeps it in the same table.
+    db.exec("INSERT INTO backstop_schema (component, version) VALUES ('ledger', 1)");
+    db.open().unwrap();
+    db.exec("UPDATE backstop_schema SET version = 99 WHERE component = 'queue'");
+    match db.open() {
+        Err(StoreError::TooNew { found, .. }) => assert_eq!(found, 99),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened a queue of a newer schema"),
+    }
+}
+
+fn long_errors_are_clipped_from_the_front(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    let c = claim_all(&*store, t(0)).remove(0);
+    let error = format!("{}the end", "é".repeat(10_000));
+    settle(
+        &*store,
+        c.token,
+        t(1),
+        Verdict::Retry {
+            next_at: t(2),
+            failures: 1,
+            tries: 1,
+            error,
+        },
+    );
+    let d = store
+        .deliveries(&DeliveryFilter::default())
+        .unwrap()
+        .remove(0);
+    let kept = d.last_error.unwrap();
+    assert!(
+        kept.ends_with("the end") && kept.len() <= 4100,
+        "{}",
+        kept.len()
+    );
+}
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&super::Sqlite::new());
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    nodes_register_and_list,
+    an_op_reaches_every_node_of_its_type_that_handles_its_kind,
+    bad_submissions_change_nothing,
+    claims_respect_capacity_health_drain_and_transport,
+    only_due_deliveries_are_claimed,
+    late_and_stale_replies_never_overwrite_a_newer_attempt,
+    a_late_success_of_the_current_attempt_still_counts,
+    dead_deliveries_stay_and_requeue_resets_attempts,
+    a_newer_op_with_the_same_key_supersedes_undelivered_ones,
+    nodes_that_join_later_get_live_ops_of_their_type,
+    health_parks_nodes_without_spending_attempts,
+    a_restarted_worker_gets_its_work_back_unspent,
+    attempts_nobody_holds_are_released_unspent,
+    housekeeping_prunes_what_can_never_be_delivered,
+    concurrent_claims_never_hand_out_an_attempt_twice,
+    reopening_keeps_everything_and_migrates_once,
+    the_schema_table_is_shared_and_a_newer_schema_refused,
+    long_errors_are_clipped_from_the_front,
+);

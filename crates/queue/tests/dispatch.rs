@@ -1,0 +1,301 @@
+//! The dispatcher's rules, on a manual clock: backoff between failures,
+//! the dead-letter cap and requeue, unreachable nodes parked without
+//! spending attempts, and parallel deliveries that one slow handler does
+//! not hold up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backstop_core::clock::{Clock, ManualClock, SystemClock};
+use backstop_queue::handler::{FnHandler, Handler};
+use backstop_queue::store::{DeliveryFilter, Requeue, Settled};
+use backstop_queue::transport::Transport;
+use backstop_queue::transport::local::{LocalNode, LocalTransport};
+use backstop_queue::{
+    DeliveryState, DispatchConfig, Dispatcher, NewOp, NodeStatus, Outcome, Schedule, SqliteStore,
+    Store,
+};
+use tokio_util::sync::CancellationToken;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("q.db")).unwrap());
+    let clock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    ));
+    Setup {
+        _dir: dir,
+        store,
+        clock,
+    }
+}
+
+fn schedule(max_failures: u32) -> Arc<Schedule> {
+    Arc::new(
+        Schedule::default()
+            .base(Duration::from_secs(10))
+            .cap(Duration::from_secs(60))
+            .max_failures(max_failures)
+            .seed(5),
+    )
+}
+
+/// A handler that fails its first `n` runs, then succeeds.
+fn flaky(n: u32, runs: Arc<AtomicU32>) -> Arc<dyn Handler> {
+    Arc::new(FnHandler(move |_| {
+        let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if run <= n {
+                Outcome::Failed(format!("run {run} failed"))
+            } else {
+                Outcome::Done
+            }
+        }
+    }))
+}
+
+fn dispatcher(s: &Setup, nodes: &[LocalNode], schedule: Arc<Schedule>) -> Dispatcher {
+    let transport: Arc<dyn Transport> =
+        Arc::new(LocalTransport::new(nodes, CancellationToken::new()));
+    for node in nodes {
+        s.store.register(&node.spec, s.clock.now()).unwrap();
+    }
+    Dispatcher::new(
+        Arc::clone(&s.store),
+        vec![transport],
+        schedule,
+        s.clock.clone() as Arc<dyn Clock>,
+        DispatchConfig::default(),
+    )
+}
+
+fn delivery(store: &dyn Store) -> backstop_queue::Delivery {
+    store
+        .deliveries(&DeliveryFilter::default())
+        .unwrap()
+        .remove(0)
+}
+
+/// Moves the clock to the delivery's next attempt time.
+fn to_next_attempt(s: &Setup) {
+    let d = delivery(&*s.store);
+    let wait = d.next_at.duration_since(s.clock.now()).unwrap_or_default();
+    assert!(wait <= Duration::from_secs(60), "the cap holds: {wait:?}");
+    s.clock.advance(wait);
+}
+
+#[tokio::test]
+async fn a_handler_that_fails_three_times_then_succeeds() {
+    let s = setup();
+    let runs = Arc::new(AtomicU32::new(0));
+    let node = LocalNode::new("cpu-1", "cpu", 1).handle("install", flaky(3, runs.clone()));
+    let d = dispatcher(&s, &[node], schedule(10));
+    s.store
+        .submit(&NewOp::for_type("install", "cpu"), s.clock.now())
+        .unwrap();
+    for n in 1..=3 {
+        let round = d.step().await.unwrap();
+        assert_eq!(round.len(), 1);
+        assert_eq!(round[0].2, Settled::Applied(DeliveryState::Pending));
+        let pending = delivery(&*s.store);
+        assert_eq!((pending.failures, pending.attempt), (n, n));
+        assert_eq!(
+            pending.last_error.as_deref(),
+            Some(&*format!("run {n} failed"))
+        );
+        // Not before its time.
+        assert!(d.step().await.unwrap().is_empty() || pending.next_at <= s.clock.now());
+        to_next_attempt(&s);
+    }
+    let round = d.step().await.unwrap();
+    assert_eq!(round[0].2, Settled::Applied(DeliveryState::Done));
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    assert!(d.step().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_poison_op_dies_at_the_cap_then_a_requeue_runs_it_afresh() {
+    let s = setup();
+    let runs = Arc::new(AtomicU32::new(0));
+    let node = LocalNode::new("cpu-1", "cpu", 1).handle("install", flaky(4, runs.clone()));
+    let d = dispatcher(&s, &[node], schedule(4));
+    s.store
+        .submit(&NewOp::for_type("install", "cpu"), s.clock.now())
+        .unwrap();
+    for _ in 0..3 {
+        d.step().await.unwrap();
+        to_next_attempt(&s);
+    }
+    let round = d.step().await.unwrap();
+    assert_eq!(round[0].2, Settled::Applied(DeliveryState::Dead));
+    // Dead stays dead, and stays listed with its last error.
+    s.clock.advance(Duration::from_secs(3600));
+    assert!(d.step().await.unwrap().is_empty());
+    let dead = delivery(&*s.store);
+    assert_eq!(dead.state, DeliveryState::Dead);
+    assert_eq!(dead.failures, 4);
+    assert_eq!(dead.last_error.as_deref(), Some("run 4 failed"));
+    assert_eq!(s.store.requeue(&Requeue::All, s.clock.now()).unwrap(), 1);
+    let round = d.step().await.unwrap();
+    assert_eq!(round[0].2, Settled::Applied(DeliveryState::Done));
+    assert_eq!(round[0].0.token.attempt, 5, "the token keeps counting");
+    assert_eq!(round[0].0.failures, 0, "the budget was reset");
+}
+
+#[tokio::test]
+async fn an_unreachable_node_is_parked_without_spending_attempts() {
+    let s = setup();
+    let node = LocalNode::new("cpu-1", "cpu", 1).handle(
+        "install",
+        Arc::new(FnHandler(|_| async {
+            Outcome::Unreachable("no responders".into())
+        })),
+    );
+    let d = dispatcher(&s, &[node], schedule(2));
+    s.store
+        .submit(&NewOp::for_type("install", "cpu"), s.clock.now())
+        .unwrap();
+    for _ in 0..5 {
+        d.step().await.unwrap();
+        s.clock.advance(Duration::from_secs(600));
+    }
+    let parked = delivery(&*s.store);
+    assert_eq!(parked.state, DeliveryState::Pending);
+    assert_eq!(
+        (parked.failures, parked.attempt),
+        (0, 1),
+        "parked after one try"
+    );
+    assert_eq!(s.store.nodes().unwrap()[0].status, NodeStatus::Unreachable);
+}
+
+#[tokio::test]
+async fn a_timed_out_attempt_stays_in_flight_and_is_never_failed_twice() {
+    let s = setup();
+    let node = LocalNode::new("cpu-1", "cpu", 1).handle(
+        "install",
+        Arc::new(FnHandler(|_| async { Outcome::TimedOut })),
+    );
+    let d = dispatcher(&s, &[node], schedule(1));
+    s.store
+        .submit(&NewOp::for_type("install", "cpu"), s.clock.now())
+        .unwrap();
+    let round = d.step().await.unwrap();
+    assert_eq!(round[0].2, Settled::Stale, "nothing decided");
+    let running = delivery(&*s.store);
+    assert_eq!(running.state, DeliveryState::InFlight);
+    // Its lease ends: back to pending, and with a cap of one failure it is
+    // still not dead.
+    s.clock
+        .advance(DispatchConfig::default().lease() + Duration::from_secs(1));
+    s.store.rescue(s.clock.now()).unwrap();
+    let back = delivery(&*s.store);
+    assert_eq!((back.state, back.failures), (DeliveryState::Pending, 0));
+}
+
+#[tokio::test]
+async fn one_slow_handler_never_blocks_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("q.db")).unwrap());
+    let slow_started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (started, gate) = (slow_started.clone(), release.clone());
+    let slow = LocalNode::new("slow", "cpu", 1).handle(
+        "install",
+        Arc::new(FnHandler(move |_| {
+            let (started, gate) = (started.clone(), gate.clone());
+            async move {
+                started.notify_one();
+                let _pass = gate.acquire().await;
+                Outcome::Done
+            }
+        })),
+    );
+    let quick = LocalNode::new("quick", "cpu", 4).handle(
+        "install",
+        Arc::new(backstop_queue::handler::Noop) as Arc<dyn Handler>,
+    );
+    let nodes = [slow, quick];
+    for node in &nodes {
+        store.register(&node.spec, SystemTime::now()).unwrap();
+    }
+    let transport: Arc<dyn Transport> =
+        Arc::new(LocalTransport::new(&nodes, CancellationToken::new()));
+    let config = DispatchConfig {
+        poll: Duration::from_millis(20),
+        ..DispatchConfig::default()
+    };
+    let d = Dispatcher::new(
+        Arc::clone(&store),
+        vec![transport],
+        schedule(3),
+        Arc::new(SystemClock),
+        config,
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let (d, s) = (d.clone(), shutdown.clone());
+        async move { d.run(s).await }
+    });
+    for _ in 0..20 {
+        store
+            .submit(&NewOp::for_type("install", "cpu"), SystemTime::now())
+            .unwrap();
+    }
+    d.wake();
+    tokio::time::timeout(Duration::from_secs(10), slow_started.notified())
+        .await
+        .unwrap();
+    let quick_done = || {
+        store
+            .deliveries(&DeliveryFilter {
+                node: Some("quick".into()),
+                state: Some(DeliveryState::Done),
+                limit: 1000,
+                ..DeliveryFilter::default()
+            })
+            .unwrap()
+            .len()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while quick_done() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "quick node stuck at {}",
+            quick_done()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The slow node still runs its first delivery, and only one.
+    let slow = store
+        .nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "slow")
+        .unwrap();
+    assert_eq!((slow.in_flight, slow.pending), (1, 19));
+    release.add_permits(1000);
+    shutdown.cancel();
+    // Stopping hands back what is still running and stores what finished.
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .unwrap()
+        .unwrap();
+    let slow = store
+        .nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "slow")
+        .unwrap();
+    assert_eq!(
+        slow.in_flight, 0,
+        "nothing left in flight after a clean stop"
+    );
+}

@@ -1,0 +1,80 @@
+//! `backstop serve`: the fan-out coordinator.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use backstop_queue::transport::nats::{self, Subjects};
+use backstop_queue::{Config, Coordinator, CoordinatorConfig, DispatchConfig, Schedule};
+
+use crate::cli::ServeArgs;
+use crate::report::Report;
+
+pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
+    let config_path = args.config.clone().or_else(|| {
+        let default = PathBuf::from("backstop.toml");
+        default.exists().then_some(default)
+    });
+    let config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let local = config.local_nodes()?;
+    let subjects = Subjects::new(&args.subject_prefix)?;
+    if local.is_empty() && args.nats.is_none() {
+        tracing::warn!(
+            "no local nodes (no backstop.toml here, and no --config) and no --nats: \
+             operations can be submitted only once nodes exist"
+        );
+    }
+    let store = crate::state::queue(state)?;
+    let location = store.location();
+    let (token, token_from) = crate::state::serve_token(state)?;
+    let nats = match &args.nats {
+        Some(url) => {
+            let client = nats::connect(url, "backstop serve").await?;
+            Some((client, subjects))
+        }
+        None => None,
+    };
+    let mut coordinator = CoordinatorConfig::new(args.listen, token);
+    coordinator.local = local;
+    coordinator.nats = nats;
+    coordinator.stale_after = args.stale_after;
+    coordinator.schedule = Schedule::default()
+        .base(args.base_delay)
+        .cap(args.max_delay)
+        .max_failures(args.max_failures);
+    coordinator.dispatch = DispatchConfig {
+        handler_timeout: args.handler_timeout,
+        lease_grace: args.lease_grace,
+        ..DispatchConfig::default()
+    };
+    let local_names: Vec<String> = coordinator
+        .local
+        .iter()
+        .map(|n| n.spec.name.clone())
+        .collect();
+    let running = Coordinator::start(Arc::from(store), coordinator).await?;
+    tracing::info!(
+        "serving the fan-out API on http://{} (token from {token_from}); queue at {location}; \
+         local nodes: {}{}",
+        running.addr(),
+        if local_names.is_empty() {
+            "none".to_owned()
+        } else {
+            local_names.join(", ")
+        },
+        match &args.nats {
+            Some(url) => format!(
+                "; remote workers on {} under {}",
+                nats::shown_url(url),
+                args.subject_prefix
+            ),
+            None => String::new(),
+        }
+    );
+    crate::interrupted().await;
+    tracing::info!("stopping: no new deliveries; running local handlers are handed back");
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! `backstop worker`: a remote fan-out node over NATS.
+
+use std::sync::Arc;
+
+use backstop_queue::CommandHandler;
+use backstop_queue::transport::nats::{self, Subjects};
+use backstop_queue::worker::{self, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::WorkerArgs;
+use crate::report::Report;
+
+pub async fn run(args: WorkerArgs) -> Result<(), Report> {
+    let subjects = Subjects::new(&args.subject_prefix)?;
+    let mut config = WorkerConfig::new(&args.name, &args.node_type);
+    for (kind, command) in &args.handlers {
+        config = config.handle(kind, Arc::new(CommandHandler::new(command)));
+    }
+    config.concurrency = args.concurrency;
+    config.heartbeat = args.heartbeat;
+    config.grace = args.grace;
+    config.spec("check")?;
+    let client = nats::connect(&args.nats, &format!("backstop worker {}", args.name)).await?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        crate::interrupted().await;
+        tracing::info!("stopping: no new deliveries; running handlers may finish");
+        stop.cancel();
+    });
+    worker::run(client, subjects, config, shutdown)
+        .await
+        .map_err(|e| match e {
+            worker::WorkerError::Invalid(e) => Report::from(e),
+            worker::WorkerError::Nats(e) => Report::from(e),
+        })?;
+    Ok(())
+}

@@ -1,0 +1,728 @@
+//! Fan-out with real processes: `backstop serve`, `backstop worker` and the
+//! client commands, over the NATS server on this machine (127.0.0.1:4222,
+//! or `BACKSTOP_TEST_NATS`). Without NATS these tests fail, loudly: they
+//! are never skipped. Every test uses its own subject prefix and state.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn nats_url() -> String {
+    let url =
+        std::env::var("BACKSTOP_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let addr = url.trim_start_matches("nats://");
+    if std::net::TcpStream::connect(addr).is_err() {
+        panic!(
+            "NATS is required for these tests and is not reachable at {url}. Start it \
+             (nats-server -a 127.0.0.1 -p 4222 -js), or point BACKSTOP_TEST_NATS at one."
+        );
+    }
+    url
+}
+
+/// A process of ours, killed when dropped; its stderr is collected.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    what: String,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, what: &str) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("backstop starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(err) = child.stderr.take() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        Proc {
+            child,
+            log,
+            what: what.to_owned(),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for a line containing `needle`; returns that line.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before saying {needle:?}:\n{}",
+                    self.what,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never said {needle:?}:\n{}",
+                self.what,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(&mut self) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert_eq!(status.code(), Some(0), "{}:\n{}", self.what, self.log());
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop:\n{}",
+                self.what,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One test's coordinator state, NATS prefix, token and files.
+struct Fleet {
+    dir: tempfile::TempDir,
+    prefix: String,
+    token: String,
+    server: Mutex<String>,
+    nats: String,
+}
+
+fn fleet() -> Fleet {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nats = nats_url();
+    Fleet {
+        dir: tempfile::tempdir().unwrap(),
+        prefix: format!(
+            "bstest{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ),
+        token: format!("tok-{:016x}", fastrand_u64()),
+        server: Mutex::new(String::new()),
+        nats,
+    }
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// Quick retries and quick health, so that tests spend little time waiting.
+const QUICK_SERVE: &[&str] = &[
+    "--base-delay",
+    "50ms",
+    "--max-delay",
+    "200ms",
+    "--stale-after",
+    "1s",
+    "--lease-grace",
+    "2s",
+    "--handler-timeout",
+    "20s",
+];
+
+impl Fleet {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn state(&self) -> String {
+        self.path("state/backstop.db").display().to_string()
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+        cmd.env("BACKSTOP_STATE", self.state())
+            .env("BACKSTOP_TOKEN", &self.token)
+            .env("BACKSTOP_SERVER", &*self.server.lock().unwrap())
+            .env_remove("BACKSTOP_LOG")
+            .env_remove("BACKSTOP_NATS")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Starts `backstop serve` with NATS and `extra` flags; remembers its
+    /// address.
+    fn serve(&self, extra: &[&str]) -> Proc {
+        let mut cmd = self.cmd();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--nats", &self.nats])
+            .args(["--subject-prefix", &self.prefix])
+            .args(QUICK_SERVE)
+            .args(extra);
+        let mut proc = Proc::spawn(cmd, "backstop serve");
+        let line = proc.wait_for("serving the fan-out API on http://");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap();
+        *self.server.lock().unwrap() = format!("http://{addr}");
+        proc
+    }
+
+    /// Starts `backstop worker NAME` of `node_type` with handlers; waits
+    /// until it is registered.
+    fn worker(&self, name: &str, node_type: &str, handlers: &[(&str, &str)]) -> Proc {
+        let mut cmd = self.cmd();
+        cmd.args(["worker", "--nats", &self.nats, "--name", name])
+            .args(["--type", node_type, "--subject-prefix", &self.prefix])
+            .args(["--heartbeat", "200ms", "--grace", "2s"]);
+        for (kind, command) in handlers {
+            cmd.arg("--handle").arg(format!("{kind}={command}"));
+        }
+        let mut proc = Proc::spawn(cmd, &format!("backstop worker {name}"));
+        proc.wait_for("registered as node");
+        proc
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs a client command that must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "backstop {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(self.ok(&all).trim()).unwrap()
+    }
+
+    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = args.to_vec();
+        all.push("--json");
+        self.ok(&all)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Submits `kind` for `node_type` with `more` flags; the operation id.
+    fn submit(&self, kind: &str, node_type: &str, more: &[&str]) -> i64 {
+        let mut args = vec!["ops", "submit", kind, "--type", node_type];
+        args.extend_from_slice(more);
+        self.json(&args)["op"]["id"].as_i64().unwrap()
+    }
+
+    fn op(&self, id: i64) -> Value {
+        self.json(&["ops", "show", &id.to_string()])
+    }
+
+    fn node(&self, name: &str) -> Value {
+        self.json_lines(&["nodes", "list"])
+            .into_iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// Polls `check` until it holds.
+    fn wait_until(&self, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_state(&self, op: i64, node: &str, state: &str) -> Value {
+        let mut last = Value::Null;
+        self.wait_until(&format!("op {op} is {state} on {node}"), || {
+            last = delivery(&self.op(op), node);
+            last["state"] == state
+        });
+        last
+    }
+}
+
+fn delivery(op: &Value, node: &str) -> Value {
+    op["deliveries"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["node"] == node))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn a_handler_that_fails_three_times_then_succeeds() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let count = f.path("count");
+    let handler = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; \
+         if [ $n -le 3 ]; then echo \"try $n: registry unreachable\" >&2; exit 1; fi",
+        c = count.display()
+    );
+    let _w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let op = f.submit(
+        "install",
+        "gpu",
+        &["--payload", r#"{"backend":"llama-cpp"}"#],
+    );
+    let done = f.wait_state(op, "gpu-1", "done");
+    assert_eq!(done["attempt"], 4);
+    assert_eq!(done["failures"], 3);
+    assert_eq!(done["last_error"], "exit 1: try 3: registry unreachable");
+    assert_eq!(read(&count).trim(), "4");
+}
+
+#[test]
+fn a_poison_op_dies_at_the_cap_and_runs_again_once_requeued() {
+    let f = fleet();
+    let mut serve = f.serve(&["--max-failures", "3"]);
+    let fixed = f.path("fixed");
+    let handler = format!(
+        "test -f {} || {{ echo 'poison: unknown backend \"llama-cpp\"' >&2; exit 2; }}",
+        fixed.display()
+    );
+    let _w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let op = f.submit("install", "gpu", &["--key", "llama-cpp"]);
+    let dead = f.wait_state(op, "gpu-1", "dead");
+    assert_eq!(dead["failures"], 3);
+    serve.wait_for("is dead after 3 failures");
+    assert!(
+        serve.log().contains("backstop: error: delivery"),
+        "logged at ERROR"
+    );
+    // It stays listed, with its last error, and stays dead.
+    std::thread::sleep(Duration::from_millis(500));
+    let letters = f.json_lines(&["ops", "list", "--dead"]);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["op"], op);
+    assert!(
+        letters[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("poison")
+    );
+    let table = f.ok(&["ops", "list", "--dead"]);
+    assert!(
+        table.contains("gpu-1") && table.contains("poison"),
+        "{table}"
+    );
+    // Fixed, requeued: attempts start again and it succeeds.
+    std::fs::write(&fixed, "").unwrap();
+    assert!(
+        f.ok(&["ops", "requeue", &op.to_string()])
+            .contains("requeued 1 dead delivery")
+    );
+    let done = f.wait_state(op, "gpu-1", "done");
+    assert_eq!(done["failures"], 0);
+    assert_eq!(done["attempt"], 4);
+    assert!(f.json_lines(&["ops", "list", "--dead"]).is_empty());
+}
+
+#[test]
+fn only_nodes_of_the_type_that_handle_the_kind_receive_it() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let marker = |n: &str| f.path(&format!("ran-{n}"));
+    let touch = |n: &str| format!("touch {}", marker(n).display());
+    let _gpu = f.worker("gpu-1", "gpu", &[("install", &touch("gpu-1"))]);
+    let _cpu = f.worker("cpu-1", "cpu", &[("install", &touch("cpu-1"))]);
+    // A node of the type that does not handle the kind (the seed's agent
+    // nodes, which looped forever).
+    let _agent = f.worker("agent-1", "gpu", &[("chat", &touch("agent-1"))]);
+    let op = f.submit("install", "gpu", &[]);
+    f.wait_state(op, "gpu-1", "done");
+    let shown = f.op(op);
+    assert_eq!(shown["deliveries"].as_array().unwrap().len(), 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(marker("gpu-1").exists());
+    assert!(!marker("cpu-1").exists(), "the cpu node never ran it");
+    assert!(!marker("agent-1").exists());
+    assert_eq!(
+        f.node("agent-1")["status"],
+        "healthy",
+        "and nothing loops on it"
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_run_costs_no_attempt_and_finishes_when_back() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let (started, pid) = (f.path("started"), f.path("handler.pid"));
+    let handler = format!(
+        "if [ -f {s} ]; then exit 0; fi; touch {s}; echo $$ > {p}; sleep 60",
+        s = started.display(),
+        p = pid.display()
+    );
+    let mut w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let op = f.submit("install", "gpu", &["--key", "llama-cpp"]);
+    f.wait_until("the handler started", || {
+        read(&pid).trim().parse::<i32>().is_ok()
+    });
+    w.kill9();
+    // The orphaned handler goes too.
+    let group = format!("-{}", read(&pid).trim());
+    let _ = Command::new("kill").args(["-9", "--", &group]).status();
+    f.wait_until("the node is unhealthy", || {
+        f.node("gpu-1")["status"] == "unhealthy"
+    });
+    let waiting = delivery(&f.op(op), "gpu-1");
+    assert_eq!(waiting["state"], "pending");
+    assert_eq!(waiting["failures"], 0, "no attempt spent");
+    let _w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let done = f.wait_state(op, "gpu-1", "done");
+    assert_eq!(done["failures"], 0);
+}
+
+#[test]
+fn kill_9_of_the_coordinator_mid_run_loses_nothing_and_leaves_nothing_in_flight() {
+    let f = fleet();
+    let (local_ran, remote_ran) = (f.path("local-ran"), f.path("remote-ran"));
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-local\"\ntype = \"cpu\"\nconcurrency = 2\n\
+             [node.handle]\ninstall = \"sleep 0.2; echo $BACKSTOP_OP >> {}\"\n",
+            local_ran.display()
+        ),
+    )
+    .unwrap();
+    let mut serve = f.serve(&[]);
+    let _w = f.worker(
+        "cpu-remote",
+        "cpu",
+        &[(
+            "install",
+            &format!("sleep 0.2; echo $BACKSTOP_OP >> {}", remote_ran.display()),
+        )],
+    );
+    let ops: Vec<i64> = (0..12)
+        .map(|i| f.submit("install", "cpu", &["--key", &format!("model-{i}")]))
+        .collect();
+    f.wait_until("some deliveries ran", || {
+        read(&local_ran).lines().count() >= 2 && read(&remote_ran).lines().count() >= 1
+    });
+    serve.kill9();
+    let restarted = Instant::now();
+    let _again = f.serve(&[]);
+    f.wait_until("every delivery is done", || {
+        f.json_lines(&["ops", "list"]).iter().all(|op| {
+            let d = &op["deliveries"];
+            d["done"] == 2 && d["pending"] == 0 && d["in_flight"] == 0
+        })
+    });
+    // Sooner than the 22 s leases: what the old coordinator claimed and
+    // never offered is found at start-up, since no node holds it.
+    assert!(
+        restarted.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        restarted.elapsed()
+    );
+    let listed = f.json_lines(&["ops", "list"]);
+    assert_eq!(listed.len(), ops.len(), "no operation lost");
+    for op in &ops {
+        let ran_local = read(&local_ran).lines().any(|l| l == op.to_string());
+        let ran_remote = read(&remote_ran).lines().any(|l| l == op.to_string());
+        assert!(ran_local && ran_remote, "op {op} ran on both nodes");
+    }
+}
+
+#[test]
+fn install_then_delete_on_a_node_that_was_down_runs_only_the_delete() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let log = f.path("log");
+    let handler = format!("echo $BACKSTOP_KIND >> {}", log.display());
+    let handlers = [("install", handler.as_str()), ("delete", handler.as_str())];
+    let mut w = f.worker("gpu-1", "gpu", &handlers);
+    w.stop();
+    assert_eq!(f.node("gpu-1")["status"], "unhealthy");
+    let install = f.submit("install", "gpu", &["--key", "llama-cpp"]);
+    let answer = f.json(&[
+        "ops",
+        "submit",
+        "delete",
+        "--type",
+        "gpu",
+        "--key",
+        "llama-cpp",
+    ]);
+    assert_eq!(answer["superseded"], 1);
+    let delete = answer["op"]["id"].as_i64().unwrap();
+    let _w = f.worker("gpu-1", "gpu", &handlers);
+    f.wait_state(delete, "gpu-1", "done");
+    assert_eq!(delivery(&f.op(install), "gpu-1")["state"], "superseded");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read(&log), "delete\n", "the install never ran");
+}
+
+/// Method, path, token, body, the status wanted, and what its error says.
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
+
+/// One HTTP/1.1 request to the API; (status, body).
+fn http(server: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let addr = server.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let json = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_changes_nothing_and_the_token_never_leaks() {
+    let f = fleet();
+    std::fs::write(
+        f.path("backstop.toml"),
+        "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nhandle = { install = \"true\" }\n",
+    )
+    .unwrap();
+    let serve = f.serve(&["-v"]);
+    let server = f.server.lock().unwrap().clone();
+    let t = Some(f.token.as_str());
+    assert_eq!(http(&server, "GET", "/healthz", None, "").0, 200);
+    let cases: &[Case<'_>] = &[
+        ("GET", "/v1/nodes", None, "", 401, "Bearer"),
+        ("GET", "/v1/nodes", Some("nope"), "", 401, "token"),
+        ("POST", "/v1/ops", t, "{\"kind\": ", 400, "malformed JSON"),
+        ("POST", "/v1/ops", t, "", 400, "JSON body"),
+        (
+            "POST",
+            "/v1/ops",
+            t,
+            r#"{"kind":"instal","type":"cpu"}"#,
+            422,
+            "handle: install",
+        ),
+        (
+            "POST",
+            "/v1/ops",
+            t,
+            r#"{"kind":"install","type":"cpu","key":""}"#,
+            422,
+            "key",
+        ),
+        (
+            "POST",
+            "/v1/ops",
+            t,
+            r#"{"kind":"install","nodes":["cpu-9"]}"#,
+            404,
+            "cpu-9",
+        ),
+        (
+            "POST",
+            "/v1/ops",
+            t,
+            r#"{"kind":"install"}"#,
+            400,
+            "\"type\" or \"nodes\"",
+        ),
+        (
+            "POST",
+            "/v1/ops",
+            t,
+            r#"{"kind":"install","type":"cpu","colour":1}"#,
+            400,
+            "colour",
+        ),
+        (
+            "POST",
+            "/v1/requeue",
+            t,
+            r#"{"node":"cpu-9"}"#,
+            404,
+            "cpu-9",
+        ),
+        ("POST", "/v1/requeue", t, r#"{}"#, 400, "exactly one"),
+        ("POST", "/v1/nodes/cpu-9/drain", t, "", 404, "cpu-9"),
+        ("GET", "/v1/ops/abc", t, "", 400, "number"),
+        ("GET", "/v1/ops/99", t, "", 404, "99"),
+        (
+            "GET",
+            "/v1/ops?state=lost",
+            t,
+            "",
+            400,
+            "not a delivery state",
+        ),
+    ];
+    for (method, path, token, body, want, says) in cases {
+        let (status, json) = http(&server, method, path, *token, body);
+        let error = json["error"].as_str().unwrap_or_default();
+        assert_eq!(status, *want, "{method} {path} {body}: {json}");
+        assert!(error.contains(says), "{method} {path} {body}: {error}");
+    }
+    assert!(f.json_lines(&["ops", "list"]).is_empty(), "nothing changed");
+    let out = f.run(&["ops", "submit", "instal", "--type", "cpu"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the coordinator refused: no node of type \"cpu\" handles kind \"instal\""),
+        "{err}"
+    );
+    // A real submission, then a look for the token everywhere it must not be.
+    let op = f.submit("install", "cpu", &[]);
+    f.wait_state(op, "cpu-1", "done");
+    let mut seen = serve.log();
+    for entry in std::fs::read_dir(f.path("state")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        seen.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(!seen.contains(&f.token), "the token leaked");
+}
+
+#[test]
+fn a_worker_stopped_mid_run_hands_its_work_back_unspent() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let started = f.path("started");
+    let handler = format!(
+        "if [ -f {s} ]; then exit 0; fi; touch {s}; sleep 30",
+        s = started.display()
+    );
+    let mut w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let op = f.submit("install", "gpu", &[]);
+    f.wait_until("the handler started", || started.exists());
+    // Two seconds of grace, then the handler is stopped and its delivery
+    // handed back.
+    w.stop();
+    assert!(w.log().contains("handed back"), "{}", w.log());
+    let back = delivery(&f.op(op), "gpu-1");
+    assert_eq!(back["state"], "pending");
+    assert_eq!(back["failures"], 0);
+    assert!(
+        back["last_error"].as_str().unwrap().contains("shut down"),
+        "{back}"
+    );
+    let _w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    assert_eq!(f.wait_state(op, "gpu-1", "done")["failures"], 0);
+}
+
+#[test]
+fn a_stopped_coordinator_lets_remote_work_finish_and_stores_it_when_back() {
+    let f = fleet();
+    let mut serve = f.serve(&[]);
+    let (started, finished) = (f.path("started"), f.path("finished"));
+    let handler = format!(
+        "touch {}; sleep 1; touch {}",
+        started.display(),
+        finished.display()
+    );
+    let _w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let op = f.submit("install", "gpu", &[]);
+    f.wait_until("the handler started", || started.exists());
+    let stopping = Instant::now();
+    serve.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "it did not wait for the remote handler"
+    );
+    f.wait_until("the handler finished", || finished.exists());
+    let _serve = f.serve(&[]);
+    let done = f.wait_state(op, "gpu-1", "done");
+    assert_eq!(
+        done["attempt"], 1,
+        "the outcome reported while no coordinator ran"
+    );
+}
+
+#[test]
+fn a_drained_node_gets_nothing_new_until_undrained() {
+    let f = fleet();
+    let ran = f.path("ran");
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nhandle = {{ install = \"touch {}\" }}\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    let _serve = f.serve(&[]);
+    let said = f.ok(&["nodes", "drain", "cpu-1"]);
+    assert!(said.starts_with("node cpu-1 drained"), "{said}");
+    assert_eq!(f.node("cpu-1")["drained"], true);
+    let op = f.submit("install", "cpu", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(delivery(&f.op(op), "cpu-1")["state"], "pending");
+    assert!(!ran.exists());
+    f.ok(&["nodes", "drain", "cpu-1", "--undo"]);
+    f.wait_state(op, "cpu-1", "done");
+    let table = f.ok(&["nodes", "list"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("cpu-1"),
+        "{table}"
+    );
+    let out = f.run(&["nodes", "drain", "cpu-9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no node named \"cpu-9\""));
+}
