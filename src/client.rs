@@ -9,7 +9,11 @@ use crate::report::Report;
 impl RetryArgs {
     /// The API preset with the flags applied.
     pub fn policy(&self) -> Policy {
-        let mut policy = Policy::api();
+        self.apply(Policy::api())
+    }
+
+    /// `policy` with the flags applied.
+    pub fn apply(&self, mut policy: Policy) -> Policy {
         if let Some(n) = self.attempts {
             policy = policy.max_attempts(n);
         }

@@ -12,7 +12,13 @@ use tracing_subscriber::registry::LookupSpan;
 /// Installs the subscriber. `BACKSTOP_LOG` (a tracing filter such as
 /// `backstop_http=debug`) overrides the flags.
 pub fn init(verbose: u8, quiet: bool) {
-    let ours = ["backstop", "backstop_core", "backstop_http", "backstop_hub"];
+    let ours = [
+        "backstop",
+        "backstop_core",
+        "backstop_http",
+        "backstop_hub",
+        "backstop_transfer",
+    ];
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "info",

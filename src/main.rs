@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod cmd;
 mod logging;
+mod progress;
 mod report;
 mod state;
 
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        command => run_async(command),
+        command => run_async(command, cli.quiet),
     };
     match outcome {
         Ok(()) => ExitCode::from(exit::SUCCESS),
@@ -44,12 +45,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_async(command: Command) -> Result<(), Report> {
+fn run_async(command: Command, quiet: bool) -> Result<(), Report> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
     let outcome = runtime.block_on(async {
+        // pull stops on its own at Ctrl-C, to sync and record its partial
+        // files: it must not be dropped mid-write.
+        if let Command::Pull(args) = command {
+            return cmd::pull::run(args, quiet).await;
+        }
         tokio::select! {
             outcome = run(command) => outcome,
             () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
@@ -68,15 +74,18 @@ async fn run(command: Command) -> Result<(), Report> {
             command: HubCommand::Search(args),
         } => cmd::hub::search(args).await,
         Command::Demo => cmd::demo::run().await,
-        Command::Pick(_) | Command::Cooldown { .. } | Command::Completions { .. } => {
-            unreachable!("main runs the synchronous commands itself")
+        Command::Pick(_)
+        | Command::Cooldown { .. }
+        | Command::Completions { .. }
+        | Command::Pull(_) => {
+            unreachable!("main and run_async run these themselves")
         }
     }
 }
 
 /// Resolves on Ctrl-C or SIGTERM. Dropping the running command there stops
 /// its retries at once and deletes any temporary file it was writing.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

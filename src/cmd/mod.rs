@@ -5,3 +5,4 @@ pub mod demo;
 pub mod get;
 pub mod hub;
 pub mod pick;
+pub mod pull;

@@ -221,12 +221,18 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
                 );
                 continue;
             }
-            // Keep what arrived, on disk and on record, for the next run.
-            checkpoint.save_final(&segments).await;
+            // Keep what arrived, on disk and on record, for the next run;
+            // leave nothing behind when nothing arrived.
+            let have: u64 = segments.iter().map(|s| s.done - s.start).sum();
+            if have > 0 {
+                checkpoint.save_final(&segments).await;
+            } else {
+                drop(file);
+                remove(&part).map_err(local(&part))?;
+                remove(&record_path).map_err(local(&record_path))?;
+            }
             return match e.ending {
-                Ending::Cancelled => Ok(Outcome::Interrupted {
-                    have: segments.iter().map(|s| s.done - s.start).sum(),
-                }),
+                Ending::Cancelled => Ok(Outcome::Interrupted { have }),
                 _ => Err(FileError::Transfer {
                     host: prepared.host().to_owned(),
                     source: Box::new(e),

@@ -431,6 +431,11 @@ async fn exhausted_retries_are_temporary() {
     .await;
     assert!(summary.failures_temporary());
     assert_eq!(server.hits("/f.bin"), 4);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no empty partial file"
+    );
     let Outcome::Failed(e) = &summary.files[0].outcome else {
         panic!()
     };
