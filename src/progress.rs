@@ -202,22 +202,22 @@ pub trait Notice: Send + Sync {
     fn notice(&self, text: &str);
 }
 
-/// How a finished file is announced.
-fn line(name: &str, outcome: &Outcome) -> String {
-    let name = shown(name);
+/// How a finished file is announced, live and in the summary:
+/// "done, 4.68 GiB, sha256 ok", "failed: …".
+pub fn outcome(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Downloaded { bytes, sha256, .. } => {
             let check = if sha256.is_some() { ", sha256 ok" } else { "" };
-            format!("backstop: {name}: done, {}{check}", HumanBytes(*bytes))
+            format!("done, {}{check}", HumanBytes(*bytes))
         }
-        Outcome::AlreadyThere { bytes } => {
-            format!("backstop: {name}: already there, {}", HumanBytes(*bytes))
-        }
-        Outcome::Interrupted { have } => {
-            format!("backstop: {name}: interrupted, {} kept", HumanBytes(*have))
-        }
-        Outcome::Failed(e) => format!("backstop: {name}: failed: {e}"),
+        Outcome::AlreadyThere { bytes } => format!("already there, {}", HumanBytes(*bytes)),
+        Outcome::Interrupted { have } => format!("interrupted, {} kept", HumanBytes(*have)),
+        Outcome::Failed(e) => format!("failed: {e}"),
     }
+}
+
+fn line(name: &str, done: &Outcome) -> String {
+    format!("backstop: {}: {}", shown(name), outcome(done))
 }
 
 /// Plain lines on stderr, for logs and pipes: one per event, none per

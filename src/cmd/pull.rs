@@ -15,7 +15,7 @@ use indicatif::HumanBytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PullArgs;
-use crate::progress::{Bars, Lines, Notice, shown};
+use crate::progress::{Bars, Lines, Notice, outcome, shown};
 use crate::report::{Report, exit};
 
 pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
@@ -138,31 +138,15 @@ fn print_summary(summary: &Summary, quiet: bool) {
 }
 
 fn summary_line(file: &FileReport) -> String {
-    let name = shown(&file.name);
-    match &file.outcome {
-        Outcome::Downloaded { bytes, sha256, .. } => {
-            let check = if sha256.is_some() { ", sha256 ok" } else { "" };
-            format!("  ok           {name} ({}{check})", HumanBytes(*bytes))
-        }
-        Outcome::AlreadyThere { bytes } => {
-            format!("  in place     {name} ({})", HumanBytes(*bytes))
-        }
-        Outcome::Interrupted { have } => {
-            format!(
-                "  interrupted  {name} ({} kept in {name}.part)",
-                HumanBytes(*have)
-            )
-        }
-        Outcome::Failed(e) => {
-            let mut text = format!("  failed       {name}: {e}");
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                text.push_str(&format!("; caused by: {cause}"));
-                source = cause.source();
-            }
-            text
+    let mut text = format!("  {}: {}", shown(&file.name), outcome(&file.outcome));
+    if let Outcome::Failed(e) = &file.outcome {
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            text.push_str(&format!("; caused by: {cause}"));
+            source = cause.source();
         }
     }
+    text
 }
 
 /// The exit code and message for how the files ended.

@@ -6,11 +6,16 @@ mod common;
 use std::time::Duration;
 
 use backstop_faultserver::{FaultServer, Reply};
-use backstop_transfer::{FileError, MinProgress, Options, Outcome, Sha256};
+use backstop_transfer::{FileError, Item, MinProgress, Options, Outcome, Sha256};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
 const SIZE: usize = 10_000;
+
+/// The one file most tests pull: `/f.bin` as `f.bin`.
+fn f_bin(server: &FaultServer, size: Option<u64>, sha256: Option<Sha256>) -> Vec<Item> {
+    vec![item(&server.url("/f.bin"), "f.bin", size, sha256)]
+}
 
 fn ranges(server: &FaultServer) -> Vec<Option<String>> {
     server
@@ -44,21 +49,11 @@ async fn a_cut_body_resumes_from_the_last_byte_and_the_attempt_count_starts_agai
     };
     let (summary, events) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            None,
-            Some(Sha256::of(&body)),
-        )],
+        f_bin(&server, None, Some(Sha256::of(&body))),
         options,
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
     assert_eq!(
         ranges(&server),
         [
@@ -89,21 +84,11 @@ async fn a_stall_mid_body_is_cut_by_the_idle_timeout_and_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let (summary, events) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            Some(SIZE as u64),
-            None,
-        )],
+        f_bin(&server, Some(SIZE as u64), None),
         options(),
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
     assert_eq!(
         ranges(&server)[1].as_deref(),
         Some("bytes=5000-9999"),
@@ -129,12 +114,7 @@ async fn rate_limits_and_overloads_are_waited_out_as_the_server_asks() {
     );
     server.always("/f.bin", Reply::file(body.clone()));
     let dir = tempfile::tempdir().unwrap();
-    let (summary, events) = pull(
-        dir.path(),
-        vec![item(&server.url("/f.bin"), "f.bin", None, None)],
-        options(),
-    )
-    .await;
+    let (summary, events) = pull(dir.path(), f_bin(&server, None, None), options()).await;
     assert!(downloaded(&summary.files[0].outcome));
     let lines = events.lines();
     assert!(
@@ -156,21 +136,11 @@ async fn a_server_that_ignores_range_restarts_the_file_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (summary, events) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            None,
-            Some(Sha256::of(&body)),
-        )],
+        f_bin(&server, None, Some(Sha256::of(&body))),
         options(),
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
     assert_eq!(ranges(&server)[1].as_deref(), Some("bytes=4000-"));
     assert_eq!(
         server.requests().len(),
@@ -201,21 +171,11 @@ async fn a_wrong_content_range_starts_over_without_range() {
     let dir = tempfile::tempdir().unwrap();
     let (summary, events) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            None,
-            Some(Sha256::of(&body)),
-        )],
+        f_bin(&server, None, Some(Sha256::of(&body))),
         options(),
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
     assert_eq!(
         ranges(&server),
         [None, Some("bytes=4000-".into()), None, None],
@@ -237,21 +197,11 @@ async fn a_corrupted_body_is_fetched_again_never_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let (summary, events) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            None,
-            Some(Sha256::of(&body)),
-        )],
+        f_bin(&server, None, Some(Sha256::of(&body))),
         options(),
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
     assert!(
         events.any("restart sha256 mismatch"),
         "{:?}",
@@ -267,12 +217,7 @@ async fn the_same_wrong_bytes_twice_fail_for_good_and_leave_nothing() {
     server.always("/f.bin", Reply::file(body.clone()));
     let wrong = Sha256::of(b"another file");
     let dir = tempfile::tempdir().unwrap();
-    let (summary, _) = pull(
-        dir.path(),
-        vec![item(&server.url("/f.bin"), "f.bin", None, Some(wrong))],
-        options(),
-    )
-    .await;
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, Some(wrong)), options()).await;
     match &summary.files[0].outcome {
         Outcome::Failed(e @ FileError::Digest { repeated: true, .. }) => {
             assert!(!e.is_temporary());
@@ -303,12 +248,7 @@ async fn the_x_linked_etag_of_the_answer_is_checked_when_no_digest_is_given() {
             .corrupt_at(9),
     );
     let dir = tempfile::tempdir().unwrap();
-    let (summary, _) = pull(
-        dir.path(),
-        vec![item(&server.url("/f.bin"), "f.bin", None, None)],
-        options(),
-    )
-    .await;
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
     assert!(
         matches!(
             summary.files[0].outcome,
@@ -327,12 +267,7 @@ async fn a_server_whose_file_is_another_size_than_listed_fails_without_renaming(
     let dir = tempfile::tempdir().unwrap();
     let (summary, _) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            Some(SIZE as u64),
-            None,
-        )],
+        f_bin(&server, Some(SIZE as u64), None),
         options(),
     )
     .await;
@@ -367,12 +302,7 @@ async fn a_trickle_below_the_minimum_progress_is_cut_and_retried() {
     };
     let (summary, events) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            None,
-            Some(Sha256::of(&body)),
-        )],
+        f_bin(&server, None, Some(Sha256::of(&body))),
         options,
     )
     .await;
@@ -423,12 +353,7 @@ async fn exhausted_retries_are_temporary() {
     let server = FaultServer::start();
     server.always("/f.bin", Reply::status(503));
     let dir = tempfile::tempdir().unwrap();
-    let (summary, _) = pull(
-        dir.path(),
-        vec![item(&server.url("/f.bin"), "f.bin", None, None)],
-        options(),
-    )
-    .await;
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
     assert!(summary.failures_temporary());
     assert_eq!(server.hits("/f.bin"), 4);
     assert_eq!(
@@ -504,14 +429,7 @@ async fn an_interrupted_pull_keeps_its_partial_file_and_the_next_one_resumes() {
     let body = data(SIZE);
     server.script("/f.bin", [Reply::file(body.clone()).stall_after(6000)]);
     let dir = tempfile::tempdir().unwrap();
-    let items = || {
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            None,
-            Some(Sha256::of(&body)),
-        )]
-    };
+    let items = || f_bin(&server, None, Some(Sha256::of(&body)));
     let plan = backstop_transfer::Plan::new(dir.path(), items()).unwrap();
     let token = CancellationToken::new();
     let stop = token.clone();
@@ -600,12 +518,7 @@ async fn a_partial_file_without_a_trustworthy_record_is_started_over() {
         r#"{"version":1,"url":"http://elsewhere/f.bin","size":null,"sha256":null,"validator":null,"segments":[{"start":0,"end":null,"done":4000}]}"#,
     )
     .unwrap();
-    let (summary, _) = pull(
-        dir.path(),
-        vec![item(&server.url("/f.bin"), "f.bin", None, None)],
-        options(),
-    )
-    .await;
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
     assert!(downloaded(&summary.files[0].outcome));
     assert_eq!(ranges(&server), [None]);
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
@@ -621,7 +534,7 @@ async fn a_file_already_in_place_is_not_fetched_again() {
     let sha = Some(Sha256::of(&body));
     let (summary, _) = pull(
         dir.path(),
-        vec![item(&server.url("/f.bin"), "f.bin", Some(SIZE as u64), sha)],
+        f_bin(&server, Some(SIZE as u64), sha),
         options(),
     )
     .await;
@@ -635,7 +548,7 @@ async fn a_file_already_in_place_is_not_fetched_again() {
     std::fs::write(dir.path().join("f.bin"), vec![1u8; SIZE]).unwrap();
     let (summary, _) = pull(
         dir.path(),
-        vec![item(&server.url("/f.bin"), "f.bin", Some(SIZE as u64), sha)],
+        f_bin(&server, Some(SIZE as u64), sha),
         options(),
     )
     .await;
@@ -643,12 +556,7 @@ async fn a_file_already_in_place_is_not_fetched_again() {
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
 
     // A URL without a known size: a HEAD tells it.
-    let (summary, _) = pull(
-        dir.path(),
-        vec![item(&server.url("/f.bin"), "f.bin", None, None)],
-        options(),
-    )
-    .await;
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
     assert!(matches!(
         summary.files[0].outcome,
         Outcome::AlreadyThere { .. }
@@ -670,21 +578,11 @@ async fn several_streams_share_one_file() {
     };
     let (summary, _) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            Some(40_000),
-            Some(Sha256::of(&body)),
-        )],
+        f_bin(&server, Some(40_000), Some(Sha256::of(&body))),
         options,
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
     let mut asked: Vec<String> = ranges(&server).into_iter().flatten().collect();
     asked.sort();
     assert!(asked.contains(&"bytes=10000-19999".to_owned()), "{asked:?}");
@@ -706,21 +604,11 @@ async fn several_streams_fall_back_to_one_when_ranges_are_ignored() {
     };
     let (summary, events) = pull(
         dir.path(),
-        vec![item(
-            &server.url("/f.bin"),
-            "f.bin",
-            Some(40_000),
-            Some(Sha256::of(&body)),
-        )],
+        f_bin(&server, Some(40_000), Some(Sha256::of(&body))),
         options,
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
     assert!(
         events.any("restart the server does not serve ranges"),
         "{:?}",

@@ -62,12 +62,7 @@ async fn a_connection_cut_every_mebibyte_costs_almost_nothing() {
         options(),
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("big.bin"), &body);
     assert!(
         proxy.connections() >= 8,
         "{} connections",
@@ -102,12 +97,7 @@ async fn several_streams_from_nginx() {
         options,
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), body);
+    assert_arrived(&summary, 0, &dir.path().join("big.bin"), &body);
     let log = nginx.access_log();
     assert_eq!(
         log.matches("\"GET /big.bin HTTP/1.1\" 206").count(),
@@ -201,12 +191,7 @@ async fn a_file_that_changed_between_runs_is_fetched_whole_again() {
         options(),
     )
     .await;
-    assert!(
-        downloaded(&summary.files[0].outcome),
-        "{:?}",
-        summary.files[0]
-    );
-    assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), new);
+    assert_arrived(&summary, 0, &dir.path().join("big.bin"), &new);
     assert!(
         events.any("restart the server sent the whole file"),
         "{:?}",

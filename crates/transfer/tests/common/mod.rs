@@ -118,3 +118,18 @@ pub async fn pull(dir: &Path, items: Vec<Item>, options: Options) -> (Summary, A
 pub fn downloaded(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Downloaded { .. })
 }
+
+/// Asserts that file `i` of `summary` was downloaded and that `path`
+/// holds `body`.
+pub fn assert_arrived(summary: &Summary, i: usize, path: &Path, body: &[u8]) {
+    assert!(
+        downloaded(&summary.files[i].outcome),
+        "{:?}",
+        summary.files[i]
+    );
+    assert!(
+        std::fs::read(path).unwrap() == body,
+        "{} differs",
+        path.display()
+    );
+}
