@@ -40,6 +40,10 @@ pub struct Cli {
 pub enum Command {
     /// GET a URL with retries: body to stdout, or to FILE written atomically.
     Get(GetArgs),
+    /// Download many files at once: each retried on its own, resumed by
+    /// Range (also after Ctrl-C), renamed into place once size and sha256
+    /// match.
+    Pull(PullArgs),
     /// Query the Hugging Face Hub (honours HF_ENDPOINT and HF_TOKEN).
     Hub {
         #[command(subcommand)]
@@ -98,6 +102,113 @@ pub struct GetArgs {
     pub headers: Vec<(String, String)>,
     #[command(flatten)]
     pub retry: RetryArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+backstop pull https://example.com/model.gguf --sha256 9f86d08...\n  \
+backstop pull 'hf://Qwen/Qwen3-8B-GGUF/*Q4_K_M*' --dir models\n  \
+backstop pull hf://datasets/org/data@v1.0 --jobs 8 --streams 4\n\n\
+Ctrl-C keeps partial files (NAME.part); the same command resumes them.\n\
+Exit codes: 0 every file in place; 75 every failure temporary, try later; 1 otherwise; 130 interrupted.")]
+#[command(
+    mut_arg("attempts", |a| a.help("Attempts per file in all, the first included; counted afresh whenever bytes flow [default: 6]")),
+    mut_arg("base_delay", |a| a.help("Ceiling of the first wait; later ones double [default: 5s]")),
+    mut_arg("max_delay", |a| a.help("No computed wait is longer [default: 2m]")),
+    mut_arg("max_wait", |a| a.help("Longest server-requested wait (Retry-After...) to sit through; a longer request fails the file as temporary [default: 2m]")),
+    mut_arg("attempt_timeout", |a| a.help("Longest one attempt may take, a runaway guard; 0 for no limit [default: from the size, 5 min to 8 h]")),
+)]
+pub struct PullArgs {
+    /// http(s) URLs, and hf://[datasets/]ORG/REPO[@REVISION][/PATTERN]
+    /// (PATTERN as huggingface_hub's allow_patterns: *.gguf, onnx/).
+    #[arg(value_name = "SOURCE", required = true, value_parser = parse_source)]
+    pub sources: Vec<backstop_transfer::Source>,
+    /// Where the files go; folders of the repository are kept.
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Files downloaded at once.
+    #[arg(short, long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Range streams for one large file (at least 32 MiB each).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub streams: u16,
+    /// The sha256 a URL's file must have; repeat for several URLs, in
+    /// order. hf:// files are checked against the Hub's own.
+    #[arg(long = "sha256", value_name = "HEX", value_parser = parse_sha256)]
+    pub sha256s: Vec<backstop_transfer::Sha256>,
+    /// Add a request header to URL sources; repeatable. Credentials are
+    /// never printed.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Cut and retry a transfer that moves less than SIZE in DURATION;
+    /// 0 turns it off [default: 1MiB/2m].
+    #[arg(long, value_name = "SIZE/DURATION", value_parser = parse_min_progress)]
+    pub min_progress: Option<MinProgressArg>,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+/// `--min-progress`: a window, or none.
+#[derive(Clone, Copy, Debug)]
+pub struct MinProgressArg(pub Option<backstop_transfer::MinProgress>);
+
+/// A source of `backstop pull`.
+pub fn parse_source(value: &str) -> Result<backstop_transfer::Source, String> {
+    value
+        .parse()
+        .map_err(|e: backstop_transfer::Error| e.to_string())
+}
+
+/// A sha256 digest.
+pub fn parse_sha256(value: &str) -> Result<backstop_transfer::Sha256, String> {
+    value
+        .parse()
+        .map_err(|e: backstop_transfer::BadDigest| e.to_string())
+}
+
+/// "1MiB/2m", "500KB/30s", or "0".
+pub fn parse_min_progress(value: &str) -> Result<MinProgressArg, String> {
+    let value = value.trim();
+    if matches!(value, "0" | "off" | "none") {
+        return Ok(MinProgressArg(None));
+    }
+    let (size, window) = value
+        .split_once('/')
+        .ok_or_else(|| format!("{value:?} is not SIZE/DURATION (example: 1MiB/2m)"))?;
+    let bytes = parse_size(size)?;
+    let window = parse_positive_duration(window)?;
+    Ok(MinProgressArg(Some(backstop_transfer::MinProgress {
+        bytes,
+        window,
+    })))
+}
+
+/// "1048576", "512KiB", "1MiB", "10MB", "2GiB".
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let unit: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{value:?} is not a size (examples: 512KiB, 1MiB, 10MB)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{value:?} is not a size (examples: 512KiB, 1MiB, 10MB)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -615,6 +726,22 @@ mod tests {
         assert!(parse_handle("install").is_err());
         assert!(parse_handle("in stall=x").is_err());
         assert!(parse_handle("install= ").is_err());
+    }
+
+    #[test]
+    fn sizes_and_windows() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("42"), Ok(42));
+        for bad in ["", "MiB", "1.5MiB", "-1", "1TiB", "99999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        let w = parse_min_progress("1MiB/2m").unwrap().0.unwrap();
+        assert_eq!((w.bytes, w.window), (1 << 20, Duration::from_secs(120)));
+        assert!(parse_min_progress("0").unwrap().0.is_none());
+        assert!(parse_min_progress("1MiB").is_err());
+        assert!(parse_min_progress("1MiB/0s").is_err());
     }
 
     #[test]

@@ -31,7 +31,12 @@ impl BackoffArgs {
 impl RetryArgs {
     /// The API preset with the flags applied.
     pub fn policy(&self) -> Policy {
-        let mut policy = self.backoff.apply(Policy::api());
+        self.apply(Policy::api())
+    }
+
+    /// `policy` with the flags applied.
+    pub fn apply(&self, policy: Policy) -> Policy {
+        let mut policy = self.backoff.apply(policy);
         if let Some(d) = self.attempt_timeout {
             policy = policy.attempt_timeout((!d.is_zero()).then_some(d));
         }

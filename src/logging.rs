@@ -20,6 +20,7 @@ pub fn init(verbose: u8, quiet: bool) {
         "backstop_hub",
         "backstop_ledger",
         "backstop_queue",
+        "backstop_transfer",
     ];
     let level = match (quiet, verbose) {
         (true, _) => "error",

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod cmd;
 mod logging;
+mod progress;
 mod report;
 mod state;
 mod table;
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => run_service(|| cmd::serve::run(args, state)),
         Command::Worker(args) => run_service(|| cmd::worker::run(args)),
-        command => run_async(command, state),
+        command => run_async(command, state, cli.quiet),
     };
     match outcome {
         Ok(()) => ExitCode::from(exit::SUCCESS),
@@ -68,9 +69,14 @@ fn run_service<F: Future<Output = Result<(), Report>>>(
     outcome
 }
 
-fn run_async(command: Command, state: Option<&str>) -> Result<(), Report> {
+fn run_async(command: Command, state: Option<&str>, quiet: bool) -> Result<(), Report> {
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
+        // pull stops on its own at Ctrl-C, to sync and record its partial
+        // files: it must not be dropped mid-write.
+        if let Command::Pull(args) = command {
+            return cmd::pull::run(args, quiet).await;
+        }
         tokio::select! {
             outcome = run(command, state) => outcome,
             () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
@@ -96,8 +102,9 @@ async fn run(command: Command, state: Option<&str>) -> Result<(), Report> {
         | Command::Run(_)
         | Command::Completions { .. }
         | Command::Serve(_)
-        | Command::Worker(_) => {
-            unreachable!("main runs the synchronous commands itself")
+        | Command::Worker(_)
+        | Command::Pull(_) => {
+            unreachable!("main and run_async run these themselves")
         }
     }
 }

@@ -136,6 +136,20 @@ impl From<backstop_hub::Error> for Report {
     }
 }
 
+impl From<backstop_transfer::Error> for Report {
+    fn from(e: backstop_transfer::Error) -> Self {
+        use backstop_transfer::Error as E;
+        match e {
+            E::Hub(hub) => hub.into(),
+            E::Request(http) => http.into(),
+            e if e.is_usage() => Report::from_error(exit::USAGE, &e),
+            e @ E::UnsafeName { .. } => Report::from_error(exit::FAILURE, &e)
+                .hint("nothing was written; the listing names a file outside the destination"),
+            e => Report::from_error(exit::FAILURE, &e),
+        }
+    }
+}
+
 impl From<backstop_ledger::StoreError> for Report {
     fn from(e: backstop_ledger::StoreError) -> Self {
         let code = if e.is_temporary() {

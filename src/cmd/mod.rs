@@ -6,6 +6,7 @@ pub mod get;
 pub mod hub;
 pub mod ops;
 pub mod pick;
+pub mod pull;
 pub mod run;
 pub mod serve;
 pub mod worker;

@@ -3,6 +3,11 @@
 //! Each path has a queue of [`Reply`]s, used once each in order, and an
 //! optional reply for when the queue is empty; anything else gets a 404.
 //! Every request is recorded so a test can assert what the client sent.
+//!
+//! Besides scripted replies it serves files with or without honouring
+//! `Range` ([`Reply::file`]), a fake Hugging Face Hub
+//! ([`FaultServer::hub_repo`]), cuts long downloads with a proxy
+//! ([`CutProxy`]), and starts a real nginx ([`Nginx`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -20,9 +25,21 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+mod hub;
+mod nginx;
+mod proxy;
+mod range;
+
+pub use hub::{HubFile, cdn_path};
+pub use nginx::Nginx;
+pub use proxy::CutProxy;
+
 /// How long a stalled reply hangs before giving up on its own, so that a
 /// forgotten stall cannot keep a test process alive forever.
 const STALL: Duration = Duration::from_secs(120);
+
+/// How long a cut body waits after its last bytes before the cut.
+const CUT_FLUSH: Duration = Duration::from_millis(20);
 
 /// What goes wrong with a reply, if anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +54,26 @@ enum Fault {
     StallAfter(usize),
     /// Wait this long before sending the headers.
     Delay(Duration),
+    /// Send the body `bytes` at a time, pausing `every` between pieces.
+    Trickle {
+        bytes: usize,
+        every: Duration,
+    },
+}
+
+/// How a reply treats a request's `Range` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ranges {
+    /// A plain reply: the header is not looked at.
+    Plain,
+    /// Honoured as a file server does: 206 with `Content-Range`, 416 past
+    /// the end, the whole file when `If-Range` does not match the `ETag`.
+    Honour,
+    /// Ignored: always 200 with the whole file.
+    Ignore,
+    /// Answered 206, but with a `Content-Range` that starts one byte past
+    /// what was asked for, over the bytes that were asked for.
+    Wrong,
 }
 
 /// One scripted response.
@@ -46,6 +83,8 @@ pub struct Reply {
     headers: Vec<(String, String)>,
     body: Bytes,
     fault: Fault,
+    ranges: Ranges,
+    corrupt: Option<u64>,
 }
 
 impl Reply {
@@ -56,7 +95,53 @@ impl Reply {
             headers: Vec::new(),
             body: Bytes::new(),
             fault: Fault::None,
+            ranges: Ranges::Plain,
+            corrupt: None,
         }
+    }
+
+    /// A file as a static file server serves it: `Accept-Ranges: bytes`,
+    /// and a request's `Range` (`bytes=a-b`, `bytes=a-`, `bytes=-n`)
+    /// answered with 206 and `Content-Range`, or 416 past the end. With an
+    /// `ETag` header set, an `If-Range` that does not match it gets the
+    /// whole file. Faults apply to the bytes actually sent.
+    pub fn file(body: impl Into<Bytes>) -> Self {
+        Reply {
+            ranges: Ranges::Honour,
+            ..Reply::ok(body).header("Accept-Ranges", "bytes")
+        }
+    }
+
+    /// Ignores `Range`: the whole file with a 200, as some servers and
+    /// proxies do.
+    pub fn ignore_range(mut self) -> Self {
+        self.ranges = Ranges::Ignore;
+        self
+    }
+
+    /// Answers a `Range` with a 206 whose `Content-Range` is off by one:
+    /// the bytes are those asked for, the header claims they start a byte
+    /// later.
+    pub fn wrong_content_range(mut self) -> Self {
+        self.ranges = Ranges::Wrong;
+        self
+    }
+
+    /// Flips the bits of the byte at `offset` of the file (counted from
+    /// the start of the whole body, whatever range is sent).
+    pub fn corrupt_at(mut self, offset: u64) -> Self {
+        self.corrupt = Some(offset);
+        self
+    }
+
+    /// Sends the body `bytes` at a time with a pause of `every` between
+    /// pieces: a link that moves, but too slowly.
+    pub fn trickle(mut self, bytes: usize, every: Duration) -> Self {
+        self.fault = Fault::Trickle {
+            bytes: bytes.max(1),
+            every,
+        };
+        self
     }
 
     /// A 200 with this body.
@@ -280,6 +365,17 @@ async fn answer(
         scripted.or_else(|| state.always.get(&path).cloned())
     };
     let reply = reply.unwrap_or_else(|| Reply::status(404).body("no such path"));
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let reply = range::apply(
+        reply,
+        header("range").as_deref(),
+        header("if-range").as_deref(),
+    );
     // Drain the request body so keep-alive connections stay usable.
     let _ = req.into_body().collect().await;
 
@@ -300,6 +396,7 @@ async fn answer(
     let body = match reply.fault {
         Fault::CutAfter(n) => broken(reply.body, n, false),
         Fault::StallAfter(n) => broken(reply.body, n, true),
+        Fault::Trickle { bytes, every } => trickle(reply.body, bytes, every),
         _ => Full::new(reply.body).map_err(|e| match e {}).boxed(),
     };
     Ok(builder.body(body).unwrap_or_else(|_| {
@@ -311,6 +408,22 @@ async fn answer(
     }))
 }
 
+/// A body sent `bytes` at a time, `every` apart.
+fn trickle(body: Bytes, bytes: usize, every: Duration) -> Body {
+    let frames = stream::unfold((body, true), move |(rest, first)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        if !first {
+            tokio::time::sleep(every).await;
+        }
+        let piece = rest.slice(..bytes.min(rest.len()));
+        let rest = rest.slice(piece.len()..);
+        Some((Ok(Frame::data(piece)), (rest, false)))
+    });
+    StreamBody::new(frames).boxed()
+}
+
 /// A body that sends its first `n` bytes, then fails (the connection is
 /// dropped) or hangs.
 fn broken(body: Bytes, n: usize, hang: bool) -> Body {
@@ -319,9 +432,9 @@ fn broken(body: Bytes, n: usize, hang: bool) -> Body {
         match state {
             Some(head) => Some((Ok(Frame::data(head)), None)),
             None => {
-                if hang {
-                    tokio::time::sleep(STALL).await;
-                }
+                // Pause before failing, so that hyper flushes the bytes
+                // above: failing at once drops them with the connection.
+                tokio::time::sleep(if hang { STALL } else { CUT_FLUSH }).await;
                 Some((Err(io::Error::other("scripted cut")), None))
             }
         }

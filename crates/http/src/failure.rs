@@ -111,6 +111,11 @@ fn transport_verdict(e: &reqwest::Error) -> Verdict {
             // rustls reports certificate and handshake failures this way.
             return Verdict::permanent("TLS error");
         }
+        if io.kind() == io::ErrorKind::UnexpectedEof {
+            // A body cut mid-way: the same event as hyper's incomplete
+            // message below, in the same words.
+            return Verdict::transient("connection closed early");
+        }
         if v.class == Class::Transient {
             return v;
         }

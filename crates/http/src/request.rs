@@ -7,7 +7,7 @@ use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use backstop_core::{Attempt, HumanDuration, Policy, RetryEvent, Secret};
+use backstop_core::{Attempt, HumanDuration, Policy, RetryError, RetryEvent, Secret};
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -276,54 +276,51 @@ impl<'c> RequestBuilder<'c> {
         Ok(file)
     }
 
-    /// Runs the request under the policy: `read` turns a successful
-    /// response into the result, within the same attempt.
-    async fn execute<T, R, Fut>(self, read: R) -> Result<T, Error>
-    where
-        R: Fn(reqwest::Response) -> Fut,
-        Fut: Future<Output = Result<T, Failure>>,
-    {
+    /// Checks the request and freezes it, for callers that run their own
+    /// retry loop and send it once per attempt ([`Prepared::send_once`]):
+    /// a resumable download changes its `Range` header on every attempt.
+    /// Fails, with nothing sent, on a malformed URL or header.
+    pub fn prepare(self) -> Result<Prepared<'c>, Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
         let url = self.url?;
-        let host = display_host(&url);
+        Ok(Prepared {
+            client: self.client,
+            host: display_host(&url),
+            url,
+            method: self.method,
+            headers: self.headers,
+            secrets: self.secrets,
+            pins_origin: self.pins_origin,
+            body: self.body,
+        })
+    }
+
+    /// Runs the request under the policy: `read` turns a successful
+    /// response into the result, within the same attempt.
+    async fn execute<T, R, Fut>(mut self, read: R) -> Result<T, Error>
+    where
+        R: Fn(reqwest::Response) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let idempotent = self
             .idempotent
             .unwrap_or_else(|| is_idempotent(&self.method));
         let client = self.client;
-        let policy = self.policy.as_ref().unwrap_or(&client.policy);
-        let (method, headers, body, secrets) =
-            (&self.method, &self.headers, &self.body, &self.secrets);
-        let transport = if self.pins_origin {
-            &client.same_origin
-        } else {
-            &client.inner
-        };
-        let (url_ref, read) = (&url, &read);
-        let mut hook = self.on_retry;
+        let policy = self.policy.clone();
+        let policy = policy.as_ref().unwrap_or(&client.policy);
+        let cancel = self.cancel.clone();
+        let mut hook = self.on_retry.take();
+        let prepared = self.prepare()?;
+        let read = &read;
+        let prepared_ref = &prepared;
 
-        let op = |_: Attempt| {
-            let mut request = transport
-                .request(method.clone(), url_ref.clone())
-                .headers(headers.clone());
-            if let Some(body) = body {
-                request = request.body(body.clone());
-            }
-            let header_timeout = client.header_timeout;
-            async move {
-                let resp = match tokio::time::timeout(header_timeout, request.send()).await {
-                    Err(_) => return Err(Failure::HeaderTimeout(header_timeout)),
-                    Ok(Err(e)) => return Err(Failure::Transport(e.without_url())),
-                    Ok(Ok(resp)) => resp,
-                };
-                if !resp.status().is_success() {
-                    return Err(status_failure(resp, secrets).await);
-                }
-                read(resp).await
-            }
+        let op = |_: Attempt| async move {
+            let resp = prepared_ref.send_once(&[]).await?;
+            read(resp).await
         };
-        let host_ref = host.as_str();
+        let host_ref = prepared.host();
         let notify = |event: &RetryEvent<'_>| {
             tracing::info!(
                 host = host_ref,
@@ -346,13 +343,84 @@ impl<'c> RequestBuilder<'c> {
         if let Some(budget) = client.budget.as_deref() {
             retry = retry.budget(budget);
         }
-        if let Some(token) = self.cancel.as_ref() {
+        if let Some(token) = cancel.as_ref() {
             retry = retry.cancel_on(token);
         }
-        retry.run().await.map_err(|source| Error::Call {
-            host,
+        let result = retry.run().await;
+        result.map_err(|source| prepared.call_error(source))
+    }
+}
+
+/// A request checked and ready to be sent any number of times, one attempt
+/// per [`send_once`](Prepared::send_once), by a caller that runs the retry
+/// engine itself. Made by [`RequestBuilder::prepare`].
+#[derive(Debug)]
+pub struct Prepared<'c> {
+    client: &'c Client,
+    url: Url,
+    host: String,
+    method: Method,
+    headers: HeaderMap,
+    secrets: Vec<String>,
+    pins_origin: bool,
+    body: Option<Bytes>,
+}
+
+impl Prepared<'_> {
+    /// The URL asked for (before any redirect). Never show it as is: use
+    /// [`redact`] or [`Prepared::host`].
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The host and non-default port, as messages show it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Sends the request once with `extra` headers added (a `Range`, an
+    /// `If-Range`), waiting at most the client's header timeout for the
+    /// response headers. A status that is not a success becomes
+    /// [`Failure::Status`] with the wait the server asked for and its
+    /// message, scrubbed of the request's credentials. The body is left
+    /// unread, for the caller to stream.
+    pub async fn send_once(
+        &self,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, Failure> {
+        let transport = if self.pins_origin {
+            &self.client.same_origin
+        } else {
+            &self.client.inner
+        };
+        let mut headers = self.headers.clone();
+        for (name, value) in extra {
+            headers.insert(name.clone(), value.clone());
+        }
+        let mut request = transport
+            .request(self.method.clone(), self.url.clone())
+            .headers(headers);
+        if let Some(body) = &self.body {
+            request = request.body(body.clone());
+        }
+        let header_timeout = self.client.header_timeout;
+        let resp = match tokio::time::timeout(header_timeout, request.send()).await {
+            Err(_) => return Err(Failure::HeaderTimeout(header_timeout)),
+            Ok(Err(e)) => return Err(Failure::Transport(e.without_url())),
+            Ok(Ok(resp)) => resp,
+        };
+        if !resp.status().is_success() {
+            return Err(status_failure(resp, &self.secrets).await);
+        }
+        Ok(resp)
+    }
+
+    /// The error for a retried call of this request that did not succeed.
+    pub fn call_error(&self, source: RetryError<Failure>) -> Error {
+        Error::Call {
+            host: self.host.clone(),
             source: Box::new(source),
-        })
+        }
     }
 }
 

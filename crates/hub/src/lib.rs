@@ -29,6 +29,27 @@ use url::Url;
 pub use config::{DEFAULT_ENDPOINT, token_from_env};
 pub use model::{LfsInfo, Model, ModelInfo, ModelQuery, Sibling, Sort};
 
+/// What kind of repository a name refers to: the Hub keeps models and
+/// datasets under different paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RepoKind {
+    /// `/api/models/...`, `/{repo}/resolve/...`.
+    #[default]
+    Model,
+    /// `/api/datasets/...`, `/datasets/{repo}/resolve/...`.
+    Dataset,
+}
+
+impl RepoKind {
+    /// The API's collection name: "models" or "datasets".
+    pub fn api_name(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+}
+
 /// The Hub returns at most this many models per page.
 const PAGE: usize = 1000;
 
@@ -164,21 +185,61 @@ impl Hub {
     /// /api/models/{repo}/revision/{revision}?blobs=true`), with sizes and
     /// the sha256 of LFS files.
     pub async fn model_revision(&self, repo: &str, revision: &str) -> Result<ModelInfo, Error> {
+        self.revision(RepoKind::Model, repo, revision).await
+    }
+
+    /// A model's or a dataset's files at a revision (`GET
+    /// /api/{models|datasets}/{repo}/revision/{revision}?blobs=true`), with
+    /// sizes, the sha256 of LFS files, and the commit the revision names.
+    pub async fn revision(
+        &self,
+        kind: RepoKind,
+        repo: &str,
+        revision: &str,
+    ) -> Result<ModelInfo, Error> {
         let (org, name) = split_repo(repo)?;
-        if revision.is_empty() || revision.chars().any(char::is_control) {
-            return Err(Error::Invalid(format!("{revision:?} is not a revision")));
-        }
-        let mut url = self.api_url(&["api", "models", org, name, "revision", revision]);
+        check_revision(revision)?;
+        let mut url = self.api_url(&["api", kind.api_name(), org, name, "revision", revision]);
         url.query_pairs_mut().append_pair("blobs", "true");
         let body = self.get(&url).bytes().await?;
         let mut info: ModelInfo = body.json().map_err(|e| {
             Error::Invalid(format!(
-                "{} answered for {repo}@{revision} with something that is not model info: {e}",
+                "{} answered for {repo}@{revision} with something that is not repository info: {e}",
                 self.host()
             ))
         })?;
         model::record_id(&mut info.id, &info.extra);
         Ok(info)
+    }
+
+    /// Where one file of a repository is downloaded from:
+    /// `{endpoint}/{repo}/resolve/{revision}/{path}` (with `datasets/`
+    /// before the repository for a dataset). The Hub answers with a
+    /// redirect to its CDN and the file's sha256 in `X-Linked-Etag`. Every
+    /// segment of `path` is percent-encoded; the path itself is not checked
+    /// here (confining it on disk is the caller's job).
+    pub fn file_url(
+        &self,
+        kind: RepoKind,
+        repo: &str,
+        revision: &str,
+        path: &str,
+    ) -> Result<Url, Error> {
+        let (org, name) = split_repo(repo)?;
+        check_revision(revision)?;
+        let mut segments: Vec<&str> = Vec::new();
+        if kind == RepoKind::Dataset {
+            segments.push("datasets");
+        }
+        segments.extend([org, name, "resolve", revision]);
+        segments.extend(path.split('/'));
+        Ok(self.api_url(&segments))
+    }
+
+    /// The token sent to the Hub, for requests made outside this client
+    /// (downloads from [`Hub::file_url`]).
+    pub fn token(&self) -> Option<&Secret> {
+        self.token.as_ref()
     }
 
     fn get(&self, url: &Url) -> backstop_http::RequestBuilder<'_> {
@@ -230,6 +291,14 @@ fn next_link(headers: &backstop_http::header::HeaderMap) -> Option<String> {
             let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
             is_next.then(|| target.to_owned())
         })
+}
+
+/// Refuses a revision that cannot be one (empty, control characters).
+fn check_revision(revision: &str) -> Result<(), Error> {
+    if revision.is_empty() || revision.len() > 256 || revision.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!("{revision:?} is not a revision")));
+    }
+    Ok(())
 }
 
 /// Splits `org/name`, refusing anything that is not a plain repository id.
@@ -304,6 +373,23 @@ mod tests {
             url.path(),
             "/prefix/api/models/org/name/revision/refs%2Fpr%2F1"
         );
+        let file = hub
+            .file_url(
+                RepoKind::Dataset,
+                "org/name",
+                "abc123",
+                "data/train 1.parquet",
+            )
+            .unwrap();
+        assert_eq!(
+            file.path(),
+            "/prefix/datasets/org/name/resolve/abc123/data/train%201.parquet"
+        );
+        let file = hub
+            .file_url(RepoKind::Model, "org/name", "refs/pr/1", "a.bin")
+            .unwrap();
+        assert_eq!(file.path(), "/prefix/org/name/resolve/refs%2Fpr%2F1/a.bin");
+        assert!(hub.file_url(RepoKind::Model, "org/name", "", "a").is_err());
         assert!(Hub::new(client.clone(), "not a url", None).is_err());
         assert!(Hub::new(client, "file:///tmp", None).is_err());
     }

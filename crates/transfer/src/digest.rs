@@ -1,0 +1,94 @@
+//! SHA-256 digests: parsed from what users and servers write, shown as hex.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A SHA-256 digest.
+///
+/// ```
+/// use backstop_transfer::Sha256;
+///
+/// let d: Sha256 = "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse().unwrap();
+/// assert_eq!(d, Sha256::of(b""));
+/// assert!(d.to_string().starts_with("e3b0c442"));
+/// assert!("e3b0".parse::<Sha256>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256(pub [u8; 32]);
+
+impl Sha256 {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest;
+        Sha256(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// Reads the value of an ETag-like header that carries a digest
+    /// (`X-Linked-Etag: "e3b0…"`): quotes and a weak prefix are dropped;
+    /// `None` unless what is left is 64 hex digits.
+    pub fn from_etag(value: &str) -> Option<Self> {
+        let v = value.trim();
+        let v = v.strip_prefix("W/").unwrap_or(v);
+        v.trim_matches('"').parse().ok()
+    }
+}
+
+/// Why a text is not a SHA-256 digest.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a sha256 digest (64 hex digits)")]
+pub struct BadDigest(pub String);
+
+impl FromStr for Sha256 {
+    type Err = BadDigest;
+
+    /// 64 hex digits, either case, optionally after `sha256:`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let hex = t.strip_prefix("sha256:").unwrap_or(t);
+        let bad = || BadDigest(s.chars().filter(|c| !c.is_control()).take(80).collect());
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Sha256(out))
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            Sha256::from_etag(&format!("\"{hex}\"")),
+            Some(Sha256::of(b""))
+        );
+        assert_eq!(
+            Sha256::from_etag(&format!("W/\"{hex}\"")),
+            Some(Sha256::of(b""))
+        );
+        assert_eq!(Sha256::from_etag("\"a1b2c3-git-sha1\""), None);
+        assert!("g".repeat(64).parse::<Sha256>().is_err());
+        assert!(
+            "é".repeat(32).parse::<Sha256>().is_err(),
+            "no panic on multibyte"
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! One file, from whatever a partial file already holds to its place in
+//! the destination: streams under the retry engine, checkpoints while they
+//! run, then the size and the hash, and only then the rename.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use backstop_core::{Ending, RetryError};
+use backstop_http::header::{ACCEPT_RANGES, CONTENT_LENGTH, HeaderValue};
+use backstop_http::{Client, Method, RequestBuilder};
+use futures_util::future::try_join_all;
+use tokio_util::sync::CancellationToken;
+
+use crate::record::{Record, Segment};
+use crate::stream::{self, FileCtx, Learned, Stream};
+use crate::writer::{Hashed, Writer, Written};
+use crate::{
+    Event, Failure, FileError, FileReport, Item, Options, Outcome, Planned, Progress, Sha256,
+};
+
+/// One file of a pull and everything it needs.
+pub(crate) struct Job<'a> {
+    pub planned: &'a Planned,
+    pub id: usize,
+    pub client: &'a Client,
+    pub options: &'a Options,
+    pub progress: &'a dyn Progress,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The request for `item`, with its token and headers.
+pub(crate) fn request<'c>(client: &'c Client, method: Method, item: &Item) -> RequestBuilder<'c> {
+    let mut request = client.request(method, item.url.as_str());
+    if let Some(token) = &item.token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in &item.headers {
+        request = request.header(name, value);
+    }
+    request
+}
+
+/// Downloads the file; never fails, the outcome says how it went.
+pub(crate) async fn download(job: &Job<'_>) -> FileReport {
+    let fetched = AtomicU64::new(0);
+    let outcome = match fetch(job, &fetched).await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Failed(e),
+    };
+    job.progress.event(job.id, Event::Finish(&outcome));
+    FileReport {
+        name: job.planned.item.name.clone(),
+        dest: job.planned.dest.clone(),
+        fetched: fetched.load(Ordering::Relaxed),
+        outcome,
+    }
+}
+
+fn local(path: &Path) -> impl Fn(io::Error) -> FileError + '_ {
+    move |source| FileError::Local {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("a blocking task failed: {e}")))?
+}
+
+fn remove(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError> {
+    let planned = job.planned;
+    let item = &planned.item;
+    let (dest, part, record_path) = (&planned.dest, planned.part(), planned.record());
+    let prepared = request(job.client, Method::GET, item)
+        .prepare()
+        .map_err(FileError::Request)?;
+
+    // Known size, or what a HEAD says, to see whether the file is in place
+    // and how many streams it can take.
+    let mut probe = Probe::default();
+    if item.size.is_none() && (dest.exists() || job.options.streams > 1) {
+        probe = probe_head(job.client, item).await;
+    }
+    let known = item.size.or(probe.size);
+    if let Some(size) = known
+        && std::fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == size)
+        && in_place(dest, item.sha256).await
+    {
+        job.progress.event(
+            job.id,
+            Event::Start {
+                name: &item.name,
+                size: Some(size),
+                have: size,
+            },
+        );
+        return Ok(Outcome::AlreadyThere { bytes: size });
+    }
+
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(local(parent))?;
+    }
+    let identity = backstop_http::redact(&item.url);
+    let digest_text = item.sha256.map(|d| d.to_string());
+    let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
+    let record = part_len
+        .and_then(|len| Record::load(&record_path, len))
+        .filter(|r| r.describes(&identity, item.size, digest_text.as_deref()));
+    if record.is_none() {
+        remove(&part).map_err(local(&part))?;
+        remove(&record_path).map_err(local(&record_path))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)
+        .map_err(local(&part))?;
+    let file = Arc::new(file);
+
+    let learned = Mutex::new(Learned {
+        total: record.as_ref().and_then(|r| r.size).or(known),
+        validator: record
+            .as_ref()
+            .and_then(|r| r.validator.as_deref())
+            .and_then(|v| HeaderValue::from_str(v).ok()),
+        ..Learned::default()
+    });
+    let ranges_ok = item.size.is_some() || probe.ranges;
+    let mut segments = match &record {
+        Some(r) => r.segments.clone(),
+        None => plan(known, job.options, ranges_ok),
+    };
+    if let [only] = segments.as_slice() {
+        // Bytes past a single stream's record may not be on disk.
+        file.set_len(only.done).map_err(local(&part))?;
+    }
+    let resumed_from: u64 = segments.iter().map(|s| s.done - s.start).sum();
+    job.progress.event(
+        job.id,
+        Event::Start {
+            name: &item.name,
+            size: known.or(learned_total(&learned)),
+            have: resumed_from,
+        },
+    );
+
+    let checkpoint = Checkpoint {
+        file: Arc::clone(&file),
+        path: record_path.clone(),
+        base: Record::new(identity, item.size, digest_text),
+        learned: &learned,
+    };
+    let mut hashed = item.sha256.map(|_| Hashed::default());
+    let mut mismatches: Vec<Sha256> = Vec::new();
+    let policy = job.options.policy_for(None);
+    loop {
+        let starts: Vec<u64> = segments.iter().map(|s| s.done).collect();
+        let catch_up = match segments.as_slice() {
+            [only] if only.start == 0 && hashed.is_some() => Some(only.done),
+            _ => None,
+        };
+        let writer = Writer::start(
+            Arc::clone(&file),
+            &starts,
+            hashed.take(),
+            catch_up,
+            record_path.clone(),
+        );
+        let streams: Vec<Stream> = segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Stream::new(i, s.end, s.done))
+            .collect();
+        let result = {
+            let ctx = FileCtx {
+                prepared: &prepared,
+                options: job.options,
+                progress: job.progress,
+                id: job.id,
+                cancel: job.cancel,
+                writer: &writer,
+                expected: item.size,
+                learned: &learned,
+                fetched,
+                bounded: segments.len() > 1,
+            };
+            round(&ctx, &streams, &segments, &checkpoint).await
+        };
+        hashed = writer.finish().await.map_err(local(&part))?;
+        for (segment, stream) in segments.iter_mut().zip(&streams) {
+            segment.done = stream.pos();
+            segment.end = segment.end.or(learned_total(&learned));
+        }
+        if let Err(e) = result {
+            if matches!(e.last_error(), Some(Failure::RangeUnusable(_))) && segments.len() > 1 {
+                file.set_len(0).map_err(local(&part))?;
+                remove(&record_path).map_err(local(&record_path))?;
+                segments = plan(known, job.options, false);
+                hashed = item.sha256.map(|_| Hashed::default());
+                job.progress.event(
+                    job.id,
+                    Event::Restart {
+                        reason: "the server does not serve ranges; one stream from the start",
+                    },
+                );
+                continue;
+            }
+            // Keep what arrived, on disk and on record, for the next run;
+            // leave nothing behind when nothing arrived.
+            let have: u64 = segments.iter().map(|s| s.done - s.start).sum();
+            if have > 0 {
+                checkpoint.save_final(&segments).await;
+            } else {
+                drop(file);
+                remove(&part).map_err(local(&part))?;
+                remove(&record_path).map_err(local(&record_path))?;
+            }
+            return match e.ending {
+                Ending::Cancelled => Ok(Outcome::Interrupted { have }),
+                _ => Err(FileError::Transfer {
+                    host: prepared.host().to_owned(),
+                    source: Box::new(e),
+                }),
+            };
+        }
+
+        job.progress.event(job.id, Event::Verify);
+        let len = segments
+            .iter()
+            .map(|s| s.end.unwrap_or(s.done))
+            .max()
+            .unwrap_or(0);
+        file.set_len(len).map_err(local(&part))?;
+        let expected = item
+            .sha256
+            .or(learned.lock().unwrap_or_else(|p| p.into_inner()).linked);
+        let Some(expected) = expected else {
+            break finish(job, &file, &part, &record_path, len, None, resumed_from).await;
+        };
+        let state = hashed.take().unwrap_or_default();
+        let reader = Arc::clone(&file);
+        let actual = blocking(move || state.finish(&reader, len))
+            .await
+            .map_err(local(&part))?;
+        if actual == expected {
+            break finish(
+                job,
+                &file,
+                &part,
+                &record_path,
+                len,
+                Some(actual),
+                resumed_from,
+            )
+            .await;
+        }
+        // A corrupted body is never accepted: start over, unless the same
+        // wrong bytes came twice (then the expected digest is what is
+        // wrong) or the attempts are spent.
+        let repeated = mismatches.contains(&actual);
+        mismatches.push(actual);
+        if repeated || mismatches.len() >= policy.get_max_attempts() as usize {
+            drop(file);
+            remove(&part).map_err(local(&part))?;
+            remove(&record_path).map_err(local(&record_path))?;
+            return Err(FileError::Digest {
+                expected,
+                actual,
+                repeated,
+            });
+        }
+        file.set_len(0).map_err(local(&part))?;
+        remove(&record_path).map_err(local(&record_path))?;
+        segments = plan(known, job.options, ranges_ok);
+        hashed = Some(Hashed::default());
+        job.progress.event(
+            job.id,
+            Event::Restart {
+                reason: "sha256 mismatch: the bytes are not the file expected",
+            },
+        );
+    }
+}
+
+fn learned_total(learned: &Mutex<Learned>) -> Option<u64> {
+    learned.lock().unwrap_or_else(|p| p.into_inner()).total
+}
+
+/// Syncs the complete partial file, renames it into place and forgets its
+/// record.
+async fn finish(
+    job: &Job<'_>,
+    file: &Arc<File>,
+    part: &Path,
+    record: &Path,
+    bytes: u64,
+    sha256: Option<Sha256>,
+    resumed_from: u64,
+) -> Result<Outcome, FileError> {
+    let synced = Arc::clone(file);
+    blocking(move || synced.sync_all())
+        .await
+        .map_err(local(part))?;
+    let dest = &job.planned.dest;
+    std::fs::rename(part, dest).map_err(local(dest))?;
+    if let Some(parent) = dest.parent()
+        && let Ok(dir) = File::open(parent)
+    {
+        // Makes the rename durable; losing it costs a download, not data.
+        let _ = dir.sync_all();
+    }
+    remove(record).map_err(local(record))?;
+    Ok(Outcome::Downloaded {
+        bytes,
+        sha256,
+        resumed_from,
+    })
+}
+
+/// Runs every stream of a round, saving checkpoints while they run.
+async fn round(
+    ctx: &FileCtx<'_>,
+    streams: &[Stream],
+    segments: &[Segment],
+    checkpoint: &Checkpoint<'_>,
+) -> Result<(), RetryError<Failure>> {
+    let done = CancellationToken::new();
+    let work = async {
+        let result = try_join_all(streams.iter().map(|s| stream::run(ctx, s))).await;
+        done.cancel();
+        result.map(|_| ())
+    };
+    let every = ctx.options.checkpoint_every;
+    let ticker = async {
+        loop {
+            tokio::select! {
+                () = done.cancelled() => break,
+                () = tokio::time::sleep(every) => {
+                    checkpoint.save(ctx.writer.written(), segments).await;
+                }
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(work, ticker);
+    result
+}
+
+/// Records a partial file's progress.
+struct Checkpoint<'a> {
+    file: Arc<File>,
+    path: PathBuf,
+    base: Record,
+    learned: &'a Mutex<Learned>,
+}
+
+impl Checkpoint<'_> {
+    /// Syncs the partial file, then records what the writer had written
+    /// before the sync, unless a truncation came in between.
+    async fn save(&self, written: &Written, segments: &[Segment]) {
+        let (generation, ends) = written.snapshot();
+        let file = Arc::clone(&self.file);
+        if let Err(e) = blocking(move || file.sync_data()).await {
+            tracing::debug!("checkpoint of {} skipped: {e}", self.path.display());
+            return;
+        }
+        if written.generation() != generation {
+            return;
+        }
+        self.write(segments, &ends);
+    }
+
+    /// After the streams stopped: everything handed to the writer is
+    /// written.
+    async fn save_final(&self, segments: &[Segment]) {
+        let ends: Vec<u64> = segments.iter().map(|s| s.done).collect();
+        let file = Arc::clone(&self.file);
+        if blocking(move || file.sync_data()).await.is_ok() {
+            self.write(segments, &ends);
+        }
+    }
+
+    fn write(&self, segments: &[Segment], ends: &[u64]) {
+        let mut record = self.base.clone();
+        let learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        record.size = record.size.or(learned.total);
+        record.validator = learned
+            .validator
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        record.segments = segments
+            .iter()
+            .zip(ends)
+            .map(|(s, end)| Segment {
+                start: s.start,
+                end: s.end.or(learned.total),
+                done: (*end).max(s.start),
+            })
+            .collect();
+        drop(learned);
+        if let Err(e) = record.save(&self.path) {
+            tracing::debug!("cannot record progress in {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// What a HEAD request says about a URL.
+#[derive(Default)]
+struct Probe {
+    size: Option<u64>,
+    ranges: bool,
+}
+
+/// One HEAD, not retried: a server that does not answer it is simply
+/// downloaded without knowing the size in advance.
+async fn probe_head(client: &Client, item: &Item) -> Probe {
+    let Ok(prepared) = request(client, Method::HEAD, item).prepare() else {
+        return Probe::default();
+    };
+    let Ok(resp) = prepared.send_once(&[]).await else {
+        return Probe::default();
+    };
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    Probe {
+        size: header(CONTENT_LENGTH).and_then(|v| v.trim().parse().ok()),
+        ranges: header(ACCEPT_RANGES).is_some_and(|v| v.trim().eq_ignore_ascii_case("bytes")),
+    }
+}
+
+/// Whether the file at `path`, of the right size, is the one expected:
+/// without a digest to check, the size is all there is.
+async fn in_place(path: &Path, expected: Option<Sha256>) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let path = path.to_owned();
+    blocking(move || {
+        let file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        Hashed::default().finish(&file, len)
+    })
+    .await
+    .is_ok_and(|actual| actual == expected)
+}
+
+/// How a file of `total` bytes is split between streams.
+fn plan(total: Option<u64>, options: &Options, ranges_ok: bool) -> Vec<Segment> {
+    let min = options.min_stream_bytes.max(1);
+    match total {
+        Some(t) if options.streams > 1 && ranges_ok && t >= 2 * min => {
+            let n = (options.streams as u64).min(t / min).max(1);
+            let share = t / n;
+            (0..n)
+                .map(|i| {
+                    let start = i * share;
+                    let end = if i + 1 == n { t } else { start + share };
+                    Segment {
+                        start,
+                        end: Some(end),
+                        done: start,
+                    }
+                })
+                .collect()
+        }
+        _ => vec![Segment {
+            start: 0,
+            end: total,
+            done: 0,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits() {
+        let options = Options {
+            streams: 4,
+            min_stream_bytes: 10,
+            ..Options::default()
+        };
+        let ends = |t, ok| {
+            plan(Some(t), &options, ok)
+                .iter()
+                .map(|s| (s.start, s.end.unwrap_or(0)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ends(100, true), [(0, 25), (25, 50), (50, 75), (75, 100)]);
+        assert_eq!(
+            ends(30, true),
+            [(0, 10), (10, 20), (20, 30)],
+            "no share under the minimum"
+        );
+        assert_eq!(ends(19, true), [(0, 19)]);
+        assert_eq!(ends(100, false), [(0, 100)], "no ranges, one stream");
+        assert_eq!(plan(None, &options, true).len(), 1);
+    }
+}

@@ -1,0 +1,67 @@
+//! backstop's transfers: many large files at once, each retried on its
+//! own, resumed by Range, checked by hash.
+//!
+//! - [`Source`]: an http(s) URL or `hf://[datasets/]ORG/REPO[@REV][/PATTERN]`,
+//!   [`resolve`]d into [`Item`]s through the Hub API (pinned to the commit
+//!   the revision names, with sizes and LFS sha256s).
+//! - [`Plan`]: every item placed under the destination, names confined to
+//!   it ([`confine`]), collisions refused, before anything is written.
+//! - [`Pull`]: the files at most [`Options::jobs`] at once, each in one or
+//!   several Range streams under the retry engine of `backstop-core`:
+//!   - a transfer that breaks after moving bytes resumes at once from the
+//!     last byte handed to the disk, and its attempt count starts again;
+//!     only attempts that move nothing back off and count;
+//!   - a server that ignores Range, or answers with the wrong bytes, is
+//!     caught and the file starts over cleanly;
+//!   - connect and read-idle timeouts (the client's), a minimum-progress
+//!     window, and a per-attempt ceiling from the size as a runaway guard;
+//!   - bytes go to `NAME.part`, synced and recorded in `NAME.part.json`
+//!     every [`Options::checkpoint_every`], so that the next run resumes
+//!     after Ctrl-C or a crash; the file is renamed into place only when
+//!     its size and sha256 (the Hub's, or the caller's) match;
+//!   - a 401/403 stops the other files from the same host.
+//! - [`Progress`]: the seam a progress display plugs into.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! use backstop_transfer::{Plan, Pull, Source, resolve};
+//!
+//! let client = backstop_http::Client::new()?;
+//! let hub = backstop_hub::Hub::from_env(client.clone())?;
+//! let sources: Vec<Source> = vec![
+//!     "hf://Qwen/Qwen3-0.6B-GGUF/*Q8_0.gguf".parse()?,
+//!     "https://example.com/tokenizer.json".parse()?,
+//! ];
+//! let plan = Plan::new(Path::new("models"), resolve(&sources, &hub, &[], &[]).await?)?;
+//! let summary = Pull::new(client).run(&plan).await?;
+//! for file in &summary.files {
+//!     println!("{}: {:?}", file.name, file.outcome);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod digest;
+mod download;
+mod error;
+mod glob;
+mod options;
+mod path;
+mod plan;
+mod progress;
+mod pull;
+mod record;
+mod response;
+mod source;
+mod stream;
+mod writer;
+
+pub use digest::{BadDigest, Sha256};
+pub use error::{Error, Failure, FileError};
+pub use glob::Pattern;
+pub use options::{AttemptTimeout, MinProgress, Options};
+pub use path::{UnsafeName, confine, confine_on_disk};
+pub use plan::{Plan, Planned};
+pub use progress::{Event, Progress};
+pub use pull::{FileReport, Outcome, Pull, Summary};
+pub use source::{HubSource, Item, Source, resolve};

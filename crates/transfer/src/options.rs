@@ -1,0 +1,102 @@
+//! How hard a pull tries, and how long it waits.
+
+use std::time::Duration;
+
+use backstop_core::{Policy, TRANSFER_MAX_ATTEMPT};
+
+/// The minimum-progress window: a transfer that moves fewer than `bytes`
+/// in `window` is cut and retried, even though bytes still trickle in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinProgress {
+    /// Bytes that must arrive within each window.
+    pub bytes: u64,
+    /// The window.
+    pub window: Duration,
+}
+
+impl Default for MinProgress {
+    /// 1 MiB in 2 minutes: a link slower than about 8.7 KiB/s is no link.
+    fn default() -> Self {
+        MinProgress {
+            bytes: 1 << 20,
+            window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The per-attempt ceiling of a pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttemptTimeout {
+    /// [`Policy::transfer_attempt_timeout`] of the bytes one stream still
+    /// has to move (its 8 h maximum when the size is unknown): a runaway
+    /// guard only, since stalls and slow links are caught
+    /// by the read-idle timeout and the minimum-progress window.
+    #[default]
+    BySize,
+    /// This ceiling for every attempt (`None`: none).
+    Fixed(Option<Duration>),
+}
+
+/// What a pull does and how hard it tries. The defaults are the transfer
+/// preset, 4 files at once, one stream per file.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_transfer::{MinProgress, Options};
+///
+/// let options = Options {
+///     jobs: 8,
+///     streams: 4,
+///     min_progress: Some(MinProgress { bytes: 1 << 20, window: Duration::from_secs(60) }),
+///     ..Options::default()
+/// };
+/// assert_eq!(options.policy.get_max_attempts(), 6);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Files downloaded at once (at least 1).
+    pub jobs: usize,
+    /// Range streams for one file whose size is known and at least
+    /// [`Options::min_stream_bytes`] per stream (at least 1).
+    pub streams: usize,
+    /// The smallest share of a file worth a stream of its own.
+    pub min_stream_bytes: u64,
+    /// Attempts and waits of each stream. The attempt count starts again
+    /// whenever bytes flow; its attempt timeout is replaced by
+    /// [`Options::attempt_timeout`].
+    pub policy: Policy,
+    /// The per-attempt ceiling.
+    pub attempt_timeout: AttemptTimeout,
+    /// The minimum-progress window; `None` turns it off.
+    pub min_progress: Option<MinProgress>,
+    /// How often the partial file is synced to disk and its progress
+    /// recorded, so that a crash loses at most this much work.
+    pub checkpoint_every: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            jobs: 4,
+            streams: 1,
+            min_stream_bytes: 32 << 20,
+            policy: Policy::transfer(0),
+            attempt_timeout: AttemptTimeout::BySize,
+            min_progress: Some(MinProgress::default()),
+            checkpoint_every: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Options {
+    /// The policy of a stream that has `bytes` to move.
+    pub(crate) fn policy_for(&self, bytes: Option<u64>) -> Policy {
+        let timeout = match self.attempt_timeout {
+            AttemptTimeout::BySize => {
+                Some(bytes.map_or(TRANSFER_MAX_ATTEMPT, Policy::transfer_attempt_timeout))
+            }
+            AttemptTimeout::Fixed(t) => t,
+        };
+        self.policy.clone().attempt_timeout(timeout)
+    }
+}

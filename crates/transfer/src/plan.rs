@@ -1,0 +1,116 @@
+//! The plan of a pull: every file with the place it goes, checked before
+//! anything is written.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Item, confine_on_disk};
+
+/// One file of a plan.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// What to download.
+    pub item: Item,
+    /// Where it goes once complete and checked.
+    pub dest: PathBuf,
+}
+
+impl Planned {
+    /// The partial file the bytes go to until then: `NAME.part`, beside
+    /// the destination.
+    pub fn part(&self) -> PathBuf {
+        with_suffix(&self.dest, ".part")
+    }
+
+    /// The partial file's progress record: `NAME.part.json`.
+    pub fn record(&self) -> PathBuf {
+        with_suffix(&self.dest, ".part.json")
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// The files of a pull and where each goes.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// The files, in the order given.
+    pub files: Vec<Planned>,
+}
+
+impl Plan {
+    /// Places every item under `dir`. Fails, with nothing written, when a
+    /// name cannot be confined to `dir` (see [`crate::confine`]) or two
+    /// items would write the same file (or one's partial file would be
+    /// another's destination).
+    pub fn new(dir: &Path, items: Vec<Item>) -> Result<Plan, Error> {
+        let mut files: Vec<Planned> = Vec::with_capacity(items.len());
+        let mut taken: HashMap<PathBuf, usize> = HashMap::new();
+        for item in items {
+            let dest = confine_on_disk(dir, &item.name).map_err(|reason| Error::UnsafeName {
+                origin: item.origin.clone(),
+                name: item.name.clone(),
+                reason,
+            })?;
+            let planned = Planned { item, dest };
+            let index = files.len();
+            for path in [planned.dest.clone(), planned.part(), planned.record()] {
+                if let Some(&other) = taken.get(&path) {
+                    let first = &files[other].item;
+                    return Err(Error::Collision {
+                        path,
+                        first: format!("{} ({})", first.name, first.origin),
+                        second: format!("{} ({})", planned.item.name, planned.item.origin),
+                    });
+                }
+                taken.insert(path, index);
+            }
+            files.push(planned);
+        }
+        Ok(Plan { files })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use url::Url;
+
+    fn item(name: &str, origin: &str) -> Item {
+        Item {
+            name: name.to_owned(),
+            url: Url::parse("https://example.com/x").unwrap(),
+            size: None,
+            sha256: None,
+            token: None,
+            headers: Vec::new(),
+            origin: origin.to_owned(),
+        }
+    }
+
+    #[test]
+    fn places_and_refuses() {
+        let dir = Path::new("/dl");
+        let plan = Plan::new(dir, vec![item("a/b.bin", "one"), item("c.bin", "two")]).unwrap();
+        assert_eq!(plan.files[0].dest, Path::new("/dl/a/b.bin"));
+        assert_eq!(plan.files[0].part(), Path::new("/dl/a/b.bin.part"));
+        assert_eq!(plan.files[0].record(), Path::new("/dl/a/b.bin.part.json"));
+
+        let err = Plan::new(dir, vec![item("x.bin", "one"), item("x.bin", "two")]).unwrap_err();
+        assert!(matches!(err, Error::Collision { .. }), "{err}");
+        assert!(
+            err.to_string().contains("x.bin (one) and x.bin (two)"),
+            "{err}"
+        );
+        let err = Plan::new(dir, vec![item("x.bin", "one"), item("x.bin.part", "two")]);
+        assert!(matches!(err, Err(Error::Collision { .. })));
+        let err = Plan::new(dir, vec![item("ok.bin", "r"), item("../evil", "r")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "r names a file \"../evil\" that cannot be written safely: it climbs out of the directory with .."
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! The progress seam: what a pull tells whoever shows it to a person.
+
+use std::time::Duration;
+
+use crate::Outcome;
+
+/// Receives a pull's progress. `file` is the file's index in the plan.
+///
+/// Implementations must be cheap: [`Progress::advance`] is called for
+/// every piece of every body. `()` ignores everything.
+pub trait Progress: Send + Sync {
+    /// `bytes` more bytes of `file` are in the partial file.
+    fn advance(&self, file: usize, bytes: u64);
+    /// Something else happened to `file`.
+    fn event(&self, file: usize, event: Event<'_>);
+}
+
+/// What happened to a file, besides bytes arriving.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The file starts (or is found in place): `size` when known, `have`
+    /// bytes already in a partial file from an earlier run or attempt.
+    Start {
+        /// The name in the destination.
+        name: &'a str,
+        /// The whole size, when known.
+        size: Option<u64>,
+        /// Bytes kept from before.
+        have: u64,
+    },
+    /// The server told the size.
+    Size(u64),
+    /// An attempt failed without moving any bytes; the next starts after
+    /// `delay`.
+    Retry {
+        /// The attempt that failed (1-based); the count starts again
+        /// whenever bytes flow.
+        attempt: u32,
+        /// Attempts allowed before the file fails.
+        max_attempts: u32,
+        /// A short reason: "HTTP 503", "read timed out".
+        reason: &'a str,
+        /// The wait before the next attempt.
+        delay: Duration,
+        /// Whether the server asked for that wait.
+        server_wait: bool,
+    },
+    /// A transfer broke after moving bytes, and continues at once from
+    /// byte `at` with a Range request.
+    Resume {
+        /// The byte the next request starts from.
+        at: u64,
+        /// Why the last one ended.
+        reason: &'a str,
+    },
+    /// What was downloaded is thrown away and the file starts over from
+    /// byte 0.
+    Restart {
+        /// Why ("the server ignored the Range request", "sha256 mismatch").
+        reason: &'a str,
+    },
+    /// All bytes are in; the size and hash are being checked.
+    Verify,
+    /// The file is done, one way or another.
+    Finish(&'a Outcome),
+}
+
+impl Progress for () {
+    fn advance(&self, _: usize, _: u64) {}
+    fn event(&self, _: usize, _: Event<'_>) {}
+}

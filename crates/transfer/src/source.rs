@@ -1,0 +1,356 @@
+//! Sources: what the user names (`https://…`, `hf://ORG/REPO@REV/GLOB`),
+//! and the files they resolve to.
+
+use std::fmt;
+use std::str::FromStr;
+
+use backstop_core::Secret;
+use backstop_hub::{Hub, RepoKind};
+use url::Url;
+
+use crate::{Error, Pattern, Sha256};
+
+/// What to pull: one URL, or files of a Hugging Face repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An http or https URL; the file is named after its last path segment.
+    Url(Url),
+    /// `hf://[datasets/]ORG/REPO[@REVISION][/PATTERN]`.
+    Hub(HubSource),
+}
+
+/// Files of a Hub repository at a revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubSource {
+    /// A model or a dataset.
+    pub kind: RepoKind,
+    /// `ORG/NAME`.
+    pub repo: String,
+    /// A branch, tag or commit (`main` when not given).
+    pub revision: String,
+    /// Which files; all of them when `None`.
+    pub pattern: Option<Pattern>,
+}
+
+impl FromStr for Source {
+    type Err = Error;
+
+    /// Parses a source as the command line gives it.
+    ///
+    /// ```
+    /// use backstop_transfer::Source;
+    ///
+    /// let Source::Hub(s) = "hf://Qwen/Qwen3-8B-GGUF@v1.0/*Q4_K_M*".parse().unwrap() else { panic!() };
+    /// assert_eq!((s.repo.as_str(), s.revision.as_str()), ("Qwen/Qwen3-8B-GGUF", "v1.0"));
+    /// assert!(s.pattern.unwrap().matches("Qwen3-8B-Q4_K_M.gguf"));
+    /// assert!("ftp://example.com/x".parse::<Source>().is_err());
+    /// ```
+    fn from_str(input: &str) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidSource {
+            input: input
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect(),
+            reason: reason.to_owned(),
+        };
+        let input = input.trim();
+        if let Some(rest) = input.strip_prefix("hf://") {
+            return parse_hub(rest).map(Source::Hub).map_err(|r| invalid(&r));
+        }
+        let url = Url::parse(input).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("a source is an http(s) URL or hf://ORG/REPO"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("the URL has no host"));
+        }
+        url_name(&url).map_err(|r| invalid(&r))?;
+        Ok(Source::Url(url))
+    }
+}
+
+fn parse_hub(rest: &str) -> Result<HubSource, String> {
+    let (kind, rest) = if let Some(r) = rest.strip_prefix("datasets/") {
+        (RepoKind::Dataset, r)
+    } else if let Some(r) = rest.strip_prefix("models/") {
+        (RepoKind::Model, r)
+    } else if rest.starts_with("spaces/") {
+        return Err("Spaces are not supported; pull a model or a dataset".into());
+    } else {
+        (RepoKind::Model, rest)
+    };
+    let mut parts = rest.splitn(3, '/');
+    let org = parts.next().unwrap_or_default();
+    let name_rev = parts.next().unwrap_or_default();
+    let pattern = parts.next().filter(|p| !p.is_empty());
+    let (name, revision) = match name_rev.split_once('@') {
+        Some((name, rev)) => {
+            let rev =
+                percent_decode(rev).ok_or("the revision is not valid percent-encoded UTF-8")?;
+            (name, rev)
+        }
+        None => (name_rev, "main".to_owned()),
+    };
+    if org.is_empty() || name.is_empty() {
+        return Err("expected hf://ORG/REPO[@REVISION][/PATTERN]".into());
+    }
+    if revision.is_empty() {
+        return Err("the revision after @ is empty".into());
+    }
+    Ok(HubSource {
+        kind,
+        repo: format!("{org}/{name}"),
+        revision,
+        pattern: pattern.map(Pattern::new),
+    })
+}
+
+/// The file name a URL gives: its last path segment, percent-decoded.
+fn url_name(url: &Url) -> Result<String, String> {
+    let last = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default();
+    if last.is_empty() {
+        return Err("the URL's path does not end in a file name".into());
+    }
+    percent_decode(last).ok_or_else(|| "the URL's file name is not valid UTF-8".into())
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Url(url) => f.write_str(&backstop_http::redact(url)),
+            Source::Hub(h) => {
+                let kind = if h.kind == RepoKind::Dataset {
+                    "datasets/"
+                } else {
+                    ""
+                };
+                write!(f, "hf://{kind}{}@{}", h.repo, h.revision)?;
+                if let Some(p) = &h.pattern {
+                    write!(f, "/{p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One file to download: where from, under which name, and what it must
+/// be.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// The path under the destination, `/`-separated, as the server or
+    /// the URL names it (confined before use, see [`crate::Plan`]).
+    pub name: String,
+    /// Where the bytes come from.
+    pub url: Url,
+    /// Its size, when known in advance (a Hub listing).
+    pub size: Option<u64>,
+    /// Its sha256, when known in advance (a Hub listing, `--sha256`).
+    pub sha256: Option<Sha256>,
+    /// A bearer token for the URL's host (the Hub's); reqwest drops it on
+    /// a redirect to another host, such as the Hub's CDN.
+    pub token: Option<Secret>,
+    /// Extra request headers, `(name, value)`.
+    pub headers: Vec<(String, String)>,
+    /// Where the item comes from, for messages ("hf://org/repo@main").
+    pub origin: String,
+}
+
+/// Resolves sources into the files to download, in order: URLs as they
+/// are (paired in order with `sha256s`, which must be empty or one per
+/// URL, and sent with `headers`), repositories listed through `hub` at
+/// their revision and pinned to the commit it names, filtered by their
+/// pattern.
+///
+/// Fails before anything is downloaded: on a listing error, a pattern
+/// that matches nothing, or a listed digest that is not one.
+pub async fn resolve(
+    sources: &[Source],
+    hub: &Hub,
+    sha256s: &[Sha256],
+    headers: &[(String, String)],
+) -> Result<Vec<Item>, Error> {
+    let urls = sources
+        .iter()
+        .filter(|s| matches!(s, Source::Url(_)))
+        .count();
+    if !sha256s.is_empty() && sha256s.len() != urls {
+        return Err(Error::DigestCount {
+            digests: sha256s.len(),
+            urls,
+        });
+    }
+    let mut digests = sha256s.iter();
+    let mut items = Vec::new();
+    for source in sources {
+        match source {
+            Source::Url(url) => items.push(Item {
+                name: url_name(url).map_err(|reason| Error::InvalidSource {
+                    input: source.to_string(),
+                    reason,
+                })?,
+                url: url.clone(),
+                size: None,
+                sha256: digests.next().copied(),
+                token: None,
+                headers: headers.to_vec(),
+                origin: source.to_string(),
+            }),
+            Source::Hub(h) => items.extend(hub_items(h, hub, &source.to_string()).await?),
+        }
+    }
+    Ok(items)
+}
+
+async fn hub_items(source: &HubSource, hub: &Hub, origin: &str) -> Result<Vec<Item>, Error> {
+    let info = hub
+        .revision(source.kind, &source.repo, &source.revision)
+        .await?;
+    // Pin every file to the commit the listing describes, so that a push
+    // during a long pull cannot mix two versions.
+    let commit = info
+        .sha
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or(&source.revision);
+    let listed = info.siblings.len();
+    let mut items = Vec::new();
+    for file in info.siblings {
+        if source
+            .pattern
+            .as_ref()
+            .is_some_and(|p| !p.matches(&file.rfilename))
+        {
+            continue;
+        }
+        let sha256 = match &file.lfs {
+            Some(lfs) => Some(
+                lfs.sha256
+                    .parse::<Sha256>()
+                    .map_err(|_| Error::InvalidDigest {
+                        origin: origin.to_owned(),
+                        name: file.rfilename.clone(),
+                    })?,
+            ),
+            None => None,
+        };
+        let size = file.lfs.as_ref().map(|l| l.size).or(file.size);
+        items.push(Item {
+            url: hub.file_url(source.kind, &source.repo, commit, &file.rfilename)?,
+            name: file.rfilename,
+            size,
+            sha256,
+            token: hub.token().cloned(),
+            headers: Vec::new(),
+            origin: origin.to_owned(),
+        });
+    }
+    if items.is_empty() {
+        return Err(Error::NoMatch {
+            repo: source.repo.clone(),
+            pattern: source
+                .pattern
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "*".into()),
+            listed,
+        });
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(s: &str) -> HubSource {
+        match s.parse::<Source>() {
+            Ok(Source::Hub(h)) => h,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hub_sources() {
+        let h = hub("hf://Qwen/Qwen3-8B-GGUF");
+        assert_eq!(
+            (h.kind, h.repo.as_str(), h.revision.as_str(), h.pattern),
+            (RepoKind::Model, "Qwen/Qwen3-8B-GGUF", "main", None)
+        );
+        let h = hub("hf://datasets/HuggingFaceFW/fineweb@v1.2.0/sample/10BT/*.parquet");
+        assert_eq!(h.kind, RepoKind::Dataset);
+        assert_eq!(h.revision, "v1.2.0");
+        assert!(h.pattern.unwrap().matches("sample/10BT/000_00000.parquet"));
+        let h = hub("hf://org/repo@refs%2Fpr%2F3");
+        assert_eq!(h.revision, "refs/pr/3");
+        let h = hub("hf://models/org/repo/");
+        assert_eq!((h.repo.as_str(), h.pattern), ("org/repo", None));
+        for bad in [
+            "hf://",
+            "hf://org",
+            "hf://org/",
+            "hf:///repo",
+            "hf://org/repo@",
+            "hf://spaces/org/app",
+            "hf://org/repo@%ff",
+        ] {
+            assert!(
+                matches!(bad.parse::<Source>(), Err(Error::InvalidSource { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn url_sources() {
+        let Ok(Source::Url(u)) = "https://example.com/dir/model%20v2.bin?sig=abc".parse() else {
+            panic!()
+        };
+        assert_eq!(url_name(&u).unwrap(), "model v2.bin");
+        for bad in [
+            "ftp://example.com/x",
+            "https://example.com/",
+            "https://example.com",
+            "not a url",
+            "file:///etc/passwd",
+        ] {
+            assert!(bad.parse::<Source>().is_err(), "{bad}");
+        }
+        // A name that decodes to a path is left for the plan to refuse.
+        let Ok(Source::Url(u)) = "https://example.com/..%2F..%2Fetc%2Fpasswd".parse() else {
+            panic!()
+        };
+        assert_eq!(url_name(&u).unwrap(), "../../etc/passwd");
+    }
+
+    #[test]
+    fn shown_sources_hide_query_strings() {
+        let s: Source = "https://user:pw@cdn.example.com/x.bin?X-Amz-Signature=s3cr3t"
+            .parse()
+            .unwrap();
+        assert_eq!(s.to_string(), "https://cdn.example.com/x.bin");
+    }
+}

@@ -1,0 +1,464 @@
+//! One Range stream: bytes `start..end` of a file, fetched under the retry
+//! engine, resumed from the last byte handed to the writer whenever a
+//! transfer breaks.
+//!
+//! An attempt that moved bytes before it broke is not a failure to count:
+//! the stream reconnects at once from where it stopped, and its attempt
+//! count starts again. Only attempts that move nothing are retried with
+//! backoff, and only they can exhaust the policy.
+
+use std::borrow::Cow;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use backstop_core::{Classified, RetryError, RetryEvent};
+use backstop_http::header::{ETAG, HeaderName, HeaderValue, IF_RANGE, LAST_MODIFIED, RANGE};
+use backstop_http::{Prepared, StatusCode};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::response::{Answer, answer};
+use crate::writer::{Pending, Writer};
+use crate::{Event, Failure, MinProgress, Options, Progress, Sha256};
+
+/// How long gathered bytes may wait for more before they are written.
+const FLUSH_AFTER: Duration = Duration::from_millis(200);
+
+/// What a file's streams learn from the server as they go.
+#[derive(Debug, Default)]
+pub(crate) struct Learned {
+    /// The file's size, from a `Content-Range` or a `Content-Length`.
+    pub total: Option<u64>,
+    /// The `If-Range` validator: a strong ETag, else Last-Modified.
+    pub validator: Option<HeaderValue>,
+    /// The sha256 the server gives in `X-Linked-Etag`.
+    pub linked: Option<Sha256>,
+    /// The server cannot be trusted with Range: every attempt starts at 0.
+    pub no_range: bool,
+}
+
+/// What the streams of one file share.
+pub(crate) struct FileCtx<'a> {
+    pub prepared: &'a Prepared<'a>,
+    pub options: &'a Options,
+    pub progress: &'a dyn Progress,
+    pub id: usize,
+    pub cancel: &'a CancellationToken,
+    pub writer: &'a Writer,
+    /// The size the listing gives: a server that disagrees is wrong.
+    pub expected: Option<u64>,
+    pub learned: &'a Mutex<Learned>,
+    /// Bytes received from the network, kept or not.
+    pub fetched: &'a AtomicU64,
+    /// Several streams share the file: each must get exactly its range.
+    pub bounded: bool,
+}
+
+impl FileCtx<'_> {
+    fn learned(&self) -> std::sync::MutexGuard<'_, Learned> {
+        self.learned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One stream's position.
+pub(crate) struct Stream {
+    pub index: usize,
+    /// Exclusive; `None` until known.
+    pub end: Option<u64>,
+    /// The next byte to hand to the writer.
+    pos: AtomicU64,
+    /// The minimum-progress window, restarted after every wait.
+    window: Mutex<Window>,
+    fresh_window: AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+struct Window {
+    started: Instant,
+    bytes: u64,
+}
+
+impl Stream {
+    pub(crate) fn new(index: usize, end: Option<u64>, pos: u64) -> Self {
+        Stream {
+            index,
+            end,
+            pos: AtomicU64::new(pos),
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                bytes: 0,
+            }),
+            fresh_window: AtomicBool::new(true),
+        }
+    }
+
+    /// The next byte to fetch.
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos.load(Ordering::Acquire)
+    }
+
+    fn set_pos(&self, pos: u64) {
+        self.pos.store(pos, Ordering::Release);
+    }
+}
+
+/// How an attempt that did not fail ended.
+enum Step {
+    /// The stream has all its bytes.
+    Done,
+    /// Bytes moved, then the transfer ended early: go again at once.
+    Again(Cow<'static, str>),
+}
+
+/// Fetches the stream's bytes, retrying under the options' policy, until
+/// it has them all or the engine gives up.
+pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryError<Failure>> {
+    loop {
+        let left = stream
+            .end
+            .or(ctx.expected)
+            .or(ctx.learned().total)
+            .map(|end| end.saturating_sub(stream.pos()));
+        let policy = ctx.options.policy_for(left);
+        let result = policy
+            .retry(|_| async {
+                let step = attempt(ctx, stream).await;
+                if step.is_err() {
+                    stream.fresh_window.store(true, Ordering::Release);
+                }
+                step
+            })
+            .classify(|f: &Failure| f.verdict())
+            .notify(|e: &RetryEvent<'_>| {
+                ctx.progress.event(
+                    ctx.id,
+                    Event::Retry {
+                        attempt: e.attempt,
+                        max_attempts: e.max_attempts,
+                        reason: e.reason,
+                        delay: e.delay,
+                        server_wait: e.server_wait,
+                    },
+                );
+            })
+            .cancel_on(ctx.cancel)
+            .run()
+            .await?;
+        match result {
+            Step::Done => return Ok(()),
+            Step::Again(reason) => {
+                tracing::debug!(
+                    file = ctx.id,
+                    at = stream.pos(),
+                    "{reason}; resuming at once"
+                );
+                ctx.progress.event(
+                    ctx.id,
+                    Event::Resume {
+                        at: stream.pos(),
+                        reason: &reason,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Starts the stream over from byte 0 (one stream only): the partial file
+/// is cut to nothing and its record forgotten.
+async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(), Failure> {
+    ctx.writer.truncate(0).await?;
+    stream.set_pos(0);
+    ctx.progress.event(ctx.id, Event::Restart { reason });
+    Ok(())
+}
+
+/// One request, and as much of its body as arrives.
+async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
+    let mut pos = stream.pos();
+    if stream.fresh_window.swap(false, Ordering::AcqRel) {
+        *stream.window.lock().unwrap_or_else(|p| p.into_inner()) = Window {
+            started: Instant::now(),
+            bytes: 0,
+        };
+    }
+    let (no_range, validator, known_total) = {
+        let l = ctx.learned();
+        (l.no_range, l.validator.clone(), l.total)
+    };
+    if no_range && pos > 0 {
+        restart(ctx, stream, "the server cannot resume; starting over").await?;
+        pos = 0;
+    }
+    let mut extra: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    if !no_range && (pos > 0 || ctx.bounded) {
+        let range = match stream.end {
+            Some(end) => format!("bytes={pos}-{}", end.saturating_sub(1)),
+            None => format!("bytes={pos}-"),
+        };
+        if let Ok(v) = HeaderValue::from_str(&range) {
+            extra.push((RANGE, v));
+        }
+        if let Some(v) = validator {
+            extra.push((IF_RANGE, v));
+        }
+    }
+    let ranged = !extra.is_empty();
+
+    let mut resp = match ctx.prepared.send_once(&extra).await {
+        Ok(resp) => resp,
+        Err(backstop_http::Failure::Status { status, .. })
+            if status == StatusCode::RANGE_NOT_SATISFIABLE && ranged =>
+        {
+            let end = stream.end.or(ctx.expected).or(known_total);
+            if end == Some(pos) {
+                return Ok(Step::Done);
+            }
+            if ctx.bounded {
+                return Err(Failure::RangeUnusable(
+                    "HTTP 416 for a range of the file".into(),
+                ));
+            }
+            restart(
+                ctx,
+                stream,
+                "the server has fewer bytes than the partial file",
+            )
+            .await?;
+            return Ok(Step::Again("starting over".into()));
+        }
+        Err(e) => return Err(Failure::Http(e)),
+    };
+    let answered = match answer(resp.status(), resp.headers()) {
+        Ok(answered) => answered,
+        Err(why) if ranged && resp.status() == StatusCode::PARTIAL_CONTENT => {
+            return wrong_range(ctx, stream, why).await;
+        }
+        Err(why) => return Err(Failure::Answer(why)),
+    };
+    learn(ctx, resp.headers());
+
+    // Where this body's bytes go, and where they stop.
+    let (at, limit) = match answered {
+        Answer::Part { start, end, total } => {
+            if !ranged {
+                return Err(Failure::Answer("a 206 for a request without Range".into()));
+            }
+            if start != pos || stream.end.is_some_and(|e| end >= e) {
+                let why = format!("asked for bytes from {pos}, got {start}-{end}");
+                return wrong_range(ctx, stream, why).await;
+            }
+            check_total(ctx, total)?;
+            if let (Some(t), Some(known)) = (total, known_total)
+                && t != known
+            {
+                // The file changed since the partial file was begun.
+                if ctx.bounded {
+                    return Err(Failure::RangeUnusable("the file changed size".into()));
+                }
+                ctx.learned().total = Some(t);
+                restart(ctx, stream, "the file changed on the server").await?;
+                return Ok(Step::Again("starting over".into()));
+            }
+            (start, end + 1)
+        }
+        Answer::Whole { length } => {
+            if ranged {
+                if ctx.bounded {
+                    return Err(Failure::RangeUnusable(
+                        "the server answered a Range request with the whole file".into(),
+                    ));
+                }
+                // Range ignored, or If-Range saw a changed file: this
+                // body is the whole file, so use it from byte 0.
+                restart(
+                    ctx,
+                    stream,
+                    "the server sent the whole file instead of the rest",
+                )
+                .await?;
+            }
+            check_total(ctx, length)?;
+            (0, length.or(ctx.expected).unwrap_or(u64::MAX))
+        }
+    };
+    if let Some(total) = answered.total() {
+        let new = ctx.learned().total.replace(total) != Some(total);
+        if new && ctx.expected.is_none() {
+            ctx.progress.event(ctx.id, Event::Size(total));
+        }
+    }
+
+    let mut pending = Pending::new(ctx.writer, stream.index, at);
+    let mut here = at;
+    let mut moved = 0u64;
+    // Gathered bytes also go to the writer after a moment of quiet, so
+    // that a stall or a Ctrl-C never strands them in memory.
+    let quiet = tokio::time::sleep(FLUSH_AFTER);
+    tokio::pin!(quiet);
+    let mut armed = false;
+    let broke = loop {
+        let next = tokio::select! {
+            biased;
+            next = resp.chunk() => next,
+            () = &mut quiet, if armed => {
+                armed = false;
+                stream.set_pos(pending.flush().await?);
+                continue;
+            }
+        };
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break None,
+            Err(e) => {
+                break Some(Failure::Http(backstop_http::Failure::Transport(
+                    e.without_url(),
+                )));
+            }
+        };
+        ctx.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        // Never past the range's end, whatever the server sends.
+        let room = usize::try_from(limit - here).unwrap_or(usize::MAX);
+        let take = chunk.len().min(room);
+        match pending.push(&chunk[..take]).await? {
+            Some(done) => {
+                stream.set_pos(done);
+                armed = false;
+            }
+            None if !armed => {
+                quiet.as_mut().reset(Instant::now() + FLUSH_AFTER);
+                armed = true;
+            }
+            None => {}
+        }
+        here += take as u64;
+        moved += take as u64;
+        ctx.progress.advance(ctx.id, take as u64);
+        if take < chunk.len() {
+            break None;
+        }
+        if let Some(min) = ctx.options.min_progress
+            && let Some(slow) = too_slow(stream, min, take as u64)
+        {
+            break Some(slow);
+        }
+    };
+    stream.set_pos(pending.flush().await?);
+
+    if let Some(failure) = broke {
+        let progressed = moved > 0 && !matches!(failure, Failure::TooSlow { .. });
+        if progressed && failure.verdict().class.is_retryable() {
+            return Ok(Step::Again(failure.verdict().reason));
+        }
+        return Err(failure);
+    }
+    // The body ended cleanly: complete, or the server sent less than the
+    // rest (a short range, a body without a length cut between chunks).
+    let goal = stream.end.or(ctx.expected).or(ctx.learned().total);
+    let short = (limit != u64::MAX && here < limit) || goal.is_some_and(|g| here < g);
+    match (short, moved > 0) {
+        (false, _) => Ok(Step::Done),
+        (true, true) => Ok(Step::Again("the server sent less than the rest".into())),
+        (true, false) => Err(Failure::Short),
+    }
+}
+
+/// An answer to a Range request that carries other bytes, or says so in a
+/// `Content-Range` that cannot be read: a single stream starts over
+/// without Range (the server cannot be trusted with it); several streams
+/// fall back to one.
+async fn wrong_range(ctx: &FileCtx<'_>, stream: &Stream, why: String) -> Result<Step, Failure> {
+    if ctx.bounded {
+        return Err(Failure::RangeUnusable(why));
+    }
+    ctx.learned().no_range = true;
+    restart(ctx, stream, &format!("wrong Content-Range ({why})")).await?;
+    Ok(Step::Again("starting over without Range".into()))
+}
+
+/// Fails when the server's size for the file is not the listing's.
+fn check_total(ctx: &FileCtx<'_>, total: Option<u64>) -> Result<(), Failure> {
+    match (total, ctx.expected) {
+        (Some(server), Some(expected)) if server != expected => {
+            Err(Failure::Size { server, expected })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Keeps the validator for `If-Range` and the digest of `X-Linked-Etag`.
+fn learn(ctx: &FileCtx<'_>, headers: &backstop_http::header::HeaderMap) {
+    let mut l = ctx.learned();
+    let strong = headers
+        .get(ETAG)
+        .filter(|v| !v.as_bytes().starts_with(b"W/") && !v.is_empty());
+    if let Some(v) = strong.or_else(|| headers.get(LAST_MODIFIED)) {
+        l.validator = Some(v.clone());
+    }
+    if let Some(d) = headers
+        .get("x-linked-etag")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Sha256::from_etag)
+    {
+        l.linked = Some(d);
+    }
+}
+
+/// Counts `bytes` into the stream's window; the failure when a window
+/// closed with fewer bytes than the minimum.
+fn too_slow(stream: &Stream, min: MinProgress, bytes: u64) -> Option<Failure> {
+    let mut w = stream.window.lock().unwrap_or_else(|p| p.into_inner());
+    w.bytes += bytes;
+    let now = Instant::now();
+    if now.duration_since(w.started) < min.window {
+        return None;
+    }
+    if w.bytes < min.bytes {
+        return Some(Failure::TooSlow {
+            bytes: w.bytes,
+            window: min.window,
+        });
+    }
+    *w = Window {
+        started: now,
+        bytes: 0,
+    };
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_counts_bytes_over_time() {
+        let min = MinProgress {
+            bytes: 100,
+            window: Duration::from_secs(10),
+        };
+        let s = Stream::new(0, None, 0);
+        assert!(too_slow(&s, min, 10).is_none(), "the window is still open");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(
+            matches!(
+                too_slow(&s, min, 10),
+                Some(Failure::TooSlow { bytes: 20, .. })
+            ),
+            "20 bytes in 11 s is too slow"
+        );
+        let s = Stream::new(0, None, 0);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(
+            too_slow(&s, min, 500).is_none(),
+            "fast enough; a new window starts"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(too_slow(&s, min, 1).is_none());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(
+            too_slow(&s, min, 1).is_some(),
+            "2 bytes in the second window"
+        );
+    }
+}

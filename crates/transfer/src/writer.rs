@@ -1,0 +1,258 @@
+//! The thread that writes a file's bytes: positional writes from any
+//! number of streams, the sha256 of the in-order prefix computed on the
+//! way, and what is written published for checkpoints.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use sha2::Digest;
+use tokio::sync::mpsc;
+
+use crate::{Failure, Sha256};
+
+/// Writes are gathered to this size before they go to the thread.
+const GATHER: usize = 1 << 20;
+/// Gathered writes in flight per file before the streams wait.
+const IN_FLIGHT: usize = 8;
+/// Read size when hashing bytes back from the file.
+const READ: usize = 1 << 20;
+
+enum Op {
+    Write { stream: usize, at: u64, data: Bytes },
+    Truncate(u64),
+}
+
+/// The running hash of a file's bytes `0..upto`.
+#[derive(Clone)]
+pub(crate) struct Hashed {
+    hasher: sha2::Sha256,
+    upto: u64,
+}
+
+impl Default for Hashed {
+    fn default() -> Self {
+        Hashed {
+            hasher: sha2::Sha256::new(),
+            upto: 0,
+        }
+    }
+}
+
+impl Hashed {
+    /// Hashes the file's bytes `upto..end` and returns the digest of
+    /// `0..end`.
+    pub(crate) fn finish(mut self, file: &File, end: u64) -> io::Result<Sha256> {
+        self.catch_up(file, end)?;
+        Ok(Sha256(self.hasher.finalize().into()))
+    }
+
+    fn catch_up(&mut self, file: &File, to: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; READ];
+        while self.upto < to {
+            let want = usize::try_from(to - self.upto).unwrap_or(READ).min(READ);
+            let n = file.read_at(&mut buf[..want], self.upto)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the partial file is shorter than its record",
+                ));
+            }
+            self.hasher.update(&buf[..n]);
+            self.upto += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// What the writer publishes for checkpoints.
+pub(crate) struct Written {
+    /// Per stream, the end of what it has written.
+    ends: Vec<AtomicU64>,
+    /// Bumped by every truncation: a checkpoint that saw another
+    /// generation describes bytes that are gone.
+    generation: AtomicU64,
+    error: Mutex<Option<io::Error>>,
+}
+
+impl Written {
+    /// The generation and each stream's end, as of now.
+    pub(crate) fn snapshot(&self) -> (u64, Vec<u64>) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let ends = self
+            .ends
+            .iter()
+            .map(|e| e.load(Ordering::Acquire))
+            .collect();
+        (generation, ends)
+    }
+
+    /// The current generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// The writer of one file, for one round of streams.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Op>,
+    written: Arc<Written>,
+    thread: tokio::task::JoinHandle<io::Result<Option<Hashed>>>,
+}
+
+impl Writer {
+    /// Starts the thread for `file`, whose streams begin at `starts`.
+    /// With `hashed`, the in-order prefix is hashed as it is written;
+    /// with `catch_up`, the bytes already in the file up to it are hashed
+    /// first. `record` is deleted on every truncation.
+    pub(crate) fn start(
+        file: Arc<File>,
+        starts: &[u64],
+        hashed: Option<Hashed>,
+        catch_up: Option<u64>,
+        record: PathBuf,
+    ) -> Writer {
+        let (tx, mut rx) = mpsc::channel::<Op>(IN_FLIGHT);
+        let written = Arc::new(Written {
+            ends: starts.iter().map(|s| AtomicU64::new(*s)).collect(),
+            generation: AtomicU64::new(0),
+            error: Mutex::new(None),
+        });
+        let shared = Arc::clone(&written);
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut hashed = hashed;
+            let mut run = || -> io::Result<()> {
+                if let (Some(h), Some(to)) = (hashed.as_mut(), catch_up) {
+                    h.catch_up(&file, to)?;
+                }
+                while let Some(op) = rx.blocking_recv() {
+                    match op {
+                        Op::Write { stream, at, data } => {
+                            file.write_all_at(&data, at)?;
+                            if let Some(h) = hashed.as_mut().filter(|h| h.upto == at) {
+                                h.hasher.update(&data);
+                                h.upto += data.len() as u64;
+                            }
+                            if let Some(end) = shared.ends.get(stream) {
+                                end.store(at + data.len() as u64, Ordering::Release);
+                            }
+                        }
+                        Op::Truncate(len) => {
+                            shared.generation.fetch_add(1, Ordering::AcqRel);
+                            match std::fs::remove_file(&record) {
+                                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                                _ => {}
+                            }
+                            file.set_len(len)?;
+                            for end in &shared.ends {
+                                end.fetch_min(len, Ordering::AcqRel);
+                            }
+                            if let Some(h) = hashed.as_mut().filter(|h| h.upto > len) {
+                                *h = Hashed::default();
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            };
+            match run() {
+                Ok(()) => Ok(hashed),
+                Err(e) => {
+                    let copy = io::Error::new(e.kind(), e.to_string());
+                    *shared.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+                    Err(e)
+                }
+            }
+        });
+        Writer {
+            tx,
+            written,
+            thread,
+        }
+    }
+
+    /// What is written so far, for checkpoints.
+    pub(crate) fn written(&self) -> &Arc<Written> {
+        &self.written
+    }
+
+    async fn send(&self, op: Op) -> Result<(), Failure> {
+        if self.tx.send(op).await.is_ok() {
+            return Ok(());
+        }
+        let error = self
+            .written
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| io::Error::other("the writer stopped"));
+        Err(Failure::Local(error))
+    }
+
+    /// Cuts the file to `len` bytes (0: starting over), forgetting its
+    /// record.
+    pub(crate) async fn truncate(&self, len: u64) -> Result<(), Failure> {
+        self.send(Op::Truncate(len)).await
+    }
+
+    /// Waits for every write, and returns the hash state.
+    pub(crate) async fn finish(self) -> io::Result<Option<Hashed>> {
+        drop(self.tx);
+        self.thread
+            .await
+            .map_err(|e| io::Error::other(format!("the writer thread failed: {e}")))?
+    }
+}
+
+/// One stream's bytes on their way to the writer: gathered, then sent in
+/// pieces of about [`GATHER`] bytes. `at` is where the gathered bytes go.
+pub(crate) struct Pending<'w> {
+    writer: &'w Writer,
+    stream: usize,
+    at: u64,
+    buf: BytesMut,
+}
+
+impl<'w> Pending<'w> {
+    pub(crate) fn new(writer: &'w Writer, stream: usize, at: u64) -> Self {
+        Pending {
+            writer,
+            stream,
+            at,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Adds bytes; sends the gathered ones when there are enough.
+    /// Returns the position up to which bytes are with the writer.
+    pub(crate) async fn push(&mut self, data: &[u8]) -> Result<Option<u64>, Failure> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= GATHER {
+            return self.flush().await.map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Sends what is gathered; returns the position up to which bytes are
+    /// with the writer.
+    pub(crate) async fn flush(&mut self) -> Result<u64, Failure> {
+        if !self.buf.is_empty() {
+            let data = self.buf.split().freeze();
+            let len = data.len() as u64;
+            self.writer
+                .send(Op::Write {
+                    stream: self.stream,
+                    at: self.at,
+                    data,
+                })
+                .await?;
+            self.at += len;
+        }
+        Ok(self.at)
+    }
+}

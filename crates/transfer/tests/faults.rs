@@ -1,0 +1,617 @@
+//! Transfers against the fault server: every way a download breaks, and
+//! how the transfer gets through it (or says it cannot).
+
+mod common;
+
+use std::time::Duration;
+
+use backstop_faultserver::{FaultServer, Reply};
+use backstop_transfer::{FileError, Item, MinProgress, Options, Outcome, Sha256};
+use common::*;
+use tokio_util::sync::CancellationToken;
+
+const SIZE: usize = 10_000;
+
+/// The one file most tests pull: `/f.bin` as `f.bin`.
+fn f_bin(server: &FaultServer, size: Option<u64>, sha256: Option<Sha256>) -> Vec<Item> {
+    vec![item(&server.url("/f.bin"), "f.bin", size, sha256)]
+}
+
+fn ranges(server: &FaultServer) -> Vec<Option<String>> {
+    server
+        .requests()
+        .iter()
+        .map(|r| r.header("range").map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cut_body_resumes_from_the_last_byte_and_the_attempt_count_starts_again() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    // Five cuts, each after some progress, with a policy of 2 attempts:
+    // only failures without progress count.
+    server.script(
+        "/f.bin",
+        [
+            Reply::file(body.clone()).cut_after(3000),
+            Reply::file(body.clone()).cut_after(1000),
+            Reply::file(body.clone()).cut_after(1000),
+            Reply::file(body.clone()).cut_after(1000),
+            Reply::file(body.clone()).cut_after(1000),
+        ],
+    );
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        policy: policy().max_attempts(2),
+        ..options()
+    };
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, None, Some(Sha256::of(&body))),
+        options,
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    assert_eq!(
+        ranges(&server),
+        [
+            None,
+            Some("bytes=3000-".into()),
+            Some("bytes=4000-".into()),
+            Some("bytes=5000-".into()),
+            Some("bytes=6000-".into()),
+            Some("bytes=7000-".into()),
+        ]
+    );
+    assert_eq!(
+        summary.files[0].fetched, SIZE as u64,
+        "not a byte fetched twice"
+    );
+    assert!(events.any("resume 3000"), "{:?}", events.lines());
+    assert!(!events.any("retry"), "a cut after progress is not a retry");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "no partial file or record left");
+}
+
+#[tokio::test]
+async fn a_stall_mid_body_is_cut_by_the_idle_timeout_and_resumed() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.script("/f.bin", [Reply::file(body.clone()).stall_after(5000)]);
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, Some(SIZE as u64), None),
+        options(),
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    assert_eq!(
+        ranges(&server)[1].as_deref(),
+        Some("bytes=5000-9999"),
+        "the size is known"
+    );
+    assert!(
+        events.any("resume 5000 read timed out"),
+        "{:?}",
+        events.lines()
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_and_overloads_are_waited_out_as_the_server_asks() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.script(
+        "/f.bin",
+        [
+            Reply::status(429).header("retry-after-ms", "40"),
+            Reply::status(503).header("retry-after-ms", "30"),
+        ],
+    );
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, events) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert!(downloaded(&summary.files[0].outcome));
+    let lines = events.lines();
+    assert!(
+        lines.contains(&"0 retry 1 HTTP 429 40ms server=true".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"0 retry 2 HTTP 503 30ms server=true".to_owned()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_range_restarts_the_file_cleanly() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.script("/f.bin", [Reply::file(body.clone()).cut_after(4000)]);
+    server.always("/f.bin", Reply::file(body.clone()).ignore_range());
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, None, Some(Sha256::of(&body))),
+        options(),
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    assert_eq!(ranges(&server)[1].as_deref(), Some("bytes=4000-"));
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "the whole-file answer is used, not asked again"
+    );
+    assert!(
+        events.any("restart the server sent the whole file"),
+        "{:?}",
+        events.lines()
+    );
+    assert_eq!(summary.files[0].fetched, 4000 + SIZE as u64);
+}
+
+#[tokio::test]
+async fn a_wrong_content_range_starts_over_without_range() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.script(
+        "/f.bin",
+        [
+            Reply::file(body.clone()).cut_after(4000),
+            Reply::file(body.clone()).wrong_content_range(),
+            Reply::file(body.clone()).cut_after(2000),
+        ],
+    );
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, None, Some(Sha256::of(&body))),
+        options(),
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    assert_eq!(
+        ranges(&server),
+        [None, Some("bytes=4000-".into()), None, None],
+        "after a wrong Content-Range, never Range again: a cut restarts from 0"
+    );
+    assert!(
+        events.any("restart wrong Content-Range"),
+        "{:?}",
+        events.lines()
+    );
+}
+
+#[tokio::test]
+async fn a_corrupted_body_is_fetched_again_never_accepted() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.script("/f.bin", [Reply::file(body.clone()).corrupt_at(77)]);
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, None, Some(Sha256::of(&body))),
+        options(),
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    assert!(
+        events.any("restart sha256 mismatch"),
+        "{:?}",
+        events.lines()
+    );
+    assert_eq!(summary.files[0].fetched, 2 * SIZE as u64);
+}
+
+#[tokio::test]
+async fn the_same_wrong_bytes_twice_fail_for_good_and_leave_nothing() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.always("/f.bin", Reply::file(body.clone()));
+    let wrong = Sha256::of(b"another file");
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, Some(wrong)), options()).await;
+    match &summary.files[0].outcome {
+        Outcome::Failed(e @ FileError::Digest { repeated: true, .. }) => {
+            assert!(!e.is_temporary());
+            assert!(
+                e.to_string().contains("(the same bytes arrived twice)"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing kept"
+    );
+}
+
+#[tokio::test]
+async fn the_x_linked_etag_of_the_answer_is_checked_when_no_digest_is_given() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    let sha = Sha256::of(&body).to_string();
+    server.always(
+        "/f.bin",
+        Reply::file(body.clone())
+            .header("X-Linked-Etag", &format!("\"{sha}\""))
+            .corrupt_at(9),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert!(
+        matches!(
+            summary.files[0].outcome,
+            Outcome::Failed(FileError::Digest { .. })
+        ),
+        "{:?}",
+        summary.files[0]
+    );
+    assert!(!dir.path().join("f.bin").exists());
+}
+
+#[tokio::test]
+async fn a_server_whose_file_is_another_size_than_listed_fails_without_renaming() {
+    let server = FaultServer::start();
+    server.always("/f.bin", Reply::file(data(SIZE / 2)));
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, _) = pull(
+        dir.path(),
+        f_bin(&server, Some(SIZE as u64), None),
+        options(),
+    )
+    .await;
+    let Outcome::Failed(e) = &summary.files[0].outcome else {
+        panic!("{:?}", summary.files[0])
+    };
+    assert!(!e.is_temporary());
+    let cause = std::error::Error::source(e).map(|s| s.to_string());
+    assert_eq!(
+        cause.as_deref(),
+        Some("the server's copy is 5000 bytes, 10000 expected")
+    );
+    assert!(!dir.path().join("f.bin").exists());
+}
+
+#[tokio::test]
+async fn a_trickle_below_the_minimum_progress_is_cut_and_retried() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.script(
+        "/f.bin",
+        [Reply::file(body.clone()).trickle(50, Duration::from_millis(20))],
+    );
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        min_progress: Some(MinProgress {
+            bytes: 5000,
+            window: Duration::from_millis(200),
+        }),
+        ..options()
+    };
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, None, Some(Sha256::of(&body))),
+        options,
+    )
+    .await;
+    assert!(
+        downloaded(&summary.files[0].outcome),
+        "{:?}",
+        summary.files[0]
+    );
+    assert!(events.any("retry 1 too slow"), "{:?}", events.lines());
+    let second = &ranges(&server)[1];
+    assert!(
+        second
+            .as_deref()
+            .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-"),
+        "the trickled bytes are kept: {second:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_file_failing_never_cancels_the_others() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.always("/missing.bin", Reply::status(404));
+    server.script("/slow.bin", [Reply::status(503), Reply::status(502)]);
+    server.always("/slow.bin", Reply::file(body.clone()));
+    server.always("/ok.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, _) = pull(
+        dir.path(),
+        vec![
+            item(&server.url("/missing.bin"), "missing.bin", None, None),
+            item(&server.url("/slow.bin"), "slow.bin", None, None),
+            item(&server.url("/ok.bin"), "ok.bin", None, None),
+        ],
+        options(),
+    )
+    .await;
+    assert!(matches!(summary.files[0].outcome, Outcome::Failed(_)));
+    assert!(downloaded(&summary.files[1].outcome));
+    assert!(downloaded(&summary.files[2].outcome));
+    assert!(!summary.succeeded());
+    assert!(!summary.failures_temporary(), "a 404 is permanent");
+    assert_eq!(server.hits("/missing.bin"), 1);
+}
+
+#[tokio::test]
+async fn exhausted_retries_are_temporary() {
+    let server = FaultServer::start();
+    server.always("/f.bin", Reply::status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert!(summary.failures_temporary());
+    assert_eq!(server.hits("/f.bin"), 4);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no empty partial file"
+    );
+    let Outcome::Failed(e) = &summary.files[0].outcome else {
+        panic!()
+    };
+    assert!(
+        e.to_string().contains("is overloaded: 4 attempts over"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_credential_stops_the_other_files_of_that_host_only() {
+    let server = FaultServer::start();
+    let other = FaultServer::start();
+    let body = data(SIZE);
+    server.always("/a.bin", Reply::status(401));
+    server.always("/b.bin", Reply::file(body.clone()));
+    server.always("/c.bin", Reply::file(body.clone()));
+    other.always("/d.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        jobs: 1,
+        ..options()
+    };
+    let (summary, _) = pull(
+        dir.path(),
+        vec![
+            item(&server.url("/a.bin"), "a.bin", None, None),
+            item(&server.url("/b.bin"), "b.bin", None, None),
+            item(&server.url("/c.bin"), "c.bin", None, None),
+            item(&other.url("/d.bin"), "d.bin", None, None),
+        ],
+        options,
+    )
+    .await;
+    let outcomes: Vec<String> = summary
+        .files
+        .iter()
+        .map(|f| match &f.outcome {
+            Outcome::Failed(e) => e.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        outcomes[0].contains("refused the credentials"),
+        "{outcomes:?}"
+    );
+    let host = server.addr().to_string();
+    for o in &outcomes[1..3] {
+        assert_eq!(
+            *o,
+            format!("stopped: {host} refused the credentials for another file")
+        );
+    }
+    assert!(downloaded(&summary.files[3].outcome), "{outcomes:?}");
+    assert_eq!(
+        server.hits("/b.bin") + server.hits("/c.bin"),
+        0,
+        "no bandwidth burnt"
+    );
+    assert!(!summary.failures_temporary());
+}
+
+#[tokio::test]
+async fn an_interrupted_pull_keeps_its_partial_file_and_the_next_one_resumes() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.script("/f.bin", [Reply::file(body.clone()).stall_after(6000)]);
+    let dir = tempfile::tempdir().unwrap();
+    let items = || f_bin(&server, None, Some(Sha256::of(&body)));
+    let plan = backstop_transfer::Plan::new(dir.path(), items()).unwrap();
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    let part = dir.path().join("f.bin.part");
+    let record = dir.path().join("f.bin.part.json");
+    let watch = {
+        let part = part.clone();
+        tokio::spawn(async move {
+            while std::fs::metadata(&part).map_or(0, |m| m.len()) < 6000 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.cancel();
+        })
+    };
+    let options = Options {
+        // Long enough that the stall is interrupted, not timed out.
+        ..options()
+    };
+    let client = backstop_http::Client::builder()
+        .read_idle_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let summary = backstop_transfer::Pull::new(client)
+        .options(options)
+        .cancel_on(token)
+        .run(&plan)
+        .await
+        .unwrap();
+    watch.await.unwrap();
+    assert!(
+        matches!(
+            summary.files[0].outcome,
+            Outcome::Interrupted { have: 6000 }
+        ),
+        "{:?}",
+        summary.files[0]
+    );
+    assert!(summary.interrupted());
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 6000);
+    assert!(record.exists(), "progress recorded for the next run");
+
+    // The next run: another process, as far as the files can tell.
+    server.always("/f.bin", Reply::file(body.clone()));
+    let (summary, events) = pull(dir.path(), items(), common::options()).await;
+    assert!(
+        downloaded(&summary.files[0].outcome),
+        "{:?}",
+        summary.files[0]
+    );
+    assert!(
+        matches!(
+            summary.files[0].outcome,
+            Outcome::Downloaded {
+                resumed_from: 6000,
+                ..
+            }
+        ),
+        "{:?}",
+        summary.files[0]
+    );
+    assert_eq!(
+        ranges(&server)[1].as_deref(),
+        Some("bytes=6000-9999"),
+        "the record knows the size"
+    );
+    assert_eq!(summary.files[0].fetched, (SIZE - 6000) as u64);
+    assert!(
+        events.any("start f.bin Some(10000) 6000"),
+        "{:?}",
+        events.lines()
+    );
+    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+    assert!(!part.exists() && !record.exists());
+}
+
+#[tokio::test]
+async fn a_partial_file_without_a_trustworthy_record_is_started_over() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    // Bytes of unknown origin, and a record from another URL.
+    std::fs::write(dir.path().join("f.bin.part"), vec![0u8; 4000]).unwrap();
+    std::fs::write(
+        dir.path().join("f.bin.part.json"),
+        r#"{"version":1,"url":"http://elsewhere/f.bin","size":null,"sha256":null,"validator":null,"segments":[{"start":0,"end":null,"done":4000}]}"#,
+    )
+    .unwrap();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert!(downloaded(&summary.files[0].outcome));
+    assert_eq!(ranges(&server), [None]);
+    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+}
+
+#[tokio::test]
+async fn a_file_already_in_place_is_not_fetched_again() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), &body).unwrap();
+    let sha = Some(Sha256::of(&body));
+    let (summary, _) = pull(
+        dir.path(),
+        f_bin(&server, Some(SIZE as u64), sha),
+        options(),
+    )
+    .await;
+    assert!(matches!(
+        summary.files[0].outcome,
+        Outcome::AlreadyThere { .. }
+    ));
+    assert_eq!(server.requests().len(), 0);
+
+    // Same size, other bytes: replaced.
+    std::fs::write(dir.path().join("f.bin"), vec![1u8; SIZE]).unwrap();
+    let (summary, _) = pull(
+        dir.path(),
+        f_bin(&server, Some(SIZE as u64), sha),
+        options(),
+    )
+    .await;
+    assert!(downloaded(&summary.files[0].outcome));
+    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
+
+    // A URL without a known size: a HEAD tells it.
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert!(matches!(
+        summary.files[0].outcome,
+        Outcome::AlreadyThere { .. }
+    ));
+    assert_eq!(server.requests().last().unwrap().method, "HEAD");
+}
+
+#[tokio::test]
+async fn several_streams_share_one_file() {
+    let server = FaultServer::start();
+    let body = data(40_000);
+    server.script("/f.bin", [Reply::file(body.clone()).cut_after(3000)]);
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        streams: 4,
+        min_stream_bytes: 5000,
+        ..options()
+    };
+    let (summary, _) = pull(
+        dir.path(),
+        f_bin(&server, Some(40_000), Some(Sha256::of(&body))),
+        options,
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    let mut asked: Vec<String> = ranges(&server).into_iter().flatten().collect();
+    asked.sort();
+    assert!(asked.contains(&"bytes=10000-19999".to_owned()), "{asked:?}");
+    assert!(asked.contains(&"bytes=30000-39999".to_owned()), "{asked:?}");
+    assert_eq!(asked.len(), 5, "four streams and one resume: {asked:?}");
+    assert_eq!(summary.files[0].fetched, 40_000);
+}
+
+#[tokio::test]
+async fn several_streams_fall_back_to_one_when_ranges_are_ignored() {
+    let server = FaultServer::start();
+    let body = data(40_000);
+    server.always("/f.bin", Reply::file(body.clone()).ignore_range());
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        streams: 4,
+        min_stream_bytes: 5000,
+        ..options()
+    };
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, Some(40_000), Some(Sha256::of(&body))),
+        options,
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    assert!(
+        events.any("restart the server does not serve ranges"),
+        "{:?}",
+        events.lines()
+    );
+}

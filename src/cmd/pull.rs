@@ -1,0 +1,175 @@
+//! `backstop pull`: many files at once, each retried on its own, resumed
+//! by Range, checked by hash.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use backstop_core::Policy;
+use backstop_hub::Hub;
+use backstop_transfer::{
+    AttemptTimeout, FileReport, MinProgress, Options, Outcome, Plan, Progress, Pull, Summary,
+    resolve,
+};
+use indicatif::HumanBytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::PullArgs;
+use crate::progress::{Bars, Lines, Notice, outcome, shown};
+use crate::report::{Report, exit};
+
+pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
+    let client = args.retry.client()?;
+    let hub = Hub::from_env(client.clone())?;
+    let token = CancellationToken::new();
+    let deadline_passed = Arc::new(AtomicBool::new(false));
+    if let Some(deadline) = args.retry.backoff.deadline {
+        let (token, passed) = (token.clone(), Arc::clone(&deadline_passed));
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            passed.store(true, Ordering::Release);
+            token.cancel();
+        });
+    }
+
+    // Listing, naming and checking everything first: bad input changes
+    // nothing on disk.
+    let items = tokio::select! {
+        items = resolve(&args.sources, &hub, &args.sha256s, &args.headers) => items?,
+        () = crate::interrupted() => return Err(stopped(&deadline_passed, "before any download started")),
+        () = token.cancelled() => return Err(stopped(&deadline_passed, "before any download started")),
+    };
+    let plan = Plan::new(&args.dir, items)?;
+
+    let names: Vec<String> = plan.files.iter().map(|f| f.item.name.clone()).collect();
+    let (progress, notice): (Arc<dyn Progress>, Arc<dyn Notice>) = if quiet {
+        (Arc::new(()), Arc::new(()))
+    } else if std::io::stderr().is_terminal() {
+        let bars = Arc::new(Bars::new(names));
+        (bars.clone(), bars)
+    } else {
+        let lines = Arc::new(Lines::new(names));
+        (lines.clone(), lines)
+    };
+    watch_signals(token.clone(), notice);
+    let summary = Pull::new(client)
+        .options(options(&args))
+        .progress(progress)
+        .cancel_on(token)
+        .run(&plan)
+        .await?;
+    print_summary(&summary, quiet);
+    verdict(&summary, &deadline_passed)
+}
+
+/// The transfer preset with the retry flags applied.
+fn options(args: &PullArgs) -> Options {
+    // The command's deadline is kept by run(); a per-run one would start
+    // again with every resumed stream.
+    let policy = args.retry.apply(Policy::transfer(0)).deadline(None);
+    let attempt_timeout = match args.retry.attempt_timeout {
+        Some(t) => AttemptTimeout::Fixed((!t.is_zero()).then_some(t)),
+        None => AttemptTimeout::BySize,
+    };
+    Options {
+        jobs: usize::from(args.jobs),
+        streams: usize::from(args.streams),
+        policy,
+        attempt_timeout,
+        min_progress: args
+            .min_progress
+            .map_or(Some(MinProgress::default()), |m| m.0),
+        ..Options::default()
+    }
+}
+
+/// Ctrl-C or SIGTERM stops every file cleanly (partial files synced and
+/// recorded); a second one exits at once.
+fn watch_signals(token: CancellationToken, notice: Arc<dyn Notice>) {
+    tokio::spawn(async move {
+        crate::interrupted().await;
+        notice.notice("backstop: stopping; partial files are kept (Ctrl-C again to quit at once)");
+        token.cancel();
+        crate::interrupted().await;
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    });
+}
+
+fn stopped(deadline_passed: &AtomicBool, when: &str) -> Report {
+    if deadline_passed.load(Ordering::Acquire) {
+        Report::new(exit::TEMPFAIL, format!("deadline passed {when}"))
+    } else {
+        Report::new(exit::INTERRUPTED, format!("interrupted {when}"))
+    }
+}
+
+/// One line per file on stderr, failures with their causes.
+fn print_summary(summary: &Summary, quiet: bool) {
+    let count = |f: fn(&Outcome) -> bool| summary.files.iter().filter(|r| f(&r.outcome)).count();
+    let downloaded = count(|o| matches!(o, Outcome::Downloaded { .. }));
+    let there = count(|o| matches!(o, Outcome::AlreadyThere { .. }));
+    let failed = count(|o| matches!(o, Outcome::Failed(_)));
+    let interrupted = count(|o| matches!(o, Outcome::Interrupted { .. }));
+    if quiet && failed == 0 {
+        return;
+    }
+    let mut parts = vec![format!("{downloaded} downloaded")];
+    if there > 0 {
+        parts.push(format!("{there} already there"));
+    }
+    if failed > 0 {
+        parts.push(format!("{failed} failed"));
+    }
+    if interrupted > 0 {
+        parts.push(format!("{interrupted} interrupted"));
+    }
+    eprintln!(
+        "backstop: pulled {} of {} files: {} (fetched {})",
+        downloaded + there,
+        summary.files.len(),
+        parts.join(", "),
+        HumanBytes(summary.fetched())
+    );
+    for file in &summary.files {
+        if !quiet || matches!(file.outcome, Outcome::Failed(_)) {
+            eprintln!("{}", summary_line(file));
+        }
+    }
+}
+
+fn summary_line(file: &FileReport) -> String {
+    let mut text = format!("  {}: {}", shown(&file.name), outcome(&file.outcome));
+    if let Outcome::Failed(e) = &file.outcome {
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            text.push_str(&format!("; caused by: {cause}"));
+            source = cause.source();
+        }
+    }
+    text
+}
+
+/// The exit code and message for how the files ended.
+fn verdict(summary: &Summary, deadline_passed: &AtomicBool) -> Result<(), Report> {
+    if summary.succeeded() {
+        return Ok(());
+    }
+    const RESUME: &str =
+        "run the same command again to resume; finished files are not fetched again";
+    if summary.interrupted() {
+        return Err(stopped(deadline_passed, "with files unfinished")
+            .hint(format!("partial files are kept; {RESUME}")));
+    }
+    let failed = summary
+        .files
+        .iter()
+        .filter(|f| matches!(f.outcome, Outcome::Failed(_)))
+        .count();
+    let message = format!("{failed} of {} files did not arrive", summary.files.len());
+    if summary.failures_temporary() {
+        Err(Report::new(exit::TEMPFAIL, message)
+            .hint(format!("every failure was temporary; {RESUME}")))
+    } else {
+        Err(Report::new(exit::FAILURE, message))
+    }
+}

@@ -1,0 +1,291 @@
+//! Showing a pull's progress: indicatif bars per file and a total on a
+//! terminal, plain lines otherwise.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
+
+use backstop_core::HumanDuration;
+use backstop_transfer::{Event, Outcome, Progress};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// What a retry looks like on a bar or a line:
+/// "retry 2 · HTTP 503 · waiting 7 s".
+fn retry_text(attempt: u32, reason: &str, delay: Duration) -> String {
+    format!(
+        "retry {attempt} · {reason} · waiting {}",
+        HumanDuration(delay)
+    )
+}
+
+/// A file's name as shown: control characters dropped (names come from
+/// servers), long names cut.
+pub fn shown(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
+    let count = clean.chars().count();
+    if count <= 40 {
+        clean
+    } else {
+        let tail: String = clean.chars().skip(count - 39).collect();
+        format!("…{tail}")
+    }
+}
+
+/// Bars: one per file in flight, a total at the bottom; a line above them
+/// for every file that ends.
+pub struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    files: Vec<OnceLock<ProgressBar>>,
+    names: Vec<String>,
+    finished: AtomicUsize,
+    shown: Once,
+}
+
+impl Bars {
+    /// Bars for `names`, drawn on stderr.
+    pub fn new(names: Vec<String>) -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        // Added under the first file's bar: a total drawn alone, of no
+        // length yet, would be drawn as full and left behind.
+        let total = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
+        total.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>42.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        total.set_prefix("total");
+        total.set_message(format!("0/{} files", names.len()));
+        Bars {
+            multi,
+            total,
+            files: names.iter().map(|_| OnceLock::new()).collect(),
+            names,
+            finished: AtomicUsize::new(0),
+            shown: Once::new(),
+        }
+    }
+
+    fn bar(&self, file: usize) -> Option<&ProgressBar> {
+        self.files.get(file)?.get()
+    }
+}
+
+impl Progress for Bars {
+    fn advance(&self, file: usize, bytes: u64) {
+        if let Some(bar) = self.bar(file) {
+            bar.inc(bytes);
+        }
+        self.total.inc(bytes);
+    }
+
+    fn event(&self, file: usize, event: Event<'_>) {
+        match event {
+            Event::Start { name, size, have } => {
+                // Hidden until added: a bar draws itself on stderr, outside
+                // the group, and leaves that line behind.
+                let bar = ProgressBar::with_draw_target(size, ProgressDrawTarget::hidden());
+                let bar = match size {
+                    Some(_) => sized(bar),
+                    None => bar.with_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>42} {bytes} {binary_bytes_per_sec} {msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ),
+                };
+                bar.set_prefix(shown(name));
+                bar.set_position(have);
+                let mut first = false;
+                self.shown.call_once(|| first = true);
+                let bar = if first {
+                    let bar = self.multi.add(bar);
+                    self.multi.add(self.total.clone());
+                    bar
+                } else {
+                    self.multi.insert_before(&self.total, bar)
+                };
+                self.total.inc_length(size.unwrap_or(0));
+                self.total.inc(have);
+                if let Some(slot) = self.files.get(file) {
+                    let _ = slot.set(bar);
+                }
+            }
+            Event::Size(size) => {
+                if let Some(bar) = self.bar(file) {
+                    bar.set_length(size);
+                    sized(bar.clone());
+                }
+                self.total.inc_length(size);
+            }
+            Event::Retry {
+                attempt,
+                reason,
+                delay,
+                ..
+            } => {
+                if let Some(bar) = self.bar(file) {
+                    bar.set_message(retry_text(attempt, reason, delay));
+                }
+            }
+            Event::Resume { reason, .. } => {
+                if let Some(bar) = self.bar(file) {
+                    bar.set_message(format!("resumed · {reason}"));
+                }
+            }
+            Event::Restart { reason } => {
+                if let Some(bar) = self.bar(file) {
+                    let had = bar.position();
+                    self.total
+                        .set_position(self.total.position().saturating_sub(had));
+                    bar.set_position(0);
+                    bar.set_message(format!("restarted · {reason}"));
+                }
+            }
+            Event::Verify => {
+                if let Some(bar) = self.bar(file) {
+                    bar.set_message("checking");
+                }
+            }
+            Event::Finish(outcome) => {
+                let done = self.finished.fetch_add(1, Ordering::Relaxed) + 1;
+                self.total
+                    .set_message(format!("{done}/{} files", self.names.len()));
+                if let Some(bar) = self.bar(file) {
+                    bar.finish_and_clear();
+                }
+                let name = self.names.get(file).map(String::as_str).unwrap_or("?");
+                let _ = self.multi.println(line(name, outcome));
+                if done == self.names.len() {
+                    self.total.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
+/// A bar of known length.
+fn sized(bar: ProgressBar) -> ProgressBar {
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>42} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+impl Notice for Bars {
+    fn notice(&self, text: &str) {
+        let _ = self.multi.println(text);
+    }
+}
+
+impl Notice for Lines {
+    fn notice(&self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+impl Notice for () {
+    fn notice(&self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+/// A line for the person watching, printed without breaking the bars.
+pub trait Notice: Send + Sync {
+    /// Prints `text` on its own line.
+    fn notice(&self, text: &str);
+}
+
+/// How a finished file is announced, live and in the summary:
+/// "done, 4.68 GiB, sha256 ok", "failed: …".
+pub fn outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Downloaded { bytes, sha256, .. } => {
+            let check = if sha256.is_some() { ", sha256 ok" } else { "" };
+            format!("done, {}{check}", HumanBytes(*bytes))
+        }
+        Outcome::AlreadyThere { bytes } => format!("already there, {}", HumanBytes(*bytes)),
+        Outcome::Interrupted { have } => format!("interrupted, {} kept", HumanBytes(*have)),
+        Outcome::Failed(e) => format!("failed: {e}"),
+    }
+}
+
+fn line(name: &str, done: &Outcome) -> String {
+    format!("backstop: {}: {}", shown(name), outcome(done))
+}
+
+/// Plain lines on stderr, for logs and pipes: one per event, none per
+/// byte.
+pub struct Lines {
+    names: Vec<String>,
+}
+
+impl Lines {
+    /// Lines for the files `names`.
+    pub fn new(names: Vec<String>) -> Lines {
+        Lines { names }
+    }
+
+    fn name(&self, file: usize) -> String {
+        shown(self.names.get(file).map(String::as_str).unwrap_or("?"))
+    }
+}
+
+impl Progress for Lines {
+    fn advance(&self, _: usize, _: u64) {}
+
+    fn event(&self, file: usize, event: Event<'_>) {
+        let name = self.name(file);
+        let text = match event {
+            Event::Start { size, have, .. } => {
+                let size =
+                    size.map_or_else(|| "size unknown".to_owned(), |s| HumanBytes(s).to_string());
+                if have > 0 {
+                    format!("{name}: resuming at {} of {size}", HumanBytes(have))
+                } else {
+                    format!("{name}: starting, {size}")
+                }
+            }
+            Event::Retry {
+                attempt,
+                reason,
+                delay,
+                ..
+            } => format!("{name}: {}", retry_text(attempt, reason, delay)),
+            Event::Resume { at, reason } => {
+                format!("{name}: {reason}; resuming at byte {at}")
+            }
+            Event::Restart { reason } => format!("{name}: starting over: {reason}"),
+            Event::Finish(outcome) => {
+                eprintln!(
+                    "{}",
+                    line(&self.names.get(file).cloned().unwrap_or_default(), outcome)
+                );
+                return;
+            }
+            Event::Size(_) | Event::Verify => return,
+        };
+        eprintln!("backstop: {text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts() {
+        assert_eq!(
+            retry_text(2, "HTTP 503", Duration::from_secs(7)),
+            "retry 2 · HTTP 503 · waiting 7 s"
+        );
+        assert_eq!(shown("a\x1b[2Jb.bin"), "a[2Jb.bin");
+        assert_eq!(shown(&"x".repeat(50)).chars().count(), 40);
+    }
+}

@@ -1,0 +1,326 @@
+//! `backstop pull` as users run it: exit codes, progress lines, the
+//! summary, bad input, the Hub, and Ctrl-C followed by a resume.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use backstop_faultserver::{FaultServer, HubFile, Nginx, Reply};
+
+/// Fast retries, so that tests spend no time sleeping.
+const QUICK: &[&str] = &["--base-delay", "1ms", "--max-delay", "5ms"];
+
+fn backstop() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+    for var in [
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_ENDPOINT",
+        "HF_HOME",
+        "BACKSTOP_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HF_TOKEN_PATH", "/nonexistent/backstop-test-token");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("backstop runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    HubFile::lfs("x", bytes.to_vec()).sha256()
+}
+
+#[test]
+fn pulls_through_faults_checks_hashes_and_exits_0() {
+    let server = FaultServer::start();
+    let (a, b) = (data(50_000), data(20_000));
+    server.script(
+        "/a.bin",
+        [Reply::status(503), Reply::file(a.clone()).cut_after(20_000)],
+    );
+    server.always("/a.bin", Reply::file(a.clone()));
+    server.always("/b.bin", Reply::file(b.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(backstop()
+        .args([
+            "pull",
+            &server.url("/a.bin"),
+            &server.url("/b.bin"),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .args(["--sha256", &sha(&a), "--sha256", &sha(&b)])
+        .args(QUICK));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), a);
+    assert_eq!(std::fs::read(dir.path().join("b.bin")).unwrap(), b);
+    assert!(
+        err.contains("backstop: a.bin: retry 1 · HTTP 503 · waiting "),
+        "{err}"
+    );
+    assert!(err.contains("resuming at byte 20000"), "{err}");
+    assert!(
+        err.contains("backstop: pulled 2 of 2 files: 2 downloaded (fetched "),
+        "{err}"
+    );
+    assert!(err.contains("  a.bin: done, 48.83 KiB, sha256 ok"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "no partial files left"
+    );
+
+    // Again: nothing is fetched.
+    let before = server.requests().len();
+    let out = run(backstop()
+        .args([
+            "pull",
+            &server.url("/a.bin"),
+            &server.url("/b.bin"),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .args(["--sha256", &sha(&a), "--sha256", &sha(&b)]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 already there"), "{}", stderr(&out));
+    let again: Vec<String> = server.requests()[before..]
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(
+        again,
+        ["HEAD", "HEAD"],
+        "a HEAD for the size, then size and hash checked on disk"
+    );
+}
+
+#[test]
+fn exit_75_when_every_failure_is_temporary_and_1_otherwise() {
+    let server = FaultServer::start();
+    server.always("/ok.bin", Reply::file(data(1000)));
+    server.always("/busy.bin", Reply::status(503));
+    server.always("/gone.bin", Reply::status(404));
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(backstop()
+        .args([
+            "pull",
+            &server.url("/ok.bin"),
+            &server.url("/busy.bin"),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .args(["--attempts", "2"])
+        .args(QUICK));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("  busy.bin: failed: "), "{err}");
+    assert!(err.contains("is overloaded: 2 attempts over"), "{err}");
+    assert!(
+        err.contains("backstop: error: 1 of 2 files did not arrive"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: every failure was temporary; run the same command again"),
+        "{err}"
+    );
+    assert!(
+        dir.path().join("ok.bin").exists(),
+        "one failure never cancels another file"
+    );
+
+    let out = run(backstop()
+        .args([
+            "pull",
+            &server.url("/busy.bin"),
+            &server.url("/gone.bin"),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .args(["--attempts", "2"])
+        .args(QUICK));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("caused by: HTTP 404 Not Found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_input_is_a_usage_error_and_changes_nothing() {
+    let server = FaultServer::start();
+    let url = server.url("/x.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let hex = "a".repeat(64);
+    let cases: &[(&[&str], &str)] = &[
+        (&["pull"], "SOURCE"),
+        (
+            &["pull", "ftp://example.com/x", "-d", d],
+            "a source is an http(s) URL or hf://ORG/REPO",
+        ),
+        (&["pull", "hf://org", "-d", d], "expected hf://ORG/REPO"),
+        (
+            &["pull", "https://example.com/", "-d", d],
+            "does not end in a file name",
+        ),
+        (
+            &["pull", &url, "-d", d, "--sha256", "abc"],
+            "is not a sha256 digest",
+        ),
+        (&["pull", &url, "-d", d, "--jobs", "0"], "--jobs"),
+        (
+            &["pull", &url, "-d", d, "--min-progress", "fast"],
+            "is not SIZE/DURATION",
+        ),
+        (
+            &["pull", &url, "-d", d, "-H", "no colon"],
+            "a header is written",
+        ),
+        (
+            &["pull", &url, "-d", d, "--sha256", &hex, "--sha256", &hex],
+            "2 sha256 digests for 1 URLs",
+        ),
+        (&["pull", &url, &url, "-d", d], "would both be written to"),
+    ];
+    for (args, message) in cases {
+        let out = run(backstop().args(*args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    assert!(server.requests().is_empty());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn hf_sources_come_from_the_hub_and_the_token_never_shows() {
+    let server = FaultServer::start();
+    let token = "hf_NeverPrintThisToken1234567890";
+    let files = [
+        HubFile::lfs("model-Q4_K_M.gguf", data(40_000)),
+        HubFile::lfs("model-Q8_0.gguf", data(60_000)),
+        HubFile::git("config.json", &b"{}"[..]),
+    ];
+    server.hub_repo("models", "org/repo", "main", "c0ffee", &files, None);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(backstop()
+        .env("HF_ENDPOINT", server.url(""))
+        .env("HF_TOKEN", token)
+        .args(["-vv", "pull", "hf://org/repo/*Q4_K_M*", "--dir"])
+        .arg(dir.path())
+        .args(QUICK));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("model-Q4_K_M.gguf")).unwrap(),
+        data(40_000)
+    );
+    assert!(!dir.path().join("model-Q8_0.gguf").exists());
+    assert!(!err.contains(token) && !err.contains("NeverPrint"), "{err}");
+
+    // A refused token: the message says so, and does not repeat it.
+    let refusing = FaultServer::start();
+    refusing.always(
+        "/api/models/org/repo/revision/main",
+        Reply::status(401).body(format!(r#"{{"error":"bad token {token}"}}"#)),
+    );
+    let out = run(backstop()
+        .env("HF_ENDPOINT", refusing.url(""))
+        .env("HF_TOKEN", token)
+        .args(["-vv", "pull", "hf://org/repo", "--dir"])
+        .arg(dir.path()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused the credentials") && err.contains("hint: set HF_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("NeverPrint"), "{err}");
+}
+
+#[test]
+fn an_unsafe_name_in_a_listing_is_refused_and_nothing_is_written() {
+    let server = FaultServer::start();
+    let files = [
+        HubFile::lfs("ok.bin", data(10)),
+        HubFile::lfs("/etc/cron.d/x", data(10)),
+    ];
+    server.hub_repo("models", "org/evil", "main", "e1", &files, None);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(backstop()
+        .env("HF_ENDPOINT", server.url(""))
+        .args(["pull", "hf://org/evil", "--dir"])
+        .arg(dir.path()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "names a file \"/etc/cron.d/x\" that cannot be written safely: it is an absolute path"
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn ctrl_c_keeps_the_partial_file_and_the_next_run_resumes_it() {
+    let root = tempfile::tempdir().unwrap();
+    let body = data(3 << 20);
+    std::fs::write(root.path().join("big.bin"), &body).unwrap();
+    let nginx = Nginx::start(root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("big.bin.part");
+    // nginx serves requests with X-Slow at 1 MiB/s.
+    let child = backstop()
+        .args(["pull", &nginx.url("/big.bin"), "-H", "X-Slow: 1", "--dir"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < 1 << 20 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("backstop: stopping; partial files are kept"),
+        "{err}"
+    );
+    assert!(err.contains("  big.bin: interrupted, "), "{err}");
+    assert!(
+        err.contains("hint: partial files are kept; run the same command again to resume"),
+        "{err}"
+    );
+    let have = std::fs::metadata(&part).unwrap().len();
+    assert!(have >= 1 << 20, "{have}");
+    assert!(dir.path().join("big.bin.part.json").exists());
+
+    let out = run(backstop()
+        .args(["pull", &nginx.url("/big.bin"), "--dir"])
+        .arg(dir.path())
+        .args(["--sha256", &sha(&body)]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("big.bin: resuming at "), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), body);
+    assert!(nginx.access_log().contains("\"GET /big.bin HTTP/1.1\" 206"));
+}
