@@ -130,9 +130,16 @@ impl Progress for Bars {
                     bar.set_message(retry_text(attempt, reason, delay));
                 }
             }
-            Event::Resume { reason, .. } => {
+            Event::Resume { reason, delay, .. } => {
                 if let Some(bar) = self.bar(file) {
-                    bar.set_message(format!("resumed · {reason}"));
+                    if delay.is_zero() {
+                        bar.set_message(format!("resumed · {reason}"));
+                    } else {
+                        bar.set_message(format!(
+                            "resuming · {reason} · waiting {}",
+                            HumanDuration(delay)
+                        ));
+                    }
                 }
             }
             Event::Restart { reason } => {
@@ -258,8 +265,14 @@ impl Progress for Lines {
                 delay,
                 ..
             } => format!("{name}: {}", retry_text(attempt, reason, delay)),
-            Event::Resume { at, reason } => {
+            Event::Resume { at, reason, delay } if delay.is_zero() => {
                 format!("{name}: {reason}; resuming at byte {at}")
+            }
+            Event::Resume { at, reason, delay } => {
+                format!(
+                    "{name}: {reason}; resuming at byte {at} in {}",
+                    HumanDuration(delay)
+                )
             }
             Event::Restart { reason } => format!("{name}: starting over: {reason}"),
             Event::Finish(outcome) => {

@@ -65,3 +65,4 @@ pub use plan::{Plan, Planned};
 pub use progress::{Event, Progress};
 pub use pull::{FileReport, Outcome, Pull, Summary};
 pub use source::{HubSource, Item, Source, resolve};
+pub use stream::RESUME_AT_ONCE;

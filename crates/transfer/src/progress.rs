@@ -45,13 +45,16 @@ pub enum Event<'a> {
         /// Whether the server asked for that wait.
         server_wait: bool,
     },
-    /// A transfer broke after moving bytes, and continues at once from
-    /// byte `at` with a Range request.
+    /// A transfer broke after moving bytes, and continues from byte `at`
+    /// with a Range request: at once when it moved at least
+    /// [`RESUME_AT_ONCE`](crate::RESUME_AT_ONCE), else after `delay`.
     Resume {
         /// The byte the next request starts from.
         at: u64,
         /// Why the last one ended.
         reason: &'a str,
+        /// The pause before the next request.
+        delay: Duration,
     },
     /// What was downloaded is thrown away and the file starts over from
     /// byte 0.

@@ -3,9 +3,13 @@
 //! transfer breaks.
 //!
 //! An attempt that moved bytes before it broke is not a failure to count:
-//! the stream reconnects at once from where it stopped, and its attempt
-//! count starts again. Only attempts that move nothing are retried with
-//! backoff, and only they can exhaust the policy.
+//! the stream reconnects from where it stopped, and its attempt count
+//! starts again. It reconnects at once when the attempt moved at least
+//! [`RESUME_AT_ONCE`]; a smaller advance waits one first backoff (jittered)
+//! first, so that a server which sends a few bytes and cuts every
+//! connection is not hammered with reconnections. Only attempts that move
+//! nothing are retried with growing backoff, and only they can exhaust the
+//! policy.
 
 use std::borrow::Cow;
 use std::sync::Mutex;
@@ -24,6 +28,10 @@ use crate::{Event, Failure, MinProgress, Options, Progress, Sha256};
 
 /// How long gathered bytes may wait for more before they are written.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
+
+/// An attempt that moved at least this much before it broke is resumed at
+/// once; one that moved less waits one first backoff before the next.
+pub const RESUME_AT_ONCE: u64 = 64 << 10;
 
 /// What a file's streams learn from the server as they go.
 #[derive(Debug, Default)]
@@ -107,8 +115,8 @@ impl Stream {
 enum Step {
     /// The stream has all its bytes.
     Done,
-    /// Bytes moved, then the transfer ended early: go again at once.
-    Again(Cow<'static, str>),
+    /// Bytes moved (this many), then the transfer ended early: go again.
+    Again(Cow<'static, str>, u64),
 }
 
 /// Fetches the stream's bytes, retrying under the options' policy, until
@@ -147,19 +155,33 @@ pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryE
             .await?;
         match result {
             Step::Done => return Ok(()),
-            Step::Again(reason) => {
+            Step::Again(reason, moved) => {
+                let delay = if moved >= RESUME_AT_ONCE {
+                    Duration::ZERO
+                } else {
+                    policy.delays().next().unwrap_or_default()
+                };
                 tracing::debug!(
                     file = ctx.id,
                     at = stream.pos(),
-                    "{reason}; resuming at once"
+                    moved,
+                    "{reason}; resuming in {}",
+                    backstop_core::HumanDuration(delay)
                 );
                 ctx.progress.event(
                     ctx.id,
                     Event::Resume {
                         at: stream.pos(),
                         reason: &reason,
+                        delay,
                     },
                 );
+                if !delay.is_zero() {
+                    tokio::select! {
+                        () = ctx.cancel.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
             }
         }
     }
@@ -226,7 +248,7 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
                 "the server has fewer bytes than the partial file",
             )
             .await?;
-            return Ok(Step::Again("starting over".into()));
+            return Ok(Step::Again("starting over".into(), RESUME_AT_ONCE));
         }
         Err(e) => return Err(Failure::Http(e)),
     };
@@ -259,7 +281,7 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
                 }
                 ctx.learned().total = Some(t);
                 restart(ctx, stream, "the file changed on the server").await?;
-                return Ok(Step::Again("starting over".into()));
+                return Ok(Step::Again("starting over".into(), RESUME_AT_ONCE));
             }
             (start, end + 1)
         }
@@ -349,7 +371,7 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
     if let Some(failure) = broke {
         let progressed = moved > 0 && !matches!(failure, Failure::TooSlow { .. });
         if progressed && failure.verdict().class.is_retryable() {
-            return Ok(Step::Again(failure.verdict().reason));
+            return Ok(Step::Again(failure.verdict().reason, moved));
         }
         return Err(failure);
     }
@@ -359,7 +381,10 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
     let short = (limit != u64::MAX && here < limit) || goal.is_some_and(|g| here < g);
     match (short, moved > 0) {
         (false, _) => Ok(Step::Done),
-        (true, true) => Ok(Step::Again("the server sent less than the rest".into())),
+        (true, true) => Ok(Step::Again(
+            "the server sent less than the rest".into(),
+            moved,
+        )),
         (true, false) => Err(Failure::Short),
     }
 }
@@ -374,7 +399,10 @@ async fn wrong_range(ctx: &FileCtx<'_>, stream: &Stream, why: String) -> Result<
     }
     ctx.learned().no_range = true;
     restart(ctx, stream, &format!("wrong Content-Range ({why})")).await?;
-    Ok(Step::Again("starting over without Range".into()))
+    Ok(Step::Again(
+        "starting over without Range".into(),
+        RESUME_AT_ONCE,
+    ))
 }
 
 /// Fails when the server's size for the file is not the listing's.

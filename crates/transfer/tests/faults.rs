@@ -75,6 +75,58 @@ async fn a_cut_body_resumes_from_the_last_byte_and_the_attempt_count_starts_agai
     assert_eq!(left.len(), 1, "no partial file or record left");
 }
 
+/// A server that sends a few bytes and cuts every connection resets the
+/// attempt count each time, but is not hammered: a small advance waits one
+/// first backoff before the next request, while a cut after a mebibyte or
+/// more resumes at once.
+#[tokio::test]
+async fn a_cut_after_a_few_bytes_waits_before_reconnecting() {
+    let server = FaultServer::start();
+    let body = data(3 * backstop_transfer::RESUME_AT_ONCE as usize);
+    server.script(
+        "/f.bin",
+        [
+            Reply::file(body.clone()).cut_after(10),
+            Reply::file(body.clone()).cut_after(10),
+            Reply::file(body.clone()).cut_after(backstop_transfer::RESUME_AT_ONCE as usize),
+        ],
+    );
+    server.always("/f.bin", Reply::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        policy: policy()
+            .initial_delay(Duration::from_millis(30))
+            .max_delay(Duration::from_millis(30)),
+        ..options()
+    };
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, None, Some(Sha256::of(&body))),
+        options,
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    let resumes: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" resume "))
+        .collect();
+    assert_eq!(resumes.len(), 3, "{resumes:?}");
+    assert!(
+        resumes[0].starts_with("0 resume 10 ") && resumes[0].ends_with("after 30ms"),
+        "{resumes:?}"
+    );
+    assert!(
+        resumes[1].starts_with("0 resume 20 ") && resumes[1].ends_with("after 30ms"),
+        "{resumes:?}"
+    );
+    assert!(
+        resumes[2].ends_with("after 0ns"),
+        "a big advance resumes at once: {resumes:?}"
+    );
+    assert!(!events.any("retry"), "progress is never a counted retry");
+}
+
 #[tokio::test]
 async fn a_stall_mid_body_is_cut_by_the_idle_timeout_and_resumed() {
     let server = FaultServer::start();

@@ -92,7 +92,9 @@ impl Progress for Recorder {
             } => {
                 format!("{file} retry {attempt} {reason} {delay:?} server={server_wait}")
             }
-            Event::Resume { at, reason } => format!("{file} resume {at} {reason}"),
+            Event::Resume { at, reason, delay } => {
+                format!("{file} resume {at} {reason} after {delay:?}")
+            }
             Event::Restart { reason } => format!("{file} restart {reason}"),
             Event::Start { name, size, have } => format!("{file} start {name} {size:?} {have}"),
             Event::Finish(outcome) => format!("{file} finish {outcome:?}"),
