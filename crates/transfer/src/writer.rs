@@ -1,6 +1,7 @@
 //! The thread that writes a file's bytes: positional writes from any
 //! number of streams, the sha256 of the in-order prefix computed on the
-//! way, and what is written published for checkpoints.
+//! way (on a thread of its own, so hashing and writing overlap), and what
+//! is written published for checkpoints.
 
 use std::fs::File;
 use std::io;
@@ -21,10 +22,18 @@ const GATHER: usize = 1 << 20;
 const IN_FLIGHT: usize = 8;
 /// Read size when hashing bytes back from the file.
 const READ: usize = 1 << 20;
+/// Written pieces waiting for the hasher before the writer waits.
+const HASH_QUEUE: usize = 16;
 
 enum Op {
     Write { stream: usize, at: u64, data: Bytes },
     Truncate(u64),
+}
+
+/// What the hasher thread is told, in the order the writer did it.
+enum HashOp {
+    Written { at: u64, data: Bytes },
+    Truncated(u64),
 }
 
 /// The running hash of a file's bytes `0..upto`.
@@ -44,6 +53,24 @@ impl Default for Hashed {
 }
 
 impl Hashed {
+    /// Takes in what the writer did: bytes that continue the in-order
+    /// prefix are hashed, a truncation below it starts over.
+    fn apply(&mut self, op: HashOp) {
+        match op {
+            HashOp::Written { at, data } => {
+                if self.upto == at {
+                    self.hasher.update(&data);
+                    self.upto += data.len() as u64;
+                }
+            }
+            HashOp::Truncated(len) => {
+                if self.upto > len {
+                    *self = Hashed::default();
+                }
+            }
+        }
+    }
+
     /// Hashes the file's bytes `upto..end` and returns the digest of
     /// `0..end`.
     pub(crate) fn finish(mut self, file: &File, end: u64) -> io::Result<Sha256> {
@@ -124,22 +151,37 @@ impl Writer {
         });
         let shared = Arc::clone(&written);
         let thread = tokio::task::spawn_blocking(move || {
-            let mut hashed = hashed;
-            let mut run = || -> io::Result<()> {
-                if let (Some(h), Some(to)) = (hashed.as_mut(), catch_up) {
-                    h.catch_up(&file, to)?;
+            // The hasher runs beside the writer, fed the same pieces in
+            // the same order; it catches up on earlier bytes first.
+            let hasher = hashed.map(|mut h| {
+                let (to_hasher, from_writer) = std::sync::mpsc::sync_channel::<HashOp>(HASH_QUEUE);
+                let file = Arc::clone(&file);
+                let thread = std::thread::spawn(move || -> io::Result<Hashed> {
+                    if let Some(to) = catch_up {
+                        h.catch_up(&file, to)?;
+                    }
+                    for op in from_writer {
+                        h.apply(op);
+                    }
+                    Ok(h)
+                });
+                (to_hasher, thread)
+            });
+            let feed = |op: HashOp| {
+                if let Some((tx, _)) = &hasher {
+                    // A hasher that stopped reports its error when joined.
+                    let _ = tx.send(op);
                 }
+            };
+            let mut run = || -> io::Result<()> {
                 while let Some(op) = rx.blocking_recv() {
                     match op {
                         Op::Write { stream, at, data } => {
                             file.write_all_at(&data, at)?;
-                            if let Some(h) = hashed.as_mut().filter(|h| h.upto == at) {
-                                h.hasher.update(&data);
-                                h.upto += data.len() as u64;
-                            }
                             if let Some(end) = shared.ends.get(stream) {
                                 end.store(at + data.len() as u64, Ordering::Release);
                             }
+                            feed(HashOp::Written { at, data });
                         }
                         Op::Truncate(len) => {
                             shared.generation.fetch_add(1, Ordering::AcqRel);
@@ -151,16 +193,25 @@ impl Writer {
                             for end in &shared.ends {
                                 end.fetch_min(len, Ordering::AcqRel);
                             }
-                            if let Some(h) = hashed.as_mut().filter(|h| h.upto > len) {
-                                *h = Hashed::default();
-                            }
+                            feed(HashOp::Truncated(len));
                         }
                     }
                 }
                 Ok(())
             };
-            match run() {
-                Ok(()) => Ok(hashed),
+            let wrote = run();
+            let hashed = match hasher {
+                None => Ok(None),
+                Some((tx, thread)) => {
+                    drop(tx);
+                    match thread.join() {
+                        Ok(result) => result.map(Some),
+                        Err(_) => Err(io::Error::other("the hashing thread panicked")),
+                    }
+                }
+            };
+            match wrote.and(hashed) {
+                Ok(hashed) => Ok(hashed),
                 Err(e) => {
                     let copy = io::Error::new(e.kind(), e.to_string());
                     *shared.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
