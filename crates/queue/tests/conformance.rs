@@ -1,12 +1,17 @@
-//! One suite, every store: the promises of the `Store` trait. It runs
-//! against SQLite; a PostgreSQL store joins the `suite!` list below.
+//! One suite, every store: the promises of the `Store` trait, checked
+//! against SQLite and against the PostgreSQL server on this machine.
+//!
+//! PostgreSQL comes from `BACKSTOP_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test gets a schema of
+//! its own. When the server cannot be reached the PostgreSQL tests fail,
+//! loudly: they are never skipped.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backstop_queue::store::{
-    ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, Rejection, Requeue, Settled, Store,
-    StoreError,
+    ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, PostgresStore, Rejection, Requeue, Retained,
+    Settled, Store, StoreError,
 };
 use backstop_queue::{
     Claim, DeliveryState, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token, Verdict,
@@ -39,6 +44,64 @@ impl Db for Sqlite {
         let conn = rusqlite::Connection::open(&self.path).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn.execute_batch(sql).unwrap();
+    }
+}
+
+/// A PostgreSQL schema of its own for each test, dropped afterwards.
+struct Postgres {
+    admin: String,
+    url: String,
+    schema: String,
+}
+
+fn postgres_url() -> String {
+    std::env::var("BACKSTOP_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+impl Postgres {
+    fn new() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let admin = postgres_url();
+        let schema = format!(
+            "bs_queue_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut client =
+            ::postgres::Client::connect(&admin, ::postgres::NoTls).unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is required for these tests and is not reachable at {admin}: {e}. \
+                     Start it, or point BACKSTOP_TEST_POSTGRES at one."
+                )
+            });
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .unwrap();
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{sep}options=-csearch_path%3D{schema}");
+        Postgres { admin, url, schema }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Ok(mut c) = ::postgres::Client::connect(&self.admin, ::postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+        }
+    }
+}
+
+impl Db for Postgres {
+    fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(PostgresStore::open(&self.url)?))
+    }
+    fn exec(&self, sql: &str) {
+        let mut c = ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap();
+        c.batch_execute(sql).unwrap();
     }
 }
 
@@ -839,6 +902,94 @@ fn long_errors_are_clipped_from_the_front(db: &dyn Db) {
     );
 }
 
+fn retention_removes_old_history_but_not_the_desired_state_or_the_dead(db: &dyn Db) {
+    let store = db.open().unwrap();
+    let mut spec = node("gpu-1", "gpu", &["install", "delete"]);
+    spec.capacity = 10;
+    store.register(&spec, t(0)).unwrap();
+    let keyless = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let keyless2 = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let keyed = store
+        .submit(&NewOp::for_type("install", "gpu").key("k1"), t(0))
+        .unwrap()
+        .op;
+    let replaced = store
+        .submit(&NewOp::for_type("install", "gpu").key("k2"), t(0))
+        .unwrap()
+        .op;
+    let newest = store
+        .submit(&NewOp::for_type("delete", "gpu").key("k2"), t(0))
+        .unwrap()
+        .op;
+    let poison = store
+        .submit(&NewOp::for_type("delete", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(0));
+    assert_eq!(claims.len(), 5, "the replaced install never runs");
+    for c in &claims {
+        let verdict = if c.op == poison.id {
+            Verdict::Dead {
+                failures: 10,
+                tries: 10,
+                error: "poison".into(),
+            }
+        } else {
+            Verdict::Done
+        };
+        settle(&*store, c.token, t(1), verdict);
+    }
+    // Keyless operations older than t(1) stop being live; of what
+    // finished before it, only the install superseded at submit time goes.
+    assert_eq!(
+        store.retain(t(1), 100).unwrap(),
+        Retained {
+            ended: 3,
+            deliveries: 1,
+            ops: 1
+        }
+    );
+    let one = Retained {
+        ended: 0,
+        deliveries: 1,
+        ops: 1,
+    };
+    assert_eq!(store.retain(t(100), 1).unwrap(), one, "at most the limit");
+    assert_eq!(store.retain(t(100), 1).unwrap(), one);
+    assert_eq!(store.retain(t(100), 100).unwrap(), Retained::default());
+    for gone in [keyless.id, keyless2.id, replaced.id] {
+        assert!(matches!(
+            store.op(gone),
+            Err(StoreError::Rejected(Rejection::UnknownOp(_)))
+        ));
+    }
+    // The live operation of each key keeps its deliveries (who has it),
+    // and the dead stay until requeued.
+    assert_eq!(state_of(&*store, keyed.id, "gpu-1"), DeliveryState::Done);
+    assert_eq!(state_of(&*store, newest.id, "gpu-1"), DeliveryState::Done);
+    assert_eq!(state_of(&*store, poison.id, "gpu-1"), DeliveryState::Dead);
+    // A node that joins now gets the desired state of each key, and no
+    // longer the old keyless operation.
+    let joined = store
+        .register(&node("gpu-2", "gpu", &["install", "delete"]), t(101))
+        .unwrap();
+    assert_eq!(joined.delivered, 2);
+    let mut kinds: Vec<String> = claim_all(&*store, t(101))
+        .into_iter()
+        .map(|c| c.kind)
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["delete", "install"]);
+    // Registering again changes nothing: the done rows say who has it.
+    assert_eq!(store.register(&spec, t(102)).unwrap().delivered, 0);
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -846,6 +997,14 @@ macro_rules! suite {
                 #[test]
                 fn $case() {
                     super::$case(&super::Sqlite::new());
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&super::Postgres::new());
                 }
             )*
         }
@@ -871,4 +1030,51 @@ suite!(
     reopening_keeps_everything_and_migrates_once,
     the_schema_table_is_shared_and_a_newer_schema_refused,
     long_errors_are_clipped_from_the_front,
+    retention_removes_old_history_but_not_the_desired_state_or_the_dead,
+    locations_name_no_password,
 );
+
+fn locations_name_no_password(db: &dyn Db) {
+    let location = db.open().unwrap().location();
+    assert!(location.starts_with("sqlite:") || location.starts_with("postgres://"));
+    assert!(!location.contains('@'), "{location}");
+}
+
+#[test]
+fn one_postgres_handle_leads_housekeeping_at_a_time_and_the_lead_moves_on() {
+    let db = Postgres::new();
+    let a = db.open().unwrap();
+    let b = db.open().unwrap();
+    assert!(a.lead().unwrap());
+    assert!(!b.lead().unwrap(), "a holds it");
+    assert!(a.lead().unwrap(), "and keeps it");
+    a.resign();
+    assert!(b.lead().unwrap(), "a let it go");
+    assert!(!a.lead().unwrap());
+    // The holder dies: its connection ends and the server lets the lock go.
+    drop(b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !a.lead().unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the lead never moved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another schema is another fleet, with a lock of its own.
+    let other = Postgres::new();
+    assert!(other.open().unwrap().lead().unwrap());
+}
+
+#[test]
+fn an_unreachable_postgres_is_a_temporary_error_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = PostgresStore::open(&format!("postgres://user:hunter2@127.0.0.1:{port}/db"))
+        .err()
+        .expect("nothing listens there");
+    assert!(err.is_temporary(), "{err}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+}

@@ -1,15 +1,17 @@
-//! Where the queue lives: a small trait, and a SQLite store for one
-//! machine. Every store passes the same conformance suite
-//! (`tests/conformance.rs`); the trait is shaped for a PostgreSQL store
-//! with several coordinators too — claims carry a lease, replies are
-//! matched by attempt token, and each housekeeping step is its own call
-//! that a coordinator runs when it holds the lock for it.
+//! Where the queue lives: a small trait, a SQLite store for one machine and
+//! a PostgreSQL store for a fleet with several coordinators. Every store
+//! passes the same conformance suite (`tests/conformance.rs`): claims carry
+//! a lease, replies are matched by attempt token, and each housekeeping
+//! step is its own call that a coordinator runs while it holds the
+//! housekeeping lock ([`Store::lead`]).
 
+mod postgres;
 mod sqlite;
 
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
+pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::model::{
     Claim, Delivery, DeliveryId, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Token,
@@ -33,8 +35,9 @@ use crate::schedule::Settle;
 ///   success of the current attempt is still taken after the attempt was
 ///   returned to pending.
 /// - Nothing is deleted but deliveries that can never be delivered (their
-///   node is gone or no longer handles their kind, [`Store::prune`]): dead
-///   deliveries stay until requeued.
+///   node is gone or no longer handles their kind, [`Store::prune`]) and,
+///   once the retention time has passed, finished history
+///   ([`Store::retain`]): dead deliveries stay until requeued.
 /// - Times read back equal times written, at millisecond precision.
 pub trait Store: Send + Sync {
     /// Registers `node` (or updates it: type, kinds, capacity, session) and
@@ -130,6 +133,29 @@ pub trait Store: Send + Sync {
     /// that can never be delivered — their node is gone, or no longer
     /// handles their kind.
     fn prune(&self, now: SystemTime) -> Result<Pruned, StoreError>;
+
+    /// Retention: removes finished history older than `before`, so that
+    /// the hot table stays small. Keyless operations created before it stop
+    /// being live (nodes that join later no longer receive them); then the
+    /// done and superseded deliveries of operations that are not live,
+    /// finished before it, are removed — at most `limit` per call, oldest
+    /// first — and so are those operations once nothing of theirs is left.
+    /// Dead deliveries, and the live operation of each key with its
+    /// deliveries (the desired state: who has it), stay.
+    fn retain(&self, before: SystemTime, limit: u32) -> Result<Retained, StoreError>;
+
+    /// Takes the housekeeping lock, or checks that this handle still holds
+    /// it: `true` while it does. Housekeeping (the health monitor, the
+    /// start-up prune, the lease rescue, retention) runs on the one
+    /// coordinator that holds it; when that one dies, the lock moves to
+    /// another. A store one machine owns holds it always.
+    fn lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Lets the housekeeping lock go (a clean stop), so that another
+    /// coordinator takes it at once.
+    fn resign(&self) {}
 
     /// The earliest next attempt time among pending deliveries to healthy,
     /// undrained nodes of `transports`: when the dispatcher should look
@@ -285,6 +311,17 @@ pub struct Pruned {
     pub unhandled_kinds: u64,
 }
 
+/// What retention removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Keyless operations that stopped being live.
+    pub ended: u64,
+    /// Finished deliveries removed.
+    pub deliveries: u64,
+    /// Operations removed, nothing of theirs being left.
+    pub ops: u64,
+}
+
 /// A store that failed, or refused a request.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -383,15 +420,12 @@ fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {
     }
 }
 
-/// Opens the store `spec` names: a path to a SQLite file, optionally
-/// written `sqlite:PATH`.
+/// Opens the store `spec` names: a `postgres://` or `postgresql://` URL,
+/// or a path to a SQLite file (optionally written `sqlite:PATH`).
 pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
     let spec = spec.trim();
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        return Err(StoreError::Open {
-            location: "postgres://".to_owned(),
-            source: "the fan-out queue runs on SQLite for now; PostgreSQL comes next".into(),
-        });
+        return Ok(Box::new(PostgresStore::open(spec)?));
     }
     let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
     Ok(Box::new(SqliteStore::open(path)?))
@@ -463,6 +497,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX backstop_queue_dead ON backstop_queue_deliveries (node)
         WHERE state = 'dead';
     CREATE INDEX backstop_queue_node_key ON backstop_queue_deliveries (node, op_key, op)",
+    // 2: retention finds finished deliveries by age without reading the
+    // rest.
+    "CREATE INDEX backstop_queue_finished ON backstop_queue_deliveries (finished_ms)
+        WHERE state IN ('done', 'superseded')",
 ];
 
 /// The columns of a delivery, in [`DeliveryRow`] order.

@@ -13,7 +13,7 @@ use backstop_sqlite::{Database, MaybeBusy, OpenError, Retried};
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
     ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
-    Requeue, Settled, Store, StoreError, Submitted, clip, count,
+    Requeue, Retained, Settled, Store, StoreError, Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -1021,6 +1021,46 @@ impl Store for SqliteStore {
             Ok(Pruned {
                 gone_nodes,
                 unhandled_kinds,
+            })
+        })
+    }
+
+    fn retain(&self, before: SystemTime, limit: u32) -> Result<Retained, StoreError> {
+        let before = to_millis(before);
+        self.write(|tx| {
+            let ended = tx.execute(
+                "UPDATE backstop_queue_ops SET live = 0
+                 WHERE live = 1 AND op_key IS NULL AND created_ms < ?1",
+                [before],
+            )? as u64;
+            let ops: Vec<i64> = tx
+                .prepare_cached(
+                    "DELETE FROM backstop_queue_deliveries WHERE id IN (
+                         SELECT d.id FROM backstop_queue_deliveries d
+                         JOIN backstop_queue_ops o ON o.id = d.op
+                         WHERE d.state IN ('done', 'superseded') AND d.finished_ms < ?1
+                           AND o.live = 0
+                         ORDER BY d.finished_ms LIMIT ?2)
+                     RETURNING op",
+                )?
+                .query_map(params![before, limit], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let deliveries = ops.len() as u64;
+            let mut unique: Vec<i64> = ops;
+            unique.sort_unstable();
+            unique.dedup();
+            let mut gone = tx.prepare_cached(
+                "DELETE FROM backstop_queue_ops WHERE id = ?1 AND live = 0
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d WHERE d.op = ?1)",
+            )?;
+            let mut removed = 0;
+            for op in unique {
+                removed += gone.execute([op])? as u64;
+            }
+            Ok(Retained {
+                ended,
+                deliveries,
+                ops: removed,
             })
         })
     }
