@@ -3,6 +3,11 @@
 //! Each path has a queue of [`Reply`]s, used once each in order, and an
 //! optional reply for when the queue is empty; anything else gets a 404.
 //! Every request is recorded so a test can assert what the client sent.
+//!
+//! [`proxy::TcpProxy`] is a TCP proxy whose connections a test cuts and
+//! restores: a database or a message bus that goes away for one client.
+
+pub mod proxy;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;

@@ -305,6 +305,14 @@ impl Database {
         Ok(())
     }
 
+    /// Closes the connections of this pool.
+    fn take_clients(&mut self) -> Vec<Client> {
+        self.pool
+            .iter_mut()
+            .filter_map(|slot| slot.get_mut().unwrap_or_else(|p| p.into_inner()).take())
+            .collect()
+    }
+
     fn open_error(&self, e: Failure<postgres::Error>) -> OpenError {
         let location = self.location.clone();
         match e {
@@ -327,6 +335,27 @@ impl Database {
                 held: false,
             }),
         }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        close_elsewhere(self.take_clients());
+    }
+}
+
+/// Closes clients on a thread of their own: closing the sync client blocks
+/// on its own small runtime, which tokio forbids on a thread that drives
+/// an async runtime — where the last handle of a store is often dropped.
+fn close_elsewhere(clients: Vec<Client>) {
+    if clients.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("backstop-postgres-close".to_owned())
+        .spawn(move || drop(clients));
+    if let Err(e) = spawned {
+        tracing::debug!("cannot close PostgreSQL connections on a thread of their own: {e}");
     }
 }
 
@@ -384,11 +413,26 @@ impl SessionLock {
         }
     }
 
-    /// Lets the lock go (closing its connection), for a clean stop.
+    /// Lets the lock go at once and closes its connection, for a clean
+    /// stop. Blocks: call it where blocking is allowed.
     pub fn release(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.client = None;
+        if state.held
+            && let Some(client) = state.client.as_mut()
+        {
+            // Closing alone would let it go too, but only once the server
+            // notices.
+            let _ = client.execute("SELECT pg_advisory_unlock_all()", &[]);
+        }
         state.held = false;
+        close_elsewhere(state.client.take().into_iter().collect());
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        close_elsewhere(state.client.take().into_iter().collect());
     }
 }
 
@@ -442,5 +486,140 @@ mod tests {
         assert!(err.is_temporary(), "{err}");
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
+
+pub mod testing {
+    //! A schema of its own for each test, on the PostgreSQL server the
+    //! tests use: `BACKSTOP_TEST_POSTGRES`, default
+    //! `postgres://postgres@127.0.0.1:5432/test`. A server that cannot be
+    //! reached fails the test, loudly: tests that need PostgreSQL are
+    //! never skipped.
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use postgres::{Client, NoTls};
+
+    /// The URL of the tests' server.
+    pub fn server_url() -> String {
+        std::env::var("BACKSTOP_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// A schema created for one test and dropped with it.
+    pub struct TestSchema {
+        admin: String,
+        url: String,
+        name: String,
+    }
+
+    impl TestSchema {
+        /// Creates a fresh schema named after `prefix`, this process and a
+        /// counter.
+        ///
+        /// # Panics
+        /// When the server cannot be reached or the schema created: the
+        /// test cannot go on, and must not pass quietly.
+        pub fn new(prefix: &str) -> TestSchema {
+            // On a thread of its own: the sync client cannot block a
+            // thread that drives an async test.
+            std::thread::scope(|s| s.spawn(|| TestSchema::create(prefix)).join())
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        }
+
+        fn create(prefix: &str) -> TestSchema {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let admin = server_url();
+            let name = format!(
+                "{prefix}_{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            );
+            let mut client = Client::connect(&admin, NoTls).unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is required for these tests and is not reachable at {admin}: {e}. \
+                     Start it, or point BACKSTOP_TEST_POSTGRES at one."
+                )
+            });
+            if let Err(e) = client.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            )) {
+                panic!("cannot create schema {name} at {admin}: {e}");
+            }
+            let url = with_schema(&admin, &name);
+            TestSchema { admin, url, name }
+        }
+
+        /// A URL whose connections use this schema.
+        pub fn url(&self) -> &str {
+            &self.url
+        }
+
+        /// Where the server listens (to put a proxy in front of it).
+        ///
+        /// # Panics
+        /// When the URL names no TCP address.
+        pub fn server_addr(&self) -> std::net::SocketAddr {
+            let config: Result<postgres::Config, _> = self.admin.parse();
+            let found = config.ok().and_then(|c| {
+                let port = c.get_ports().first().copied().unwrap_or(5432);
+                match c.get_hosts().first()? {
+                    postgres::config::Host::Tcp(host) => {
+                        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                            .ok()?
+                            .next()
+                    }
+                    #[cfg(unix)]
+                    postgres::config::Host::Unix(_) => None,
+                }
+            });
+            found.unwrap_or_else(|| panic!("{} names no TCP address", self.admin))
+        }
+
+        /// This schema's URL with another host and port (a proxy's).
+        pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+            let admin = match self.admin.split_once('@') {
+                Some((user, rest)) => {
+                    let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
+                    format!("{user}@{addr}{path}")
+                }
+                None => self.admin.clone(),
+            };
+            with_schema(&admin, &self.name)
+        }
+
+        /// Runs SQL in this schema.
+        ///
+        /// # Panics
+        /// When it fails.
+        pub fn exec(&self, sql: &str) {
+            let result = std::thread::scope(|s| {
+                s.spawn(|| Client::connect(&self.url, NoTls).and_then(|mut c| c.batch_execute(sql)))
+                    .join()
+            });
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("{sql}: {e}"),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+    }
+
+    fn with_schema(url: &str, schema: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options=-csearch_path%3D{schema}")
+    }
+
+    impl Drop for TestSchema {
+        fn drop(&mut self) {
+            let (admin, name) = (&self.admin, &self.name);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    if let Ok(mut c) = Client::connect(admin, NoTls) {
+                        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+                    }
+                });
+            });
+        }
     }
 }

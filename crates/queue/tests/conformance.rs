@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backstop_postgres::testing::TestSchema;
 use backstop_queue::store::{
     ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, PostgresStore, Rejection, Requeue, Retained,
     Settled, Store, StoreError,
@@ -48,60 +49,20 @@ impl Db for Sqlite {
 }
 
 /// A PostgreSQL schema of its own for each test, dropped afterwards.
-struct Postgres {
-    admin: String,
-    url: String,
-    schema: String,
-}
-
-fn postgres_url() -> String {
-    std::env::var("BACKSTOP_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+struct Postgres(TestSchema);
 
 impl Postgres {
     fn new() -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let admin = postgres_url();
-        let schema = format!(
-            "bs_queue_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut client =
-            ::postgres::Client::connect(&admin, ::postgres::NoTls).unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is required for these tests and is not reachable at {admin}: {e}. \
-                     Start it, or point BACKSTOP_TEST_POSTGRES at one."
-                )
-            });
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-            ))
-            .unwrap();
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        let url = format!("{admin}{sep}options=-csearch_path%3D{schema}");
-        Postgres { admin, url, schema }
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if let Ok(mut c) = ::postgres::Client::connect(&self.admin, ::postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
-        }
+        Postgres(TestSchema::new("bs_queue"))
     }
 }
 
 impl Db for Postgres {
     fn open(&self) -> Result<Box<dyn Store>, StoreError> {
-        Ok(Box::new(PostgresStore::open(&self.url)?))
+        Ok(Box::new(PostgresStore::open(self.0.url())?))
     }
     fn exec(&self, sql: &str) {
-        let mut c = ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap();
-        c.batch_execute(sql).unwrap();
+        self.0.exec(sql);
     }
 }
 
@@ -129,6 +90,7 @@ fn claim_all(store: &dyn Store, now: SystemTime) -> Vec<Claim> {
             lease: Duration::from_secs(60),
             limit: 1000,
             transports: vec!["nats".into(), "local".into()],
+            local: None,
         })
         .unwrap()
 }
@@ -271,6 +233,7 @@ fn claims_respect_capacity_health_drain_and_transport(db: &dyn Db) {
         lease: Duration::from_secs(60),
         limit: 100,
         transports: transports.iter().map(|s| (*s).to_owned()).collect(),
+        local: None,
     };
     assert!(store.claim(&request(&["local"])).unwrap().is_empty());
     let first = store.claim(&request(&["nats"])).unwrap();
@@ -300,6 +263,43 @@ fn claims_respect_capacity_health_drain_and_transport(db: &dyn Db) {
     ));
 }
 
+fn local_nodes_are_claimed_only_by_the_coordinator_that_runs_them(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["cpu-1", "cpu-2"] {
+        let mut spec = node(name, "cpu", &["install"]);
+        spec.transport = "local".into();
+        store.register(&spec, t(0)).unwrap();
+    }
+    store
+        .register(&node("cpu-9", "cpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "cpu"), t(0))
+        .unwrap();
+    let mine = Some(vec!["cpu-1".to_owned()]);
+    let due = store.next_due(&["local".into()], mine.as_deref()).unwrap();
+    assert_eq!(due, Some(t(0)));
+    assert_eq!(
+        store
+            .next_due(&["local".into()], Some(&["cpu-3".into()]))
+            .unwrap(),
+        None,
+        "another coordinator's local nodes are not its business"
+    );
+    let claims = store
+        .claim(&ClaimRequest {
+            now: t(0),
+            lease: Duration::from_secs(60),
+            limit: 100,
+            transports: vec!["local".into(), "nats".into()],
+            local: mine,
+        })
+        .unwrap();
+    let mut nodes: Vec<_> = claims.iter().map(|c| c.node.as_str()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["cpu-1", "cpu-9"]);
+}
+
 fn only_due_deliveries_are_claimed(db: &dyn Db) {
     let store = db.open().unwrap();
     store
@@ -313,7 +313,7 @@ fn only_due_deliveries_are_claimed(db: &dyn Db) {
         settle(&*store, c.token, t(1), failed(t(31), 1)),
         Settled::Applied(DeliveryState::Pending)
     );
-    assert_eq!(store.next_due(&["nats".into()]).unwrap(), Some(t(31)));
+    assert_eq!(store.next_due(&["nats".into()], None).unwrap(), Some(t(31)));
     assert!(claim_all(&*store, t(30)).is_empty());
     let c = claim_all(&*store, t(31)).remove(0);
     assert_eq!(c.token.attempt, 2);
@@ -634,7 +634,7 @@ fn health_parks_nodes_without_spending_attempts(db: &dyn Db) {
     );
     assert_eq!(store.nodes().unwrap()[0].status, NodeStatus::Unreachable);
     assert!(claim_all(&*store, t(2)).is_empty(), "parked");
-    assert_eq!(store.next_due(&["nats".into()]).unwrap(), None);
+    assert_eq!(store.next_due(&["nats".into()], None).unwrap(), None);
     assert_eq!(
         store.heartbeat("gpu-1", "s1", false, t(3)).unwrap(),
         Heartbeat::Recovered(NodeStatus::Unreachable)
@@ -810,6 +810,7 @@ fn concurrent_claims_never_hand_out_an_attempt_twice(db: &dyn Db) {
                                 lease: Duration::from_secs(60),
                                 limit: 7,
                                 transports: vec!["nats".into()],
+                                local: None,
                             })
                             .unwrap();
                         mine.extend(got.into_iter().map(|c| c.token));
@@ -1017,6 +1018,7 @@ suite!(
     bad_submissions_change_nothing,
     claims_respect_capacity_health_drain_and_transport,
     only_due_deliveries_are_claimed,
+    local_nodes_are_claimed_only_by_the_coordinator_that_runs_them,
     late_and_stale_replies_never_overwrite_a_newer_attempt,
     a_late_success_of_the_current_attempt_still_counts,
     dead_deliveries_stay_and_requeue_resets_attempts,

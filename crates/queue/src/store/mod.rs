@@ -158,9 +158,13 @@ pub trait Store: Send + Sync {
     fn resign(&self) {}
 
     /// The earliest next attempt time among pending deliveries to healthy,
-    /// undrained nodes of `transports`: when the dispatcher should look
-    /// again.
-    fn next_due(&self, transports: &[String]) -> Result<Option<SystemTime>, StoreError>;
+    /// undrained nodes of `transports` (and, when `local` is given, of
+    /// those local nodes only): when the dispatcher should look again.
+    fn next_due(
+        &self,
+        transports: &[String],
+        local: Option<&[String]>,
+    ) -> Result<Option<SystemTime>, StoreError>;
 
     /// Where the store is, for messages; never a password.
     fn location(&self) -> String;
@@ -290,6 +294,9 @@ pub struct ClaimRequest {
     pub limit: u32,
     /// Only nodes reached by these transports.
     pub transports: Vec<String>,
+    /// Only these of the local nodes (those inside this coordinator; other
+    /// coordinators of a fleet run their own). `None`: every local node.
+    pub local: Option<Vec<String>>,
 }
 
 /// What became of one decision.

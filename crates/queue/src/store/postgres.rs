@@ -798,11 +798,12 @@ impl Store for PostgresStore {
                 .query(
                     "SELECT name, transport, capacity FROM backstop_queue_nodes
                      WHERE status = 'healthy' AND drained = 0 AND transport = ANY($1)
+                       AND (transport <> 'local' OR $3::text[] IS NULL OR name = ANY($3))
                        AND EXISTS (SELECT 1 FROM backstop_queue_deliveries d
                                    WHERE d.node = name AND d.state = 'pending'
                                      AND d.next_at_ms <= $2)
                      ORDER BY name COLLATE \"C\" FOR UPDATE",
-                    &[&request.transports, &now],
+                    &[&request.transports, &now, &request.local],
                 )?
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -1124,7 +1125,11 @@ impl Store for PostgresStore {
         self.leader.release();
     }
 
-    fn next_due(&self, transports: &[String]) -> Result<Option<SystemTime>, StoreError> {
+    fn next_due(
+        &self,
+        transports: &[String],
+        local: Option<&[String]>,
+    ) -> Result<Option<SystemTime>, StoreError> {
         if transports.is_empty() {
             return Ok(None);
         }
@@ -1134,8 +1139,9 @@ impl Store for PostgresStore {
                     "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
                                  WHERE d.node = n.name AND d.state = 'pending'))
                      FROM backstop_queue_nodes n
-                     WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport = ANY($1)",
-                    &[&transports],
+                     WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport = ANY($1)
+                       AND (n.transport <> 'local' OR $2::text[] IS NULL OR n.name = ANY($2))",
+                    &[&transports, &local],
                 )?
                 .get(0);
             Ok(min.map(from_millis))

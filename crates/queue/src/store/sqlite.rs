@@ -181,6 +181,12 @@ fn read_op(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpRow> {
     })
 }
 
+/// Whether a coordinator whose local nodes are `local` (`None`: all)
+/// reaches node `name` of `transport`.
+fn reaches(transport: &str, name: &str, local: Option<&[String]>) -> bool {
+    transport != transport_name::LOCAL || local.is_none_or(|l| l.iter().any(|n| n == name))
+}
+
 /// "?2, ?3, ?4" for `n` parameters starting at `first`.
 fn marks(first: usize, n: usize) -> String {
     (first..first + n)
@@ -765,6 +771,9 @@ impl Store for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            let nodes = nodes
+                .into_iter()
+                .filter(|(name, transport, _)| reaches(transport, name, request.local.as_deref()));
             let mut left = i64::from(request.limit);
             let mut claims = Vec::new();
             let mut due = tx.prepare_cached(
@@ -1065,19 +1074,38 @@ impl Store for SqliteStore {
         })
     }
 
-    fn next_due(&self, transports: &[String]) -> Result<Option<SystemTime>, StoreError> {
+    fn next_due(
+        &self,
+        transports: &[String],
+        local: Option<&[String]>,
+    ) -> Result<Option<SystemTime>, StoreError> {
         if transports.is_empty() {
             return Ok(None);
         }
         self.read(|tx| {
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
-                             WHERE d.node = n.name AND d.state = 'pending'))
+                "SELECT n.name, n.transport, (SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
+                                              WHERE d.node = n.name AND d.state = 'pending')
                  FROM backstop_queue_nodes n
                  WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport IN ({})",
                 marks(1, transports.len())
             ))?;
-            let min: Option<i64> = stmt.query_row(params_from_iter(transports), |r| r.get(0))?;
+            let mut min: Option<i64> = None;
+            let rows = stmt.query_map(params_from_iter(transports), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (name, transport, at) = row?;
+                if let Some(at) = at
+                    && reaches(&transport, &name, local)
+                {
+                    min = Some(min.map_or(at, |m| m.min(at)));
+                }
+            }
             Ok(min.map(from_millis))
         })
     }
