@@ -22,8 +22,8 @@ use crate::handler::Handler;
 use crate::health::DEFAULT_HEARTBEAT;
 use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
 use crate::transport::nats::{
-    DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, Refusal, RegisterMsg,
-    ResultAck, ResultMsg, Subjects,
+    DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
+    RegisterMsg, ResultAck, ResultMsg, Subjects,
 };
 
 /// How a worker runs.
@@ -447,15 +447,16 @@ impl std::fmt::Display for RequestError {
 }
 
 /// One request with a JSON body and a JSON answer.
-/// Heartbeats and registrations are answered at once; an outcome only once
-/// it is stored, which may take a coordinator a while under load.
+/// Heartbeats and registrations are answered at once; an outcome once it
+/// is stored, or after [`RESULT_WAIT`] with "not yet". A coordinator that
+/// dies holding a report leaves it unanswered: it is sent again soon after.
 async fn request<T: serde::de::DeserializeOwned>(
     shared: &Shared,
     subject: String,
     body: &impl serde::Serialize,
 ) -> Result<T, RequestError> {
     let timeout = if subject.starts_with(&shared.subjects.results()) {
-        Duration::from_secs(35)
+        RESULT_WAIT + Duration::from_secs(1)
     } else {
         Duration::from_secs(5)
     };

@@ -52,6 +52,11 @@ pub const COORDINATORS: &str = "backstop-coordinators";
 /// How long a worker has to accept or refuse an offered attempt.
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a coordinator holds a worker's report of an outcome open while
+/// it stores it; past that it answers "not stored yet" and the worker
+/// reports again later (the coordinator keeps what it has meanwhile).
+pub const RESULT_WAIT: Duration = Duration::from_secs(5);
+
 /// How long past the handler timeout the coordinator waits for an outcome
 /// before it stops waiting (the attempt then stays in flight until its
 /// lease ends).
@@ -573,10 +578,7 @@ async fn on_result(
             receipt: Some(receipt),
         }),
     }
-    let stored = matches!(
-        tokio::time::timeout(Duration::from_secs(30), stored).await,
-        Ok(Ok(()))
-    );
+    let stored = matches!(tokio::time::timeout(RESULT_WAIT, stored).await, Ok(Ok(())));
     answer(&client, &msg, &ResultAck { stored }).await;
 }
 
