@@ -29,13 +29,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 pub use postgres;
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls};
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 /// Creates the table of component versions when missing. The same
 /// statement serves SQLite.
@@ -168,7 +170,7 @@ impl MaybePostgres for postgres::Error {
 /// A PostgreSQL database reached through a few connections.
 pub struct Database {
     config: Config,
-    pool: Vec<Mutex<Option<Client>>>,
+    pool: Vec<Mutex<Option<Conn>>>,
     next: AtomicUsize,
     location: String,
 }
@@ -206,7 +208,7 @@ impl Database {
 
     /// A connection slot: a free one if there is one, else the next in
     /// turn.
-    fn slot(&self) -> MutexGuard<'_, Option<Client>> {
+    fn slot(&self) -> MutexGuard<'_, Option<Conn>> {
         let n = self.pool.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         for i in 0..n {
@@ -228,21 +230,72 @@ impl Database {
         &self,
         mut f: impl FnMut(&mut Client) -> Result<T, E>,
     ) -> Result<T, Failure<E>> {
+        self.with_conn(|conn| f(&mut conn.client))
+    }
+
+    /// Runs `f` in a transaction on a live connection, as
+    /// [`Database::with_client`] runs a call: whole or not at all, and
+    /// run again after a lost connection or a conflict. Statements are
+    /// prepared once per connection and kept: one round trip each after the
+    /// first.
+    pub fn transaction<T, E: MaybePostgres + From<postgres::Error>>(
+        &self,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, Failure<E>> {
+        self.with_conn(|conn| {
+            let mut tx = Tx {
+                inner: conn.client.transaction()?,
+                statements: &mut conn.statements,
+            };
+            let value = f(&mut tx)?;
+            tx.inner.commit()?;
+            Ok(value)
+        })
+    }
+
+    /// Runs one statement on its own, as its own transaction, prepared once
+    /// per connection: one round trip. Run again as
+    /// [`Database::with_client`] runs a call.
+    pub fn call(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, Failure<postgres::Error>> {
+        self.with_conn(|conn| {
+            let statement = match conn.statements.get(sql) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = conn.client.prepare(sql)?;
+                    conn.statements.insert(sql.to_owned(), s.clone());
+                    s
+                }
+            };
+            conn.client.query(&statement, params)
+        })
+    }
+
+    fn with_conn<T, E: MaybePostgres>(
+        &self,
+        mut f: impl FnMut(&mut Conn) -> Result<T, E>,
+    ) -> Result<T, Failure<E>> {
         let mut slot = self.slot();
         let mut reconnected = false;
         let mut conflicts = 0;
         loop {
-            if slot.as_ref().is_none_or(Client::is_closed) {
+            if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
                 *slot = None;
                 let client = self.config.connect(NoTls).map_err(Failure::Unreachable)?;
-                *slot = Some(client);
+                *slot = Some(Conn {
+                    client,
+                    statements: HashMap::new(),
+                });
             }
-            let Some(client) = slot.as_mut() else {
+            let Some(conn) = slot.as_mut() else {
                 continue;
             };
-            match f(client) {
+            match f(conn) {
                 Ok(v) => return Ok(v),
-                Err(e) if client.is_closed() => {
+                Err(e) if conn.client.is_closed() => {
                     *slot = None;
                     if reconnected {
                         return Err(Failure::Lost(e));
@@ -310,6 +363,7 @@ impl Database {
         self.pool
             .iter_mut()
             .filter_map(|slot| slot.get_mut().unwrap_or_else(|p| p.into_inner()).take())
+            .map(|conn| conn.client)
             .collect()
     }
 
@@ -356,6 +410,59 @@ fn close_elsewhere(clients: Vec<Client>) {
         .spawn(move || drop(clients));
     if let Err(e) = spawned {
         tracing::debug!("cannot close PostgreSQL connections on a thread of their own: {e}");
+    }
+}
+
+/// A connection and the statements prepared on it.
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+/// A transaction whose statements are prepared once per connection.
+pub struct Tx<'a> {
+    inner: Transaction<'a>,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Tx<'_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.inner.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.inner.execute(&statement, params)
+    }
+
+    /// Runs a query; its rows.
+    pub fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.inner.query(&statement, params)
+    }
+
+    /// Runs a query that returns exactly one row.
+    pub fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.inner.query_one(&statement, params)
+    }
+
+    /// Runs a query that returns at most one row.
+    pub fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.inner.query_opt(&statement, params)
     }
 }
 

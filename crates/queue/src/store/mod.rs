@@ -445,9 +445,14 @@ pub(crate) const COMPONENT: &str = "queue";
 /// Where a migration says "an id column"; each dialect fills in its own.
 pub(crate) const ID_COLUMN: &str = "{id}";
 
+/// Marks a migration only PostgreSQL runs; SQLite records its version and
+/// runs nothing.
+pub(crate) const POSTGRES_ONLY: &str = "-- postgres only";
+
 /// The queue's migrations, in order; version N is the first N applied.
-/// SQL that SQLite and PostgreSQL both accept, but for [`ID_COLUMN`].
-/// Never edit one that has shipped: add the next.
+/// SQL that SQLite and PostgreSQL both accept, but for [`ID_COLUMN`] and
+/// those that begin with [`POSTGRES_ONLY`]. Never edit one that has
+/// shipped: add the next.
 pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: nodes, operations, deliveries.
     "CREATE TABLE backstop_queue_nodes (
@@ -508,6 +513,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // rest.
     "CREATE INDEX backstop_queue_finished ON backstop_queue_deliveries (finished_ms)
         WHERE state IN ('done', 'superseded')",
+    // 3: a submission in one round trip.
+    postgres::SUBMIT_FUNCTION,
 ];
 
 /// The columns of a delivery, in [`DeliveryRow`] order.

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use backstop_core::time::{from_millis, to_millis};
-use backstop_postgres::postgres::{self, Transaction};
-use backstop_postgres::{Database, Failure, MaybePostgres, OpenError, SessionLock};
+use backstop_postgres::postgres;
+use backstop_postgres::{Database, Failure, MaybePostgres, OpenError, SessionLock, Tx};
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
@@ -116,6 +116,51 @@ impl PostgresStore {
         }
     }
 
+    fn failed_with(&self, why: &str) -> StoreError {
+        StoreError::Failed {
+            location: self.db.location().to_owned(),
+            source: why.into(),
+        }
+    }
+
+    /// Why a submission was refused, with the kinds its target handles.
+    fn refusal(&self, op: &NewOp, problem: &str) -> StoreError {
+        let (what, name) = problem.split_once(':').unwrap_or((problem, ""));
+        if what == "unknown_node" {
+            return Rejection::UnknownNode(name.to_owned()).into();
+        }
+        let (target, nodes) = match (&op.target, what) {
+            (Target::Type { node_type, .. }, _) => (
+                format!("node of type {node_type:?}"),
+                Err(node_type.as_str()),
+            ),
+            (Target::Nodes(_), _) => (format!("node {name:?}"), Ok(vec![name.to_owned()])),
+        };
+        let known = self.tx(|tx| {
+            let nodes = match &nodes {
+                Ok(names) => names.clone(),
+                Err(node_type) => tx
+                    .query(
+                        "SELECT name FROM backstop_queue_nodes WHERE node_type = $1",
+                        &[node_type],
+                    )?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect(),
+            };
+            Ok(kinds_of(tx, &nodes)?)
+        });
+        match known {
+            Ok(known) => Rejection::UnknownKind {
+                kind: op.kind.clone(),
+                target,
+                known,
+            }
+            .into(),
+            Err(e) => e,
+        }
+    }
+
     fn unreachable(&self, e: postgres::Error) -> StoreError {
         StoreError::Open {
             location: self.db.location().to_owned(),
@@ -124,25 +169,15 @@ impl PostgresStore {
     }
 
     /// Runs `f` in a transaction: whole or not at all.
-    fn tx<T>(
-        &self,
-        mut f: impl FnMut(&mut Transaction<'_>) -> TxResult<T>,
-    ) -> Result<T, StoreError> {
-        self.db
-            .with_client(|client| {
-                let mut tx = client.transaction()?;
-                let value = f(&mut tx)?;
-                tx.commit()?;
-                Ok(value)
-            })
-            .map_err(|e| match e {
-                Failure::Unreachable(e) => self.unreachable(e),
-                Failure::Lost(TxError::Sql(e)) => self.unreachable(e),
-                Failure::Failed(TxError::Sql(e)) => self.failed(e),
-                Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
-                    StoreError::Rejected(r)
-                }
-            })
+    fn tx<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        self.db.transaction(f).map_err(|e| match e {
+            Failure::Unreachable(e) => self.unreachable(e),
+            Failure::Lost(TxError::Sql(e)) => self.unreachable(e),
+            Failure::Failed(TxError::Sql(e)) => self.failed(e),
+            Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
+                StoreError::Rejected(r)
+            }
+        })
     }
 }
 
@@ -204,9 +239,110 @@ fn read_op(r: &postgres::Row) -> OpRow {
     }
 }
 
+/// Submits an operation in one round trip (see [`Store::submit`]): takes
+/// the type's lock shared and the key's alone, each statement after them
+/// reading what was committed meanwhile; checks the target; and writes the
+/// operation, the end of the older live one of its key, the deliveries it
+/// supersedes and its own. A refused submission writes nothing and says
+/// why in `problem`: `unknown_node:NAME`, `unknown_kind:NAME` (a named
+/// node that does not handle the kind), or `no_handler`.
+pub(super) const SUBMIT_FUNCTION: &str = r#"-- postgres only
+CREATE FUNCTION backstop_queue_submit(
+    p_kind text, p_type text, p_nodes text[], p_present_only bigint, p_key text,
+    p_payload text, p_live bigint, p_now bigint, p_type_lock integer, p_key_lock integer)
+RETURNS TABLE (id bigint, kind text, node_type text, nodes text, present_only bigint,
+    op_key text, payload text, live bigint, created_ms bigint, superseded bigint,
+    delivered bigint, problem text)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_targets text[];
+    v_handling text[];
+    v_name text;
+    v_id bigint;
+    v_superseded bigint := 0;
+    v_delivered bigint := 0;
+BEGIN
+    IF p_type IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock_shared(p_type_lock, hashtext(p_type));
+    END IF;
+    IF p_key IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(p_key_lock, hashtext(p_key));
+    END IF;
+    IF p_type IS NOT NULL THEN
+        SELECT coalesce(array_agg(n.name ORDER BY n.name COLLATE "C"), '{}'),
+               coalesce(array_agg(n.name ORDER BY n.name COLLATE "C") FILTER (
+                   WHERE EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                                 WHERE k.node = n.name AND k.kind = p_kind)), '{}')
+        INTO v_targets, v_handling
+        FROM backstop_queue_nodes n WHERE n.node_type = p_type;
+        IF cardinality(v_handling) = 0 THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+                'no_handler';
+            RETURN;
+        END IF;
+    ELSE
+        SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
+        WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n WHERE n.name = u.name)
+        ORDER BY u.name COLLATE "C" LIMIT 1;
+        IF v_name IS NOT NULL THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+                'unknown_node:' || v_name;
+            RETURN;
+        END IF;
+        SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
+        WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                          WHERE k.node = u.name AND k.kind = p_kind)
+        ORDER BY u.name COLLATE "C" LIMIT 1;
+        IF v_name IS NOT NULL THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+                'unknown_kind:' || v_name;
+            RETURN;
+        END IF;
+        v_targets := p_nodes;
+        v_handling := p_nodes;
+    END IF;
+    INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key, payload,
+        live, created_ms)
+    VALUES (p_kind, p_type, array_to_string(p_nodes, ','), p_present_only, p_key, p_payload,
+        p_live, p_now)
+    RETURNING backstop_queue_ops.id INTO v_id;
+    IF p_key IS NOT NULL THEN
+        IF p_type IS NOT NULL THEN
+            UPDATE backstop_queue_ops SET live = 0
+            WHERE live = 1 AND node_type = p_type AND op_key = p_key AND id < v_id;
+        END IF;
+        UPDATE backstop_queue_deliveries SET state = 'superseded', finished_ms = p_now,
+            updated_ms = p_now, lease_until_ms = NULL
+        WHERE node = ANY(v_targets) AND op_key = p_key AND op < v_id
+          AND state IN ('pending', 'dead');
+        GET DIAGNOSTICS v_superseded = ROW_COUNT;
+    END IF;
+    INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures,
+        tries, next_at_ms, created_ms, updated_ms)
+    SELECT v_id, h, p_kind, p_key, 'pending', 0, 0, 0, p_now, p_now, p_now
+    FROM unnest(v_handling) AS h;
+    GET DIAGNOSTICS v_delivered = ROW_COUNT;
+    RETURN QUERY SELECT o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key,
+        o.payload, o.live, o.created_ms, v_superseded, v_delivered, NULL::text
+    FROM backstop_queue_ops o WHERE o.id = v_id;
+END
+$fn$"#;
+
+/// The nodes a target names (none for a type).
+fn named(target: &Target) -> Vec<String> {
+    match target {
+        Target::Nodes(names) => names.clone(),
+        Target::Type { .. } => Vec::new(),
+    }
+}
+
 /// Serialises, until the transaction ends, the writers of node type
 /// `node_type`.
-fn lock_type(tx: &mut Transaction<'_>, node_type: &str) -> Result<(), postgres::Error> {
+fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> Result<(), postgres::Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&TYPE_LOCK, &node_type],
@@ -216,7 +352,7 @@ fn lock_type(tx: &mut Transaction<'_>, node_type: &str) -> Result<(), postgres::
 
 /// Serialises, until the transaction ends, the writers of these operation
 /// keys (taken in order, so two writers never wait on each other).
-fn lock_keys(tx: &mut Transaction<'_>, keys: &[&str]) -> Result<(), postgres::Error> {
+fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> Result<(), postgres::Error> {
     let mut keys = keys.to_vec();
     keys.sort_unstable();
     keys.dedup();
@@ -232,12 +368,7 @@ fn lock_keys(tx: &mut Transaction<'_>, keys: &[&str]) -> Result<(), postgres::Er
 
 /// Returns the in-flight deliveries to `node` to pending without spending
 /// attempts.
-fn release_node(
-    tx: &mut Transaction<'_>,
-    node: &str,
-    why: &str,
-    now: i64,
-) -> Result<u64, postgres::Error> {
+fn release_node(tx: &mut Tx<'_>, node: &str, why: &str, now: i64) -> Result<u64, postgres::Error> {
     tx.execute(
         "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
              lease_until_ms = NULL, last_error = $3, updated_ms = $2
@@ -246,7 +377,7 @@ fn release_node(
     )
 }
 
-fn node_exists(tx: &mut Transaction<'_>, name: &str) -> Result<bool, postgres::Error> {
+fn node_exists(tx: &mut Tx<'_>, name: &str) -> Result<bool, postgres::Error> {
     Ok(tx
         .query_opt(
             "SELECT 1 FROM backstop_queue_nodes WHERE name = $1",
@@ -255,7 +386,7 @@ fn node_exists(tx: &mut Transaction<'_>, name: &str) -> Result<bool, postgres::E
         .is_some())
 }
 
-fn kinds_of(tx: &mut Transaction<'_>, nodes: &[String]) -> Result<Vec<String>, postgres::Error> {
+fn kinds_of(tx: &mut Tx<'_>, nodes: &[String]) -> Result<Vec<String>, postgres::Error> {
     Ok(tx
         .query(
             "SELECT DISTINCT kind COLLATE \"C\" FROM backstop_queue_node_kinds
@@ -267,7 +398,7 @@ fn kinds_of(tx: &mut Transaction<'_>, nodes: &[String]) -> Result<Vec<String>, p
         .collect())
 }
 
-fn load_nodes(tx: &mut Transaction<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres::Error> {
+fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres::Error> {
     let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in tx.query(
         "SELECT node, kind FROM backstop_queue_node_kinds
@@ -322,7 +453,7 @@ fn load_nodes(tx: &mut Transaction<'_>, only: Option<&str>) -> Result<Vec<Node>,
         .collect())
 }
 
-fn load_op(tx: &mut Transaction<'_>, id: OpId) -> Result<Option<Op>, postgres::Error> {
+fn load_op(tx: &mut Tx<'_>, id: OpId) -> Result<Option<Op>, postgres::Error> {
     Ok(tx
         .query_opt(
             &format!("SELECT {OP_COLUMNS} FROM backstop_queue_ops o WHERE o.id = $1"),
@@ -529,83 +660,20 @@ impl Store for PostgresStore {
     }
 
     fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
-        let now_ms = to_millis(now);
-        self.tx(|tx| {
-            if let Target::Type { node_type, .. } = &op.target {
-                lock_type(tx, node_type)?;
-            }
-            if let Some(key) = &op.key {
-                lock_keys(tx, &[key])?;
-            }
-            let (targets, describe): (Vec<String>, String) = match &op.target {
-                Target::Type { node_type, .. } => {
-                    let names = tx
-                        .query(
-                            "SELECT name FROM backstop_queue_nodes WHERE node_type = $1
-                             ORDER BY name COLLATE \"C\"",
-                            &[node_type],
-                        )?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
-                    (names, format!("node of type {node_type:?}"))
-                }
-                Target::Nodes(names) => {
-                    for name in names {
-                        if !node_exists(tx, name)? {
-                            return Err(Rejection::UnknownNode(name.clone()).into());
-                        }
-                    }
-                    (names.clone(), format!("node among {}", names.join(", ")))
-                }
-            };
-            let handling: HashSet<String> = tx
-                .query(
-                    "SELECT node FROM backstop_queue_node_kinds WHERE node = ANY($1) AND kind = $2",
-                    &[&targets, &op.kind],
-                )?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            if matches!(op.target, Target::Nodes(_))
-                && let Some(name) = targets.iter().find(|n| !handling.contains(*n))
-            {
-                return Err(Rejection::UnknownKind {
-                    kind: op.kind.clone(),
-                    target: format!("node {name:?}"),
-                    known: kinds_of(tx, std::slice::from_ref(name))?,
-                }
-                .into());
-            }
-            if handling.is_empty() {
-                return Err(Rejection::UnknownKind {
-                    kind: op.kind.clone(),
-                    target: describe.clone(),
-                    known: kinds_of(tx, &targets)?,
-                }
-                .into());
-            }
-            let handling: Vec<String> = targets
-                .iter()
-                .filter(|n| handling.contains(*n))
-                .cloned()
-                .collect();
-            let (node_type, nodes, present_only) = match &op.target {
-                Target::Type {
-                    node_type,
-                    present_only,
-                } => (Some(node_type.as_str()), None, *present_only),
-                Target::Nodes(names) => (None, Some(names.join(",")), false),
-            };
-            let live = node_type.is_some() && !present_only;
-            let row = tx.query_one(
-                &format!(
-                    "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
-                         payload, live, created_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     RETURNING {}",
-                    OP_COLUMNS.replace("o.", "")
-                ),
+        let (node_type, present_only) = match &op.target {
+            Target::Type {
+                node_type,
+                present_only,
+            } => (Some(node_type.as_str()), *present_only),
+            Target::Nodes(_) => (None, false),
+        };
+        let named = named(&op.target);
+        let nodes = (!named.is_empty()).then_some(named);
+        let live = node_type.is_some() && !present_only;
+        let rows = self
+            .db
+            .call(
+                "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 &[
                     &op.kind,
                     &node_type,
@@ -614,42 +682,30 @@ impl Store for PostgresStore {
                     &op.key,
                     &op.payload,
                     &i64::from(live),
-                    &now_ms,
+                    &to_millis(now),
+                    &TYPE_LOCK,
+                    &KEY_LOCK,
                 ],
-            )?;
-            let stored = read_op(&row).into_op();
-            let id = stored.id;
-            let mut superseded = 0;
-            if let Some(key) = &op.key {
-                if let Some(node_type) = node_type {
-                    tx.execute(
-                        "UPDATE backstop_queue_ops SET live = 0
-                         WHERE live = 1 AND node_type = $1 AND op_key = $2 AND id < $3",
-                        &[&node_type, key, &id],
-                    )?;
-                }
-                // Every target node, handling the kind or not: the newest
-                // operation on a key is the desired state.
-                superseded = tx.execute(
-                    "UPDATE backstop_queue_deliveries SET state = 'superseded',
-                         finished_ms = $4, updated_ms = $4, lease_until_ms = NULL
-                     WHERE node = ANY($1) AND op_key = $2 AND op < $3
-                       AND state IN ('pending', 'dead')",
-                    &[&targets, key, &id, &now_ms],
-                )?;
+            )
+            .map_err(|e| match e {
+                Failure::Unreachable(e) | Failure::Lost(e) => self.unreachable(e),
+                Failure::Failed(e) => self.failed(e),
+            })?;
+        let Some(row) = rows.first() else {
+            return Err(self.failed_with("the submission returned nothing"));
+        };
+        match row.get::<_, Option<String>>(11) {
+            None => {
+                let superseded: i64 = row.get(9);
+                let delivered: i64 = row.get(10);
+                Ok(Submitted {
+                    op: read_op(row).into_op(),
+                    deliveries: u64::try_from(delivered).unwrap_or(0),
+                    superseded: u64::try_from(superseded).unwrap_or(0),
+                })
             }
-            tx.execute(
-                "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
-                     failures, tries, next_at_ms, created_ms, updated_ms)
-                 SELECT $1, unnest($2::text[]), $3, $4, 'pending', 0, 0, 0, $5, $5, $5",
-                &[&id, &handling, &op.kind, &op.key, &now_ms],
-            )?;
-            Ok(Submitted {
-                op: stored,
-                deliveries: handling.len() as u64,
-                superseded,
-            })
-        })
+            Some(problem) => Err(self.refusal(op, &problem)),
+        }
     }
 
     fn ops(&self, filter: &OpFilter) -> Result<Vec<OpSummary>, StoreError> {
@@ -1154,7 +1210,7 @@ impl Store for PostgresStore {
 }
 
 /// Applies one decision other than success (see [`Store::settle`]).
-fn settle_one(tx: &mut Transaction<'_>, settle: &Settle) -> Result<Settled, postgres::Error> {
+fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> Result<Settled, postgres::Error> {
     let id = settle.token.delivery;
     let at = to_millis(settle.at);
     let Some(row) = tx.query_opt(

@@ -12,8 +12,8 @@ use backstop_sqlite::{Database, MaybeBusy, OpenError, Retried};
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
-    ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
-    Requeue, Retained, Settled, Store, StoreError, Submitted, clip, count,
+    ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_ONLY, Pruned,
+    Registered, Rejection, Requeue, Retained, Settled, Store, StoreError, Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -76,7 +76,13 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let migrations: Vec<String> = MIGRATIONS
             .iter()
-            .map(|m| m.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT"))
+            .map(|m| {
+                if m.starts_with(POSTGRES_ONLY) {
+                    String::new()
+                } else {
+                    m.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT")
+                }
+            })
             .collect();
         let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
         let db = Database::open(path, COMPONENT, &migrations).map_err(|e| match e {
