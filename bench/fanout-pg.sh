@@ -2,6 +2,9 @@
 # Fan-out on PostgreSQL: backstop's queue (one coordinator, then two) and
 # its peer apalis (one worker, then two) on the same server in the same
 # run, the same number of jobs, no-op handlers; prints each and the ratios.
+# Two modes: live (submitted while running: the rate and the latency from
+# submit to handler start) and backlog (everything submitted first, then
+# the runners timed: what claiming, running and storing outcomes sustain).
 # backstop: 10,000 operations x 3 nodes = 30,000 deliveries, submitted by 4
 # threads (crates/queue/benches/fanout_pg.rs). apalis 1.0 + apalis-postgres
 # 1.0: 30,000 jobs pushed three to a call by 4 tasks (bench/apalis-pg).
@@ -22,9 +25,11 @@ cargo build --release --quiet --manifest-path bench/apalis-pg/Cargo.toml
 peer=bench/apalis-pg/target/release/apalis-pg-peer
 
 for round in $(seq "$rounds"); do
-  for n in 1 2; do
-    COORDINATORS=$n cargo bench -q -p backstop-queue --bench fanout_pg 2>/dev/null | grep '^backstop ' | tee -a "$out/results"
-    JOBS=30000 WORKERS=$n "$peer" | tee -a "$out/results"
+  for mode in live backlog; do
+    for n in 1 2; do
+      MODE=$mode COORDINATORS=$n cargo bench -q -p backstop-queue --bench fanout_pg 2>/dev/null | grep '^backstop ' | tee -a "$out/results"
+      MODE=$mode JOBS=30000 WORKERS=$n "$peer" | tee -a "$out/results"
+    done
   done
 done
 
@@ -35,15 +40,17 @@ for line in open(sys.argv[1]):
     who, *fields = line.split()
     kv = dict(f.split("=", 1) for f in fields)
     n = kv.get("coordinators") or kv.get("workers")
-    runs.setdefault((who, n), []).append(kv)
-def med(who, n, key):
-    return statistics.median(float(r[key]) for r in runs[(who, n)])
+    runs.setdefault((who, kv["mode"], n), []).append(kv)
+def med(who, mode, n, key):
+    return statistics.median(float(r[key]) for r in runs[(who, mode, n)])
 print()
-print("| runners | backstop deliveries/s | apalis jobs/s | ratio | backstop p50 / p99 | apalis p50 / p99 |")
-print("|---|---|---|---|---|---|")
-for n in ("1", "2"):
-    b, a = med("backstop", n, "rate"), med("apalis", n, "rate")
-    print(f"| {n} | {b:,.0f} | {a:,.0f} | **{b / a:.2f}x** | "
-          f"{med('backstop', n, 'p50_ms'):.1f} / {med('backstop', n, 'p99_ms'):.1f} ms | "
-          f"{med('apalis', n, 'p50_ms'):.1f} / {med('apalis', n, 'p99_ms'):.1f} ms |")
+print("medians of", len(runs[("backstop", "live", "1")]), "runs")
+print("| mode | runners | backstop deliveries/s | apalis jobs/s | ratio | backstop p50 / p99 | apalis p50 / p99 |")
+print("|---|---|---|---|---|---|---|")
+for mode in ("live", "backlog"):
+    for n in ("1", "2"):
+        b, a = med("backstop", mode, n, "rate"), med("apalis", mode, n, "rate")
+        lat = lambda who: (f"{med(who, mode, n, 'p50_ms'):.1f} / {med(who, mode, n, 'p99_ms'):.1f} ms"
+                           if mode == "live" else "—")
+        print(f"| {mode} | {n} | {b:,.0f} | {a:,.0f} | **{b / a:.2f}x** | {lat('backstop')} | {lat('apalis')} |")
 PY

@@ -140,7 +140,7 @@ struct Fleet {
     nats: String,
     /// `BACKSTOP_STATE`: a SQLite file in `dir`, or a PostgreSQL schema.
     state: String,
-    _schema: Option<TestSchema>,
+    schema: Option<TestSchema>,
 }
 
 fn fleet() -> Fleet {
@@ -161,7 +161,7 @@ fn fleet_on(dir: tempfile::TempDir, state: String, schema: Option<TestSchema>) -
     let nats = nats_url();
     Fleet {
         state,
-        _schema: schema,
+        schema,
         dir,
         prefix: format!(
             "bstest{}x{}",
@@ -933,9 +933,9 @@ fn fleet_kill_9_of_one_coordinator_mid_run_and_the_other_finishes() {
 #[test]
 fn fleet_postgres_cut_mid_run_loses_nothing_and_leaves_nothing_stuck() {
     let f = fleet_pg();
-    let schema_url = f.state.clone();
-    let proxy = TcpProxy::start(f._schema.as_ref().unwrap().server_addr());
-    let through = f._schema.as_ref().unwrap().url_via(proxy.addr());
+    let schema = f.schema.as_ref().unwrap();
+    let proxy = TcpProxy::start(schema.server_addr());
+    let through = schema.url_via(proxy.addr());
     let _serve = f.serve_with(&through, &f.nats, &[]);
     let server = server_of(&f);
     let log = f.path("ran");
@@ -957,7 +957,6 @@ fn fleet_postgres_cut_mid_run_loses_nothing_and_leaves_nothing_stuck() {
     let done = wait_all_done(&f, &server, 300);
     ran_once_per_token(&log, &done);
     assert_eq!(healthz(&server)["status"], "ok");
-    assert!(schema_url.contains("search_path"));
 }
 
 /// A NATS server of the test's own, on a free port.
@@ -980,7 +979,12 @@ impl Nats {
     }
 
     fn spawn(port: u16, dir: &Path) -> Child {
-        let child = Command::new("/usr/sbin/nats-server")
+        let bin = if Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        };
+        let child = Command::new(bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir)
             .stdout(Stdio::null())

@@ -6,9 +6,11 @@
 //! one transaction) by 4 concurrent tasks while WORKERS workers (1 or 2)
 //! run, each taking 256 jobs at once in batches of 100 with LISTEN/NOTIFY.
 //! Timed from the first enqueue to the last job stored as done; latency
-//! from just before its enqueue to its handler's start.
+//! from just before its enqueue to its handler's start. With
+//! MODE=backlog, every job is enqueued first and the workers are timed
+//! from their start.
 //!
-//! Prints one line: `apalis workers=N jobs=N secs=S rate=R p50_ms=A p99_ms=B`.
+//! Prints one line: `apalis mode=M workers=N jobs=N secs=S rate=R p50_ms=A p99_ms=B`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -61,20 +63,26 @@ async fn main() -> Result<(), BoxDynError> {
     PostgresStorage::setup(&pool).await?;
     let queue = format!("bench-{}-{workers}", std::process::id());
     let config = Config::default().queue(&queue).batch_size(100);
+    let backlog = std::env::var("MODE").is_ok_and(|m| m == "backlog");
     START.get_or_init(Instant::now);
-    for i in 0..workers {
-        let backend = PostgresStorage::<Job>::new(&pool)
-            .with_config(config.clone())
-            .with_pubsub();
-        let worker = WorkerBuilder::new(format!("peer-{i}"))
-            .backend(backend)
-            .concurrency(256)
-            .build(handle);
-        tokio::spawn(async move {
-            let _ = worker.run().await;
-        });
+    let start_workers = || {
+        for i in 0..workers {
+            let backend = PostgresStorage::<Job>::new(&pool)
+                .with_config(config.clone())
+                .with_pubsub();
+            let worker = WorkerBuilder::new(format!("peer-{i}"))
+                .backend(backend)
+                .concurrency(256)
+                .build(handle);
+            tokio::spawn(async move {
+                let _ = worker.run().await;
+            });
+        }
+    };
+    if !backlog {
+        start_workers();
     }
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut enqueuers = Vec::new();
     let per = jobs / 3 / 4;
     for e in 0..4u64 {
@@ -95,6 +103,10 @@ async fn main() -> Result<(), BoxDynError> {
         e.await??;
     }
     let enqueued = started.elapsed();
+    if backlog {
+        started = Instant::now();
+        start_workers();
+    }
     // Every handler ran; then the database is asked until every job is
     // stored as done (asking all along would load the database measured).
     while HANDLED.load(Ordering::Relaxed) < jobs {
@@ -119,7 +131,8 @@ async fn main() -> Result<(), BoxDynError> {
     let mut lat = LATENCIES.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_unstable();
     println!(
-        "apalis workers={workers} jobs={jobs} secs={secs:.2} rate={:.0} p50_ms={:.1} p99_ms={:.1} enqueue_secs={:.2}",
+        "apalis mode={} workers={workers} jobs={jobs} secs={secs:.2} rate={:.0} p50_ms={:.1} p99_ms={:.1} enqueue_secs={:.2}",
+        if backlog { "backlog" } else { "live" },
         jobs as f64 / secs,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),

@@ -628,15 +628,23 @@ pub mod testing {
         /// When the server cannot be reached or the schema created: the
         /// test cannot go on, and must not pass quietly.
         pub fn new(prefix: &str) -> TestSchema {
+            TestSchema::on(&server_url(), prefix)
+        }
+
+        /// [`TestSchema::new`] on the server at `admin`.
+        ///
+        /// # Panics
+        /// As [`TestSchema::new`].
+        pub fn on(admin: &str, prefix: &str) -> TestSchema {
             // On a thread of its own: the sync client cannot block a
             // thread that drives an async test.
-            std::thread::scope(|s| s.spawn(|| TestSchema::create(prefix)).join())
+            std::thread::scope(|s| s.spawn(|| TestSchema::create(admin, prefix)).join())
                 .unwrap_or_else(|e| std::panic::resume_unwind(e))
         }
 
-        fn create(prefix: &str) -> TestSchema {
+        fn create(admin: &str, prefix: &str) -> TestSchema {
             static N: AtomicU32 = AtomicU32::new(0);
-            let admin = server_url();
+            let admin = admin.to_owned();
             let name = format!(
                 "{prefix}_{}_{}",
                 std::process::id(),

@@ -1,11 +1,14 @@
 //! End-to-end fan-out on PostgreSQL with no-op handlers, with one
-//! coordinator and with two sharing the store:
+//! coordinator and with two sharing the store, in two modes:
 //!
-//! 10,000 operations to 3 nodes (30,000 deliveries), each operation with
-//! its own key, submitted by 4 threads (one transaction each) while the
-//! coordinators' dispatchers run; timed from the first submit to the last
-//! delivery stored as done. Latency is from just before an operation's
-//! submit to its handler's start, over every delivery.
+//! - live: 10,000 operations to 3 nodes (30,000 deliveries), each with its
+//!   own key, submitted by 4 threads (one transaction each) while the
+//!   coordinators' dispatchers run; timed from the first submit to the last
+//!   delivery stored as done. Latency is from just before an operation's
+//!   submit to its handler's start, over every delivery.
+//! - backlog: the same operations submitted first, then the dispatchers
+//!   started and timed until the last delivery is stored as done: what
+//!   claiming, running and settling alone sustain.
 //!
 //! The nodes run inside the coordinators (a no-op handler, 256 at once
 //! each), so what is measured is the queue — claims, settles, submits —
@@ -17,7 +20,8 @@
 //! (default `postgres://postgres@127.0.0.1:5432/test`); each run gets a
 //! schema of its own. `bench/fanout-pg.sh` runs this and apalis and prints
 //! the ratios. Prints one line per run:
-//! `backstop coordinators=N deliveries=N secs=S rate=R p50_ms=A p99_ms=B`.
+//! `backstop mode=M coordinators=N deliveries=N secs=S rate=R p50_ms=A p99_ms=B`.
+//! `MODE=live` or `MODE=backlog` and `COORDINATORS=1` or `2` run one case.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,32 +40,29 @@ type Submitted = Arc<Mutex<HashMap<String, Instant>>>;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    if std::env::var("BACKSTOP_BENCH_POSTGRES").is_ok()
-        && std::env::var("BACKSTOP_TEST_POSTGRES").is_err()
-    {
-        // TestSchema reads the tests' variable.
-        // SAFETY: set before any other thread runs.
-        unsafe {
-            std::env::set_var(
-                "BACKSTOP_TEST_POSTGRES",
-                std::env::var("BACKSTOP_BENCH_POSTGRES").unwrap_or_default(),
-            )
-        };
-    }
+    let server = std::env::var("BACKSTOP_BENCH_POSTGRES")
+        .unwrap_or_else(|_| backstop_postgres::testing::server_url());
     let ops = if quick { 1_000 } else { 10_000 };
     let only: Option<usize> = std::env::var("COORDINATORS")
         .ok()
         .and_then(|v| v.parse().ok());
-    for coordinators in [1, 2] {
-        if only.is_some_and(|n| n != coordinators) {
+    let mode = std::env::var("MODE").ok();
+    for backlog in [false, true] {
+        let name = if backlog { "backlog" } else { "live" };
+        if mode.as_deref().is_some_and(|m| m != name) {
             continue;
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(run(ops, coordinators));
+        for coordinators in [1, 2] {
+            if only.is_some_and(|n| n != coordinators) {
+                continue;
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(run(&server, ops, coordinators, backlog));
+        }
     }
 }
 
@@ -87,8 +88,8 @@ fn nodes(submitted: &Submitted, latencies: &Arc<Mutex<Vec<Duration>>>) -> Vec<Lo
         .collect()
 }
 
-async fn run(ops: usize, coordinators: usize) {
-    let schema = TestSchema::new("bs_bench");
+async fn run(server: &str, ops: usize, coordinators: usize, backlog: bool) {
+    let schema = TestSchema::on(server, "bs_bench");
     let url = schema.url().to_owned();
     let submitted: Submitted = Arc::new(Mutex::new(HashMap::with_capacity(ops)));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(ops * 3)));
@@ -107,7 +108,7 @@ async fn run(ops: usize, coordinators: usize) {
     .expect("opened");
     let shutdown = CancellationToken::new();
     let mut running = Vec::new();
-    let mut wakers = Vec::new();
+    let mut dispatchers = Vec::new();
     for _ in 0..coordinators {
         let u = url.clone();
         let store: Arc<dyn Store> = Arc::new(
@@ -118,18 +119,25 @@ async fn run(ops: usize, coordinators: usize) {
         );
         let transport: Arc<dyn Transport> =
             Arc::new(LocalTransport::new(&nodes, CancellationToken::new()));
-        let d = Dispatcher::new(
+        dispatchers.push(Dispatcher::new(
             store,
             vec![transport],
             Arc::new(Schedule::default()),
             Arc::new(SystemClock),
             DispatchConfig::default(),
-        );
-        let s = shutdown.clone();
-        wakers.push(d.waker());
-        running.push(tokio::spawn(async move { d.run(s).await }));
+        ));
     }
-    let started = Instant::now();
+    let wakers: Vec<_> = dispatchers.iter().map(Dispatcher::waker).collect();
+    let mut start = |dispatchers: &mut Vec<Dispatcher>| {
+        for d in dispatchers.drain(..) {
+            let s = shutdown.clone();
+            running.push(tokio::spawn(async move { d.run(s).await }));
+        }
+    };
+    if !backlog {
+        start(&mut dispatchers);
+    }
+    let mut started = Instant::now();
     let submitters: Vec<_> = (0..4)
         .map(|t| {
             let (store, submitted) = (Arc::clone(&submitter), Arc::clone(&submitted));
@@ -153,6 +161,10 @@ async fn run(ops: usize, coordinators: usize) {
         s.await.expect("submitted");
     }
     let submit_secs = started.elapsed().as_secs_f64();
+    if backlog {
+        started = Instant::now();
+        start(&mut dispatchers);
+    }
     let want = ops as i64 * 3;
     // Every handler ran; then the store is asked until every outcome is
     // stored (asking all along would load the database being measured).
@@ -189,9 +201,10 @@ async fn run(ops: usize, coordinators: usize) {
         lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
+    let mode = if backlog { "backlog" } else { "live" };
     println!(
-        "backstop coordinators={coordinators} deliveries={want} secs={secs:.2} rate={:.0} \
-         p50_ms={:.1} p99_ms={:.1} submit_secs={submit_secs:.2}",
+        "backstop mode={mode} coordinators={coordinators} deliveries={want} secs={secs:.2} \
+         rate={:.0} p50_ms={:.1} p99_ms={:.1} submit_secs={submit_secs:.2}",
         want as f64 / secs,
         pct(0.5),
         pct(0.99),

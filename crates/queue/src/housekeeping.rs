@@ -399,8 +399,14 @@ impl Housekeeper {
         let was = self.status.is_leader();
         let store = Arc::clone(&self.store);
         let leader = match blocking(move || store.lead()).await {
-            Ok(leader) => leader,
+            Ok(leader) => {
+                self.status.store_ok();
+                leader
+            }
             Err(e) => {
+                // Reported here too: with nothing to claim, the dispatcher
+                // may not ask the store at all.
+                self.status.store_failed(self.clock.now());
                 if was {
                     tracing::warn!(
                         "this coordinator lost the housekeeping lock ({}); another takes over",

@@ -616,6 +616,19 @@ impl OpRow {
     }
 }
 
+/// What a store's transaction body can fail with: its driver's error, or a
+/// refusal that rolls the transaction back.
+pub(crate) enum TxError<E> {
+    Sql(E),
+    Rejected(Rejection),
+}
+
+impl<E> From<Rejection> for TxError<E> {
+    fn from(r: Rejection) -> Self {
+        TxError::Rejected(r)
+    }
+}
+
 /// The text kept as a last error: at most this many bytes, from the end.
 pub const MAX_ERROR: usize = 4096;
 

@@ -59,21 +59,11 @@ pub struct PostgresStore {
     leader: SessionLock,
 }
 
-/// What a transaction body can fail with.
-enum TxError {
-    Sql(postgres::Error),
-    Rejected(Rejection),
-}
+type TxError = super::TxError<postgres::Error>;
 
 impl From<postgres::Error> for TxError {
     fn from(e: postgres::Error) -> Self {
         TxError::Sql(e)
-    }
-}
-
-impl From<Rejection> for TxError {
-    fn from(r: Rejection) -> Self {
-        TxError::Rejected(r)
     }
 }
 

@@ -41,21 +41,11 @@ pub struct SqliteStore {
     db: Database,
 }
 
-/// What a transaction body can fail with.
-enum TxError {
-    Sql(rusqlite::Error),
-    Rejected(Rejection),
-}
+type TxError = super::TxError<rusqlite::Error>;
 
 impl From<rusqlite::Error> for TxError {
     fn from(e: rusqlite::Error) -> Self {
         TxError::Sql(e)
-    }
-}
-
-impl From<Rejection> for TxError {
-    fn from(r: Rejection) -> Self {
-        TxError::Rejected(r)
     }
 }
 
