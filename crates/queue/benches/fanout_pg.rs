@@ -21,7 +21,8 @@
 //! schema of its own. `bench/fanout-pg.sh` runs this and apalis and prints
 //! the ratios. Prints one line per run:
 //! `backstop mode=M coordinators=N deliveries=N secs=S rate=R p50_ms=A p99_ms=B`.
-//! `MODE=live` or `MODE=backlog` and `COORDINATORS=1` or `2` run one case.
+//! `MODE=live` or `MODE=backlog` and `COORDINATORS=1` or `2` run one case;
+//! `CAPACITY=N` sets how many deliveries each node runs at once (256).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +67,14 @@ fn main() {
     }
 }
 
+/// Deliveries each node runs at once: `CAPACITY`, default 256.
+fn capacity() -> u32 {
+    std::env::var("CAPACITY")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(256)
+}
+
 fn nodes(submitted: &Submitted, latencies: &Arc<Mutex<Vec<Duration>>>) -> Vec<LocalNode> {
     let handler: Arc<dyn Handler> = {
         let (submitted, latencies) = (Arc::clone(submitted), Arc::clone(latencies));
@@ -83,7 +92,8 @@ fn nodes(submitted: &Submitted, latencies: &Arc<Mutex<Vec<Duration>>>) -> Vec<Lo
     };
     (1..=3)
         .map(|i| {
-            LocalNode::new(format!("gpu-{i}"), "gpu", 256).handle("install", Arc::clone(&handler))
+            LocalNode::new(format!("gpu-{i}"), "gpu", capacity())
+                .handle("install", Arc::clone(&handler))
         })
         .collect()
 }

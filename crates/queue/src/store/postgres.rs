@@ -927,22 +927,15 @@ impl Store for PostgresStore {
                 return Ok(Vec::new());
             }
             let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
-            tx.execute(
-                "UPDATE backstop_queue_deliveries SET state = 'in_flight', attempt = attempt + 1,
-                     lease_until_ms = $2, updated_ms = $3
-                 WHERE id = ANY($1) AND state = 'pending'",
-                &[&ids, &lease_until, &now],
-            )?;
-            let op_ids: Vec<i64> = {
-                let mut o: Vec<i64> = picked.iter().map(|p| p.1).collect();
-                o.sort_unstable();
-                o.dedup();
-                o
-            };
+            // Marked in flight, with their payloads, in one statement.
             let payloads: HashMap<i64, String> = tx
                 .query(
-                    "SELECT id, payload FROM backstop_queue_ops WHERE id = ANY($1)",
-                    &[&op_ids],
+                    "UPDATE backstop_queue_deliveries d SET state = 'in_flight',
+                         attempt = d.attempt + 1, lease_until_ms = $2, updated_ms = $3
+                     FROM backstop_queue_ops o
+                     WHERE d.id = ANY($1) AND d.state = 'pending' AND o.id = d.op
+                     RETURNING d.id, o.payload",
+                    &[&ids, &lease_until, &now],
                 )?
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
@@ -967,7 +960,7 @@ impl Store for PostgresStore {
                         node,
                         kind,
                         key,
-                        payload: payloads.get(&op).cloned().unwrap_or_default(),
+                        payload: payloads.get(&id).cloned().unwrap_or_default(),
                         failures: count(failures),
                         tries: count(tries),
                         lease_until: from_millis(lease_until),
