@@ -623,6 +623,16 @@ pub(crate) enum TxError<E> {
     Rejected(Rejection),
 }
 
+impl<E> TxError<E> {
+    /// The driver's error, if that is what it is.
+    pub(crate) fn sql(&self) -> Option<&E> {
+        match self {
+            TxError::Sql(e) => Some(e),
+            TxError::Rejected(_) => None,
+        }
+    }
+}
+
 impl<E> From<Rejection> for TxError<E> {
     fn from(r: Rejection) -> Self {
         TxError::Rejected(r)

@@ -69,10 +69,7 @@ impl From<postgres::Error> for TxError {
 
 impl MaybePostgres for TxError {
     fn postgres(&self) -> Option<&postgres::Error> {
-        match self {
-            TxError::Sql(e) => Some(e),
-            TxError::Rejected(_) => None,
-        }
+        self.sql()
     }
 }
 

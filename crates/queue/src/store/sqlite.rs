@@ -51,10 +51,7 @@ impl From<rusqlite::Error> for TxError {
 
 impl MaybeBusy for TxError {
     fn sqlite(&self) -> Option<&rusqlite::Error> {
-        match self {
-            TxError::Sql(e) => Some(e),
-            TxError::Rejected(_) => None,
-        }
+        self.sql()
     }
 }
 
