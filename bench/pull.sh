@@ -9,7 +9,7 @@
 #
 # (1) fault-free: each client straight from nginx; throughput against curl.
 # (2) cut: the same file through backstop-cutproxy (backstop-faultserver's
-#     CutProxy as a process), which closes every connection once it has
+#     cutting Proxy as a process), which closes every connection once it has
 #     carried CUT_MIB MiB towards the client. Bytes fetched in all (counted by
 #     the proxy) against the file size, and time against the same client
 #     through the proxy with no cut.

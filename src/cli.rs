@@ -23,7 +23,7 @@ pub struct Cli {
     pub quiet: bool,
     /// Where backstop keeps its state (the cooldown ledger, the fan-out
     /// queue): a SQLite file, or a postgres:// URL shared by many machines
-    /// (the ledger; the queue follows) [default: $XDG_STATE_HOME/backstop/backstop.db]
+    /// and coordinators [default: $XDG_STATE_HOME/backstop/backstop.db]
     #[arg(
         long,
         global = true,
@@ -401,6 +401,11 @@ pub struct ServeArgs {
     /// timeout before it is offered again (not counted as a failure).
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_positive_duration)]
     pub lease_grace: Duration,
+    /// How long finished deliveries (done, superseded) are kept before they
+    /// are removed; keyless operations stop going to nodes that join later
+    /// after this long too. Dead deliveries stay until requeued.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_positive_duration)]
+    pub keep: Duration,
 }
 
 #[derive(Debug, Args)]

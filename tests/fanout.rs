@@ -2,6 +2,12 @@
 //! client commands, over the NATS server on this machine (127.0.0.1:4222,
 //! or `BACKSTOP_TEST_NATS`). Without NATS these tests fail, loudly: they
 //! are never skipped. Every test uses its own subject prefix and state.
+//!
+//! The fleet tests at the end put the queue on the PostgreSQL server on
+//! this machine (`BACKSTOP_TEST_POSTGRES`, a schema per test) with several
+//! coordinators, and cut PostgreSQL or NATS away from one process through
+//! a TCP proxy, or restart a NATS server of their own — never the servers
+//! other tests share.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backstop_faultserver::Proxy;
+use backstop_postgres::testing::TestSchema;
 use serde_json::Value;
 
 fn nats_url() -> String {
@@ -130,13 +138,31 @@ struct Fleet {
     token: String,
     server: Mutex<String>,
     nats: String,
+    /// `BACKSTOP_STATE`: a SQLite file in `dir`, or a PostgreSQL schema.
+    state: String,
+    schema: Option<TestSchema>,
 }
 
 fn fleet() -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state/backstop.db").display().to_string();
+    fleet_on(dir, state, None)
+}
+
+/// A fleet whose queue is in a PostgreSQL schema of its own.
+fn fleet_pg() -> Fleet {
+    let schema = TestSchema::new("bs_fleet");
+    let state = schema.url().to_owned();
+    fleet_on(tempfile::tempdir().unwrap(), state, Some(schema))
+}
+
+fn fleet_on(dir: tempfile::TempDir, state: String, schema: Option<TestSchema>) -> Fleet {
     static N: AtomicU32 = AtomicU32::new(0);
     let nats = nats_url();
     Fleet {
-        dir: tempfile::tempdir().unwrap(),
+        state,
+        schema,
+        dir,
         prefix: format!(
             "bstest{}x{}",
             std::process::id(),
@@ -175,7 +201,7 @@ impl Fleet {
     }
 
     fn state(&self) -> String {
-        self.path("state/backstop.db").display().to_string()
+        self.state.clone()
     }
 
     fn cmd(&self) -> Command {
@@ -192,8 +218,14 @@ impl Fleet {
     /// Starts `backstop serve` with NATS and `extra` flags; remembers its
     /// address.
     fn serve(&self, extra: &[&str]) -> Proc {
+        self.serve_with(&self.state, &self.nats, extra)
+    }
+
+    /// `backstop serve` on this `state` and `nats`.
+    fn serve_with(&self, state: &str, nats: &str, extra: &[&str]) -> Proc {
         let mut cmd = self.cmd();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--nats", &self.nats])
+        cmd.env("BACKSTOP_STATE", state)
+            .args(["serve", "--listen", "127.0.0.1:0", "--nats", nats])
             .args(["--subject-prefix", &self.prefix])
             .args(QUICK_SERVE)
             .args(extra);
@@ -211,16 +243,29 @@ impl Fleet {
     /// Starts `backstop worker NAME` of `node_type` with handlers; waits
     /// until it is registered.
     fn worker(&self, name: &str, node_type: &str, handlers: &[(&str, &str)]) -> Proc {
+        let mut proc = self.spawn_worker(&self.nats, name, node_type, handlers, &[]);
+        proc.wait_for("registered as node");
+        proc
+    }
+
+    /// `backstop worker` on `nats` with `extra` flags, not waited for.
+    fn spawn_worker(
+        &self,
+        nats: &str,
+        name: &str,
+        node_type: &str,
+        handlers: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Proc {
         let mut cmd = self.cmd();
-        cmd.args(["worker", "--nats", &self.nats, "--name", name])
+        cmd.args(["worker", "--nats", nats, "--name", name])
             .args(["--type", node_type, "--subject-prefix", &self.prefix])
             .args(["--heartbeat", "200ms", "--grace", "2s"]);
         for (kind, command) in handlers {
             cmd.arg("--handle").arg(format!("{kind}={command}"));
         }
-        let mut proc = Proc::spawn(cmd, &format!("backstop worker {name}"));
-        proc.wait_for("registered as node");
-        proc
+        cmd.args(extra);
+        Proc::spawn(cmd, &format!("backstop worker {name}"))
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -725,4 +770,330 @@ fn a_drained_node_gets_nothing_new_until_undrained() {
     let out = f.run(&["nodes", "drain", "cpu-9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no node named \"cpu-9\""));
+}
+
+// Across machines: the queue on PostgreSQL, several coordinators, and the
+// faults a fleet meets.
+
+/// A handler that records which attempt of which delivery ran where.
+fn recorder(log: &Path, sleep: &str) -> String {
+    format!(
+        "sleep {sleep}; echo \"$BACKSTOP_DELIVERY $BACKSTOP_ATTEMPT $BACKSTOP_NODE\" >> {}",
+        log.display()
+    )
+}
+
+fn server_of(f: &Fleet) -> String {
+    f.server.lock().unwrap().clone()
+}
+
+/// Submits `n` keyed operations for nodes of `node_type`, spread over
+/// `servers`, through the HTTP API.
+fn submit_many(f: &Fleet, servers: &[String], n: usize, node_type: &str) {
+    for i in 0..n {
+        let server = &servers[i % servers.len()];
+        let body = format!(r#"{{"kind":"install","type":"{node_type}","key":"model-{i}"}}"#);
+        let (status, json) = http(server, "POST", "/v1/ops", Some(&f.token), &body);
+        assert_eq!(status, 201, "{json}");
+    }
+}
+
+fn all_deliveries(f: &Fleet, server: &str) -> Vec<Value> {
+    let (status, json) = http(
+        server,
+        "GET",
+        "/v1/deliveries?limit=100000",
+        Some(&f.token),
+        "",
+    );
+    assert_eq!(status, 200, "{json}");
+    json.as_array().cloned().unwrap_or_default()
+}
+
+fn healthz(server: &str) -> Value {
+    http(server, "GET", "/healthz", None, "").1
+}
+
+/// Waits until `want` deliveries are done and none waits or runs; returns
+/// them.
+fn wait_all_done(f: &Fleet, server: &str, want: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let all = all_deliveries(f, server);
+        let done = all.iter().filter(|d| d["state"] == "done").count();
+        if done == want && all.len() == want {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {want} deliveries done; the others: {:?}",
+            all.iter()
+                .filter(|d| d["state"] != "done")
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Checks the handlers' record: no attempt token ran twice, and the last
+/// attempt of every delivery ran. Returns how many attempts ran.
+fn ran_once_per_token(log: &Path, deliveries: &[Value]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for line in read(log).lines() {
+        let mut parts = line.split_whitespace();
+        let delivery: i64 = parts.next().and_then(|p| p.parse().ok()).unwrap();
+        let attempt: i64 = parts.next().and_then(|p| p.parse().ok()).unwrap();
+        assert!(
+            seen.insert((delivery, attempt)),
+            "attempt {attempt} of delivery {delivery} ran twice"
+        );
+    }
+    for d in deliveries {
+        let token = (d["id"].as_i64().unwrap(), d["attempt"].as_i64().unwrap());
+        assert!(seen.contains(&token), "{d} never ran");
+        assert_eq!(d["failures"], 0, "{d}");
+    }
+    seen.len()
+}
+
+fn lines(path: &Path) -> usize {
+    read(path).lines().count()
+}
+
+#[test]
+fn fleet_two_coordinators_and_three_workers_run_1000_operations_once_each() {
+    let f = fleet_pg();
+    let _a = f.serve(&[]);
+    let a = server_of(&f);
+    let _b = f.serve(&[]);
+    let b = server_of(&f);
+    let log = f.path("ran");
+    let handler = recorder(&log, "0");
+    let _workers: Vec<Proc> = (1..=3)
+        .map(|i| {
+            let mut w = f.spawn_worker(
+                &f.nats,
+                &format!("gpu-{i}"),
+                "gpu",
+                &[("install", &handler)],
+                &["--concurrency", "8"],
+            );
+            w.wait_for("registered as node");
+            w
+        })
+        .collect();
+    submit_many(&f, &[a.clone(), b.clone()], 1000, "gpu");
+    let done = wait_all_done(&f, &a, 3000);
+    assert_eq!(
+        ran_once_per_token(&log, &done),
+        3000,
+        "each delivery ran once"
+    );
+    assert!(done.iter().all(|d| d["attempt"] == 1));
+    let roles: Vec<Value> = [&a, &b]
+        .iter()
+        .map(|s| healthz(s)["housekeeping"].clone())
+        .collect();
+    assert!(
+        roles.contains(&Value::from("leader")) && roles.contains(&Value::from("standby")),
+        "housekeeping on one of them: {roles:?}"
+    );
+}
+
+#[test]
+fn fleet_kill_9_of_one_coordinator_mid_run_and_the_other_finishes() {
+    let f = fleet_pg();
+    let mut doomed = f.serve(&[]);
+    let a = server_of(&f);
+    let survivor = f.serve(&[]);
+    let b = server_of(&f);
+    let log = f.path("ran");
+    let handler = recorder(&log, "0.2");
+    let _workers: Vec<Proc> = (1..=2)
+        .map(|i| f.worker(&format!("gpu-{i}"), "gpu", &[("install", &handler)]))
+        .collect();
+    submit_many(&f, &[a, b.clone()], 150, "gpu");
+    f.wait_until("some deliveries ran", || lines(&log) >= 60);
+    assert!(lines(&log) < 250, "the run is still going");
+    doomed.kill9();
+    let done = wait_all_done(&f, &b, 300);
+    let ran = ran_once_per_token(&log, &done);
+    assert!(ran >= 300, "{ran}");
+    f.wait_until("it took over housekeeping", || {
+        healthz(&b)["housekeeping"] == "leader"
+    });
+    assert!(
+        survivor
+            .log()
+            .contains("this coordinator runs housekeeping")
+    );
+}
+
+#[test]
+fn fleet_postgres_cut_mid_run_loses_nothing_and_leaves_nothing_stuck() {
+    let f = fleet_pg();
+    let schema = f.schema.as_ref().unwrap();
+    let proxy = Proxy::start(schema.server_addr());
+    let through = schema.url_via(proxy.addr());
+    let _serve = f.serve_with(&through, &f.nats, &[]);
+    let server = server_of(&f);
+    let log = f.path("ran");
+    let handler = recorder(&log, "0.02");
+    let _workers: Vec<Proc> = (1..=2)
+        .map(|i| f.worker(&format!("gpu-{i}"), "gpu", &[("install", &handler)]))
+        .collect();
+    submit_many(&f, std::slice::from_ref(&server), 150, "gpu");
+    f.wait_until("some deliveries ran", || lines(&log) >= 40);
+    // PostgreSQL "restarts" for this coordinator: every connection drops
+    // and none can be made for a while.
+    proxy.cut();
+    f.wait_until("/healthz says the store is unreachable", || {
+        healthz(&server)["store"] == "unreachable"
+    });
+    assert_eq!(healthz(&server)["status"], "degraded");
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.restore();
+    let done = wait_all_done(&f, &server, 300);
+    ran_once_per_token(&log, &done);
+    assert_eq!(healthz(&server)["status"], "ok");
+}
+
+/// A NATS server of the test's own, on a free port.
+struct Nats {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Nats::spawn(port, dir.path());
+        Nats { child, port, dir }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        let bin = if Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        };
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts (apt-get install nats-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = Nats::spawn(self.port, self.dir.path());
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fleet_nats_restart_mid_run_and_deliveries_resume() {
+    let f = fleet_pg();
+    let mut nats = Nats::start();
+    let _serve = f.serve_with(&f.state, &nats.url(), &[]);
+    let server = server_of(&f);
+    let log = f.path("ran");
+    let handler = recorder(&log, "0.02");
+    let _workers: Vec<Proc> = (1..=2)
+        .map(|i| {
+            let mut w = f.spawn_worker(
+                &nats.url(),
+                &format!("gpu-{i}"),
+                "gpu",
+                &[("install", &handler)],
+                &[],
+            );
+            w.wait_for("registered as node");
+            w
+        })
+        .collect();
+    submit_many(&f, std::slice::from_ref(&server), 100, "gpu");
+    f.wait_until("some deliveries ran", || lines(&log) >= 30);
+    let _ = nats.child.kill();
+    let _ = nats.child.wait();
+    f.wait_until("/healthz says NATS is down", || {
+        healthz(&server)["nats"] == "disconnected"
+    });
+    assert_eq!(healthz(&server)["status"], "degraded");
+    nats.restart(Duration::from_millis(500));
+    let done = wait_all_done(&f, &server, 200);
+    ran_once_per_token(&log, &done);
+    assert_eq!(healthz(&server)["status"], "ok");
+}
+
+#[test]
+fn fleet_a_partitioned_worker_s_deliveries_wait_then_finish_when_it_returns() {
+    let f = fleet_pg();
+    let _serve = f.serve(&[]);
+    let server = server_of(&f);
+    let nats_addr: std::net::SocketAddr = f
+        .nats
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("BACKSTOP_TEST_NATS is host:port");
+    let proxy = Proxy::start(nats_addr);
+    let log = f.path("ran");
+    let handler = recorder(&log, "0");
+    let mut far = f.spawn_worker(
+        &format!("nats://{}", proxy.addr()),
+        "gpu-far",
+        "gpu",
+        &[("install", &handler)],
+        &[],
+    );
+    far.wait_for("registered as node");
+    let _near = f.worker("gpu-near", "gpu", &[("install", &handler)]);
+    proxy.cut();
+    f.wait_until("the far worker is parked", || {
+        f.node("gpu-far")["status"] == "unhealthy"
+    });
+    submit_many(&f, std::slice::from_ref(&server), 10, "gpu");
+    f.wait_until("the near worker ran its ten", || lines(&log) >= 10);
+    std::thread::sleep(Duration::from_millis(500));
+    let far_ones: Vec<Value> = all_deliveries(&f, &server)
+        .into_iter()
+        .filter(|d| d["node"] == "gpu-far")
+        .collect();
+    assert_eq!(far_ones.len(), 10);
+    assert!(
+        far_ones
+            .iter()
+            .all(|d| d["state"] == "pending" && d["failures"] == 0),
+        "they wait, unspent: {far_ones:?}"
+    );
+    proxy.restore();
+    let done = wait_all_done(&f, &server, 20);
+    assert_eq!(ran_once_per_token(&log, &done), 20);
 }

@@ -26,7 +26,17 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
              operations can be submitted only once nodes exist"
         );
     }
-    let store = crate::state::queue(state)?;
+    // The PostgreSQL client blocks on a runtime of its own: off the async
+    // threads.
+    let spec = state.map(str::to_owned);
+    let store = tokio::task::spawn_blocking(move || crate::state::queue(spec.as_deref()))
+        .await
+        .map_err(|e| {
+            Report::new(
+                crate::report::exit::FAILURE,
+                format!("cannot open the queue: {e}"),
+            )
+        })??;
     let location = store.location();
     let (token, token_from) = crate::state::serve_token(state)?;
     let nats = match &args.nats {
@@ -40,6 +50,7 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
     coordinator.local = local;
     coordinator.nats = nats;
     coordinator.stale_after = args.stale_after;
+    coordinator.keep = args.keep;
     coordinator.schedule = Schedule::default()
         .base(args.base_delay)
         .cap(args.max_delay)

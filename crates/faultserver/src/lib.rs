@@ -6,8 +6,10 @@
 //!
 //! Besides scripted replies it serves files with or without honouring
 //! `Range` ([`Reply::file`]), a fake Hugging Face Hub
-//! ([`FaultServer::hub_repo`]), cuts long downloads with a proxy
-//! ([`CutProxy`]), and starts a real nginx ([`Nginx`]).
+//! ([`FaultServer::hub_repo`]), stands a TCP [`Proxy`] in front of a real
+//! server to cut its connections (after some bytes, or on demand: a
+//! database or a message bus that goes away for one client), and starts a
+//! real nginx ([`Nginx`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -32,7 +34,7 @@ mod range;
 
 pub use hub::{HubFile, cdn_path};
 pub use nginx::Nginx;
-pub use proxy::CutProxy;
+pub use proxy::Proxy;
 
 /// How long a stalled reply hangs before giving up on its own, so that a
 /// forgotten stall cannot keep a test process alive forever.

@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use backstop_ledger::store::{Change, Store, StoreError};
 use backstop_ledger::{Entry, Key, PostgresStore, Reason, Source, SqliteStore};
+use backstop_postgres::testing::TestSchema;
 
 /// A database the suite can open stores on and poke at directly.
 trait Db: Send + Sync {
@@ -46,60 +47,20 @@ fn rusqlite_exec(path: &std::path::Path, sql: &str) {
 }
 
 /// A PostgreSQL schema of its own for each test, dropped afterwards.
-struct Postgres {
-    admin: String,
-    url: String,
-    schema: String,
-}
-
-fn postgres_url() -> String {
-    std::env::var("BACKSTOP_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+struct Postgres(TestSchema);
 
 impl Postgres {
     fn new() -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let admin = postgres_url();
-        let schema = format!(
-            "bs_ledger_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut client =
-            ::postgres::Client::connect(&admin, ::postgres::NoTls).unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is required for these tests and is not reachable at {admin}: {e}. \
-                 Start it, or point BACKSTOP_TEST_POSTGRES at one."
-                )
-            });
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-            ))
-            .unwrap();
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        let url = format!("{admin}{sep}options=-csearch_path%3D{schema}");
-        Postgres { admin, url, schema }
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if let Ok(mut c) = ::postgres::Client::connect(&self.admin, ::postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
-        }
+        Postgres(TestSchema::new("bs_ledger"))
     }
 }
 
 impl Db for Postgres {
     fn open(&self) -> Result<Box<dyn Store>, StoreError> {
-        Ok(Box::new(PostgresStore::open(&self.url)?))
+        Ok(Box::new(PostgresStore::open(self.0.url())?))
     }
     fn exec(&self, sql: &str) {
-        let mut c = ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap();
-        c.batch_execute(sql).unwrap();
+        self.0.exec(sql);
     }
 }
 

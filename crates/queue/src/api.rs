@@ -7,7 +7,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /healthz` | `{"status": "ok"}`, no token needed |
+//! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
 //! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}` |
 //! | `GET /v1/ops?state=&kind=&limit=` | operations, newest first, with delivery counts |
 //! | `GET /v1/ops/{id}` | one operation and its deliveries |
@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 
 use crate::dispatch::blocking;
 use crate::model::{DeliveryState, NewOp, Target};
+use crate::status::Status;
 use crate::store::{DeliveryFilter, OpFilter, Rejection, Requeue, Store, StoreError};
 
 /// What the API serves from.
@@ -44,6 +45,7 @@ pub struct ApiState {
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     token: [u8; 32],
+    status: Arc<Status>,
 }
 
 impl ApiState {
@@ -60,7 +62,14 @@ impl ApiState {
             clock,
             wake,
             token: Sha256::digest(token.expose().as_bytes()).into(),
+            status: Arc::new(Status::default()),
         }
+    }
+
+    /// Answers `/healthz` from `status`.
+    pub fn reporting(mut self, status: Arc<Status>) -> Self {
+        self.status = status;
+        self
     }
 }
 
@@ -76,13 +85,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{name}/undrain", post(undrain))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
+}
+
+/// Open to all, so it says nothing of where the store is or why it fails
+/// (the log does): 200 while the coordinator serves, degraded or not — a
+/// coordinator that cannot reach its store keeps running and resumes by
+/// itself, so restarting it would not help.
+async fn healthz(State(state): State<ApiState>) -> Response {
+    axum::Json(state.status.report()).into_response()
 }
 
 /// A refusal or failure, as `{"error": "..."}`.

@@ -1,6 +1,9 @@
-//! A coordinator: the store, the dispatcher, the health monitor, the lease
-//! rescue, the operators' API and, with NATS, the remote workers' side —
-//! what `backstop serve` runs.
+//! A coordinator: the store, the dispatcher, housekeeping (the health
+//! monitor, the prune, the lease rescue, retention — on one coordinator of
+//! a fleet at a time), the operators' API and, with NATS, the remote
+//! workers' side — what `backstop serve` runs. Several coordinators can
+//! share one PostgreSQL store; each keeps running, and says so on
+//! `/healthz`, while it cannot reach the store or NATS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::dispatch::{DispatchConfig, Dispatcher};
-use crate::health::{DEFAULT_STALE_AFTER, Health, Monitor};
-use crate::housekeeping::{self, Rescuer, StartUp};
+use crate::health::{DEFAULT_STALE_AFTER, Health};
+use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, Intervals, StartUp};
 use crate::schedule::Schedule;
+use crate::status::Status;
 use crate::store::{Store, StoreError};
 use crate::transport::Transport;
 use crate::transport::local::{LocalNode, LocalTransport};
@@ -37,6 +41,10 @@ pub struct CoordinatorConfig {
     pub schedule: Schedule,
     /// Silence after which a worker is unhealthy.
     pub stale_after: Duration,
+    /// How long finished deliveries are kept.
+    pub keep: Duration,
+    /// How often each housekeeping service runs.
+    pub housekeeping: Intervals,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -53,6 +61,8 @@ impl CoordinatorConfig {
             dispatch: DispatchConfig::default(),
             schedule: Schedule::default(),
             stale_after: DEFAULT_STALE_AFTER,
+            keep: DEFAULT_KEEP,
+            housekeeping: Intervals::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -84,6 +94,7 @@ pub struct Coordinator {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     startup: StartUp,
+    status: Arc<Status>,
 }
 
 impl Coordinator {
@@ -115,21 +126,53 @@ impl Coordinator {
             &config.local,
             stop_handlers.clone(),
         ))];
+        let nats_client = config.nats.as_ref().map(|(client, _)| client.clone());
         let nats = config
             .nats
             .map(|(client, subjects)| Arc::new(NatsTransport::new(client, subjects)));
         if let Some(nats) = &nats {
             transports.push(Arc::clone(nats) as Arc<dyn Transport>);
         }
-        let startup = housekeeping::start_up(&store, &clock, &config.local, &transports)
+        let retired = housekeeping::start_up(&store, &clock, &config.local)
             .await
             .map_err(CoordinatorError::StartUp)?;
-        let dispatcher = Dispatcher::new(
+        let status = Arc::new(Status::new(nats_client));
+        let mut intervals = config.housekeeping.clone();
+        intervals.monitor = intervals
+            .monitor
+            .min((config.stale_after / 4).max(Duration::from_millis(50)));
+        intervals.rescue = intervals
+            .rescue
+            .min((config.dispatch.lease_grace / 2).max(Duration::from_millis(100)));
+        let housekeeper = Housekeeper::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&status),
+            transports.clone(),
+            config.stale_after,
+            config.keep,
+            intervals,
+        );
+        // The first pass before anything is dispatched: a coordinator that
+        // takes the lock prunes and releases what nobody holds first, and
+        // one that cannot do it should not start.
+        let first = housekeeper
+            .pass()
+            .await
+            .map_err(CoordinatorError::StartUp)?;
+        let startup = StartUp {
+            retired,
+            released: first.released,
+            pruned: first.pruned,
+            leader: first.leader,
+        };
+        let dispatcher = Dispatcher::reporting(
             Arc::clone(&store),
             transports,
             Arc::new(config.schedule),
             Arc::clone(&clock),
             config.dispatch.clone(),
+            Arc::clone(&status),
         );
         let mut tasks = Vec::new();
         {
@@ -145,18 +188,8 @@ impl Coordinator {
                 d.run(s).await;
             }));
         }
-        let every =
-            (config.stale_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-        let monitor = Monitor::new(Arc::clone(&store), Arc::clone(&clock), config.stale_after);
         let s = shutdown.clone();
-        tasks.push(tokio::spawn(async move { monitor.run(every, s).await }));
-        let rescuer = Rescuer::new(Arc::clone(&store), Arc::clone(&clock));
-        let s = shutdown.clone();
-        let rescue_every = (config.dispatch.lease_grace / 2)
-            .clamp(Duration::from_millis(100), Duration::from_secs(10));
-        tasks.push(tokio::spawn(
-            async move { rescuer.run(rescue_every, s).await },
-        ));
+        tasks.push(tokio::spawn(async move { housekeeper.run(s).await }));
         if let Some(nats) = nats {
             let health = Health::new(Arc::clone(&store), Arc::clone(&clock), dispatcher.waker());
             let late = dispatcher.late_sender();
@@ -175,7 +208,8 @@ impl Coordinator {
             Arc::clone(&clock),
             dispatcher.waker(),
             &config.token,
-        );
+        )
+        .reporting(Arc::clone(&status));
         let app = api::router(state);
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -191,6 +225,7 @@ impl Coordinator {
             shutdown,
             tasks,
             startup,
+            status,
         })
     }
 
@@ -202,6 +237,11 @@ impl Coordinator {
     /// What start-up housekeeping did.
     pub fn startup(&self) -> &StartUp {
         &self.startup
+    }
+
+    /// What it knows of its store and NATS now.
+    pub fn status(&self) -> crate::status::Report {
+        self.status.report()
     }
 
     /// Stops taking work, hands back what local handlers still run, stores

@@ -6,6 +6,12 @@
 //! its own slot and never blocks the rest. Outcomes are written in batches
 //! (one transaction for everything that finished meanwhile), which keeps
 //! the store's commits far below the delivery rate.
+//!
+//! A store that cannot be reached is the coordinator's trouble, never the
+//! delivery's: nothing is claimed while it is down, and the outcomes not
+//! yet stored are kept and stored when it answers again — none is turned
+//! into a failure, none is dropped (outcomes from remote workers are not
+//! confirmed until stored, so the worker keeps them too).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::handler::Work;
 use crate::model::{Claim, DeliveryState, Outcome};
 use crate::schedule::{Schedule, Settle, Verdict};
+use crate::status::Status;
 use crate::store::{ClaimRequest, DeliveryFilter, Settled, Store, StoreError};
 use crate::transport::{LateReply, Receipt, Transport};
 
@@ -72,6 +79,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: DispatchConfig,
     wake: Arc<Notify>,
+    status: Arc<Status>,
     outcomes: mpsc::UnboundedSender<Finished>,
     receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
 }
@@ -103,6 +111,26 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         config: DispatchConfig,
     ) -> Self {
+        Dispatcher::reporting(
+            store,
+            transports,
+            schedule,
+            clock,
+            config,
+            Arc::new(Status::default()),
+        )
+    }
+
+    /// [`Dispatcher::new`], recording in `status` whether the store
+    /// answers.
+    pub fn reporting(
+        store: Arc<dyn Store>,
+        transports: Vec<Arc<dyn Transport>>,
+        schedule: Arc<Schedule>,
+        clock: Arc<dyn Clock>,
+        config: DispatchConfig,
+        status: Arc<Status>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Dispatcher {
             inner: Arc::new(Inner {
@@ -112,6 +140,7 @@ impl Dispatcher {
                 clock,
                 config,
                 wake: Arc::new(Notify::new()),
+                status,
                 outcomes: tx,
                 receiver: std::sync::Mutex::new(Some(rx)),
             }),
@@ -142,15 +171,26 @@ impl Dispatcher {
         LateSender(self.inner.outcomes.clone())
     }
 
+    /// The transports that can deliver now: nothing is claimed for nodes
+    /// behind a transport that is down (NATS disconnected).
     fn transports(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .inner
             .transports
-            .keys()
-            .map(|s| (*s).to_owned())
+            .iter()
+            .filter(|(_, t)| t.available())
+            .map(|(name, _)| (*name).to_owned())
             .collect();
         names.sort();
         names
+    }
+
+    /// The local nodes this dispatcher runs (`None`: every one).
+    fn local(&self) -> Option<Vec<String>> {
+        self.inner
+            .transports
+            .get(crate::model::transport_name::LOCAL)
+            .and_then(|t| t.hosts())
     }
 
     /// Claims due deliveries once.
@@ -161,6 +201,7 @@ impl Dispatcher {
             lease: self.inner.config.lease(),
             limit: self.inner.config.batch,
             transports: self.transports(),
+            local: self.local(),
         };
         blocking(move || store.claim(&request)).await
     }
@@ -192,16 +233,20 @@ impl Dispatcher {
                         tracing::info!("the queue's store answers again; dispatching resumes");
                         store_failing = false;
                     }
+                    self.inner.status.store_ok();
                     claims
                 }
                 Err(e) => {
                     if !store_failing {
                         tracing::error!(
-                            "cannot claim deliveries: {}; retrying",
-                            crate::error_chain(&e)
+                            "cannot claim deliveries: {}; this coordinator keeps running and \
+                             tries again every {}",
+                            crate::error_chain(&e),
+                            HumanDuration(self.inner.config.poll)
                         );
                         store_failing = true;
                     }
+                    self.inner.status.store_failed(self.inner.clock.now());
                     Vec::new()
                 }
             };
@@ -258,7 +303,8 @@ impl Dispatcher {
         }
         let store = Arc::clone(&self.inner.store);
         let transports = self.transports();
-        let next = blocking(move || store.next_due(&transports)).await;
+        let local = self.local();
+        let next = blocking(move || store.next_due(&transports, local.as_deref())).await;
         match next {
             Ok(Some(at)) => at
                 .duration_since(self.inner.clock.now())
@@ -324,102 +370,117 @@ impl Dispatcher {
         })));
     }
 
-    /// Stores outcomes in batches until every sender is gone.
+    /// Stores outcomes in batches until every sender is gone. Outcomes the
+    /// store does not take (it cannot be reached) are kept and offered
+    /// again with the next batch, after a backoff of 100 ms doubling to
+    /// 5 s, for as long as the dispatcher runs.
     async fn write_outcomes(self, mut receiver: mpsc::UnboundedReceiver<Finished>) {
         let mut batch = Vec::new();
-        while receiver.recv_many(&mut batch, 1024).await > 0 {
-            self.store_batch(std::mem::take(&mut batch)).await;
-            self.inner.wake.notify_one();
+        let mut unstored = Unstored::default();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let received = if unstored.is_empty() {
+                receiver.recv_many(&mut batch, 1024).await
+            } else {
+                tokio::select! {
+                    n = receiver.recv_many(&mut batch, 1024) => n,
+                    () = tokio::time::sleep(delay) => usize::MAX,
+                }
+            };
+            if received == 0 && unstored.is_empty() {
+                return;
+            }
+            self.store_batch(std::mem::take(&mut batch), &mut unstored)
+                .await;
+            if unstored.is_empty() {
+                delay = Duration::from_millis(100);
+                self.inner.wake.notify_one();
+            } else {
+                delay = (delay * 2).min(Duration::from_secs(5));
+                if received == 0 {
+                    // Every sender is gone; keep trying while the
+                    // dispatcher's shutdown waits for the last flush.
+                    tokio::time::sleep(delay).await;
+                }
+            }
         }
     }
 
-    /// Stores one batch of outcomes, logs what they came to, and confirms
-    /// their receipts.
-    async fn store_batch(&self, batch: Vec<Finished>) {
-        let mut settles = Vec::with_capacity(batch.len());
-        let mut notes = Vec::with_capacity(batch.len());
-        let mut flushes = Vec::new();
+    /// Stores one batch of outcomes, with those kept from before, logs
+    /// what they came to, and confirms their receipts. What cannot be
+    /// stored stays in `unstored`.
+    async fn store_batch(&self, batch: Vec<Finished>, unstored: &mut Unstored) {
         for item in batch {
             match item {
-                Finished::Ran(ran) => {
-                    let Ran {
-                        claim,
-                        settle,
-                        outcome,
-                        receipt,
-                    } = *ran;
-                    settles.push(settle);
-                    notes.push((Some(claim), outcome, receipt));
+                Finished::Ran(ran) => unstored.ran.push(*ran),
+                Finished::Flush(receipt) => unstored.flushes.push(receipt),
+                Finished::Late(late) => unstored.late.push(late),
+            }
+        }
+        for late in std::mem::take(&mut unstored.late) {
+            match self.decide_late(&late).await {
+                Err(_) => unstored.late.push(late),
+                Ok(Some((claim, settle))) => unstored.ran.push(Ran {
+                    claim,
+                    settle,
+                    outcome: late.outcome,
+                    receipt: late.receipt,
+                }),
+                Ok(None) => {
+                    tracing::debug!(
+                        "a late reply for {} ({}) is stale; ignored",
+                        late.token,
+                        late.outcome.describe()
+                    );
+                    if let Some(r) = late.receipt {
+                        r.confirm();
+                    }
                 }
-                Finished::Flush(receipt) => flushes.push(receipt),
-                Finished::Late(late) => match self.decide_late(&late).await {
-                    Some((claim, settle)) => {
-                        settles.push(settle);
-                        notes.push((Some(claim), late.outcome, late.receipt));
-                    }
-                    None => {
-                        tracing::debug!(
-                            "a late reply for {} ({}) is stale; ignored",
-                            late.token,
-                            late.outcome.describe()
-                        );
-                        if let Some(r) = late.receipt {
-                            r.confirm();
-                        }
-                    }
-                },
             }
         }
-        if settles.is_empty() {
-            flushes.into_iter().for_each(Receipt::confirm);
+        if !unstored.late.is_empty() {
+            // Flushes wait until everything before them is stored.
             return;
         }
-        let results = self.settle_with_retries(settles.clone()).await;
-        let Some(results) = results else {
-            // Not stored: the receipts are dropped, so remote senders try
-            // again, and the leases return anything else to pending.
+        if unstored.ran.is_empty() {
+            std::mem::take(&mut unstored.flushes)
+                .into_iter()
+                .for_each(Receipt::confirm);
             return;
+        }
+        let settles: Vec<Settle> = unstored.ran.iter().map(|r| r.settle.clone()).collect();
+        let store = Arc::clone(&self.inner.store);
+        let n = settles.len();
+        let results = match blocking(move || store.settle(&settles)).await {
+            Ok(results) => results,
+            Err(e) => {
+                if self.inner.status.store_failed(self.inner.clock.now()) {
+                    tracing::error!(
+                        "cannot store {n} outcomes: {}; they are kept and stored when the \
+                         store answers again",
+                        crate::error_chain(&e)
+                    );
+                }
+                return;
+            }
         };
-        flushes.into_iter().for_each(Receipt::confirm);
-        for ((settle, settled), (claim, outcome, receipt)) in settles.iter().zip(results).zip(notes)
-        {
-            if let Some(claim) = claim {
-                log_settled(&claim, settle, &outcome, settled);
-            }
-            if let Some(r) = receipt {
+        if self.inner.status.store_ok() {
+            tracing::info!("the queue's store answers again; {n} kept outcomes are stored");
+        }
+        std::mem::take(&mut unstored.flushes)
+            .into_iter()
+            .for_each(Receipt::confirm);
+        for (ran, settled) in std::mem::take(&mut unstored.ran).into_iter().zip(results) {
+            log_settled(&ran.claim, &ran.settle, &ran.outcome, settled);
+            if let Some(r) = ran.receipt {
                 r.confirm();
             }
         }
     }
 
-    async fn settle_with_retries(&self, settles: Vec<Settle>) -> Option<Vec<Settled>> {
-        let settles = Arc::new(settles);
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=10 {
-            let store = Arc::clone(&self.inner.store);
-            let batch = Arc::clone(&settles);
-            match blocking(move || store.settle(&batch)).await {
-                Ok(results) => return Some(results),
-                Err(e) => {
-                    tracing::error!(
-                        "cannot store {} outcomes (try {attempt} of 10): {}",
-                        settles.len(),
-                        crate::error_chain(&e)
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        tracing::error!(
-            "gave up storing {} outcomes; their deliveries return to pending when their leases end",
-            settles.len()
-        );
-        None
-    }
-
-    /// The decision for a late outcome, from the delivery as stored.
-    async fn decide_late(&self, late: &LateReply) -> Option<(Claim, Settle)> {
+    /// The decision for a late outcome, from the delivery as stored;
+    /// `None` when it is stale. An error when the store cannot say.
+    async fn decide_late(&self, late: &LateReply) -> Result<Option<(Claim, Settle)>, StoreError> {
         let store = Arc::clone(&self.inner.store);
         let id = late.token.delivery;
         let found = blocking(move || {
@@ -428,12 +489,11 @@ impl Dispatcher {
                 ..DeliveryFilter::default()
             })
         })
-        .await
-        .ok()?
-        .pop()?;
-        if found.attempt != late.token.attempt {
-            return None;
-        }
+        .await?
+        .pop();
+        let Some(found) = found.filter(|f| f.attempt == late.token.attempt) else {
+            return Ok(None);
+        };
         let claim = Claim {
             token: late.token,
             op: found.op,
@@ -446,11 +506,11 @@ impl Dispatcher {
             tries: found.tries,
             lease_until: found.lease_until.unwrap_or(SystemTime::UNIX_EPOCH),
         };
-        let settle = self
+        Ok(self
             .inner
             .schedule
-            .decide(&claim, &late.outcome, self.inner.clock.now())?;
-        Some((claim, settle))
+            .decide(&claim, &late.outcome, self.inner.clock.now())
+            .map(|settle| (claim, settle)))
     }
 
     /// One round for tests and tools: claims what is due, runs it all to
@@ -486,6 +546,23 @@ impl Dispatcher {
             out.push((claim, outcome, settled));
         }
         Ok(out)
+    }
+}
+
+/// Outcomes waiting for the store.
+#[derive(Default)]
+struct Unstored {
+    /// Decided, not yet stored.
+    ran: Vec<Ran>,
+    /// Not yet decided: the store could not be read.
+    late: Vec<LateReply>,
+    /// Confirmed once everything before them is stored.
+    flushes: Vec<Receipt>,
+}
+
+impl Unstored {
+    fn is_empty(&self) -> bool {
+        self.ran.is_empty() && self.late.is_empty()
     }
 }
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 use backstop_core::HumanDuration;
 use backstop_core::clock::Clock;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::blocking;
 use crate::model::{NodeSpec, NodeStatus};
@@ -96,20 +95,21 @@ impl Health {
 /// injected clock: [`Monitor::tick`] does one pass.
 ///
 /// A node is judged only on the silence this monitor has seen: for the
-/// first `stale_after` after it starts, nothing is parked, so a coordinator
-/// coming back after an outage does not park every worker whose heartbeats
-/// went unanswered while it was away.
+/// first `stale_after` after it starts (or [`Monitor::restart`]s: its
+/// coordinator takes over housekeeping, or could not hear for a while),
+/// nothing is parked, so a coordinator coming back after an outage does not
+/// park every worker whose heartbeats went unanswered while it was away.
 pub struct Monitor {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     stale_after: Duration,
-    started: std::time::SystemTime,
+    started: std::sync::Mutex<std::time::SystemTime>,
 }
 
 impl Monitor {
     /// A monitor marking nodes silent for `stale_after` unhealthy.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, stale_after: Duration) -> Self {
-        let started = clock.now();
+        let started = std::sync::Mutex::new(clock.now());
         Monitor {
             store,
             clock,
@@ -118,16 +118,25 @@ impl Monitor {
         }
     }
 
-    /// One pass: returns the nodes it parked.
+    /// Judges only silence from now on.
+    pub fn restart(&self) {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = self.clock.now();
+    }
+
+    /// One pass: returns the nodes it parked. A pass the store does not
+    /// answer restarts the monitor: heartbeats were not recorded meanwhile.
     pub async fn tick(&self) -> Result<Vec<String>, StoreError> {
         let now = self.clock.now();
-        let judged_from = self.started.checked_add(self.stale_after);
+        let started = *self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let judged_from = started.checked_add(self.stale_after);
         if judged_from.is_none_or(|t| now < t) {
             return Ok(Vec::new());
         }
         let store = Arc::clone(&self.store);
         let before = now.checked_sub(self.stale_after).unwrap_or(now);
-        let parked = blocking(move || store.mark_stale(before, now)).await?;
+        let parked = blocking(move || store.mark_stale(before, now))
+            .await
+            .inspect_err(|_| self.restart())?;
         for name in &parked {
             tracing::warn!(
                 "node {name} sent no heartbeat for {}: {}; its deliveries wait for it without spending attempts",
@@ -136,12 +145,6 @@ impl Monitor {
             );
         }
         Ok(parked)
-    }
-
-    /// Runs a pass every `every` until `shutdown`; errors are logged and
-    /// the next pass tries again.
-    pub async fn run(&self, every: Duration, shutdown: CancellationToken) {
-        crate::housekeeping::repeat("the health monitor", every, shutdown, || self.tick()).await;
     }
 }
 

@@ -12,9 +12,13 @@
 //! - [`Schedule`]: exponential backoff with full jitter per delivery, a
 //!   dead-letter cap on handler failures (default 10). Failing to reach a
 //!   node spends nothing and parks the node until a heartbeat.
-//! - [`store`]: the [`Store`] trait and its SQLite implementation.
+//! - [`store`]: the [`Store`] trait, its SQLite implementation for one
+//!   machine and its PostgreSQL implementation for a fleet with several
+//!   coordinators.
 //! - [`dispatch`], [`health`], [`housekeeping`]: the coordinator's services,
-//!   each small and driven by an injectable clock.
+//!   each small and driven by an injectable clock; housekeeping runs on one
+//!   coordinator at a time. [`status`]: what a coordinator knows of its own
+//!   store and NATS, for `/healthz`.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
 //!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
 //!   [`coordinator`] wires it all.
@@ -48,6 +52,7 @@ pub mod health;
 pub mod housekeeping;
 pub mod model;
 pub mod schedule;
+pub mod status;
 pub mod store;
 pub mod transport;
 pub mod worker;
@@ -61,7 +66,7 @@ pub use model::{
     OpId, Outcome, Target, Token,
 };
 pub use schedule::{Schedule, Settle, Verdict};
-pub use store::{SqliteStore, Store, StoreError};
+pub use store::{PostgresStore, SqliteStore, Store, StoreError};
 
 /// An error and its sources on one line: "a: b: c".
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -18,12 +18,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{Handler, Work};
+use crate::handler::Handler;
 use crate::health::DEFAULT_HEARTBEAT;
 use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
 use crate::transport::nats::{
-    DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Refusal, RegisterMsg, ResultAck,
-    ResultMsg, Subjects,
+    DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
+    RegisterMsg, ResultAck, ResultMsg, Subjects,
 };
 
 /// How a worker runs.
@@ -311,8 +311,8 @@ async fn offer(
         refused: Some(refused),
         reason: Some(reason),
     };
-    let work = match serde_json::from_slice::<Work>(&msg.payload) {
-        Ok(work) => work,
+    let (work, report_to) = match serde_json::from_slice::<Offer>(&msg.payload) {
+        Ok(offer) => (offer.work, offer.report_to),
         Err(e) => {
             let ack = refuse(Refusal::Unreadable, format!("unreadable offer: {e}"));
             reply(shared, &msg, &ack).await;
@@ -385,17 +385,28 @@ async fn offer(
             outcome,
         };
         let reporter = Arc::clone(&shared);
-        reports.spawn(async move { report(&reporter, result).await });
+        reports.spawn(async move { report(&reporter, result, report_to).await });
     });
 }
 
-/// Reports an outcome until a coordinator has stored it.
-async fn report(shared: &Arc<Shared>, result: ResultMsg) {
+/// Reports an outcome until a coordinator has stored it: to the
+/// coordinator that offered the attempt, or to any once that one is gone.
+async fn report(shared: &Arc<Shared>, result: ResultMsg, to: Option<String>) {
     let mut delay = Duration::from_millis(100);
+    let mut subject = to.unwrap_or_else(|| shared.subjects.results());
     loop {
-        let answer = request::<ResultAck>(shared, shared.subjects.results(), &result).await;
-        if let Ok(ResultAck { stored: true }) = answer {
-            break;
+        let answer = request::<ResultAck>(shared, subject.clone(), &result).await;
+        match answer {
+            Ok(ResultAck { stored: true }) => break,
+            Err(RequestError::NoResponders) if subject != shared.subjects.results() => {
+                tracing::debug!(
+                    "the coordinator that offered {} is gone; reporting to any",
+                    result.token
+                );
+                subject = shared.subjects.results();
+                continue;
+            }
+            _ => {}
         }
         tokio::select! {
             () = shared.give_up.cancelled() => break,
@@ -417,20 +428,39 @@ async fn reply(shared: &Shared, msg: &async_nats::Message, ack: &DeliverAck) {
     }
 }
 
+/// Why a request got no usable answer.
+#[derive(Debug)]
+enum RequestError {
+    /// Nobody listens on the subject.
+    NoResponders,
+    /// Anything else, for people.
+    Other(String),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::NoResponders => f.write_str("no responders"),
+            RequestError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
 /// One request with a JSON body and a JSON answer.
-/// Heartbeats and registrations are answered at once; an outcome only once
-/// it is stored, which may take a coordinator a while under load.
+/// Heartbeats and registrations are answered at once; an outcome once it
+/// is stored, or after [`RESULT_WAIT`] with "not yet". A coordinator that
+/// dies holding a report leaves it unanswered: it is sent again soon after.
 async fn request<T: serde::de::DeserializeOwned>(
     shared: &Shared,
     subject: String,
     body: &impl serde::Serialize,
-) -> Result<T, String> {
-    let timeout = if subject == shared.subjects.results() {
-        Duration::from_secs(35)
+) -> Result<T, RequestError> {
+    let timeout = if subject.starts_with(&shared.subjects.results()) {
+        RESULT_WAIT + Duration::from_secs(1)
     } else {
         Duration::from_secs(5)
     };
-    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(body).map_err(|e| RequestError::Other(e.to_string()))?;
     let request = async_nats::Request::new()
         .payload(Bytes::from(body))
         .timeout(Some(timeout));
@@ -438,6 +468,10 @@ async fn request<T: serde::de::DeserializeOwned>(
         .client
         .send_request(subject, request)
         .await
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&msg.payload).map_err(|e| format!("an unreadable answer: {e}"))
+        .map_err(|e| match e.kind() {
+            async_nats::client::RequestErrorKind::NoResponders => RequestError::NoResponders,
+            _ => RequestError::Other(e.to_string()),
+        })?;
+    serde_json::from_slice(&msg.payload)
+        .map_err(|e| RequestError::Other(format!("an unreadable answer: {e}")))
 }

@@ -1,12 +1,18 @@
-//! One suite, every store: the promises of the `Store` trait. It runs
-//! against SQLite; a PostgreSQL store joins the `suite!` list below.
+//! One suite, every store: the promises of the `Store` trait, checked
+//! against SQLite and against the PostgreSQL server on this machine.
+//!
+//! PostgreSQL comes from `BACKSTOP_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test gets a schema of
+//! its own. When the server cannot be reached the PostgreSQL tests fail,
+//! loudly: they are never skipped.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backstop_postgres::testing::TestSchema;
 use backstop_queue::store::{
-    ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, Rejection, Requeue, Settled, Store,
-    StoreError,
+    ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, PostgresStore, Rejection, Requeue, Retained,
+    Settled, Store, StoreError,
 };
 use backstop_queue::{
     Claim, DeliveryState, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token, Verdict,
@@ -42,6 +48,24 @@ impl Db for Sqlite {
     }
 }
 
+/// A PostgreSQL schema of its own for each test, dropped afterwards.
+struct Postgres(TestSchema);
+
+impl Postgres {
+    fn new() -> Self {
+        Postgres(TestSchema::new("bs_queue"))
+    }
+}
+
+impl Db for Postgres {
+    fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(PostgresStore::open(self.0.url())?))
+    }
+    fn exec(&self, sql: &str) {
+        self.0.exec(sql);
+    }
+}
+
 fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
 }
@@ -66,6 +90,7 @@ fn claim_all(store: &dyn Store, now: SystemTime) -> Vec<Claim> {
             lease: Duration::from_secs(60),
             limit: 1000,
             transports: vec!["nats".into(), "local".into()],
+            local: None,
         })
         .unwrap()
 }
@@ -208,6 +233,7 @@ fn claims_respect_capacity_health_drain_and_transport(db: &dyn Db) {
         lease: Duration::from_secs(60),
         limit: 100,
         transports: transports.iter().map(|s| (*s).to_owned()).collect(),
+        local: None,
     };
     assert!(store.claim(&request(&["local"])).unwrap().is_empty());
     let first = store.claim(&request(&["nats"])).unwrap();
@@ -237,6 +263,43 @@ fn claims_respect_capacity_health_drain_and_transport(db: &dyn Db) {
     ));
 }
 
+fn local_nodes_are_claimed_only_by_the_coordinator_that_runs_them(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["cpu-1", "cpu-2"] {
+        let mut spec = node(name, "cpu", &["install"]);
+        spec.transport = "local".into();
+        store.register(&spec, t(0)).unwrap();
+    }
+    store
+        .register(&node("cpu-9", "cpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "cpu"), t(0))
+        .unwrap();
+    let mine = Some(vec!["cpu-1".to_owned()]);
+    let due = store.next_due(&["local".into()], mine.as_deref()).unwrap();
+    assert_eq!(due, Some(t(0)));
+    assert_eq!(
+        store
+            .next_due(&["local".into()], Some(&["cpu-3".into()]))
+            .unwrap(),
+        None,
+        "another coordinator's local nodes are not its business"
+    );
+    let claims = store
+        .claim(&ClaimRequest {
+            now: t(0),
+            lease: Duration::from_secs(60),
+            limit: 100,
+            transports: vec!["local".into(), "nats".into()],
+            local: mine,
+        })
+        .unwrap();
+    let mut nodes: Vec<_> = claims.iter().map(|c| c.node.as_str()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["cpu-1", "cpu-9"]);
+}
+
 fn only_due_deliveries_are_claimed(db: &dyn Db) {
     let store = db.open().unwrap();
     store
@@ -250,7 +313,7 @@ fn only_due_deliveries_are_claimed(db: &dyn Db) {
         settle(&*store, c.token, t(1), failed(t(31), 1)),
         Settled::Applied(DeliveryState::Pending)
     );
-    assert_eq!(store.next_due(&["nats".into()]).unwrap(), Some(t(31)));
+    assert_eq!(store.next_due(&["nats".into()], None).unwrap(), Some(t(31)));
     assert!(claim_all(&*store, t(30)).is_empty());
     let c = claim_all(&*store, t(31)).remove(0);
     assert_eq!(c.token.attempt, 2);
@@ -571,7 +634,7 @@ fn health_parks_nodes_without_spending_attempts(db: &dyn Db) {
     );
     assert_eq!(store.nodes().unwrap()[0].status, NodeStatus::Unreachable);
     assert!(claim_all(&*store, t(2)).is_empty(), "parked");
-    assert_eq!(store.next_due(&["nats".into()]).unwrap(), None);
+    assert_eq!(store.next_due(&["nats".into()], None).unwrap(), None);
     assert_eq!(
         store.heartbeat("gpu-1", "s1", false, t(3)).unwrap(),
         Heartbeat::Recovered(NodeStatus::Unreachable)
@@ -747,6 +810,7 @@ fn concurrent_claims_never_hand_out_an_attempt_twice(db: &dyn Db) {
                                 lease: Duration::from_secs(60),
                                 limit: 7,
                                 transports: vec!["nats".into()],
+                                local: None,
                             })
                             .unwrap();
                         mine.extend(got.into_iter().map(|c| c.token));
@@ -839,6 +903,94 @@ fn long_errors_are_clipped_from_the_front(db: &dyn Db) {
     );
 }
 
+fn retention_removes_old_history_but_not_the_desired_state_or_the_dead(db: &dyn Db) {
+    let store = db.open().unwrap();
+    let mut spec = node("gpu-1", "gpu", &["install", "delete"]);
+    spec.capacity = 10;
+    store.register(&spec, t(0)).unwrap();
+    let keyless = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let keyless2 = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let keyed = store
+        .submit(&NewOp::for_type("install", "gpu").key("k1"), t(0))
+        .unwrap()
+        .op;
+    let replaced = store
+        .submit(&NewOp::for_type("install", "gpu").key("k2"), t(0))
+        .unwrap()
+        .op;
+    let newest = store
+        .submit(&NewOp::for_type("delete", "gpu").key("k2"), t(0))
+        .unwrap()
+        .op;
+    let poison = store
+        .submit(&NewOp::for_type("delete", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(0));
+    assert_eq!(claims.len(), 5, "the replaced install never runs");
+    for c in &claims {
+        let verdict = if c.op == poison.id {
+            Verdict::Dead {
+                failures: 10,
+                tries: 10,
+                error: "poison".into(),
+            }
+        } else {
+            Verdict::Done
+        };
+        settle(&*store, c.token, t(1), verdict);
+    }
+    // Keyless operations older than t(1) stop being live; of what
+    // finished before it, only the install superseded at submit time goes.
+    assert_eq!(
+        store.retain(t(1), 100).unwrap(),
+        Retained {
+            ended: 3,
+            deliveries: 1,
+            ops: 1
+        }
+    );
+    let one = Retained {
+        ended: 0,
+        deliveries: 1,
+        ops: 1,
+    };
+    assert_eq!(store.retain(t(100), 1).unwrap(), one, "at most the limit");
+    assert_eq!(store.retain(t(100), 1).unwrap(), one);
+    assert_eq!(store.retain(t(100), 100).unwrap(), Retained::default());
+    for gone in [keyless.id, keyless2.id, replaced.id] {
+        assert!(matches!(
+            store.op(gone),
+            Err(StoreError::Rejected(Rejection::UnknownOp(_)))
+        ));
+    }
+    // The live operation of each key keeps its deliveries (who has it),
+    // and the dead stay until requeued.
+    assert_eq!(state_of(&*store, keyed.id, "gpu-1"), DeliveryState::Done);
+    assert_eq!(state_of(&*store, newest.id, "gpu-1"), DeliveryState::Done);
+    assert_eq!(state_of(&*store, poison.id, "gpu-1"), DeliveryState::Dead);
+    // A node that joins now gets the desired state of each key, and no
+    // longer the old keyless operation.
+    let joined = store
+        .register(&node("gpu-2", "gpu", &["install", "delete"]), t(101))
+        .unwrap();
+    assert_eq!(joined.delivered, 2);
+    let mut kinds: Vec<String> = claim_all(&*store, t(101))
+        .into_iter()
+        .map(|c| c.kind)
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["delete", "install"]);
+    // Registering again changes nothing: the done rows say who has it.
+    assert_eq!(store.register(&spec, t(102)).unwrap().delivered, 0);
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -846,6 +998,14 @@ macro_rules! suite {
                 #[test]
                 fn $case() {
                     super::$case(&super::Sqlite::new());
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&super::Postgres::new());
                 }
             )*
         }
@@ -858,6 +1018,7 @@ suite!(
     bad_submissions_change_nothing,
     claims_respect_capacity_health_drain_and_transport,
     only_due_deliveries_are_claimed,
+    local_nodes_are_claimed_only_by_the_coordinator_that_runs_them,
     late_and_stale_replies_never_overwrite_a_newer_attempt,
     a_late_success_of_the_current_attempt_still_counts,
     dead_deliveries_stay_and_requeue_resets_attempts,
@@ -871,4 +1032,51 @@ suite!(
     reopening_keeps_everything_and_migrates_once,
     the_schema_table_is_shared_and_a_newer_schema_refused,
     long_errors_are_clipped_from_the_front,
+    retention_removes_old_history_but_not_the_desired_state_or_the_dead,
+    locations_name_no_password,
 );
+
+fn locations_name_no_password(db: &dyn Db) {
+    let location = db.open().unwrap().location();
+    assert!(location.starts_with("sqlite:") || location.starts_with("postgres://"));
+    assert!(!location.contains('@'), "{location}");
+}
+
+#[test]
+fn one_postgres_handle_leads_housekeeping_at_a_time_and_the_lead_moves_on() {
+    let db = Postgres::new();
+    let a = db.open().unwrap();
+    let b = db.open().unwrap();
+    assert!(a.lead().unwrap());
+    assert!(!b.lead().unwrap(), "a holds it");
+    assert!(a.lead().unwrap(), "and keeps it");
+    a.resign();
+    assert!(b.lead().unwrap(), "a let it go");
+    assert!(!a.lead().unwrap());
+    // The holder dies: its connection ends and the server lets the lock go.
+    drop(b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !a.lead().unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the lead never moved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another schema is another fleet, with a lock of its own.
+    let other = Postgres::new();
+    assert!(other.open().unwrap().lead().unwrap());
+}
+
+#[test]
+fn an_unreachable_postgres_is_a_temporary_error_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = PostgresStore::open(&format!("postgres://user:hunter2@127.0.0.1:{port}/db"))
+        .err()
+        .expect("nothing listens there");
+    assert!(err.is_temporary(), "{err}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+}

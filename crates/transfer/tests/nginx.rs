@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use backstop_faultserver::{CutProxy, Nginx};
+use backstop_faultserver::{Nginx, Proxy};
 use backstop_transfer::{Options, Outcome, Plan, Pull, Sha256};
 use common::*;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ async fn a_connection_cut_every_mebibyte_costs_almost_nothing() {
     let body = data(8 * MIB);
     std::fs::write(root.path().join("big.bin"), &body).unwrap();
     let nginx = Nginx::start(root.path());
-    let proxy = CutProxy::start(nginx.addr(), MIB as u64);
+    let proxy = Proxy::cutting(nginx.addr(), MIB as u64);
     let url = format!("http://{}/big.bin", proxy.addr());
     let dir = tempfile::tempdir().unwrap();
     let (summary, _) = pull(

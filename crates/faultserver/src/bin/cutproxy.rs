@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use backstop_faultserver::CutProxy;
+use backstop_faultserver::Proxy;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,7 +23,7 @@ fn main() {
         eprintln!("usage: backstop-cutproxy LISTEN UPSTREAM CUT_BYTES [STATS_FILE]");
         std::process::exit(2);
     };
-    let proxy = CutProxy::start_on(listen, upstream, cut);
+    let proxy = Proxy::start_on(listen, upstream, cut);
     eprintln!(
         "backstop-cutproxy: {} -> {upstream}, cut every {cut} bytes",
         proxy.addr()

@@ -208,12 +208,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     )",
 ];
 
-/// Creates the table of component versions when missing.
-pub(crate) const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS backstop_schema (
-    component TEXT PRIMARY KEY NOT NULL,
-    version BIGINT NOT NULL
-)";
-
 /// Writes one entry, inserting or replacing (parameters in [`COLUMNS`] order).
 pub(crate) const UPSERT: &str = "INSERT INTO backstop_cooldowns
     (key, reason, until_ms, source, last_error, failures, fingerprint, created_ms, updated_ms)

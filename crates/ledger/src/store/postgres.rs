@@ -1,15 +1,12 @@
 //! The ledger in PostgreSQL: one ledger for many machines.
 
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use backstop_postgres::{Database, Failure, OpenError};
 
-use postgres::{Client, Config, NoTls};
-
-use super::{COLUMNS, COMPONENT, Change, MIGRATIONS, Row, SCHEMA_TABLE, Store, StoreError, UPSERT};
+use super::{COLUMNS, COMPONENT, Change, MIGRATIONS, Row, Store, StoreError, UPSERT};
 use crate::{Entry, Key};
 
-/// The first key of every advisory lock the ledger takes ("bl"); the second
-/// is 0 for migrations and the hash of the key for updates.
+/// The first key of the advisory locks the ledger takes on updates ("bl");
+/// the second is the hash of the key.
 const LOCK_CLASS: i32 = 0x626c;
 
 /// A PostgreSQL ledger.
@@ -18,11 +15,9 @@ const LOCK_CLASS: i32 = 0x626c;
 /// advisory lock on the key, so concurrent writers of one key queue up
 /// while writers of other keys go on. Migrations run under an advisory lock
 /// too, so coordinators starting together do not race. A lost connection is
-/// re-established on the next call.
+/// re-established on the next call ([`backstop_postgres`]).
 pub struct PostgresStore {
-    config: Config,
-    client: Mutex<Option<Client>>,
-    location: String,
+    db: Database,
 }
 
 impl PostgresStore {
@@ -30,134 +25,53 @@ impl PostgresStore {
     /// and brings its schema up to date. Connections time out after 10 s
     /// unless the URL says otherwise.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut config: Config = url.parse().map_err(|e| StoreError::Open {
-            location: "postgres://(unreadable URL)".to_owned(),
-            source: Box::new(e),
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        let location = describe(&config);
-        let store = PostgresStore {
-            config,
-            client: Mutex::new(None),
-            location,
-        };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Client>> {
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+        let db = Database::connect(url, 1).map_err(open_error)?;
+        db.migrate(COMPONENT, MIGRATIONS).map_err(open_error)?;
+        Ok(PostgresStore { db })
     }
 
     /// Runs `f` on a live connection, reconnecting once if the connection
     /// turns out to be gone.
     fn with_client<T>(
         &self,
-        mut f: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+        f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.lock();
-        for attempt in 0..2 {
-            if slot.as_ref().is_none_or(Client::is_closed) {
-                let client = self.config.connect(NoTls).map_err(|e| StoreError::Open {
-                    location: self.location.clone(),
-                    source: Box::new(e),
-                })?;
-                *slot = Some(client);
-            }
-            let Some(client) = slot.as_mut() else {
-                continue;
-            };
-            match f(client) {
-                Ok(v) => return Ok(v),
-                Err(e) if client.is_closed() && attempt == 0 => {
-                    tracing::debug!(
-                        "the connection to {} was lost ({e}); reconnecting",
-                        self.location
-                    );
-                    *slot = None;
-                }
-                Err(e) => {
-                    let lost = client.is_closed();
-                    if lost {
-                        *slot = None;
-                    }
-                    return Err(if lost {
-                        StoreError::Open {
-                            location: self.location.clone(),
-                            source: Box::new(e),
-                        }
-                    } else {
-                        StoreError::Failed {
-                            location: self.location.clone(),
-                            source: Box::new(e),
-                        }
-                    });
-                }
-            }
-        }
-        Err(StoreError::Open {
-            location: self.location.clone(),
-            source: "the connection was lost twice in a row".into(),
+        let location = || self.db.location().to_owned();
+        self.db.with_client(f).map_err(|e| match e {
+            Failure::Unreachable(e) | Failure::Lost(e) => StoreError::Open {
+                location: location(),
+                source: Box::new(e),
+            },
+            Failure::Failed(e) => StoreError::Failed {
+                location: location(),
+                source: Box::new(e),
+            },
         })
-    }
-
-    fn migrate(&self) -> Result<(), StoreError> {
-        let supported = MIGRATIONS.len() as i64;
-        let found = self.with_client(|client| {
-            let mut tx = client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])?;
-            tx.batch_execute(SCHEMA_TABLE)?;
-            let version: i64 = tx
-                .query_opt(
-                    "SELECT version FROM backstop_schema WHERE component = $1",
-                    &[&COMPONENT],
-                )?
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            if version > supported {
-                return Ok(version);
-            }
-            for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                tx.batch_execute(sql)?;
-                tx.execute(
-                    "INSERT INTO backstop_schema (component, version) VALUES ($1, $2)
-                     ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                    &[&COMPONENT, &(n as i64 + 1)],
-                )?;
-            }
-            tx.commit()?;
-            Ok(version)
-        })?;
-        if found > supported {
-            return Err(StoreError::TooNew {
-                location: self.location.clone(),
-                found,
-                supported,
-            });
-        }
-        Ok(())
     }
 }
 
-/// `postgres://host:port/db`, without user or password.
-fn describe(config: &Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
-        .map(|(host, port)| match host {
-            postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
-            #[cfg(unix)]
-            postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .collect();
-    format!(
-        "postgres://{}/{}",
-        hosts.join(","),
-        config.get_dbname().unwrap_or("")
-    )
+fn open_error(e: OpenError) -> StoreError {
+    match e {
+        OpenError::Url { location, source } | OpenError::Failed { location, source } => {
+            StoreError::Failed {
+                location,
+                source: Box::new(source),
+            }
+        }
+        OpenError::Unreachable { location, source } => StoreError::Open {
+            location,
+            source: Box::new(source),
+        },
+        OpenError::TooNew {
+            location,
+            found,
+            supported,
+        } => StoreError::TooNew {
+            location,
+            found,
+            supported,
+        },
+    }
 }
 
 fn read_row(r: &postgres::Row) -> Row {
@@ -180,7 +94,7 @@ impl Store for PostgresStore {
         key: &Key,
         change: &mut dyn FnMut(Option<Entry>) -> Change,
     ) -> Result<Option<Entry>, StoreError> {
-        let location = self.location.clone();
+        let location = self.db.location().to_owned();
         self.with_client(|client| {
             let mut tx = client.transaction()?;
             tx.execute(
@@ -236,7 +150,7 @@ impl Store for PostgresStore {
         })?;
         Ok(rows
             .iter()
-            .filter_map(|r| read_row(r).into_entry(&self.location))
+            .filter_map(|r| read_row(r).into_entry(self.db.location()))
             .collect())
     }
 
@@ -250,7 +164,7 @@ impl Store for PostgresStore {
         })?;
         Ok(rows
             .iter()
-            .filter_map(|r| read_row(r).into_entry(&self.location))
+            .filter_map(|r| read_row(r).into_entry(self.db.location()))
             .collect())
     }
 
@@ -277,6 +191,6 @@ impl Store for PostgresStore {
     }
 
     fn location(&self) -> String {
-        self.location.clone()
+        self.db.location().to_owned()
     }
 }

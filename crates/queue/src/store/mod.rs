@@ -1,15 +1,17 @@
-//! Where the queue lives: a small trait, and a SQLite store for one
-//! machine. Every store passes the same conformance suite
-//! (`tests/conformance.rs`); the trait is shaped for a PostgreSQL store
-//! with several coordinators too — claims carry a lease, replies are
-//! matched by attempt token, and each housekeeping step is its own call
-//! that a coordinator runs when it holds the lock for it.
+//! Where the queue lives: a small trait, a SQLite store for one machine and
+//! a PostgreSQL store for a fleet with several coordinators. Every store
+//! passes the same conformance suite (`tests/conformance.rs`): claims carry
+//! a lease, replies are matched by attempt token, and each housekeeping
+//! step is its own call that a coordinator runs while it holds the
+//! housekeeping lock ([`Store::lead`]).
 
+mod postgres;
 mod sqlite;
 
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
+pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::model::{
     Claim, Delivery, DeliveryId, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Token,
@@ -33,8 +35,9 @@ use crate::schedule::Settle;
 ///   success of the current attempt is still taken after the attempt was
 ///   returned to pending.
 /// - Nothing is deleted but deliveries that can never be delivered (their
-///   node is gone or no longer handles their kind, [`Store::prune`]): dead
-///   deliveries stay until requeued.
+///   node is gone or no longer handles their kind, [`Store::prune`]) and,
+///   once the retention time has passed, finished history
+///   ([`Store::retain`]): dead deliveries stay until requeued.
 /// - Times read back equal times written, at millisecond precision.
 pub trait Store: Send + Sync {
     /// Registers `node` (or updates it: type, kinds, capacity, session) and
@@ -131,10 +134,37 @@ pub trait Store: Send + Sync {
     /// handles their kind.
     fn prune(&self, now: SystemTime) -> Result<Pruned, StoreError>;
 
+    /// Retention: removes finished history older than `before`, so that
+    /// the hot table stays small. Keyless operations created before it stop
+    /// being live (nodes that join later no longer receive them); then the
+    /// done and superseded deliveries of operations that are not live,
+    /// finished before it, are removed — at most `limit` per call, oldest
+    /// first — and so are those operations once nothing of theirs is left.
+    /// Dead deliveries, and the live operation of each key with its
+    /// deliveries (the desired state: who has it), stay.
+    fn retain(&self, before: SystemTime, limit: u32) -> Result<Retained, StoreError>;
+
+    /// Takes the housekeeping lock, or checks that this handle still holds
+    /// it: `true` while it does. Housekeeping (the health monitor, the
+    /// start-up prune, the lease rescue, retention) runs on the one
+    /// coordinator that holds it; when that one dies, the lock moves to
+    /// another. A store one machine owns holds it always.
+    fn lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Lets the housekeeping lock go (a clean stop), so that another
+    /// coordinator takes it at once.
+    fn resign(&self) {}
+
     /// The earliest next attempt time among pending deliveries to healthy,
-    /// undrained nodes of `transports`: when the dispatcher should look
-    /// again.
-    fn next_due(&self, transports: &[String]) -> Result<Option<SystemTime>, StoreError>;
+    /// undrained nodes of `transports` (and, when `local` is given, of
+    /// those local nodes only): when the dispatcher should look again.
+    fn next_due(
+        &self,
+        transports: &[String],
+        local: Option<&[String]>,
+    ) -> Result<Option<SystemTime>, StoreError>;
 
     /// Where the store is, for messages; never a password.
     fn location(&self) -> String;
@@ -264,6 +294,9 @@ pub struct ClaimRequest {
     pub limit: u32,
     /// Only nodes reached by these transports.
     pub transports: Vec<String>,
+    /// Only these of the local nodes (those inside this coordinator; other
+    /// coordinators of a fleet run their own). `None`: every local node.
+    pub local: Option<Vec<String>>,
 }
 
 /// What became of one decision.
@@ -283,6 +316,17 @@ pub struct Pruned {
     pub gone_nodes: u64,
     /// Unfinished deliveries of kinds their node no longer handles.
     pub unhandled_kinds: u64,
+}
+
+/// What retention removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Keyless operations that stopped being live.
+    pub ended: u64,
+    /// Finished deliveries removed.
+    pub deliveries: u64,
+    /// Operations removed, nothing of theirs being left.
+    pub ops: u64,
 }
 
 /// A store that failed, or refused a request.
@@ -383,15 +427,12 @@ fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {
     }
 }
 
-/// Opens the store `spec` names: a path to a SQLite file, optionally
-/// written `sqlite:PATH`.
+/// Opens the store `spec` names: a `postgres://` or `postgresql://` URL,
+/// or a path to a SQLite file (optionally written `sqlite:PATH`).
 pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
     let spec = spec.trim();
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        return Err(StoreError::Open {
-            location: "postgres://".to_owned(),
-            source: "the fan-out queue runs on SQLite for now; PostgreSQL comes next".into(),
-        });
+        return Ok(Box::new(PostgresStore::open(spec)?));
     }
     let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
     Ok(Box::new(SqliteStore::open(path)?))
@@ -404,9 +445,14 @@ pub(crate) const COMPONENT: &str = "queue";
 /// Where a migration says "an id column"; each dialect fills in its own.
 pub(crate) const ID_COLUMN: &str = "{id}";
 
+/// Marks a migration only PostgreSQL runs; SQLite records its version and
+/// runs nothing.
+pub(crate) const POSTGRES_ONLY: &str = "-- postgres only";
+
 /// The queue's migrations, in order; version N is the first N applied.
-/// SQL that SQLite and PostgreSQL both accept, but for [`ID_COLUMN`].
-/// Never edit one that has shipped: add the next.
+/// SQL that SQLite and PostgreSQL both accept, but for [`ID_COLUMN`] and
+/// those that begin with [`POSTGRES_ONLY`]. Never edit one that has
+/// shipped: add the next.
 pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: nodes, operations, deliveries.
     "CREATE TABLE backstop_queue_nodes (
@@ -463,6 +509,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX backstop_queue_dead ON backstop_queue_deliveries (node)
         WHERE state = 'dead';
     CREATE INDEX backstop_queue_node_key ON backstop_queue_deliveries (node, op_key, op)",
+    // 2: retention finds finished deliveries by age without reading the
+    // rest.
+    "CREATE INDEX backstop_queue_finished ON backstop_queue_deliveries (finished_ms)
+        WHERE state IN ('done', 'superseded')",
+    // 3: a submission in one round trip.
+    postgres::SUBMIT_FUNCTION,
 ];
 
 /// The columns of a delivery, in [`DeliveryRow`] order.
@@ -561,6 +613,29 @@ impl OpRow {
             live: self.live != 0,
             created: backstop_core::time::from_millis(self.created_ms),
         }
+    }
+}
+
+/// What a store's transaction body can fail with: its driver's error, or a
+/// refusal that rolls the transaction back.
+pub(crate) enum TxError<E> {
+    Sql(E),
+    Rejected(Rejection),
+}
+
+impl<E> TxError<E> {
+    /// The driver's error, if that is what it is.
+    pub(crate) fn sql(&self) -> Option<&E> {
+        match self {
+            TxError::Sql(e) => Some(e),
+            TxError::Rejected(_) => None,
+        }
+    }
+}
+
+impl<E> From<Rejection> for TxError<E> {
+    fn from(r: Rejection) -> Self {
+        TxError::Rejected(r)
     }
 }
 

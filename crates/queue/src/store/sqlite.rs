@@ -12,8 +12,8 @@ use backstop_sqlite::{Database, MaybeBusy, OpenError, Retried};
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
-    ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
-    Requeue, Settled, Store, StoreError, Submitted, clip, count,
+    ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_ONLY, Pruned,
+    Registered, Rejection, Requeue, Retained, Settled, Store, StoreError, Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -41,11 +41,7 @@ pub struct SqliteStore {
     db: Database,
 }
 
-/// What a transaction body can fail with.
-enum TxError {
-    Sql(rusqlite::Error),
-    Rejected(Rejection),
-}
+type TxError = super::TxError<rusqlite::Error>;
 
 impl From<rusqlite::Error> for TxError {
     fn from(e: rusqlite::Error) -> Self {
@@ -53,18 +49,9 @@ impl From<rusqlite::Error> for TxError {
     }
 }
 
-impl From<Rejection> for TxError {
-    fn from(r: Rejection) -> Self {
-        TxError::Rejected(r)
-    }
-}
-
 impl MaybeBusy for TxError {
     fn sqlite(&self) -> Option<&rusqlite::Error> {
-        match self {
-            TxError::Sql(e) => Some(e),
-            TxError::Rejected(_) => None,
-        }
+        self.sql()
     }
 }
 
@@ -76,7 +63,13 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let migrations: Vec<String> = MIGRATIONS
             .iter()
-            .map(|m| m.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT"))
+            .map(|m| {
+                if m.starts_with(POSTGRES_ONLY) {
+                    String::new()
+                } else {
+                    m.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT")
+                }
+            })
             .collect();
         let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
         let db = Database::open(path, COMPONENT, &migrations).map_err(|e| match e {
@@ -179,6 +172,12 @@ fn read_op(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpRow> {
         live: r.get(7)?,
         created_ms: r.get(8)?,
     })
+}
+
+/// Whether a coordinator whose local nodes are `local` (`None`: all)
+/// reaches node `name` of `transport`.
+fn reaches(transport: &str, name: &str, local: Option<&[String]>) -> bool {
+    transport != transport_name::LOCAL || local.is_none_or(|l| l.iter().any(|n| n == name))
 }
 
 /// "?2, ?3, ?4" for `n` parameters starting at `first`.
@@ -765,6 +764,9 @@ impl Store for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            let nodes = nodes
+                .into_iter()
+                .filter(|(name, transport, _)| reaches(transport, name, request.local.as_deref()));
             let mut left = i64::from(request.limit);
             let mut claims = Vec::new();
             let mut due = tx.prepare_cached(
@@ -1025,19 +1027,78 @@ impl Store for SqliteStore {
         })
     }
 
-    fn next_due(&self, transports: &[String]) -> Result<Option<SystemTime>, StoreError> {
+    fn retain(&self, before: SystemTime, limit: u32) -> Result<Retained, StoreError> {
+        let before = to_millis(before);
+        self.write(|tx| {
+            let ended = tx.execute(
+                "UPDATE backstop_queue_ops SET live = 0
+                 WHERE live = 1 AND op_key IS NULL AND created_ms < ?1",
+                [before],
+            )? as u64;
+            let ops: Vec<i64> = tx
+                .prepare_cached(
+                    "DELETE FROM backstop_queue_deliveries WHERE id IN (
+                         SELECT d.id FROM backstop_queue_deliveries d
+                         JOIN backstop_queue_ops o ON o.id = d.op
+                         WHERE d.state IN ('done', 'superseded') AND d.finished_ms < ?1
+                           AND o.live = 0
+                         ORDER BY d.finished_ms LIMIT ?2)
+                     RETURNING op",
+                )?
+                .query_map(params![before, limit], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let deliveries = ops.len() as u64;
+            let mut unique: Vec<i64> = ops;
+            unique.sort_unstable();
+            unique.dedup();
+            let mut gone = tx.prepare_cached(
+                "DELETE FROM backstop_queue_ops WHERE id = ?1 AND live = 0
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d WHERE d.op = ?1)",
+            )?;
+            let mut removed = 0;
+            for op in unique {
+                removed += gone.execute([op])? as u64;
+            }
+            Ok(Retained {
+                ended,
+                deliveries,
+                ops: removed,
+            })
+        })
+    }
+
+    fn next_due(
+        &self,
+        transports: &[String],
+        local: Option<&[String]>,
+    ) -> Result<Option<SystemTime>, StoreError> {
         if transports.is_empty() {
             return Ok(None);
         }
         self.read(|tx| {
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
-                             WHERE d.node = n.name AND d.state = 'pending'))
+                "SELECT n.name, n.transport, (SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
+                                              WHERE d.node = n.name AND d.state = 'pending')
                  FROM backstop_queue_nodes n
                  WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport IN ({})",
                 marks(1, transports.len())
             ))?;
-            let min: Option<i64> = stmt.query_row(params_from_iter(transports), |r| r.get(0))?;
+            let mut min: Option<i64> = None;
+            let rows = stmt.query_map(params_from_iter(transports), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (name, transport, at) = row?;
+                if let Some(at) = at
+                    && reaches(&transport, &name, local)
+                {
+                    min = Some(min.map_or(at, |m| m.min(at)));
+                }
+            }
             Ok(min.map(from_millis))
         })
     }

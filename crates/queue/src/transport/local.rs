@@ -84,6 +84,12 @@ impl Transport for LocalTransport {
         false
     }
 
+    fn hosts(&self) -> Option<Vec<String>> {
+        let mut names: Vec<String> = self.nodes.keys().cloned().collect();
+        names.sort();
+        Some(names)
+    }
+
     fn deliver<'a>(&'a self, work: &'a Work) -> BoxFuture<'a, Reply> {
         Box::pin(async move {
             let Some(handler) = self.nodes.get(&work.node).and_then(|h| h.get(&work.kind)) else {
@@ -102,6 +108,10 @@ impl Transport for LocalTransport {
 
     fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding> {
         Box::pin(async move {
+            if !self.nodes.contains_key(node) {
+                // Another coordinator's node: only it can say.
+                return Holding::Unknown;
+            }
             let tokens = self
                 .lock()
                 .iter()

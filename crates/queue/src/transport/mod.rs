@@ -24,6 +24,20 @@ pub trait Transport: Send + Sync {
     /// Delivers one attempt to `work.node` and waits for its outcome.
     fn deliver<'a>(&'a self, work: &'a Work) -> BoxFuture<'a, Reply>;
 
+    /// Whether it can deliver now. Nothing is claimed for its nodes while
+    /// it cannot (NATS is disconnected), so no delivery churns through
+    /// attempts that could not even be offered.
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// The nodes it reaches, when that is a fixed set of its own (the nodes
+    /// inside this coordinator; other coordinators of a fleet run theirs);
+    /// `None` for every node registered with it.
+    fn hosts(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// Whether an attempt goes on when the coordinator stops (a remote
     /// node, which reports its outcome to the next coordinator), so that a
     /// stopping coordinator lets go instead of waiting for it. Handlers

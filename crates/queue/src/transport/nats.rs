@@ -7,11 +7,18 @@
 //!   or refused (busy, stopping, a kind it does not handle). NATS answers
 //!   "no responders" itself when no worker listens: the node is
 //!   unreachable and the handler surely did not start.
-//! - `PREFIX.results` — the worker reports each outcome ([`ResultMsg`])
-//!   and repeats it until the coordinator answers that it is stored, so an
-//!   outcome survives a coordinator restart.
+//! - `PREFIX.results.COORDINATOR` — the worker reports each outcome
+//!   ([`ResultMsg`]) to the coordinator that offered the attempt (named in
+//!   the [`Offer`]) and repeats it until a coordinator answers that it is
+//!   stored; when that coordinator is gone ("no responders"), to
+//!   `PREFIX.results`, which any coordinator answers — so an outcome
+//!   survives the death of the coordinator that offered it.
 //! - `PREFIX.register`, `PREFIX.heartbeat` — a worker declares itself
 //!   ([`RegisterMsg`]) and then proves it is alive ([`HeartbeatMsg`]).
+//!
+//! The coordinators of a fleet share `PREFIX.results`, `PREFIX.register`
+//! and `PREFIX.heartbeat` as a queue group: each message is handled by one
+//! of them.
 //!
 //! Offering and reporting are separate so that a handler may run for as
 //! long as its timeout allows without a request held open, and so that a
@@ -39,8 +46,16 @@ use crate::store::Heartbeat;
 /// The subject prefix used unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "backstop";
 
+/// The queue group the coordinators of a fleet share.
+pub const COORDINATORS: &str = "backstop-coordinators";
+
 /// How long a worker has to accept or refuse an offered attempt.
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a coordinator holds a worker's report of an outcome open while
+/// it stores it; past that it answers "not stored yet" and the worker
+/// reports again later (the coordinator keeps what it has meanwhile).
+pub const RESULT_WAIT: Duration = Duration::from_secs(5);
 
 /// How long past the handler timeout the coordinator waits for an outcome
 /// before it stops waiting (the attempt then stays in flight until its
@@ -81,9 +96,14 @@ impl Subjects {
     pub fn holding(&self, node: &str) -> String {
         format!("{}.node.{node}.holding", self.prefix)
     }
-    /// Where workers report outcomes.
+    /// Where workers report outcomes any coordinator may store.
     pub fn results(&self) -> String {
         format!("{}.results", self.prefix)
+    }
+    /// Where workers report the outcomes of attempts `coordinator`
+    /// offered.
+    pub fn results_for(&self, coordinator: &str) -> String {
+        format!("{}.results.{coordinator}", self.prefix)
     }
     /// Where workers register.
     pub fn register(&self) -> String {
@@ -93,6 +113,17 @@ impl Subjects {
     pub fn heartbeat(&self) -> String {
         format!("{}.heartbeat", self.prefix)
     }
+}
+
+/// An attempt offered to a worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The attempt.
+    #[serde(flatten)]
+    pub work: Work,
+    /// Where to report its outcome first (the offering coordinator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_to: Option<String>,
 }
 
 /// A worker's answer to an offered attempt.
@@ -253,6 +284,8 @@ pub struct NatsTransport {
     client: async_nats::Client,
     subjects: Subjects,
     waiting: Waiters,
+    /// This coordinator, for outcomes of the attempts it offers.
+    id: String,
 }
 
 impl NatsTransport {
@@ -262,6 +295,7 @@ impl NatsTransport {
             client,
             subjects,
             waiting: Arc::new(Mutex::new(HashMap::new())),
+            id: format!("{:016x}", fastrand::u64(..)),
         }
     }
 
@@ -279,18 +313,25 @@ impl NatsTransport {
         late: LateSender,
         shutdown: CancellationToken,
     ) -> Result<(), NatsError> {
-        let subscribe = |subject: String| {
+        let subscribe = |subject: String, shared: bool| {
             let client = self.client.clone();
             async move {
-                client
-                    .subscribe(subject.clone())
-                    .await
-                    .map_err(|source| NatsError::Subscribe { subject, source })
+                let subscribed = if shared {
+                    client
+                        .queue_subscribe(subject.clone(), COORDINATORS.to_owned())
+                        .await
+                } else {
+                    client.subscribe(subject.clone()).await
+                };
+                subscribed.map_err(|source| NatsError::Subscribe { subject, source })
             }
         };
-        let mut registrations = subscribe(self.subjects.register()).await?;
-        let mut heartbeats = subscribe(self.subjects.heartbeat()).await?;
-        let mut results = subscribe(self.subjects.results()).await?;
+        let mut registrations = subscribe(self.subjects.register(), true).await?;
+        let mut heartbeats = subscribe(self.subjects.heartbeat(), true).await?;
+        let mut results = futures_util::stream::select(
+            subscribe(self.subjects.results(), true).await?,
+            subscribe(self.subjects.results_for(&self.id), false).await?,
+        );
         let tasks = tokio_util::task::TaskTracker::new();
         loop {
             tokio::select! {
@@ -336,6 +377,10 @@ impl Transport for NatsTransport {
         transport_name::NATS
     }
 
+    fn available(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding> {
         Box::pin(async move {
             let request = async_nats::Request::new()
@@ -364,7 +409,11 @@ impl Transport for NatsTransport {
                         .to_owned(),
                 ));
             }
-            let body = match serde_json::to_vec(work) {
+            let offer = Offer {
+                work: work.clone(),
+                report_to: Some(self.subjects.results_for(&self.id)),
+            };
+            let body = match serde_json::to_vec(&offer) {
                 Ok(body) => Bytes::from(body),
                 Err(e) => {
                     return Reply::new(Outcome::Failed(format!("cannot encode the attempt: {e}")));
@@ -529,10 +578,7 @@ async fn on_result(
             receipt: Some(receipt),
         }),
     }
-    let stored = matches!(
-        tokio::time::timeout(Duration::from_secs(30), stored).await,
-        Ok(Ok(()))
-    );
+    let stored = matches!(tokio::time::timeout(RESULT_WAIT, stored).await, Ok(Ok(())));
     answer(&client, &msg, &ResultAck { stored }).await;
 }
 

@@ -1,0 +1,1301 @@
+//! The queue in PostgreSQL: one queue for a fleet, with several
+//! coordinators sharing it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::SystemTime;
+
+use backstop_core::time::{from_millis, to_millis};
+use backstop_postgres::postgres;
+use backstop_postgres::{Database, Failure, MaybePostgres, OpenError, SessionLock, Tx};
+
+use super::{
+    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
+    ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
+    Requeue, Retained, Settled, Store, StoreError, Submitted, clip, count,
+};
+use crate::model::{
+    Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
+    transport_name,
+};
+use crate::schedule::{Settle, Verdict};
+
+/// The default number of rows a listing returns.
+const DEFAULT_LIMIT: i64 = 100;
+
+/// Connections a store keeps open at most: the dispatcher's claims, its
+/// writer, the API, heartbeats and housekeeping each get one without
+/// waiting for the others.
+pub const DEFAULT_CONNECTIONS: usize = 6;
+
+/// Advisory lock classes (the first key of a two-key lock): "bq" for the
+/// housekeeping lock, "bt" for a node type, "bk" for an operation key.
+const LEADER_LOCK: i32 = 0x6271;
+const TYPE_LOCK: i32 = 0x6274;
+const KEY_LOCK: i32 = 0x626b;
+
+/// A listing's limit: 0 means the default.
+fn limit(n: u32) -> i64 {
+    if n == 0 { DEFAULT_LIMIT } else { i64::from(n) }
+}
+
+/// A PostgreSQL queue.
+///
+/// Several coordinators share it. Claims lock the rows of the nodes they
+/// fill (in name order, so claimers never deadlock) and then take due
+/// deliveries with `FOR UPDATE SKIP LOCKED` through the partial index of
+/// pending rows, so a node's capacity and the rule of one running delivery
+/// per key hold across coordinators, and no attempt is handed out twice.
+/// Submissions and registrations of one node type take a transaction-level
+/// advisory lock on the type, so a node that joins while an operation is
+/// submitted gets it exactly once; submissions and failed attempts of one
+/// key take one on the key, so a newer operation always supersedes the
+/// older ones. The housekeeping lock is a session-level advisory lock on a
+/// connection of its own ([`Store::lead`]). Every query the dispatcher runs
+/// goes through a partial index of the rows it can touch, so its cost does
+/// not grow with the history of finished deliveries; outcomes are stored in
+/// one statement per batch.
+pub struct PostgresStore {
+    db: Database,
+    leader: SessionLock,
+}
+
+type TxError = super::TxError<postgres::Error>;
+
+impl From<postgres::Error> for TxError {
+    fn from(e: postgres::Error) -> Self {
+        TxError::Sql(e)
+    }
+}
+
+impl MaybePostgres for TxError {
+    fn postgres(&self) -> Option<&postgres::Error> {
+        self.sql()
+    }
+}
+
+type TxResult<T> = Result<T, TxError>;
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`)
+    /// and brings the queue's schema up to date, under an advisory lock so
+    /// that coordinators starting together do not race.
+    pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open_with(url, DEFAULT_CONNECTIONS)
+    }
+
+    /// [`PostgresStore::open`] with at most `connections` open.
+    pub fn open_with(url: &str, connections: usize) -> Result<PostgresStore, StoreError> {
+        let db = Database::connect(url, connections).map_err(open_error)?;
+        let migrations: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| m.replace(ID_COLUMN, "BIGSERIAL PRIMARY KEY"))
+            .collect();
+        let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
+        db.migrate(COMPONENT, &migrations).map_err(open_error)?;
+        let leader = db.session_lock(LEADER_LOCK);
+        Ok(PostgresStore { db, leader })
+    }
+
+    fn failed(&self, e: postgres::Error) -> StoreError {
+        StoreError::Failed {
+            location: self.db.location().to_owned(),
+            source: Box::new(e),
+        }
+    }
+
+    fn failed_with(&self, why: &str) -> StoreError {
+        StoreError::Failed {
+            location: self.db.location().to_owned(),
+            source: why.into(),
+        }
+    }
+
+    /// Why a submission was refused, with the kinds its target handles.
+    fn refusal(&self, op: &NewOp, problem: &str) -> StoreError {
+        let (what, name) = problem.split_once(':').unwrap_or((problem, ""));
+        if what == "unknown_node" {
+            return Rejection::UnknownNode(name.to_owned()).into();
+        }
+        let (target, nodes) = match (&op.target, what) {
+            (Target::Type { node_type, .. }, _) => (
+                format!("node of type {node_type:?}"),
+                Err(node_type.as_str()),
+            ),
+            (Target::Nodes(_), _) => (format!("node {name:?}"), Ok(vec![name.to_owned()])),
+        };
+        let known = self.tx(|tx| {
+            let nodes = match &nodes {
+                Ok(names) => names.clone(),
+                Err(node_type) => tx
+                    .query(
+                        "SELECT name FROM backstop_queue_nodes WHERE node_type = $1",
+                        &[node_type],
+                    )?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect(),
+            };
+            Ok(kinds_of(tx, &nodes)?)
+        });
+        match known {
+            Ok(known) => Rejection::UnknownKind {
+                kind: op.kind.clone(),
+                target,
+                known,
+            }
+            .into(),
+            Err(e) => e,
+        }
+    }
+
+    fn unreachable(&self, e: postgres::Error) -> StoreError {
+        StoreError::Open {
+            location: self.db.location().to_owned(),
+            source: Box::new(e),
+        }
+    }
+
+    /// Runs `f` in a transaction: whole or not at all.
+    fn tx<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        self.db.transaction(f).map_err(|e| match e {
+            Failure::Unreachable(e) => self.unreachable(e),
+            Failure::Lost(TxError::Sql(e)) => self.unreachable(e),
+            Failure::Failed(TxError::Sql(e)) => self.failed(e),
+            Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
+                StoreError::Rejected(r)
+            }
+        })
+    }
+}
+
+fn open_error(e: OpenError) -> StoreError {
+    match e {
+        OpenError::Url { location, source } | OpenError::Failed { location, source } => {
+            StoreError::Failed {
+                location,
+                source: Box::new(source),
+            }
+        }
+        OpenError::Unreachable { location, source } => StoreError::Open {
+            location,
+            source: Box::new(source),
+        },
+        OpenError::TooNew {
+            location,
+            found,
+            supported,
+        } => StoreError::TooNew {
+            location,
+            found,
+            supported,
+        },
+    }
+}
+
+fn read_delivery(r: &postgres::Row) -> DeliveryRow {
+    DeliveryRow {
+        id: r.get(0),
+        op: r.get(1),
+        node: r.get(2),
+        kind: r.get(3),
+        key: r.get(4),
+        state: r.get(5),
+        attempt: r.get(6),
+        failures: r.get(7),
+        tries: r.get(8),
+        next_at_ms: r.get(9),
+        lease_until_ms: r.get(10),
+        last_error: r.get(11),
+        created_ms: r.get(12),
+        updated_ms: r.get(13),
+        finished_ms: r.get(14),
+    }
+}
+
+fn read_op(r: &postgres::Row) -> OpRow {
+    OpRow {
+        id: r.get(0),
+        kind: r.get(1),
+        node_type: r.get(2),
+        nodes: r.get(3),
+        present_only: r.get(4),
+        key: r.get(5),
+        payload: r.get(6),
+        live: r.get(7),
+        created_ms: r.get(8),
+    }
+}
+
+/// Submits an operation in one round trip (see [`Store::submit`]): takes
+/// the type's lock shared and the key's alone, each statement after them
+/// reading what was committed meanwhile; checks the target; and writes the
+/// operation, the end of the older live one of its key, the deliveries it
+/// supersedes and its own. A refused submission writes nothing and says
+/// why in `problem`: `unknown_node:NAME`, `unknown_kind:NAME` (a named
+/// node that does not handle the kind), or `no_handler`.
+pub(super) const SUBMIT_FUNCTION: &str = r#"-- postgres only
+CREATE FUNCTION backstop_queue_submit(
+    p_kind text, p_type text, p_nodes text[], p_present_only bigint, p_key text,
+    p_payload text, p_live bigint, p_now bigint, p_type_lock integer, p_key_lock integer)
+RETURNS TABLE (id bigint, kind text, node_type text, nodes text, present_only bigint,
+    op_key text, payload text, live bigint, created_ms bigint, superseded bigint,
+    delivered bigint, problem text)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_targets text[];
+    v_handling text[];
+    v_name text;
+    v_id bigint;
+    v_superseded bigint := 0;
+    v_delivered bigint := 0;
+BEGIN
+    IF p_type IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock_shared(p_type_lock, hashtext(p_type));
+    END IF;
+    IF p_key IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(p_key_lock, hashtext(p_key));
+    END IF;
+    IF p_type IS NOT NULL THEN
+        SELECT coalesce(array_agg(n.name ORDER BY n.name COLLATE "C"), '{}'),
+               coalesce(array_agg(n.name ORDER BY n.name COLLATE "C") FILTER (
+                   WHERE EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                                 WHERE k.node = n.name AND k.kind = p_kind)), '{}')
+        INTO v_targets, v_handling
+        FROM backstop_queue_nodes n WHERE n.node_type = p_type;
+        IF cardinality(v_handling) = 0 THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+                'no_handler';
+            RETURN;
+        END IF;
+    ELSE
+        SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
+        WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n WHERE n.name = u.name)
+        ORDER BY u.name COLLATE "C" LIMIT 1;
+        IF v_name IS NOT NULL THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+                'unknown_node:' || v_name;
+            RETURN;
+        END IF;
+        SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
+        WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                          WHERE k.node = u.name AND k.kind = p_kind)
+        ORDER BY u.name COLLATE "C" LIMIT 1;
+        IF v_name IS NOT NULL THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+                'unknown_kind:' || v_name;
+            RETURN;
+        END IF;
+        v_targets := p_nodes;
+        v_handling := p_nodes;
+    END IF;
+    INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key, payload,
+        live, created_ms)
+    VALUES (p_kind, p_type, array_to_string(p_nodes, ','), p_present_only, p_key, p_payload,
+        p_live, p_now)
+    RETURNING backstop_queue_ops.id INTO v_id;
+    IF p_key IS NOT NULL THEN
+        IF p_type IS NOT NULL THEN
+            UPDATE backstop_queue_ops SET live = 0
+            WHERE live = 1 AND node_type = p_type AND op_key = p_key AND id < v_id;
+        END IF;
+        UPDATE backstop_queue_deliveries SET state = 'superseded', finished_ms = p_now,
+            updated_ms = p_now, lease_until_ms = NULL
+        WHERE node = ANY(v_targets) AND op_key = p_key AND op < v_id
+          AND state IN ('pending', 'dead');
+        GET DIAGNOSTICS v_superseded = ROW_COUNT;
+    END IF;
+    INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures,
+        tries, next_at_ms, created_ms, updated_ms)
+    SELECT v_id, h, p_kind, p_key, 'pending', 0, 0, 0, p_now, p_now, p_now
+    FROM unnest(v_handling) AS h;
+    GET DIAGNOSTICS v_delivered = ROW_COUNT;
+    RETURN QUERY SELECT o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key,
+        o.payload, o.live, o.created_ms, v_superseded, v_delivered, NULL::text
+    FROM backstop_queue_ops o WHERE o.id = v_id;
+END
+$fn$"#;
+
+/// The nodes a target names (none for a type).
+fn named(target: &Target) -> Vec<String> {
+    match target {
+        Target::Nodes(names) => names.clone(),
+        Target::Type { .. } => Vec::new(),
+    }
+}
+
+/// Serialises, until the transaction ends, the writers of node type
+/// `node_type`.
+fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> Result<(), postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&TYPE_LOCK, &node_type],
+    )?;
+    Ok(())
+}
+
+/// Serialises, until the transaction ends, the writers of these operation
+/// keys (taken in order, so two writers never wait on each other).
+fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> Result<(), postgres::Error> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    if !keys.is_empty() {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext(k))
+             FROM (SELECT unnest($2::text[]) AS k ORDER BY 1) keys",
+            &[&KEY_LOCK, &keys],
+        )?;
+    }
+    Ok(())
+}
+
+/// Returns the in-flight deliveries to `node` to pending without spending
+/// attempts.
+fn release_node(tx: &mut Tx<'_>, node: &str, why: &str, now: i64) -> Result<u64, postgres::Error> {
+    tx.execute(
+        "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
+             lease_until_ms = NULL, last_error = $3, updated_ms = $2
+         WHERE node = $1 AND state = 'in_flight'",
+        &[&node, &now, &why],
+    )
+}
+
+fn node_exists(tx: &mut Tx<'_>, name: &str) -> Result<bool, postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM backstop_queue_nodes WHERE name = $1",
+            &[&name],
+        )?
+        .is_some())
+}
+
+fn kinds_of(tx: &mut Tx<'_>, nodes: &[String]) -> Result<Vec<String>, postgres::Error> {
+    Ok(tx
+        .query(
+            "SELECT DISTINCT kind COLLATE \"C\" FROM backstop_queue_node_kinds
+             WHERE node = ANY($1) ORDER BY 1",
+            &[&nodes],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres::Error> {
+    let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in tx.query(
+        "SELECT node, kind FROM backstop_queue_node_kinds
+         WHERE $1::text IS NULL OR node = $1
+         ORDER BY node COLLATE \"C\", kind COLLATE \"C\"",
+        &[&only],
+    )? {
+        kinds.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
+    for state in ["pending", "in_flight", "dead"] {
+        // One state at a time, so that each count reads its partial index.
+        let sql = format!(
+            "SELECT node, count(*) FROM backstop_queue_deliveries
+             WHERE state = '{state}' AND ($1::text IS NULL OR node = $1) GROUP BY node"
+        );
+        for row in tx.query(&sql, &[&only])? {
+            let n: i64 = row.get(1);
+            counts.insert((row.get(0), state), u64::try_from(n).unwrap_or(0));
+        }
+    }
+    let rows = tx.query(
+        "SELECT name, node_type, capacity, transport, status, drained, last_heartbeat_ms,
+                registered_ms, updated_ms
+         FROM backstop_queue_nodes WHERE $1::text IS NULL OR name = $1
+         ORDER BY name COLLATE \"C\"",
+        &[&only],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let status: String = r.get(4);
+            let drained: i64 = r.get(5);
+            let n = |state| counts.get(&(name.clone(), state)).copied().unwrap_or(0);
+            Node {
+                kinds: kinds.remove(&name).unwrap_or_default(),
+                node_type: r.get(1),
+                capacity: count(r.get(2)),
+                transport: r.get(3),
+                status: status.parse().unwrap_or(NodeStatus::Unhealthy),
+                drained: drained != 0,
+                last_heartbeat: r.get::<_, Option<i64>>(6).map(from_millis),
+                in_flight: n("in_flight"),
+                pending: n("pending"),
+                dead: n("dead"),
+                registered: from_millis(r.get(7)),
+                updated: from_millis(r.get(8)),
+                name,
+            }
+        })
+        .collect())
+}
+
+fn load_op(tx: &mut Tx<'_>, id: OpId) -> Result<Option<Op>, postgres::Error> {
+    Ok(tx
+        .query_opt(
+            &format!("SELECT {OP_COLUMNS} FROM backstop_queue_ops o WHERE o.id = $1"),
+            &[&id],
+        )?
+        .map(|r| read_op(&r).into_op()))
+}
+
+impl Store for PostgresStore {
+    fn register(&self, node: &NodeSpec, now: SystemTime) -> Result<Registered, StoreError> {
+        let now = to_millis(now);
+        let heartbeat = (node.transport != transport_name::LOCAL).then_some(now);
+        let capacity = i64::from(node.capacity);
+        self.tx(|tx| {
+            lock_type(tx, &node.node_type)?;
+            let previous: Option<String> = tx
+                .query_opt(
+                    "SELECT session FROM backstop_queue_nodes WHERE name = $1 FOR UPDATE",
+                    &[&node.name],
+                )?
+                .map(|r| r.get(0));
+            tx.execute(
+                "INSERT INTO backstop_queue_nodes (name, node_type, capacity, transport, session,
+                     status, drained, last_heartbeat_ms, registered_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, 'healthy', 0, $6, $7, $7)
+                 ON CONFLICT (name) DO UPDATE SET node_type = excluded.node_type,
+                     capacity = excluded.capacity, transport = excluded.transport,
+                     session = excluded.session, status = 'healthy',
+                     last_heartbeat_ms = excluded.last_heartbeat_ms,
+                     updated_ms = excluded.updated_ms",
+                &[
+                    &node.name,
+                    &node.node_type,
+                    &capacity,
+                    &node.transport,
+                    &node.session,
+                    &heartbeat,
+                    &now,
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM backstop_queue_node_kinds WHERE node = $1",
+                &[&node.name],
+            )?;
+            tx.execute(
+                "INSERT INTO backstop_queue_node_kinds (node, kind)
+                 SELECT $1, unnest($2::text[])",
+                &[&node.name, &node.kinds],
+            )?;
+            let mut done = Registered::default();
+            if previous.is_some_and(|s| s != node.session) {
+                let why = format!(
+                    "node {} restarted while this ran; not counted as a failure",
+                    node.name
+                );
+                done.released = release_node(tx, &node.name, &why, now)?;
+            }
+            done.removed = tx.execute(
+                "DELETE FROM backstop_queue_deliveries
+                 WHERE node = $1 AND state IN ('pending', 'in_flight', 'dead')
+                   AND kind <> ALL($2::text[])",
+                &[&node.name, &node.kinds],
+            )?;
+            done.delivered = tx.execute(
+                "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
+                     failures, tries, next_at_ms, created_ms, updated_ms)
+                 SELECT o.id, $1, o.kind, o.op_key, 'pending', 0, 0, 0, $3, $3, $3
+                 FROM backstop_queue_ops o
+                 WHERE o.live = 1 AND o.node_type = $2 AND o.kind = ANY($4::text[])
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d
+                                   WHERE d.op = o.id AND d.node = $1)
+                 ON CONFLICT (op, node) DO NOTHING",
+                &[&node.name, &node.node_type, &now, &node.kinds],
+            )?;
+            Ok(done)
+        })
+    }
+
+    fn retire(
+        &self,
+        transport: &str,
+        keep: &[String],
+        _now: SystemTime,
+    ) -> Result<Vec<String>, StoreError> {
+        self.tx(|tx| {
+            let names: Vec<String> = tx
+                .query(
+                    "SELECT name FROM backstop_queue_nodes
+                     WHERE transport = $1 AND name <> ALL($2::text[])
+                     ORDER BY name COLLATE \"C\" FOR UPDATE",
+                    &[&transport, &keep],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if names.is_empty() {
+                return Ok(names);
+            }
+            tx.execute(
+                "DELETE FROM backstop_queue_deliveries
+                 WHERE node = ANY($1) AND state IN ('pending', 'in_flight', 'dead')",
+                &[&names],
+            )?;
+            tx.execute(
+                "DELETE FROM backstop_queue_node_kinds WHERE node = ANY($1)",
+                &[&names],
+            )?;
+            tx.execute(
+                "DELETE FROM backstop_queue_nodes WHERE name = ANY($1)",
+                &[&names],
+            )?;
+            Ok(names)
+        })
+    }
+
+    fn heartbeat(
+        &self,
+        name: &str,
+        session: &str,
+        leaving: bool,
+        now: SystemTime,
+    ) -> Result<Heartbeat, StoreError> {
+        let now = to_millis(now);
+        let new = if leaving {
+            NodeStatus::Unhealthy
+        } else {
+            NodeStatus::Healthy
+        };
+        self.tx(|tx| {
+            // One statement: the status before, and the update, on the
+            // row locked by the update itself.
+            let row = tx.query_opt(
+                "UPDATE backstop_queue_nodes n SET status = $3, last_heartbeat_ms = $4,
+                     updated_ms = CASE WHEN n.status = $3 THEN n.updated_ms ELSE $4 END
+                 FROM (SELECT name, status FROM backstop_queue_nodes
+                       WHERE name = $1 AND session = $2 FOR UPDATE) old
+                 WHERE n.name = old.name
+                 RETURNING old.status",
+                &[&name, &session, &new.as_str(), &now],
+            )?;
+            let Some(row) = row else {
+                return Ok(Heartbeat::Unknown);
+            };
+            let status: String = row.get(0);
+            let status = status.parse().unwrap_or(NodeStatus::Unhealthy);
+            Ok(if status == NodeStatus::Healthy || leaving {
+                Heartbeat::Recorded
+            } else {
+                Heartbeat::Recovered(status)
+            })
+        })
+    }
+
+    fn mark_stale(
+        &self,
+        stale_before: SystemTime,
+        now: SystemTime,
+    ) -> Result<Vec<String>, StoreError> {
+        let (before, now) = (to_millis(stale_before), to_millis(now));
+        self.tx(|tx| {
+            let names: Vec<String> = tx
+                .query(
+                    "UPDATE backstop_queue_nodes SET status = 'unhealthy', updated_ms = $2
+                     WHERE name IN (SELECT name FROM backstop_queue_nodes
+                                    WHERE status = 'healthy' AND last_heartbeat_ms IS NOT NULL
+                                      AND last_heartbeat_ms < $1
+                                    ORDER BY name COLLATE \"C\" FOR UPDATE)
+                     RETURNING name",
+                    &[&before, &now],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for name in &names {
+                let why = format!(
+                    "node {name} stopped sending heartbeats while this ran; not counted as a failure"
+                );
+                release_node(tx, name, &why, now)?;
+            }
+            let mut names = names;
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn drain(&self, name: &str, drained: bool, now: SystemTime) -> Result<Node, StoreError> {
+        let now = to_millis(now);
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE backstop_queue_nodes SET drained = $2, updated_ms = $3 WHERE name = $1",
+                &[&name, &i64::from(drained), &now],
+            )?;
+            if n == 0 {
+                return Err(Rejection::UnknownNode(name.to_owned()).into());
+            }
+            load_nodes(tx, Some(name))?
+                .pop()
+                .ok_or_else(|| Rejection::UnknownNode(name.to_owned()).into())
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        self.tx(|tx| Ok(load_nodes(tx, None)?))
+    }
+
+    fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
+        let (node_type, present_only) = match &op.target {
+            Target::Type {
+                node_type,
+                present_only,
+            } => (Some(node_type.as_str()), *present_only),
+            Target::Nodes(_) => (None, false),
+        };
+        let named = named(&op.target);
+        let nodes = (!named.is_empty()).then_some(named);
+        let live = node_type.is_some() && !present_only;
+        let rows = self
+            .db
+            .call(
+                "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &op.kind,
+                    &node_type,
+                    &nodes,
+                    &i64::from(present_only),
+                    &op.key,
+                    &op.payload,
+                    &i64::from(live),
+                    &to_millis(now),
+                    &TYPE_LOCK,
+                    &KEY_LOCK,
+                ],
+            )
+            .map_err(|e| match e {
+                Failure::Unreachable(e) | Failure::Lost(e) => self.unreachable(e),
+                Failure::Failed(e) => self.failed(e),
+            })?;
+        let Some(row) = rows.first() else {
+            return Err(self.failed_with("the submission returned nothing"));
+        };
+        match row.get::<_, Option<String>>(11) {
+            None => {
+                let superseded: i64 = row.get(9);
+                let delivered: i64 = row.get(10);
+                Ok(Submitted {
+                    op: read_op(row).into_op(),
+                    deliveries: u64::try_from(delivered).unwrap_or(0),
+                    superseded: u64::try_from(superseded).unwrap_or(0),
+                })
+            }
+            Some(problem) => Err(self.refusal(op, &problem)),
+        }
+    }
+
+    fn ops(&self, filter: &OpFilter) -> Result<Vec<OpSummary>, StoreError> {
+        let limit = limit(filter.limit);
+        let state = filter.state.map(DeliveryState::as_str);
+        self.tx(|tx| {
+            let ops: Vec<Op> = tx
+                .query(
+                    &format!(
+                        "SELECT {OP_COLUMNS} FROM backstop_queue_ops o
+                         WHERE ($1::text IS NULL OR EXISTS (
+                                  SELECT 1 FROM backstop_queue_deliveries d
+                                  WHERE d.op = o.id AND d.state = $1))
+                           AND ($2::text IS NULL OR o.kind = $2)
+                         ORDER BY o.id DESC LIMIT $3"
+                    ),
+                    &[&state, &filter.kind, &limit],
+                )?
+                .iter()
+                .map(|r| read_op(r).into_op())
+                .collect();
+            let ids: Vec<i64> = ops.iter().map(|o| o.id).collect();
+            let mut counts: HashMap<i64, Counts> = HashMap::new();
+            for row in tx.query(
+                "SELECT op, state, count(*) FROM backstop_queue_deliveries
+                 WHERE op = ANY($1) GROUP BY op, state",
+                &[&ids],
+            )? {
+                let state: String = row.get(1);
+                let n: i64 = row.get(2);
+                if let Ok(state) = state.parse() {
+                    counts
+                        .entry(row.get(0))
+                        .or_default()
+                        .add(state, u64::try_from(n).unwrap_or(0));
+                }
+            }
+            Ok(ops
+                .into_iter()
+                .map(|op| OpSummary {
+                    deliveries: counts.remove(&op.id).unwrap_or_default(),
+                    op,
+                })
+                .collect())
+        })
+    }
+
+    fn op(&self, id: OpId) -> Result<(Op, Vec<Delivery>), StoreError> {
+        self.tx(|tx| {
+            let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+            let deliveries = tx
+                .query(
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                         WHERE d.op = $1 ORDER BY d.node COLLATE \"C\""
+                    ),
+                    &[&id],
+                )?
+                .iter()
+                .map(|r| read_delivery(r).into_delivery())
+                .collect();
+            Ok((op, deliveries))
+        })
+    }
+
+    fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let limit = limit(filter.limit);
+        let state = filter.state.map(DeliveryState::as_str);
+        self.tx(|tx| {
+            Ok(tx
+                .query(
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                         WHERE ($1::text IS NULL OR d.state = $1)
+                           AND ($2::text IS NULL OR d.node = $2)
+                           AND ($3::bigint IS NULL OR d.op = $3)
+                           AND ($5::bigint IS NULL OR d.id = $5)
+                         ORDER BY d.id DESC LIMIT $4"
+                    ),
+                    &[&state, &filter.node, &filter.op, &limit, &filter.id],
+                )?
+                .iter()
+                .map(|r| read_delivery(r).into_delivery())
+                .collect())
+        })
+    }
+
+    fn requeue(&self, which: &Requeue, now: SystemTime) -> Result<u64, StoreError> {
+        let now = to_millis(now);
+        const SET: &str = "UPDATE backstop_queue_deliveries SET state = 'pending', failures = 0,
+            tries = 0, next_at_ms = $1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = $1";
+        self.tx(|tx| {
+            let n = match which {
+                Requeue::Delivery(id) => {
+                    let state: String = tx
+                        .query_opt(
+                            "SELECT state FROM backstop_queue_deliveries WHERE id = $1",
+                            &[id],
+                        )?
+                        .map(|r| r.get(0))
+                        .ok_or(Rejection::UnknownDelivery(*id))?;
+                    let state = state.parse().unwrap_or(DeliveryState::Pending);
+                    if state != DeliveryState::Dead {
+                        return Err(Rejection::NotDead { id: *id, state }.into());
+                    }
+                    tx.execute(
+                        &format!("{SET} WHERE id = $2 AND state = 'dead'"),
+                        &[&now, id],
+                    )?
+                }
+                Requeue::Node(name) => {
+                    if !node_exists(tx, name)? {
+                        return Err(Rejection::UnknownNode(name.clone()).into());
+                    }
+                    tx.execute(
+                        &format!("{SET} WHERE node = $2 AND state = 'dead'"),
+                        &[&now, name],
+                    )?
+                }
+                Requeue::Op(id) => {
+                    if load_op(tx, *id)?.is_none() {
+                        return Err(Rejection::UnknownOp(*id).into());
+                    }
+                    tx.execute(
+                        &format!("{SET} WHERE op = $2 AND state = 'dead'"),
+                        &[&now, id],
+                    )?
+                }
+                Requeue::All => tx.execute(&format!("{SET} WHERE state = 'dead'"), &[&now])?,
+            };
+            Ok(n)
+        })
+    }
+
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let now = to_millis(request.now);
+        let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_until = now.saturating_add(lease_ms);
+        if request.transports.is_empty() || request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.tx(|tx| {
+            // The nodes this claim fills, locked in name order: claimers of
+            // one node take turns, so its capacity and its keys hold.
+            let nodes: Vec<(String, String, i64)> = tx
+                .query(
+                    "SELECT name, transport, capacity FROM backstop_queue_nodes
+                     WHERE status = 'healthy' AND drained = 0 AND transport = ANY($1)
+                       AND (transport <> 'local' OR $3::text[] IS NULL OR name = ANY($3))
+                       AND EXISTS (SELECT 1 FROM backstop_queue_deliveries d
+                                   WHERE d.node = name AND d.state = 'pending'
+                                     AND d.next_at_ms <= $2)
+                     ORDER BY name COLLATE \"C\" FOR UPDATE",
+                    &[&request.transports, &now, &request.local],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            if nodes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let names: Vec<&str> = nodes.iter().map(|n| n.0.as_str()).collect();
+            let busy: HashMap<String, i64> = tx
+                .query(
+                    "SELECT node, count(*) FROM backstop_queue_deliveries
+                     WHERE state = 'in_flight' AND node = ANY($1) GROUP BY node",
+                    &[&names],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let mut left = i64::from(request.limit);
+            let mut wants: Vec<(&str, i64)> = Vec::new();
+            for (name, _, capacity) in &nodes {
+                let free = capacity - busy.get(name).copied().unwrap_or(0);
+                let want = free.min(left);
+                if want > 0 {
+                    wants.push((name, want));
+                    left -= want;
+                }
+            }
+            if wants.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (want_names, want_n): (Vec<&str>, Vec<i64>) = wants.into_iter().unzip();
+            let due = tx.query(
+                "SELECT d.id, d.op, d.node, d.kind, d.op_key, d.attempt, d.failures, d.tries
+                 FROM unnest($1::text[], $2::bigint[]) AS w(node, n)
+                 CROSS JOIN LATERAL (
+                     SELECT d.id, d.op, d.node, d.kind, d.op_key, d.attempt, d.failures, d.tries,
+                            d.next_at_ms
+                     FROM backstop_queue_deliveries d
+                     WHERE d.node = w.node AND d.state = 'pending' AND d.next_at_ms <= $3
+                       AND EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                                   WHERE k.node = d.node AND k.kind = d.kind)
+                       AND (d.op_key IS NULL OR NOT EXISTS (
+                            SELECT 1 FROM backstop_queue_deliveries x
+                            WHERE x.node = d.node AND x.state = 'in_flight'
+                              AND x.op_key = d.op_key))
+                     ORDER BY d.next_at_ms, d.id
+                     LIMIT w.n
+                     FOR UPDATE SKIP LOCKED) d
+                 ORDER BY d.node, d.next_at_ms, d.id",
+                &[&want_names, &want_n, &now],
+            )?;
+            let mut keys: HashSet<(String, String)> = HashSet::new();
+            let mut picked = Vec::with_capacity(due.len());
+            for r in &due {
+                let node: String = r.get(2);
+                let key: Option<String> = r.get(4);
+                if let Some(k) = &key
+                    && !keys.insert((node.clone(), k.clone()))
+                {
+                    continue;
+                }
+                let id: i64 = r.get(0);
+                picked.push((
+                    id,
+                    r.get::<_, i64>(1),
+                    node,
+                    r.get::<_, String>(3),
+                    key,
+                    r.get::<_, i64>(5),
+                    r.get::<_, i64>(6),
+                    r.get::<_, i64>(7),
+                ));
+            }
+            if picked.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
+            // Marked in flight, with their payloads, in one statement.
+            let payloads: HashMap<i64, String> = tx
+                .query(
+                    "UPDATE backstop_queue_deliveries d SET state = 'in_flight',
+                         attempt = d.attempt + 1, lease_until_ms = $2, updated_ms = $3
+                     FROM backstop_queue_ops o
+                     WHERE d.id = ANY($1) AND d.state = 'pending' AND o.id = d.op
+                     RETURNING d.id, o.payload",
+                    &[&ids, &lease_until, &now],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let transports: HashMap<&str, &str> = nodes
+                .iter()
+                .map(|(n, t, _)| (n.as_str(), t.as_str()))
+                .collect();
+            Ok(picked
+                .into_iter()
+                .map(
+                    |(id, op, node, kind, key, attempt, failures, tries)| Claim {
+                        token: Token {
+                            delivery: id,
+                            attempt: count(attempt).saturating_add(1),
+                        },
+                        op,
+                        transport: transports
+                            .get(node.as_str())
+                            .map(|t| (*t).to_owned())
+                            .unwrap_or_default(),
+                        node,
+                        kind,
+                        key,
+                        payload: payloads.get(&id).cloned().unwrap_or_default(),
+                        failures: count(failures),
+                        tries: count(tries),
+                        lease_until: from_millis(lease_until),
+                    },
+                )
+                .collect())
+        })
+    }
+
+    fn settle(&self, batch: &[Settle]) -> Result<Vec<Settled>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Successes, the bulk of any batch, in one statement; the rest one
+        // by one, in delivery order so that two writers never wait on each
+        // other in a cycle.
+        let mut done_ids = Vec::new();
+        let mut done_attempts = Vec::new();
+        let mut done_at = Vec::new();
+        let mut others: Vec<usize> = Vec::new();
+        for (i, s) in batch.iter().enumerate() {
+            if let Verdict::Done = s.verdict {
+                done_ids.push(s.token.delivery);
+                done_attempts.push(i64::from(s.token.attempt));
+                done_at.push(to_millis(s.at));
+            } else {
+                others.push(i);
+            }
+        }
+        others.sort_by_key(|i| batch[*i].token.delivery);
+        self.tx(|tx| {
+            let mut out = vec![Settled::Stale; batch.len()];
+            let applied: HashSet<(i64, i64)> = if done_ids.is_empty() {
+                HashSet::new()
+            } else {
+                tx.query(
+                    "UPDATE backstop_queue_deliveries d SET state = 'done', finished_ms = s.at,
+                         updated_ms = s.at, lease_until_ms = NULL
+                     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS s(id, attempt, at)
+                     WHERE d.id = s.id AND d.attempt = s.attempt
+                       AND d.state IN ('in_flight', 'pending')
+                     RETURNING d.id, d.attempt",
+                    &[&done_ids, &done_attempts, &done_at],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+            };
+            for (i, s) in batch.iter().enumerate() {
+                if let Verdict::Done = s.verdict
+                    && applied.contains(&(s.token.delivery, i64::from(s.token.attempt)))
+                {
+                    out[i] = Settled::Applied(DeliveryState::Done);
+                }
+            }
+            if others.is_empty() {
+                return Ok(out);
+            }
+            let keys: Vec<String> = tx
+                .query(
+                    "SELECT DISTINCT op_key FROM backstop_queue_deliveries
+                     WHERE id = ANY($1) AND op_key IS NOT NULL",
+                    &[&others
+                        .iter()
+                        .map(|i| batch[*i].token.delivery)
+                        .collect::<Vec<i64>>()],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            lock_keys(tx, &keys)?;
+            for &i in &others {
+                out[i] = settle_one(tx, &batch[i])?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn rescue(&self, now: SystemTime) -> Result<Vec<Token>, StoreError> {
+        let now = to_millis(now);
+        self.tx(|tx| {
+            Ok(tx
+                .query(
+                    "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $1,
+                         lease_until_ms = NULL, last_error = $2, updated_ms = $1
+                     WHERE id IN (SELECT id FROM backstop_queue_deliveries
+                                  WHERE state = 'in_flight' AND lease_until_ms < $1
+                                  ORDER BY id FOR UPDATE SKIP LOCKED)
+                     RETURNING id, attempt",
+                    &[
+                        &now,
+                        &"no reply came before the attempt's lease ended; not counted as a failure",
+                    ],
+                )?
+                .iter()
+                .map(|r| Token {
+                    delivery: r.get(0),
+                    attempt: count(r.get(1)),
+                })
+                .collect())
+        })
+    }
+
+    fn release(
+        &self,
+        tokens: &[Token],
+        why: &str,
+        now: SystemTime,
+    ) -> Result<Vec<Token>, StoreError> {
+        let now = to_millis(now);
+        let ids: Vec<i64> = tokens.iter().map(|t| t.delivery).collect();
+        let attempts: Vec<i64> = tokens.iter().map(|t| i64::from(t.attempt)).collect();
+        let released: HashSet<(i64, i64)> = self.tx(|tx| {
+            Ok(tx
+                .query(
+                    "UPDATE backstop_queue_deliveries d SET state = 'pending', next_at_ms = $3,
+                         lease_until_ms = NULL, last_error = $4, updated_ms = $3
+                     FROM unnest($1::bigint[], $2::bigint[]) AS t(id, attempt)
+                     WHERE d.id = t.id AND d.attempt = t.attempt AND d.state = 'in_flight'
+                     RETURNING d.id, d.attempt",
+                    &[&ids, &attempts, &now, &why],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })?;
+        Ok(tokens
+            .iter()
+            .filter(|t| released.contains(&(t.delivery, i64::from(t.attempt))))
+            .copied()
+            .collect())
+    }
+
+    fn prune(&self, _now: SystemTime) -> Result<Pruned, StoreError> {
+        self.tx(|tx| {
+            let gone_nodes = tx.execute(
+                "DELETE FROM backstop_queue_deliveries d
+                 WHERE d.state IN ('pending', 'in_flight', 'dead')
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n WHERE n.name = d.node)",
+                &[],
+            )?;
+            let unhandled_kinds = tx.execute(
+                "DELETE FROM backstop_queue_deliveries d
+                 WHERE d.state IN ('pending', 'in_flight', 'dead')
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                                   WHERE k.node = d.node AND k.kind = d.kind)",
+                &[],
+            )?;
+            Ok(Pruned {
+                gone_nodes,
+                unhandled_kinds,
+            })
+        })
+    }
+
+    fn retain(&self, before: SystemTime, limit: u32) -> Result<Retained, StoreError> {
+        let before = to_millis(before);
+        let limit = i64::from(limit);
+        self.tx(|tx| {
+            let ended = tx.execute(
+                "UPDATE backstop_queue_ops SET live = 0
+                 WHERE live = 1 AND op_key IS NULL AND created_ms < $1",
+                &[&before],
+            )?;
+            let ops: Vec<i64> = tx
+                .query(
+                    "DELETE FROM backstop_queue_deliveries WHERE id IN (
+                         SELECT d.id FROM backstop_queue_deliveries d
+                         JOIN backstop_queue_ops o ON o.id = d.op
+                         WHERE d.state IN ('done', 'superseded') AND d.finished_ms < $1
+                           AND o.live = 0
+                         ORDER BY d.finished_ms LIMIT $2
+                         FOR UPDATE OF d SKIP LOCKED)
+                     RETURNING op",
+                    &[&before, &limit],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let deliveries = ops.len() as u64;
+            let ops_removed = tx.execute(
+                "DELETE FROM backstop_queue_ops o
+                 WHERE o.id = ANY($1) AND o.live = 0
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d WHERE d.op = o.id)",
+                &[&ops],
+            )?;
+            Ok(Retained {
+                ended,
+                deliveries,
+                ops: ops_removed,
+            })
+        })
+    }
+
+    fn lead(&self) -> Result<bool, StoreError> {
+        self.leader.hold().map_err(|e| self.unreachable(e))
+    }
+
+    fn resign(&self) {
+        self.leader.release();
+    }
+
+    fn next_due(
+        &self,
+        transports: &[String],
+        local: Option<&[String]>,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        if transports.is_empty() {
+            return Ok(None);
+        }
+        self.tx(|tx| {
+            let min: Option<i64> = tx
+                .query_one(
+                    "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
+                                 WHERE d.node = n.name AND d.state = 'pending'))
+                     FROM backstop_queue_nodes n
+                     WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport = ANY($1)
+                       AND (n.transport <> 'local' OR $2::text[] IS NULL OR n.name = ANY($2))",
+                    &[&transports, &local],
+                )?
+                .get(0);
+            Ok(min.map(from_millis))
+        })
+    }
+
+    fn location(&self) -> String {
+        self.db.location().to_owned()
+    }
+}
+
+/// Applies one decision other than success (see [`Store::settle`]).
+fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> Result<Settled, postgres::Error> {
+    let id = settle.token.delivery;
+    let at = to_millis(settle.at);
+    let Some(row) = tx.query_opt(
+        "SELECT state, attempt, node, op_key, op FROM backstop_queue_deliveries
+         WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )?
+    else {
+        return Ok(Settled::Stale);
+    };
+    let state: String = row.get(0);
+    let attempt: i64 = row.get(1);
+    let node: String = row.get(2);
+    let key: Option<String> = row.get(3);
+    let op: i64 = row.get(4);
+    if count(attempt) != settle.token.attempt || state != DeliveryState::InFlight.as_str() {
+        return Ok(Settled::Stale);
+    }
+    let replaced = match &key {
+        Some(k) => tx
+            .query_opt(
+                "SELECT 1 FROM backstop_queue_deliveries
+                 WHERE node = $1 AND op_key = $2 AND op > $3 LIMIT 1",
+                &[&node, k, &op],
+            )?
+            .is_some(),
+        None => false,
+    };
+    if replaced {
+        tx.execute(
+            "UPDATE backstop_queue_deliveries SET state = 'superseded', finished_ms = $2,
+                 updated_ms = $2, lease_until_ms = NULL WHERE id = $1",
+            &[&id, &at],
+        )?;
+        return Ok(Settled::Applied(DeliveryState::Superseded));
+    }
+    let applied = match &settle.verdict {
+        Verdict::Done => {
+            tx.execute(
+                "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = $2,
+                     updated_ms = $2, lease_until_ms = NULL WHERE id = $1",
+                &[&id, &at],
+            )?;
+            DeliveryState::Done
+        }
+        Verdict::Retry {
+            next_at,
+            failures,
+            tries,
+            error,
+        } => {
+            tx.execute(
+                "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
+                     failures = $3, tries = $4, last_error = $5, updated_ms = $6,
+                     lease_until_ms = NULL WHERE id = $1",
+                &[
+                    &id,
+                    &to_millis(*next_at),
+                    &i64::from(*failures),
+                    &i64::from(*tries),
+                    &clip(error),
+                    &at,
+                ],
+            )?;
+            DeliveryState::Pending
+        }
+        Verdict::Dead {
+            failures,
+            tries,
+            error,
+        } => {
+            tx.execute(
+                "UPDATE backstop_queue_deliveries SET state = 'dead', failures = $2,
+                     tries = $3, last_error = $4, updated_ms = $5, finished_ms = $5,
+                     lease_until_ms = NULL WHERE id = $1",
+                &[
+                    &id,
+                    &i64::from(*failures),
+                    &i64::from(*tries),
+                    &clip(error),
+                    &at,
+                ],
+            )?;
+            DeliveryState::Dead
+        }
+        Verdict::Release {
+            next_at,
+            error,
+            unreachable,
+        } => {
+            tx.execute(
+                "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
+                     last_error = $3, updated_ms = $4, lease_until_ms = NULL
+                 WHERE id = $1",
+                &[&id, &to_millis(*next_at), &clip(error), &at],
+            )?;
+            if *unreachable {
+                tx.execute(
+                    "UPDATE backstop_queue_nodes SET status = 'unreachable', updated_ms = $2
+                     WHERE name = $1 AND status = 'healthy'",
+                    &[&node, &at],
+                )?;
+            }
+            DeliveryState::Pending
+        }
+    };
+    Ok(Settled::Applied(applied))
+}
