@@ -1,41 +1,14 @@
 //! The `backstop` binary as users run it: exit codes, messages, files and
 //! output, against the fault server.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backstop_faultserver::{FaultServer, Reply};
 
-/// Fast retries, so that tests spend no time sleeping.
-const QUICK: &[&str] = &["--base-delay", "1ms", "--max-delay", "5ms"];
+mod common;
 
-fn backstop() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
-    for var in [
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-        "HF_ENDPOINT",
-        "HF_HOME",
-        "BACKSTOP_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    // Never read the developer's own token file.
-    cmd.env("HF_TOKEN_PATH", "/nonexistent/backstop-test-token");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("backstop runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{QUICK, backstop, run, stderr, stdout};
 
 mod get {
     use super::*;

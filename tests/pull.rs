@@ -1,36 +1,14 @@
 //! `backstop pull` as users run it: exit codes, progress lines, the
 //! summary, bad input, the Hub, and Ctrl-C followed by a resume.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backstop_faultserver::{FaultServer, HubFile, Nginx, Reply};
 
-/// Fast retries, so that tests spend no time sleeping.
-const QUICK: &[&str] = &["--base-delay", "1ms", "--max-delay", "5ms"];
+mod common;
 
-fn backstop() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
-    for var in [
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-        "HF_ENDPOINT",
-        "HF_HOME",
-        "BACKSTOP_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("HF_TOKEN_PATH", "/nonexistent/backstop-test-token");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("backstop runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{QUICK, backstop, run, stderr};
 
 fn data(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()

@@ -1,10 +1,45 @@
-//! A ledger of its own in a temporary directory, and the `backstop`
-//! binary pointed at it, for the tests that run the binary.
+//! What the tests that run the `backstop` binary share: the binary kept
+//! away from the developer's own settings and tokens, and a ledger of its
+//! own in a temporary directory.
 
 #![allow(dead_code, reason = "each test file uses a part")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+/// Fast retries, so that tests spend no time sleeping.
+pub const QUICK: &[&str] = &["--base-delay", "1ms", "--max-delay", "5ms"];
+
+/// The binary, with none of the caller's Hub or backstop settings and
+/// never the developer's own token file.
+pub fn backstop() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+    for var in [
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_ENDPOINT",
+        "HF_HOME",
+        "BACKSTOP_LOG",
+        "BACKSTOP_MODELS",
+        "BACKSTOP_STATE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HF_TOKEN_PATH", "/nonexistent/backstop-test-token");
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("backstop runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    text(&o.stdout)
+}
+
+pub fn stderr(o: &Output) -> String {
+    text(&o.stderr)
+}
 
 pub struct Bed {
     dir: tempfile::TempDir,
@@ -31,10 +66,8 @@ impl Bed {
     /// `backstop` with this ledger, run in the directory, with no
     /// standard input and none of the caller's backstop settings.
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+        let mut cmd = backstop();
         cmd.env("BACKSTOP_STATE", &self.state)
-            .env_remove("BACKSTOP_MODELS")
-            .env_remove("BACKSTOP_LOG")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         cmd
