@@ -422,7 +422,6 @@ fn claude_usage_limit(line: &str) -> bool {
     let lower = line.to_ascii_lowercase();
     let lower = lower.replace('’', "'");
     (lower.starts_with("you've hit your") && lower.contains("limit"))
-        || lower.starts_with("claude ai usage limit reached")
         || lower.contains("usage limit reached")
 }
 
