@@ -133,7 +133,9 @@ impl Coordinator {
         if let Some(nats) = &nats {
             transports.push(Arc::clone(nats) as Arc<dyn Transport>);
         }
-        let retired = housekeeping::start_up(&store, &clock, &config.local)
+        // This process, as the session of its local nodes.
+        let session = format!("local-{:016x}", fastrand::u64(..));
+        let mut startup = housekeeping::start_up(&store, &clock, &config.local, &session)
             .await
             .map_err(CoordinatorError::StartUp)?;
         let status = Arc::new(Status::new(nats_client));
@@ -160,12 +162,9 @@ impl Coordinator {
             .pass()
             .await
             .map_err(CoordinatorError::StartUp)?;
-        let startup = StartUp {
-            retired,
-            released: first.released,
-            pruned: first.pruned,
-            leader: first.leader,
-        };
+        startup.released += first.released;
+        startup.pruned = first.pruned;
+        startup.leader = first.leader;
         let dispatcher = Dispatcher::reporting(
             Arc::clone(&store),
             transports,

@@ -2,15 +2,15 @@
 //! [`Handler`] run in this process (a command from `backstop.toml`, or any
 //! handler a library user gives).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::{Holding, Reply, Transport};
+use super::{Reply, Transport};
 use crate::handler::{Handler, Work};
-use crate::model::{NodeSpec, Outcome, Token, transport_name};
+use crate::model::{NodeSpec, Outcome, transport_name};
 
 /// The handlers of one local node.
 #[derive(Clone)]
@@ -48,10 +48,17 @@ impl LocalNode {
 }
 
 /// Runs deliveries to local nodes in this process.
+///
+/// Its handlers stop with the coordinator, so it is never asked what it
+/// holds: a coordinator starting up registers its local nodes under a
+/// session of its own, which returns to pending whatever they had in
+/// flight for the process before it (see [`Store::register`]), and every
+/// attempt in flight to them after that is its own.
+///
+/// [`Store::register`]: crate::Store::register
 pub struct LocalTransport {
     nodes: HashMap<String, HashMap<String, Arc<dyn Handler>>>,
     stop: CancellationToken,
-    running: Mutex<HashSet<(String, Token)>>,
 }
 
 impl LocalTransport {
@@ -64,14 +71,7 @@ impl LocalTransport {
                 .map(|n| (n.spec.name.clone(), n.handlers.clone()))
                 .collect(),
             stop,
-            running: Mutex::new(HashSet::new()),
         }
-    }
-}
-
-impl LocalTransport {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Token)>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -98,27 +98,7 @@ impl Transport for LocalTransport {
                     work.node, work.kind
                 )));
             };
-            let entry = (work.node.clone(), work.token);
-            self.lock().insert(entry.clone());
-            let outcome = handler.handle(work, &self.stop).await;
-            self.lock().remove(&entry);
-            Reply::new(outcome)
-        })
-    }
-
-    fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding> {
-        Box::pin(async move {
-            if !self.nodes.contains_key(node) {
-                // Another coordinator's node: only it can say.
-                return Holding::Unknown;
-            }
-            let tokens = self
-                .lock()
-                .iter()
-                .filter(|(n, _)| n == node)
-                .map(|(_, t)| *t)
-                .collect();
-            Holding::These(tokens)
+            Reply::new(handler.handle(work, &self.stop).await)
         })
     }
 }
