@@ -459,16 +459,20 @@ fn a_worker_killed_mid_run_costs_no_attempt_and_finishes_when_back() {
         read(&pid).trim().parse::<i32>().is_ok()
     });
     w.kill9();
-    // The orphaned handler goes too.
-    let group = format!("-{}", read(&pid).trim());
-    let _ = Command::new("kill").args(["-9", "--", &group]).status();
     f.wait_until("the node is unhealthy", || {
         f.node("gpu-1")["status"] == "unhealthy"
     });
     let waiting = delivery(&f.op(op), "gpu-1");
     assert_eq!(waiting["state"], "pending");
     assert_eq!(waiting["failures"], 0, "no attempt spent");
-    let _w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    // The handler the killed worker left running is stopped by the next.
+    let mut again = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    again.wait_for("stopped 1 handler processes a previous process of this node left running");
+    let orphan = read(&pid).trim().to_owned();
+    assert!(
+        !Path::new(&format!("/proc/{orphan}")).exists(),
+        "{orphan} still runs"
+    );
     let done = f.wait_state(op, "gpu-1", "done");
     assert_eq!(done["failures"], 0);
 }
@@ -1096,4 +1100,124 @@ fn fleet_a_partitioned_worker_s_deliveries_wait_then_finish_when_it_returns() {
     proxy.restore();
     let done = wait_all_done(&f, &server, 20);
     assert_eq!(ran_once_per_token(&log, &done), 20);
+}
+
+// Restarts: a node never runs more handlers than its concurrency, and no
+// delivery runs twice at once — after a SIGTERM, a kill -9 of the
+// coordinator, or a kill -9 of a worker.
+
+/// A handler that proves what ran at once, written as a script in `dir`.
+/// Each run holds two flocks for as long as any of its processes lives
+/// (the `sleep` inherits them): `own-DELIVERY`, which nothing else touches,
+/// so that a run finding it taken is a second run of its delivery at once
+/// (recorded in `overlaps`); and `live-DELIVERY`, which each run probes
+/// with a shared lock at its start to record in `concurrent` how many runs
+/// hold one (shared probes never see each other).
+fn guarded_handler(dir: &Path, sleep: &str) -> String {
+    let script = dir.join("guarded.sh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"D={d}
+exec 8>"$D/own-$BACKSTOP_DELIVERY"
+if ! flock -n 8; then echo "$BACKSTOP_DELIVERY $BACKSTOP_ATTEMPT" >> "$D/overlaps"; exit 1; fi
+exec 9>"$D/live-$BACKSTOP_DELIVERY"
+flock 9
+n=0
+for f in "$D"/live-*; do flock -n -s "$f" true || n=$((n+1)); done
+echo "$n" >> "$D/concurrent"
+echo "$BACKSTOP_DELIVERY $BACKSTOP_ATTEMPT" >> "$D/started"
+sleep {sleep}
+"#,
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    format!("sh {}", script.display())
+}
+
+/// The most runs `guarded_handler` saw at once, and the overlaps it saw.
+fn guarded_record(dir: &Path) -> (usize, String) {
+    let most = read(&dir.join("concurrent"))
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    (most, read(&dir.join("overlaps")))
+}
+
+#[test]
+fn a_node_never_runs_more_than_its_concurrency_or_a_delivery_twice_across_restarts() {
+    let f = fleet();
+    let runs = f.path("runs");
+    std::fs::create_dir(&runs).unwrap();
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-local\"\ntype = \"cpu\"\nconcurrency = 3\n\
+             [node.handle]\ninstall = \"{}\"\n",
+            guarded_handler(&runs, "1")
+        ),
+    )
+    .unwrap();
+    let mut serve = f.serve(&[]);
+    for i in 0..15 {
+        f.submit("install", "cpu", &["--key", &format!("model-{i}")]);
+    }
+    let started = runs.join("started");
+    f.wait_until("three handlers run", || lines(&started) >= 3);
+    // A clean stop hands the running deliveries back; the next process
+    // finds them waiting, with others.
+    serve.stop();
+    let mut serve = f.serve(&[]);
+    f.wait_until("the next three run", || lines(&started) >= 6);
+    // A kill -9 leaves three handlers running; the next process stops them
+    // before it runs their deliveries again.
+    serve.kill9();
+    let mut serve = f.serve(&[]);
+    serve.wait_for("handler processes a previous process of this node left running");
+    let done = wait_all_done(&f, &server_of(&f), 15);
+    let log = serve.log();
+    assert!(done.iter().all(|d| d["failures"] == 0), "{done:?}");
+    let (most, overlaps) = guarded_record(&runs);
+    assert_eq!(overlaps, "", "runs of one delivery overlapped");
+    assert!(
+        most <= 3,
+        "{most} handlers ran at once on a node of concurrency 3"
+    );
+    assert!(
+        !log.contains("in flight for a coordinator that stopped"),
+        "the reconcile judged this coordinator's own attempts:\n{log}"
+    );
+}
+
+#[test]
+fn a_worker_killed_with_9_and_restarted_never_runs_a_delivery_twice_at_once() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let runs = f.path("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let handler = guarded_handler(&runs, "2");
+    let extra = ["--concurrency", "3"];
+    let spawn = || {
+        let mut w = f.spawn_worker(&f.nats, "gpu-1", "gpu", &[("install", &handler)], &extra);
+        w.wait_for("registered as node");
+        w
+    };
+    let mut w = spawn();
+    for i in 0..6 {
+        f.submit("install", "gpu", &["--key", &format!("model-{i}")]);
+    }
+    f.wait_until("three handlers run", || lines(&runs.join("started")) >= 3);
+    w.kill9();
+    let mut w = spawn();
+    w.wait_for("handler processes a previous process of this node left running");
+    let done = wait_all_done(&f, &server_of(&f), 6);
+    assert!(done.iter().all(|d| d["failures"] == 0), "{done:?}");
+    let (most, overlaps) = guarded_record(&runs);
+    assert_eq!(overlaps, "", "runs of one delivery overlapped");
+    assert!(
+        most <= 3,
+        "{most} handlers ran at once on a node of concurrency 3"
+    );
 }

@@ -18,6 +18,7 @@ use crate::api::{self, ApiState};
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::health::{DEFAULT_STALE_AFTER, Health};
 use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, Intervals, StartUp};
+use crate::owner::{self, Owner};
 use crate::schedule::Schedule;
 use crate::status::Status;
 use crate::store::{Store, StoreError};
@@ -122,10 +123,10 @@ impl Coordinator {
             })?;
         let shutdown = CancellationToken::new();
         let stop_handlers = CancellationToken::new();
-        let mut transports: Vec<Arc<dyn Transport>> = vec![Arc::new(LocalTransport::new(
-            &config.local,
-            stop_handlers.clone(),
-        ))];
+        let location = store.location();
+        let mut transports: Vec<Arc<dyn Transport>> = vec![Arc::new(
+            LocalTransport::new(&config.local, stop_handlers.clone()).owned_by(&location),
+        )];
         let nats_client = config.nats.as_ref().map(|(client, _)| client.clone());
         let nats = config
             .nats
@@ -133,6 +134,14 @@ impl Coordinator {
         if let Some(nats) = &nats {
             transports.push(Arc::clone(nats) as Arc<dyn Transport>);
         }
+        // Handlers a previous process of this coordinator left running go
+        // before their deliveries are released to run again.
+        let owners: Vec<Owner> = config
+            .local
+            .iter()
+            .map(|n| LocalNode::owner(&location, &n.spec.name))
+            .collect();
+        owner::stop_previous(owners).await;
         // This process, as the session of its local nodes.
         let session = format!("local-{:016x}", fastrand::u64(..));
         let mut startup = housekeeping::start_up(&store, &clock, &config.local, &session)

@@ -7,6 +7,10 @@
 //! leaving (its deliveries then wait for it without spending attempts),
 //! lets running handlers finish for a grace period, stops the rest — their
 //! deliveries are handed back, not failed — and reports what it has.
+//!
+//! Its handlers do not outlive it: killed with it, or stopped by its next
+//! process before that one registers ([`crate::owner`]), so a delivery is
+//! never run twice at once on a restarted worker.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,9 +22,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::Handler;
+use crate::handler::{Handler, Work};
 use crate::health::DEFAULT_HEARTBEAT;
 use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
+use crate::owner::{self, Owner};
 use crate::transport::nats::{
     DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
     RegisterMsg, ResultAck, ResultMsg, Subjects,
@@ -94,6 +99,8 @@ struct Shared {
     subjects: Subjects,
     config: WorkerConfig,
     session: String,
+    /// Marks the handlers it runs ([`crate::owner`]).
+    owner: Owner,
     /// Attempts running, by delivery.
     running: Mutex<HashMap<DeliveryId, Token>>,
     /// Outcomes not yet stored by a coordinator.
@@ -115,6 +122,10 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let session = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let spec = config.spec(&session)?;
+    // Handlers a previous process of this worker left running (it was
+    // killed) go before anything is offered: their deliveries run again.
+    let owner = owner_of(&subjects, &spec.name);
+    owner::stop_previous(vec![owner.clone()]).await;
     let subject = subjects.deliver(&spec.name);
     // Subscribed before registering: a node that registers is a node that
     // answers.
@@ -128,6 +139,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(spec.capacity as usize)),
         config,
         session,
+        owner,
         running: Mutex::new(HashMap::new()),
         reporting: Mutex::new(HashSet::new()),
         stop_handlers: CancellationToken::new(),
@@ -205,6 +217,12 @@ pub async fn run(
     answers.abort();
     let _ = shared.client.flush().await;
     Ok(())
+}
+
+/// Who runs the handlers of worker `name` under these subjects: the same
+/// for every process of it on this machine.
+pub fn owner_of(subjects: &Subjects, name: &str) -> Owner {
+    Owner::new(&["worker", subjects.prefix(), name])
 }
 
 /// Tells a coordinator starting up which attempts this worker holds, so
@@ -312,7 +330,13 @@ async fn offer(
         reason: Some(reason),
     };
     let (work, report_to) = match serde_json::from_slice::<Offer>(&msg.payload) {
-        Ok(offer) => (offer.work, offer.report_to),
+        Ok(offer) => (
+            Work {
+                owner: Some(shared.owner.clone()),
+                ..offer.work
+            },
+            offer.report_to,
+        ),
         Err(e) => {
             let ack = refuse(Refusal::Unreadable, format!("unreadable offer: {e}"));
             reply(shared, &msg, &ack).await;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Reply, Transport};
 use crate::handler::{Handler, Work};
 use crate::model::{NodeSpec, Outcome, transport_name};
+use crate::owner::Owner;
 
 /// The handlers of one local node.
 #[derive(Clone)]
@@ -38,6 +39,12 @@ impl LocalNode {
         }
     }
 
+    /// Who runs the handlers of node `name` on the store at `location`:
+    /// the same for every coordinator process that runs it.
+    pub fn owner(location: &str, name: &str) -> Owner {
+        Owner::new(&["serve", location, name])
+    }
+
     /// Handles `kind` with `handler`.
     pub fn handle(mut self, kind: impl Into<String>, handler: Arc<dyn Handler>) -> Self {
         let kind = kind.into();
@@ -59,6 +66,7 @@ impl LocalNode {
 pub struct LocalTransport {
     nodes: HashMap<String, HashMap<String, Arc<dyn Handler>>>,
     stop: CancellationToken,
+    owners: HashMap<String, Owner>,
 }
 
 impl LocalTransport {
@@ -71,7 +79,20 @@ impl LocalTransport {
                 .map(|n| (n.spec.name.clone(), n.handlers.clone()))
                 .collect(),
             stop,
+            owners: HashMap::new(),
         }
+    }
+
+    /// Marks the handlers of each node as run by this process for the
+    /// store at `location` ([`LocalNode::owner`]), so that they die with
+    /// it or are stopped by its next process.
+    pub fn owned_by(mut self, location: &str) -> Self {
+        self.owners = self
+            .nodes
+            .keys()
+            .map(|name| (name.clone(), LocalNode::owner(location, name)))
+            .collect();
+        self
     }
 }
 
@@ -97,6 +118,17 @@ impl Transport for LocalTransport {
                     "node {} has no handler for {:?} in this coordinator's configuration",
                     work.node, work.kind
                 )));
+            };
+            let owned;
+            let work = match self.owners.get(&work.node) {
+                Some(owner) => {
+                    owned = Work {
+                        owner: Some(owner.clone()),
+                        ..work.clone()
+                    };
+                    &owned
+                }
+                None => work,
             };
             Reply::new(handler.handle(work, &self.stop).await)
         })

@@ -88,6 +88,11 @@ impl Subjects {
         }
     }
 
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Where attempts are offered to `node`.
     pub fn deliver(&self, node: &str) -> String {
         format!("{}.node.{node}.deliver", self.prefix)
