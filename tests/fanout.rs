@@ -123,6 +123,23 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Waits for it to exit by itself; its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit:\n{}",
+                self.what,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -1220,4 +1237,41 @@ fn a_worker_killed_with_9_and_restarted_never_runs_a_delivery_twice_at_once() {
         most <= 3,
         "{most} handlers ran at once on a node of concurrency 3"
     );
+}
+
+#[test]
+fn a_second_worker_under_a_live_name_is_refused_and_a_dead_one_s_name_is_taken_over() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let runs = f.path("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let handler = guarded_handler(&runs, "2");
+    let mut first = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let op = f.submit("install", "gpu", &["--key", "llama-cpp"]);
+    f.wait_until("the handler runs", || lines(&runs.join("started")) == 1);
+    // A second process under the same name, while the first runs.
+    let mut second = f.spawn_worker(&f.nats, "gpu-1", "gpu", &[("install", &handler)], &[]);
+    assert_eq!(second.exit_code(), Some(2), "{}", second.log());
+    let said = second.log();
+    assert!(
+        said.contains("node name gpu-1 is held by another live worker process"),
+        "{said}"
+    );
+    // The live one keeps its delivery: the same attempt finishes, once.
+    let done = f.wait_state(op, "gpu-1", "done");
+    assert_eq!(
+        (done["attempt"].as_i64(), done["failures"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(lines(&runs.join("started")), 1);
+    assert!(first.log().contains("registered as node gpu-1"));
+    // Once the first is gone, its name is taken over at once — no wait for
+    // its heartbeats to go stale — and the node works.
+    first.kill9();
+    let _third = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let next = f.submit("install", "gpu", &["--key", "whisper"]);
+    let done = f.wait_state(next, "gpu-1", "done");
+    assert_eq!(done["failures"], 0);
+    let (_, overlaps) = guarded_record(&runs);
+    assert_eq!(overlaps, "");
 }

@@ -33,6 +33,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), Report> {
         .map_err(|e| match e {
             worker::WorkerError::Invalid(e) => Report::from(e),
             worker::WorkerError::Nats(e) => Report::from(e),
+            taken @ worker::WorkerError::NameTaken(_) => {
+                Report::from_error(crate::report::exit::USAGE, &taken)
+            }
         })?;
     Ok(())
 }

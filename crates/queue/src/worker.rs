@@ -13,9 +13,11 @@
 //! never run twice at once on a restarted worker.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backstop_core::Policy;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
@@ -92,6 +94,10 @@ pub enum WorkerError {
     /// NATS failed.
     #[error(transparent)]
     Nats(#[from] NatsError),
+    /// Another live worker process holds the name (at registration, or it
+    /// took the name over while this one could not be heard).
+    #[error("{0}")]
+    NameTaken(String),
 }
 
 struct Shared {
@@ -101,6 +107,14 @@ struct Shared {
     session: String,
     /// Marks the handlers it runs ([`crate::owner`]).
     owner: Owner,
+    /// A coordinator stored its registration under this process's
+    /// session: until then it takes no offer and answers for nothing, so
+    /// a second process under a live name never steals the first's work.
+    registered: AtomicBool,
+    /// Another process holds the name now: this one stops.
+    lost_name: CancellationToken,
+    /// Why, for [`WorkerError::NameTaken`].
+    taken: Mutex<Option<String>>,
     /// Attempts running, by delivery.
     running: Mutex<HashMap<DeliveryId, Token>>,
     /// Outcomes not yet stored by a coordinator.
@@ -140,6 +154,9 @@ pub async fn run(
         config,
         session,
         owner,
+        registered: AtomicBool::new(false),
+        lost_name: CancellationToken::new(),
+        taken: Mutex::new(None),
         running: Mutex::new(HashMap::new()),
         reporting: Mutex::new(HashSet::new()),
         stop_handlers: CancellationToken::new(),
@@ -155,12 +172,29 @@ pub async fn run(
             source,
         })?;
     let answers = tokio::spawn(answer_holding(Arc::clone(&shared), questions));
-    tokio::select! {
-        () = register(&shared, &spec) => {}
-        () = shutdown.cancelled() => {
-            answers.abort();
-            return Ok(());
-        }
+    let session_subject = shared.subjects.session(&spec.name, &shared.session);
+    let probes = shared
+        .client
+        .subscribe(session_subject.clone())
+        .await
+        .map_err(|source| NatsError::Subscribe {
+            subject: session_subject,
+            source,
+        })?;
+    let alive = tokio::spawn(answer_alive(Arc::clone(&shared), probes));
+    let registered = tokio::select! {
+        r = register(&shared, &spec) => r,
+        () = shutdown.cancelled() => Ok(()),
+    };
+    if let Err(taken) = registered {
+        answers.abort();
+        alive.abort();
+        return Err(WorkerError::NameTaken(taken));
+    }
+    if shutdown.is_cancelled() {
+        answers.abort();
+        alive.abort();
+        return Ok(());
     }
     let beats = tokio::spawn(heartbeats(
         Arc::clone(&shared),
@@ -172,6 +206,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            () = shared.lost_name.cancelled() => break,
             msg = offers.next() => {
                 let Some(msg) = msg else { break };
                 offer(&shared, msg, &handlers, &reports).await;
@@ -215,8 +250,23 @@ pub async fn run(
         shared.give_up.cancel();
     }
     answers.abort();
+    alive.abort();
     let _ = shared.client.flush().await;
-    Ok(())
+    let taken = shared.taken.lock().ok().and_then(|mut t| t.take());
+    match taken {
+        Some(taken) => Err(WorkerError::NameTaken(taken)),
+        None => Ok(()),
+    }
+}
+
+/// Answers, for as long as this process runs, that it is alive: how a
+/// coordinator tells a live holder of the name from a dead one.
+async fn answer_alive(shared: Arc<Shared>, mut probes: async_nats::Subscriber) {
+    while let Some(msg) = probes.next().await {
+        if let Some(to) = msg.reply {
+            let _ = shared.client.publish(to, Bytes::from_static(b"{}")).await;
+        }
+    }
 }
 
 /// Who runs the handlers of worker `name` under these subjects: the same
@@ -229,6 +279,9 @@ pub fn owner_of(subjects: &Subjects, name: &str) -> Owner {
 /// that it returns the others a previous coordinator left in flight.
 async fn answer_holding(shared: Arc<Shared>, mut questions: async_nats::Subscriber) {
     while let Some(msg) = questions.next().await {
+        if !shared.registered.load(Ordering::SeqCst) {
+            continue;
+        }
         let mut tokens: Vec<Token> = shared
             .running
             .lock()
@@ -243,8 +296,9 @@ async fn answer_holding(shared: Arc<Shared>, mut questions: async_nats::Subscrib
     }
 }
 
-/// Registers until a coordinator stores it.
-async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
+/// Registers until a coordinator stores it. Refused for good (the text
+/// says why) when another live process holds the name.
+async fn register(shared: &Arc<Shared>, spec: &NodeSpec) -> Result<(), String> {
     let msg = RegisterMsg {
         name: spec.name.clone(),
         node_type: spec.node_type.clone(),
@@ -252,11 +306,16 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
         capacity: spec.capacity,
         session: shared.session.clone(),
     };
-    let mut delay = Duration::from_millis(200);
+    let policy = Policy::api()
+        .initial_delay(Duration::from_millis(200))
+        .max_delay(Duration::from_secs(5));
+    let mut rng = fastrand::Rng::new();
     let mut said = false;
+    let mut retry = 0;
     loop {
         match request::<NodeAck>(shared, shared.subjects.register(), &msg).await {
             Ok(ack) if ack.ok => {
+                shared.registered.store(true, Ordering::SeqCst);
                 tracing::info!(
                     "registered as node {} of type {} (handles {}; {} at once)",
                     spec.name,
@@ -264,7 +323,12 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
                     spec.kinds.join(", "),
                     spec.capacity
                 );
-                return;
+                return Ok(());
+            }
+            Ok(ack) if ack.taken => {
+                return Err(ack
+                    .error
+                    .unwrap_or_else(|| format!("node name {} is taken", spec.name)));
             }
             Ok(ack) => {
                 tracing::warn!(
@@ -278,8 +342,8 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
             }
             Err(_) => {}
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(policy.delay_after(retry, &mut rng)).await;
+        retry = retry.saturating_add(1);
     }
 }
 
@@ -298,7 +362,17 @@ async fn heartbeats(shared: Arc<Shared>, spec: NodeSpec, shutdown: CancellationT
         match request::<NodeAck>(&shared, shared.subjects.heartbeat(), &msg).await {
             Ok(ack) if ack.register => {
                 tracing::info!("the coordinator does not know this node; registering again");
-                register(&shared, &spec).await;
+                // Another process may hold the name now: no offer is taken
+                // until the name is this one's again.
+                shared.registered.store(false, Ordering::SeqCst);
+                if let Err(taken) = register(&shared, &spec).await {
+                    tracing::error!("{taken}; this worker stops");
+                    if let Ok(mut t) = shared.taken.lock() {
+                        *t = Some(taken);
+                    }
+                    shared.lost_name.cancel();
+                    return;
+                }
                 lost = false;
             }
             Ok(_) => {
@@ -329,6 +403,10 @@ async fn offer(
         refused: Some(refused),
         reason: Some(reason),
     };
+    if !shared.registered.load(Ordering::SeqCst) {
+        // Not this process's name (yet): the process that holds it answers.
+        return;
+    }
     let (work, report_to) = match serde_json::from_slice::<Offer>(&msg.payload) {
         Ok(offer) => (
             Work {

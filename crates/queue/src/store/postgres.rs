@@ -409,7 +409,7 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
     }
     let rows = tx.query(
         "SELECT name, node_type, capacity, transport, status, drained, last_heartbeat_ms,
-                registered_ms, updated_ms
+                registered_ms, updated_ms, session
          FROM backstop_queue_nodes WHERE $1::text IS NULL OR name = $1
          ORDER BY name COLLATE \"C\"",
         &[&only],
@@ -434,6 +434,7 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
                 dead: n("dead"),
                 registered: from_millis(r.get(7)),
                 updated: from_millis(r.get(8)),
+                session: r.get(9),
                 name,
             }
         })

@@ -15,6 +15,19 @@
 //!   survives the death of the coordinator that offered it.
 //! - `PREFIX.register`, `PREFIX.heartbeat` — a worker declares itself
 //!   ([`RegisterMsg`]) and then proves it is alive ([`HeartbeatMsg`]).
+//! - `PREFIX.node.NAME.session.SESSION` — each worker process answers
+//!   here, under the random session it registers with, from its start to
+//!   its end: how a coordinator tells a live holder of a name from a dead
+//!   one.
+//!
+//! Names are unique. A registration under a name another process holds
+//! (another session) is refused with [`NodeAck::taken`] while that process
+//! is live: its node is healthy and it answers on its session subject (or
+//! does not answer in time, so may be). A name whose holder is not healthy
+//! (its heartbeats stopped, it left, an offer found nobody) or answers
+//! "no responders" (its connection is gone) is taken over: what the old
+//! process had in flight runs again. A name of a node inside a coordinator
+//! is never taken by a worker.
 //!
 //! The coordinators of a fleet share `PREFIX.results`, `PREFIX.register`
 //! and `PREFIX.heartbeat` as a queue group: each message is handled by one
@@ -40,7 +53,7 @@ use super::{Holding, LateReply, Receipt, Reply, Transport};
 use crate::dispatch::LateSender;
 use crate::handler::Work;
 use crate::health::Health;
-use crate::model::{NodeSpec, Outcome, Token, transport_name};
+use crate::model::{NodeSpec, NodeStatus, Outcome, Token, transport_name};
 use crate::store::Heartbeat;
 
 /// The subject prefix used unless told otherwise.
@@ -56,6 +69,10 @@ pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// it stores it; past that it answers "not stored yet" and the worker
 /// reports again later (the coordinator keeps what it has meanwhile).
 pub const RESULT_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a coordinator waits for the holder of a name to answer on its
+/// session subject before it takes it for live.
+pub const LIVE_PROBE: Duration = Duration::from_secs(2);
 
 /// How long past the handler timeout the coordinator waits for an outcome
 /// before it stops waiting (the attempt then stays in flight until its
@@ -91,6 +108,12 @@ impl Subjects {
     /// The prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Where the worker process `session` of `node` answers while it
+    /// lives.
+    pub fn session(&self, node: &str, session: &str) -> String {
+        format!("{}.node.{node}.session.{session}", self.prefix)
     }
 
     /// Where attempts are offered to `node`.
@@ -221,6 +244,10 @@ pub struct NodeAck {
     /// register again.
     #[serde(default)]
     pub register: bool,
+    /// Refused: another live process holds the name. Trying again does
+    /// not help while it runs.
+    #[serde(default)]
+    pub taken: bool,
     /// Why not, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -343,7 +370,8 @@ impl NatsTransport {
                 () = shutdown.cancelled() => break,
                 Some(msg) = registrations.next() => {
                     let (client, health) = (self.client.clone(), health.clone());
-                    tasks.spawn(async move { on_register(client, health, msg).await });
+                    let subjects = self.subjects.clone();
+                    tasks.spawn(async move { on_register(client, subjects, health, msg).await });
                 }
                 Some(msg) = heartbeats.next() => {
                     let (client, health) = (self.client.clone(), health.clone());
@@ -488,11 +516,69 @@ fn refused(error: String) -> NodeAck {
     NodeAck {
         ok: false,
         register: false,
+        taken: false,
         error: Some(error),
     }
 }
 
-async fn on_register(client: async_nats::Client, health: Health, msg: async_nats::Message) {
+/// Why `spec` may not have its name: another process that is live holds
+/// it. `None` when it may (a new name, the same process, or a holder that
+/// is gone).
+async fn holder_of(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    health: &Health,
+    spec: &NodeSpec,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let Some(node) = health.node(&spec.name).await? else {
+        return Ok(None);
+    };
+    if node.transport == transport_name::LOCAL {
+        return Ok(Some(format!(
+            "node {} runs inside a coordinator (backstop.toml); a worker cannot take its name",
+            node.name
+        )));
+    }
+    if node.session == spec.session || node.status != NodeStatus::Healthy {
+        return Ok(None);
+    }
+    let request = async_nats::Request::new()
+        .payload(Bytes::from_static(b"{}"))
+        .timeout(Some(LIVE_PROBE));
+    let probe = client
+        .send_request(subjects.session(&node.name, &node.session), request)
+        .await;
+    let how = match probe {
+        Ok(_) => "it answers on NATS".to_owned(),
+        Err(e) if matches!(e.kind(), RequestErrorKind::NoResponders) => return Ok(None),
+        Err(_) => format!(
+            "it is healthy and did not answer within {}",
+            backstop_core::HumanDuration(LIVE_PROBE)
+        ),
+    };
+    let beat = node
+        .last_heartbeat
+        .and_then(|t| health.now().duration_since(t).ok())
+        .map(|ago| {
+            format!(
+                "; its last heartbeat was {} ago",
+                backstop_core::HumanDuration(ago)
+            )
+        })
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "node name {} is held by another live worker process ({how}{beat}); stop that worker, \
+         or pick another --name",
+        node.name
+    )))
+}
+
+async fn on_register(
+    client: async_nats::Client,
+    subjects: Subjects,
+    health: Health,
+    msg: async_nats::Message,
+) {
     let ack = match serde_json::from_slice::<RegisterMsg>(&msg.payload) {
         Err(e) => refused(format!("unreadable registration: {e}")),
         Ok(r) => {
@@ -506,15 +592,29 @@ async fn on_register(client: async_nats::Client, health: Health, msg: async_nats
             };
             match spec.validate() {
                 Err(e) => refused(e.to_string()),
-                Ok(spec) => match health.register(spec).await {
-                    Ok(_) => NodeAck {
-                        ok: true,
-                        register: false,
-                        error: None,
+                Ok(spec) => match holder_of(&client, &subjects, &health, &spec).await {
+                    Ok(Some(taken)) => {
+                        tracing::warn!("refused a worker's registration: {taken}");
+                        NodeAck {
+                            taken: true,
+                            ..refused(taken)
+                        }
+                    }
+                    Ok(None) => match health.register(spec).await {
+                        Ok(_) => NodeAck {
+                            ok: true,
+                            register: false,
+                            taken: false,
+                            error: None,
+                        },
+                        Err(e) => {
+                            tracing::error!("cannot register a node: {}", crate::error_chain(&e));
+                            refused("the coordinator cannot store the registration now".to_owned())
+                        }
                     },
                     Err(e) => {
                         tracing::error!("cannot register a node: {}", crate::error_chain(&e));
-                        refused("the coordinator cannot store the registration now".to_owned())
+                        refused("the coordinator cannot read its nodes now".to_owned())
                     }
                 },
             }
@@ -530,11 +630,13 @@ async fn on_heartbeat(client: async_nats::Client, health: Health, msg: async_nat
             Ok(Heartbeat::Unknown) => NodeAck {
                 ok: false,
                 register: true,
+                taken: false,
                 error: None,
             },
             Ok(_) => NodeAck {
                 ok: true,
                 register: false,
+                taken: false,
                 error: None,
             },
             Err(e) => {
