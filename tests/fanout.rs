@@ -1275,3 +1275,156 @@ fn a_second_worker_under_a_live_name_is_refused_and_a_dead_one_s_name_is_taken_o
     let (_, overlaps) = guarded_record(&runs);
     assert_eq!(overlaps, "");
 }
+
+// Start-up waits for what it needs: the store for `serve`, NATS for
+// `worker`; a location of the wrong shape or refused credentials end it at
+// once.
+
+/// A port of 127.0.0.1 that nothing listens on (for now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_waits_for_postgres_answering_degraded_meanwhile_and_then_delivers() {
+    let f = fleet_pg();
+    let schema = f.schema.as_ref().unwrap();
+    let pg_port = free_port();
+    let state = schema.url_via(([127, 0, 0, 1], pg_port).into());
+    let ran = f.path("ran");
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\n[node.handle]\ninstall = \"echo $BACKSTOP_OP >> {}\"\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut cmd = f.cmd();
+    cmd.env("BACKSTOP_STATE", &state)
+        .args(["serve", "--listen", &api])
+        .args(QUICK_SERVE);
+    let mut serve = Proc::spawn(cmd, "backstop serve");
+    let failed = serve.wait_for("cannot open the queue at");
+    assert!(!failed.contains(&f.token), "{failed}");
+    serve.wait_for("trying again in");
+    let server = format!("http://{api}");
+    let health = healthz(&server);
+    assert_eq!(
+        (health["status"].as_str(), health["store"].as_str()),
+        (Some("degraded"), Some("unreachable")),
+        "{health}"
+    );
+    let (status, _) = http(&server, "GET", "/v1/ops", Some(&f.token), "");
+    assert_eq!(status, 503);
+    // PostgreSQL appears on that port.
+    let _pg = Proxy::start_on(&format!("127.0.0.1:{pg_port}"), schema.server_addr(), 0);
+    serve.wait_for("serving the fan-out API on http://");
+    assert_eq!(healthz(&server)["status"], "ok");
+    *f.server.lock().unwrap() = server.clone();
+    let op = f.submit("install", "cpu", &[]);
+    f.wait_state(op, "cpu-1", "done");
+    assert_eq!(read(&ran).trim(), op.to_string());
+    serve.stop();
+}
+
+#[test]
+fn serve_refuses_a_bad_store_location_or_refused_credentials_at_once() {
+    let f = fleet_pg();
+    let schema = f.schema.as_ref().unwrap();
+    // The same server and database, as a role that does not exist.
+    let (scheme, rest) = schema.url().split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let refused = format!("{scheme}://no_such_role_bs@{host}");
+    for (state, code, says) in [
+        (
+            "postgres://127.0.0.1:notaport/test",
+            2,
+            "is not a queue location",
+        ),
+        (refused.as_str(), 1, "refused the credentials"),
+    ] {
+        let out = f
+            .cmd()
+            .env("BACKSTOP_STATE", state)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{state}: {err}");
+        assert!(err.contains(says), "{state}: {err}");
+    }
+}
+
+#[test]
+fn a_worker_waits_for_nats_and_then_takes_deliveries() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let nats_port = free_port();
+    let ran = f.path("ran");
+    let handler = format!("echo $BACKSTOP_OP >> {}", ran.display());
+    let mut w = f.spawn_worker(
+        &format!("nats://127.0.0.1:{nats_port}"),
+        "gpu-1",
+        "gpu",
+        &[("install", &handler)],
+        &[],
+    );
+    w.wait_for("cannot connect to NATS at nats://127.0.0.1:");
+    w.wait_for("trying again in");
+    let upstream: std::net::SocketAddr = f.nats.trim_start_matches("nats://").parse().unwrap();
+    let _nats = Proxy::start_on(&format!("127.0.0.1:{nats_port}"), upstream, 0);
+    w.wait_for("registered as node gpu-1");
+    let op = f.submit("install", "gpu", &[]);
+    f.wait_state(op, "gpu-1", "done");
+    assert_eq!(read(&ran).trim(), op.to_string());
+    w.stop();
+}
+
+#[test]
+fn a_worker_refuses_a_bad_nats_url_or_refused_credentials_at_once() {
+    let f = fleet();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = if Path::new("/usr/sbin/nats-server").exists() {
+        "/usr/sbin/nats-server"
+    } else {
+        "nats-server"
+    };
+    let mut guarded = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--user", "backstop", "--pass", "right-password"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts (apt-get install nats-server)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wrong = format!("nats://backstop:wrong-password@127.0.0.1:{port}");
+    for (url, code, says) in [
+        ("nats://127.0.0.1:99999", 2, "is not a NATS URL"),
+        (wrong.as_str(), 1, "refused the connection"),
+    ] {
+        let out = f
+            .cmd()
+            .args(["worker", "--nats", url, "--name", "gpu-1", "--type", "gpu"])
+            .args(["--handle", "install=true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{url}: {err}");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("wrong-password"), "{err}");
+    }
+    let _ = guarded.kill();
+    let _ = guarded.wait();
+}

@@ -170,12 +170,18 @@ impl PostgresStore {
 
 fn open_error(e: OpenError) -> StoreError {
     match e {
-        OpenError::Url { location, source } | OpenError::Failed { location, source } => {
-            StoreError::Failed {
-                location,
-                source: Box::new(source),
-            }
-        }
+        OpenError::Url { location, source } => StoreError::Location {
+            location,
+            source: Box::new(source),
+        },
+        OpenError::Refused { ref location, .. } => StoreError::Failed {
+            location: location.clone(),
+            source: Box::new(e),
+        },
+        OpenError::Failed { location, source } => StoreError::Failed {
+            location,
+            source: Box::new(source),
+        },
         OpenError::Unreachable { location, source } => StoreError::Open {
             location,
             source: Box::new(source),

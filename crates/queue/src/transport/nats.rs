@@ -256,9 +256,28 @@ pub struct NodeAck {
 /// What can go wrong with NATS itself.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
-    /// The server could not be reached.
+    /// The server could not be reached (trying again may help).
     #[error("cannot connect to NATS at {url}")]
     Connect {
+        /// The URL, without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The URL cannot be read; nothing was tried.
+    #[error("{url} is not a NATS URL backstop can read")]
+    Url {
+        /// The URL, without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The server answered and refused this client: its credentials, or
+    /// TLS. Trying again does not help.
+    #[error("NATS at {url} refused the connection")]
+    Refused {
         /// The URL, without credentials.
         url: String,
         /// Why.
@@ -288,10 +307,61 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsEr
         .max_reconnects(None)
         .connect(url)
         .await
-        .map_err(|source| NatsError::Connect {
-            url: shown_url(url),
-            source,
+        .map_err(|source| {
+            use async_nats::ConnectErrorKind as K;
+            let url = shown_url(url);
+            match source.kind() {
+                K::ServerParse => NatsError::Url { url, source },
+                K::Authentication | K::AuthorizationViolation | K::Tls => {
+                    NatsError::Refused { url, source }
+                }
+                _ => NatsError::Connect { url, source },
+            }
         })
+}
+
+/// [`connect`], waiting for a server that does not answer yet: each
+/// failure is logged and the connection tried again after a backoff with
+/// full jitter ([`crate::coordinator::startup_retry`]), until the server
+/// answers or `shutdown` fires (`Ok(None)`). A URL of the wrong shape
+/// ([`NatsError::Url`]) or a refusal ([`NatsError::Refused`]) is returned
+/// at once.
+pub async fn connect_when_ready(
+    url: &str,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<async_nats::Client>, NatsError> {
+    let policy = crate::coordinator::startup_retry();
+    let mut rng = fastrand::Rng::new();
+    let mut retry = 0;
+    loop {
+        let tried = tokio::select! {
+            tried = connect(url, name) => tried,
+            () = shutdown.cancelled() => return Ok(None),
+        };
+        match tried {
+            Ok(client) => {
+                if retry > 0 {
+                    tracing::info!("NATS at {} answers", shown_url(url));
+                }
+                return Ok(Some(client));
+            }
+            Err(e @ NatsError::Connect { .. }) => {
+                let wait = policy.delay_after(retry, &mut rng);
+                retry = retry.saturating_add(1);
+                tracing::warn!(
+                    "{}; trying again in {}",
+                    crate::error_chain(&e),
+                    backstop_core::HumanDuration(wait)
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// `url` without any user or password.
