@@ -1129,7 +1129,8 @@ fn fleet_a_partitioned_worker_s_deliveries_wait_then_finish_when_it_returns() {
 /// so that a run finding it taken is a second run of its delivery at once
 /// (recorded in `overlaps`); and `live-DELIVERY`, which each run probes
 /// with a shared lock at its start to record in `concurrent` how many runs
-/// hold one (shared probes never see each other).
+/// hold one (shared probes never see each other). While `hold` exists in
+/// `dir`, runs last a minute: longer than any restart takes.
 fn guarded_handler(dir: &Path, sleep: &str) -> String {
     let script = dir.join("guarded.sh");
     std::fs::write(
@@ -1144,7 +1145,7 @@ n=0
 for f in "$D"/live-*; do flock -n -s "$f" true || n=$((n+1)); done
 echo "$n" >> "$D/concurrent"
 echo "$BACKSTOP_DELIVERY $BACKSTOP_ATTEMPT" >> "$D/started"
-sleep {sleep}
+if [ -f "$D/hold" ]; then sleep 60; else sleep {sleep}; fi
 "#,
             d = dir.display()
         ),
@@ -1177,6 +1178,8 @@ fn a_node_never_runs_more_than_its_concurrency_or_a_delivery_twice_across_restar
         ),
     )
     .unwrap();
+    let hold = runs.join("hold");
+    std::fs::write(&hold, "").unwrap();
     let mut serve = f.serve(&[]);
     for i in 0..15 {
         f.submit("install", "cpu", &["--key", &format!("model-{i}")]);
@@ -1191,6 +1194,7 @@ fn a_node_never_runs_more_than_its_concurrency_or_a_delivery_twice_across_restar
     // A kill -9 leaves three handlers running; the next process stops them
     // before it runs their deliveries again.
     serve.kill9();
+    std::fs::remove_file(&hold).unwrap();
     let mut serve = f.serve(&[]);
     serve.wait_for("handler processes a previous process of this node left running");
     let done = wait_all_done(&f, &server_of(&f), 15);
@@ -1214,19 +1218,22 @@ fn a_worker_killed_with_9_and_restarted_never_runs_a_delivery_twice_at_once() {
     let _serve = f.serve(&[]);
     let runs = f.path("runs");
     std::fs::create_dir(&runs).unwrap();
-    let handler = guarded_handler(&runs, "2");
+    let handler = guarded_handler(&runs, "0.5");
     let extra = ["--concurrency", "3"];
     let spawn = || {
         let mut w = f.spawn_worker(&f.nats, "gpu-1", "gpu", &[("install", &handler)], &extra);
         w.wait_for("registered as node");
         w
     };
+    let hold = runs.join("hold");
+    std::fs::write(&hold, "").unwrap();
     let mut w = spawn();
     for i in 0..6 {
         f.submit("install", "gpu", &["--key", &format!("model-{i}")]);
     }
     f.wait_until("three handlers run", || lines(&runs.join("started")) >= 3);
     w.kill9();
+    std::fs::remove_file(&hold).unwrap();
     let mut w = spawn();
     w.wait_for("handler processes a previous process of this node left running");
     let done = wait_all_done(&f, &server_of(&f), 6);
