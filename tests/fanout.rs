@@ -365,6 +365,15 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// Whether process `pid` runs (exists and is not a zombie).
+fn running(pid: &str) -> bool {
+    let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim().chars().next());
+    state.is_some_and(|s| s != 'Z' && s != 'X')
+}
+
 #[test]
 fn a_handler_that_fails_three_times_then_succeeds() {
     let f = fleet();
@@ -476,6 +485,12 @@ fn a_worker_killed_mid_run_costs_no_attempt_and_finishes_when_back() {
         read(&pid).trim().parse::<i32>().is_ok()
     });
     w.kill9();
+    // Its shell dies with it at once (PR_SET_PDEATHSIG); the `sleep` it
+    // started goes on until the worker's next process stops it.
+    let shell = read(&pid).trim().to_owned();
+    f.wait_until("the handler's shell died with its worker", || {
+        !running(&shell)
+    });
     f.wait_until("the node is unhealthy", || {
         f.node("gpu-1")["status"] == "unhealthy"
     });
@@ -485,11 +500,6 @@ fn a_worker_killed_mid_run_costs_no_attempt_and_finishes_when_back() {
     // The handler the killed worker left running is stopped by the next.
     let mut again = f.worker("gpu-1", "gpu", &[("install", &handler)]);
     again.wait_for("stopped 1 handler processes a previous process of this node left running");
-    let orphan = read(&pid).trim().to_owned();
-    assert!(
-        !Path::new(&format!("/proc/{orphan}")).exists(),
-        "{orphan} still runs"
-    );
     let done = f.wait_state(op, "gpu-1", "done");
     assert_eq!(done["failures"], 0);
 }

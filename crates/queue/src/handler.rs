@@ -361,6 +361,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_owned_handler_carries_its_owner_s_mark_and_an_unowned_one_none() {
+        let owner = Owner::new(&["test", "cpu-1"]);
+        let owned = Work {
+            owner: Some(owner.clone()),
+            ..work(10_000)
+        };
+        let check = format!(r#"test "$BACKSTOP_HANDLER_OWNER" = "{}""#, owner.mark());
+        let got = CommandHandler::new(&check)
+            .handle(&owned, &CancellationToken::new())
+            .await;
+        assert_eq!(got, Outcome::Done);
+        let got = run(r#"test -z "$BACKSTOP_HANDLER_OWNER""#).await;
+        assert_eq!(got, Outcome::Done);
+    }
+
+    #[tokio::test]
     async fn a_command_that_cannot_start_is_a_failure() {
         // sh itself starts; the command it is given is missing.
         let got = run("/nonexistent/handler").await;

@@ -494,7 +494,11 @@ async fn offer(
 /// Reports an outcome until a coordinator has stored it: to the
 /// coordinator that offered the attempt, or to any once that one is gone.
 async fn report(shared: &Arc<Shared>, result: ResultMsg, to: Option<String>) {
-    let mut delay = Duration::from_millis(100);
+    let policy = Policy::api()
+        .initial_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(5));
+    let mut rng = fastrand::Rng::new();
+    let mut retry = 0;
     let mut subject = to.unwrap_or_else(|| shared.subjects.results());
     loop {
         let answer = request::<ResultAck>(shared, subject.clone(), &result).await;
@@ -512,9 +516,9 @@ async fn report(shared: &Arc<Shared>, result: ResultMsg, to: Option<String>) {
         }
         tokio::select! {
             () = shared.give_up.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(policy.delay_after(retry, &mut rng)) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
+        retry = retry.saturating_add(1);
     }
     if let Ok(mut r) = shared.reporting.lock() {
         r.remove(&result.token);
