@@ -22,12 +22,12 @@
 //!
 //! Names are unique. A registration under a name another process holds
 //! (another session) is refused with [`NodeAck::taken`] while that process
-//! is live: its node is healthy and it answers on its session subject (or
-//! does not answer in time, so may be). A name whose holder is not healthy
-//! (its heartbeats stopped, it left, an offer found nobody) or answers
-//! "no responders" (its connection is gone) is taken over: what the old
-//! process had in flight runs again. A name of a node inside a coordinator
-//! is never taken by a worker.
+//! is live: it answers on its session subject, or its node is healthy and
+//! it does not answer in time (so it may be). A name whose holder gets "no
+//! responders" (its connection is gone), or is silent while its node is
+//! not healthy (its heartbeats stopped, it left), is taken over: what the
+//! old process had in flight runs again. A name of a node inside a
+//! coordinator is never taken by a worker.
 //!
 //! The coordinators of a fleet share `PREFIX.results`, `PREFIX.register`
 //! and `PREFIX.heartbeat` as a queue group: each message is handled by one
@@ -609,7 +609,7 @@ async fn holder_of(
             node.name
         )));
     }
-    if node.session == spec.session || node.status != NodeStatus::Healthy {
+    if node.session == spec.session {
         return Ok(None);
     }
     let request = async_nats::Request::new()
@@ -620,7 +620,10 @@ async fn holder_of(
         .await;
     let how = match probe {
         Ok(_) => "it answers on NATS".to_owned(),
+        // Its connection is gone.
         Err(e) if matches!(e.kind(), RequestErrorKind::NoResponders) => return Ok(None),
+        // Silent, and its heartbeats stopped (or it left).
+        Err(_) if node.status != NodeStatus::Healthy => return Ok(None),
         Err(_) => format!(
             "it is healthy and did not answer within {}",
             backstop_core::HumanDuration(LIVE_PROBE)
