@@ -1445,3 +1445,31 @@ fn a_worker_refuses_a_bad_nats_url_or_refused_credentials_at_once() {
     let _ = guarded.kill();
     let _ = guarded.wait();
 }
+
+#[test]
+fn a_worker_that_comes_back_to_find_its_name_taken_stops() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let upstream: std::net::SocketAddr = f.nats.trim_start_matches("nats://").parse().unwrap();
+    let proxy = Proxy::start(upstream);
+    let ran = f.path("ran");
+    let handler = format!("echo \"$BACKSTOP_OP\" >> {}", ran.display());
+    let via = format!("nats://{}", proxy.addr());
+    let mut old = f.spawn_worker(&via, "gpu-1", "gpu", &[("install", &handler)], &[]);
+    old.wait_for("registered as node gpu-1");
+    // Cut away from NATS, it is gone as far as anyone can tell: another
+    // process takes its name.
+    proxy.cut();
+    let _new = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    proxy.restore();
+    assert_eq!(old.exit_code(), Some(2), "{}", old.log());
+    assert!(
+        old.log()
+            .contains("node name gpu-1 is held by another live worker process"),
+        "{}",
+        old.log()
+    );
+    let op = f.submit("install", "gpu", &[]);
+    f.wait_state(op, "gpu-1", "done");
+    assert_eq!(read(&ran).trim(), op.to_string());
+}
