@@ -135,6 +135,34 @@ fn exit_75_when_every_failure_is_temporary_and_1_otherwise() {
     );
 }
 
+/// The minimum progress is measured across reconnections: a server that
+/// cuts every connection after 1 KiB moves far less than 100 KiB in 15 s,
+/// and the file fails as temporary once the attempts are spent, instead of
+/// reconnecting forever. (Two 15 s windows: about 30 s of real time.)
+#[test]
+fn a_server_cutting_every_connection_after_1_kib_ends_75_below_the_minimum_progress() {
+    let server = FaultServer::start();
+    server.always("/f.bin", Reply::file(data(1 << 20)).cut_after(1024));
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = run(backstop()
+        .args(["pull", &server.url("/f.bin"), "--dir"])
+        .arg(dir.path())
+        .args(["--min-progress", "100KiB/15s", "--attempts", "2"])
+        .args(["--base-delay", "1s", "--max-delay", "1s"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("  f.bin: failed: 127.0.0.1:"), "{err}");
+    assert!(err.contains("kept failing: 2 attempts over "), "{err}");
+    assert!(
+        err.contains("; caused by: below the minimum progress: only "),
+        "{err}"
+    );
+    assert!(err.contains("hint: every failure was temporary"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60), "{err}");
+    assert!(server.hits("/f.bin") > 2, "{err}");
+}
+
 #[test]
 fn bad_input_is_a_usage_error_and_changes_nothing() {
     let server = FaultServer::start();

@@ -207,7 +207,8 @@ pub enum Failure {
     /// The answer cannot be used (a garbage `Content-Range`, a 206 for
     /// bytes not asked for).
     Answer(String),
-    /// Fewer bytes than the minimum-progress window asks for arrived.
+    /// Fewer bytes than the minimum-progress window asks for arrived in
+    /// it, over however many connections.
     TooSlow {
         /// Bytes that arrived in the window.
         bytes: u64,
@@ -249,11 +250,14 @@ impl fmt::Display for Failure {
         match self {
             Failure::Http(e) => e.fmt(f),
             Failure::Answer(why) => write!(f, "the server's answer cannot be used: {why}"),
-            Failure::TooSlow { bytes, window } => write!(
-                f,
-                "only {bytes} bytes arrived in {}",
-                HumanDuration(*window)
-            ),
+            Failure::TooSlow { bytes, window } => {
+                let unit = if *bytes == 1 { "byte" } else { "bytes" };
+                write!(
+                    f,
+                    "below the minimum progress: only {bytes} {unit} arrived in {}",
+                    HumanDuration(*window)
+                )
+            }
             Failure::Size { server, expected } => write!(
                 f,
                 "the server's copy is {server} bytes, {expected} expected"

@@ -8,9 +8,11 @@
 //!   it ([`confine`]), collisions refused, before anything is written.
 //! - [`Pull`]: the files at most [`Options::jobs`] at once, each in one or
 //!   several Range streams under the retry engine of `backstop-core`:
-//!   - a transfer that breaks after moving bytes resumes at once from the
-//!     last byte handed to the disk, and its attempt count starts again;
-//!     only attempts that move nothing back off and count;
+//!   - a transfer that breaks after moving bytes resumes from the last
+//!     byte handed to the disk without counting an attempt; the count
+//!     starts again only after real progress (the minimum-progress
+//!     window's bytes), and the window runs across reconnections, so a
+//!     server that cuts every connection early fails as too slow;
 //!   - a server that ignores Range, or answers with the wrong bytes, is
 //!     caught and the file starts over cleanly;
 //!   - connect and read-idle timeouts (the client's), a minimum-progress

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use backstop_faultserver::{FaultServer, Reply};
-use backstop_transfer::{FileError, Item, MinProgress, Options, Outcome, Sha256};
+use backstop_transfer::{Failure, FileError, Item, MinProgress, Options, Outcome, Sha256};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +26,11 @@ fn ranges(server: &FaultServer) -> Vec<Option<String>> {
 }
 
 #[tokio::test]
-async fn a_cut_body_resumes_from_the_last_byte_and_the_attempt_count_starts_again() {
+async fn a_cut_body_resumes_from_the_last_byte_and_the_cut_is_not_a_counted_attempt() {
     let server = FaultServer::start();
     let body = data(SIZE);
     // Five cuts, each after some progress, with a policy of 2 attempts:
-    // only failures without progress count.
+    // only failed attempts count, and a cut after bytes is not one.
     server.script(
         "/f.bin",
         [
@@ -371,6 +371,102 @@ async fn a_trickle_below_the_minimum_progress_is_cut_and_retried() {
             .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-"),
         "the trickled bytes are kept: {second:?}"
     );
+}
+
+/// A server that cuts every connection after 1 KiB: the stream reconnects
+/// within one attempt, the window runs across the connections, and the
+/// attempt count never starts again, since nothing is real progress.
+#[tokio::test]
+async fn a_server_that_cuts_every_connection_early_fails_as_too_slow() {
+    let server = FaultServer::start();
+    server.always("/f.bin", Reply::file(data(1 << 20)).cut_after(1024));
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        policy: policy()
+            .max_attempts(2)
+            .initial_delay(Duration::from_millis(30))
+            .max_delay(Duration::from_millis(30)),
+        min_progress: Some(MinProgress {
+            bytes: 100 << 10,
+            window: Duration::from_millis(300),
+        }),
+        ..options()
+    };
+    let (summary, events) = tokio::time::timeout(
+        Duration::from_secs(20),
+        pull(dir.path(), f_bin(&server, None, None), options),
+    )
+    .await
+    .expect("the pull ends: cuts after a few bytes are not progress");
+    let Outcome::Failed(e @ FileError::Transfer { source, .. }) = &summary.files[0].outcome else {
+        panic!("{:?}", summary.files[0]);
+    };
+    assert_eq!(source.ending, backstop_core::Ending::Exhausted);
+    assert_eq!(source.attempts, 2, "two windows, two attempts");
+    assert!(
+        matches!(source.last_error(), Some(Failure::TooSlow { bytes, .. }) if *bytes < 100 << 10),
+        "{:?}",
+        source.last
+    );
+    assert!(e.is_temporary());
+    let cause = std::error::Error::source(e).map(|c| c.to_string());
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.starts_with("below the minimum progress: only ")),
+        "{cause:?}"
+    );
+    let retries: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" retry "))
+        .collect();
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert!(retries[0].starts_with("0 retry 1 too slow"), "{retries:?}");
+    assert!(
+        server.hits("/f.bin") > 2,
+        "the cuts reconnect within an attempt"
+    );
+    assert!(
+        summary.files[0].fetched >= 2048,
+        "the bytes of every connection are kept"
+    );
+}
+
+/// A stream that moves the window's bytes over several broken connections
+/// has made real progress: its attempt count starts again.
+#[tokio::test]
+async fn real_progress_over_several_connections_starts_the_count_again() {
+    let server = FaultServer::start();
+    let body = data(200 << 10);
+    server.always("/f.bin", Reply::file(body.clone()).cut_after(40 << 10));
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        policy: policy().max_attempts(1),
+        min_progress: Some(MinProgress {
+            bytes: 64 << 10,
+            window: Duration::from_secs(60),
+        }),
+        ..options()
+    };
+    let (summary, events) = pull(
+        dir.path(),
+        f_bin(&server, None, Some(Sha256::of(&body))),
+        options,
+    )
+    .await;
+    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
+    let resumes: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" resume "))
+        .collect();
+    assert_eq!(resumes.len(), 4, "{resumes:?}");
+    assert!(
+        resumes[0].ends_with("after 1ms") && resumes[1].ends_with("after 0ns"),
+        "40 KiB is not yet real progress, 80 KiB is: {resumes:?}"
+    );
+    assert!(!events.any("retry"), "{:?}", events.lines());
 }
 
 #[tokio::test]
