@@ -127,11 +127,15 @@ pub enum FileError {
         /// The error.
         source: io::Error,
     },
-    /// Not finished: the host refused the credentials for another file,
-    /// and would refuse them for this one.
+    /// Not finished: the server refused the credentials for other files
+    /// it speaks for (another file of the same Hub repository, or two
+    /// URLs of the same origin in a row), and would refuse them for this
+    /// one.
     Stopped {
         /// The host.
         host: String,
+        /// The Hub repository, when the file is one of its.
+        repo: Option<String>,
     },
     /// The request cannot be made (a malformed header). Nothing was sent.
     Request(backstop_http::Error),
@@ -172,12 +176,17 @@ impl fmt::Display for FileError {
                 Ok(())
             }
             FileError::Local { path, .. } => write!(f, "cannot write {}", path.display()),
-            FileError::Stopped { host } => {
-                write!(
-                    f,
-                    "stopped: {host} refused the credentials for another file"
-                )
-            }
+            FileError::Stopped {
+                host,
+                repo: Some(repo),
+            } => write!(
+                f,
+                "stopped: {host} refused the credentials for another file of {repo}"
+            ),
+            FileError::Stopped { host, repo: None } => write!(
+                f,
+                "stopped: {host} refused the credentials for two other files in a row"
+            ),
             FileError::Request(e) => e.fmt(f),
         }
     }

@@ -21,7 +21,8 @@
 //!     every [`Options::checkpoint_every`], so that the next run resumes
 //!     after Ctrl-C or a crash; the file is renamed into place only when
 //!     its size and sha256 (the Hub's, or the caller's) match;
-//!   - a 401/403 stops the other files from the same host.
+//!   - a 401/403 stops the other files of the same `hf://` repository,
+//!     and a second one in a row the other URLs of the same origin.
 //! - [`Progress`]: the seam a progress display plugs into.
 //!
 //! ```no_run
@@ -53,6 +54,7 @@ mod plan;
 mod progress;
 mod pull;
 mod record;
+mod refusal;
 mod response;
 mod source;
 mod stream;

@@ -88,6 +88,7 @@ mod tests {
             token: None,
             headers: Vec::new(),
             origin: origin.to_owned(),
+            repo: None,
         }
     }
 
