@@ -144,6 +144,11 @@ pub struct PullArgs {
     /// 0 turns it off [default: 1MiB/2m].
     #[arg(long, value_name = "SIZE/DURATION", value_parser = parse_min_progress)]
     pub min_progress: Option<MinProgressArg>,
+    /// Keep a file already in place whose size is right without asking
+    /// the server whether it is current (a file with a sha256 to check is
+    /// still checked by it).
+    #[arg(long)]
+    pub skip_existing: bool,
     #[command(flatten)]
     pub retry: RetryArgs,
 }

@@ -163,6 +163,57 @@ fn a_server_cutting_every_connection_after_1_kib_ends_75_below_the_minimum_progr
     assert!(server.hits("/f.bin") > 2, "{err}");
 }
 
+/// Without a hash, a file in place of the right size is not trusted: it
+/// is fetched again unless the server answers the validators recorded
+/// when it arrived with 304. `--skip-existing` trusts the size.
+#[test]
+fn a_file_of_the_right_size_is_kept_only_when_proven_current() {
+    let server = FaultServer::start();
+    let body = data(5000);
+    server.always("/f.bin", Reply::file(body.clone()).header("ETag", "\"v1\""));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f.bin");
+    let pull = |extra: &[&str]| {
+        run(backstop()
+            .args(["pull", &server.url("/f.bin"), "--dir"])
+            .arg(dir.path())
+            .args(extra))
+    };
+    std::fs::write(&dest, vec![0u8; 5000]).unwrap();
+    let out = pull(&["--skip-existing"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("f.bin: already there"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), vec![0u8; 5000]);
+
+    let out = pull(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("f.bin: done, "), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert!(
+        dir.path().join(".backstop/f.bin.json").exists(),
+        "the validators are kept out of sight"
+    );
+
+    server.script("/f.bin", [Reply::status(304)]);
+    let before = server.requests().len();
+    let out = pull(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("f.bin: already there"),
+        "{}",
+        stderr(&out)
+    );
+    let methods: Vec<String> = server.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {:?}", r.method, r.header("if-none-match")))
+        .collect();
+    assert_eq!(methods, ["HEAD Some(\"\\\"v1\\\"\")"]);
+}
+
 #[test]
 fn bad_input_is_a_usage_error_and_changes_nothing() {
     let server = FaultServer::start();

@@ -79,6 +79,7 @@ fn options(args: &PullArgs) -> Options {
         min_progress: args
             .min_progress
             .map_or(Some(MinProgress::default()), |m| m.0),
+        skip_existing: args.skip_existing,
         ..Options::default()
     }
 }

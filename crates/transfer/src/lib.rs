@@ -21,6 +21,11 @@
 //!     every [`Options::checkpoint_every`], so that the next run resumes
 //!     after Ctrl-C or a crash; the file is renamed into place only when
 //!     its size and sha256 (the Hub's, or the caller's) match;
+//!   - a file already in place is kept when its hash matches, or without
+//!     a hash when the server answers 304 to the `ETag`/`Last-Modified`
+//!     recorded when it arrived (in `DIR/.backstop/NAME.json`); anything
+//!     else fetches it again, unless [`Options::skip_existing`] trusts
+//!     its size;
 //!   - a 401/403 stops the other files of the same `hf://` repository,
 //!     and a second one in a row the other URLs of the same origin.
 //! - [`Progress`]: the seam a progress display plugs into.
@@ -58,6 +63,7 @@ mod refusal;
 mod response;
 mod source;
 mod stream;
+mod validators;
 mod writer;
 
 pub use digest::{BadDigest, Sha256};
@@ -65,7 +71,7 @@ pub use error::{Error, Failure, FileError};
 pub use glob::Pattern;
 pub use options::{AttemptTimeout, MinProgress, Options};
 pub use path::{UnsafeName, confine, confine_on_disk};
-pub use plan::{Plan, Planned};
+pub use plan::{Plan, Planned, STATE_DIR};
 pub use progress::{Event, Progress};
 pub use pull::{FileReport, Outcome, Pull, Summary};
 pub use source::{HubSource, Item, Source, resolve};

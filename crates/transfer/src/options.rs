@@ -76,6 +76,12 @@ pub struct Options {
     /// How often the partial file is synced to disk and its progress
     /// recorded, so that a crash loses at most this much work.
     pub checkpoint_every: Duration,
+    /// Trust a file already in place whose size is right, without a hash
+    /// to check. Off by default: such a file is kept only when the server
+    /// answers a conditional request (with the `ETag` and `Last-Modified`
+    /// recorded when it arrived) with 304 Not Modified, and fetched again
+    /// otherwise.
+    pub skip_existing: bool,
 }
 
 impl Default for Options {
@@ -88,6 +94,7 @@ impl Default for Options {
             attempt_timeout: AttemptTimeout::BySize,
             min_progress: Some(MinProgress::default()),
             checkpoint_every: Duration::from_secs(2),
+            skip_existing: false,
         }
     }
 }

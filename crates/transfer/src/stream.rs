@@ -47,6 +47,10 @@ pub(crate) struct Learned {
     pub total: Option<u64>,
     /// The `If-Range` validator: a strong ETag, else Last-Modified.
     pub validator: Option<HeaderValue>,
+    /// The last answer's `ETag` (weak ones too) and `Last-Modified`, kept
+    /// with the finished file to revalidate it later.
+    pub etag: Option<HeaderValue>,
+    pub last_modified: Option<HeaderValue>,
     /// The sha256 the server gives in `X-Linked-Etag`.
     pub linked: Option<Sha256>,
     /// The server cannot be trusted with Range: every attempt starts at 0.
@@ -502,9 +506,12 @@ fn check_total(ctx: &FileCtx<'_>, total: Option<u64>) -> Result<(), Failure> {
     }
 }
 
-/// Keeps the validator for `If-Range` and the digest of `X-Linked-Etag`.
+/// Keeps the validators for `If-Range` and for revalidating the finished
+/// file, and the digest of `X-Linked-Etag`.
 fn learn(ctx: &FileCtx<'_>, headers: &backstop_http::header::HeaderMap) {
     let mut l = ctx.learned();
+    l.etag = headers.get(ETAG).cloned();
+    l.last_modified = headers.get(LAST_MODIFIED).cloned();
     let strong = headers
         .get(ETAG)
         .filter(|v| !v.as_bytes().starts_with(b"W/") && !v.is_empty());

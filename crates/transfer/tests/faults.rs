@@ -713,13 +713,108 @@ async fn a_file_already_in_place_is_not_fetched_again() {
     assert!(downloaded(&summary.files[0].outcome));
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
 
-    // A URL without a known size: a HEAD tells it.
-    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    // A URL without a known size and without a hash, trusted by its size:
+    // a HEAD tells it.
+    let options = Options {
+        skip_existing: true,
+        ..options()
+    };
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options).await;
     assert!(matches!(
         summary.files[0].outcome,
         Outcome::AlreadyThere { .. }
     ));
     assert_eq!(server.requests().last().unwrap().method, "HEAD");
+}
+
+/// What each request since `from` was: "HEAD", "HEAD if-none-match=\"v1\"".
+fn asked(server: &FaultServer, from: usize) -> Vec<String> {
+    server.requests()[from..]
+        .iter()
+        .map(|r| match r.header("if-none-match") {
+            Some(tag) => format!("{} if-none-match={tag}", r.method),
+            None => r.method.clone(),
+        })
+        .collect()
+}
+
+/// Without a hash, a file in place is kept only when the server says it
+/// is current: the ETag and Last-Modified recorded when it arrived go back
+/// in a conditional HEAD, and only a 304 keeps it.
+#[tokio::test]
+async fn a_file_without_a_hash_is_kept_only_when_the_server_says_it_is_current() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    let date = "Tue, 01 Dec 2026 10:00:00 GMT";
+    server.always(
+        "/f.bin",
+        Reply::file(body.clone())
+            .header("ETag", "\"v1\"")
+            .header("Last-Modified", date),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f.bin");
+    let record = dir.path().join(".backstop/f.bin.json");
+
+    // The right size, other bytes, nothing recorded: fetched again.
+    std::fs::write(&dest, vec![1u8; SIZE]).unwrap();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert_arrived(&summary, 0, &dest, &body);
+    assert_eq!(asked(&server, 0), ["HEAD", "GET"]);
+    assert!(record.exists());
+
+    // 304 to the validators recorded: kept, after one request.
+    let before = server.requests().len();
+    server.script("/f.bin", [Reply::status(304)]);
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert!(
+        matches!(
+            summary.files[0].outcome,
+            Outcome::AlreadyThere { bytes } if bytes == SIZE as u64
+        ),
+        "{:?}",
+        summary.files[0]
+    );
+    assert_eq!(asked(&server, before), ["HEAD if-none-match=\"v1\""]);
+    assert_eq!(
+        server.requests()[before].header("if-modified-since"),
+        Some(date)
+    );
+
+    // 200 to the conditional request: the file changed, fetched again.
+    let before = server.requests().len();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert_arrived(&summary, 0, &dest, &body);
+    assert_eq!(asked(&server, before), ["HEAD if-none-match=\"v1\"", "GET"]);
+
+    // Other bytes of the same size written since: the record does not
+    // describe them, so they are not asked about, and fetched again.
+    std::fs::write(&dest, vec![2u8; SIZE]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&dest)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    let before = server.requests().len();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert_arrived(&summary, 0, &dest, &body);
+    assert_eq!(asked(&server, before), ["HEAD", "GET"]);
+
+    // --skip-existing trusts the size.
+    std::fs::write(&dest, vec![3u8; SIZE]).unwrap();
+    let before = server.requests().len();
+    let options = Options {
+        skip_existing: true,
+        ..options()
+    };
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options).await;
+    assert!(matches!(
+        summary.files[0].outcome,
+        Outcome::AlreadyThere { .. }
+    ));
+    assert_eq!(asked(&server, before), ["HEAD"]);
+    assert_eq!(std::fs::read(&dest).unwrap(), vec![3u8; SIZE]);
 }
 
 #[tokio::test]
