@@ -87,6 +87,12 @@ impl Report {
     }
 }
 
+/// A count with its noun, as every message of the binary writes one:
+/// "1 file", "2 files", "1 delivery", "3 deliveries".
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The exit code for how a retried call ended.
 pub fn code_for(ending: Ending) -> u8 {
     match ending {
@@ -273,6 +279,14 @@ mod tests {
             r.render(),
             "backstop: error: top\n  caused by: middle\n  hint: do this\n"
         );
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural(0, "file", "files"), "0 files");
+        assert_eq!(plural(1, "file", "files"), "1 file");
+        assert_eq!(plural(1, "delivery", "deliveries"), "1 delivery");
+        assert_eq!(plural(2, "delivery", "deliveries"), "2 deliveries");
     }
 
     #[test]

@@ -52,7 +52,10 @@ fn pulls_through_faults_checks_hashes_and_exits_0() {
         err.contains("backstop: pulled 2 of 2 files: 2 downloaded (fetched "),
         "{err}"
     );
-    assert!(err.contains("  a.bin: done, 48.83 KiB, sha256 ok"), "{err}");
+    assert!(
+        err.contains("backstop: a.bin: done, 48.83 KiB, sha256 ok"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         2,
@@ -80,6 +83,58 @@ fn pulls_through_faults_checks_hashes_and_exits_0() {
         again,
         ["HEAD", "HEAD"],
         "a HEAD for the size, then size and hash checked on disk"
+    );
+}
+
+/// On a pipe, a file that simply arrives gets exactly one line, and so
+/// does one found in place (never "resuming at X of X"); the total comes
+/// last, its counts agreeing with their nouns.
+#[test]
+fn a_file_that_arrives_gets_exactly_one_line_on_a_pipe() {
+    let server = FaultServer::start();
+    let (a, b) = (data(50_000), data(20_000));
+    server.always("/a.bin", Reply::file(a.clone()));
+    server.always("/b.bin", Reply::file(b.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(backstop()
+        .args([
+            "pull",
+            &server.url("/a.bin"),
+            &server.url("/b.bin"),
+            "--dir",
+        ])
+        .arg(dir.path()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let mut lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.pop(),
+        Some("backstop: pulled 2 of 2 files: 2 downloaded (fetched 68.36 KiB)"),
+        "{err}"
+    );
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "backstop: a.bin: done, 48.83 KiB",
+            "backstop: b.bin: done, 19.53 KiB"
+        ],
+        "{err}"
+    );
+
+    let out = run(backstop()
+        .args(["pull", &server.url("/a.bin"), "--dir"])
+        .arg(dir.path())
+        .args(["--sha256", &sha(&a)]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "backstop: a.bin: already there, 48.83 KiB",
+            "backstop: pulled 1 of 1 file: 0 downloaded, 1 already there (fetched 0 B)"
+        ],
+        "{err}"
     );
 }
 
@@ -247,7 +302,7 @@ fn bad_input_is_a_usage_error_and_changes_nothing() {
         ),
         (
             &["pull", &url, "-d", d, "--sha256", &hex, "--sha256", &hex],
-            "2 sha256 digests for 1 URLs",
+            "2 sha256 digests for 1 URL: give one per URL",
         ),
         (&["pull", &url, &url, "-d", d], "would both be written to"),
     ];

@@ -9,7 +9,7 @@ use backstop_http::{Client, Method};
 use serde_json::{Value, json};
 
 use crate::cli::{NodesCommand, OpsCommand, ServerArgs};
-use crate::report::{Report, exit};
+use crate::report::{Report, exit, plural};
 
 /// Talks to one coordinator.
 struct Api {
@@ -108,12 +108,12 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             let op = &answer["op"];
             let n = answer["deliveries"].as_u64().unwrap_or(0);
             let mut line = format!(
-                "operation {} ({} for {}{}): {n} deliver{}",
+                "operation {} ({} for {}{}): {}",
                 op["id"],
                 text(&op["kind"]),
                 target(op),
                 key_text(op),
-                if n == 1 { "y" } else { "ies" }
+                plural(n, "delivery", "deliveries")
             );
             if answer["superseded"].as_u64().unwrap_or(0) > 0 {
                 line.push_str(&format!(
@@ -186,8 +186,8 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             let answer = api.call(Method::POST, "/v1/requeue", Some(body)).await?;
             let n = answer["requeued"].as_u64().unwrap_or(0);
             print(&format!(
-                "requeued {n} dead deliver{}, attempts reset\n",
-                if n == 1 { "y" } else { "ies" }
+                "requeued {}, attempts reset\n",
+                plural(n, "dead delivery", "dead deliveries")
             ))
         }
     }

@@ -68,7 +68,11 @@ pub enum Error {
     #[error(transparent)]
     Request(backstop_http::Error),
     /// `--sha256` values do not pair up with the URLs.
-    #[error("{digests} sha256 digests for {urls} URLs: give one per URL, in order, or none")]
+    #[error(
+        "{digests} sha256 {} for {urls} {}: give one per URL, in order, or none",
+        if *digests == 1 { "digest" } else { "digests" },
+        if *urls == 1 { "URL" } else { "URLs" }
+    )]
     DigestCount {
         /// Digests given.
         digests: usize,
