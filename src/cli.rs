@@ -140,8 +140,9 @@ pub struct PullArgs {
     /// never printed.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
-    /// Cut and retry a transfer that moves less than SIZE in DURATION;
-    /// 0 turns it off [default: 1MiB/2m].
+    /// Cut and retry a transfer that moves less than SIZE in DURATION,
+    /// over however many connections; the attempt count starts again only
+    /// after SIZE has moved. 0 turns it off [default: 1MiB/2m].
     #[arg(long, value_name = "SIZE/DURATION", value_parser = parse_min_progress)]
     pub min_progress: Option<MinProgressArg>,
     /// Keep a file already in place whose size is right without asking

@@ -583,4 +583,45 @@ mod tests {
             "2 bytes in the second window"
         );
     }
+
+    /// Between two connections no byte arrives, and the window is looked
+    /// at all the same: bytes from every connection count, and time spent
+    /// reconnecting counts too.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_spans_reconnections() {
+        let min = MinProgress {
+            bytes: 100 << 10,
+            window: Duration::from_secs(15),
+        };
+        let s = Stream::new(0, None, 0);
+        for _ in 0..5 {
+            assert!(too_slow(&s, min, 1024).is_none(), "a connection's 1 KiB");
+            tokio::time::advance(Duration::from_secs(3)).await;
+            if let Some(slow) = too_slow(&s, min, 0) {
+                assert!(
+                    matches!(slow, Failure::TooSlow { bytes: 5120, .. }),
+                    "{slow}"
+                );
+                return;
+            }
+        }
+        panic!("five connections of 1 KiB in 15 s are below 100 KiB/15 s");
+    }
+
+    #[test]
+    fn real_progress_is_the_window_s_bytes_or_64_kib_without_one() {
+        let with = Options {
+            min_progress: Some(MinProgress {
+                bytes: 100 << 10,
+                window: Duration::from_secs(15),
+            }),
+            ..Options::default()
+        };
+        assert_eq!(real_progress(&with), 100 << 10);
+        let without = Options {
+            min_progress: None,
+            ..Options::default()
+        };
+        assert_eq!(real_progress(&without), RESUME_AT_ONCE);
+    }
 }
