@@ -131,8 +131,11 @@ enum Step {
     /// The stream has all its bytes.
     Done,
     /// The transfer broke after real progress: go again, with the attempt
-    /// count started again.
-    Again(Cow<'static, str>),
+    /// count started again; at once when `at_once`, else after a pause.
+    Again {
+        reason: Cow<'static, str>,
+        at_once: bool,
+    },
 }
 
 /// How one connection that did not fail ended.
@@ -202,21 +205,45 @@ pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryE
             .await?;
         match result {
             Step::Done => return Ok(()),
-            Step::Again(reason) => {
-                tracing::debug!(
-                    file = ctx.id,
-                    at = stream.pos(),
-                    "{reason}; resuming at once, attempts counted afresh"
-                );
-                ctx.progress.event(
-                    ctx.id,
-                    Event::Resume {
-                        at: stream.pos(),
-                        reason: &reason,
-                        delay: Duration::ZERO,
-                    },
-                );
+            Step::Again { reason, at_once } => {
+                reconnect(ctx, stream, &policy, &reason, at_once).await;
             }
+        }
+    }
+}
+
+/// Says that the stream reconnects from where it stopped, and waits
+/// first unless `at_once`.
+async fn reconnect(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+    policy: &Policy,
+    reason: &str,
+    at_once: bool,
+) {
+    let delay = if at_once {
+        Duration::ZERO
+    } else {
+        pause(policy)
+    };
+    tracing::debug!(
+        file = ctx.id,
+        at = stream.pos(),
+        "{reason}; resuming in {}",
+        backstop_core::HumanDuration(delay)
+    );
+    ctx.progress.event(
+        ctx.id,
+        Event::Resume {
+            at: stream.pos(),
+            reason,
+            delay,
+        },
+    );
+    if !delay.is_zero() {
+        tokio::select! {
+            () = ctx.cancel.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -236,38 +263,14 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy) -> Result<
             Connection::Broke { reason, at_once } => (reason, at_once),
         };
         if stream.since_reset.load(Ordering::Acquire) >= real_progress(ctx.options) {
-            return Ok(Step::Again(reason));
+            return Ok(Step::Again { reason, at_once });
         }
         if let Some(min) = ctx.options.min_progress
             && let Some(slow) = too_slow(stream, min, 0)
         {
             return Err(slow);
         }
-        let delay = if at_once {
-            Duration::ZERO
-        } else {
-            pause(policy)
-        };
-        tracing::debug!(
-            file = ctx.id,
-            at = stream.pos(),
-            "{reason}; reconnecting in {}",
-            backstop_core::HumanDuration(delay)
-        );
-        ctx.progress.event(
-            ctx.id,
-            Event::Resume {
-                at: stream.pos(),
-                reason: &reason,
-                delay,
-            },
-        );
-        if !delay.is_zero() {
-            tokio::select! {
-                () = ctx.cancel.cancelled() => {}
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
+        reconnect(ctx, stream, policy, &reason, at_once).await;
     }
 }
 

@@ -433,40 +433,63 @@ async fn a_server_that_cuts_every_connection_early_fails_as_too_slow() {
     );
 }
 
-/// A stream that moves the window's bytes over several broken connections
-/// has made real progress: its attempt count starts again.
+/// The attempt count starts again only after real progress (here 64 KiB):
+/// with 2 attempts, a 503, a cut after real progress and another 503 get
+/// through; a 503, a cut after a few bytes and another 503 do not.
 #[tokio::test]
-async fn real_progress_over_several_connections_starts_the_count_again() {
-    let server = FaultServer::start();
+async fn the_attempt_count_starts_again_only_after_real_progress() {
     let body = data(200 << 10);
-    server.always("/f.bin", Reply::file(body.clone()).cut_after(40 << 10));
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        policy: policy().max_attempts(1),
+    let options = || Options {
+        policy: policy().max_attempts(2),
         min_progress: Some(MinProgress {
             bytes: 64 << 10,
             window: Duration::from_secs(60),
         }),
         ..options()
     };
-    let (summary, events) = pull(
-        dir.path(),
-        f_bin(&server, None, Some(Sha256::of(&body))),
-        options,
-    )
-    .await;
-    assert_arrived(&summary, 0, &dir.path().join("f.bin"), &body);
-    let resumes: Vec<String> = events
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains(" resume "))
-        .collect();
-    assert_eq!(resumes.len(), 4, "{resumes:?}");
+    let mut ends = Vec::new();
+    for cut in [80 << 10, 10 << 10] {
+        let server = FaultServer::start();
+        server.script(
+            "/f.bin",
+            [
+                Reply::status(503),
+                Reply::file(body.clone()).cut_after(cut),
+                Reply::status(503),
+            ],
+        );
+        server.always("/f.bin", Reply::file(body.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let (mut summary, events) = pull(
+            dir.path(),
+            f_bin(&server, None, Some(Sha256::of(&body))),
+            options(),
+        )
+        .await;
+        let retries: Vec<String> = events
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains(" retry "))
+            .collect();
+        ends.push((summary.files.remove(0).outcome, retries));
+    }
+    let (after_progress, retries) = &ends[0];
+    assert!(downloaded(after_progress), "{after_progress:?}");
+    assert_eq!(retries.len(), 2, "{retries:?}");
     assert!(
-        resumes[0].ends_with("after 1ms") && resumes[1].ends_with("after 0ns"),
-        "40 KiB is not yet real progress, 80 KiB is: {resumes:?}"
+        retries.iter().all(|r| r.starts_with("0 retry 1 HTTP 503")),
+        "each 503 is the first of its count: {retries:?}"
     );
-    assert!(!events.any("retry"), "{:?}", events.lines());
+    let (after_a_few_bytes, retries) = &ends[1];
+    let Outcome::Failed(FileError::Transfer { source, .. }) = after_a_few_bytes else {
+        panic!("{after_a_few_bytes:?}");
+    };
+    assert_eq!(
+        (source.ending, source.attempts),
+        (backstop_core::Ending::Overloaded { wait: None }, 2),
+        "the second 503 was the second attempt"
+    );
+    assert_eq!(retries.len(), 1, "{retries:?}");
 }
 
 #[tokio::test]
