@@ -667,13 +667,27 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing_and_the_token_never_leaks() {
         assert!(error.contains(says), "{method} {path} {body}: {error}");
     }
     assert!(f.json_lines(&["ops", "list"]).is_empty(), "nothing changed");
-    let out = f.run(&["ops", "submit", "instal", "--type", "cpu"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("the coordinator refused: no node of type \"cpu\" handles kind \"instal\""),
-        "{err}"
-    );
+    // What the API refuses as invalid is a usage error for `ops submit`.
+    let refused: &[(&[&str], &str)] = &[
+        (
+            &["instal", "--type", "cpu"],
+            "the coordinator refused: no node of type \"cpu\" handles kind \"instal\"",
+        ),
+        (
+            &["install", "--type", "cpu", "--key", " "],
+            "key must not be empty",
+        ),
+        (
+            &["install", "--node", "cpu 1"],
+            "node name \"cpu 1\" is not valid",
+        ),
+    ];
+    for (args, says) in refused {
+        let out = f.run(&[&["ops", "submit"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
     // A real submission, then a look for the token everywhere it must not be.
     let op = f.submit("install", "cpu", &[]);
     f.wait_state(op, "cpu-1", "done");
@@ -683,6 +697,20 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing_and_the_token_never_leaks() {
         seen.push_str(&String::from_utf8_lossy(&bytes));
     }
     assert!(!seen.contains(&f.token), "the token leaked");
+}
+
+#[test]
+fn serve_listens_on_a_name_it_resolves() {
+    let f = fleet();
+    let mut cmd = f.cmd();
+    cmd.args(["serve", "--listen", "localhost:0"]);
+    let mut serve = Proc::spawn(cmd, "backstop serve");
+    let line = serve.wait_for("serving the fan-out API on http://");
+    assert!(line.contains("http://127.0.0.1:"), "{line}");
+    serve.stop();
+    let out = f.run(&["serve", "--listen", "localhost"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not HOST:PORT"));
 }
 
 #[test]

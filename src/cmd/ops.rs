@@ -52,6 +52,8 @@ impl Api {
             use backstop_http::Failure;
             match e.retry_error().and_then(|r| r.last.as_ref()) {
                 // The coordinator said no: its sentence is the message.
+                // Input it finds invalid (400, 422: an unknown kind, an
+                // empty key, a bad name) is a usage error, like a bad flag.
                 Some(Failed(Failure::Status { status, detail, .. }))
                     if status.is_client_error() =>
                 {
@@ -59,7 +61,11 @@ impl Api {
                         "the coordinator refused: {}",
                         detail.clone().unwrap_or_else(|| status.to_string())
                     );
-                    let report = Report::new(exit::FAILURE, message);
+                    let code = match status.as_u16() {
+                        400 | 422 => exit::USAGE,
+                        _ => exit::FAILURE,
+                    };
+                    let report = Report::new(code, message);
                     if status.as_u16() == 401 {
                         report.hint("set BACKSTOP_TOKEN to the token `backstop serve` uses")
                     } else {
