@@ -487,6 +487,12 @@ pub enum OpsCommand {
         /// Only the nodes of the type present now, not those that join later.
         #[arg(long, requires = "node_type")]
         present_only: bool,
+        /// Makes the submission once however often it is sent: retries
+        /// carry it, and the coordinator answers a repeat within 24 h with
+        /// the operation the first made [default: a new random key per
+        /// invocation]. Pass one to rerun a submission that exited 75.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,

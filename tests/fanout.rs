@@ -560,14 +560,19 @@ type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
 
 /// One HTTP/1.1 request to the API; (status, body).
 fn http(server: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let addr = server.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    http_raw(server, method, path, &auth, body)
+}
+
+/// One HTTP/1.1 request with these header lines (each ending in CRLF).
+fn http_raw(server: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
+    let addr = server.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -711,6 +716,54 @@ fn serve_listens_on_a_name_it_resolves() {
     let out = f.run(&["serve", "--listen", "localhost"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not HOST:PORT"));
+}
+
+#[test]
+fn a_submit_whose_answer_is_lost_is_retried_and_makes_one_operation() {
+    let f = fleet();
+    std::fs::write(
+        f.path("backstop.toml"),
+        "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nhandle = { install = \"true\" }\n",
+    )
+    .unwrap();
+    let _serve = f.serve(&[]);
+    let coordinator = server_of(&f).trim_start_matches("http://").parse().unwrap();
+    // The first request reaches the coordinator, which makes the
+    // operation; its answer never reaches the client.
+    let proxy = Proxy::start(coordinator);
+    proxy.drop_responses(1);
+    let out = f
+        .cmd()
+        .env("BACKSTOP_SERVER", format!("http://{}", proxy.addr()))
+        .args(["ops", "submit", "install", "--type", "cpu", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(proxy.connections(), 2, "sent twice: {err}");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ops = f.json_lines(&["ops", "list"]);
+    assert_eq!(ops.len(), 1, "one operation: {ops:?}");
+    assert_eq!(ops[0]["id"], answer["op"]["id"]);
+    assert_eq!(answer["deliveries"], 1);
+    // A key given on the command line makes a rerun answer the same.
+    let key = ["--idempotency-key", "nightly-2026-12-01"];
+    let first = f.submit("install", "cpu", &key);
+    assert_eq!(f.submit("install", "cpu", &key), first);
+    let out = f.run(
+        &[
+            &["ops", "submit", "install", "--type", "cpu", "--key", "k"][..],
+            &key,
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(2), "another request, the same key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("used for a different request"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.json_lines(&["ops", "list"]).len(), 2);
 }
 
 #[test]
@@ -927,6 +980,41 @@ fn fleet_two_coordinators_and_three_workers_run_1000_operations_once_each() {
         roles.contains(&Value::from("leader")) && roles.contains(&Value::from("standby")),
         "housekeeping on one of them: {roles:?}"
     );
+}
+
+#[test]
+fn fleet_one_idempotency_key_makes_one_operation_across_coordinators() {
+    let f = fleet_pg();
+    let _a = f.serve(&[]);
+    let a = server_of(&f);
+    let _b = f.serve(&[]);
+    let b = server_of(&f);
+    let _w = f.worker("gpu-1", "gpu", &[("install", "true")]);
+    let headers = format!(
+        "Authorization: Bearer {}\r\nIdempotency-Key: \"fleet-submit-1\"\r\n",
+        f.token
+    );
+    let body = r#"{"kind":"install","type":"gpu","key":"llama-cpp"}"#;
+    let (status, first) = http_raw(&a, "POST", "/v1/ops", &headers, body);
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = http_raw(&b, "POST", "/v1/ops", &headers, body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again, first,
+        "the other coordinator answers the same operation"
+    );
+    let other = r#"{"kind":"install","type":"gpu","key":"vllm"}"#;
+    let (status, refused) = http_raw(&b, "POST", "/v1/ops", &headers, other);
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("used for a different request"),
+        "{refused}"
+    );
+    let ops = f.json_lines(&["ops", "list"]);
+    assert_eq!(ops.len(), 1, "{ops:?}");
 }
 
 #[test]

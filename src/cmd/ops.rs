@@ -36,6 +36,19 @@ impl Api {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Report> {
+        self.call_once(method, path, body, None).await
+    }
+
+    /// [`Api::call`]; with an idempotency key, a request the coordinator
+    /// makes once, so that it is retried like a GET: every retry carries
+    /// the same key, and a repeat answers what the first did.
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Report> {
         let url = format!("{}{path}", self.base);
         let mut request = self
             .client
@@ -46,6 +59,11 @@ impl Api {
                 .header("content-type", "application/json")
                 .body(body.to_string())
                 .idempotent(false);
+        }
+        if let Some(key) = idempotency_key {
+            request = request
+                .header("idempotency-key", &format!("\"{key}\""))
+                .idempotent(true);
         }
         request.json::<Value>().await.map_err(|e| {
             use backstop_core::AttemptError::Failed;
@@ -93,10 +111,17 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             key,
             payload,
             present_only,
+            idempotency_key,
             json,
             server,
         } => {
             let api = Api::new(&server, state)?;
+            // One key per invocation, reused by its retries.
+            let idempotency_key = match idempotency_key {
+                Some(key) => key,
+                None => crate::state::random_hex(16)
+                    .map_err(|e| Report::from_error(exit::FAILURE, &e))?,
+            };
             let mut body = json!({ "kind": kind, "payload": payload.unwrap_or_else(|| json!({})) });
             if let Some(t) = node_type {
                 body["type"] = json!(t);
@@ -107,7 +132,9 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             if let Some(k) = key {
                 body["key"] = json!(k);
             }
-            let answer = api.call(Method::POST, "/v1/ops", Some(body)).await?;
+            let answer = api
+                .call_once(Method::POST, "/v1/ops", Some(body), Some(&idempotency_key))
+                .await?;
             if json {
                 return print(&format!("{answer}\n"));
             }

@@ -89,6 +89,15 @@ pub trait Store: Send + Sync {
     /// key on its nodes, and creates one pending delivery per target node
     /// that handles its kind. Refused, changing nothing, when it names an
     /// unknown node or when no target node handles its kind.
+    ///
+    /// With an idempotency key, the key is stored with the operation in the
+    /// same transaction, unique: a repeat with the key answers what the
+    /// first answered ([`Submitted::repeated`]) and writes nothing; one
+    /// whose request differs is refused
+    /// ([`Rejection::IdempotencyKeyReused`]). Concurrent repeats, on any
+    /// handle or coordinator, create one operation: the key's unique
+    /// constraint decides, and the others wait for the first to commit.
+    /// A refused submission leaves no key behind.
     fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError>;
 
     /// Operations, newest first, with counts of their deliveries by state.
@@ -142,6 +151,13 @@ pub trait Store: Send + Sync {
     /// first — and so are those operations once nothing of theirs is left.
     /// Dead deliveries, and the live operation of each key with its
     /// deliveries (the desired state: who has it), stay.
+    ///
+    /// Idempotency keys are kept [`IDEMPOTENCY_WINDOW`] longer than
+    /// history: those created before `before - IDEMPOTENCY_WINDOW` are
+    /// removed (at most `limit` per call), and an operation stays while
+    /// a key names it, however short the retention time.
+    ///
+    /// [`IDEMPOTENCY_WINDOW`]: crate::model::IDEMPOTENCY_WINDOW
     fn retain(&self, before: SystemTime, limit: u32) -> Result<Retained, StoreError>;
 
     /// Takes the housekeeping lock, or checks that this handle still holds
@@ -202,6 +218,9 @@ pub struct Submitted {
     pub deliveries: u64,
     /// Deliveries of older operations with the same key that it replaced.
     pub superseded: u64,
+    /// A repeat of an earlier submission's idempotency key: nothing was
+    /// written, and the counts are those of the first.
+    pub repeated: bool,
 }
 
 /// Which operations [`Store::ops`] lists.
@@ -327,6 +346,8 @@ pub struct Retained {
     pub deliveries: u64,
     /// Operations removed, nothing of theirs being left.
     pub ops: u64,
+    /// Idempotency keys forgotten.
+    pub keys: u64,
 }
 
 /// A store that failed, or refused a request.
@@ -405,6 +426,15 @@ pub enum Rejection {
         target: String,
         /// The kinds those nodes handle.
         known: Vec<String>,
+    },
+    /// The idempotency key of an earlier submission came with a different
+    /// request.
+    #[error(
+        "this Idempotency-Key was used for a different request (operation {op}); a new submission needs a new key"
+    )]
+    IdempotencyKeyReused {
+        /// The operation the key names.
+        op: OpId,
     },
     /// Only dead deliveries can be requeued.
     #[error("delivery {id} is {state}, not dead; only dead deliveries are requeued")]
@@ -515,7 +545,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         WHERE state IN ('done', 'superseded')",
     // 3: a submission in one round trip.
     postgres::SUBMIT_FUNCTION,
+    // 4: idempotent submissions: each key, unique, with what the first
+    // submission answered; `op` is NULL only inside the transaction that
+    // writes it.
+    "CREATE TABLE backstop_queue_idempotency (
+        idem_key TEXT PRIMARY KEY NOT NULL,
+        fingerprint TEXT NOT NULL,
+        op BIGINT,
+        deliveries BIGINT NOT NULL,
+        superseded BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE INDEX backstop_queue_idempotency_op ON backstop_queue_idempotency (op);
+    CREATE INDEX backstop_queue_idempotency_age ON backstop_queue_idempotency (created_ms)",
+    // 5: the submission in one round trip, with its idempotency key.
+    postgres::SUBMIT_FUNCTION_IDEMPOTENT,
 ];
+
+/// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep
+/// times.
+pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = crate::model::IDEMPOTENCY_WINDOW.as_millis() as i64;
 
 /// The columns of a delivery, in [`DeliveryRow`] order.
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.op, d.node, d.kind, d.op_key, d.state, \
