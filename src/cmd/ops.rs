@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use backstop_core::{Policy, Secret};
 use backstop_http::{Client, Method};
+use backstop_queue::Hold;
 use serde_json::{Value, json};
 
 use crate::cli::{NodesCommand, OpsCommand, ServerArgs};
@@ -411,15 +412,25 @@ fn deliveries_table(deliveries: &[Value], terminal: bool) -> String {
         .iter()
         .map(|d| {
             let when = match d["state"].as_str() {
-                Some("pending") => format!("next {}", text(&d["next_at"])),
+                // Held by its node, its next attempt time says nothing.
+                Some("pending") => match serde_json::from_value::<Hold>(d["held"].clone()) {
+                    Ok(hold) => hold.describe().to_owned(),
+                    Err(_) => format!("next {}", text(&d["next_at"])),
+                },
                 Some("in_flight") => format!("lease until {}", text(&d["lease_until"])),
                 _ => text(&d["finished"]),
+            };
+            // Since the last requeue, and in all when they differ.
+            let attempts = match (d["attempts"].as_u64(), d["attempt"].as_u64()) {
+                (Some(since), Some(all)) if since != all => format!("{since} ({all} in all)"),
+                (Some(since), _) => since.to_string(),
+                (None, _) => count(&d["attempt"]),
             };
             vec![
                 text(&d["id"]),
                 text(&d["node"]),
                 text(&d["state"]),
-                count(&d["attempt"]),
+                attempts,
                 count(&d["failures"]),
                 when,
                 short(&d["last_error"]),
@@ -431,7 +442,7 @@ fn deliveries_table(deliveries: &[Value], terminal: bool) -> String {
             "DELIVERY",
             "NODE",
             "STATE",
-            "ATTEMPT",
+            "ATTEMPTS",
             "FAILURES",
             "WHEN",
             "LAST ERROR",

@@ -62,8 +62,8 @@ pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use handler::{CommandHandler, Handler, Work};
 pub use model::{
-    Claim, Delivery, DeliveryId, DeliveryState, Invalid, NewOp, Node, NodeSpec, NodeStatus, Op,
-    OpId, Outcome, Target, Token,
+    Claim, Delivery, DeliveryId, DeliveryState, Hold, Invalid, NewOp, Node, NodeSpec, NodeStatus,
+    Op, OpId, Outcome, Target, Token,
 };
 pub use schedule::{Schedule, Settle, Verdict};
 pub use store::{PostgresStore, SqliteStore, Store, StoreError};

@@ -442,8 +442,13 @@ pub struct Delivery {
     pub key: Option<String>,
     /// Where it stands.
     pub state: DeliveryState,
-    /// The number of the latest attempt (0 before the first).
+    /// The number of the latest attempt (0 before the first), counting
+    /// from its creation: the attempt token's number, which a requeue does
+    /// not reset.
     pub attempt: u32,
+    /// Attempts since the last requeue (all of them, when never requeued):
+    /// what an operator reads after "attempts reset".
+    pub attempts: u32,
     /// Handler failures counted toward the dead-letter cap; reset by a
     /// requeue.
     pub failures: u32,
@@ -455,9 +460,12 @@ pub struct Delivery {
     /// Until when the running attempt holds it (in flight).
     #[serde(with = "opt_time")]
     pub lease_until: Option<SystemTime>,
-    /// The last error, if any: a handler's stderr tail, or why the node
-    /// could not be reached.
+    /// Why its latest attempt did not succeed, if it did not: a handler's
+    /// stderr tail, or why the node could not be reached. None once done.
     pub last_error: Option<String>,
+    /// For a pending delivery, what it waits for when that is its node
+    /// rather than its next attempt time.
+    pub held: Option<Hold>,
     /// Created.
     #[serde(with = "time")]
     pub created: SystemTime,
@@ -467,6 +475,42 @@ pub struct Delivery {
     /// When it became done, dead or superseded.
     #[serde(with = "opt_time")]
     pub finished: Option<SystemTime>,
+}
+
+/// Why a pending delivery waits for its node rather than for its next
+/// attempt time (which may be long past).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// Its node is drained: it is held until the node is undrained.
+    Drained,
+    /// Its node could not be reached: it waits for the node's next
+    /// heartbeat.
+    Unreachable,
+    /// Its node's heartbeats stopped: it waits for them to resume.
+    Unhealthy,
+}
+
+impl Hold {
+    /// What holds a pending delivery to a node in this state, if anything;
+    /// a drain, the operator's choice, is named before health.
+    pub fn for_node(status: NodeStatus, drained: bool) -> Option<Hold> {
+        match (drained, status) {
+            (true, _) => Some(Hold::Drained),
+            (false, NodeStatus::Unreachable) => Some(Hold::Unreachable),
+            (false, NodeStatus::Unhealthy) => Some(Hold::Unhealthy),
+            (false, NodeStatus::Healthy) => None,
+        }
+    }
+
+    /// How `ops show` says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Hold::Drained => "held: node drained",
+            Hold::Unreachable => "waiting: node unreachable",
+            Hold::Unhealthy => "waiting: node unhealthy (no heartbeats)",
+        }
+    }
 }
 
 /// An attempt handed to the dispatcher by [`crate::Store::claim`].
@@ -617,6 +661,26 @@ mod tests {
         for o in other {
             assert_ne!(o.fingerprint(), op.fingerprint(), "{o:?}");
         }
+    }
+
+    #[test]
+    fn a_drain_holds_before_health_and_a_healthy_node_holds_nothing() {
+        let cases = [
+            (NodeStatus::Healthy, false, None),
+            (NodeStatus::Unreachable, false, Some(Hold::Unreachable)),
+            (NodeStatus::Unhealthy, false, Some(Hold::Unhealthy)),
+            (NodeStatus::Healthy, true, Some(Hold::Drained)),
+            (NodeStatus::Unreachable, true, Some(Hold::Drained)),
+        ];
+        for (status, drained, want) in cases {
+            assert_eq!(
+                Hold::for_node(status, drained),
+                want,
+                "{status:?} {drained}"
+            );
+        }
+        assert_eq!(Hold::Drained.describe(), "held: node drained");
+        assert_eq!(Hold::Unreachable.describe(), "waiting: node unreachable");
     }
 
     #[test]

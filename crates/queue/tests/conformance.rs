@@ -15,7 +15,8 @@ use backstop_queue::store::{
     Settled, Store, StoreError,
 };
 use backstop_queue::{
-    Claim, DeliveryState, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token, Verdict,
+    Claim, DeliveryState, Hold, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token,
+    Verdict,
 };
 
 /// A database the suite can open stores on and poke at directly.
@@ -482,6 +483,63 @@ fn dead_deliveries_stay_and_requeue_resets_attempts(db: &dyn Db) {
         "attempt numbers keep growing"
     );
     assert!(again.iter().all(|c| c.failures == 0));
+    let shown = store.deliveries(&DeliveryFilter::default()).unwrap();
+    assert!(
+        shown.iter().all(|d| d.attempts == 1 && d.attempt == 2),
+        "one attempt since the requeue, two in all: {shown:?}"
+    );
+}
+
+fn what_a_delivery_shows_is_what_holds_now(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2", "gpu-3", "gpu-4"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(0));
+    let on = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    // gpu-1 fails once, then succeeds: done shows no error.
+    settle(&*store, on("gpu-1"), t(1), failed(t(2), 1));
+    let retry = claim_all(&*store, t(2)).remove(0);
+    settle(&*store, retry.token, t(3), Verdict::Done);
+    // gpu-2 could not be reached; gpu-3 stops sending heartbeats; gpu-4
+    // fails and is then drained.
+    let unreachable = Verdict::Release {
+        next_at: t(1),
+        error: "no responders".into(),
+        unreachable: true,
+    };
+    settle(&*store, on("gpu-2"), t(1), unreachable);
+    store.heartbeat("gpu-3", "s1", true, t(1)).unwrap();
+    store
+        .release(&[on("gpu-3")], "its node left", t(1))
+        .unwrap();
+    settle(&*store, on("gpu-4"), t(1), failed(t(2), 1));
+    store.drain("gpu-4", true, t(1)).unwrap();
+    let (_, shown) = store.op(op.id).unwrap();
+    let of = |n: &str| shown.iter().find(|d| d.node == n).unwrap();
+    assert_eq!(of("gpu-1").state, DeliveryState::Done);
+    assert_eq!(of("gpu-1").last_error, None, "a done delivery has no error");
+    assert_eq!((of("gpu-1").attempts, of("gpu-1").failures), (2, 1));
+    assert_eq!(of("gpu-1").held, None);
+    assert_eq!(of("gpu-2").held, Some(Hold::Unreachable));
+    assert_eq!(of("gpu-3").held, Some(Hold::Unhealthy));
+    assert_eq!(of("gpu-4").held, Some(Hold::Drained));
+    // Listings say the same, and a node back to health holds nothing.
+    store.heartbeat("gpu-2", "s1", false, t(5)).unwrap();
+    let listed = store
+        .deliveries(&DeliveryFilter {
+            node: Some("gpu-2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(listed[0].held, None);
+    assert_eq!(listed[0].state, DeliveryState::Pending);
 }
 
 fn a_newer_op_with_the_same_key_supersedes_undelivered_ones(db: &dyn Db) {
@@ -1123,6 +1181,7 @@ suite!(
     late_and_stale_replies_never_overwrite_a_newer_attempt,
     a_late_success_of_the_current_attempt_still_counts,
     dead_deliveries_stay_and_requeue_resets_attempts,
+    what_a_delivery_shows_is_what_holds_now,
     a_newer_op_with_the_same_key_supersedes_undelivered_ones,
     nodes_that_join_later_get_live_ops_of_their_type,
     health_parks_nodes_without_spending_attempts,

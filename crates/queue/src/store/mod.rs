@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::model::{
-    Claim, Delivery, DeliveryId, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Token,
+    Claim, Delivery, DeliveryId, DeliveryState, Hold, NewOp, Node, NodeSpec, NodeStatus, Op, OpId,
+    Token,
 };
 use crate::schedule::Settle;
 
@@ -38,6 +39,9 @@ use crate::schedule::Settle;
 ///   node is gone or no longer handles their kind, [`Store::prune`]) and,
 ///   once the retention time has passed, finished history
 ///   ([`Store::retain`]): dead deliveries stay until requeued.
+/// - A delivery read back says what holds now: no last error once done,
+///   attempts since its last requeue beside its attempt number, and for a
+///   pending one whose node is drained or parked, [`Hold`].
 /// - Times read back equal times written, at millisecond precision.
 pub trait Store: Send + Sync {
     /// Registers `node` (or updates it: type, kinds, capacity, session) and
@@ -560,16 +564,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX backstop_queue_idempotency_age ON backstop_queue_idempotency (created_ms)",
     // 5: the submission in one round trip, with its idempotency key.
     postgres::SUBMIT_FUNCTION_IDEMPOTENT,
+    // 6: the attempt number at the last requeue, so that attempts since it
+    // can be shown while the attempt number keeps growing.
+    "ALTER TABLE backstop_queue_deliveries ADD COLUMN requeued_attempt BIGINT NOT NULL DEFAULT 0",
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep
 /// times.
 pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = crate::model::IDEMPOTENCY_WINDOW.as_millis() as i64;
 
-/// The columns of a delivery, in [`DeliveryRow`] order.
+/// The columns of a delivery, in [`DeliveryRow`] order: `d` and its node
+/// `n`, joined with [`DELIVERY_NODE_JOIN`].
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.op, d.node, d.kind, d.op_key, d.state, \
     d.attempt, d.failures, d.tries, d.next_at_ms, d.lease_until_ms, d.last_error, \
-    d.created_ms, d.updated_ms, d.finished_ms";
+    d.created_ms, d.updated_ms, d.finished_ms, d.requeued_attempt, n.status, n.drained";
+
+/// Joins a delivery `d` to its node `n`, for [`DELIVERY_COLUMNS`].
+pub(crate) const DELIVERY_NODE_JOIN: &str = "LEFT JOIN backstop_queue_nodes n ON n.name = d.node";
 
 /// The columns of an operation, in [`OpRow`] order.
 pub(crate) const OP_COLUMNS: &str =
@@ -592,6 +603,10 @@ pub(crate) struct DeliveryRow {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub finished_ms: Option<i64>,
+    pub requeued_attempt: i64,
+    /// The node's status and drain, when the node exists.
+    pub node_status: Option<String>,
+    pub node_drained: Option<i64>,
 }
 
 /// A count read from a BIGINT column: negative values (only a hand edit
@@ -613,6 +628,13 @@ impl DeliveryRow {
             );
             DeliveryState::Pending
         });
+        let held = match (state, &self.node_status) {
+            (DeliveryState::Pending, Some(status)) => Hold::for_node(
+                status.parse().unwrap_or(NodeStatus::Unhealthy),
+                self.node_drained.unwrap_or(0) != 0,
+            ),
+            _ => None,
+        };
         Delivery {
             id: self.id,
             op: self.op,
@@ -621,11 +643,13 @@ impl DeliveryRow {
             key: self.key,
             state,
             attempt: count(self.attempt),
+            attempts: count(self.attempt.saturating_sub(self.requeued_attempt)),
             failures: count(self.failures),
             tries: count(self.tries),
             next_at: from_millis(self.next_at_ms),
             lease_until: self.lease_until_ms.map(from_millis),
             last_error: self.last_error,
+            held,
             created: from_millis(self.created_ms),
             updated: from_millis(self.updated_ms),
             finished: self.finished_ms.map(from_millis),

@@ -9,9 +9,10 @@ use backstop_postgres::postgres;
 use backstop_postgres::{Database, Failure, MaybePostgres, OpenError, SessionLock, Tx};
 
 use super::{
-    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
-    ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned,
-    Registered, Rejection, Requeue, Retained, Settled, Store, StoreError, Submitted, clip, count,
+    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
+    DeliveryRow, Heartbeat, ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter,
+    OpRow, OpSummary, Pruned, Registered, Rejection, Requeue, Retained, Settled, Store, StoreError,
+    Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -215,6 +216,9 @@ fn read_delivery(r: &postgres::Row) -> DeliveryRow {
         created_ms: r.get(12),
         updated_ms: r.get(13),
         finished_ms: r.get(14),
+        requeued_attempt: r.get(15),
+        node_status: r.get(16),
+        node_drained: r.get(17),
     }
 }
 
@@ -883,7 +887,7 @@ impl Store for PostgresStore {
             let deliveries = tx
                 .query(
                     &format!(
-                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d {DELIVERY_NODE_JOIN}
                          WHERE d.op = $1 ORDER BY d.node COLLATE \"C\""
                     ),
                     &[&id],
@@ -902,7 +906,7 @@ impl Store for PostgresStore {
             Ok(tx
                 .query(
                     &format!(
-                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d {DELIVERY_NODE_JOIN}
                          WHERE ($1::text IS NULL OR d.state = $1)
                            AND ($2::text IS NULL OR d.node = $2)
                            AND ($3::bigint IS NULL OR d.op = $3)
@@ -920,7 +924,8 @@ impl Store for PostgresStore {
     fn requeue(&self, which: &Requeue, now: SystemTime) -> Result<u64, StoreError> {
         let now = to_millis(now);
         const SET: &str = "UPDATE backstop_queue_deliveries SET state = 'pending', failures = 0,
-            tries = 0, next_at_ms = $1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = $1";
+            tries = 0, next_at_ms = $1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = $1,
+            requeued_attempt = attempt";
         self.tx(|tx| {
             let n = match which {
                 Requeue::Delivery(id) => {
@@ -1132,7 +1137,7 @@ impl Store for PostgresStore {
             } else {
                 tx.query(
                     "UPDATE backstop_queue_deliveries d SET state = 'done', finished_ms = s.at,
-                         updated_ms = s.at, lease_until_ms = NULL
+                         updated_ms = s.at, lease_until_ms = NULL, last_error = NULL
                      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS s(id, attempt, at)
                      WHERE d.id = s.id AND d.attempt = s.attempt
                        AND d.state IN ('in_flight', 'pending')
@@ -1385,7 +1390,7 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> Result<Settled, postgres::Err
         Verdict::Done => {
             tx.execute(
                 "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = $2,
-                     updated_ms = $2, lease_until_ms = NULL WHERE id = $1",
+                     updated_ms = $2, lease_until_ms = NULL, last_error = NULL WHERE id = $1",
                 &[&id, &at],
             )?;
             DeliveryState::Done

@@ -11,10 +11,10 @@ use backstop_sqlite::rusqlite::{
 use backstop_sqlite::{Database, MaybeBusy, OpenError, Retried};
 
 use super::{
-    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
-    ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
-    POSTGRES_ONLY, Pruned, Registered, Rejection, Requeue, Retained, Settled, Store, StoreError,
-    Submitted, clip, count,
+    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
+    DeliveryRow, Heartbeat, ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter,
+    OpRow, OpSummary, POSTGRES_ONLY, Pruned, Registered, Rejection, Requeue, Retained, Settled,
+    Store, StoreError, Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -158,6 +158,9 @@ fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
         created_ms: r.get(12)?,
         updated_ms: r.get(13)?,
         finished_ms: r.get(14)?,
+        requeued_attempt: r.get(15)?,
+        node_status: r.get(16)?,
+        node_drained: r.get(17)?,
     })
 }
 
@@ -715,7 +718,7 @@ impl Store for SqliteStore {
             let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
             let deliveries = tx
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d {DELIVERY_NODE_JOIN}
                      WHERE d.op = ?1 ORDER BY d.node"
                 ))?
                 .query_map([id], read_delivery)?
@@ -731,7 +734,7 @@ impl Store for SqliteStore {
         self.read(|tx| {
             Ok(tx
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d {DELIVERY_NODE_JOIN}
                      WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.node = ?2)
                        AND (?3 IS NULL OR d.op = ?3) AND (?5 IS NULL OR d.id = ?5)
                      ORDER BY d.id DESC LIMIT ?4"
@@ -748,7 +751,8 @@ impl Store for SqliteStore {
     fn requeue(&self, which: &Requeue, now: SystemTime) -> Result<u64, StoreError> {
         let now = to_millis(now);
         const SET: &str = "UPDATE backstop_queue_deliveries SET state = 'pending', failures = 0,
-            tries = 0, next_at_ms = ?1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = ?1";
+            tries = 0, next_at_ms = ?1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = ?1,
+            requeued_attempt = attempt";
         self.write(|tx| {
             let n = match which {
                 Requeue::Delivery(id) => {
@@ -924,7 +928,8 @@ impl Store for SqliteStore {
                     if matches!(state, DeliveryState::InFlight | DeliveryState::Pending) {
                         tx.execute(
                             "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = ?2,
-                                 updated_ms = ?2, lease_until_ms = NULL WHERE id = ?1",
+                                 updated_ms = ?2, lease_until_ms = NULL, last_error = NULL
+                             WHERE id = ?1",
                             params![id, at],
                         )?;
                         out.push(Settled::Applied(DeliveryState::Done));
