@@ -783,6 +783,71 @@ fn a_submit_whose_answer_is_lost_is_retried_and_makes_one_operation() {
 }
 
 #[test]
+fn a_handler_whose_program_cannot_run_is_refused_at_start_up() {
+    let f = fleet();
+    std::fs::write(f.path("not-executable.sh"), "#!/bin/sh\n").unwrap();
+    let cases = [
+        (
+            "./handlers/delete.sh",
+            "runs \"./handlers/delete.sh\", which does not exist",
+        ),
+        (
+            "./not-executable.sh --now",
+            "runs \"./not-executable.sh\", which is not executable",
+        ),
+        (
+            "delete-backend --all",
+            "runs \"delete-backend\", which is not on PATH",
+        ),
+    ];
+    for (command, says) in cases {
+        std::fs::write(
+            f.path("backstop.toml"),
+            format!(
+                "[[node]]\nname = \"gpu-1\"\ntype = \"gpu\"\n\
+                 handle = {{ install = \"true\", delete = \"{command}\" }}\n"
+            ),
+        )
+        .unwrap();
+        let out = f.run(&["serve", "--listen", "127.0.0.1:0"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains(&format!(
+                "node gpu-1: the handler for kind \"delete\" {says}"
+            )),
+            "{err}"
+        );
+        let handle = format!("delete={command}");
+        let out = f.run(&[
+            "worker",
+            "--nats",
+            &f.nats,
+            "--name",
+            "gpu-7",
+            "--type",
+            "gpu",
+            "--handle",
+            "install=true",
+            "--handle",
+            &handle,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains(&format!(
+                "node gpu-7: the handler for kind \"delete\" {says}"
+            )),
+            "{err}"
+        );
+    }
+    assert!(
+        !f.path("state").exists(),
+        "refused before the queue was opened"
+    );
+}
+
+#[test]
 fn a_worker_stopped_mid_run_hands_its_work_back_unspent() {
     let f = fleet();
     let _serve = f.serve(&[]);

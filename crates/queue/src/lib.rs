@@ -21,7 +21,8 @@
 //!   store and NATS, for `/healthz`.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
 //!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
-//!   [`coordinator`] wires it all.
+//!   [`coordinator`] wires it all. [`program`] checks at start-up that each
+//!   handler's program can be started.
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -51,6 +52,7 @@ pub mod handler;
 pub mod health;
 pub mod housekeeping;
 pub mod model;
+pub mod program;
 pub mod schedule;
 pub mod status;
 pub mod store;
