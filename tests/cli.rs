@@ -398,6 +398,24 @@ mod ops {
         server.always("/v1/ops", Reply::status(503));
         let out = run(&mut submit(&server));
         assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        // Every try carried the one key the hint names.
+        let keys: Vec<String> = server
+            .requests()
+            .iter()
+            .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+            .collect();
+        assert_eq!(keys.len(), 4, "the 404, then three tries: {keys:?}");
+        assert!(
+            keys[1..].iter().all(|k| *k == keys[1]) && keys[0] != keys[1],
+            "{keys:?}"
+        );
+        let key = keys[1].trim_matches('"');
+        assert_eq!(key.len(), 32, "128 bits, hex: {key}");
+        assert!(
+            stderr(&out).contains(&format!("--idempotency-key {key}")),
+            "{}",
+            stderr(&out)
+        );
         let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed = format!("http://{}", nobody.local_addr().unwrap());
         drop(nobody);

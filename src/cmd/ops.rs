@@ -135,7 +135,19 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             }
             let answer = api
                 .call_once(Method::POST, "/v1/ops", Some(body), Some(&idempotency_key))
-                .await?;
+                .await
+                .map_err(|report| {
+                    if report.code == exit::TEMPFAIL {
+                        // It may have been made: the same key makes a
+                        // rerun answer it rather than make it again.
+                        report.detail(format!(
+                            "it may have been submitted; to make sure it is made once, run the \
+                             same command with --idempotency-key {idempotency_key}"
+                        ))
+                    } else {
+                        report
+                    }
+                })?;
             if json {
                 return print(&format!("{answer}\n"));
             }

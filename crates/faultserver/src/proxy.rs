@@ -2,8 +2,9 @@
 //! makes on demand: a connection cut after a number of bytes (the flaky
 //! link of a long download), or every connection dropped until the test
 //! restores them (a database or a message bus restarting for one client,
-//! a machine partitioned away) — without touching the server other tests
-//! share.
+//! a machine partitioned away), or an answer swallowed after the server
+//! acted on the request (the dropped connection that makes a client retry
+//! what was done) — without touching the server other tests share.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
