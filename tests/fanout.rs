@@ -272,6 +272,31 @@ impl Fleet {
         self.cmd().args(args).output().unwrap()
     }
 
+    /// Runs a command that must exit by itself (a `serve` or `worker` that
+    /// refuses to start); its exit code and stderr. One that keeps running
+    /// fails the test instead of hanging it.
+    fn exit_of(&self, args: &[&str]) -> (Option<i32>, String) {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        let mut proc = Proc::spawn(cmd, &format!("backstop {}", args[0]));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                // Its stderr is collected by a thread: wait for the error.
+                while !proc.log().contains("backstop: error") && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return (status.code(), proc.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "backstop {args:?} kept running:\n{}",
+                proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs a client command that must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -809,9 +834,8 @@ fn a_handler_whose_program_cannot_run_is_refused_at_start_up() {
             ),
         )
         .unwrap();
-        let out = f.run(&["serve", "--listen", "127.0.0.1:0"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        let (code, err) = f.exit_of(&["serve", "--listen", "127.0.0.1:0"]);
+        assert_eq!(code, Some(2), "{command}: {err}");
         assert!(
             err.contains(&format!(
                 "node gpu-1: the handler for kind \"delete\" {says}"
@@ -819,7 +843,7 @@ fn a_handler_whose_program_cannot_run_is_refused_at_start_up() {
             "{err}"
         );
         let handle = format!("delete={command}");
-        let out = f.run(&[
+        let (code, err) = f.exit_of(&[
             "worker",
             "--nats",
             &f.nats,
@@ -832,8 +856,7 @@ fn a_handler_whose_program_cannot_run_is_refused_at_start_up() {
             "--handle",
             &handle,
         ]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert_eq!(code, Some(2), "{command}: {err}");
         assert!(
             err.contains(&format!(
                 "node gpu-7: the handler for kind \"delete\" {says}"
