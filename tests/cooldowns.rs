@@ -289,21 +289,86 @@ fn bad_input_is_refused_before_anything_is_written() {
 }
 
 #[test]
-fn an_unusable_state_location_is_a_clear_error() {
+fn an_unusable_state_location_is_a_failure_not_a_reason_to_retry() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_backstop"))
-        .args(["pick", "a/b"])
-        .env("BACKSTOP_STATE", file.join("ledger.db"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("cannot open the ledger at sqlite:"),
-        "{}",
-        text(&out.stderr)
-    );
+    // A directory the command may not write: as root, the command runs as
+    // nobody, for whom a root-owned 0555 directory is read-only.
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let cases = [
+        (file.join("ledger.db"), "a-file is not a directory"),
+        (locked.join("ledger.db"), "Permission denied"),
+        (locked.join("sub/ledger.db"), "Permission denied"),
+    ];
+    for (state, cause) in cases {
+        for (args, names) in [
+            (&["pick", "a/b"][..], "cannot use sqlite:{} for the ledger"),
+            (&["cooldown", "list"], "cannot use sqlite:{} for the ledger"),
+            (
+                &["serve", "--listen", "127.0.0.1:0"],
+                "the queue at sqlite:{} failed",
+            ),
+        ] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+            cmd.args(args)
+                .env("BACKSTOP_STATE", &state)
+                .current_dir(dir.path());
+            as_nobody_when_root(&mut cmd, &file);
+            let out = cmd.output().unwrap();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{state:?} {args:?}: {err}");
+            let names = names.replace("{}", &state.display().to_string());
+            assert!(err.contains(&names), "{err}");
+            assert!(err.contains(cause), "{err}");
+        }
+    }
+    assert!(!locked.join("ledger.db").exists());
+}
+
+/// Runs `cmd` as nobody when the tests run as root (for whom no permission
+/// is ever denied), which `ours`, a file the test made, tells.
+fn as_nobody_when_root(cmd: &mut Command, ours: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    if std::fs::metadata(ours).unwrap().uid() == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+}
+
+#[test]
+fn a_state_url_of_an_unknown_scheme_is_refused_and_creates_nothing() {
+    let l = ledger();
+    for spec in [
+        "postgress://ops:hunter2@db.internal/ledger",
+        "mysql://db.internal/ledger",
+        "http://db.internal/ledger",
+    ] {
+        for args in [
+            &["pick", "a/b"][..],
+            &["cooldown", "list"],
+            &["serve", "--listen", "127.0.0.1:0"],
+        ] {
+            let out = l.cmd().args(["--state", spec]).args(args).output().unwrap();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{spec} {args:?}: {err}");
+            let scheme = spec.split("://").next().unwrap();
+            assert!(
+                err.contains(&format!(
+                    "{scheme}:// is not a state location backstop knows; use a path, \
+                     sqlite:PATH, file:PATH, or a postgres:// or postgresql:// URL"
+                )),
+                "{err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(l.dir()).unwrap().collect();
+    assert!(left.is_empty(), "nothing was created: {left:?}");
 }
 
 #[test]

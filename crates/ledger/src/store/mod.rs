@@ -8,6 +8,8 @@ mod sqlite;
 use std::error::Error as StdError;
 use std::time::Duration;
 
+use backstop_core::StateLocation;
+
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::{Entry, Key};
@@ -73,6 +75,17 @@ pub enum StoreError {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
+    /// The location cannot hold a ledger: a file that cannot be created
+    /// or opened (permission denied, a directory in its path that is a
+    /// file). Trying again will not help.
+    #[error("cannot use {location} for the ledger")]
+    Unusable {
+        /// Where.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
     /// Other writers held the store for longer than backstop waits.
     #[error("the ledger at {location} stayed locked by other processes for {}", backstop_core::HumanDuration(*waited))]
     Busy {
@@ -112,16 +125,13 @@ impl StoreError {
     }
 }
 
-/// Opens the store `spec` names: a `postgres://` or `postgresql://` URL, or
-/// a path to a SQLite file (optionally written `sqlite:PATH`).
-pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
-    let spec = spec.trim();
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        Ok(Box::new(PostgresStore::open(spec)?))
-    } else {
-        let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
-        Ok(Box::new(SqliteStore::open(path)?))
-    }
+/// Opens the store at `location`: PostgreSQL for a URL, else a SQLite
+/// file.
+pub fn open(location: &StateLocation) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match location {
+        StateLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
+        StateLocation::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+    })
 }
 
 /// The entry's row as both stores keep it.

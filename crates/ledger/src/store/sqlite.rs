@@ -29,7 +29,7 @@ impl SqliteStore {
     /// and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let db = Database::open(path, COMPONENT, MIGRATIONS).map_err(|e| match e {
-            OpenError::Open { location, source } => StoreError::Open { location, source },
+            OpenError::Open { location, source } => StoreError::Unusable { location, source },
             OpenError::Busy { location, waited } => StoreError::Busy { location, waited },
             OpenError::TooNew {
                 location,
