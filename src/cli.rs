@@ -331,7 +331,13 @@ pub enum CooldownCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cool a key down by hand.
+    /// Cool a key down by hand: for the reason's default (escalating with
+    /// the key's consecutive failures, as a recorded failure does), or for
+    /// --for / until --until, at most 365 days.
+    #[command(after_help = "\
+Defaults when neither --for nor --until is given: rate_limit 1 min, overloaded 30 s, \
+error 1 min, quota 1 h, auth 1 h, each doubling with consecutive failures up to 15 min, \
+5 min, 10 min, 24 h, 24 h.")]
     Set {
         /// PROVIDER or PROVIDER/MODEL.
         #[arg(value_parser = parse_key)]
@@ -339,10 +345,12 @@ pub enum CooldownCommand {
         /// Why.
         #[arg(long, value_enum)]
         reason: ReasonArg,
-        /// For how long (10m, 1h30m).
-        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive_duration, required_unless_present = "until", conflicts_with = "until")]
+        /// For how long (10m, 1h30m), at most 365 days [default: the
+        /// reason's, escalated].
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive_duration, conflicts_with = "until")]
         duration: Option<Duration>,
-        /// Until when, RFC 3339 (2026-11-22T18:00:00Z).
+        /// Until when, RFC 3339 (2026-11-22T18:00:00Z), at most 365 days
+        /// from now.
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         until: Option<std::time::SystemTime>,
         /// Replace a longer cooldown instead of keeping it.

@@ -101,6 +101,8 @@ fn cooldowns_are_listed_kept_and_cleared() {
     let l = ledger();
     let out = l.run(&["cooldown", "list"]);
     assert_eq!(text(&out.stdout), "nothing is cooling down\n");
+    let until =
+        backstop_core::time::format_rfc3339(SystemTime::now() + Duration::from_secs(300 * 86_400));
     l.run(&[
         "cooldown",
         "set",
@@ -108,7 +110,7 @@ fn cooldowns_are_listed_kept_and_cleared() {
         "--reason",
         "overloaded",
         "--until",
-        "2099-01-01T00:00:00Z",
+        &until,
     ]);
     let out = l.run(&[
         "cooldown",
@@ -120,11 +122,9 @@ fn cooldowns_are_listed_kept_and_cleared() {
         "1m",
     ]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stdout).contains(
-            "already cooling down (overloaded) until 2099-01-01T00:00:00Z, longer; kept it"
-        )
-    );
+    assert!(text(&out.stdout).contains(&format!(
+        "already cooling down (overloaded) until {until}, longer; kept it"
+    )));
     let listed = l.entries();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["key"], "openai/gpt-5");
@@ -136,7 +136,7 @@ fn cooldowns_are_listed_kept_and_cleared() {
     let table = text(&out.stdout);
     assert!(table.starts_with("KEY "), "{table}");
     assert!(
-        table.contains("openai/gpt-5  overloaded  2099-01-01T00:00:00Z"),
+        table.contains(&format!("openai/gpt-5  overloaded  {until}")),
         "{table}"
     );
 
@@ -249,9 +249,42 @@ fn bad_input_is_refused_before_anything_is_written() {
             "not a ledger key",
         ),
         (
-            &["cooldown", "set", "openai/gpt-5", "--reason", "error"],
-            "--for",
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "overloaded",
+                "--for",
+                "99999999h",
+            ],
+            "--for 4166666 d 15 h: 9999-12-31T23:59:59Z is more than 365 days away, the longest a cooldown lasts",
         ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "error",
+                "--for",
+                "366d",
+            ],
+            "is more than 365 days away",
+        ),
+        (
+            &[
+                "cooldown",
+                "set",
+                "openai/gpt-5",
+                "--reason",
+                "error",
+                "--until",
+                "9999-12-31T23:59:59Z",
+            ],
+            "--until: 9999-12-31T23:59:59Z is more than 365 days away",
+        ),
+        (&["cooldown", "set", "openai/gpt-5"], "--reason <REASON>"),
         (
             &[
                 "cooldown",
@@ -286,6 +319,91 @@ fn bad_input_is_refused_before_anything_is_written() {
         );
     }
     assert_eq!(l.entries(), before, "nothing changed");
+}
+
+#[test]
+fn a_cooldown_set_without_a_length_takes_the_reasons_default() {
+    let l = ledger();
+    let before = SystemTime::now();
+    let out = l.run(&["cooldown", "set", "openai/gpt-5", "--reason", "overloaded"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("openai/gpt-5 cooling down (overloaded) until"),
+        "{}",
+        text(&out.stdout)
+    );
+    let e = l.entry("openai/gpt-5").unwrap();
+    assert_eq!(
+        (e["source"].as_str(), e["failures"].as_u64()),
+        (Some("manual"), Some(1))
+    );
+    let until = backstop_core::time::parse_rfc3339(e["until"].as_str().unwrap()).unwrap();
+    // Overloaded: 30 s, shortened by up to a fifth at random.
+    let left = until.duration_since(before).unwrap();
+    assert!(
+        left <= Duration::from_secs(31) && left >= Duration::from_secs(23),
+        "{left:?}"
+    );
+
+    let help = text(&l.run(&["cooldown", "set", "--help"]).stdout);
+    assert!(help.contains("--reason <REASON>"), "{help}");
+    assert!(
+        help.contains("[default: the\n          reason's, escalated]")
+            || help.contains("reason's, escalated"),
+        "{help}"
+    );
+    assert!(help.contains("overloaded 30 s"), "{help}");
+}
+
+#[test]
+fn rows_written_by_hand_or_another_version_never_break_pick_or_list() {
+    let l = ledger();
+    l.run(&[
+        "cooldown",
+        "set",
+        "good/model",
+        "--reason",
+        "error",
+        "--for",
+        "5m",
+    ]);
+    let conn = backstop_sqlite::rusqlite::Connection::open(&l.state).unwrap();
+    conn.execute_batch(
+        "INSERT INTO backstop_cooldowns
+            (key, reason, until_ms, source, last_error, failures, fingerprint, created_ms, updated_ms)
+         VALUES
+            ('a/huge', 'rate_limit', 9223372036854775807, 'header', NULL, 9223372036854775807, NULL, 0, 9223372036854775807),
+            ('a/negative', 'error', -5, 'default', NULL, -3, NULL, -1, -1),
+            ('a/odd', 'reason_from_the_future', 'soon', 'carrier_pigeon', x'ff00', 1e300, NULL, 'x', 0),
+            ('not a key!', 'error', 0, 'default', NULL, 1, NULL, 0, 0)",
+    )
+    .unwrap();
+    drop(conn);
+    let out = l.run(&["pick", "a/huge", "a/odd", "a/negative"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a/odd\n");
+    let out = l.run(&["pick", "a/huge"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("a/huge: rate_limit until"), "{err}");
+    assert!(err.contains("(in 364 d 23 h)"), "held to a year: {err}");
+    let out = l.run(&["cooldown", "list", "--all"]);
+    let listed = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for k in ["a/huge", "a/negative", "a/odd", "good/model"] {
+        assert!(listed.contains(k), "{listed}");
+    }
+    let odd = l.entry("a/odd").unwrap();
+    assert_eq!(odd["reason"], "error");
+    assert_eq!(odd["until"], "1970-01-01T00:00:00Z");
+    assert_eq!(odd["failures"], u64::from(u32::MAX));
+    assert!(
+        odd["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("stored reason \"reason_from_the_future\" is unknown"),
+        "{odd}"
+    );
 }
 
 #[test]

@@ -331,12 +331,14 @@ impl Command {
         let mut last_heard = Instant::now();
         let mut kill_at: Option<Instant> = None;
         let far = Duration::from_secs(365 * 24 * 3600);
+        // An idle timeout of any size (`--idle-timeout 99999999h`) is "far".
+        let after = |at: Instant, d: Duration| at.checked_add(d.min(far)).unwrap_or(at);
         let status = loop {
             let idle_deadline = match (self.idle_timeout, kill_at) {
-                (Some(idle), None) => last_heard + idle,
-                _ => Instant::now() + far,
+                (Some(idle), None) => after(last_heard, idle),
+                _ => after(Instant::now(), far),
             };
-            let kill_deadline = kill_at.unwrap_or_else(|| Instant::now() + far);
+            let kill_deadline = kill_at.unwrap_or_else(|| after(Instant::now(), far));
             tokio::select! {
                 status = child.wait() => break status?,
                 changed = heard.changed(), if streams_open => {
@@ -354,16 +356,16 @@ impl Command {
                         backstop_core::HumanDuration(self.idle_timeout.unwrap_or_default())
                     );
                     signal_group(group, Stop::Terminate);
-                    kill_at = Some(Instant::now() + self.kill_grace);
+                    kill_at = Some(after(Instant::now(), self.kill_grace));
                 }
                 () = cancel.cancelled(), if !interrupted => {
                     interrupted = true;
                     signal_group(group, Stop::Interrupt);
-                    kill_at = Some(Instant::now() + self.kill_grace);
+                    kill_at = Some(after(Instant::now(), self.kill_grace));
                 }
                 () = tokio::time::sleep_until(kill_deadline) => {
                     signal_group(group, Stop::Kill);
-                    kill_at = Some(Instant::now() + far);
+                    kill_at = Some(after(Instant::now(), far));
                 }
             }
         };

@@ -163,27 +163,42 @@ impl Row {
         }
     }
 
-    /// The entry, or `None` (with a warning) for a row this version cannot
-    /// read: a hand-edited key, a reason from a newer version.
+    /// The entry the row holds, read as best it can be: a row written by
+    /// hand, by another version or on another machine never makes a reader
+    /// fail. Times out of range are clamped (before 1970 to the epoch,
+    /// beyond year 9999 to its end; [`crate::Ledger`] then holds a deadline
+    /// to [`crate::MAX_COOLDOWN`]), a negative count of failures is 0, an
+    /// unknown source is `default`, and an unknown reason is read as
+    /// `error` with a note in the last error, so that the key still cools.
+    /// Only a row whose key this version cannot parse is `None` (with a
+    /// warning): no caller could name it.
     pub(crate) fn into_entry(self, location: &str) -> Option<Entry> {
         use backstop_core::time::from_millis;
-        let key = self.key.parse::<Key>().ok();
-        let reason = self.reason.parse().ok();
-        let source = crate::Source::parse(&self.source);
-        let (Some(key), Some(reason), Some(source)) = (key, reason, source) else {
+        let Ok(key) = self.key.parse::<Key>() else {
             tracing::warn!(
-                "the ledger at {location} has an entry this backstop cannot read (key {:?}, reason {:?}); it is ignored",
+                "the ledger at {location} has an entry whose key this backstop cannot read ({:?}); it is ignored",
                 self.key.chars().take(80).collect::<String>(),
-                self.reason.chars().take(40).collect::<String>()
             );
             return None;
+        };
+        let (reason, last_error) = match self.reason.parse::<crate::Reason>() {
+            Ok(reason) => (reason, self.last_error),
+            Err(_) => {
+                let stored: String = self.reason.chars().take(40).collect();
+                let note = format!("stored reason {stored:?} is unknown to this backstop");
+                let last_error = match self.last_error {
+                    Some(e) => format!("{note}: {e}"),
+                    None => note,
+                };
+                (crate::Reason::Error, Some(last_error))
+            }
         };
         Some(Entry {
             key,
             reason,
             until: from_millis(self.until_ms),
-            source,
-            last_error: self.last_error,
+            source: crate::Source::parse(&self.source).unwrap_or(crate::Source::Default),
+            last_error,
             failures: u32::try_from(self.failures.max(0)).unwrap_or(u32::MAX),
             fingerprint: self.fingerprint,
             created: from_millis(self.created_ms),
