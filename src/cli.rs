@@ -270,8 +270,15 @@ ledger. Transient failures (a provider error, a stall) are retried on the same m
 cooling, waits up to --max-wait (default 60s) for the first to free up, else exits 75. \
 A permanent failure exits with the command's own exit code.
 
-Example: backstop run --models anthropic/claude-sonnet-4-5,openai/gpt-5 -- \
-claude -p --model {model} 'fix the failing test'")]
+Example: backstop run --models anthropic/claude-sonnet-4-5,anthropic/claude-opus-4-1 -- \
+claude -p --model {model} 'fix the failing test'
+
+Across providers, give each its command in backstop.toml (or --models-file):
+  [run.providers.anthropic]
+  command = [\"claude\", \"-p\", \"--model\", \"{model}\"]
+  [run.providers.openai]
+  command = [\"codex\", \"exec\", \"--model\", \"{model}\", \"-\"]
+then: echo 'fix the failing test' | backstop run --models anthropic/claude-sonnet-4-5,openai/gpt-5")]
 pub struct RunArgs {
     /// Models to use, in order of preference: PROVIDER/MODEL,...
     #[arg(long, value_name = "MODELS", env = "BACKSTOP_MODELS", value_delimiter = ',', required = true, value_parser = parse_model)]
@@ -290,11 +297,31 @@ pub struct RunArgs {
     /// to free up when every model is cooling.
     #[command(flatten)]
     pub backoff: BackoffArgs,
-    /// The command and its arguments, after `--`. `{model}` is replaced by
+    /// The `[run]` tables giving a provider or a model its own command
+    /// [default: ./backstop.toml when it exists].
+    #[arg(long, value_name = "FILE", env = "BACKSTOP_MODELS_FILE")]
+    pub models_file: Option<PathBuf>,
+    /// Where the command's standard output goes: `final` writes only the
+    /// last attempt's (earlier ones are held back and summarised on
+    /// stderr), `stream` writes every attempt's as it comes [default:
+    /// stream on a terminal, else final]. Standard error always streams.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub output: Option<OutputArg>,
+    /// The command and its arguments, after `--`, for every model the
+    /// models file gives no command of its own. `{model}` is replaced by
     /// the model's name, `{provider}` by its provider, `{key}` by
-    /// PROVIDER/MODEL.
-    #[arg(value_name = "COMMAND", required = true, last = true, num_args = 1..)]
+    /// PROVIDER/MODEL; any other `{name}` is refused.
+    #[arg(value_name = "COMMAND", last = true, num_args = 1..)]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// Where `run` sends the command's standard output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    /// Only the final attempt's.
+    Final,
+    /// Every attempt's, as it comes.
+    Stream,
 }
 
 /// The agents `run` can read.
