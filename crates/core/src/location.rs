@@ -46,6 +46,8 @@ pub enum LocationError {
     Empty,
     /// A `scheme://` that names no store backstop knows.
     UnknownScheme(String),
+    /// `postgres:` or `postgresql:` without `//HOST…` after it.
+    NotAUrl,
 }
 
 impl fmt::Display for LocationError {
@@ -55,6 +57,10 @@ impl fmt::Display for LocationError {
             LocationError::UnknownScheme(scheme) => write!(
                 f,
                 "{scheme}:// is not a state location backstop knows; use {KNOWN_FORMS}"
+            ),
+            LocationError::NotAUrl => write!(
+                f,
+                "a PostgreSQL state location is a URL: postgres://USER@HOST:PORT/DATABASE"
             ),
         }
     }
@@ -82,7 +88,7 @@ impl FromStr for StateLocation {
                 Some(after) if !after.is_empty() => {
                     Ok(StateLocation::Postgres(format!("{s}:{rest}")))
                 }
-                _ => Err(LocationError::Empty),
+                _ => Err(LocationError::NotAUrl),
             },
             "sqlite" => path(rest),
             // file:///abs, file:/abs, file:relative; a host other than
@@ -113,32 +119,6 @@ fn scheme_of(spec: &str) -> Option<(&str, &str)> {
     (first.is_ascii_alphabetic()
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
     .then_some((scheme, rest))
-}
-
-impl fmt::Display for StateLocation {
-    /// `sqlite:PATH`, or the URL with its password replaced by `***`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            StateLocation::Postgres(url) => f.write_str(&redact_password(url)),
-        }
-    }
-}
-
-/// The URL with the password of its user info, if any, replaced by `***`.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -175,8 +155,8 @@ mod tests {
             ("sqlite://h/db", sqlite("//h/db")),
             ("", Err(LocationError::Empty)),
             ("sqlite:", Err(LocationError::Empty)),
-            ("postgres://", Err(LocationError::Empty)),
-            ("postgres:h/db", Err(LocationError::Empty)),
+            ("postgres://", Err(LocationError::NotAUrl)),
+            ("postgres:h/db", Err(LocationError::NotAUrl)),
         ];
         for (spec, want) in cases {
             assert_eq!(&spec.parse::<StateLocation>(), want, "{spec:?}");
@@ -194,10 +174,5 @@ mod tests {
             "postgress:// is not a state location backstop knows; use a path, sqlite:PATH, \
              file:PATH, or a postgres:// or postgresql:// URL"
         );
-        let shown = "postgres://ops:hunter2@db:5432/x?sslmode=disable"
-            .parse::<StateLocation>()
-            .unwrap()
-            .to_string();
-        assert_eq!(shown, "postgres://ops:***@db:5432/x?sslmode=disable");
     }
 }
