@@ -22,8 +22,10 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Where backstop keeps its state (the cooldown ledger, the fan-out
-    /// queue): a SQLite file, or a postgres:// URL shared by many machines
-    /// and coordinators [default: $XDG_STATE_HOME/backstop/backstop.db]
+    /// queue): a SQLite file (PATH, sqlite:PATH, file:PATH), or a
+    /// postgres:// or postgresql:// URL shared by many machines and
+    /// coordinators; any other scheme:// is refused [default:
+    /// $XDG_STATE_HOME/backstop/backstop.db]
     #[arg(
         long,
         global = true,
@@ -359,8 +361,8 @@ pub enum CooldownCommand {
         json: bool,
     },
     /// Cool a key down by hand: for the reason's default (escalating with
-    /// the key's consecutive failures, as a recorded failure does), or for
-    /// --for / until --until, at most 365 days.
+    /// the key's consecutive failures, as a recorded failure does), for
+    /// --for, or until --until; at most 365 days.
     #[command(after_help = "\
 Defaults when neither --for nor --until is given: rate_limit 1 min, overloaded 30 s, \
 error 1 min, quota 1 h, auth 1 h, each doubling with consecutive failures up to 15 min, \
