@@ -22,8 +22,10 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Where backstop keeps its state (the cooldown ledger, the fan-out
-    /// queue): a SQLite file, or a postgres:// URL shared by many machines
-    /// and coordinators [default: $XDG_STATE_HOME/backstop/backstop.db]
+    /// queue): a SQLite file (PATH, sqlite:PATH, file:PATH), or a
+    /// postgres:// or postgresql:// URL shared by many machines and
+    /// coordinators; any other scheme:// is refused [default:
+    /// $XDG_STATE_HOME/backstop/backstop.db]
     #[arg(
         long,
         global = true,
@@ -276,8 +278,15 @@ ledger. Transient failures (a provider error, a stall) are retried on the same m
 cooling, waits up to --max-wait (default 60s) for the first to free up, else exits 75. \
 A permanent failure exits with the command's own exit code.
 
-Example: backstop run --models anthropic/claude-sonnet-4-5,openai/gpt-5 -- \
-claude -p --model {model} 'fix the failing test'")]
+Example: backstop run --models anthropic/claude-sonnet-4-5,anthropic/claude-opus-4-1 -- \
+claude -p --model {model} 'fix the failing test'
+
+Across providers, give each its command in backstop.toml (or --models-file):
+  [run.providers.anthropic]
+  command = [\"claude\", \"-p\", \"--model\", \"{model}\"]
+  [run.providers.openai]
+  command = [\"codex\", \"exec\", \"--model\", \"{model}\", \"-\"]
+then: echo 'fix the failing test' | backstop run --models anthropic/claude-sonnet-4-5,openai/gpt-5")]
 pub struct RunArgs {
     /// Models to use, in order of preference: PROVIDER/MODEL,...
     #[arg(long, value_name = "MODELS", env = "BACKSTOP_MODELS", value_delimiter = ',', required = true, value_parser = parse_model)]
@@ -296,11 +305,31 @@ pub struct RunArgs {
     /// to free up when every model is cooling.
     #[command(flatten)]
     pub backoff: BackoffArgs,
-    /// The command and its arguments, after `--`. `{model}` is replaced by
+    /// The `[run]` tables giving a provider or a model its own command
+    /// [default: ./backstop.toml when it exists].
+    #[arg(long, value_name = "FILE", env = "BACKSTOP_MODELS_FILE")]
+    pub models_file: Option<PathBuf>,
+    /// Where the command's standard output goes: `final` writes only the
+    /// last attempt's (earlier ones are held back and summarised on
+    /// stderr), `stream` writes every attempt's as it comes [default:
+    /// stream on a terminal, else final]. Standard error always streams.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub output: Option<OutputArg>,
+    /// The command and its arguments, after `--`, for every model the
+    /// models file gives no command of its own. `{model}` is replaced by
     /// the model's name, `{provider}` by its provider, `{key}` by
-    /// PROVIDER/MODEL.
-    #[arg(value_name = "COMMAND", required = true, last = true, num_args = 1..)]
+    /// PROVIDER/MODEL; any other `{name}` is refused.
+    #[arg(value_name = "COMMAND", last = true, num_args = 1..)]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// Where `run` sends the command's standard output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    /// Only the final attempt's.
+    Final,
+    /// Every attempt's, as it comes.
+    Stream,
 }
 
 /// The agents `run` can read.
@@ -337,7 +366,13 @@ pub enum CooldownCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cool a key down by hand.
+    /// Cool a key down by hand: for the reason's default (escalating with
+    /// the key's consecutive failures, as a recorded failure does), for
+    /// --for, or until --until; at most 365 days.
+    #[command(after_help = "\
+Defaults when neither --for nor --until is given: rate_limit 1 min, overloaded 30 s, \
+error 1 min, quota 1 h, auth 1 h, each doubling with consecutive failures up to 15 min, \
+5 min, 10 min, 24 h, 24 h.")]
     Set {
         /// PROVIDER or PROVIDER/MODEL.
         #[arg(value_parser = parse_key)]
@@ -345,10 +380,12 @@ pub enum CooldownCommand {
         /// Why.
         #[arg(long, value_enum)]
         reason: ReasonArg,
-        /// For how long (10m, 1h30m).
-        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive_duration, required_unless_present = "until", conflicts_with = "until")]
+        /// For how long (10m, 1h30m), at most 365 days [default: the
+        /// reason's, escalated].
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive_duration, conflicts_with = "until")]
         duration: Option<Duration>,
-        /// Until when, RFC 3339 (2026-11-22T18:00:00Z).
+        /// Until when, RFC 3339 (2026-11-22T18:00:00Z), at most 365 days
+        /// from now.
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         until: Option<std::time::SystemTime>,
         /// Replace a longer cooldown instead of keeping it.

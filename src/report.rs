@@ -171,6 +171,9 @@ impl From<backstop_ledger::StoreError> for Report {
             backstop_ledger::StoreError::Open { .. } => {
                 report.hint("check --state / BACKSTOP_STATE, and that the database is up")
             }
+            backstop_ledger::StoreError::Unusable { .. } => report.hint(
+                "check --state / BACKSTOP_STATE: it must be a file backstop can create and write",
+            ),
             _ => report,
         }
     }

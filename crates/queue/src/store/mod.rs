@@ -11,6 +11,8 @@ mod sqlite;
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
+use backstop_core::StateLocation;
+
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::model::{
@@ -461,15 +463,18 @@ fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {
     }
 }
 
-/// Opens the store `spec` names: a `postgres://` or `postgresql://` URL,
-/// or a path to a SQLite file (optionally written `sqlite:PATH`).
-pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
-    let spec = spec.trim();
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        return Ok(Box::new(PostgresStore::open(spec)?));
-    }
-    let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
-    Ok(Box::new(SqliteStore::open(path)?))
+/// Opens the store at `location`: PostgreSQL for a URL, else a SQLite
+/// file. A SQLite file that cannot be created or opened (permission
+/// denied, a file where a directory should be) is [`StoreError::Failed`]:
+/// unlike an unreachable database, it will not get better by waiting.
+pub fn open(location: &StateLocation) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match location {
+        StateLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
+        StateLocation::Sqlite(path) => Box::new(SqliteStore::open(path).map_err(|e| match e {
+            StoreError::Open { location, source } => StoreError::Failed { location, source },
+            e => e,
+        })?),
+    })
 }
 
 /// The name of the queue's schema in `backstop_schema`, the table of
