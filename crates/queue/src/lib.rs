@@ -24,7 +24,8 @@
 //!   offered again — a delivery never runs twice at once.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
 //!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
-//!   [`coordinator`] wires it all.
+//!   [`coordinator`] wires it all. [`program`] checks at start-up that each
+//!   handler's program can be started.
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -55,6 +56,7 @@ pub mod health;
 pub mod housekeeping;
 pub mod model;
 pub mod owner;
+pub mod program;
 pub mod schedule;
 pub mod status;
 pub mod store;
@@ -66,8 +68,8 @@ pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use handler::{CommandHandler, Handler, Work};
 pub use model::{
-    Claim, Delivery, DeliveryId, DeliveryState, Invalid, NewOp, Node, NodeSpec, NodeStatus, Op,
-    OpId, Outcome, Target, Token,
+    Claim, Delivery, DeliveryId, DeliveryState, Hold, Invalid, NewOp, Node, NodeSpec, NodeStatus,
+    Op, OpId, Outcome, Target, Token,
 };
 pub use schedule::{Schedule, Settle, Verdict};
 pub use store::{PostgresStore, SqliteStore, Store, StoreError};
