@@ -221,6 +221,10 @@ impl From<backstop_queue::CoordinatorError> for Report {
             E::Listen { .. } => report.hint(
                 "another `backstop serve` may be running; pick another address with --listen",
             ),
+            E::Running { .. } => Report {
+                code: exit::USAGE,
+                ..report.hint("stop that `backstop serve` first, or give this one other nodes")
+            },
             E::StartUp(store) if store.is_temporary() => Report {
                 code: exit::TEMPFAIL,
                 ..report

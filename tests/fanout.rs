@@ -1493,14 +1493,24 @@ fn a_second_worker_under_a_live_name_is_refused_and_a_dead_one_s_name_is_taken_o
     std::fs::create_dir(&runs).unwrap();
     let handler = guarded_handler(&runs, "2");
     let mut first = f.worker("gpu-1", "gpu", &[("install", &handler)]);
-    let op = f.submit("install", "gpu", &["--key", "llama-cpp"]);
-    f.wait_until("the handler runs", || lines(&runs.join("started")) == 1);
-    // A second process under the same name, while the first runs.
+    // A second process under the same name, while the first is live: the
+    // coordinator refuses it.
     let mut second = f.spawn_worker(&f.nats, "gpu-1", "gpu", &[("install", &handler)], &[]);
     assert_eq!(second.exit_code(), Some(2), "{}", second.log());
     let said = second.log();
     assert!(
         said.contains("node name gpu-1 is held by another live worker process"),
+        "{said}"
+    );
+    // While the first runs a handler, a third on the same machine finds
+    // it before it even asks.
+    let op = f.submit("install", "gpu", &["--key", "llama-cpp"]);
+    f.wait_until("the handler runs", || lines(&runs.join("started")) == 1);
+    let mut third = f.spawn_worker(&f.nats, "gpu-1", "gpu", &[("install", &handler)], &[]);
+    assert_eq!(third.exit_code(), Some(2), "{}", third.log());
+    let said = third.log();
+    assert!(
+        said.contains("on this machine runs handlers as node gpu-1"),
         "{said}"
     );
     // The live one keeps its delivery: the same attempt finishes, once.
@@ -1514,7 +1524,7 @@ fn a_second_worker_under_a_live_name_is_refused_and_a_dead_one_s_name_is_taken_o
     // Once the first is gone, its name is taken over at once — no wait for
     // its heartbeats to go stale — and the node works.
     first.kill9();
-    let _third = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let _fourth = f.worker("gpu-1", "gpu", &[("install", &handler)]);
     let next = f.submit("install", "gpu", &["--key", "whisper"]);
     let done = f.wait_state(next, "gpu-1", "done");
     assert_eq!(done["failures"], 0);
@@ -1701,4 +1711,38 @@ fn a_worker_that_comes_back_to_find_its_name_taken_stops() {
     let op = f.submit("install", "gpu", &[]);
     f.wait_state(op, "gpu-1", "done");
     assert_eq!(read(&ran).trim(), op.to_string());
+}
+
+#[test]
+fn a_second_coordinator_for_the_same_local_nodes_is_refused_and_changes_nothing() {
+    let f = fleet();
+    let runs = f.path("runs");
+    std::fs::create_dir(&runs).unwrap();
+    std::fs::write(runs.join("hold"), "").unwrap();
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-local\"\ntype = \"cpu\"\n[node.handle]\ninstall = \"{}\"\n",
+            guarded_handler(&runs, "0.1")
+        ),
+    )
+    .unwrap();
+    let _serve = f.serve(&[]);
+    let op = f.submit("install", "cpu", &[]);
+    f.wait_until("the handler runs", || lines(&runs.join("started")) == 1);
+    let out = f
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("another coordinator process (pid"), "{err}");
+    let running = delivery(&f.op(op), "cpu-local");
+    assert_eq!(
+        (running["state"].as_str(), running["attempt"].as_i64()),
+        (Some("in_flight"), Some(1)),
+        "{running}"
+    );
+    assert_eq!(guarded_record(&runs).1, "", "no second run");
 }

@@ -84,6 +84,16 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
+    /// Another coordinator process on this machine runs handlers of these
+    /// local nodes: two would run their deliveries at once.
+    #[error(
+        "another coordinator process (pid {pid}) on this machine runs handlers of these local \
+         nodes on this store"
+    )]
+    Running {
+        /// Its process id.
+        pid: u32,
+    },
     /// The store cannot be opened, and waiting will not help.
     #[error("cannot start without the queue's store")]
     Open(#[source] StoreError),
@@ -267,7 +277,10 @@ impl Coordinator {
             .iter()
             .map(|n| LocalNode::owner(&location, &n.spec.name))
             .collect();
-        owner::stop_previous(owners).await;
+        let leftovers = owner::stop_previous(owners).await;
+        if let Some(&pid) = leftovers.live_owners.first() {
+            return Err(CoordinatorError::Running { pid });
+        }
         // This process, as the session of its local nodes.
         let session = format!("local-{:016x}", fastrand::u64(..));
         let mut startup = housekeeping::start_up(&store, &clock, &config.local, &session)

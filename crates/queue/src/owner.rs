@@ -14,8 +14,9 @@
 //!   worker starting up calls [`stop_leftovers`] before it offers anything:
 //!   every process carrying one of its marks whose owner process is gone
 //!   is killed, with its group, and waited for. A mark whose owner still
-//!   runs is left alone — a second process started by mistake under the
-//!   same name never kills the first one's handlers.
+//!   runs is left alone and reported ([`Leftovers::live_owners`]): a
+//!   second process started by mistake for the same node never kills the
+//!   first one's handlers, and refuses to start.
 //! - On Linux the handler's shell also gets `PR_SET_PDEATHSIG` = SIGKILL,
 //!   so that it dies at once with its owner. The kernel ties that signal to
 //!   the thread that forked: handlers are spawned from the async runtime's
@@ -109,11 +110,11 @@ fn this_process() -> (u32, u64) {
 const LEFTOVER_WAIT: Duration = Duration::from_secs(10);
 
 /// Kills the handlers of `owners` whose owner process is gone (see
-/// [`stop_leftovers`]) and says what it did. Shared by coordinators
-/// and workers.
-pub(crate) async fn stop_previous(owners: Vec<Owner>) {
+/// [`stop_leftovers`]), says what it did, and returns it. Shared by
+/// coordinators and workers.
+pub(crate) async fn stop_previous(owners: Vec<Owner>) -> Leftovers {
     if owners.is_empty() {
-        return;
+        return Leftovers::default();
     }
     let done = tokio::task::spawn_blocking(move || stop_leftovers(&owners, LEFTOVER_WAIT))
         .await
@@ -133,40 +134,50 @@ pub(crate) async fn stop_previous(owners: Vec<Owner>) {
             backstop_core::HumanDuration(LEFTOVER_WAIT)
         );
     }
+    done
 }
 
 /// What [`stop_leftovers`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leftovers {
     /// Processes found with one of the marks, their owner gone; killed.
     pub killed: usize,
     /// Those still there when the wait ended.
     pub surviving: usize,
+    /// Other processes, alive, whose handlers carry one of the marks: the
+    /// same node already runs here. Their handlers are left alone.
+    pub live_owners: Vec<u32>,
 }
 
 /// Kills every process that carries the mark of one of `owners` while the
 /// process that started it is gone, with its process group, and waits up
-/// to `wait` for them to be gone. Blocking (it reads `/proc` and sleeps
+/// to `wait` for them to be gone. Reports the other live processes whose
+/// handlers carry one of the marks. Blocking (it reads `/proc` and sleeps
 /// between looks): call it off the async threads. Nothing is found where
 /// there is no `/proc`.
 pub fn stop_leftovers(owners: &[Owner], wait: Duration) -> Leftovers {
     let found = marked(owners);
-    if found.is_empty() {
-        return Leftovers::default();
+    let live_owners = found.live_owners;
+    if found.orphans.is_empty() {
+        return Leftovers {
+            live_owners,
+            ..Leftovers::default()
+        };
     }
-    let killed = found.len();
+    let killed = found.orphans.len();
     let deadline = Instant::now() + wait;
-    let mut left = found;
+    let mut left = found.orphans;
     loop {
         for &pid in &left {
             kill(pid);
         }
         std::thread::sleep(Duration::from_millis(20));
-        left = marked(owners);
+        left = marked(owners).orphans;
         if left.is_empty() || Instant::now() >= deadline {
             return Leftovers {
                 killed,
                 surviving: left.len(),
+                live_owners,
             };
         }
     }
@@ -186,15 +197,23 @@ fn kill(pid: i32) {
     let _ = kill(target, Signal::SIGKILL);
 }
 
-/// The live (not zombie) processes carrying a mark of `owners` whose owner
-/// process is gone.
-fn marked(owners: &[Owner]) -> Vec<i32> {
+/// What a look through `/proc` found.
+#[derive(Default)]
+struct Marked {
+    /// Live (not zombie) processes carrying a mark of the owners whose
+    /// owner process is gone.
+    orphans: Vec<i32>,
+    /// Other live processes whose handlers carry a mark of the owners.
+    live_owners: Vec<u32>,
+}
+
+fn marked(owners: &[Owner]) -> Marked {
+    let mut found = Marked::default();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return found;
     };
     let me = std::process::id();
     let prefix = format!("{OWNER_ENV}=");
-    let mut found = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -218,13 +237,19 @@ fn marked(owners: &[Owner]) -> Vec<i32> {
         else {
             continue;
         };
-        if !owners.iter().any(|o| o.role == mark.role) || mark.owner_alive() {
+        if !owners.iter().any(|o| o.role == mark.role) {
+            continue;
+        }
+        if mark.owner_alive() {
+            if mark.pid != me && !found.live_owners.contains(&mark.pid) {
+                found.live_owners.push(mark.pid);
+            }
             continue;
         }
         if state(pid).is_some_and(|s| s != 'Z' && s != 'X')
             && let Ok(pid) = i32::try_from(pid)
         {
-            found.push(pid);
+            found.orphans.push(pid);
         }
     }
     found
@@ -296,25 +321,36 @@ mod tests {
         // A mark left by an owner that is gone: no process has that pid.
         let mut leftover = spawn_marked(&format!("{}.4294967295.0", owner.role));
         let mut ours = spawn_marked(&owner.mark());
+        // A mark whose owner runs: pid 1, as started.
+        let init = start_time(1).unwrap_or_else(|| panic!("no start time for pid 1"));
+        let mut twin = spawn_marked(&format!("{}.1.{init}", owner.role));
         let stranger = Owner::new(&["someone else"]);
         let mut theirs = spawn_marked(&format!("{}.4294967295.0", stranger.role));
         // Both sleeps of the leftover are found (the shell and its child).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while marked(std::slice::from_ref(&owner)).len() < 2 {
+        while marked(std::slice::from_ref(&owner)).orphans.len() < 2
+            || marked(std::slice::from_ref(&owner)).live_owners.is_empty()
+        {
             assert!(Instant::now() < deadline, "the leftover never showed up");
             std::thread::sleep(Duration::from_millis(10));
         }
         let done = stop_leftovers(std::slice::from_ref(&owner), Duration::from_secs(5));
         assert!(done.killed >= 2, "{done:?}");
         assert_eq!(done.surviving, 0);
+        assert_eq!(
+            done.live_owners,
+            [1],
+            "another live owner runs this node here"
+        );
         let status = leftover.wait().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(9)
         );
         assert_eq!(ours.try_wait().ok().flatten(), None, "its owner runs");
+        assert_eq!(twin.try_wait().ok().flatten(), None, "its owner runs");
         assert_eq!(theirs.try_wait().ok().flatten(), None, "not this owner's");
-        for child in [&mut ours, &mut theirs] {
+        for child in [&mut ours, &mut twin, &mut theirs] {
             let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();

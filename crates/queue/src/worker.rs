@@ -139,7 +139,14 @@ pub async fn run(
     // Handlers a previous process of this worker left running (it was
     // killed) go before anything is offered: their deliveries run again.
     let owner = owner_of(&subjects, &spec.name);
-    owner::stop_previous(vec![owner.clone()]).await;
+    let leftovers = owner::stop_previous(vec![owner.clone()]).await;
+    if let Some(pid) = leftovers.live_owners.first() {
+        return Err(WorkerError::NameTaken(format!(
+            "another worker process (pid {pid}) on this machine runs handlers as node {}; \
+             stop it, or pick another --name",
+            spec.name
+        )));
+    }
     let subject = subjects.deliver(&spec.name);
     // Subscribed before registering: a node that registers is a node that
     // answers.
@@ -366,10 +373,14 @@ async fn heartbeats(shared: Arc<Shared>, spec: NodeSpec, shutdown: CancellationT
                 // until the name is this one's again.
                 shared.registered.store(false, Ordering::SeqCst);
                 if let Err(taken) = register(&shared, &spec).await {
-                    tracing::error!("{taken}; this worker stops");
+                    tracing::error!(
+                        "{taken}; this worker stops, and its running handlers with it: the \
+                         other process runs their deliveries now"
+                    );
                     if let Ok(mut t) = shared.taken.lock() {
                         *t = Some(taken);
                     }
+                    shared.stop_handlers.cancel();
                     shared.lost_name.cancel();
                     return;
                 }
