@@ -1438,12 +1438,20 @@ fn a_node_never_runs_more_than_its_concurrency_or_a_delivery_twice_across_restar
     serve.wait_for("handler processes a previous process of this node left running");
     let done = wait_all_done(&f, &server_of(&f), 15);
     let log = serve.log();
-    assert!(done.iter().all(|d| d["failures"] == 0), "{done:?}");
     let (most, overlaps) = guarded_record(&runs);
-    assert_eq!(overlaps, "", "runs of one delivery overlapped");
+    let record = format!(
+        "started:\n{}at once:\n{}\nlog:\n{log}",
+        read(&started),
+        read(&runs.join("concurrent")).replace('\n', " ")
+    );
+    assert!(
+        done.iter().all(|d| d["failures"] == 0),
+        "{done:?}\n{record}"
+    );
+    assert_eq!(overlaps, "", "runs of one delivery overlapped\n{record}");
     assert!(
         most <= 3,
-        "{most} handlers ran at once on a node of concurrency 3"
+        "{most} handlers ran at once on a node of concurrency 3\n{record}"
     );
     assert!(
         !log.contains("in flight for a coordinator that stopped"),

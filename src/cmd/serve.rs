@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use backstop_core::StateLocation;
 use backstop_queue::transport::nats::{self, Subjects};
 use backstop_queue::{Config, Coordinator, CoordinatorConfig, DispatchConfig, Schedule};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,13 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
         );
     }
     let queue = crate::state::queue(state)?;
+    // A SQLite file can be used or not, and waiting changes nothing: it is
+    // opened now. A database server may not answer yet: the coordinator
+    // waits for it.
+    let opened = match &queue {
+        StateLocation::Sqlite(_) => Some(backstop_queue::store::open(&queue).map(Arc::from)?),
+        StateLocation::Postgres(_) => None,
+    };
     let (token, token_from) = crate::state::serve_token(state)?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -65,7 +73,14 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
     // Until the store answers, the API's address answers /healthz
     // "degraded"; the PostgreSQL client blocks, so it is opened off the
     // async threads.
-    let open = move || backstop_queue::store::open(&queue).map(Arc::from);
+    let opened = std::sync::Mutex::new(opened);
+    let open = move || {
+        let ready = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match ready {
+            Some(store) => Ok(store),
+            None => backstop_queue::store::open(&queue).map(Arc::from),
+        }
+    };
     let Some(running) = Coordinator::start_when_ready(open, coordinator, &shutdown).await? else {
         tracing::info!("stopped before the queue's store answered");
         return Ok(());
