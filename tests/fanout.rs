@@ -37,6 +37,8 @@ fn nats_url() -> String {
 struct Proc {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// Reads its stderr into `log` until the end.
+    reader: Option<std::thread::JoinHandle<()>>,
     what: String,
 }
 
@@ -47,7 +49,7 @@ impl Proc {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("backstop starts");
         let log = Arc::new(Mutex::new(String::new()));
-        if let Some(err) = child.stderr.take() {
+        let reader = child.stderr.take().map(|err| {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -55,11 +57,12 @@ impl Proc {
                     log.push_str(&line);
                     log.push('\n');
                 }
-            });
-        }
+            })
+        });
         Proc {
             child,
             log,
+            reader,
             what: what.to_owned(),
         }
     }
@@ -124,11 +127,15 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// Waits for it to exit by itself; its exit code.
+    /// Waits for it to exit by itself; its exit code, once all it wrote
+    /// is in its log.
     fn exit_code(&mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             assert!(
