@@ -29,7 +29,7 @@
 //! Bodies and answers are typed, and read back as they were written (times
 //! as RFC 3339 to the millisecond): [`SubmitRequest`] and [`SubmitAnswer`],
 //! [`OpDetail`], [`RequeueRequest`] and [`RequeueAnswer`], and the model's
-//! [`Op`], [`Delivery`], [`Node`] and [`crate::store::OpSummary`] — what a
+//! [`Op`], [`Delivery`], [`Node`](crate::model::Node) and [`crate::store::OpSummary`] — what a
 //! client such as `backstop ops` deserializes.
 
 use std::sync::Arc;
