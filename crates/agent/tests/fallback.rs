@@ -62,8 +62,9 @@ enum Step {
     CannotStart(io::ErrorKind),
 }
 
-fn exits(code: i32, stdout: &str) -> Step {
-    Step::Ran(Transcript {
+/// A run that exited `code` after printing `stdout`, held back.
+fn transcript(code: i32, stdout: &str) -> Transcript {
+    Transcript {
         exit: Exit::Code(code),
         stdout: Tail::from_bytes(stdout),
         stderr: Tail::default(),
@@ -71,7 +72,11 @@ fn exits(code: i32, stdout: &str) -> Step {
         interrupted: false,
         elapsed: Duration::from_secs(1),
         held: Some(Held::from_bytes(stdout)),
-    })
+    }
+}
+
+fn exits(code: i32, stdout: &str) -> Step {
+    Step::Ran(transcript(code, stdout))
 }
 
 /// A `claude -p --output-format json` result that failed with `message`.
@@ -105,12 +110,12 @@ fn success(answer: &str) -> Step {
     exits(0, &json.to_string())
 }
 
+/// A run the idle watchdog stopped.
 fn stalled() -> Step {
-    let Step::Ran(mut t) = exits(143, "") else {
-        unreachable!()
-    };
-    t.stalled = true;
-    Step::Ran(t)
+    Step::Ran(Transcript {
+        stalled: true,
+        ..transcript(143, "")
+    })
 }
 
 /// Attempts that follow a script per model and log which model ran.
@@ -323,15 +328,12 @@ async fn with_every_model_cooling_beyond_max_wait_it_ends_75_naming_the_first() 
     let script = Script::default();
     let policy = policy().max_server_wait(Duration::from_secs(60));
     let outcome = run(&bench, &["a/x", "a/y"], &script, policy).await;
-    match outcome.result {
-        Err(e @ RunError::NoneAvailable { .. }) => {
-            assert_eq!(e.exit_code(), 75);
-            let RunError::NoneAvailable {
-                first, at, blocked, ..
-            } = e
-            else {
-                unreachable!()
-            };
+    let error = outcome.result.expect_err("no model runs");
+    assert_eq!(error.exit_code(), 75);
+    match error {
+        RunError::NoneAvailable {
+            first, at, blocked, ..
+        } => {
             assert_eq!(first, key("a/y"));
             assert_eq!(at, epoch() + Duration::from_secs(70));
             assert_eq!(blocked.len(), 2);
