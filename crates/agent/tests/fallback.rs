@@ -455,6 +455,50 @@ async fn only_the_final_attempt_s_held_output_is_kept() {
     assert_eq!(outcome.output.expect("kept").held.bytes(), b"partial");
 }
 
+/// What the run logs, as text.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_held_output_replaced_is_summarised_on_the_log() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let bench = bench();
+    let script = Script::default()
+        .then("a/x", rate_limit())
+        .then("g/y", exits(0, "final"));
+    let outcome = run(&bench, &["a/x", "g/y"], &script, policy()).await;
+    assert_eq!(outcome.result.unwrap(), key("g/y"));
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(script.calls(), ["a/x", "g/y"]);
+    assert_eq!(
+        text.matches("held back").count(),
+        1,
+        "one summary, of the attempt with a/x: {text}"
+    );
+    assert!(
+        text.contains("from the attempt with a/x (exit 1); only the final attempt's is written"),
+        "{text}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_success_decays_the_model_s_escalation() {
     let bench = bench();
