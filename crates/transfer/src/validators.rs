@@ -117,11 +117,7 @@ impl Validators {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(".tmp");
-        let json = serde_json::to_vec(self).map_err(io::Error::other)?;
-        std::fs::write(&temp, json)?;
-        std::fs::rename(&temp, path)
+        crate::record::save_json(self, path)
     }
 }
 
