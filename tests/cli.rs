@@ -36,6 +36,19 @@ mod get {
     }
 
     #[test]
+    fn verbose_output_piped_carries_no_escapes() {
+        let server = FaultServer::start();
+        server.script("/data", [Reply::status(503), Reply::ok("x")]);
+        let out = run(backstop()
+            .args(["-vv", "get", &server.url("/data")])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("attempt=1"), "structured fields shown: {err}");
+        assert!(!err.contains('\x1b'), "{err:?}");
+    }
+
+    #[test]
     fn quiet_means_quiet() {
         let server = FaultServer::start();
         server.script("/data", [Reply::status(503), Reply::ok("x")]);
