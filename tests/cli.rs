@@ -100,6 +100,26 @@ mod get {
     }
 
     #[test]
+    fn a_huge_server_wait_exits_75_at_once_and_says_what_was_asked() {
+        let server = FaultServer::start();
+        server.always(
+            "/data",
+            Reply::status(429).header("Retry-After", "99999999999999"),
+        );
+        let out = run(backstop()
+            .args(["get", &server.url("/data"), "--max-wait", "1000d"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("1 attempt over ")
+                && err.contains("; the server asks to wait 1157407407 d 9 h"),
+            "{err}"
+        );
+        assert_eq!(server.hits("/data"), 1, "not retried early");
+    }
+
+    #[test]
     fn a_permanent_failure_exits_1_at_once() {
         let server = FaultServer::start();
         server.always(
