@@ -120,6 +120,20 @@ mod get {
     }
 
     #[test]
+    fn the_root_cause_is_shown_without_verbose() {
+        let out = run(backstop()
+            .args(["get", "http://backstop-test.invalid/x", "--attempts", "1"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("\n  caused by: could not connect: dns error: failed to lookup address"),
+            "{err}"
+        );
+        assert!(!err.contains("client error (Connect)"), "{err}");
+    }
+
+    #[test]
     fn a_permanent_failure_exits_1_at_once() {
         let server = FaultServer::start();
         server.always(
