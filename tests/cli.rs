@@ -386,16 +386,44 @@ mod hub {
     }
 
     #[test]
-    fn a_bad_endpoint_is_refused() {
-        let out = run(backstop()
-            .env("HF_ENDPOINT", "ftp://hub.example")
-            .args(["hub", "search"]));
-        assert_eq!(out.status.code(), Some(1));
-        assert!(
-            stderr(&out).contains("must be an http or https URL"),
-            "{}",
-            stderr(&out)
-        );
+    fn a_bad_endpoint_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for (endpoint, message) in [
+            ("ftp://hub.example", "must be an http or https URL"),
+            ("hub.example", "is not a URL"),
+        ] {
+            let d = dir.path().to_str().unwrap();
+            for args in [
+                &["hub", "search"][..],
+                &["pull", "hf://acme/tiny", "--dir", d][..],
+            ] {
+                let out = run(backstop().env("HF_ENDPOINT", endpoint).args(args));
+                assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+                assert!(stderr(&out).contains(message), "{}", stderr(&out));
+            }
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_malformed_hub_source_is_a_usage_error_and_sends_nothing() {
+        let server = FaultServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        for (source, message) in [
+            ("hf://acme/ti ny", "is not a repository id"),
+            ("hf://../etc", "is not a repository id"),
+            ("hf://datasets/acme/../../etc", "is not a repository id"),
+            ("hf://acme/tiny@main%0A", "is not a revision"),
+        ] {
+            let out = run(backstop()
+                .env("HF_ENDPOINT", server.url(""))
+                .args(["pull", source, "--dir"])
+                .arg(dir.path()));
+            assert_eq!(out.status.code(), Some(2), "{source}: {}", stderr(&out));
+            assert!(stderr(&out).contains(message), "{source}: {}", stderr(&out));
+        }
+        assert!(server.requests().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
 
