@@ -195,10 +195,11 @@ impl Policy {
     }
 
     /// The longest server-requested wait (Retry-After and friends) the
-    /// engine will sleep through. A longer request ends the call at once
-    /// with the wait in the error.
+    /// engine will sleep through, at most [`MAX_SIGNAL`](crate::signal::MAX_SIGNAL)
+    /// (a week) whatever is asked here. A longer request ends the call at
+    /// once with the wait in the error.
     pub fn max_server_wait(mut self, wait: Duration) -> Self {
-        self.max_server_wait = wait;
+        self.max_server_wait = wait.min(crate::signal::MAX_SIGNAL);
         self
     }
 

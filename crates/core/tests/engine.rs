@@ -202,6 +202,23 @@ async fn a_server_wait_beyond_the_policy_ends_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_wait_beyond_a_week_ends_at_once_whatever_the_policy_allows() {
+    for wait in [secs(8 * 86_400), secs(99_999_999_999_999), Duration::MAX] {
+        let script = Script::new(vec![Err(Class::RateLimited { wait: Some(wait) })]);
+        let started = Instant::now();
+        let policy = exact().max_server_wait(Duration::MAX);
+        assert_eq!(
+            policy.get_max_server_wait(),
+            backstop_core::signal::MAX_SIGNAL
+        );
+        let err = policy.retry(script.op()).run().await.unwrap_err();
+        assert_eq!(err.ending, Ending::RateLimited { wait: Some(wait) });
+        assert_eq!((err.attempts, started.elapsed()), (1, Duration::ZERO));
+        assert!(err.to_string().contains("the server asks to wait"), "{err}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn persistent_rate_limit_is_typed() {
     let script = Script::new(vec![Err(Class::RateLimited { wait: None })]);
     let err = exact().retry(script.op()).run().await.unwrap_err();

@@ -148,9 +148,9 @@ async fn a_page_that_is_not_a_list_is_a_clear_error() {
         .search_models(&ModelQuery::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Invalid(_)));
+    assert!(matches!(err, Error::Answer(_)));
     assert!(err.to_string().contains("not a model list"), "{err}");
-    assert!(!err.is_temporary());
+    assert!(!err.is_temporary() && !err.is_usage());
 }
 
 #[tokio::test]
