@@ -234,8 +234,8 @@ pub struct SearchArgs {
     /// Order, most first.
     #[arg(long, value_enum)]
     pub sort: Option<SortArg>,
-    /// How many models at most.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// How many models at most (1 to 100000).
+    #[arg(long, default_value_t = 20, value_parser = parse_limit)]
     pub limit: u32,
     /// One JSON object per line, as the Hub sent it.
     #[arg(long)]
@@ -371,8 +371,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Where the API listens. Anything but loopback should sit behind TLS.
-    #[arg(long, env = "BACKSTOP_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    /// Where the API listens, HOST:PORT (a name is resolved). Anything but
+    /// loopback should sit behind TLS.
+    #[arg(long, env = "BACKSTOP_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: std::net::SocketAddr,
     /// The local nodes and their handlers [default: ./backstop.toml when it exists].
     #[arg(long, value_name = "FILE")]
@@ -492,6 +493,12 @@ pub enum OpsCommand {
         /// Only the nodes of the type present now, not those that join later.
         #[arg(long, requires = "node_type")]
         present_only: bool,
+        /// Makes the submission once however often it is sent: retries
+        /// carry it, and the coordinator answers a repeat within 24 h with
+        /// the operation the first made [default: a new random key per
+        /// invocation]. Pass one to rerun a submission that exited 75.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -511,8 +518,8 @@ pub enum OpsCommand {
         /// Only dead deliveries to this node (with --dead).
         #[arg(long, value_name = "NAME", requires = "dead")]
         node: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (1 to 100000).
+        #[arg(long, default_value_t = 50, value_parser = parse_limit)]
         limit: u32,
         /// One JSON object per line.
         #[arg(long)]
@@ -584,6 +591,50 @@ pub fn parse_handle(value: &str) -> Result<(String, String), String> {
         return Err(format!("the command for {kind} is empty"));
     }
     Ok((kind.to_owned(), command.to_owned()))
+}
+
+/// The most rows a `--limit` asks for.
+pub const MAX_LIMIT: u32 = 100_000;
+
+/// A listing's `--limit`: 1 to [`MAX_LIMIT`]. 0 is refused rather than
+/// read as "no limit" or "the default", the same for every listing.
+pub fn parse_limit(value: &str) -> Result<u32, String> {
+    let n: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if n == 0 || n > MAX_LIMIT {
+        return Err(format!("the limit is 1 to {MAX_LIMIT}, not {n}"));
+    }
+    Ok(n)
+}
+
+/// HOST:PORT to listen on: an address (`127.0.0.1:7878`, `[::1]:7878`) or
+/// a name resolved now (`localhost:7878`), preferring its IPv4 address.
+pub fn parse_listen(value: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let value = value.trim();
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    if value
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(format!(
+            "{value:?} is not HOST:PORT (example: 127.0.0.1:7878)"
+        ));
+    }
+    let addrs: Vec<std::net::SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {value:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{value:?} resolves to no address"))
 }
 
 /// A JSON document.

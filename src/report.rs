@@ -240,6 +240,13 @@ impl From<backstop_queue::config::ConfigError> for Report {
     }
 }
 
+impl From<backstop_queue::program::Unrunnable> for Report {
+    fn from(e: backstop_queue::program::Unrunnable) -> Self {
+        Report::from_error(exit::USAGE, &e)
+            .hint("fix the command, or install the program, before starting")
+    }
+}
+
 impl From<backstop_queue::Invalid> for Report {
     fn from(e: backstop_queue::Invalid) -> Self {
         Report::from_error(exit::USAGE, &e)

@@ -89,7 +89,7 @@ pub fn serve_token(spec: Option<&str>) -> Result<(Secret, String), Report> {
     {
         return Ok((Secret::new(text.trim()), path.display().to_string()));
     }
-    let token = random_token().map_err(|e| Report::from_error(exit::FAILURE, &e))?;
+    let token = random_hex(32).map_err(|e| Report::from_error(exit::FAILURE, &e))?;
     write_private(&path, &token).map_err(|e| {
         Report::from_error(exit::FAILURE, &e).hint(format!(
             "set BACKSTOP_TOKEN, or make {} writable",
@@ -99,9 +99,10 @@ pub fn serve_token(spec: Option<&str>) -> Result<(Secret, String), Report> {
     Ok((Secret::new(token), path.display().to_string()))
 }
 
-fn random_token() -> std::io::Result<String> {
+/// `n` random bytes from the system, as hex: tokens and idempotency keys.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
     use std::io::Read;
-    let mut bytes = [0u8; 32];
+    let mut bytes = vec![0u8; n];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -101,6 +101,18 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks that every handler's program exists and is executable
+    /// ([`crate::program::check_handler`]), from the current directory and
+    /// `PATH` the handlers will run with.
+    pub fn check_handlers(&self) -> Result<(), crate::program::Unrunnable> {
+        for node in &self.nodes {
+            for (kind, command) in &node.handle {
+                crate::program::check_handler(&node.name, kind, command)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The local nodes, each kind run by its command.
     pub fn local_nodes(&self) -> Result<Vec<LocalNode>, Invalid> {
         self.nodes.iter().map(NodeConfig::local).collect()
