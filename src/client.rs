@@ -10,19 +10,19 @@ impl BackoffArgs {
     /// `policy` with the flags applied.
     pub fn apply(&self, mut policy: Policy) -> Policy {
         if let Some(n) = self.attempts {
-            policy = policy.max_attempts(n);
+            policy = policy.with_max_attempts(n);
         }
         if let Some(d) = self.base_delay {
-            policy = policy.initial_delay(d);
+            policy = policy.with_initial_delay(d);
         }
         if let Some(d) = self.max_delay {
-            policy = policy.max_delay(d);
+            policy = policy.with_max_delay(d);
         }
         if let Some(d) = self.max_wait {
-            policy = policy.max_server_wait(d);
+            policy = policy.with_max_server_wait(d);
         }
         if let Some(d) = self.deadline {
-            policy = policy.deadline(d);
+            policy = policy.with_deadline(d);
         }
         policy
     }
@@ -38,7 +38,7 @@ impl RetryArgs {
     pub fn apply(&self, policy: Policy) -> Policy {
         let mut policy = self.backoff.apply(policy);
         if let Some(d) = self.attempt_timeout {
-            policy = policy.attempt_timeout((!d.is_zero()).then_some(d));
+            policy = policy.with_attempt_timeout((!d.is_zero()).then_some(d));
         }
         policy
     }

@@ -25,9 +25,9 @@ impl Api {
         // A coordinator on this machine answers at once or not at all:
         // retry briefly, then say so.
         let policy = Policy::api()
-            .max_attempts(3)
-            .initial_delay(Duration::from_millis(200))
-            .max_delay(Duration::from_secs(2));
+            .with_max_attempts(3)
+            .with_initial_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(2));
         let client = Client::builder().policy(policy).build()?;
         Ok(Api {
             client,

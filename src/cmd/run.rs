@@ -35,7 +35,7 @@ pub fn run(args: RunArgs, state: Option<&str>) -> Result<(), Report> {
             models.push(model);
         }
     }
-    let policy = args.backoff.apply(Policy::api().attempt_timeout(None));
+    let policy = args.backoff.apply(Policy::api().with_attempt_timeout(None));
     let idle = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
     let ledger = crate::state::ledger(state)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -104,8 +104,8 @@ enum AttemptError {
 impl Runner {
     fn run(&self, models: &[Key]) -> Result<(), Report> {
         let started = Instant::now();
-        let deadline = self.policy.get_deadline();
-        let max_turns = self.policy.get_max_attempts();
+        let deadline = self.policy.deadline();
+        let max_turns = self.policy.max_attempts();
         let mut turns: HashMap<Key, u32> = HashMap::new();
         loop {
             let left = deadline.map(|d| d.saturating_sub(started.elapsed()));
@@ -134,8 +134,8 @@ impl Runner {
                     return Err(Report::new(exit::TEMPFAIL, "no model is available"));
                 };
                 let wait = remaining(at, SystemTime::now());
-                let within = wait <= self.policy.get_max_server_wait()
-                    && left.is_none_or(|left| wait < left);
+                let within =
+                    wait <= self.policy.max_server_wait() && left.is_none_or(|left| wait < left);
                 if !within {
                     return Err(none_available(&pick.blocked, first, at));
                 }
@@ -150,7 +150,7 @@ impl Runner {
             };
             *turns.entry(model.clone()).or_default() += 1;
             let policy = match left {
-                Some(left) => self.policy.clone().deadline(left),
+                Some(left) => self.policy.clone().with_deadline(left),
                 None => self.policy.clone(),
             };
             match self.turn(&model, &policy) {

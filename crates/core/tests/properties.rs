@@ -5,7 +5,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use backstop_core::{Class, Classified, Jitter, Policy, RetryEvent, Verdict};
+use backstop_core::{Class, Classified, Jitter, Policy, Verdict};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
@@ -62,14 +62,14 @@ fn policy() -> impl Strategy<Value = Policy> {
     )
         .prop_map(|(attempts, initial, cap, mult, jitter, server, seed)| {
             Policy::api()
-                .max_attempts(attempts)
-                .initial_delay(Duration::from_millis(initial))
-                .max_delay(Duration::from_millis(cap))
-                .multiplier(mult)
-                .jitter(jitter)
-                .attempt_timeout(None)
-                .max_server_wait(Duration::from_millis(server))
-                .seed(seed)
+                .with_max_attempts(attempts)
+                .with_initial_delay(Duration::from_millis(initial))
+                .with_max_delay(Duration::from_millis(cap))
+                .with_multiplier(mult)
+                .with_jitter(jitter)
+                .with_attempt_timeout(None)
+                .with_max_server_wait(Duration::from_millis(server))
+                .with_seed(seed)
         })
 }
 
@@ -87,9 +87,7 @@ fn run(policy: &Policy, script: &[Class]) -> (u32, Vec<(Class, Duration, bool)>,
                 let class = script[(attempt.number as usize - 1).min(script.len() - 1)];
                 async move { Err::<(), _>(Fail(class)) }
             })
-            .notify(move |ev: &RetryEvent<'_>| {
-                e.borrow_mut().push((ev.class, ev.delay, ev.server_wait))
-            })
+            .notify(move |ev| e.borrow_mut().push((ev.class, ev.delay, ev.server_wait)))
             .run()
             .await;
         let err = result.expect_err("every attempt fails");
@@ -122,10 +120,10 @@ fn attempts_never_exceed_the_maximum() {
     check((policy(), script()), |(policy, script)| {
         let (attempts, events, _) = run(&policy, &script);
         prop_assert!(attempts >= 1);
-        prop_assert!(attempts <= policy.get_max_attempts());
+        prop_assert!(attempts <= policy.max_attempts());
         prop_assert_eq!(events.len() as u32, attempts - 1);
         retried.set(retried.get() + u32::from(attempts > 1));
-        exhausted.set(exhausted.get() + u32::from(attempts == policy.get_max_attempts()));
+        exhausted.set(exhausted.get() + u32::from(attempts == policy.max_attempts()));
         Ok(())
     });
     assert!(retried.get() > 0, "no generated run retried");
@@ -144,10 +142,10 @@ fn no_sleep_exceeds_the_cap_or_the_honoured_server_wait() {
             if *from_server {
                 let wait = class.server_wait().expect("a server wait");
                 prop_assert_eq!(*delay, wait, "the server's wait, exactly");
-                prop_assert!(wait <= policy.get_max_server_wait());
+                prop_assert!(wait <= policy.max_server_wait());
                 server_waits.set(server_waits.get() + 1);
             } else {
-                prop_assert!(*delay <= policy.get_max_delay());
+                prop_assert!(*delay <= policy.max_delay());
                 backoffs.set(backoffs.get() + 1);
             }
             // The engine really slept that long: never less (never retry
@@ -178,8 +176,12 @@ fn retry_time_does_not_depend_on_payload_size() {
     check(
         (any::<u64>(), any::<u64>(), any::<u64>()),
         |(a, b, seed)| {
-            let pa = Policy::transfer(a).seed(seed).attempt_timeout(None);
-            let pb = Policy::transfer(b).seed(seed).attempt_timeout(None);
+            let pa = Policy::transfer(a)
+                .with_seed(seed)
+                .with_attempt_timeout(None);
+            let pb = Policy::transfer(b)
+                .with_seed(seed)
+                .with_attempt_timeout(None);
             prop_assert_eq!(pa.max_total_backoff(), pb.max_total_backoff());
             let script = [Class::Transient];
             let (_, _, gaps_a) = run(&pa, &script);
@@ -189,7 +191,7 @@ fn retry_time_does_not_depend_on_payload_size() {
             prop_assert_eq!(&gaps_a, &gaps_b);
             let total: Duration = gaps_a.iter().sum();
             // Each sleep may round up to the timer's next millisecond.
-            let rounding = Duration::from_millis(u64::from(pa.get_max_attempts()));
+            let rounding = Duration::from_millis(u64::from(pa.max_attempts()));
             prop_assert!(total <= pa.max_total_backoff() + rounding);
             Ok(())
         },

@@ -5,19 +5,19 @@ use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backstop_core::{Ending, Jitter};
 use backstop_faultserver::{FaultServer, Reply};
-use backstop_http::{Client, Error, Failure, Method, Policy, RetryEvent};
-use tokio_util::sync::CancellationToken;
+use backstop_http::{
+    CancellationToken, Client, Ending, Error, Failure, Jitter, Method, Policy, RetryEvent,
+};
 
 /// The API preset with millisecond waits, so that tests spend their time on
 /// the behaviour and not on sleeping.
 fn quick() -> Policy {
     Policy::api()
-        .initial_delay(Duration::from_millis(1))
-        .max_delay(Duration::from_millis(5))
-        .jitter(Jitter::None)
-        .attempt_timeout(Duration::from_secs(10))
+        .with_initial_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(5))
+        .with_jitter(Jitter::None)
+        .with_attempt_timeout(Duration::from_secs(10))
 }
 
 fn client() -> Client {
@@ -303,7 +303,7 @@ fn raw_server(serve: fn(std::net::TcpStream)) -> u16 {
 async fn once(url: &str) -> Error {
     client()
         .get(url)
-        .policy(quick().max_attempts(1))
+        .policy(quick().with_max_attempts(1))
         .bytes()
         .await
         .unwrap_err()

@@ -10,9 +10,9 @@ use backstop_hub::{Error, Hub, ModelQuery, Sort};
 
 fn hub(server: &FaultServer, token: Option<&str>) -> Hub {
     let policy = Policy::api()
-        .initial_delay(Duration::from_millis(1))
-        .max_delay(Duration::from_millis(5))
-        .jitter(Jitter::None);
+        .with_initial_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(5))
+        .with_jitter(Jitter::None);
     let client = Client::builder().policy(policy).build().unwrap();
     Hub::new(client, &server.url(""), token.map(Secret::new)).unwrap()
 }
