@@ -6,12 +6,12 @@ use std::str::FromStr;
 /// A SHA-256 digest.
 ///
 /// ```
-/// use backstop_transfer::Sha256;
+/// use backstop_transfer::{BadDigest, Sha256};
 ///
 /// let d: Sha256 = "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse().unwrap();
 /// assert_eq!(d, Sha256::of(b""));
 /// assert!(d.to_string().starts_with("e3b0c442"));
-/// assert!("e3b0".parse::<Sha256>().is_err());
+/// assert_eq!("e3b0".parse::<Sha256>(), Err(BadDigest("e3b0".into())));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sha256(pub [u8; 32]);
