@@ -16,19 +16,19 @@ impl BackoffArgs {
     /// `policy` with the flags applied.
     pub fn apply(&self, mut policy: Policy) -> Policy {
         if let Some(n) = self.attempts {
-            policy = policy.max_attempts(n);
+            policy = policy.with_max_attempts(n);
         }
         if let Some(d) = self.base_delay {
-            policy = policy.initial_delay(d);
+            policy = policy.with_initial_delay(d);
         }
         if let Some(d) = self.max_delay {
-            policy = policy.max_delay(d);
+            policy = policy.with_max_delay(d);
         }
         if let Some(d) = self.max_wait {
-            policy = policy.max_server_wait(d);
+            policy = policy.with_max_server_wait(d);
         }
         if let Some(d) = self.deadline {
-            policy = policy.deadline(d);
+            policy = policy.with_deadline(d);
         }
         policy
     }
@@ -44,7 +44,7 @@ impl RetryArgs {
     pub fn apply(&self, policy: Policy) -> Policy {
         let mut policy = self.backoff.apply(policy);
         if let Some(d) = self.attempt_timeout {
-            policy = policy.attempt_timeout((!d.is_zero()).then_some(d));
+            policy = policy.with_attempt_timeout((!d.is_zero()).then_some(d));
         }
         policy
     }
@@ -78,9 +78,9 @@ impl Coordinator {
         // A coordinator on this machine answers at once or not at all:
         // retry briefly, then say so.
         let policy = Policy::api()
-            .max_attempts(3)
-            .initial_delay(Duration::from_millis(200))
-            .max_delay(Duration::from_secs(2));
+            .with_max_attempts(3)
+            .with_initial_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(2));
         let client = Client::builder().policy(policy).build()?;
         Ok(Coordinator {
             client,

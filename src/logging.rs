@@ -1,7 +1,9 @@
 //! stderr logging: plain "backstop: ..." lines for people, with levels and
 //! targets only when asked for detail.
 
+use std::ffi::OsString;
 use std::fmt;
+use std::io::IsTerminal;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -10,7 +12,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Installs the subscriber. `BACKSTOP_LOG` (a tracing filter such as
-/// `backstop_http=debug`) overrides the flags.
+/// `backstop_http=debug`) overrides the flags. Colours and other terminal
+/// escapes only when stderr is a terminal and `NO_COLOR` is unset or empty.
 pub fn init(verbose: u8, quiet: bool) {
     let ours = [
         "backstop",
@@ -39,10 +42,20 @@ pub fn init(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .event_format(Plain {
             detailed: verbose > 0,
         })
         .try_init();
+}
+
+/// Whether escapes may be written: to a terminal only, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour(terminal: bool, no_color: Option<OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 struct Plain {
@@ -87,5 +100,20 @@ impl tracing::field::Visit for Message {
         if field.name() == "message" {
             self.0 = format!("{value:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        let set = |v: &str| Some(OsString::from(v));
+        assert!(colour(true, None));
+        assert!(colour(true, set("")), "an empty NO_COLOR is unset");
+        assert!(!colour(true, set("1")));
+        assert!(!colour(false, None));
+        assert!(!colour(false, set("")));
     }
 }

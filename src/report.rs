@@ -135,9 +135,8 @@ impl From<backstop_hub::Error> for Report {
                     report
                 }
             }
-            invalid @ backstop_hub::Error::Invalid(_) => {
-                Report::from_error(exit::FAILURE, &invalid)
-            }
+            invalid @ backstop_hub::Error::Invalid(_) => Report::from_error(exit::USAGE, &invalid),
+            answer @ backstop_hub::Error::Answer(_) => Report::from_error(exit::FAILURE, &answer),
         }
     }
 }

@@ -36,6 +36,19 @@ mod get {
     }
 
     #[test]
+    fn verbose_output_piped_carries_no_escapes() {
+        let server = FaultServer::start();
+        server.script("/data", [Reply::status(503), Reply::ok("x")]);
+        let out = run(backstop()
+            .args(["-vv", "get", &server.url("/data")])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("attempt=1"), "structured fields shown: {err}");
+        assert!(!err.contains('\x1b'), "{err:?}");
+    }
+
+    #[test]
     fn quiet_means_quiet() {
         let server = FaultServer::start();
         server.script("/data", [Reply::status(503), Reply::ok("x")]);
@@ -84,6 +97,40 @@ mod get {
             stderr(&out)
         );
         assert_eq!(server.hits("/data"), 1);
+    }
+
+    #[test]
+    fn a_huge_server_wait_exits_75_at_once_and_says_what_was_asked() {
+        let server = FaultServer::start();
+        server.always(
+            "/data",
+            Reply::status(429).header("Retry-After", "99999999999999"),
+        );
+        let out = run(backstop()
+            .args(["get", &server.url("/data"), "--max-wait", "1000d"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("1 attempt over ")
+                && err.contains("; the server asks to wait 1157407407 d 9 h"),
+            "{err}"
+        );
+        assert_eq!(server.hits("/data"), 1, "not retried early");
+    }
+
+    #[test]
+    fn the_root_cause_is_shown_without_verbose() {
+        let out = run(backstop()
+            .args(["get", "http://backstop-test.invalid/x", "--attempts", "1"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("\n  caused by: could not connect: dns error: failed to lookup address"),
+            "{err}"
+        );
+        assert!(!err.contains("client error (Connect)"), "{err}");
     }
 
     #[test]
@@ -339,16 +386,44 @@ mod hub {
     }
 
     #[test]
-    fn a_bad_endpoint_is_refused() {
-        let out = run(backstop()
-            .env("HF_ENDPOINT", "ftp://hub.example")
-            .args(["hub", "search"]));
-        assert_eq!(out.status.code(), Some(1));
-        assert!(
-            stderr(&out).contains("must be an http or https URL"),
-            "{}",
-            stderr(&out)
-        );
+    fn a_bad_endpoint_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for (endpoint, message) in [
+            ("ftp://hub.example", "must be an http or https URL"),
+            ("hub.example", "is not a URL"),
+        ] {
+            let d = dir.path().to_str().unwrap();
+            for args in [
+                &["hub", "search"][..],
+                &["pull", "hf://acme/tiny", "--dir", d][..],
+            ] {
+                let out = run(backstop().env("HF_ENDPOINT", endpoint).args(args));
+                assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+                assert!(stderr(&out).contains(message), "{}", stderr(&out));
+            }
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_malformed_hub_source_is_a_usage_error_and_sends_nothing() {
+        let server = FaultServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        for (source, message) in [
+            ("hf://acme/ti ny", "is not a repository id"),
+            ("hf://../etc", "is not a repository id"),
+            ("hf://datasets/acme/../../etc", "is not a repository id"),
+            ("hf://acme/tiny@main%0A", "is not a revision"),
+        ] {
+            let out = run(backstop()
+                .env("HF_ENDPOINT", server.url(""))
+                .args(["pull", source, "--dir"])
+                .arg(dir.path()));
+            assert_eq!(out.status.code(), Some(2), "{source}: {}", stderr(&out));
+            assert!(stderr(&out).contains(message), "{source}: {}", stderr(&out));
+        }
+        assert!(server.requests().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
 

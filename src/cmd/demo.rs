@@ -34,7 +34,7 @@ pub async fn run() -> Result<(), Report> {
          then cuts its answer halfway, and only then answers",
         server.url("")
     );
-    let policy = Policy::api().initial_delay(Duration::from_millis(500));
+    let policy = Policy::api().with_initial_delay(Duration::from_millis(500));
     let client = Client::builder().policy(policy).build()?;
     let hub = super::hub::hub_at(client, &server.url(""))?;
     let args = SearchArgs {

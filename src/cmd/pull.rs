@@ -66,7 +66,7 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
 fn options(args: &PullArgs) -> Options {
     // The command's deadline is kept by run(); a per-run one would start
     // again with every resumed stream.
-    let policy = args.retry.apply(Policy::transfer(0)).deadline(None);
+    let policy = args.retry.apply(Policy::transfer(0)).with_deadline(None);
     let attempt_timeout = match args.retry.attempt_timeout {
         Some(t) => AttemptTimeout::Fixed((!t.is_zero()).then_some(t)),
         None => AttemptTimeout::BySize,

@@ -32,7 +32,7 @@ pub fn run(args: RunArgs, state: Option<&str>) -> Result<(), Report> {
     } else {
         OutputArg::Final
     });
-    let policy = args.backoff.apply(Policy::api().attempt_timeout(None));
+    let policy = args.backoff.apply(Policy::api().with_attempt_timeout(None));
     let idle = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
     let ledger = crate::state::ledger(state)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -306,7 +306,7 @@ impl<'l, A: Attempts> Fallback<'l, A> {
             ledger,
             models: unique,
             attempts,
-            policy: Policy::api().attempt_timeout(None),
+            policy: Policy::api().with_attempt_timeout(None),
             cancel: CancellationToken::new(),
         }
     }
@@ -338,8 +338,8 @@ impl<'l, A: Attempts> Fallback<'l, A> {
         let clock = self.ledger.clock();
         let started = clock.now();
         let elapsed = || clock.now().duration_since(started).unwrap_or_default();
-        let deadline = self.policy.get_deadline();
-        let max_turns = self.policy.get_max_attempts();
+        let deadline = self.policy.deadline();
+        let max_turns = self.policy.max_attempts();
         let mut turns: HashMap<&Key, u32> = HashMap::new();
         loop {
             let left = deadline.map(|d| d.saturating_sub(elapsed()));
@@ -368,7 +368,7 @@ impl<'l, A: Attempts> Fallback<'l, A> {
                 };
                 let now = clock.now();
                 let wait = remaining(at, now);
-                let within = wait <= self.policy.get_max_server_wait()
+                let within = wait <= self.policy.max_server_wait()
                     && left.is_none_or(|left| wait < left);
                 if !within {
                     let first = first.clone();
@@ -394,7 +394,7 @@ impl<'l, A: Attempts> Fallback<'l, A> {
             };
             *turns.entry(&model.key).or_default() += 1;
             let policy = match left {
-                Some(left) => self.policy.clone().deadline(left),
+                Some(left) => self.policy.clone().with_deadline(left),
                 None => self.policy.clone(),
             };
             match self.turn(model, &policy, held).await {

@@ -180,7 +180,7 @@ fn models(keys: &[&str]) -> Vec<Model> {
 }
 
 fn policy() -> Policy {
-    Policy::api().attempt_timeout(None).seed(3)
+    Policy::api().with_attempt_timeout(None).with_seed(3)
 }
 
 async fn run(bench: &Bench, keys: &[&str], script: &Script, policy: Policy) -> Outcome {
@@ -271,7 +271,7 @@ async fn transient_failures_that_run_out_cool_the_model_and_fall_back() {
         .then("g/x", exits(75, ""))
         .then("g/x", exits(75, ""))
         .then("g/y", exits(0, "ok"));
-    let outcome = run(&bench, &["g/x", "g/y"], &script, policy().max_attempts(3)).await;
+    let outcome = run(&bench, &["g/x", "g/y"], &script, policy().with_max_attempts(3)).await;
     assert_eq!(outcome.result.unwrap(), key("g/y"));
     assert_eq!(script.calls(), ["g/x", "g/x", "g/x", "g/y"]);
     let entry = cooling(&bench, "g/x").expect("g/x cools");
@@ -307,7 +307,7 @@ async fn with_every_model_cooling_it_waits_within_max_wait_for_the_first_to_free
         bench.ledger.record(&key(model), &failure).unwrap();
     }
     let script = Script::default().then("a/x", success("done"));
-    let policy = policy().max_server_wait(Duration::from_secs(45));
+    let policy = policy().with_max_server_wait(Duration::from_secs(45));
     let outcome = run(&bench, &["a/x", "a/y"], &script, policy).await;
     assert_eq!(outcome.result.unwrap(), key("a/x"));
     assert_eq!(script.calls(), ["a/x"]);
@@ -326,7 +326,7 @@ async fn with_every_model_cooling_beyond_max_wait_it_ends_75_naming_the_first() 
         bench.ledger.record(&key(model), &failure).unwrap();
     }
     let script = Script::default();
-    let policy = policy().max_server_wait(Duration::from_secs(60));
+    let policy = policy().with_max_server_wait(Duration::from_secs(60));
     let outcome = run(&bench, &["a/x", "a/y"], &script, policy).await;
     let error = outcome.result.expect_err("no model runs");
     assert_eq!(error.exit_code(), 75);
@@ -352,8 +352,8 @@ async fn each_model_has_as_many_turns_as_attempts_then_the_run_ends_75() {
         script = script.then("g/x", exits(75, ""));
     }
     let policy = policy()
-        .max_attempts(2)
-        .max_server_wait(Duration::from_secs(24 * 3600));
+        .with_max_attempts(2)
+        .with_max_server_wait(Duration::from_secs(24 * 3600));
     let outcome = run(&bench, &["g/x"], &script, policy).await;
     match outcome.result {
         Err(e @ RunError::Exhausted { turns: 2, .. }) => {
@@ -378,10 +378,10 @@ async fn the_deadline_ends_the_run_75() {
         script = script.then("g/x", exits(75, ""));
     }
     let policy = policy()
-        .initial_delay(Duration::from_secs(20))
-        .max_delay(Duration::from_secs(20))
-        .jitter(backstop_core::Jitter::None)
-        .deadline(Duration::from_secs(30));
+        .with_initial_delay(Duration::from_secs(20))
+        .with_max_delay(Duration::from_secs(20))
+        .with_jitter(backstop_core::Jitter::None)
+        .with_deadline(Duration::from_secs(30));
     let outcome = run(&bench, &["g/x"], &script, policy).await;
     match outcome.result {
         Err(e @ RunError::DeadlinePassed { .. }) => assert_eq!(e.exit_code(), 75),

@@ -59,13 +59,32 @@ async fn the_whole_process_group_is_stopped() {
     let t =
         run(sh("sleep 30 & echo $!; wait").idle_timeout(Some(Duration::from_millis(300)))).await;
     assert!(t.stalled);
-    let pid = String::from_utf8_lossy(t.stdout.bytes()).trim().to_owned();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ");
-    assert!(!alive, "the grandchild {pid} survived");
+    let pid: u32 = String::from_utf8_lossy(t.stdout.bytes())
+        .trim()
+        .parse()
+        .expect("the script prints the grandchild's pid");
+    // The TERM went to the whole group; the grandchild is not ours to
+    // wait for, so watch /proc until it has exited (gone, or a zombie
+    // left for init to reap).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the grandchild {pid} survived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether process `pid` exists and has not exited.
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 #[tokio::test]

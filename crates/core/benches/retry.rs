@@ -80,8 +80,8 @@ fn bench(c: &mut Criterion) {
 
     // No per-attempt timeout or deadline: neither backon nor the hand loop
     // has one, so all three do the same work.
-    let policy = Policy::api().attempt_timeout(None);
-    let zero = policy.clone().initial_delay(Duration::ZERO);
+    let policy = Policy::api().with_attempt_timeout(None);
+    let zero = policy.clone().with_initial_delay(Duration::ZERO);
     let backon_default = ExponentialBuilder::default().with_max_times(MAX_ATTEMPTS as usize - 1);
     let backon_zero = backon_default.with_min_delay(Duration::ZERO);
 

@@ -7,7 +7,9 @@
 //! - [`Class`] and [`Classify`]: typed classification of failures, with
 //!   defaults for [`std::io::Error`] and HTTP status codes.
 //! - [`Retry`]: runs an operation under a policy and ends with a
-//!   [`RetryError`] whose [`Ending`] says how it ended.
+//!   [`RetryError`] whose [`Ending`] says how it ended. [`Policy::retry`]
+//!   borrows the policy; [`Policy::into_retry`] owns it, for a future to
+//!   return from a function or spawn.
 //! - [`RetryBudget`]: a lock-free token bucket shared by many calls.
 //! - [`signal`]: parsers for Retry-After and the other server wait signals.
 //! - [`StateLocation`]: where a store lives (a SQLite path or a PostgreSQL

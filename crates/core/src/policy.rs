@@ -35,11 +35,11 @@ pub enum Jitter {
 /// use backstop_core::{Jitter, Policy};
 ///
 /// let policy = Policy::api()
-///     .max_attempts(3)
-///     .max_delay(Duration::from_secs(10))
-///     .deadline(Duration::from_secs(60));
-/// assert_eq!(policy.get_max_attempts(), 3);
-/// assert_eq!(policy.get_jitter(), Jitter::Full);
+///     .with_max_attempts(3)
+///     .with_max_delay(Duration::from_secs(10))
+///     .with_deadline(Duration::from_secs(60));
+/// assert_eq!(policy.max_attempts(), 3);
+/// assert_eq!(policy.jitter(), Jitter::Full);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -80,6 +80,30 @@ impl Policy {
     /// - Server waits honoured up to 60 s (the most Portkey honours); a
     ///   server that asks for longer ends the call at once as rate limited,
     ///   carrying the wait, instead of retrying early or sleeping for an hour.
+    ///
+    /// Retry an async call with this preset, honouring the server's
+    /// Retry-After:
+    ///
+    /// ```
+    /// # use std::time::{Duration, SystemTime};
+    /// use backstop_core::{Policy, classify_status, signal::retry_after};
+    /// # struct Refused { status: u16, retry_after: Option<&'static str> }
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let calls = std::cell::Cell::new(0);
+    /// # let call_api = || { calls.set(calls.get() + 1); let first = calls.get() == 1;
+    /// #     async move { if first { Err(Refused { status: 429, retry_after: Some("7") }) } else { Ok("models") } } };
+    /// # let start = tokio::time::Instant::now();
+    /// let answer = Policy::api()
+    ///     .retry(|_| call_api())
+    ///     .classify(|e| classify_status(e.status, e.retry_after.and_then(|v| retry_after(v, SystemTime::now()))))
+    ///     .run()
+    ///     .await;
+    /// # assert_eq!(answer.ok(), Some("models"));
+    /// # assert_eq!(calls.get(), 2);
+    /// # assert_eq!(start.elapsed(), Duration::from_secs(7), "the server's wait, not a backoff");
+    /// # }
+    /// ```
     pub fn api() -> Self {
         Policy {
             max_attempts: 5,
@@ -107,6 +131,29 @@ impl Policy {
     ///   preset comes from was capped together with the delay, so clients at
     ///   the cap retried in lockstep).
     /// - Server waits honoured up to the 2 min cap.
+    ///
+    /// Retry a download of `size` bytes with this preset, honouring the
+    /// server's Retry-After:
+    ///
+    /// ```
+    /// # use std::time::{Duration, SystemTime};
+    /// use backstop_core::{Policy, classify_status, signal::retry_after};
+    /// # struct Refused { status: u16, retry_after: Option<&'static str> }
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let (size, calls) = (5u64 << 30, std::cell::Cell::new(0));
+    /// # let download = |_timeout: Option<Duration>| { calls.set(calls.get() + 1); let first = calls.get() == 1;
+    /// #     async move { if first { Err(Refused { status: 503, retry_after: Some("90") }) } else { Ok(size) } } };
+    /// # let start = tokio::time::Instant::now();
+    /// let written = Policy::transfer(size)
+    ///     .retry(|attempt| download(attempt.timeout))
+    ///     .classify(|e| classify_status(e.status, e.retry_after.and_then(|v| retry_after(v, SystemTime::now()))))
+    ///     .run()
+    ///     .await;
+    /// # assert_eq!(written.ok(), Some(size));
+    /// # assert_eq!(start.elapsed(), Duration::from_secs(90), "the server's wait, not a backoff");
+    /// # }
+    /// ```
     pub fn transfer(size: u64) -> Self {
         Policy {
             max_attempts: 6,
@@ -145,26 +192,26 @@ impl Policy {
     }
 
     /// Total number of attempts, the first one included (at least 1).
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
     }
 
     /// The ceiling of the first wait; later ceilings grow by the multiplier.
-    pub fn initial_delay(mut self, delay: Duration) -> Self {
+    pub fn with_initial_delay(mut self, delay: Duration) -> Self {
         self.initial_delay = delay;
         self
     }
 
     /// No computed wait exceeds this (server waits have their own limit,
-    /// [`Policy::max_server_wait`]).
-    pub fn max_delay(mut self, delay: Duration) -> Self {
+    /// [`Policy::with_max_server_wait`]).
+    pub fn with_max_delay(mut self, delay: Duration) -> Self {
         self.max_delay = delay;
         self
     }
 
     /// Growth factor of the ceiling per attempt (at least 1; NaN becomes 1).
-    pub fn multiplier(mut self, multiplier: f64) -> Self {
+    pub fn with_multiplier(mut self, multiplier: f64) -> Self {
         self.multiplier = if multiplier >= 1.0 && multiplier.is_finite() {
             multiplier
         } else {
@@ -174,7 +221,7 @@ impl Policy {
     }
 
     /// How waits are randomised.
-    pub fn jitter(mut self, jitter: Jitter) -> Self {
+    pub fn with_jitter(mut self, jitter: Jitter) -> Self {
         self.jitter = jitter;
         self
     }
@@ -182,64 +229,65 @@ impl Policy {
     /// The longest one attempt may run; `None` lets an attempt run until it
     /// finishes or the overall deadline ends it. An attempt cut short by this
     /// limit counts as a transient failure.
-    pub fn attempt_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+    pub fn with_attempt_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.attempt_timeout = timeout.into();
         self
     }
 
     /// The longest the whole call may take, attempts and waits together.
     /// The engine never starts a wait that would end past it.
-    pub fn deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+    pub fn with_deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
         self.deadline = deadline.into();
         self
     }
 
     /// The longest server-requested wait (Retry-After and friends) the
-    /// engine will sleep through. A longer request ends the call at once
-    /// with the wait in the error.
-    pub fn max_server_wait(mut self, wait: Duration) -> Self {
-        self.max_server_wait = wait;
+    /// engine will sleep through, at most [`MAX_SIGNAL`](crate::signal::MAX_SIGNAL)
+    /// (a week) whatever is asked here. A longer request ends the call at
+    /// once with the wait in the error.
+    pub fn with_max_server_wait(mut self, wait: Duration) -> Self {
+        self.max_server_wait = wait.min(crate::signal::MAX_SIGNAL);
         self
     }
 
     /// Seeds the jitter so that a schedule can be replayed in tests. Never
     /// share one seed across a fleet: the whole point of jitter is that
     /// clients disagree.
-    pub fn seed(mut self, seed: u64) -> Self {
+    pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
     }
 
-    /// See [`Policy::max_attempts`].
-    pub fn get_max_attempts(&self) -> u32 {
+    /// See [`Policy::with_max_attempts`].
+    pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
-    /// See [`Policy::initial_delay`].
-    pub fn get_initial_delay(&self) -> Duration {
+    /// See [`Policy::with_initial_delay`].
+    pub fn initial_delay(&self) -> Duration {
         self.initial_delay
     }
-    /// See [`Policy::max_delay`].
-    pub fn get_max_delay(&self) -> Duration {
+    /// See [`Policy::with_max_delay`].
+    pub fn max_delay(&self) -> Duration {
         self.max_delay
     }
-    /// See [`Policy::multiplier`].
-    pub fn get_multiplier(&self) -> f64 {
+    /// See [`Policy::with_multiplier`].
+    pub fn multiplier(&self) -> f64 {
         self.multiplier
     }
-    /// See [`Policy::jitter`].
-    pub fn get_jitter(&self) -> Jitter {
+    /// See [`Policy::with_jitter`].
+    pub fn jitter(&self) -> Jitter {
         self.jitter
     }
-    /// See [`Policy::attempt_timeout`].
-    pub fn get_attempt_timeout(&self) -> Option<Duration> {
+    /// See [`Policy::with_attempt_timeout`].
+    pub fn attempt_timeout(&self) -> Option<Duration> {
         self.attempt_timeout
     }
-    /// See [`Policy::deadline`].
-    pub fn get_deadline(&self) -> Option<Duration> {
+    /// See [`Policy::with_deadline`].
+    pub fn deadline(&self) -> Option<Duration> {
         self.deadline
     }
-    /// See [`Policy::max_server_wait`].
-    pub fn get_max_server_wait(&self) -> Duration {
+    /// See [`Policy::with_max_server_wait`].
+    pub fn max_server_wait(&self) -> Duration {
         self.max_server_wait
     }
 
@@ -279,7 +327,7 @@ impl Policy {
     /// use std::time::Duration;
     /// use backstop_core::Policy;
     ///
-    /// let policy = Policy::api().max_delay(Duration::from_secs(60));
+    /// let policy = Policy::api().with_max_delay(Duration::from_secs(60));
     /// let mut rng = fastrand::Rng::with_seed(7);
     /// for retry in 1..40 {
     ///     assert!(policy.delay_after(retry, &mut rng) <= policy.ceiling(retry));
@@ -304,7 +352,7 @@ impl Policy {
 /// use std::time::Duration;
 /// use backstop_core::{Jitter, Policy};
 ///
-/// let policy = Policy::api().jitter(Jitter::None);
+/// let policy = Policy::api().with_jitter(Jitter::None);
 /// let waits: Vec<u64> = policy.delays().map(|d| d.as_secs()).collect();
 /// assert_eq!(waits, [1, 2, 4, 8]);
 /// ```
@@ -438,17 +486,17 @@ mod tests {
 
     #[test]
     fn setters_clamp_nonsense() {
-        let p = Policy::api().max_attempts(0).multiplier(f64::NAN);
+        let p = Policy::api().with_max_attempts(0).with_multiplier(f64::NAN);
         assert_eq!(p.max_attempts, 1);
         assert_eq!(p.multiplier, 1.0);
-        assert_eq!(Policy::api().multiplier(0.5).multiplier, 1.0);
+        assert_eq!(Policy::api().with_multiplier(0.5).multiplier, 1.0);
     }
 
     #[test]
     fn full_jitter_at_the_cap_is_not_lockstep() {
-        let p = Policy::api().max_attempts(50);
-        let mut a = Backoff::new(&p.clone().seed(1));
-        let mut b = Backoff::new(&p.clone().seed(2));
+        let p = Policy::api().with_max_attempts(50);
+        let mut a = Backoff::new(&p.clone().with_seed(1));
+        let mut b = Backoff::new(&p.clone().with_seed(2));
         let at_cap_a: Vec<_> = (20..30).map(|n| a.delay(&p, n)).collect();
         let at_cap_b: Vec<_> = (20..30).map(|n| b.delay(&p, n)).collect();
         assert_ne!(at_cap_a, at_cap_b);
@@ -460,8 +508,8 @@ mod tests {
     #[test]
     fn stateless_delays_are_full_jitter_under_the_ceiling() {
         let p = Policy::api()
-            .initial_delay(Duration::from_secs(30))
-            .max_delay(Duration::from_secs(900));
+            .with_initial_delay(Duration::from_secs(30))
+            .with_max_delay(Duration::from_secs(900));
         let mut rng = fastrand::Rng::with_seed(3);
         let at_cap: Vec<_> = (0..50).map(|_| p.delay_after(20, &mut rng)).collect();
         assert!(at_cap.iter().all(|d| *d <= Duration::from_secs(900)));
@@ -472,13 +520,13 @@ mod tests {
         assert!(p.delay_after(1, &mut rng) <= Duration::from_secs(30));
         // Retry 0 is read as the first.
         assert!(p.delay_after(0, &mut rng) <= Duration::from_secs(30));
-        let none = p.clone().jitter(Jitter::None);
+        let none = p.clone().with_jitter(Jitter::None);
         assert_eq!(none.delay_after(2, &mut rng), Duration::from_secs(60));
     }
 
     #[test]
     fn decorrelated_stays_between_base_and_cap() {
-        let p = Policy::api().jitter(Jitter::Decorrelated).seed(7);
+        let p = Policy::api().with_jitter(Jitter::Decorrelated).with_seed(7);
         let mut b = Backoff::new(&p);
         let mut previous = p.initial_delay;
         for n in 1..200 {

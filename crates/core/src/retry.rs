@@ -1,8 +1,10 @@
 //! The retry engine: runs an operation under a [`Policy`] until it
 //! succeeds, fails for good, runs out of attempts or time, or is cancelled.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -64,10 +66,15 @@ impl<F: FnMut(&RetryEvent<'_>)> Notify for F {
 /// A call to retry, configured with a builder and started with
 /// [`Retry::run`].
 ///
+/// The error type `E` of the operation is part of the builder's type, so
+/// the closures given to [`classify`](Retry::classify) and
+/// [`notify`](Retry::notify) need no annotations. `P` is how the policy is
+/// held: borrowed by [`Policy::retry`], owned by [`Policy::into_retry`]
+/// (a future that can be returned from a function or spawned).
+///
 /// ```
 /// use std::io;
-/// use std::time::Duration;
-/// use backstop_core::{Ending, Policy};
+/// use backstop_core::{Ending, Policy, Verdict, classify_io_kind};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -85,7 +92,8 @@ impl<F: FnMut(&RetryEvent<'_>)> Notify for F {
 ///             }
 ///         }
 ///     })
-///     .notify(|e: &backstop_core::RetryEvent<'_>| eprintln!("{}; retrying", e.reason))
+///     .classify(|e| classify_io_kind(e.kind()))
+///     .notify(|e| eprintln!("{}; retrying", e.reason))
 ///     .run()
 ///     .await;
 /// assert_eq!(answer.unwrap(), 42);
@@ -100,41 +108,80 @@ impl<F: FnMut(&RetryEvent<'_>)> Notify for F {
 /// # }
 /// ```
 #[must_use = "a Retry does nothing until `.run().await`"]
-pub struct Retry<'p, Op, C = ByType, N = ()> {
-    policy: &'p Policy,
+pub struct Retry<P, Op, E, C = ByType, N = ()> {
+    policy: P,
     op: Op,
     classifier: C,
     notify: N,
-    budget: Option<&'p RetryBudget>,
-    cancel: Option<&'p CancellationToken>,
+    budget: Option<Arc<RetryBudget>>,
+    cancel: Option<CancellationToken>,
     /// Whether the token leaves a running attempt alone (it only cuts
     /// waits and stops new attempts).
     graceful: bool,
+    /// The operation's error type, fixed by [`Policy::retry`] so that
+    /// closures given to the builder infer their argument.
+    error: PhantomData<fn() -> E>,
 }
 
 impl Policy {
-    /// Starts configuring a retried call of `op` under this policy.
-    pub fn retry<Op, Fut>(&self, op: Op) -> Retry<'_, Op>
+    /// Starts configuring a retried call of `op` under this policy,
+    /// borrowed for as long as the call runs.
+    pub fn retry<Op, Fut, T, E>(&self, op: Op) -> Retry<&Policy, Op, E>
     where
         Op: FnMut(Attempt) -> Fut,
-        Fut: Future,
+        Fut: Future<Output = Result<T, E>>,
     {
+        Retry::new(self, op)
+    }
+
+    /// Like [`Policy::retry`], but the call owns its policy: its future
+    /// borrows nothing, so it can be returned from a function or handed to
+    /// `tokio::spawn`.
+    ///
+    /// ```
+    /// use std::io;
+    /// use backstop_core::{Policy, RetryError};
+    ///
+    /// fn fetch() -> impl Future<Output = Result<u32, RetryError<io::Error>>> + Send + 'static {
+    ///     Policy::api().into_retry(|_| async { Ok(7) }).run()
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// assert_eq!(tokio::spawn(fetch()).await.unwrap().unwrap(), 7);
+    /// # }
+    /// ```
+    pub fn into_retry<Op, Fut, T, E>(self, op: Op) -> Retry<Policy, Op, E>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        Retry::new(self, op)
+    }
+}
+
+impl<P: Borrow<Policy>, Op, E> Retry<P, Op, E> {
+    fn new(policy: P, op: Op) -> Self {
         Retry {
-            policy: self,
+            policy,
             op,
             classifier: ByType,
             notify: (),
             budget: None,
             cancel: None,
             graceful: false,
+            error: PhantomData,
         }
     }
 }
 
-impl<'p, Op, C, N> Retry<'p, Op, C, N> {
+impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
     /// Classifies failures with `classifier` instead of asking the error
     /// type ([`ByType`]).
-    pub fn classify<C2>(self, classifier: C2) -> Retry<'p, Op, C2, N> {
+    pub fn classify<F>(self, classifier: F) -> Retry<P, Op, E, F, N>
+    where
+        F: Fn(&E) -> Verdict,
+    {
         Retry {
             policy: self.policy,
             op: self.op,
@@ -143,11 +190,15 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
             budget: self.budget,
             cancel: self.cancel,
             graceful: self.graceful,
+            error: PhantomData,
         }
     }
 
     /// Calls `notify` before each wait.
-    pub fn notify<N2: Notify>(self, notify: N2) -> Retry<'p, Op, C, N2> {
+    pub fn notify<F>(self, notify: F) -> Retry<P, Op, E, C, F>
+    where
+        F: FnMut(&RetryEvent<'_>),
+    {
         Retry {
             policy: self.policy,
             op: self.op,
@@ -156,20 +207,21 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
             budget: self.budget,
             cancel: self.cancel,
             graceful: self.graceful,
+            error: PhantomData,
         }
     }
 
-    /// Draws retries from a budget shared with other calls (keep it in an
-    /// [`Arc`](std::sync::Arc) to share it between tasks).
-    pub fn budget(mut self, budget: &'p RetryBudget) -> Self {
-        self.budget = Some(budget);
+    /// Draws retries from a budget shared with other calls (the call keeps
+    /// its own handle on it).
+    pub fn budget(mut self, budget: &Arc<RetryBudget>) -> Self {
+        self.budget = Some(Arc::clone(budget));
         self
     }
 
     /// Stops at once, mid-attempt or mid-wait, when `token` is cancelled.
     /// Dropping the future returned by [`Retry::run`] stops it too.
-    pub fn cancel_on(mut self, token: &'p CancellationToken) -> Self {
-        self.cancel = Some(token);
+    pub fn cancel_on(mut self, token: &CancellationToken) -> Self {
+        self.cancel = Some(token.clone());
         self.graceful = false;
         self
     }
@@ -182,8 +234,8 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
     /// fails after the token fired ends the call as
     /// [`Ending::Cancelled`](crate::Ending::Cancelled), carrying that
     /// failure.
-    pub fn cancel_waits_on(mut self, token: &'p CancellationToken) -> Self {
-        self.cancel = Some(token);
+    pub fn cancel_waits_on(mut self, token: &CancellationToken) -> Self {
+        self.cancel = Some(token.clone());
         self.graceful = true;
         self
     }
@@ -201,7 +253,7 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
     /// attempt fails, or up front when a time limit or a token needs a timer
     /// or a waiter from the first attempt on.
     #[allow(clippy::manual_async_fn, reason = "see the comment on the async block")]
-    pub fn run<T, E, Fut>(mut self) -> impl Future<Output = Result<T, RetryError<E>>>
+    pub fn run<T, Fut>(mut self) -> impl Future<Output = Result<T, RetryError<E>>>
     where
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -212,8 +264,9 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
         // fn keeps a second copy of its arguments in its state, and every
         // byte of this future is copied on the happy path.
         async move {
-            let plain = self.policy.attempt_timeout.is_none()
-                && self.policy.deadline.is_none()
+            let policy = self.policy.borrow();
+            let plain = policy.attempt_timeout.is_none()
+                && policy.deadline.is_none()
                 && self.cancel.is_none();
             if !plain {
                 return Box::pin(self.retrying(None)).await;
@@ -225,7 +278,7 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
             .await
             {
                 Ok(value) => {
-                    if let Some(b) = self.budget {
+                    if let Some(b) = &self.budget {
                         b.record_success();
                     }
                     Ok(value)
@@ -237,7 +290,7 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
 
     /// The general loop. `first` is the error of a first attempt already
     /// made by [`Retry::run`]'s fast path.
-    async fn retrying<T, E, Fut>(self, first: Option<E>) -> Result<T, RetryError<E>>
+    async fn retrying<T, Fut>(self, first: Option<E>) -> Result<T, RetryError<E>>
     where
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -252,7 +305,11 @@ impl<'p, Op, C, N> Retry<'p, Op, C, N> {
             budget,
             cancel,
             graceful,
+            error: PhantomData,
         } = self;
+        let policy = policy.borrow();
+        let budget = budget.as_deref();
+        let cancel = cancel.as_ref();
         let timed = policy.attempt_timeout.is_some() || policy.deadline.is_some();
         let mut run = Run::<E> {
             started: timed.then(Instant::now),

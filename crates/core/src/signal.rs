@@ -4,29 +4,32 @@
 //! reset instants.
 //!
 //! Every parser takes the header's *value* and returns the wait from `now`.
-//! A value that is malformed, zero, negative, in the past, or absurd (beyond
-//! [`MAX_SIGNAL`]) gives `None`, so the caller falls back to its computed
-//! backoff. None of them panics on any input.
+//! A value that is malformed, zero, negative or in the past gives `None`, so
+//! the caller falls back to its computed backoff. A value that parses is the
+//! server's request whatever its size: a wait too long to represent
+//! saturates at [`Duration::MAX`], and it is the retry policy that refuses
+//! to sit through it ([`MAX_SIGNAL`]). None of them panics on any input.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Waits beyond this are treated as garbage, not as a request: no real
-/// rate-limit window is longer than a week.
+/// The longest server wait the retry engine ever sits through, whatever
+/// its policy says: a week, longer than any real rate-limit window. A
+/// longer request ends the call at once as rate limited, carrying the wait.
 pub const MAX_SIGNAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Epoch values below this (September 2001) are taken as delta-seconds.
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
 
-fn plausible(wait: Duration) -> Option<Duration> {
-    (!wait.is_zero() && wait <= MAX_SIGNAL).then_some(wait)
+fn positive(wait: Duration) -> Option<Duration> {
+    (!wait.is_zero()).then_some(wait)
 }
 
-/// Non-negative decimal seconds ("55", "1.5"), nothing else.
+/// Non-negative decimal seconds ("55", "1.5"), nothing else. Digits beyond
+/// what an `f64` holds saturate at `f64::MAX`.
 fn decimal(value: &str) -> Option<f64> {
     let value = value.trim();
     let mut dots = 0;
     let ok = !value.is_empty()
-        && value.len() <= 32
         && value.chars().all(|c| {
             dots += usize::from(c == '.');
             c.is_ascii_digit() || c == '.'
@@ -36,18 +39,20 @@ fn decimal(value: &str) -> Option<f64> {
     if !ok {
         return None;
     }
-    value.parse::<f64>().ok().filter(|v| v.is_finite())
+    let n = value.parse::<f64>().ok()?;
+    Some(if n.is_finite() { n } else { f64::MAX })
 }
 
+/// A wait of `secs` seconds, saturating at [`Duration::MAX`].
 fn seconds(secs: f64) -> Option<Duration> {
-    if !(0.0..=MAX_SIGNAL.as_secs_f64()).contains(&secs) {
+    if secs.is_nan() || secs <= 0.0 {
         return None;
     }
-    plausible(Duration::from_secs_f64(secs))
+    positive(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
 }
 
 fn until(at: SystemTime, now: SystemTime) -> Option<Duration> {
-    plausible(at.duration_since(now).ok()?)
+    positive(at.duration_since(now).ok()?)
 }
 
 /// `Retry-After`: delta-seconds ("120") or an HTTP-date ("Wed, 21 Oct 2015
@@ -160,8 +165,15 @@ pub fn reset(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Some(n) = decimal(value) {
         if n >= EPOCH_THRESHOLD as f64 {
-            let at = UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(n).ok()?)?;
-            return until(at, now);
+            // An instant past what the clock can represent is far in the
+            // future: the longest wait there is.
+            let at = Duration::try_from_secs_f64(n)
+                .ok()
+                .and_then(|d| UNIX_EPOCH.checked_add(d));
+            return match at {
+                Some(at) => until(at, now),
+                None => Some(Duration::MAX),
+            };
         }
         return seconds(n);
     }
@@ -253,17 +265,22 @@ mod tests {
             ("1.2.3", None),
             ("abc", None),
             ("5 seconds", None),
-            ("99999999999999999999999999", None),
+            // Parseable, however large: the server's request, saturated.
+            ("99999999999999", S(99_999_999_999_999)),
+            ("99999999999999999999999999", Some(Duration::MAX)),
+            (&"9".repeat(400), Some(Duration::MAX)),
             ("1e3", None),
             ("NaN", None),
             ("inf", None),
             ("604800", S(604_800)),
-            ("604801", None),
+            ("604801", S(604_801)),
+            ("315360000", S(315_360_000)),
             ("Wed, 15 Nov 2023 06:14:15 GMT", S(55)),
             ("Wednesday, 15-Nov-23 06:14:15 GMT", S(55)),
             ("Wed Nov 15 06:14:15 2023", S(55)),
             ("Wed, 15 Nov 2023 06:13:20 GMT", None),
             ("Tue, 14 Nov 2023 06:13:20 GMT", None),
+            ("Sun, 15 Nov 2099 06:13:20 GMT", S(2_398_377_600)),
             ("Wed, 15 Nov 2099 06:13:20 GMT", None),
             ("Wed, 32 Nov 2023 06:14:15 GMT", None),
             ("Wed, 15 Nov 2023 06:14:15", None),
@@ -283,7 +300,7 @@ mod tests {
             ("0", None),
             ("-20", None),
             ("x", None),
-            ("604800001", None),
+            ("604800001", Some(Duration::from_millis(604_800_001))),
         ];
         for (value, want) in cases {
             assert_eq!(retry_after_ms(value), *want, "retry-after-ms: {value:?}");
@@ -311,7 +328,7 @@ mod tests {
             (r#""api";r=0;t=0"#, None),
             ("", None),
             (";;;,,,==", None),
-            ("t=99999999999", None),
+            ("t=99999999999", S(99_999_999_999)),
         ];
         for (value, want) in cases {
             assert_eq!(ratelimit(value), *want, "RateLimit: {value:?}");
@@ -336,7 +353,9 @@ mod tests {
             ("1700028860", S(60)),
             ("1700028800", None),
             ("1600000000", None),
-            ("9999999999", None),
+            ("9999999999", S(9_999_999_999 - 1_700_028_800)),
+            ("99999999999999999999999", Some(Duration::MAX)),
+            ("99999999h", S(99_999_999 * 3600)),
             // Delta seconds.
             ("30", S(30)),
             ("2.5", Some(Duration::from_millis(2500))),

@@ -26,7 +26,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn a_first_try_success_allocates_nothing() {
-    let policy = Policy::api().attempt_timeout(None);
+    let policy = Policy::api().with_attempt_timeout(None);
     let mut cx = Context::from_waker(Waker::noop());
     // Warm up anything lazily initialised by the test harness.
     let _ = std::pin::pin!(policy.retry(|_| async { Ok::<_, std::io::Error>(1) }).run())

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::{
-    Attempt, AttemptError, Class, Classified, Ending, Jitter, Policy, RetryBudget, RetryEvent,
-    Verdict,
+    Attempt, AttemptError, Class, Classified, Ending, Jitter, Policy, RetryBudget, Verdict,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -83,7 +82,9 @@ impl Script {
 }
 
 fn exact() -> Policy {
-    Policy::api().jitter(Jitter::None).attempt_timeout(None)
+    Policy::api()
+        .with_jitter(Jitter::None)
+        .with_attempt_timeout(None)
 }
 
 #[tokio::test(start_paused = true)]
@@ -113,9 +114,9 @@ async fn success_after_failures_returns_the_value() {
 #[tokio::test(start_paused = true)]
 async fn the_cap_bounds_every_wait() {
     let policy = exact()
-        .max_attempts(8)
-        .max_delay(secs(5))
-        .initial_delay(secs(2));
+        .with_max_attempts(8)
+        .with_max_delay(secs(5))
+        .with_initial_delay(secs(2));
     let script = Script::new(vec![Err(Class::Transient)]);
     policy.retry(script.op()).run().await.unwrap_err();
     // Waits 2, 4, then 5 at the cap.
@@ -129,7 +130,7 @@ async fn the_cap_bounds_every_wait() {
 async fn full_jitter_schedule_is_seeded_and_bounded() {
     let run = |seed| async move {
         let script = Script::new(vec![Err(Class::Transient)]);
-        let policy = Policy::api().attempt_timeout(None).seed(seed);
+        let policy = Policy::api().with_attempt_timeout(None).with_seed(seed);
         policy.retry(script.op()).run().await.unwrap_err();
         let starts = script.starts();
         starts.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
@@ -158,7 +159,7 @@ async fn server_wait_replaces_the_computed_delay() {
     let log = Rc::clone(&events);
     let got = exact()
         .retry(script.op())
-        .notify(move |e: &RetryEvent<'_>| {
+        .notify(move |e| {
             log.borrow_mut()
                 .push((e.attempt, e.reason.to_string(), e.delay, e.server_wait))
         })
@@ -199,6 +200,20 @@ async fn a_server_wait_beyond_the_policy_ends_at_once() {
         "never sleeps for an hour"
     );
     assert_eq!(err.ending.server_wait(), Some(secs(3600)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_beyond_a_week_ends_at_once_whatever_the_policy_allows() {
+    for wait in [secs(8 * 86_400), secs(99_999_999_999_999), Duration::MAX] {
+        let script = Script::new(vec![Err(Class::RateLimited { wait: Some(wait) })]);
+        let started = Instant::now();
+        let policy = exact().with_max_server_wait(Duration::MAX);
+        assert_eq!(policy.max_server_wait(), backstop_core::signal::MAX_SIGNAL);
+        let err = policy.retry(script.op()).run().await.unwrap_err();
+        assert_eq!(err.ending, Ending::RateLimited { wait: Some(wait) });
+        assert_eq!((err.attempts, started.elapsed()), (1, Duration::ZERO));
+        assert!(err.to_string().contains("the server asks to wait"), "{err}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,7 +259,7 @@ async fn final_failures_end_at_once() {
 #[tokio::test(start_paused = true)]
 async fn attempt_timeout_is_transient_and_retried() {
     let script = Script::new(vec![Ok(5)]).busy(secs(10));
-    let policy = exact().attempt_timeout(secs(4)).max_attempts(3);
+    let policy = exact().with_attempt_timeout(secs(4)).with_max_attempts(3);
     let err = policy.retry(script.op()).run().await.unwrap_err();
     assert_eq!(err.ending, Ending::Exhausted);
     assert_eq!(err.attempts, 3);
@@ -264,7 +279,7 @@ async fn attempt_timeout_is_transient_and_retried() {
 async fn the_deadline_counts_time_inside_attempts() {
     // Each attempt fails after 4 s; waits are 1, 2, 4...; deadline 10 s.
     let script = Script::new(vec![Err(Class::Transient)]).busy(secs(4));
-    let policy = exact().deadline(secs(10)).max_attempts(10);
+    let policy = exact().with_deadline(secs(10)).with_max_attempts(10);
     let started = Instant::now();
     let err = policy.retry(script.op()).run().await.unwrap_err();
     assert_eq!(err.ending, Ending::DeadlineExceeded);
@@ -278,7 +293,7 @@ async fn the_deadline_counts_time_inside_attempts() {
 #[tokio::test(start_paused = true)]
 async fn the_deadline_cuts_a_running_attempt() {
     let script = Script::new(vec![Err(Class::Transient), Ok(1)]).busy(secs(6));
-    let policy = exact().deadline(secs(10)).max_attempts(10);
+    let policy = exact().with_deadline(secs(10)).with_max_attempts(10);
     let started = Instant::now();
     let err = policy.retry(script.op()).run().await.unwrap_err();
     assert_eq!(err.ending, Ending::DeadlineExceeded);
@@ -296,7 +311,7 @@ async fn a_server_wait_past_the_deadline_ends_as_rate_limited() {
         wait: Some(secs(20)),
     })]);
     let err = exact()
-        .deadline(secs(10))
+        .with_deadline(secs(10))
         .retry(script.op())
         .run()
         .await
@@ -437,7 +452,9 @@ async fn dropping_the_future_stops_the_loop() {
     let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counter = Arc::clone(&calls);
     let handle = tokio::spawn(async move {
-        let policy = Policy::api().jitter(Jitter::None).max_attempts(100);
+        let policy = Policy::api()
+            .with_jitter(Jitter::None)
+            .with_max_attempts(100);
         policy
             .retry(|_| {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -459,7 +476,7 @@ async fn dropping_the_future_stops_the_loop() {
 async fn a_shared_budget_stops_retries() {
     let budget = Arc::new(RetryBudget::new(4, 0.5));
     let script = Script::new(vec![Err(Class::Transient)]);
-    let policy = exact().max_attempts(10);
+    let policy = exact().with_max_attempts(10);
     let err = policy
         .retry(script.op())
         .budget(&budget)
@@ -492,7 +509,7 @@ async fn custom_classifiers_override_the_error_type() {
     let script = Script::new(vec![Err(Class::Permanent), Ok(3)]);
     let got = exact()
         .retry(script.op())
-        .classify(|_: &Fail| Verdict::transient("treated as transient"))
+        .classify(|_| Verdict::transient("treated as transient"))
         .run()
         .await
         .unwrap();
@@ -504,9 +521,9 @@ fn zero_delays_never_touch_the_timer() {
     // Outside any tokio runtime a timer would panic; polling once with a
     // no-op waker proves the whole loop runs without one.
     let policy = Policy::api()
-        .attempt_timeout(None)
-        .initial_delay(Duration::ZERO)
-        .max_attempts(4);
+        .with_attempt_timeout(None)
+        .with_initial_delay(Duration::ZERO)
+        .with_max_attempts(4);
     let mut calls = 0;
     let fut = policy
         .retry(|_| {
@@ -531,7 +548,7 @@ fn zero_delays_never_touch_the_timer() {
 
 #[test]
 fn sub_millisecond_server_waits_skip_the_timer_too() {
-    let policy = exact().max_attempts(3);
+    let policy = exact().with_max_attempts(3);
     let mut calls = 0;
     let fut = policy
         .retry(|_| {
@@ -559,19 +576,71 @@ fn sub_millisecond_server_waits_skip_the_timer_too() {
 #[tokio::test(start_paused = true)]
 async fn enormous_settings_do_not_overflow() {
     let policy = Policy::api()
-        .jitter(Jitter::None)
-        .initial_delay(Duration::MAX)
-        .max_delay(Duration::MAX)
-        .multiplier(1e300)
-        .deadline(Duration::from_secs(10))
-        .max_attempts(u32::MAX);
+        .with_jitter(Jitter::None)
+        .with_initial_delay(Duration::MAX)
+        .with_max_delay(Duration::MAX)
+        .with_multiplier(1e300)
+        .with_deadline(Duration::from_secs(10))
+        .with_max_attempts(u32::MAX);
     let script = Script::new(vec![Err(Class::Transient)]);
     let err = policy.retry(script.op()).run().await.unwrap_err();
     assert_eq!(err.ending, Ending::DeadlineExceeded);
     assert_eq!(err.attempts, 1);
     let policy = Policy::api()
-        .deadline(Duration::MAX)
-        .attempt_timeout(Duration::MAX);
+        .with_deadline(Duration::MAX)
+        .with_attempt_timeout(Duration::MAX);
     let script = Script::new(vec![Err(Class::Transient), Ok(2)]);
-    assert_eq!(policy.seed(1).retry(script.op()).run().await.unwrap(), 2);
+    assert_eq!(
+        policy.with_seed(1).retry(script.op()).run().await.unwrap(),
+        2
+    );
+}
+
+/// The owned form borrows nothing: built in a function from values that
+/// go out of scope, spawned, and still drawing on the budget and obeying
+/// the token it was given.
+#[tokio::test(start_paused = true)]
+async fn an_owned_call_is_spawned_with_its_budget_and_token() {
+    fn owned(
+        budget: &Arc<RetryBudget>,
+        token: &CancellationToken,
+    ) -> impl Future<Output = Result<u32, backstop_core::RetryError<Fail>>> + Send + 'static {
+        let policy = exact();
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        policy
+            .into_retry(move |_| {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        Err(Fail(Class::Transient))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .budget(budget)
+            .cancel_on(token)
+            .run()
+    }
+    let token = CancellationToken::new();
+    let plenty = Arc::new(RetryBudget::default());
+    let answer = tokio::spawn(owned(&plenty, &token)).await.expect("joins");
+    assert_eq!(answer.ok(), Some(1));
+
+    // Two tokens: the first failure leaves half, and no retry is allowed.
+    let scarce = Arc::new(RetryBudget::new(2, 0.001));
+    let err = tokio::spawn(owned(&scarce, &token))
+        .await
+        .expect("joins")
+        .unwrap_err();
+    assert_eq!(err.ending, Ending::BudgetExhausted);
+    assert_eq!(err.attempts, 1);
+
+    token.cancel();
+    let err = tokio::spawn(owned(&plenty, &token))
+        .await
+        .expect("joins")
+        .unwrap_err();
+    assert_eq!(err.ending, Ending::Cancelled);
+    assert_eq!(err.attempts, 0);
 }

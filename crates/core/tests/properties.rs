@@ -1,12 +1,13 @@
 //! Invariants of the engine over random policies and failure scripts.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use backstop_core::{Class, Classified, Jitter, Policy, RetryEvent, Verdict};
+use backstop_core::{Class, Classified, Jitter, Policy, Verdict};
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 
 #[derive(Debug, Clone)]
 struct Fail(Class);
@@ -61,14 +62,14 @@ fn policy() -> impl Strategy<Value = Policy> {
     )
         .prop_map(|(attempts, initial, cap, mult, jitter, server, seed)| {
             Policy::api()
-                .max_attempts(attempts)
-                .initial_delay(Duration::from_millis(initial))
-                .max_delay(Duration::from_millis(cap))
-                .multiplier(mult)
-                .jitter(jitter)
-                .attempt_timeout(None)
-                .max_server_wait(Duration::from_millis(server))
-                .seed(seed)
+                .with_max_attempts(attempts)
+                .with_initial_delay(Duration::from_millis(initial))
+                .with_max_delay(Duration::from_millis(cap))
+                .with_multiplier(mult)
+                .with_jitter(jitter)
+                .with_attempt_timeout(None)
+                .with_max_server_wait(Duration::from_millis(server))
+                .with_seed(seed)
         })
 }
 
@@ -86,9 +87,7 @@ fn run(policy: &Policy, script: &[Class]) -> (u32, Vec<(Class, Duration, bool)>,
                 let class = script[(attempt.number as usize - 1).min(script.len() - 1)];
                 async move { Err::<(), _>(Fail(class)) }
             })
-            .notify(move |ev: &RetryEvent<'_>| {
-                e.borrow_mut().push((ev.class, ev.delay, ev.server_wait))
-            })
+            .notify(move |ev| e.borrow_mut().push((ev.class, ev.delay, ev.server_wait)))
             .run()
             .await;
         let err = result.expect_err("every attempt fails");
@@ -99,28 +98,55 @@ fn run(policy: &Policy, script: &[Class]) -> (u32, Vec<(Class, Duration, bool)>,
     })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+/// Runs `property` on 256 generated cases, the way `proptest!` would, and
+/// returns normally only if every case holds.
+fn check<S: Strategy>(strategy: S, property: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(256));
+    if let Err(failure) = runner.run(&strategy, property) {
+        panic!("{failure}");
+    }
+}
 
-    #[test]
-    fn attempts_never_exceed_the_maximum(policy in policy(), script in prop::collection::vec(class(), 1..20)) {
+fn script() -> impl Strategy<Value = Vec<Class>> {
+    prop::collection::vec(class(), 1..20)
+}
+
+#[test]
+fn attempts_never_exceed_the_maximum() {
+    // A property that every run stopping at its first attempt would pass
+    // proves nothing: count the runs that retried and those that used up
+    // every attempt.
+    let (retried, exhausted) = (Cell::new(0u32), Cell::new(0u32));
+    check((policy(), script()), |(policy, script)| {
         let (attempts, events, _) = run(&policy, &script);
         prop_assert!(attempts >= 1);
-        prop_assert!(attempts <= policy.get_max_attempts());
+        prop_assert!(attempts <= policy.max_attempts());
         prop_assert_eq!(events.len() as u32, attempts - 1);
-    }
+        retried.set(retried.get() + u32::from(attempts > 1));
+        exhausted.set(exhausted.get() + u32::from(attempts == policy.max_attempts()));
+        Ok(())
+    });
+    assert!(retried.get() > 0, "no generated run retried");
+    assert!(exhausted.get() > 0, "no generated run used every attempt");
+}
 
-    #[test]
-    fn no_sleep_exceeds_the_cap_or_the_honoured_server_wait(policy in policy(), script in prop::collection::vec(class(), 1..20)) {
+#[test]
+fn no_sleep_exceeds_the_cap_or_the_honoured_server_wait() {
+    // Count the sleeps of each kind checked, so that neither branch of the
+    // property holds only because no case reached it.
+    let (backoffs, server_waits) = (Cell::new(0u32), Cell::new(0u32));
+    check((policy(), script()), |(policy, script)| {
         let (_, events, gaps) = run(&policy, &script);
         prop_assert_eq!(events.len(), gaps.len());
         for ((class, delay, from_server), gap) in events.iter().zip(&gaps) {
             if *from_server {
                 let wait = class.server_wait().expect("a server wait");
                 prop_assert_eq!(*delay, wait, "the server's wait, exactly");
-                prop_assert!(wait <= policy.get_max_server_wait());
+                prop_assert!(wait <= policy.max_server_wait());
+                server_waits.set(server_waits.get() + 1);
             } else {
-                prop_assert!(*delay <= policy.get_max_delay());
+                prop_assert!(*delay <= policy.max_delay());
+                backoffs.set(backoffs.get() + 1);
             }
             // The engine really slept that long: never less (never retry
             // before the server allows), and no more than the timer's
@@ -130,23 +156,44 @@ proptest! {
                 prop_assert_eq!(*gap, Duration::ZERO);
             } else {
                 prop_assert!(*gap >= *delay, "slept {gap:?} < {delay:?}");
-                prop_assert!(*gap < *delay + Duration::from_millis(1), "slept {gap:?} > {delay:?}");
+                prop_assert!(
+                    *gap < *delay + Duration::from_millis(1),
+                    "slept {gap:?} > {delay:?}"
+                );
             }
         }
-    }
+        Ok(())
+    });
+    assert!(backoffs.get() > 0, "no generated run slept its own backoff");
+    assert!(
+        server_waits.get() > 0,
+        "no generated run honoured a server's wait"
+    );
+}
 
-    #[test]
-    fn retry_time_does_not_depend_on_payload_size(a in any::<u64>(), b in any::<u64>(), seed in any::<u64>()) {
-        let pa = Policy::transfer(a).seed(seed).attempt_timeout(None);
-        let pb = Policy::transfer(b).seed(seed).attempt_timeout(None);
-        prop_assert_eq!(pa.max_total_backoff(), pb.max_total_backoff());
-        let script = [Class::Transient];
-        let (_, _, gaps_a) = run(&pa, &script);
-        let (_, _, gaps_b) = run(&pb, &script);
-        prop_assert_eq!(&gaps_a, &gaps_b);
-        let total: Duration = gaps_a.iter().sum();
-        // Each sleep may round up to the timer's next millisecond.
-        let rounding = Duration::from_millis(u64::from(pa.get_max_attempts()));
-        prop_assert!(total <= pa.max_total_backoff() + rounding);
-    }
+#[test]
+fn retry_time_does_not_depend_on_payload_size() {
+    check(
+        (any::<u64>(), any::<u64>(), any::<u64>()),
+        |(a, b, seed)| {
+            let pa = Policy::transfer(a)
+                .with_seed(seed)
+                .with_attempt_timeout(None);
+            let pb = Policy::transfer(b)
+                .with_seed(seed)
+                .with_attempt_timeout(None);
+            prop_assert_eq!(pa.max_total_backoff(), pb.max_total_backoff());
+            let script = [Class::Transient];
+            let (_, _, gaps_a) = run(&pa, &script);
+            let (_, _, gaps_b) = run(&pb, &script);
+            // Equal because both retried, not because neither did.
+            prop_assert!(!gaps_a.is_empty(), "a transient failure is retried");
+            prop_assert_eq!(&gaps_a, &gaps_b);
+            let total: Duration = gaps_a.iter().sum();
+            // Each sleep may round up to the timer's next millisecond.
+            let rounding = Duration::from_millis(u64::from(pa.max_attempts()));
+            prop_assert!(total <= pa.max_total_backoff() + rounding);
+            Ok(())
+        },
+    );
 }

@@ -172,7 +172,13 @@ impl fmt::Display for Failure {
             Failure::HeaderTimeout(d) => {
                 write!(f, "no response headers within {}", HumanDuration(*d))
             }
-            Failure::Transport(e) => f.write_str(&transport_verdict(e).reason),
+            Failure::Transport(e) => {
+                f.write_str(&transport_verdict(e).reason)?;
+                match root_cause(e) {
+                    Some(cause) => write!(f, ": {cause}"),
+                    None => Ok(()),
+                }
+            }
             Failure::Invalid(why) => write!(f, "invalid response: {why}"),
             Failure::Local(e) => write!(f, "writing the output failed: {e}"),
         }
@@ -180,13 +186,34 @@ impl fmt::Display for Failure {
 }
 
 impl StdError for Failure {
+    /// The local I/O error of [`Failure::Local`]. A transport failure has
+    /// none: its message already ends with the root cause, and the layers
+    /// of reqwest and hyper around it say nothing more.
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Failure::Transport(e) => Some(e),
             Failure::Local(e) => Some(e),
             _ => None,
         }
     }
+}
+
+/// What a transport error comes down to, for people: the errors under
+/// reqwest's and hyper-util's wrappers ("error sending request", "client
+/// error (Connect)"), joined — "dns error: failed to lookup address
+/// information: Name or service not known", "tls handshake eof",
+/// "tcp connect error: Connection refused (os error 111)".
+fn root_cause(e: &reqwest::Error) -> Option<String> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = e.source();
+    while let Some(err) = current {
+        let wrapper = err.is::<reqwest::Error>() || err.is::<hyper_util::client::legacy::Error>();
+        let text = err.to_string();
+        if !wrapper && !text.is_empty() && parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    (!parts.is_empty()).then(|| parts.join(": "))
 }
 
 /// The server's own explanation from an error body: the `error`,

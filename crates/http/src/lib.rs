@@ -25,6 +25,29 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Everything needed to tune it is re-exported here, so an embedder does not
+//! depend on `backstop_core` itself: the presets ([`Policy::api`], the
+//! default, and [`Policy::transfer`]), [`Jitter`], a [`RetryBudget`] shared
+//! by every request, the endings a caller matches on.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), backstop_http::Error> {
+//! use std::{sync::Arc, time::Duration};
+//! use backstop_http::{Client, Jitter, Policy, RetryBudget};
+//!
+//! let client = Client::builder()
+//!     .policy(Policy::api().with_max_attempts(3).with_jitter(Jitter::Full))
+//!     .budget(Arc::new(RetryBudget::default()))
+//!     .build()?;
+//! let size = 4 << 30;
+//! client
+//!     .get("https://huggingface.co/gpt2/resolve/main/model.safetensors")
+//!     .policy(Policy::transfer(size).with_deadline(Duration::from_secs(3600)))
+//!     .to_file("model.safetensors")
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
 mod client;
 mod error;
@@ -32,10 +55,14 @@ mod failure;
 mod request;
 mod signal;
 
-pub use backstop_core::{Ending, Policy, RetryEvent, Secret};
+pub use backstop_core::{
+    Attempt, AttemptError, Class, Classified, Ending, Jitter, Policy, RetryBudget, RetryError,
+    RetryEvent, Secret, Verdict,
+};
 pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, HEADER_TIMEOUT, READ_IDLE_TIMEOUT};
 pub use error::Error;
 pub use failure::Failure;
 pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact};
 pub use reqwest::{Method, StatusCode, header};
 pub use signal::server_wait;
+pub use tokio_util::sync::CancellationToken;

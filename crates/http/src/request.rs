@@ -338,9 +338,9 @@ impl<'c> RequestBuilder<'c> {
         };
         let mut retry = policy
             .retry(op)
-            .classify(|f: &Failure| f.verdict_for(idempotent))
+            .classify(|f| f.verdict_for(idempotent))
             .notify(notify);
-        if let Some(budget) = client.budget.as_deref() {
+        if let Some(budget) = &client.budget {
             retry = retry.budget(budget);
         }
         if let Some(token) = cancel.as_ref() {

@@ -18,8 +18,10 @@ use reqwest::header::HeaderMap;
 ///    (their `-remaining` is 0), the longest of them; when no `-remaining`
 ///    says which, the longest reset.
 ///
-/// A header that is malformed, zero, negative, past or absurd is skipped,
-/// and the next one is tried; `None` means the caller uses its own backoff.
+/// A header that is malformed, zero, negative or past is skipped, and the
+/// next one is tried; `None` means the caller uses its own backoff. A wait
+/// that parses is returned whatever its size (saturating): the policy
+/// decides whether to sit through it.
 pub fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(wait) = get("retry-after-ms").and_then(signal::retry_after_ms) {
@@ -190,7 +192,21 @@ mod tests {
                 &[("retry-after", "Tue, 14 Nov 2023 06:13:20 GMT")],
                 None,
             ),
-            ("absurd", &[("retry-after", "315360000")], None),
+            (
+                "ten years: parseable, so the server's request",
+                &[("retry-after", "315360000")],
+                S(315_360_000),
+            ),
+            (
+                "beyond any clock: saturated",
+                &[("retry-after", "99999999999999999999999999")],
+                Some(Duration::MAX),
+            ),
+            (
+                "a huge retry-after-ms wins over a short Retry-After",
+                &[("retry-after-ms", "86400000000"), ("retry-after", "5")],
+                S(86_400_000),
+            ),
             ("none", &[("content-type", "text/plain")], None),
         ];
         for (what, pairs, want) in cases {

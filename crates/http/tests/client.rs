@@ -5,19 +5,19 @@ use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backstop_core::{Ending, Jitter};
 use backstop_faultserver::{FaultServer, Reply};
-use backstop_http::{Client, Error, Failure, Method, Policy, RetryEvent};
-use tokio_util::sync::CancellationToken;
+use backstop_http::{
+    CancellationToken, Client, Ending, Error, Failure, Jitter, Method, Policy, RetryEvent,
+};
 
 /// The API preset with millisecond waits, so that tests spend their time on
 /// the behaviour and not on sleeping.
 fn quick() -> Policy {
     Policy::api()
-        .initial_delay(Duration::from_millis(1))
-        .max_delay(Duration::from_millis(5))
-        .jitter(Jitter::None)
-        .attempt_timeout(Duration::from_secs(10))
+        .with_initial_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(5))
+        .with_jitter(Jitter::None)
+        .with_attempt_timeout(Duration::from_secs(10))
 }
 
 fn client() -> Client {
@@ -283,6 +283,71 @@ async fn a_refused_connection_is_transient() {
     assert_eq!(
         err.retry_error().unwrap().reason.as_deref(),
         Some("connection refused")
+    );
+}
+
+/// A listener on a free port that accepts each connection and hands it to
+/// `serve`, on a thread of its own.
+fn raw_server(serve: fn(std::net::TcpStream)) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            serve(conn);
+        }
+    });
+    port
+}
+
+/// One attempt at `url`, which must fail.
+async fn once(url: &str) -> Error {
+    client()
+        .get(url)
+        .policy(quick().with_max_attempts(1))
+        .bytes()
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn the_root_cause_is_in_the_message() {
+    // A name under .invalid never resolves (RFC 6761), offline too.
+    let err = once("http://backstop-test.invalid/").await;
+    let shown = chain(&err);
+    assert!(
+        shown.contains(" | could not connect: dns error: failed to lookup address information"),
+        "{shown}"
+    );
+
+    // A TLS handshake that the server ends at once: it reads the hello
+    // and closes its side, without a reset.
+    let port = raw_server(|mut conn| {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let err = once(&format!("https://127.0.0.1:{port}/")).await;
+    let shown = chain(&err);
+    assert!(
+        shown.ends_with(" | could not connect: tls handshake eof"),
+        "{shown}"
+    );
+
+    // A server that answers the handshake in plain HTTP.
+    let port = raw_server(|mut conn| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    let err = once(&format!("https://127.0.0.1:{port}/")).await;
+    let shown = chain(&err);
+    assert!(
+        shown
+            .ends_with(" | could not connect: received corrupt message of type InvalidContentType"),
+        "{shown}"
     );
 }
 

@@ -60,9 +60,12 @@ pub enum Error {
     #[error(transparent)]
     Http(#[from] backstop_http::Error),
     /// Input refused before anything was sent (an endpoint that is not a
-    /// URL, a malformed repository id).
+    /// URL, a malformed repository id or revision): the caller's mistake.
     #[error("{0}")]
     Invalid(String),
+    /// The Hub answered with something that is not what was asked for.
+    #[error("{0}")]
+    Answer(String),
 }
 
 impl Error {
@@ -70,8 +73,13 @@ impl Error {
     pub fn is_temporary(&self) -> bool {
         match self {
             Error::Http(e) => e.is_temporary(),
-            Error::Invalid(_) => false,
+            Error::Invalid(_) | Error::Answer(_) => false,
         }
+    }
+
+    /// Whether the input itself is wrong (exit code 2): nothing was sent.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Invalid(_))
     }
 }
 
@@ -158,7 +166,7 @@ impl Hub {
             }
             let body = self.get(&page).bytes().await?;
             let batch: Vec<Model> = body.json().map_err(|e| {
-                Error::Invalid(format!(
+                Error::Answer(format!(
                     "{} answered /api/models with something that is not a model list: {e}",
                     self.host()
                 ))
@@ -203,7 +211,7 @@ impl Hub {
         url.query_pairs_mut().append_pair("blobs", "true");
         let body = self.get(&url).bytes().await?;
         let mut info: ModelInfo = body.json().map_err(|e| {
-            Error::Invalid(format!(
+            Error::Answer(format!(
                 "{} answered for {repo}@{revision} with something that is not repository info: {e}",
                 self.host()
             ))
@@ -293,12 +301,31 @@ fn next_link(headers: &backstop_http::header::HeaderMap) -> Option<String> {
         })
 }
 
-/// Refuses a revision that cannot be one (empty, control characters).
-fn check_revision(revision: &str) -> Result<(), Error> {
+/// Refuses a revision that cannot be one (empty, too long, control
+/// characters), before anything is sent.
+///
+/// ```
+/// assert!(backstop_hub::check_revision("refs/pr/3").is_ok());
+/// assert!(backstop_hub::check_revision("main\n").is_err());
+/// ```
+pub fn check_revision(revision: &str) -> Result<(), Error> {
     if revision.is_empty() || revision.len() > 256 || revision.chars().any(char::is_control) {
         return Err(Error::Invalid(format!("{revision:?} is not a revision")));
     }
     Ok(())
+}
+
+/// Refuses anything that is not a plain repository id `ORG/NAME` (ASCII
+/// letters, digits, `-`, `_` and `.`, neither part `.` or `..`), before
+/// anything is sent.
+///
+/// ```
+/// assert!(backstop_hub::check_repo_id("Qwen/Qwen3-8B-GGUF").is_ok());
+/// assert!(backstop_hub::check_repo_id("acme/ti ny").is_err());
+/// assert!(backstop_hub::check_repo_id("../etc").is_err());
+/// ```
+pub fn check_repo_id(repo: &str) -> Result<(), Error> {
+    split_repo(repo).map(|_| ())
 }
 
 /// Splits `org/name`, refusing anything that is not a plain repository id.

@@ -10,9 +10,9 @@ use backstop_hub::{Error, Hub, ModelQuery, Sort};
 
 fn hub(server: &FaultServer, token: Option<&str>) -> Hub {
     let policy = Policy::api()
-        .initial_delay(Duration::from_millis(1))
-        .max_delay(Duration::from_millis(5))
-        .jitter(Jitter::None);
+        .with_initial_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(5))
+        .with_jitter(Jitter::None);
     let client = Client::builder().policy(policy).build().unwrap();
     Hub::new(client, &server.url(""), token.map(Secret::new)).unwrap()
 }
@@ -148,9 +148,9 @@ async fn a_page_that_is_not_a_list_is_a_clear_error() {
         .search_models(&ModelQuery::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Invalid(_)));
+    assert!(matches!(err, Error::Answer(_)));
     assert!(err.to_string().contains("not a model list"), "{err}");
-    assert!(!err.is_temporary());
+    assert!(!err.is_temporary() && !err.is_usage());
 }
 
 #[tokio::test]

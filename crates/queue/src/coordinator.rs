@@ -106,8 +106,8 @@ pub enum CoordinatorError {
 /// doubling to 10 s between tries, full jitter, for as long as it takes.
 pub fn startup_retry() -> Policy {
     Policy::api()
-        .initial_delay(Duration::from_millis(250))
-        .max_delay(Duration::from_secs(10))
+        .with_initial_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(10))
 }
 
 /// What answers on the API's address while the store does not: `/healthz`

@@ -50,8 +50,8 @@ impl Default for Schedule {
     fn default() -> Self {
         Schedule {
             policy: Policy::api()
-                .initial_delay(DEFAULT_BASE)
-                .max_delay(DEFAULT_CAP),
+                .with_initial_delay(DEFAULT_BASE)
+                .with_max_delay(DEFAULT_CAP),
             max_failures: DEFAULT_MAX_FAILURES,
             rng: Mutex::new(fastrand::Rng::new()),
         }
@@ -110,13 +110,13 @@ pub enum Verdict {
 impl Schedule {
     /// Sets the ceiling of the first wait (at most [`MAX_CAP`]).
     pub fn base(mut self, base: Duration) -> Self {
-        self.policy = self.policy.initial_delay(base.min(MAX_CAP));
+        self.policy = self.policy.with_initial_delay(base.min(MAX_CAP));
         self
     }
 
     /// Sets the longest wait (at most [`MAX_CAP`]).
     pub fn cap(mut self, cap: Duration) -> Self {
-        self.policy = self.policy.max_delay(cap.min(MAX_CAP));
+        self.policy = self.policy.with_max_delay(cap.min(MAX_CAP));
         self
     }
 

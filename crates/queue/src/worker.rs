@@ -314,8 +314,8 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) -> Result<(), String> {
         session: shared.session.clone(),
     };
     let policy = Policy::api()
-        .initial_delay(Duration::from_millis(200))
-        .max_delay(Duration::from_secs(5));
+        .with_initial_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5));
     let mut rng = fastrand::Rng::new();
     let mut said = false;
     let mut retry = 0;
@@ -506,8 +506,8 @@ async fn offer(
 /// coordinator that offered the attempt, or to any once that one is gone.
 async fn report(shared: &Arc<Shared>, result: ResultMsg, to: Option<String>) {
     let policy = Policy::api()
-        .initial_delay(Duration::from_millis(100))
-        .max_delay(Duration::from_secs(5));
+        .with_initial_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5));
     let mut rng = fastrand::Rng::new();
     let mut retry = 0;
     let mut subject = to.unwrap_or_else(|| shared.subjects.results());

@@ -258,9 +258,9 @@ impl Database {
         mut f: impl FnMut(&mut Connection) -> Result<T, E>,
     ) -> Result<T, Retried<E>> {
         let policy = Policy::api()
-            .max_attempts(12)
-            .initial_delay(Duration::from_millis(20))
-            .max_delay(Duration::from_secs(1));
+            .with_max_attempts(12)
+            .with_initial_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_secs(1));
         let mut delays = policy.delays();
         let started = Instant::now();
         let mut conn = self.lock();

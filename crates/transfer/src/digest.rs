@@ -6,12 +6,12 @@ use std::str::FromStr;
 /// A SHA-256 digest.
 ///
 /// ```
-/// use backstop_transfer::Sha256;
+/// use backstop_transfer::{BadDigest, Sha256};
 ///
 /// let d: Sha256 = "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse().unwrap();
 /// assert_eq!(d, Sha256::of(b""));
 /// assert!(d.to_string().starts_with("e3b0c442"));
-/// assert!("e3b0".parse::<Sha256>().is_err());
+/// assert_eq!("e3b0".parse::<Sha256>(), Err(BadDigest("e3b0".into())));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sha256(pub [u8; 32]);
@@ -45,14 +45,11 @@ impl FromStr for Sha256 {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         let hex = t.strip_prefix("sha256:").unwrap_or(t);
-        let bad = || BadDigest(s.chars().filter(|c| !c.is_control()).take(80).collect());
-        if hex.len() != 64 || !hex.is_ascii() {
-            return Err(bad());
-        }
         let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
+        // `hex` accepts exactly two digits per byte and nothing else: no
+        // sign, no `0x`, no separators, no non-ASCII.
+        hex::decode_to_slice(hex, &mut out)
+            .map_err(|_| BadDigest(s.chars().filter(|c| !c.is_control()).take(80).collect()))?;
         Ok(Sha256(out))
     }
 }
@@ -85,10 +82,49 @@ mod tests {
             Some(Sha256::of(b""))
         );
         assert_eq!(Sha256::from_etag("\"a1b2c3-git-sha1\""), None);
-        assert!("g".repeat(64).parse::<Sha256>().is_err());
-        assert!(
-            "é".repeat(32).parse::<Sha256>().is_err(),
-            "no panic on multibyte"
-        );
+    }
+
+    #[test]
+    fn accepted() {
+        let lower = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for text in [
+            lower.to_string(),
+            lower.to_uppercase(),
+            format!("sha256:{lower}"),
+            format!("  {lower}\n"),
+        ] {
+            assert_eq!(text.parse::<Sha256>(), Ok(Sha256::of(b"")), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn refused() {
+        let good = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let table: &[(&str, String)] = &[
+            ("a sign before each digit", "+f".repeat(32)),
+            ("a minus before each digit", "-f".repeat(32)),
+            ("a non-hex letter", "g".repeat(64)),
+            ("multibyte characters", "é".repeat(32)),
+            ("one digit short", good[..63].to_string()),
+            ("one digit over", format!("{good}0")),
+            ("a 0x prefix", format!("0x{}", &good[2..])),
+            ("a space inside", format!("{} {}", &good[..32], &good[33..])),
+            (
+                "an underscore inside",
+                format!("{}_{}", &good[..32], &good[33..]),
+            ),
+            ("another algorithm's prefix", format!("sha512:{good}")),
+            ("empty", String::new()),
+            ("only the prefix", "sha256:".to_string()),
+            ("twice the prefix", format!("sha256:sha256:{good}")),
+        ];
+        for (why, text) in table {
+            let shown: String = text.chars().take(80).collect();
+            assert_eq!(
+                text.parse::<Sha256>(),
+                Err(BadDigest(shown)),
+                "{why} must be refused: {text:?}"
+            );
+        }
     }
 }

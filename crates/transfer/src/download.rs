@@ -269,7 +269,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
         // wrong) or the attempts are spent.
         let repeated = mismatches.contains(&actual);
         mismatches.push(actual);
-        if repeated || mismatches.len() >= policy.get_max_attempts() as usize {
+        if repeated || mismatches.len() >= policy.max_attempts() as usize {
             drop(file);
             remove(&part).map_err(local(&part))?;
             remove(&record_path).map_err(local(&record_path))?;

@@ -51,7 +51,7 @@ pub enum AttemptTimeout {
 ///     min_progress: Some(MinProgress { bytes: 1 << 20, window: Duration::from_secs(60) }),
 ///     ..Options::default()
 /// };
-/// assert_eq!(options.policy.get_max_attempts(), 6);
+/// assert_eq!(options.policy.max_attempts(), 6);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -108,6 +108,6 @@ impl Options {
             }
             AttemptTimeout::Fixed(t) => t,
         };
-        self.policy.clone().attempt_timeout(timeout)
+        self.policy.clone().with_attempt_timeout(timeout)
     }
 }

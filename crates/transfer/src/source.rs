@@ -98,9 +98,12 @@ fn parse_hub(rest: &str) -> Result<HubSource, String> {
     if revision.is_empty() {
         return Err("the revision after @ is empty".into());
     }
+    let repo = format!("{org}/{name}");
+    backstop_hub::check_repo_id(&repo).map_err(|e| e.to_string())?;
+    backstop_hub::check_revision(&revision).map_err(|e| e.to_string())?;
     Ok(HubSource {
         kind,
-        repo: format!("{org}/{name}"),
+        repo,
         revision,
         pattern: pattern.map(Pattern::new),
     })
@@ -326,6 +329,11 @@ mod tests {
             "hf://org/repo@",
             "hf://spaces/org/app",
             "hf://org/repo@%ff",
+            "hf://acme/ti ny",
+            "hf://../etc",
+            "hf://acme/..",
+            "hf://datasets/../../etc/passwd",
+            "hf://acme/tiny@main%0A",
         ] {
             assert!(
                 matches!(bad.parse::<Source>(), Err(Error::InvalidSource { .. })),

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use backstop_core::{Classified, Policy, RetryError, RetryEvent};
+use backstop_core::{Classified, Policy, RetryError};
 use backstop_http::header::{ETAG, HeaderName, HeaderValue, IF_RANGE, LAST_MODIFIED, RANGE};
 use backstop_http::{Prepared, StatusCode};
 use tokio::time::Instant;
@@ -162,7 +162,7 @@ fn real_progress(options: &Options) -> u64 {
 fn pause(policy: &Policy) -> Duration {
     policy
         .clone()
-        .max_attempts(2)
+        .with_max_attempts(2)
         .delays()
         .next()
         .unwrap_or_default()
@@ -187,8 +187,8 @@ pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryE
                 }
                 step
             })
-            .classify(|f: &Failure| f.verdict())
-            .notify(|e: &RetryEvent<'_>| {
+            .classify(|f| f.verdict())
+            .notify(|e| {
                 ctx.progress.event(
                     ctx.id,
                     Event::Retry {

@@ -44,7 +44,7 @@ async fn a_cut_body_resumes_from_the_last_byte_and_the_cut_is_not_a_counted_atte
     server.always("/f.bin", Reply::file(body.clone()));
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
-        policy: policy().max_attempts(2),
+        policy: policy().with_max_attempts(2),
         ..options()
     };
     let (summary, events) = pull(
@@ -95,8 +95,8 @@ async fn a_cut_after_a_few_bytes_waits_before_reconnecting() {
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
         policy: policy()
-            .initial_delay(Duration::from_millis(30))
-            .max_delay(Duration::from_millis(30)),
+            .with_initial_delay(Duration::from_millis(30))
+            .with_max_delay(Duration::from_millis(30)),
         ..options()
     };
     let (summary, events) = pull(
@@ -383,9 +383,9 @@ async fn a_server_that_cuts_every_connection_early_fails_as_too_slow() {
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
         policy: policy()
-            .max_attempts(2)
-            .initial_delay(Duration::from_millis(30))
-            .max_delay(Duration::from_millis(30)),
+            .with_max_attempts(2)
+            .with_initial_delay(Duration::from_millis(30))
+            .with_max_delay(Duration::from_millis(30)),
         min_progress: Some(MinProgress {
             bytes: 100 << 10,
             window: Duration::from_millis(300),
@@ -440,7 +440,7 @@ async fn a_server_that_cuts_every_connection_early_fails_as_too_slow() {
 async fn the_attempt_count_starts_again_only_after_real_progress() {
     let body = data(200 << 10);
     let options = || Options {
-        policy: policy().max_attempts(2),
+        policy: policy().with_max_attempts(2),
         min_progress: Some(MinProgress {
             bytes: 64 << 10,
             window: Duration::from_secs(60),

@@ -183,8 +183,7 @@ async fn a_file_that_changed_between_runs_is_fetched_whole_again() {
     // answers the If-Range with the whole new file.
     let mut new = data(4 * MIB);
     new.reverse();
-    std::thread::sleep(Duration::from_millis(1100));
-    std::fs::write(root.path().join("big.bin"), &new).unwrap();
+    replace_on_server(&root.path().join("big.bin"), &new);
     let (summary, events) = pull(
         dir.path(),
         vec![item(&nginx.url("/big.bin"), "big.bin", None, None)],
@@ -225,16 +224,24 @@ async fn a_file_in_place_is_revalidated_with_nginx() {
     // Same size, new bytes and time on the server: its ETag changes.
     let mut new = data(MIB);
     new.reverse();
-    std::fs::write(&served, &new).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&served)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
-        .unwrap();
+    replace_on_server(&served, &new);
     let (summary, _) = pull(dir.path(), items(), options()).await;
     assert_arrived(&summary, 0, &dest, &new);
     logged(&nginx, "\"HEAD /f.bin HTTP/1.1\" 200").await;
+}
+
+/// Replaces the served file's bytes and moves its mtime ten seconds past
+/// the old one, so nginx's ETag and Last-Modified (whole seconds) change
+/// at once instead of after the clock ticks over.
+fn replace_on_server(path: &std::path::Path, bytes: &[u8]) {
+    let before = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::fs::write(path, bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(before + Duration::from_secs(10))
+        .unwrap();
 }
 
 /// Waits for nginx to log `line`: it writes a request's line after sending

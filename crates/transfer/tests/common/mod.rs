@@ -15,10 +15,10 @@ use url::Url;
 /// Millisecond waits, so that tests spend their time on behaviour.
 pub fn policy() -> Policy {
     Policy::transfer(0)
-        .initial_delay(Duration::from_millis(1))
-        .max_delay(Duration::from_millis(5))
-        .jitter(Jitter::None)
-        .max_attempts(4)
+        .with_initial_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(5))
+        .with_jitter(Jitter::None)
+        .with_max_attempts(4)
 }
 
 pub fn client() -> Client {
