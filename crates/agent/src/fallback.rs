@@ -368,8 +368,8 @@ impl<'l, A: Attempts> Fallback<'l, A> {
                 };
                 let now = clock.now();
                 let wait = remaining(at, now);
-                let within = wait <= self.policy.max_server_wait()
-                    && left.is_none_or(|left| wait < left);
+                let within =
+                    wait <= self.policy.max_server_wait() && left.is_none_or(|left| wait < left);
                 if !within {
                     let first = first.clone();
                     return Err(RunError::NoneAvailable {

@@ -271,7 +271,13 @@ async fn transient_failures_that_run_out_cool_the_model_and_fall_back() {
         .then("g/x", exits(75, ""))
         .then("g/x", exits(75, ""))
         .then("g/y", exits(0, "ok"));
-    let outcome = run(&bench, &["g/x", "g/y"], &script, policy().with_max_attempts(3)).await;
+    let outcome = run(
+        &bench,
+        &["g/x", "g/y"],
+        &script,
+        policy().with_max_attempts(3),
+    )
+    .await;
     assert_eq!(outcome.result.unwrap(), key("g/y"));
     assert_eq!(script.calls(), ["g/x", "g/x", "g/x", "g/y"]);
     let entry = cooling(&bench, "g/x").expect("g/x cools");
