@@ -78,6 +78,7 @@ pub struct ClientBuilder {
     read_idle_timeout: Duration,
     user_agent: String,
     budget: Option<Arc<RetryBudget>>,
+    roots: Vec<Vec<u8>>,
 }
 
 impl Default for ClientBuilder {
@@ -89,6 +90,7 @@ impl Default for ClientBuilder {
             read_idle_timeout: READ_IDLE_TIMEOUT,
             user_agent: concat!("backstop/", env!("CARGO_PKG_VERSION")).to_owned(),
             budget: None,
+            roots: Vec::new(),
         }
     }
 }
@@ -132,14 +134,30 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the certificate authorities of a PEM bundle (a private
+    /// registry's own CA) besides the system's. A bundle that is not PEM
+    /// makes [`build`](ClientBuilder::build) fail with [`Error::Client`].
+    pub fn root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(pem.into());
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client, Error> {
+        let mut roots = Vec::new();
+        for pem in &self.roots {
+            roots.extend(reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)?);
+        }
         let base = || {
-            reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder()
                 .connect_timeout(self.connect_timeout)
                 .read_timeout(self.read_idle_timeout)
                 .user_agent(&self.user_agent)
-                .use_rustls_tls()
+                .use_rustls_tls();
+            for root in &roots {
+                builder = builder.add_root_certificate(root.clone());
+            }
+            builder
         };
         let inner = base().build().map_err(Error::Client)?;
         let same_origin = base()

@@ -388,6 +388,22 @@ impl Prepared<'_> {
         &self,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, Failure> {
+        let resp = self.send_any(extra).await?;
+        if !resp.status().is_success() {
+            return Err(self.failure(resp).await);
+        }
+        Ok(resp)
+    }
+
+    /// Sends the request once, as [`send_once`](Prepared::send_once), but
+    /// returns the response whatever its status: for a protocol that reads
+    /// the headers of a refusal (a registry's `WWW-Authenticate` challenge
+    /// on a 401). Turn a refusal into its [`Failure`] with
+    /// [`Prepared::failure`].
+    pub async fn send_any(
+        &self,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, Failure> {
         let transport = if self.pins_origin {
             &self.client.same_origin
         } else {
@@ -409,10 +425,14 @@ impl Prepared<'_> {
             Ok(Err(e)) => return Err(Failure::Transport(e.without_url())),
             Ok(Ok(resp)) => resp,
         };
-        if !resp.status().is_success() {
-            return Err(status_failure(resp, &self.secrets).await);
-        }
         Ok(resp)
+    }
+
+    /// The failure a response that is not a success stands for, with the
+    /// wait the server asked for and its message scrubbed of the request's
+    /// credentials.
+    pub async fn failure(&self, resp: reqwest::Response) -> Failure {
+        status_failure(resp, &self.secrets).await
     }
 
     /// The error for a retried call of this request that did not succeed.

@@ -1,0 +1,115 @@
+//! The errors of talking to a registry.
+
+use std::io;
+use std::path::PathBuf;
+
+use backstop_core::{Class, Classified, RetryError, Verdict};
+use backstop_http::Failure;
+
+use crate::{ArtifactError, CredentialsError, ReferenceError};
+
+/// What one attempt at a registry failed with, and how the retry engine
+/// treats it ([`Classified`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// The request failed or the registry refused it.
+    #[error(transparent)]
+    Http(#[from] Failure),
+    /// The token service named by the registry's `WWW-Authenticate` did
+    /// not give a token.
+    #[error("the registry's token service gave no token")]
+    Token(#[source] backstop_http::Error),
+    /// The upload session is no longer there (expired, or broken by a torn
+    /// chunk): the next attempt starts a new one.
+    #[error("the upload session is gone ({0})")]
+    SessionGone(String),
+    /// The registry answered something the protocol does not allow.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+    /// The registry refused the blob's digest: what was sent is not the
+    /// file (it changed while being pushed).
+    #[error("the registry refused the digest ({0})")]
+    DigestRefused(String),
+    /// Reading the local file failed.
+    #[error("cannot read {}", path.display())]
+    Local {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Classified for Fault {
+    fn verdict(&self) -> Verdict {
+        match self {
+            // Every upload request is made safe to repeat by asking the
+            // session where it stands first, so a cut PATCH is retried.
+            Fault::Http(f) => f.verdict(),
+            Fault::Token(e) => match e.ending() {
+                Some(backstop_core::Ending::Auth) => Verdict::new(Class::Auth, "token refused"),
+                _ if e.is_temporary() => Verdict::transient("token service failed"),
+                _ => Verdict::permanent("token service failed"),
+            },
+            Fault::SessionGone(_) => Verdict::transient("upload session gone"),
+            Fault::Protocol(_) => Verdict::permanent("unexpected answer"),
+            Fault::DigestRefused(_) => Verdict::permanent("digest refused"),
+            Fault::Local { .. } => Verdict::permanent("reading the file"),
+        }
+    }
+}
+
+/// Why a push (or a part of it) did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reference is malformed.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// A credentials file cannot be read or written.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The artifact cannot be built from the files given.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// Calls to the registry were retried and did not succeed.
+    #[error("{}", source.display_for(host))]
+    Registry {
+        /// The registry, as shown to people.
+        host: String,
+        /// How the retried call ended, with the last attempt's fault.
+        #[source]
+        source: Box<RetryError<Fault>>,
+    },
+    /// Not tried: the registry refused the credentials for another blob
+    /// of the same push.
+    #[error("not pushed: {host} refused the credentials for another blob")]
+    Stopped {
+        /// The registry.
+        host: String,
+    },
+    /// A request could not even be made (a registry address or a
+    /// `Location` that is not a URL). Nothing was sent.
+    #[error("cannot make the request: {0}")]
+    Invalid(#[source] Fault),
+    /// The HTTP client could not be set up.
+    #[error(transparent)]
+    Client(#[from] backstop_http::Error),
+}
+
+impl Error {
+    /// How the retried calls ended, when they were tried.
+    pub fn ending(&self) -> Option<backstop_core::Ending> {
+        match self {
+            Error::Registry { source, .. } => Some(source.ending),
+            Error::Stopped { .. } => Some(backstop_core::Ending::Auth),
+            Error::Client(e) => e.ending(),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.ending().is_some_and(|e| e.is_temporary())
+    }
+}
