@@ -1,7 +1,7 @@
 //! How the retry flags become a policy and an HTTP client.
 
 use backstop_core::Policy;
-use backstop_http::Client;
+use backstop_http::{Client, ClientBuilder};
 
 use crate::cli::{BackoffArgs, RetryArgs};
 use crate::report::Report;
@@ -45,7 +45,15 @@ impl RetryArgs {
 
     /// An HTTP client with the policy and the timeouts of the flags.
     pub fn client(&self) -> Result<Client, Report> {
-        let mut builder = Client::builder().policy(self.policy());
+        self.client_with(|b| b)
+    }
+
+    /// [`client`](Self::client), with more set by `more` (a CA bundle).
+    pub fn client_with(
+        &self,
+        more: impl FnOnce(ClientBuilder) -> ClientBuilder,
+    ) -> Result<Client, Report> {
+        let mut builder = more(Client::builder().policy(self.policy()));
         if let Some(d) = self.connect_timeout {
             builder = builder.connect_timeout(d);
         }

@@ -77,6 +77,10 @@ fn run_async(command: Command, state: Option<&str>, quiet: bool) -> Result<(), R
         if let Command::Pull(args) = command {
             return cmd::pull::run(args, quiet).await;
         }
+        // push stops on its own between chunks, to record its sessions.
+        if let Command::Push(args) = command {
+            return cmd::push::run(*args, state, quiet).await;
+        }
         tokio::select! {
             outcome = run(command, state) => outcome,
             () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
@@ -95,6 +99,8 @@ async fn run(command: Command, state: Option<&str>) -> Result<(), Report> {
             command: HubCommand::Search(args),
         } => cmd::hub::search(args).await,
         Command::Demo => cmd::demo::run().await,
+        Command::Login(args) => cmd::login::login(args).await,
+        Command::Logout(args) => cmd::login::logout(args),
         Command::Ops { command } => cmd::ops::ops(command, state).await,
         Command::Nodes { command } => cmd::ops::nodes(command, state).await,
         Command::Pick(_)
@@ -103,7 +109,8 @@ async fn run(command: Command, state: Option<&str>) -> Result<(), Report> {
         | Command::Completions { .. }
         | Command::Serve(_)
         | Command::Worker(_)
-        | Command::Pull(_) => {
+        | Command::Pull(_)
+        | Command::Push(_) => {
             unreachable!("main and run_async run these themselves")
         }
     }

@@ -125,6 +125,24 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Where `push` records unfinished uploads for the next run: beside a
+/// SQLite state, else beside the default one (a database URL is no
+/// directory).
+pub fn uploads_dir(spec: Option<&str>) -> Result<PathBuf, Report> {
+    let spec = resolve(spec)?;
+    let file = if spec.contains("://") {
+        default_path()?
+    } else {
+        PathBuf::from(spec.strip_prefix("sqlite:").unwrap_or(&spec))
+    };
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(dir.join("oci-uploads"))
+}
+
 /// `$XDG_STATE_HOME/backstop/backstop.db`, else
 /// `~/.local/state/backstop/backstop.db`.
 fn default_path() -> Result<PathBuf, Report> {

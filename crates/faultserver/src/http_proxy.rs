@@ -23,6 +23,8 @@ enum Action {
     Status(u16, Vec<(String, String)>),
     /// Forwarded; the answer is dropped with the connection.
     Lose,
+    /// Forwarded after this pause.
+    Delay(std::time::Duration),
 }
 
 #[derive(Debug)]
@@ -30,6 +32,8 @@ struct Rule {
     method: String,
     path: String,
     action: Action,
+    /// Used once, or for every match until [`HttpProxy::clear`].
+    once: bool,
 }
 
 struct Shared {
@@ -137,7 +141,27 @@ impl HttpProxy {
         self.add(method, path, Action::Lose);
     }
 
+    /// Holds every `method` request whose path and query contain `path`
+    /// for `pause` before forwarding it, until [`HttpProxy::clear`]: a
+    /// slow link, so that a test can stop a push part way.
+    pub fn delay_all(&self, method: &str, path: &str, pause: std::time::Duration) {
+        self.push_rule(method, path, Action::Delay(pause), false);
+    }
+
+    /// Drops every rule.
+    pub fn clear(&self) {
+        self.shared
+            .rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn add(&self, method: &str, path: &str, action: Action) {
+        self.push_rule(method, path, action, true);
+    }
+
+    fn push_rule(&self, method: &str, path: &str, action: Action, once: bool) {
         self.shared
             .rules
             .lock()
@@ -146,6 +170,7 @@ impl HttpProxy {
                 method: method.to_owned(),
                 path: path.to_owned(),
                 action,
+                once,
             });
     }
 
@@ -179,8 +204,17 @@ async fn handle(
         let found = rules
             .iter()
             .position(|r| r.method == parts.method.as_str() && target.contains(&r.path));
-        found.map(|i| rules.remove(i).action)
+        found.map(|i| {
+            if rules[i].once {
+                rules.remove(i).action
+            } else {
+                rules[i].action.clone()
+            }
+        })
     };
+    if let Some(Action::Delay(pause)) = &action {
+        tokio::time::sleep(*pause).await;
+    }
     if action.is_some() {
         shared.matched.fetch_add(1, Ordering::SeqCst);
     }

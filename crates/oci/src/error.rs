@@ -1,9 +1,10 @@
 //! The errors of talking to a registry.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use backstop_core::{Class, Classified, RetryError, Verdict};
+use backstop_core::{AttemptError, Class, Classified, RetryError, Verdict};
 use backstop_http::Failure;
 
 use crate::{ArtifactError, CredentialsError, ReferenceError};
@@ -61,40 +62,95 @@ impl Classified for Fault {
 }
 
 /// Why a push (or a part of it) did not succeed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
     /// The reference is malformed.
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
+    Reference(ReferenceError),
     /// A credentials file cannot be read or written.
-    #[error(transparent)]
-    Credentials(#[from] CredentialsError),
+    Credentials(CredentialsError),
     /// The artifact cannot be built from the files given.
-    #[error(transparent)]
-    Artifact(#[from] ArtifactError),
-    /// Calls to the registry were retried and did not succeed.
-    #[error("{}", source.display_for(host))]
+    Artifact(ArtifactError),
+    /// Calls to the registry were retried and did not succeed; the
+    /// source is the last attempt's fault.
     Registry {
         /// The registry, as shown to people.
         host: String,
         /// How the retried call ended, with the last attempt's fault.
-        #[source]
         source: Box<RetryError<Fault>>,
     },
     /// Not tried: the registry refused the credentials for another blob
     /// of the same push.
-    #[error("not pushed: {host} refused the credentials for another blob")]
     Stopped {
         /// The registry.
         host: String,
     },
     /// A request could not even be made (a registry address or a
     /// `Location` that is not a URL). Nothing was sent.
-    #[error("cannot make the request: {0}")]
-    Invalid(#[source] Fault),
+    Invalid(Fault),
     /// The HTTP client could not be set up.
-    #[error(transparent)]
-    Client(#[from] backstop_http::Error),
+    Client(backstop_http::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Reference(e) => e.fmt(f),
+            Error::Credentials(e) => e.fmt(f),
+            Error::Artifact(e) => e.fmt(f),
+            Error::Registry { host, source } => source.display_for(host).fmt(f),
+            Error::Stopped { host } => {
+                write!(
+                    f,
+                    "not pushed: {host} refused the credentials for another blob"
+                )
+            }
+            Error::Invalid(_) => f.write_str("cannot make the request"),
+            Error::Client(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Reference(e) => e.source(),
+            Error::Credentials(e) => e.source(),
+            Error::Artifact(e) => e.source(),
+            // Skip the RetryError: this error's message already is its
+            // message.
+            Error::Registry { source, .. } => match source.last.as_ref()? {
+                AttemptError::Failed(fault) => Some(fault),
+                timed_out => Some(timed_out),
+            },
+            Error::Stopped { .. } => None,
+            Error::Invalid(fault) => Some(fault),
+            Error::Client(e) => e.source(),
+        }
+    }
+}
+
+impl From<ReferenceError> for Error {
+    fn from(e: ReferenceError) -> Self {
+        Error::Reference(e)
+    }
+}
+
+impl From<CredentialsError> for Error {
+    fn from(e: CredentialsError) -> Self {
+        Error::Credentials(e)
+    }
+}
+
+impl From<ArtifactError> for Error {
+    fn from(e: ArtifactError) -> Self {
+        Error::Artifact(e)
+    }
+}
+
+impl From<backstop_http::Error> for Error {
+    fn from(e: backstop_http::Error) -> Self {
+        Error::Client(e)
+    }
 }
 
 impl Error {

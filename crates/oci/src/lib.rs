@@ -29,7 +29,7 @@
 //! let reference: Reference = "oci://127.0.0.1:5000/models/qwen:0.6b".parse()?;
 //! let artifact = build(collect(&[PathBuf::from("Qwen3-0.6B")])?, &ArtifactOptions::default())?;
 //! let credentials = CredentialFiles::from_env().lookup(reference.registry())?;
-//! let registry = Registry::new(backstop_http::Client::new()?, &reference, true, credentials)?;
+//! let registry = Registry::new(backstop_http::Client::new()?, reference.registry(), true, credentials)?;
 //! let summary = Pusher::new(&registry, &reference).run(&artifact).await;
 //! println!("pushed sha256:{}: {}", summary.digest, summary.succeeded());
 //! # Ok(()) }

@@ -132,7 +132,7 @@ impl PushSummary {
 /// let files = collect(&[PathBuf::from("models/Qwen3-0.6B")])?;
 /// let artifact = build(files, &ArtifactOptions::default())?;
 /// let client = backstop_http::Client::new()?;
-/// let registry = Registry::new(client, &reference, true, None)?;
+/// let registry = Registry::new(client, reference.registry(), true, None)?;
 /// let summary = Pusher::new(&registry, &reference).run(&artifact).await;
 /// assert!(summary.succeeded());
 /// # Ok(()) }

@@ -104,11 +104,42 @@ impl Reference {
 
     /// The host (and port) the registry's API answers at.
     pub fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB {
-            DOCKER_HUB_API
-        } else {
-            &self.registry
+        api_host(&self.registry)
+    }
+
+    /// A registry as `login` and `logout` take it: `HOST[:PORT]`, with an
+    /// `oci://`, `https://` or `http://` in front and a `/` behind
+    /// tolerated. Docker Hub's names all become `docker.io`.
+    ///
+    /// ```
+    /// use backstop_oci::Reference;
+    ///
+    /// assert_eq!(Reference::parse_registry("http://127.0.0.1:5000/").unwrap(), "127.0.0.1:5000");
+    /// assert_eq!(Reference::parse_registry("index.docker.io").unwrap(), "docker.io");
+    /// assert!(Reference::parse_registry("not a host").is_err());
+    /// ```
+    pub fn parse_registry(text: &str) -> Result<String, ReferenceError> {
+        let t = text.trim();
+        let t = ["oci://", "https://", "http://"]
+            .iter()
+            .find_map(|p| t.strip_prefix(p))
+            .unwrap_or(t);
+        let host = t.trim_end_matches('/');
+        let host = match host.to_ascii_lowercase().as_str() {
+            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+                DOCKER_HUB.to_owned()
+            }
+            _ => host.to_owned(),
+        };
+        let input: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+        if host.contains('/') {
+            return Err(ReferenceError::Registry {
+                input,
+                registry: host,
+            });
         }
+        check_registry(&input, &host)?;
+        Ok(host)
     }
 
     /// The repository path (`library/ubuntu`, `models/qwen`).
@@ -221,6 +252,15 @@ impl FromStr for Reference {
             tag,
             digest,
         })
+    }
+}
+
+/// Where the API of `registry` answers (Docker Hub's is not `docker.io`).
+pub fn api_host(registry: &str) -> &str {
+    if registry == DOCKER_HUB {
+        DOCKER_HUB_API
+    } else {
+        registry
     }
 }
 

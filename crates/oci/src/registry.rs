@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::{Credentials, Fault, Reference};
+use crate::{Credentials, Fault};
 
 /// A token's life when the realm does not say (the distribution spec's
 /// default).
@@ -179,17 +179,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry of `reference`, over https, or plain http with
-    /// `plain_http`.
+    /// The registry named `registry` (as [`Reference::registry`] gives
+    /// it), over https, or plain http with `plain_http`.
     pub fn new(
         client: Client,
-        reference: &Reference,
+        registry: &str,
         plain_http: bool,
         credentials: Option<Credentials>,
     ) -> Result<Registry, crate::Error> {
         let scheme = if plain_http { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{}/", reference.api_host()))
-            .map_err(|e| crate::Error::Invalid(Fault::Protocol(format!("registry URL: {e}"))))?;
+        let base = Url::parse(&format!(
+            "{scheme}://{}/",
+            crate::reference::api_host(registry)
+        ))
+        .map_err(|e| crate::Error::Invalid(Fault::Protocol(format!("registry URL: {e}"))))?;
         Ok(Registry {
             client,
             host: backstop_http::display_host(&base),

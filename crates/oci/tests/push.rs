@@ -103,7 +103,7 @@ async fn push(
 ) -> PushSummary {
     let reference: Reference = format!("oci://{addr}/models/test:v1").parse().unwrap();
     let client = backstop_http::Client::new().unwrap();
-    let registry = Registry::new(client, &reference, true, credentials).unwrap();
+    let registry = Registry::new(client, reference.registry(), true, credentials).unwrap();
     Pusher::new(&registry, &reference)
         .options(options)
         .progress(progress)

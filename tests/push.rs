@@ -1,0 +1,226 @@
+//! `backstop push`, `login` and `logout` against a real registry
+//! (distribution 2.8, Debian's `docker-registry`).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backstop_faultserver::{DockerRegistry, HttpProxy};
+use common::{QUICK, backstop, run, stderr, stdout};
+
+const MIB: usize = 1 << 20;
+
+fn model(dir: &Path, big: usize) {
+    let weights: Vec<u8> = (0..big).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+    std::fs::write(dir.join("config.json"), br#"{"model_type":"t"}"#).unwrap();
+    std::fs::write(dir.join("README.md"), b"# t\n").unwrap();
+}
+
+/// backstop with its own state and docker config under `home`.
+fn cmd(home: &Path) -> Command {
+    let mut cmd = backstop();
+    cmd.env("BACKSTOP_STATE", home.join("state/backstop.db"))
+        .env("DOCKER_CONFIG", home.join("docker"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn uploads(home: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(home.join("state/oci-uploads")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_between_chunks_and_the_next_push_sends_only_the_rest() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    model(src.path(), 10 * MIB);
+    let target = format!("oci://{}/models/t:v1", proxy.addr());
+    // A slow link: every chunk takes 300 ms to get there.
+    proxy.delay_all("PATCH", "/blobs/uploads/", Duration::from_millis(300));
+    let child = cmd(home.path())
+        .arg("push")
+        .arg(src.path())
+        .args([&target, "--plain-http", "--chunk-size", "1MiB"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !uploads(home.path())
+        .iter()
+        .any(|r| r["offset"].as_u64() > Some(0))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no chunk confirmed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopping after the chunks in flight"), "{err}");
+    assert!(err.contains("model.safetensors: interrupted, "), "{err}");
+    assert!(
+        err.contains("hint: run the same command again: it continues"),
+        "{err}"
+    );
+    let held = uploads(home.path())[0]["offset"].as_u64().unwrap();
+    assert!(held > 0 && held < (10 * MIB) as u64, "{held}");
+
+    proxy.clear();
+    let before = proxy.body_bytes();
+    let out = run(cmd(home.path()).arg("push").arg(src.path()).args([
+        &target,
+        "--plain-http",
+        "--chunk-size",
+        "1MiB",
+    ]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("model.safetensors: pushed, "), "{err}");
+    assert!(err.contains(" continued from "), "{err}");
+    let sent = proxy.body_bytes() - before;
+    assert!(
+        sent <= (10 * MIB) as u64 - held + 4096,
+        "sent {sent} after the registry held {held}"
+    );
+    assert!(
+        stdout(&out).contains("/models/t:v1@sha256:"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        uploads(home.path()).is_empty(),
+        "finished sessions forgotten"
+    );
+}
+
+#[test]
+fn login_checks_stores_privately_and_push_uses_the_stored_credentials() {
+    let registry = DockerRegistry::with_user("alice", "s3cret");
+    let home = tempfile::tempdir().unwrap();
+    let host = registry.addr().to_string();
+    let login = |password: &str| {
+        let mut child = cmd(home.path())
+            .args([
+                "login",
+                &host,
+                "-u",
+                "alice",
+                "--password-stdin",
+                "--plain-http",
+            ])
+            .args(QUICK)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let config = home.path().join("docker/config.json");
+    let out = login("wrong\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(!err.contains("wrong"), "{err}");
+    assert!(!config.exists(), "nothing stored");
+
+    let out = login("s3cret\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    // base64("alice:s3cret"): the newline was dropped.
+    assert_eq!(stored["auths"][&host]["auth"], "YWxpY2U6czNjcmV0");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let src = tempfile::tempdir().unwrap();
+    model(src.path(), MIB);
+    let target = format!("oci://{host}/models/t:v1");
+    let out = run(cmd(home.path())
+        .arg("push")
+        .arg(src.path())
+        .args([&target, "--plain-http"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = run(cmd(home.path()).args(["logout", &host]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(cmd(home.path())
+        .arg("push")
+        .arg(src.path())
+        .args([&target, "--plain-http"])
+        .args(QUICK));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("backstop login"), "{err}");
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_sent() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    model(src.path(), 1024);
+    std::fs::write(src.path().join("blob.xyz"), b"?").unwrap();
+    let push = |target: &str, extra: &[&str]| {
+        run(cmd(home.path())
+            .arg("push")
+            .arg(src.path())
+            .args([target, "--plain-http"])
+            .args(extra))
+    };
+    let host = proxy.addr().to_string();
+    for bad in [
+        format!("oci://{host}/Models:v1"),
+        format!("oci://{host}/m:bad:tag!"),
+        format!("{host}/m:v1"),
+        format!("oci://{host}/m@sha256:abc"),
+    ] {
+        let out = push(&bad, &[]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+    }
+    let out = push(&format!("oci://{host}/m:v1"), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no role for 1 file: blob.xyz"), "{err}");
+    assert!(err.contains("--role PATTERN=ROLE"), "{err}");
+    let out = push(&format!("oci://{host}/m:v1"), &["--role", "*.xyz=weights"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(proxy.body_bytes(), 0);
+    assert!(
+        !registry.storage().exists(),
+        "the registry never stored anything"
+    );
+    let out = push(&format!("oci://{host}/m:v1"), &["--role", "*.xyz=dataset"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
