@@ -54,6 +54,7 @@ fn ctrl_c_stops_between_chunks_and_the_next_push_sends_only_the_rest() {
         .arg("push")
         .arg(src.path())
         .args([&target, "--plain-http", "--chunk-size", "1MiB"])
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -110,6 +111,63 @@ fn ctrl_c_stops_between_chunks_and_the_next_push_sends_only_the_rest() {
     assert!(
         uploads(home.path()).is_empty(),
         "finished sessions forgotten"
+    );
+}
+
+#[test]
+fn after_kill_9_the_next_push_continues_from_the_registry_offset() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    model(src.path(), 10 * MIB);
+    let target = format!("oci://{}/models/t:v1", proxy.addr());
+    proxy.delay_all("PATCH", "/blobs/uploads/", Duration::from_millis(200));
+    let mut child = cmd(home.path())
+        .arg("push")
+        .arg(src.path())
+        .args([&target, "--plain-http", "--chunk-size", "1MiB"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !uploads(home.path())
+        .iter()
+        .any(|r| r["offset"].as_u64() > Some(0))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no chunk confirmed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next chunk dies on the way with the process.
+    proxy.stall_next("PATCH", "/blobs/uploads/");
+    while proxy.stalled() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no chunk held");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let held = uploads(home.path())[0]["offset"].as_u64().unwrap();
+    assert!(held > 0 && held < (10 * MIB) as u64, "{held}");
+
+    proxy.clear();
+    let before = proxy.body_bytes();
+    let out = run(cmd(home.path()).arg("push").arg(src.path()).args([
+        &target,
+        "--plain-http",
+        "--chunk-size",
+        "1MiB",
+    ]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(" continued from "), "{err}");
+    let sent = proxy.body_bytes() - before;
+    assert!(
+        sent <= (10 * MIB) as u64 - held + 4096,
+        "sent {sent} after the registry held {held}"
     );
 }
 

@@ -25,6 +25,8 @@ enum Action {
     Lose,
     /// Forwarded after this pause.
     Delay(std::time::Duration),
+    /// Held, never forwarded, never answered (until a 2-minute guard).
+    Stall,
 }
 
 #[derive(Debug)]
@@ -41,6 +43,7 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     body_bytes: AtomicU64,
     matched: AtomicU64,
+    stalled: AtomicU64,
 }
 
 /// An HTTP/1.1 proxy on 127.0.0.1 to one upstream. The client's `Host` is
@@ -88,6 +91,7 @@ impl HttpProxy {
             rules: Mutex::new(Vec::new()),
             body_bytes: AtomicU64::new(0),
             matched: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
         });
         let s = Arc::clone(&shared);
         runtime.spawn(async move {
@@ -139,6 +143,19 @@ impl HttpProxy {
     /// `path`, then closes the connection instead of answering.
     pub fn lose_next(&self, method: &str, path: &str) {
         self.add(method, path, Action::Lose);
+    }
+
+    /// Holds the next `method` request whose path and query contain
+    /// `path`: its body is read, but it is never forwarded nor answered (a
+    /// link that dies with a chunk on its way). [`HttpProxy::stalled`]
+    /// counts the requests held.
+    pub fn stall_next(&self, method: &str, path: &str) {
+        self.add(method, path, Action::Stall);
+    }
+
+    /// Requests held by [`HttpProxy::stall_next`] so far.
+    pub fn stalled(&self) -> u64 {
+        self.shared.stalled.load(Ordering::SeqCst)
     }
 
     /// Holds every `method` request whose path and query contain `path`
@@ -201,9 +218,12 @@ async fn handle(
         .unwrap_or_default();
     let action = {
         let mut rules = shared.rules.lock().unwrap_or_else(|p| p.into_inner());
+        let fits = |r: &Rule| r.method == parts.method.as_str() && target.contains(&r.path);
+        // A one-off fault comes before a standing rule.
         let found = rules
             .iter()
-            .position(|r| r.method == parts.method.as_str() && target.contains(&r.path));
+            .position(|r| r.once && fits(r))
+            .or_else(|| rules.iter().position(fits));
         found.map(|i| {
             if rules[i].once {
                 rules.remove(i).action
@@ -214,6 +234,11 @@ async fn handle(
     };
     if let Some(Action::Delay(pause)) = &action {
         tokio::time::sleep(*pause).await;
+    }
+    if action == Some(Action::Stall) {
+        shared.stalled.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+        return Err(io::Error::other("stalled on purpose"));
     }
     if action.is_some() {
         shared.matched.fetch_add(1, Ordering::SeqCst);
