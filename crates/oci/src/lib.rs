@@ -17,6 +17,10 @@
 //!   offset the registry holds (within a run, and across runs through a
 //!   [`SessionStore`]), a lost closing answer checked with `HEAD` — then
 //!   the manifest.
+//! - [`parse_manifest`], [`Registry::manifest`]: the pull direction's
+//!   first step — a manifest read within [`MAX_MANIFEST`], checked against
+//!   the reference's digest, each layer given a confined path (the legacy
+//!   `org.cnai` annotations read too) and a format.
 //!
 //! Every request goes through [`backstop_http`] and its waits through
 //! [`backstop_core`]'s policy.
@@ -37,6 +41,7 @@
 
 mod credentials;
 mod error;
+mod manifest;
 mod modelpack;
 mod push;
 mod reference;
@@ -46,6 +51,10 @@ mod upload;
 
 pub use credentials::{CredentialFiles, Credentials, CredentialsError};
 pub use error::{Error, Fault};
+pub use manifest::{
+    LEGACY_FILEPATH, LayerFormat, MAX_MANIFEST, ManifestError, ModelManifest, PullLayer,
+    parse_manifest,
+};
 pub use modelpack::{
     ARTIFACT_TYPE, Artifact, ArtifactError, ArtifactOptions, CONFIG_MEDIA_TYPE, CREATED,
     FILE_METADATA, FILEPATH, Layer, MANIFEST_MEDIA_TYPE, ModelInfo, ROLE_TABLE, Role, RoleRule,

@@ -125,3 +125,32 @@ async fn tokens_come_from_the_realm_for_the_push_scope_and_are_fetched_again_whe
         "no credential for another host: {stored:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_is_read_within_its_limit_and_checked_against_the_digest_asked_for() {
+    use backstop_oci::{Fault, MAX_MANIFEST, parse_manifest};
+    let server = FaultServer::start();
+    let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#;
+    server.always("/v2/m/manifests/v1", Reply::ok(&body[..]));
+    server.always("/v2/big/manifests/v1", Reply::ok(vec![b' '; 10 << 20]));
+    let wrong = "0".repeat(64);
+    server.always(
+        &format!("/v2/m/manifests/sha256:{wrong}"),
+        Reply::ok(&body[..]),
+    );
+    let client = backstop_http::Client::new().unwrap();
+    let registry = Registry::new(client, &server.addr().to_string(), true, None).unwrap();
+    let at = |r: &str| -> Reference { format!("oci://{}/{r}", server.addr()).parse().unwrap() };
+
+    let bytes = registry.manifest(&at("m:v1")).await.unwrap();
+    assert_eq!(&bytes[..], &body[..]);
+    assert!(parse_manifest(bytes, "m:v1").unwrap().layers.is_empty());
+    match registry.manifest(&at("big:v1")).await {
+        Err(Fault::Protocol(why)) => assert!(why.contains(&MAX_MANIFEST.to_string()), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    match registry.manifest(&at(&format!("m@sha256:{wrong}"))).await {
+        Err(Fault::Protocol(why)) => assert!(why.contains("not the sha256:0000"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
