@@ -129,10 +129,11 @@ Exit codes: 0 every file in place; 75 every failure temporary, try later; 1 othe
     mut_arg("attempt_timeout", |a| a.help("Longest one attempt may take, a runaway guard; 0 for no limit [default: from the size, 5 min to 8 h]")),
 )]
 pub struct PullArgs {
-    /// http(s) URLs, and hf://[datasets/]ORG/REPO[@REVISION][/PATTERN]
-    /// (PATTERN as huggingface_hub's allow_patterns: *.gguf, onnx/).
+    /// http(s) URLs, hf://[datasets/]ORG/REPO[@REVISION][/PATTERN]
+    /// (PATTERN as huggingface_hub's allow_patterns: *.gguf, onnx/), and
+    /// oci://REGISTRY/REPOSITORY(:TAG|@sha256:DIGEST)[/PATTERN].
     #[arg(value_name = "SOURCE", required = true, value_parser = parse_source)]
-    pub sources: Vec<backstop_transfer::Source>,
+    pub sources: Vec<PullSource>,
     /// Where the files go; folders of the repository are kept.
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
@@ -160,8 +161,21 @@ pub struct PullArgs {
     /// still checked by it).
     #[arg(long)]
     pub skip_existing: bool,
+    /// Speak plain HTTP to the registries of oci:// sources (local ones).
+    #[arg(long)]
+    pub plain_http: bool,
     #[command(flatten)]
     pub retry: RetryArgs,
+}
+
+/// A source of `backstop pull`: a URL or a Hub repository, or a model
+/// artifact in an OCI registry.
+#[derive(Clone, Debug)]
+pub enum PullSource {
+    /// http(s) or hf://.
+    Transfer(backstop_transfer::Source),
+    /// oci://.
+    Oci(backstop_oci::OciSource),
 }
 
 /// `--min-progress`: a window, or none.
@@ -169,9 +183,16 @@ pub struct PullArgs {
 pub struct MinProgressArg(pub Option<backstop_transfer::MinProgress>);
 
 /// A source of `backstop pull`.
-pub fn parse_source(value: &str) -> Result<backstop_transfer::Source, String> {
+pub fn parse_source(value: &str) -> Result<PullSource, String> {
+    if value.trim().starts_with("oci://") {
+        return value
+            .parse()
+            .map(PullSource::Oci)
+            .map_err(|e: backstop_oci::ReferenceError| e.to_string());
+    }
     value
         .parse()
+        .map(PullSource::Transfer)
         .map_err(|e: backstop_transfer::Error| e.to_string())
 }
 

@@ -282,3 +282,123 @@ fn bad_input_is_refused_before_anything_is_sent() {
     let out = push(&format!("oci://{host}/m:v1"), &["--role", "*.xyz=dataset"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn pull_oci_fetches_what_push_sent_and_refuses_a_hostile_manifest() {
+    let registry = DockerRegistry::start();
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    model(src.path(), 3 * MIB);
+    std::fs::create_dir_all(src.path().join("sub")).unwrap();
+    std::fs::write(src.path().join("sub/q.gguf"), b"gguf").unwrap();
+    let host = registry.addr().to_string();
+    let target = format!("oci://{host}/models/t:v1");
+    let out = run(cmd(home.path()).arg("push").arg(src.path()).args([
+        &target,
+        "--plain-http",
+        "--chunk-size",
+        "1MiB",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let dest = tempfile::tempdir().unwrap();
+    let out = run(cmd(home.path())
+        .args(["pull", &target, "--plain-http", "--dir"])
+        .arg(dest.path()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("pulled 4 of 4 files"), "{err}");
+    for name in [
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "sub/q.gguf",
+    ] {
+        assert_eq!(
+            std::fs::read(dest.path().join(name)).unwrap(),
+            std::fs::read(src.path().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let only = tempfile::tempdir().unwrap();
+    let out = run(cmd(home.path())
+        .args(["pull", &format!("{target}/*.gguf"), "--plain-http", "--dir"])
+        .arg(only.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(only.path().join("sub/q.gguf").exists());
+    assert!(!only.path().join("model.safetensors").exists());
+
+    // A manifest whose layer would write outside the destination.
+    let hostile = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw",
+                    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2,
+                    "annotations": {"org.cncf.model.filepath": "../../escaped"}}]
+    });
+    // The blob it names must exist for the registry to take the manifest.
+    let digest = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = backstop_http::Client::new().unwrap();
+        let started = client
+            .request(
+                backstop_http::Method::POST,
+                &registry.url("/v2/models/evil/blobs/uploads/"),
+            )
+            .send()
+            .await
+            .unwrap();
+        let location = started.headers()["location"].to_str().unwrap().to_owned();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            registry.url(&location)
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        client
+            .request(
+                backstop_http::Method::PUT,
+                &format!("{location}{sep}digest={digest}"),
+            )
+            .body(&b"{}"[..])
+            .send()
+            .await
+            .unwrap();
+        client
+            .request(
+                backstop_http::Method::PUT,
+                &registry.url("/v2/models/evil/manifests/v1"),
+            )
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(hostile.to_string())
+            .send()
+            .await
+            .unwrap();
+    });
+    let dest = tempfile::tempdir().unwrap();
+    let inner = dest.path().join("a/b");
+    std::fs::create_dir_all(&inner).unwrap();
+    let out = run(cmd(home.path())
+        .args([
+            "pull",
+            &format!("oci://{host}/models/evil:v1"),
+            "--plain-http",
+            "--dir",
+        ])
+        .arg(&inner));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\"../../escaped\" that cannot be written safely"),
+        "{err}"
+    );
+    assert!(!dest.path().join("escaped").exists());
+    assert_eq!(
+        std::fs::read_dir(&inner).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

@@ -84,6 +84,13 @@ pub enum Error {
         /// The registry.
         host: String,
     },
+    /// A manifest cannot be pulled as it is.
+    Manifest {
+        /// The source, as shown (`oci://…`).
+        source_name: String,
+        /// What is wrong with it.
+        error: crate::ManifestError,
+    },
     /// A request could not even be made (a registry address or a
     /// `Location` that is not a URL). Nothing was sent.
     Invalid(Fault),
@@ -105,6 +112,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::Invalid(_) => f.write_str("cannot make the request"),
+            Error::Manifest { source_name, error } => write!(f, "{source_name}: {error}"),
             Error::Client(e) => e.fmt(f),
         }
     }
@@ -124,6 +132,7 @@ impl std::error::Error for Error {
             },
             Error::Stopped { .. } => None,
             Error::Invalid(fault) => Some(fault),
+            Error::Manifest { .. } => None,
             Error::Client(e) => e.source(),
         }
     }

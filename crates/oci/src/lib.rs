@@ -43,6 +43,7 @@ mod credentials;
 mod error;
 mod manifest;
 mod modelpack;
+mod pull;
 mod push;
 mod reference;
 mod registry;
@@ -60,6 +61,7 @@ pub use modelpack::{
     FILE_METADATA, FILEPATH, Layer, MANIFEST_MEDIA_TYPE, ModelInfo, ROLE_TABLE, Role, RoleRule,
     SourceFile, TITLE, assemble, build, collect, role_of,
 };
+pub use pull::{OciSource, pull_items};
 pub use push::{BlobReport, PushOptions, PushProgress, PushSummary, Pusher};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference, ReferenceError};
 pub use registry::{Answer, Call, Challenge, Registry, pull_scope, push_scope};

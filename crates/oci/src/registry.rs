@@ -320,7 +320,7 @@ impl Registry {
 
     /// The `Authorization` value for `scope`, fetching a token when the
     /// registry wants one and the one held is missing or near expiry.
-    async fn authorization(&self, scope: &str) -> Result<Option<Secret>, Fault> {
+    pub(crate) async fn authorization(&self, scope: &str) -> Result<Option<Secret>, Fault> {
         let challenge = self.lock_auth().challenge.clone();
         let (realm, service, named) = match challenge {
             None => return Ok(None),
