@@ -36,8 +36,13 @@ pub struct Client {
     /// requests carrying credentials in headers that reqwest does not strip
     /// on such a redirect (it strips only `Authorization` and `Cookie`).
     pub(crate) same_origin: reqwest::Client,
+    /// The same as `inner` without reqwest's read timeout, for large
+    /// request bodies: that timer runs while a body goes out, and would cut
+    /// a slow but moving upload. Their progress is watched instead.
+    pub(crate) uploads: reqwest::Client,
     pub(crate) policy: Policy,
     pub(crate) header_timeout: Duration,
+    pub(crate) read_idle_timeout: Duration,
     pub(crate) budget: Option<Arc<RetryBudget>>,
 }
 
@@ -108,14 +113,16 @@ impl ClientBuilder {
         self
     }
 
-    /// Time allowed between sending a request and its response headers.
+    /// Time allowed between sending a request (its whole body) and its
+    /// response headers.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
         self
     }
 
-    /// Longest silence allowed while reading a body; the timer restarts on
-    /// every chunk, so a slow but moving download is never cut.
+    /// Longest silence allowed while reading a body, or while sending one
+    /// (the server taking none of it); the timer restarts on every chunk,
+    /// so a slow but moving transfer is never cut.
     pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
         self.read_idle_timeout = timeout;
         self
@@ -148,10 +155,9 @@ impl ClientBuilder {
         for pem in &self.roots {
             roots.extend(reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)?);
         }
-        let base = || {
+        let unread = || {
             let mut builder = reqwest::Client::builder()
                 .connect_timeout(self.connect_timeout)
-                .read_timeout(self.read_idle_timeout)
                 .user_agent(&self.user_agent)
                 .use_rustls_tls();
             for root in &roots {
@@ -159,7 +165,9 @@ impl ClientBuilder {
             }
             builder
         };
+        let base = || unread().read_timeout(self.read_idle_timeout);
         let inner = base().build().map_err(Error::Client)?;
+        let uploads = unread().build().map_err(Error::Client)?;
         let same_origin = base()
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 let first = attempt.previous().first().map(url::Url::origin);
@@ -176,8 +184,10 @@ impl ClientBuilder {
         Ok(Client {
             inner,
             same_origin,
+            uploads,
             policy: self.policy,
             header_timeout: self.header_timeout,
+            read_idle_timeout: self.read_idle_timeout,
             budget: self.budget,
         })
     }
