@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 mod http_proxy;
 mod hub;
 mod nginx;
+mod oras;
 mod proxy;
 mod range;
 mod registry;
@@ -38,6 +39,7 @@ mod registry;
 pub use http_proxy::HttpProxy;
 pub use hub::{HubFile, cdn_path};
 pub use nginx::Nginx;
+pub use oras::{ORAS, oras_python};
 pub use proxy::Proxy;
 pub use registry::DockerRegistry;
 

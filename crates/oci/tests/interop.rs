@@ -3,54 +3,18 @@
 //! pulls a pushed artifact byte for byte, and reads the model-spec media
 //! types in its manifest and config.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use backstop_faultserver::DockerRegistry;
+use backstop_faultserver::{DockerRegistry, oras_python};
 use backstop_oci::{
     ARTIFACT_TYPE, ArtifactOptions, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, PushOptions, Pusher,
     Reference, Registry, UploadOptions, build, collect,
 };
 
-const ORAS: &str = "oras==0.2.43";
-
-/// A Python with `oras` installed, made once per target directory.
-///
-/// # Panics
-/// When python3's venv or pip cannot install it: the test must fail,
-/// never skip.
-fn oras_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oras-venv");
-    let python = venv.join("bin/python");
-    let installed = || {
-        Command::new(&python)
-            .args(["-c", "import oras.client"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !installed() {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 runs");
-        assert!(
-            made.success(),
-            "python3 -m venv failed (apt-get install python3-venv)"
-        );
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", ORAS])
-            .status()
-            .expect("pip runs");
-        assert!(pip.success(), "pip install {ORAS} failed");
-        assert!(installed(), "oras does not import after pip install");
-    }
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oras_pulls_what_backstop_pushed_byte_for_byte() {
-    let python = oras_python();
+    let python = oras_python(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let registry = DockerRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
