@@ -419,3 +419,116 @@ async fn a_push_stopped_between_chunks_continues_in_the_next_run_after_a_registr
     );
     assert_pushed(&registry, dir.path(), None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_restarted_mid_push_is_waited_for_and_the_session_continues() {
+    let mut registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((6 * MIB) as usize);
+    // Slow chunks, so that the restart lands mid-push.
+    proxy.delay_all("PATCH", "/blobs/uploads/", Duration::from_millis(100));
+    let recorder = Recorder::default();
+    let addr = proxy.addr().to_string();
+    // Enough attempts to outlast the restart (about 10 s of waiting).
+    let mut patient = options(MIB, None);
+    patient.upload.policy = patient
+        .upload
+        .policy
+        .max_attempts(60)
+        .max_delay(Duration::from_millis(200));
+    let pushing = push(&addr, dir.path(), patient, None, &recorder);
+    let restart = async {
+        while recorder.confirmed.load(Ordering::SeqCst) < 2 * MIB {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::task::block_in_place(|| registry.restart());
+    };
+    let (summary, ()) = tokio::join!(pushing, restart);
+    assert_ok(&summary);
+    let big = summary
+        .blobs
+        .iter()
+        .find(|b| b.name == "model.safetensors")
+        .unwrap();
+    assert!(
+        big.outcome.sent() <= 7 * MIB,
+        "continued, not restarted: sent {}",
+        big.outcome.sent()
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_refused_for_one_blob_stop_the_blobs_not_started() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model(MIB as usize);
+    let first = artifact(dir.path()).layers[0].digest_text();
+    proxy.fail_next("HEAD", &first, 403, &[]);
+    let mut one_at_a_time = options(MIB, None);
+    one_at_a_time.jobs = 1;
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        one_at_a_time,
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert!(summary.manifest.is_none(), "not pushed with a blob missing");
+    match &summary.blobs[0].outcome {
+        BlobOutcome::Failed(e) => assert_eq!(e.ending(), Some(Ending::Auth), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    for blob in &summary.blobs[1..] {
+        assert!(
+            matches!(
+                &blob.outcome,
+                BlobOutcome::Failed(backstop_oci::Error::Stopped { .. })
+            ),
+            "{}: {:?}",
+            blob.name,
+            blob.outcome
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_download_cut_midway_is_resumed_by_the_pull_that_follows() {
+    // The pull side's transfer engine is backstop_transfer's; here only
+    // that a registry's blob URL and digest are what it needs.
+    let registry = DockerRegistry::start();
+    let dir = model((3 * MIB) as usize);
+    let addr = registry.addr().to_string();
+    assert_ok(
+        &push(
+            &addr,
+            dir.path(),
+            options(MIB, None),
+            None,
+            &Recorder::default(),
+        )
+        .await,
+    );
+    let link = Proxy::cutting(registry.addr(), MIB);
+    let source: backstop_oci::OciSource = format!("oci://{}/models/test:v1", link.addr())
+        .parse()
+        .unwrap();
+    let client = backstop_http::Client::new().unwrap();
+    let through = Registry::new(client.clone(), source.reference.registry(), true, None).unwrap();
+    let items = backstop_oci::pull_items(&through, &source, &Policy::api())
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plan = backstop_transfer::Plan::new(out.path(), items).unwrap();
+    let summary = backstop_transfer::Pull::new(client)
+        .run(&plan)
+        .await
+        .unwrap();
+    assert!(summary.succeeded(), "{:?}", summary.files);
+    assert!(link.connections() > 3, "the link was cut");
+    assert_eq!(
+        std::fs::read(out.path().join("model.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("model.safetensors")).unwrap()
+    );
+}
