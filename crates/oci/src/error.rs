@@ -24,6 +24,10 @@ pub enum Fault {
     /// chunk): the next attempt starts a new one.
     #[error("the upload session is gone ({0})")]
     SessionGone(String),
+    /// The registry refused a request body as too large (413; GHCR caps a
+    /// `PATCH` at 4 MiB): the next attempt sends smaller chunks.
+    #[error("the registry refused a {0}-byte request as too large")]
+    ChunkTooLarge(u64),
     /// The registry answered something the protocol does not allow.
     #[error("unexpected answer: {0}")]
     Protocol(String),
@@ -54,6 +58,7 @@ impl Classified for Fault {
                 _ => Verdict::permanent("token service failed"),
             },
             Fault::SessionGone(_) => Verdict::transient("upload session gone"),
+            Fault::ChunkTooLarge(_) => Verdict::transient("chunk too large"),
             Fault::Protocol(_) => Verdict::permanent("unexpected answer"),
             Fault::DigestRefused(_) => Verdict::permanent("digest refused"),
             Fault::Local { .. } => Verdict::permanent("reading the file"),

@@ -171,7 +171,12 @@ struct State {
     /// The offset the first session of this run started from.
     resumed_from: Option<u64>,
     started: bool,
+    /// The chunk size after the registry refused a larger one.
+    chunk: Option<u64>,
 }
+
+/// The smallest chunk a 413 brings the size down to.
+const MIN_CHUNK: u64 = 256 << 10;
 
 enum Step {
     Done(BlobOutcome),
@@ -512,7 +517,21 @@ impl Uploader<'_> {
         state: &Mutex<State>,
         sent: &AtomicU64,
     ) -> Result<Step, Fault> {
-        let chunk = self.options.chunk_size.max(session.min_chunk).max(1);
+        let chunk = lock(state)
+            .chunk
+            .unwrap_or(self.options.chunk_size)
+            .max(session.min_chunk)
+            .max(1);
+        // A 413 halves the chunk for the next attempt, down to a floor.
+        let too_large = |len: u64| {
+            let smaller = (len / 2).max(MIN_CHUNK).max(session.min_chunk);
+            if smaller < len {
+                lock(state).chunk = Some(smaller);
+                Some(Fault::ChunkTooLarge(len))
+            } else {
+                None
+            }
+        };
         if session.offset > blob.size {
             lock(state).session = None;
             self.forget(blob);
@@ -525,7 +544,12 @@ impl Uploader<'_> {
             // One PUT carries the whole blob.
             let body = blob.read(0, blob.size).await?;
             sent.fetch_add(blob.size, Ordering::Relaxed);
-            self.close(blob, &session, Some(body), state).await?;
+            match self.close(blob, &session, Some(body), state).await {
+                Err(Fault::Http(f)) if is_413(&f) => {
+                    return Err(too_large(blob.size).unwrap_or(Fault::Http(f)));
+                }
+                closed => closed?,
+            }
             self.progress.advance(index, blob.size);
             lock(state).high_water = blob.size;
             return Ok(Step::Done(self.finished(state, sent)));
@@ -560,6 +584,12 @@ impl Uploader<'_> {
                 // Out of order: ask where the session stands next time.
                 StatusCode::RANGE_NOT_SATISFIABLE => {
                     return Err(Fault::SessionGone("HTTP 416".to_owned()));
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    if let Some(fault) = too_large(len) {
+                        return Err(fault);
+                    }
+                    return Err(answer.refusal().await);
                 }
                 _ => return Err(answer.refusal().await),
             }
@@ -630,6 +660,10 @@ impl Uploader<'_> {
         }
         Err(fault)
     }
+}
+
+fn is_413(failure: &backstop_http::Failure) -> bool {
+    matches!(failure, backstop_http::Failure::Status { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {

@@ -532,3 +532,33 @@ async fn a_blob_download_cut_midway_is_resumed_by_the_pull_that_follows() {
         std::fs::read(dir.path().join("model.safetensors")).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_refused_as_too_large_are_sent_smaller() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((3 * MIB) as usize);
+    let middle: Vec<u8> = (0..(3 * MIB / 2) as usize).map(|i| (i % 7) as u8).collect();
+    std::fs::write(dir.path().join("extra.bin"), &middle).unwrap();
+    let whole = backstop_transfer::Sha256::of(&middle);
+    // A cap like GHCR's on the first PATCH, and on a whole-blob PUT.
+    proxy.fail_next("PATCH", "/blobs/uploads/", 413, &[]);
+    proxy.fail_next("PUT", &format!("digest=sha256%3A{whole}"), 413, &[]);
+    let recorder = Recorder::default();
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        options(2 * MIB, None),
+        None,
+        &recorder,
+    )
+    .await;
+    assert_ok(&summary);
+    assert_eq!(proxy.matched(), 2);
+    let retries = recorder.retries.lock().unwrap().clone();
+    assert!(
+        retries.iter().any(|(r, _, _)| r == "chunk too large"),
+        "{retries:?}"
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
