@@ -99,3 +99,80 @@ fn backstop_pulls_what_oras_pushed_with_model_spec_and_legacy_annotations() {
         );
     }
 }
+
+#[test]
+fn a_tar_layer_is_unpacked_under_the_destination_and_a_hostile_one_is_refused() {
+    let python = oras_python(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let registry = DockerRegistry::start();
+    let host = registry.addr().to_string();
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    std::fs::create_dir_all(tree.join("docs/api")).unwrap();
+    std::fs::write(tree.join("docs/api/index.md"), b"# api\n").unwrap();
+    std::fs::write(tree.join("docs/guide.md"), b"# guide\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", tree.join("evil")).unwrap();
+    let tar = |name: &str, entries: &[&str]| {
+        let status = Command::new("tar")
+            .arg("-cf")
+            .arg(src.path().join(name))
+            .arg("-C")
+            .arg(&tree)
+            .args(entries)
+            .status()
+            .expect("tar runs");
+        assert!(status.success());
+    };
+    tar("docs.tar", &["docs"]);
+    tar("evil.tar", &["evil"]);
+    oras_push(
+        &python,
+        src.path(),
+        &format!("{host}/tar/m:v1"),
+        &["docs.tar:application/vnd.cncf.model.doc.v1.tar"],
+        serde_json::json!({"docs.tar": {"org.cncf.model.filepath": "docs"}}),
+    );
+    oras_push(
+        &python,
+        src.path(),
+        &format!("{host}/tar/evil:v1"),
+        &["evil.tar:application/vnd.cncf.model.doc.v1.tar"],
+        serde_json::json!({"evil.tar": {"org.cncf.model.filepath": "evil"}}),
+    );
+
+    let dest = tempfile::tempdir().unwrap();
+    let pull = |reference: &str| {
+        run(backstop()
+            .args([
+                "pull",
+                &format!("oci://{host}/{reference}"),
+                "--plain-http",
+                "--dir",
+            ])
+            .arg(dest.path())
+            .env("DOCKER_CONFIG", dest.path().join(".docker")))
+    };
+    let out = pull("tar/m:v1");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(dest.path().join("docs/api/index.md")).unwrap(),
+        b"# api\n"
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("docs/guide.md")).unwrap(),
+        b"# guide\n"
+    );
+    assert!(
+        !dest.path().join("docs.oci-layer.tar").exists(),
+        "the archive is removed"
+    );
+
+    let out = pull("tar/evil:v1");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("a symbolic link, which is not unpacked"),
+        "{err}"
+    );
+    assert!(std::fs::symlink_metadata(dest.path().join("evil")).is_err());
+    assert!(!dest.path().join("evil.oci-layer.tar").exists());
+}

@@ -60,7 +60,27 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
         .run(&plan)
         .await?;
     print_summary(&summary, quiet);
+    unpack_tar_layers(&summary, &args.dir)?;
     verdict(&summary, &deadline_passed)
+}
+
+/// Unpacks each tar layer of an oci:// source that arrived, under `dir`,
+/// then removes the archive.
+fn unpack_tar_layers(summary: &Summary, dir: &std::path::Path) -> Result<(), Report> {
+    for file in &summary.files {
+        if !file.name.ends_with(backstop_oci::TAR_SUFFIX) || !file.outcome.is_success() {
+            continue;
+        }
+        let archive = dir.join(&file.name);
+        let unpacked = backstop_oci::unpack(&archive, dir);
+        // Refused or not, the archive is not a file of the model.
+        let _ = std::fs::remove_file(&archive);
+        let written = unpacked.map_err(|e| {
+            Report::from_error(exit::FAILURE, &e).detail(format!("the layer {}", shown(&file.name)))
+        })?;
+        tracing::debug!("{}: unpacked {} files", file.name, written.len());
+    }
+    Ok(())
 }
 
 /// The files of every source: URLs and Hub repositories, then the layers

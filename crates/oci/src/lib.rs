@@ -48,6 +48,7 @@ mod push;
 mod reference;
 mod registry;
 mod session;
+mod untar;
 mod upload;
 
 pub use credentials::{CredentialFiles, Credentials, CredentialsError};
@@ -61,9 +62,10 @@ pub use modelpack::{
     FILE_METADATA, FILEPATH, Layer, MANIFEST_MEDIA_TYPE, ModelInfo, ROLE_TABLE, Role, RoleRule,
     SourceFile, TITLE, assemble, build, collect, role_of,
 };
-pub use pull::{OciSource, pull_items};
+pub use pull::{OciSource, TAR_SUFFIX, pull_items};
 pub use push::{BlobReport, PushOptions, PushProgress, PushSummary, Pusher};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference, ReferenceError};
 pub use registry::{Answer, Call, Challenge, Registry, pull_scope, push_scope};
 pub use session::{SessionRecord, SessionStore};
+pub use untar::{UnpackError, unpack};
 pub use upload::{Blob, BlobOutcome, Content, DEFAULT_CHUNK_SIZE, UploadOptions, Uploader};

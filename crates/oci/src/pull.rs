@@ -8,6 +8,10 @@ use crate::manifest::{LayerFormat, parse_manifest};
 use crate::registry::pull_scope;
 use crate::{Error, Fault, ManifestError, Reference, Registry};
 
+/// What the name of a tar layer's download ends with: the archive is
+/// fetched and checked like any file, then unpacked and removed.
+pub const TAR_SUFFIX: &str = ".oci-layer.tar";
+
 /// An `oci://` source of a pull: a reference, and an optional pattern of
 /// the file paths to take (as `hf://`'s: `*.gguf`, `onnx/`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,8 +70,8 @@ impl std::fmt::Display for OciSource {
 
 /// The items of `source`: its manifest fetched (retried under `policy`),
 /// checked ([`parse_manifest`]), each raw layer an item with its digest,
-/// size and the registry's credential. Fails before anything is
-/// downloaded; a tar layer is refused for now with its name.
+/// size and the registry's credential (a tar layer named with
+/// [`TAR_SUFFIX`]). Fails before anything is downloaded.
 pub async fn pull_items(
     registry: &Registry,
     source: &OciSource,
@@ -103,15 +107,12 @@ pub async fn pull_items(
         {
             continue;
         }
-        if layer.format == LayerFormat::Tar {
-            return Err(Error::Manifest {
-                source_name: shown.clone(),
-                error: ManifestError::Invalid(format!(
-                    "{} is a tar layer ({}), which this version does not unpack",
-                    layer.filepath, layer.media_type
-                )),
-            });
-        }
+        // A tar layer arrives beside its place, to be unpacked there
+        // ([`unpack`](crate::unpack)) once its digest checks.
+        let name = match layer.format {
+            LayerFormat::Raw => layer.filepath.clone(),
+            LayerFormat::Tar => format!("{}{TAR_SUFFIX}", layer.filepath),
+        };
         let url = registry
             .url(&format!(
                 "v2/{}/blobs/sha256:{}",
@@ -130,7 +131,7 @@ pub async fn pull_items(
             None => (None, Vec::new()),
         };
         items.push(Item {
-            name: layer.filepath.clone(),
+            name,
             url,
             size: Some(layer.size),
             sha256: Some(layer.digest),
