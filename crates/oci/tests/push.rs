@@ -562,3 +562,39 @@ async fn chunks_refused_as_too_large_are_sent_smaller() {
     );
     assert_pushed(&registry, dir.path(), None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_another_repository_holds_are_mounted_not_sent() {
+    let registry = DockerRegistry::start();
+    let dir = model((2 * MIB) as usize);
+    let addr = registry.addr().to_string();
+    assert_ok(
+        &push(
+            &addr,
+            dir.path(),
+            options(MIB, None),
+            None,
+            &Recorder::default(),
+        )
+        .await,
+    );
+    let reference: Reference = format!("oci://{addr}/other/copy:v1").parse().unwrap();
+    let client = backstop_http::Client::new().unwrap();
+    let target = Registry::new(client, reference.registry(), true, None).unwrap();
+    let mut mounting = options(MIB, None);
+    mounting.upload.mount_from = Some("models/test".to_owned());
+    let summary = Pusher::new(&target, &reference)
+        .options(mounting)
+        .run(&artifact(dir.path()))
+        .await;
+    assert_ok(&summary);
+    assert_eq!(summary.sent(), 0);
+    assert!(
+        summary
+            .blobs
+            .iter()
+            .all(|b| matches!(b.outcome, BlobOutcome::Mounted)),
+        "{:?}",
+        summary.blobs
+    );
+}
