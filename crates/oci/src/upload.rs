@@ -674,8 +674,18 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 fn location(base: &Url, header: Option<&str>) -> Result<Url, Fault> {
     let header =
         header.ok_or_else(|| Fault::Protocol("an upload answer without a Location".to_owned()))?;
-    base.join(header.trim())
-        .map_err(|e| Fault::Protocol(format!("the Location {header:?}: {e}")))
+    base.join(header.trim()).map_err(|e| {
+        // A Location may carry a signature in its query: never shown.
+        let shown: String = header
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        Fault::Protocol(format!("the Location {shown:?}: {e}"))
+    })
 }
 
 /// The end of `0-<end>` (a `bytes=` prefix tolerated).
@@ -713,5 +723,9 @@ mod tests {
         let abs = location(&base, Some("https://s3.example/up?sig=1")).unwrap();
         assert_eq!(abs.host_str(), Some("s3.example"));
         assert!(matches!(location(&base, None), Err(Fault::Protocol(_))));
+        match location(&base, Some("http://[bad/up?sig=s3cret")) {
+            Err(Fault::Protocol(why)) => assert!(!why.contains("s3cret"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
