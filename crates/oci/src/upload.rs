@@ -391,26 +391,25 @@ impl Uploader<'_> {
         blob: &Blob,
         state: &Mutex<State>,
     ) -> Result<Result<Session, BlobOutcome>, Fault> {
-        let (held, recorded) = {
+        // The record of an earlier run becomes the session held, so that
+        // a failed first look at it is retried, not forgotten.
+        let known = {
             let mut st = lock(state);
-            let recorded = if st.loaded {
-                None
-            } else {
+            if !st.loaded {
                 st.loaded = true;
-                self.options.sessions.as_ref().and_then(|s| {
+                let recorded = self.options.sessions.as_ref().and_then(|s| {
                     s.load(self.registry.host(), self.repository, &blob.digest_text())
-                })
-            };
-            (st.session.clone(), recorded)
+                });
+                st.session = recorded.and_then(|r| {
+                    Some(Session {
+                        location: Url::parse(&r.location).ok()?,
+                        offset: r.offset,
+                        min_chunk: 0,
+                    })
+                });
+            }
+            st.session.clone()
         };
-        let known = held.or_else(|| {
-            let r = recorded?;
-            Some(Session {
-                location: Url::parse(&r.location).ok()?,
-                offset: r.offset,
-                min_chunk: 0,
-            })
-        });
         if let Some(known) = known {
             if let Some(session) = self.status(&known).await? {
                 let mut st = lock(state);

@@ -598,3 +598,40 @@ async fn blobs_another_repository_holds_are_mounted_not_sent() {
         summary.blobs
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_look_at_the_recorded_session_is_retried_not_forgotten() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((6 * MIB) as usize);
+    let state = tempfile::tempdir().unwrap();
+    let sessions = || Some(SessionStore::new(state.path().join("uploads")));
+    let addr = proxy.addr().to_string();
+    let stopper = Recorder {
+        stop_after: Some(3 * MIB),
+        ..Recorder::default()
+    };
+    let first = push(&addr, dir.path(), options(MIB, sessions()), None, &stopper).await;
+    assert!(first.interrupted(), "{:?}", first.blobs);
+    // The next run's first question to the session fails.
+    proxy.fail_next("GET", "/blobs/uploads/", 503, &[]);
+    let second = push(
+        &addr,
+        dir.path(),
+        options(MIB, sessions()),
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert_ok(&second);
+    assert_eq!(proxy.matched(), 1);
+    let big = second
+        .blobs
+        .iter()
+        .find(|b| b.name == "model.safetensors")
+        .unwrap();
+    match big.outcome {
+        BlobOutcome::Uploaded { resumed_from, .. } => assert!(resumed_from > 0, "resumed"),
+        ref other => panic!("{other:?}"),
+    }
+}
