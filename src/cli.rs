@@ -46,6 +46,16 @@ pub enum Command {
     /// Range (also after Ctrl-C), renamed into place once size and sha256
     /// match.
     Pull(PullArgs),
+    /// Push model files to an OCI registry as a ModelPack artifact: each
+    /// blob skipped when the registry has it, else uploaded in chunks
+    /// continued from the registry's offset (also after Ctrl-C), then the
+    /// manifest.
+    Push(Box<PushArgs>),
+    /// Check credentials against an OCI registry and store them where
+    /// docker and oras look.
+    Login(LoginArgs),
+    /// Remove an OCI registry's stored credentials.
+    Logout(LogoutArgs),
     /// Query the Hugging Face Hub (honours HF_ENDPOINT and HF_TOKEN).
     Hub {
         #[command(subcommand)]
@@ -121,10 +131,11 @@ Exit codes: 0 every file in place; 75 every failure temporary, try later; 1 othe
     mut_arg("attempt_timeout", |a| a.help("Longest one attempt may take, a runaway guard; 0 for no limit [default: from the size, 5 min to 8 h]")),
 )]
 pub struct PullArgs {
-    /// http(s) URLs, and hf://[datasets/]ORG/REPO[@REVISION][/PATTERN]
-    /// (PATTERN as huggingface_hub's allow_patterns: *.gguf, onnx/).
+    /// http(s) URLs, hf://[datasets/]ORG/REPO[@REVISION][/PATTERN]
+    /// (PATTERN as huggingface_hub's allow_patterns: *.gguf, onnx/), and
+    /// oci://REGISTRY/REPOSITORY(:TAG|@sha256:DIGEST)[/PATTERN].
     #[arg(value_name = "SOURCE", required = true, value_parser = parse_source)]
-    pub sources: Vec<backstop_transfer::Source>,
+    pub sources: Vec<PullSource>,
     /// Where the files go; folders of the repository are kept.
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
@@ -152,8 +163,21 @@ pub struct PullArgs {
     /// still checked by it).
     #[arg(long)]
     pub skip_existing: bool,
+    /// Speak plain HTTP to the registries of oci:// sources (local ones).
+    #[arg(long)]
+    pub plain_http: bool,
     #[command(flatten)]
     pub retry: RetryArgs,
+}
+
+/// A source of `backstop pull`: a URL or a Hub repository, or a model
+/// artifact in an OCI registry.
+#[derive(Clone, Debug)]
+pub enum PullSource {
+    /// http(s) or hf://.
+    Transfer(backstop_transfer::Source),
+    /// oci://.
+    Oci(backstop_oci::OciSource),
 }
 
 /// `--min-progress`: a window, or none.
@@ -161,9 +185,16 @@ pub struct PullArgs {
 pub struct MinProgressArg(pub Option<backstop_transfer::MinProgress>);
 
 /// A source of `backstop pull`.
-pub fn parse_source(value: &str) -> Result<backstop_transfer::Source, String> {
+pub fn parse_source(value: &str) -> Result<PullSource, String> {
+    if value.trim().starts_with("oci://") {
+        return value
+            .parse()
+            .map(PullSource::Oci)
+            .map_err(|e: backstop_oci::ReferenceError| e.to_string());
+    }
     value
         .parse()
+        .map(PullSource::Transfer)
         .map_err(|e: backstop_transfer::Error| e.to_string())
 }
 
@@ -789,6 +820,145 @@ pub fn parse_header(value: &str) -> Result<(String, String), String> {
         return Err(format!("{name:?} is not a header name"));
     }
     Ok((name.to_owned(), v.trim().to_owned()))
+}
+
+/// `backstop push`.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("attempts", |a| a.help("Attempts per blob in all, the first included; counted afresh whenever the registry confirms new bytes [default: 6]")),
+    mut_arg("base_delay", |a| a.help("Ceiling of the first wait; later ones double [default: 5s]")),
+    mut_arg("max_delay", |a| a.help("No computed wait is longer [default: 2m]")),
+    mut_arg("max_wait", |a| a.help("Longest registry-requested wait (Retry-After...) to sit through; a longer request fails the blob as temporary [default: 2m]")),
+    mut_arg("attempt_timeout", |a| a.help("Longest one attempt at a blob may take, a runaway guard; 0 for no limit [default: from the size, 5 min to 8 h]")),
+)]
+pub struct PushArgs {
+    /// Directories (all their files, recursively, with their relative
+    /// paths; names starting with '.' skipped) or files.
+    #[arg(value_name = "SOURCE", required = true)]
+    pub sources: Vec<PathBuf>,
+    /// Where to push: oci://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST).
+    #[arg(value_name = "TARGET", value_parser = parse_reference)]
+    pub target: backstop_oci::Reference,
+    /// Speak plain HTTP to the registry (a local one).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Trust the certificate authorities of this PEM file (a private
+    /// registry's).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Bytes per PATCH; a blob no larger goes in one PUT. Raised to the
+    /// registry's OCI-Chunk-Min-Length.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_chunk_size)]
+    pub chunk_size: u64,
+    /// Blobs pushed at once.
+    #[arg(short, long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Mount blobs the registry holds in this repository instead of
+    /// uploading them.
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Option<String>,
+    /// Give the files matching PATTERN the role ROLE (weight,
+    /// weight.config, doc, code, dataset), before the built-in table;
+    /// repeatable.
+    #[arg(long = "role", value_name = "PATTERN=ROLE", value_parser = parse_role)]
+    pub roles: Vec<backstop_oci::RoleRule>,
+    /// The model's name (the config's descriptor.name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The model's family (descriptor.family: qwen3, llama3).
+    #[arg(long, value_name = "FAMILY")]
+    pub family: Option<String>,
+    /// The model's architecture (config.architecture: transformer).
+    #[arg(long, value_name = "ARCH")]
+    pub architecture: Option<String>,
+    /// The weights' format (config.format: safetensors, gguf).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// The parameter count (config.paramSize: 8b).
+    #[arg(long, value_name = "SIZE")]
+    pub param_size: Option<String>,
+    /// The precision (config.precision: bf16).
+    #[arg(long, value_name = "PRECISION")]
+    pub precision: Option<String>,
+    /// The quantization (config.quantization: q4_k_m).
+    #[arg(long, value_name = "QUANT")]
+    pub quantization: Option<String>,
+    /// The creation time to record (RFC 3339); without it the same files
+    /// always give the same manifest.
+    #[arg(long, value_name = "TIME", value_parser = parse_created)]
+    pub created: Option<String>,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+/// `backstop login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry: HOST[:PORT].
+    #[arg(value_name = "REGISTRY", value_parser = parse_registry)]
+    pub registry: String,
+    /// The user name.
+    #[arg(short, long, value_name = "USER")]
+    pub username: String,
+    /// Read the password (or token) from standard input; one trailing
+    /// newline is dropped. The only way: a password in the arguments
+    /// would show in the process list.
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    /// Speak plain HTTP to the registry (a local one).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Trust the certificate authorities of this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+/// `backstop logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry: HOST[:PORT].
+    #[arg(value_name = "REGISTRY", value_parser = parse_registry)]
+    pub registry: String,
+}
+
+/// `oci://REGISTRY/REPOSITORY:TAG`.
+pub fn parse_reference(value: &str) -> Result<backstop_oci::Reference, String> {
+    if !value.trim().starts_with("oci://") {
+        return Err(format!(
+            "{value:?} is not a push target: write oci://REGISTRY/REPOSITORY:TAG"
+        ));
+    }
+    value
+        .parse()
+        .map_err(|e: backstop_oci::ReferenceError| e.to_string())
+}
+
+/// A registry host.
+pub fn parse_registry(value: &str) -> Result<String, String> {
+    backstop_oci::Reference::parse_registry(value).map_err(|e| e.to_string())
+}
+
+/// `PATTERN=ROLE`.
+pub fn parse_role(value: &str) -> Result<backstop_oci::RoleRule, String> {
+    backstop_oci::RoleRule::parse(value)
+}
+
+/// A chunk size: at least 1 byte.
+pub fn parse_chunk_size(value: &str) -> Result<u64, String> {
+    match parse_size(value)? {
+        0 => Err("a chunk cannot be empty".to_owned()),
+        n => Ok(n),
+    }
+}
+
+/// An RFC 3339 time.
+pub fn parse_created(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    backstop_core::time::parse_rfc3339(value)
+        .map(|_| value.to_owned())
+        .ok_or_else(|| format!("{value:?} is not an RFC 3339 time (2026-01-02T03:04:05Z)"))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use backstop_core::{Policy, Secret};
-use backstop_http::{Client, Method, RequestBuilder};
+use backstop_http::{Client, ClientBuilder, Method, RequestBuilder};
 use backstop_queue::api::{OpDetail, RequeueAnswer, RequeueRequest, SubmitAnswer, SubmitRequest};
 use backstop_queue::model::{Delivery, Node};
 use backstop_queue::store::OpSummary;
@@ -51,7 +51,15 @@ impl RetryArgs {
 
     /// An HTTP client with the policy and the timeouts of the flags.
     pub fn client(&self) -> Result<Client, Report> {
-        let mut builder = Client::builder().policy(self.policy());
+        self.client_with(|b| b)
+    }
+
+    /// [`client`](Self::client), with more set by `more` (a CA bundle).
+    pub fn client_with(
+        &self,
+        more: impl FnOnce(ClientBuilder) -> ClientBuilder,
+    ) -> Result<Client, Report> {
+        let mut builder = more(Client::builder().policy(self.policy()));
         if let Some(d) = self.connect_timeout {
             builder = builder.connect_timeout(d);
         }

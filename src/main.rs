@@ -43,6 +43,10 @@ fn main() -> ExitCode {
         // pull stops on its own at Ctrl-C, to sync and record its partial
         // files: it must not be dropped mid-write.
         Command::Pull(args) => run_async(cmd::pull::run(args, cli.quiet)),
+        // push stops on its own between chunks, to record its sessions.
+        Command::Push(args) => run_async(cmd::push::run(*args, state, cli.quiet)),
+        Command::Login(args) => run_interruptible(cmd::login::login(args)),
+        Command::Logout(args) => cmd::login::logout(args),
         Command::Get(args) => run_interruptible(cmd::get::run(args)),
         Command::Hub {
             command: HubCommand::Search(args),

@@ -1,4 +1,4 @@
-//! Showing a pull's progress: indicatif bars per file and a total on a
+//! Showing a pull's (or a push's) progress: indicatif bars per file and a total on a
 //! terminal, plain lines otherwise.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -159,19 +159,42 @@ impl Progress for Bars {
                 }
             }
             Event::Finish(outcome) => {
-                let done = self.finished.fetch_add(1, Ordering::Relaxed) + 1;
-                self.total.set_message(files_done(done, self.names.len()));
-                if let Some(bar) = self.bar(file) {
-                    bar.finish_and_clear();
-                }
                 let name = self.names.get(file).map(String::as_str).unwrap_or("?");
-                let _ = self.multi.println(line(name, outcome));
-                if done == self.names.len() {
-                    self.total.finish_and_clear();
-                }
+                self.finish(file, &line(name, outcome));
             }
         }
     }
+}
+
+/// Ends a file's bar or line with a line of the command's own: for a
+/// command whose ends are not pull's [`Outcome`]s (push).
+pub trait Finish: Progress {
+    /// File `file` is done; `text` is its whole line.
+    fn finish(&self, file: usize, text: &str);
+}
+
+impl Finish for Bars {
+    fn finish(&self, file: usize, text: &str) {
+        let done = self.finished.fetch_add(1, Ordering::Relaxed) + 1;
+        self.total.set_message(files_done(done, self.names.len()));
+        if let Some(bar) = self.bar(file) {
+            bar.finish_and_clear();
+        }
+        let _ = self.multi.println(text);
+        if done == self.names.len() {
+            self.total.finish_and_clear();
+        }
+    }
+}
+
+impl Finish for Lines {
+    fn finish(&self, _: usize, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+impl Finish for () {
+    fn finish(&self, _: usize, _: &str) {}
 }
 
 /// The total bar's count: "0/1 file", "2/3 files".
@@ -227,6 +250,11 @@ pub fn outcome(outcome: &Outcome) -> String {
         Outcome::Interrupted { have } => format!("interrupted, {} kept", HumanBytes(*have)),
         Outcome::Failed(e) => format!("failed: {e}"),
     }
+}
+
+/// The line of a file that ended: "backstop: NAME: done, 4.68 GiB".
+pub fn line_of(name: &str, text: &str) -> String {
+    format!("backstop: {}: {text}", shown(name))
 }
 
 fn line(name: &str, done: &Outcome) -> String {

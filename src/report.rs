@@ -267,6 +267,18 @@ impl From<backstop_queue::Invalid> for Report {
     }
 }
 
+impl From<backstop_oci::Error> for Report {
+    fn from(e: backstop_oci::Error) -> Self {
+        use backstop_oci::Error as E;
+        let code = match &e {
+            E::Reference(_) | E::Artifact(_) | E::Invalid(_) => exit::USAGE,
+            E::Client(http) if http.ending().is_none() => exit::FAILURE,
+            other => other.ending().map_or(exit::FAILURE, code_for),
+        };
+        Report::from_error(code, &e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

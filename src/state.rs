@@ -128,6 +128,22 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Where `push` records unfinished uploads for the next run: beside a
+/// SQLite state, else beside the default one (a database URL is no
+/// directory).
+pub fn uploads_dir(spec: Option<&str>) -> Result<PathBuf, Report> {
+    let file = match resolve(spec)? {
+        StateLocation::Sqlite(path) => path,
+        _ => default_path()?,
+    };
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(dir.join("oci-uploads"))
+}
+
 /// `$XDG_STATE_HOME/backstop/backstop.db`, else
 /// `~/.local/state/backstop/backstop.db`.
 fn default_path() -> Result<PathBuf, Report> {

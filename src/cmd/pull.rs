@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use backstop_core::Policy;
+use backstop_http::Client;
 use backstop_hub::Hub;
 use backstop_transfer::{
-    AttemptTimeout, FileReport, MinProgress, Options, Outcome, Plan, Progress, Pull, Summary,
-    resolve,
+    AttemptTimeout, FileReport, Item, MinProgress, Options, Outcome, Plan, Progress, Pull, Source,
+    Summary, resolve,
 };
 use indicatif::HumanBytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::PullArgs;
+use crate::cli::{PullArgs, PullSource};
 use crate::progress::{Bars, Lines, Notice, outcome, shown};
 use crate::report::{Report, exit, plural};
 
@@ -35,7 +36,7 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
     // Listing, naming and checking everything first: bad input changes
     // nothing on disk.
     let items = tokio::select! {
-        items = resolve(&args.sources, &hub, &args.sha256s, &args.headers) => items?,
+        items = items(&args, &hub, &client) => items?,
         () = crate::interrupted() => return Err(stopped(&deadline_passed, "before any download started")),
         () = token.cancelled() => return Err(stopped(&deadline_passed, "before any download started")),
     };
@@ -59,7 +60,59 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
         .run(&plan)
         .await?;
     print_summary(&summary, quiet);
+    unpack_tar_layers(&summary, &args.dir)?;
     verdict(&summary, &deadline_passed)
+}
+
+/// Unpacks each tar layer of an oci:// source that arrived, under `dir`,
+/// then removes the archive.
+fn unpack_tar_layers(summary: &Summary, dir: &std::path::Path) -> Result<(), Report> {
+    for file in &summary.files {
+        if !file.name.ends_with(backstop_oci::TAR_SUFFIX) || !file.outcome.is_success() {
+            continue;
+        }
+        let archive = dir.join(&file.name);
+        let unpacked = backstop_oci::unpack(&archive, dir);
+        // Refused or not, the archive is not a file of the model.
+        let _ = std::fs::remove_file(&archive);
+        let written = unpacked.map_err(|e| {
+            Report::from_error(exit::FAILURE, &e).detail(format!("the layer {}", shown(&file.name)))
+        })?;
+        tracing::debug!("{}: unpacked {} files", file.name, written.len());
+    }
+    Ok(())
+}
+
+/// The files of every source: URLs and Hub repositories, then the layers
+/// of each oci:// artifact.
+async fn items(args: &PullArgs, hub: &Hub, client: &Client) -> Result<Vec<Item>, Report> {
+    let transfer: Vec<Source> = args
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            PullSource::Transfer(t) => Some(t.clone()),
+            PullSource::Oci(_) => None,
+        })
+        .collect();
+    let mut items = if transfer.is_empty() {
+        Vec::new()
+    } else {
+        resolve(&transfer, hub, &args.sha256s, &args.headers).await?
+    };
+    let credentials = backstop_oci::CredentialFiles::from_env();
+    for source in &args.sources {
+        let PullSource::Oci(oci) = source else {
+            continue;
+        };
+        let registry_name = oci.reference.registry();
+        let found = credentials
+            .lookup(registry_name)
+            .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
+        let registry =
+            backstop_oci::Registry::new(client.clone(), registry_name, args.plain_http, found)?;
+        items.extend(backstop_oci::pull_items(&registry, oci, &args.retry.policy()).await?);
+    }
+    Ok(items)
 }
 
 /// The transfer preset with the retry flags applied.

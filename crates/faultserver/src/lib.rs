@@ -9,7 +9,8 @@
 //! ([`FaultServer::hub_repo`]), stands a TCP [`Proxy`] in front of a real
 //! server to cut its connections (after some bytes, or on demand: a
 //! database or a message bus that goes away for one client), and starts a
-//! real nginx ([`Nginx`]).
+//! real nginx ([`Nginx`]), alone or as a reverse proxy that buffers
+//! whole requests, and a real OCI registry ([`DockerRegistry`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -27,14 +28,20 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+mod http_proxy;
 mod hub;
 mod nginx;
+mod oras;
 mod proxy;
 mod range;
+mod registry;
 
+pub use http_proxy::HttpProxy;
 pub use hub::{HubFile, cdn_path};
 pub use nginx::Nginx;
+pub use oras::{ORAS, oras_python};
 pub use proxy::Proxy;
+pub use registry::DockerRegistry;
 
 /// How long a stalled reply hangs before giving up on its own, so that a
 /// forgotten stall cannot keep a test process alive forever.

@@ -34,6 +34,28 @@ impl Nginx {
     /// installs it) or does not start: a test that needs it must fail,
     /// never skip.
     pub fn start(root: &Path) -> Nginx {
+        Self::launch(&format!(
+            "root {};\n    location / {{ limit_rate $rate; }}",
+            root.display()
+        ))
+    }
+
+    /// Starts nginx as a reverse proxy to `upstream`, the way Harbor puts
+    /// one in front of its registry: each request body is buffered whole
+    /// before it is passed on (a request cut on the way never reaches
+    /// `upstream`), any size, the client's `Host` kept.
+    ///
+    /// # Panics
+    /// As [`Nginx::start`].
+    pub fn reverse_proxy(upstream: SocketAddr) -> Nginx {
+        Self::launch(&format!(
+            "client_max_body_size 0;\n    proxy_request_buffering on;\n    \
+             location / {{ proxy_pass http://{upstream}; proxy_set_header Host $http_host; \
+             proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }}"
+        ))
+    }
+
+    fn launch(server: &str) -> Nginx {
         let binary = find().unwrap_or_else(|| {
             panic!("nginx is not installed: `apt-get install -y nginx` (.ci/run installs it)")
         });
@@ -51,9 +73,7 @@ impl Nginx {
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  sendfile on;\n  \
              default_type application/octet-stream;\n  \
              map $http_x_slow $rate {{ default 0; \"~.\" 1m; }}\n  \
-             server {{\n    listen 127.0.0.1:{port};\n    root {};\n    \
-             location / {{ limit_rate $rate; }}\n  }}\n}}\n",
-            root.display()
+             server {{\n    listen 127.0.0.1:{port};\n    {server}\n  }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("nginx configuration");

@@ -54,6 +54,11 @@ struct Shared {
     /// Bumped on every cut; open connections end when it changes.
     generation: watch::Sender<u64>,
     forwarded: AtomicU64,
+    /// Bytes carried from clients to the server.
+    uploaded: AtomicU64,
+    /// When `uploaded` reaches this, the connection carrying that byte is
+    /// cut (once); `u64::MAX` for never.
+    cut_upload_at: AtomicU64,
     connections: AtomicU64,
     open: AtomicUsize,
 }
@@ -108,6 +113,8 @@ impl Proxy {
             swallow: AtomicU64::new(0),
             generation,
             forwarded: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            cut_upload_at: AtomicU64::new(u64::MAX),
             connections: AtomicU64::new(0),
             open: AtomicUsize::new(0),
         });
@@ -156,6 +163,24 @@ impl Proxy {
         self.shared.swallow.store(n, Ordering::SeqCst);
     }
 
+    /// Cuts, once, the connection that carries the `n`th byte from now
+    /// towards the server, before that byte gets there: a request body
+    /// torn on the way (an upload chunk cut mid-`PATCH`).
+    pub fn cut_upload_after(&self, n: u64) {
+        let at = self
+            .shared
+            .uploaded
+            .load(Ordering::SeqCst)
+            .saturating_add(n);
+        self.shared.cut_upload_at.store(at, Ordering::SeqCst);
+    }
+
+    /// Bytes carried from clients to the server so far, over every
+    /// connection.
+    pub fn uploaded(&self) -> u64 {
+        self.shared.uploaded.load(Ordering::SeqCst)
+    }
+
     /// Lets connections through again.
     pub fn restore(&self) {
         self.shared.refusing.store(false, Ordering::SeqCst);
@@ -191,7 +216,34 @@ async fn forward(shared: Arc<Shared>, client: TcpStream) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async {
-        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let before = shared.uploaded.fetch_add(n as u64, Ordering::SeqCst);
+            let at = shared.cut_upload_at.load(Ordering::SeqCst);
+            if before + n as u64 >= at
+                && shared
+                    .cut_upload_at
+                    .compare_exchange(at, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                // The bytes before the cut go through; the rest never.
+                let keep = usize::try_from(at.saturating_sub(before))
+                    .unwrap_or(n)
+                    .min(n);
+                let _ = server_write.write_all(&buf[..keep]).await;
+                shared
+                    .uploaded
+                    .fetch_sub((n - keep) as u64, Ordering::SeqCst);
+                break;
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
     };
     let downstream = async {
         let mut buf = vec![0u8; BUFFER];

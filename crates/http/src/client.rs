@@ -36,8 +36,13 @@ pub struct Client {
     /// requests carrying credentials in headers that reqwest does not strip
     /// on such a redirect (it strips only `Authorization` and `Cookie`).
     pub(crate) same_origin: reqwest::Client,
+    /// The same as `inner` without reqwest's read timeout, for large
+    /// request bodies: that timer runs while a body goes out, and would cut
+    /// a slow but moving upload. Their progress is watched instead.
+    pub(crate) uploads: reqwest::Client,
     pub(crate) policy: Policy,
     pub(crate) header_timeout: Duration,
+    pub(crate) read_idle_timeout: Duration,
     pub(crate) budget: Option<Arc<RetryBudget>>,
 }
 
@@ -78,6 +83,7 @@ pub struct ClientBuilder {
     read_idle_timeout: Duration,
     user_agent: String,
     budget: Option<Arc<RetryBudget>>,
+    roots: Vec<Vec<u8>>,
 }
 
 impl Default for ClientBuilder {
@@ -89,6 +95,7 @@ impl Default for ClientBuilder {
             read_idle_timeout: READ_IDLE_TIMEOUT,
             user_agent: concat!("backstop/", env!("CARGO_PKG_VERSION")).to_owned(),
             budget: None,
+            roots: Vec::new(),
         }
     }
 }
@@ -106,14 +113,16 @@ impl ClientBuilder {
         self
     }
 
-    /// Time allowed between sending a request and its response headers.
+    /// Time allowed between sending a request (its whole body) and its
+    /// response headers.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
         self
     }
 
-    /// Longest silence allowed while reading a body; the timer restarts on
-    /// every chunk, so a slow but moving download is never cut.
+    /// Longest silence allowed while reading a body, or while sending one
+    /// (the server taking none of it); the timer restarts on every chunk,
+    /// so a slow but moving transfer is never cut.
     pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
         self.read_idle_timeout = timeout;
         self
@@ -132,16 +141,33 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the certificate authorities of a PEM bundle (a private
+    /// registry's own CA) besides the system's. A bundle that is not PEM
+    /// makes [`build`](ClientBuilder::build) fail with [`Error::Client`].
+    pub fn root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(pem.into());
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client, Error> {
-        let base = || {
-            reqwest::Client::builder()
+        let mut roots = Vec::new();
+        for pem in &self.roots {
+            roots.extend(reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)?);
+        }
+        let unread = || {
+            let mut builder = reqwest::Client::builder()
                 .connect_timeout(self.connect_timeout)
-                .read_timeout(self.read_idle_timeout)
                 .user_agent(&self.user_agent)
-                .use_rustls_tls()
+                .use_rustls_tls();
+            for root in &roots {
+                builder = builder.add_root_certificate(root.clone());
+            }
+            builder
         };
+        let base = || unread().read_timeout(self.read_idle_timeout);
         let inner = base().build().map_err(Error::Client)?;
+        let uploads = unread().build().map_err(Error::Client)?;
         let same_origin = base()
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 let first = attempt.previous().first().map(url::Url::origin);
@@ -158,8 +184,10 @@ impl ClientBuilder {
         Ok(Client {
             inner,
             same_origin,
+            uploads,
             policy: self.policy,
             header_timeout: self.header_timeout,
+            read_idle_timeout: self.read_idle_timeout,
             budget: self.budget,
         })
     }

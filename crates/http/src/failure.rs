@@ -24,8 +24,11 @@ pub enum Failure {
         /// credential the request carried removed.
         detail: Option<String>,
     },
-    /// No response headers arrived within the header timeout.
+    /// No response headers arrived within the header timeout (counted
+    /// from the end of the request body).
     HeaderTimeout(Duration),
+    /// The server took none of the request body for this long.
+    UploadStalled(Duration),
     /// The connection, TLS, or the body stream failed.
     Transport(reqwest::Error),
     /// The body was complete but not what was expected (invalid JSON, too
@@ -85,6 +88,7 @@ impl Classified for Failure {
                 }
             }
             Failure::HeaderTimeout(_) => Verdict::transient("no response headers"),
+            Failure::UploadStalled(_) => Verdict::transient("upload stalled"),
             Failure::Transport(e) => transport_verdict(e),
             Failure::Invalid(_) => Verdict::permanent("invalid response"),
             Failure::Local(e) => {
@@ -171,6 +175,13 @@ impl fmt::Display for Failure {
             }
             Failure::HeaderTimeout(d) => {
                 write!(f, "no response headers within {}", HumanDuration(*d))
+            }
+            Failure::UploadStalled(d) => {
+                write!(
+                    f,
+                    "the server took no request bytes for {}",
+                    HumanDuration(*d)
+                )
             }
             Failure::Transport(e) => {
                 f.write_str(&transport_verdict(e).reason)?;

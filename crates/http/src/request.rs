@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backstop_core::{Attempt, HumanDuration, Policy, RetryError, RetryEvent, Secret};
@@ -388,8 +390,27 @@ impl Prepared<'_> {
         &self,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, Failure> {
+        let resp = self.send_any(extra).await?;
+        if !resp.status().is_success() {
+            return Err(self.failure(resp).await);
+        }
+        Ok(resp)
+    }
+
+    /// Sends the request once, as [`send_once`](Prepared::send_once), but
+    /// returns the response whatever its status: for a protocol that reads
+    /// the headers of a refusal (a registry's `WWW-Authenticate` challenge
+    /// on a 401). Turn a refusal into its [`Failure`] with
+    /// [`Prepared::failure`].
+    pub async fn send_any(
+        &self,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, Failure> {
+        let streamed = self.body.as_ref().is_some_and(|b| b.len() > STREAMED_BODY);
         let transport = if self.pins_origin {
             &self.client.same_origin
+        } else if streamed {
+            &self.client.uploads
         } else {
             &self.client.inner
         };
@@ -400,19 +421,45 @@ impl Prepared<'_> {
         let mut request = transport
             .request(self.method.clone(), self.url.clone())
             .headers(headers);
-        if let Some(body) = &self.body {
-            request = request.body(body.clone());
-        }
         let header_timeout = self.client.header_timeout;
-        let resp = match tokio::time::timeout(header_timeout, request.send()).await {
-            Err(_) => return Err(Failure::HeaderTimeout(header_timeout)),
-            Ok(Err(e)) => return Err(Failure::Transport(e.without_url())),
-            Ok(Ok(resp)) => resp,
+        let sent = match &self.body {
+            // A large body may take longer than the header timeout to go
+            // out: the timeout starts once it has all gone, and until then
+            // only a server that takes none of it for the idle timeout
+            // fails the attempt. (A streamed body is not sent again on a
+            // 307 or 308: small ones stay replayable.)
+            Some(body) if body.len() > STREAMED_BODY => {
+                let progress = Arc::new(BodyProgress::default());
+                let request = request
+                    .header(reqwest::header::CONTENT_LENGTH, body.len())
+                    .body(reqwest::Body::wrap_stream(pieces(
+                        body.clone(),
+                        Arc::clone(&progress),
+                    )));
+                let idle = self.client.read_idle_timeout;
+                tokio::select! {
+                    sent = request.send() => sent,
+                    failure = progress.watch(idle, header_timeout) => return Err(failure),
+                }
+            }
+            body => {
+                if let Some(body) = body {
+                    request = request.body(body.clone());
+                }
+                match tokio::time::timeout(header_timeout, request.send()).await {
+                    Err(_) => return Err(Failure::HeaderTimeout(header_timeout)),
+                    Ok(sent) => sent,
+                }
+            }
         };
-        if !resp.status().is_success() {
-            return Err(status_failure(resp, &self.secrets).await);
-        }
-        Ok(resp)
+        sent.map_err(|e| Failure::Transport(e.without_url()))
+    }
+
+    /// The failure a response that is not a success stands for, with the
+    /// wait the server asked for and its message scrubbed of the request's
+    /// credentials.
+    pub async fn failure(&self, resp: reqwest::Response) -> Failure {
+        status_failure(resp, &self.secrets).await
     }
 
     /// The error for a retried call of this request that did not succeed.
@@ -422,6 +469,66 @@ impl Prepared<'_> {
             source: Box::new(source),
         }
     }
+}
+
+/// How much of a request body has gone out, and when the last piece did.
+#[derive(Default)]
+struct BodyProgress {
+    /// Pieces taken by the connection so far.
+    taken: AtomicU64,
+    /// Whether the last piece was taken.
+    done: AtomicBool,
+}
+
+/// Bodies larger than this are streamed, watched for progress.
+const STREAMED_BODY: usize = 1 << 20;
+
+/// The size of the pieces a body is handed over in.
+const BODY_PIECE: usize = 64 << 10;
+
+impl BodyProgress {
+    /// Resolves with the failure when the connection takes no piece for
+    /// `idle`, or when no response headers come within `header` of the
+    /// last piece.
+    async fn watch(&self, idle: Duration, header: Duration) -> Failure {
+        let mut seen = self.taken.load(Ordering::Acquire);
+        loop {
+            if self.done.load(Ordering::Acquire) {
+                tokio::time::sleep(header).await;
+                return Failure::HeaderTimeout(header);
+            }
+            tokio::time::sleep(idle).await;
+            let now = self.taken.load(Ordering::Acquire);
+            if now == seen && !self.done.load(Ordering::Acquire) {
+                return Failure::UploadStalled(idle);
+            }
+            seen = now;
+        }
+    }
+}
+
+/// `body` as a stream of cheap slices, counted as the connection takes
+/// them.
+fn pieces(
+    body: Bytes,
+    progress: Arc<BodyProgress>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold(0usize, move |at| {
+        let body = body.clone();
+        let progress = Arc::clone(&progress);
+        async move {
+            if at >= body.len() {
+                progress.done.store(true, Ordering::Release);
+                return None;
+            }
+            let end = (at + BODY_PIECE).min(body.len());
+            progress.taken.fetch_add(1, Ordering::AcqRel);
+            if end == body.len() {
+                progress.done.store(true, Ordering::Release);
+            }
+            Some((Ok(body.slice(at..end)), end))
+        }
+    })
 }
 
 fn parse_url(raw: &str) -> Result<Url, Error> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use backstop_faultserver::{FaultServer, Reply};
 use backstop_http::{
     CancellationToken, Client, Ending, Error, Failure, Jitter, Method, Policy, RetryEvent,
+    StatusCode,
 };
 
 /// The API preset with millisecond waits, so that tests spend their time on
@@ -622,5 +623,92 @@ mod redirects {
             .await
             .unwrap();
         assert_eq!(&body.bytes[..], b"ok");
+    }
+}
+
+/// A server on a free port that reads a request's headers, then its body
+/// `piece` bytes at a time with `pause` between (never, for a zero
+/// piece), then answers 201.
+fn slow_reader(piece: usize, pause: Duration) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        if piece == 0 {
+            std::thread::sleep(Duration::from_secs(30));
+            return;
+        }
+        let mut buf = vec![0u8; piece];
+        let mut read = 0;
+        while read < length {
+            let want = piece.min(length - read);
+            if reader.read_exact(&mut buf[..want]).is_err() {
+                return;
+            }
+            read += want;
+            std::thread::sleep(pause);
+        }
+        let mut stream = stream;
+        let _ = stream.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_slower_than_the_header_timeout_still_goes_through() {
+    // 24 MiB at 512 KiB per 50 ms: about 2.4 s, past both the 1 s header
+    // timeout and the 1 s idle timeout of reads; what the socket buffers
+    // hold after the last piece drains well within the header timeout.
+    let addr = slow_reader(512 << 10, Duration::from_millis(50));
+    let client = Client::builder()
+        .header_timeout(Duration::from_secs(1))
+        .read_idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let resp = client
+        .request(Method::PUT, &format!("http://{addr}/upload"))
+        .body(vec![7u8; 24 << 20])
+        .policy(Policy::api().with_max_attempts(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_takes_none_of_the_body_fails_the_attempt_as_stalled() {
+    let addr = slow_reader(0, Duration::ZERO);
+    let client = Client::builder()
+        .read_idle_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    // Larger than every socket buffer on the way.
+    let err = client
+        .request(Method::PUT, &format!("http://{addr}/upload"))
+        .body(vec![7u8; 64 << 20])
+        .policy(Policy::api().with_max_attempts(1))
+        .send()
+        .await
+        .unwrap_err();
+    match err.retry_error().and_then(|e| e.last_error()) {
+        Some(Failure::UploadStalled(d)) => assert_eq!(*d, Duration::from_millis(300)),
+        other => panic!("{other:?}"),
     }
 }

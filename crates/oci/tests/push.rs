@@ -1,0 +1,637 @@
+//! Pushes against a real registry (distribution 2.8, Debian's
+//! `docker-registry`), with faults injected between client and registry.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backstop_core::{Ending, Policy};
+use backstop_faultserver::{DockerRegistry, HttpProxy, Nginx, Proxy};
+use backstop_oci::{
+    Artifact, ArtifactOptions, BlobOutcome, Credentials, PushOptions, PushProgress, PushSummary,
+    Pusher, Reference, Registry, SessionStore, UploadOptions, build, collect,
+};
+use backstop_transfer::{Event, Progress};
+use tokio_util::sync::CancellationToken;
+
+const MIB: u64 = 1 << 20;
+
+/// A model directory: one large weight (chunked), two small files (one PUT
+/// each).
+fn model(big: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let weights: Vec<u8> = (0..big).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(dir.path().join("model.safetensors"), weights).unwrap();
+    std::fs::write(dir.path().join("config.json"), br#"{"model_type":"test"}"#).unwrap();
+    std::fs::write(dir.path().join("README.md"), b"# test model\n").unwrap();
+    dir
+}
+
+fn artifact(dir: &Path) -> Artifact {
+    build(
+        collect(&[dir.to_owned()]).unwrap(),
+        &ArtifactOptions::default(),
+    )
+    .unwrap()
+}
+
+fn options(chunk: u64, sessions: Option<SessionStore>) -> PushOptions {
+    let quick = Policy::transfer(0)
+        .with_initial_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(50))
+        .with_max_attempts(6);
+    PushOptions {
+        upload: UploadOptions {
+            chunk_size: chunk,
+            mount_from: None,
+            policy: quick.clone(),
+            sessions,
+        },
+        timeout_by_size: true,
+        jobs: 3,
+        api_policy: quick,
+    }
+}
+
+/// Counts bytes, keeps retries, and cancels a token once `stop_after`
+/// bytes are confirmed.
+#[derive(Default)]
+struct Recorder {
+    confirmed: AtomicU64,
+    stop_after: Option<u64>,
+    token: CancellationToken,
+    retries: Mutex<Vec<(String, Duration, bool)>>,
+    resumes: Mutex<Vec<u64>>,
+}
+
+impl Progress for Recorder {
+    fn advance(&self, _: usize, bytes: u64) {
+        let total = self.confirmed.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        if self.stop_after.is_some_and(|n| total >= n) {
+            self.token.cancel();
+        }
+    }
+    fn event(&self, _: usize, event: Event<'_>) {
+        match event {
+            Event::Retry {
+                reason,
+                delay,
+                server_wait,
+                ..
+            } => self
+                .retries
+                .lock()
+                .unwrap()
+                .push((reason.to_owned(), delay, server_wait)),
+            Event::Resume { at, .. } => self.resumes.lock().unwrap().push(at),
+            _ => {}
+        }
+    }
+}
+
+impl PushProgress for Recorder {
+    fn finished(&self, _: usize, _: &str, _: &BlobOutcome) {}
+}
+
+async fn push(
+    addr: &str,
+    dir: &Path,
+    options: PushOptions,
+    credentials: Option<Credentials>,
+    progress: &Recorder,
+) -> PushSummary {
+    let reference: Reference = format!("oci://{addr}/models/test:v1").parse().unwrap();
+    let client = backstop_http::Client::new().unwrap();
+    let registry = Registry::new(client, reference.registry(), true, credentials).unwrap();
+    Pusher::new(&registry, &reference)
+        .options(options)
+        .progress(progress)
+        .cancel_on(progress.token.clone())
+        .run(&artifact(dir))
+        .await
+}
+
+/// What the registry serves for `path`, read straight from it.
+async fn get(registry: &DockerRegistry, path: &str, auth: Option<&str>) -> Vec<u8> {
+    let client = backstop_http::Client::new().unwrap();
+    let mut request = client
+        .get(&registry.url(path))
+        .header("accept", backstop_oci::MANIFEST_MEDIA_TYPE);
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    request.bytes().await.unwrap().bytes.to_vec()
+}
+
+/// The manifest and every blob are in the registry, byte for byte.
+async fn assert_pushed(registry: &DockerRegistry, dir: &Path, auth: Option<&str>) {
+    let artifact = artifact(dir);
+    let manifest = get(registry, "/v2/models/test/manifests/v1", auth).await;
+    assert_eq!(
+        manifest,
+        artifact.manifest.to_vec(),
+        "the manifest as built"
+    );
+    for layer in &artifact.layers {
+        let blob = get(
+            registry,
+            &format!("/v2/models/test/blobs/{}", layer.digest_text()),
+            auth,
+        )
+        .await;
+        assert_eq!(
+            blob,
+            std::fs::read(&layer.source.path).unwrap(),
+            "{}",
+            layer.source.filepath
+        );
+    }
+    let config = get(
+        registry,
+        &format!("/v2/models/test/blobs/sha256:{}", artifact.config_digest),
+        auth,
+    )
+    .await;
+    assert_eq!(config, artifact.config.to_vec());
+}
+
+fn total(dir: &Path) -> u64 {
+    let a = artifact(dir);
+    a.layers.iter().map(|l| l.size).sum::<u64>() + a.config.len() as u64
+}
+
+fn assert_ok(summary: &PushSummary) {
+    let failures: Vec<String> = summary.failures().map(|e| format!("{e:?}")).collect();
+    assert!(summary.succeeded(), "push failed: {failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_is_pushed_whole_and_pushing_it_again_sends_nothing() {
+    let registry = DockerRegistry::start();
+    let dir = model((3 * MIB + MIB / 2) as usize);
+    let addr = registry.addr().to_string();
+    let summary = push(
+        &addr,
+        dir.path(),
+        options(MIB, None),
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert_ok(&summary);
+    assert_eq!(summary.sent(), total(dir.path()), "every byte once");
+    assert_pushed(&registry, dir.path(), None).await;
+
+    let again = push(
+        &addr,
+        dir.path(),
+        options(MIB, None),
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert_ok(&again);
+    assert_eq!(again.sent(), 0);
+    assert!(
+        again
+            .blobs
+            .iter()
+            .all(|b| matches!(b.outcome, BlobOutcome::AlreadyThere)),
+        "{:?}",
+        again.blobs
+    );
+    assert_eq!(again.digest, summary.digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_credentials_are_sent_and_refused_ones_stop_the_push() {
+    let registry = DockerRegistry::with_user("alice", "s3cret");
+    let dir = model(MIB as usize);
+    let addr = registry.addr().to_string();
+    let wrong = Credentials {
+        username: "alice".into(),
+        password: backstop_core::Secret::new("wrong"),
+    };
+    let refused = push(
+        &addr,
+        dir.path(),
+        options(MIB, None),
+        Some(wrong),
+        &Recorder::default(),
+    )
+    .await;
+    let error = match &refused.manifest {
+        Some(Err(e)) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(error.ending(), Some(Ending::Auth), "{error}");
+    assert!(!error.to_string().contains("wrong"), "{error}");
+    assert!(refused.blobs.is_empty(), "nothing was tried");
+
+    let right = Credentials {
+        username: "alice".into(),
+        password: backstop_core::Secret::new("s3cret"),
+    };
+    let summary = push(
+        &addr,
+        dir.path(),
+        options(MIB, None),
+        Some(right.clone()),
+        &Recorder::default(),
+    )
+    .await;
+    assert_ok(&summary);
+    assert_pushed(&registry, dir.path(), Some(right.basic().expose())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_cut_behind_a_buffering_proxy_costs_that_chunk_alone() {
+    let registry = DockerRegistry::start();
+    let nginx = Nginx::reverse_proxy(registry.addr());
+    let link = Proxy::start(nginx.addr());
+    let dir = model((16 * MIB) as usize);
+    link.cut_upload_after(7 * MIB + MIB / 2);
+    let recorder = Recorder::default();
+    let summary = push(
+        &link.addr().to_string(),
+        dir.path(),
+        options(MIB, None),
+        None,
+        &recorder,
+    )
+    .await;
+    assert_ok(&summary);
+    assert!(link.connections() > 1, "the link was cut");
+    let blob_bytes = total(dir.path());
+    assert!(
+        summary.sent() <= blob_bytes + blob_bytes / 20 + MIB,
+        "sent {} for {blob_bytes}",
+        summary.sent()
+    );
+    let resumes = recorder.resumes.lock().unwrap().clone();
+    assert!(
+        resumes.iter().any(|&at| at > 0),
+        "continued where the registry stood: {resumes:?}"
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_torn_straight_against_distribution_gets_a_new_session() {
+    let registry = DockerRegistry::start();
+    let link = Proxy::start(registry.addr());
+    let dir = model((6 * MIB) as usize);
+    link.cut_upload_after(3 * MIB + MIB / 2);
+    let summary = push(
+        &link.addr().to_string(),
+        dir.path(),
+        options(MIB, None),
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert_ok(&summary);
+    assert!(link.connections() > 1, "the link was cut");
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_on_the_closing_put_is_retried() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((2 * MIB + 1) as usize);
+    proxy.fail_next("PUT", "digest=", 503, &[]);
+    let recorder = Recorder::default();
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        options(MIB, None),
+        None,
+        &recorder,
+    )
+    .await;
+    assert_ok(&summary);
+    assert_eq!(proxy.matched(), 1);
+    let retries = recorder.retries.lock().unwrap().clone();
+    assert!(
+        retries.iter().any(|(r, _, _)| r == "HTTP 503"),
+        "{retries:?}"
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_closing_answer_is_checked_with_head_and_nothing_is_sent_again() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((3 * MIB) as usize);
+    proxy.lose_next("PUT", "digest=");
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        options(MIB, None),
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert_ok(&summary);
+    assert_eq!(proxy.matched(), 1, "an answer was lost");
+    assert_eq!(summary.sent(), total(dir.path()), "no byte sent twice");
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_waited_out_for_as_long_as_the_registry_asks() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((3 * MIB) as usize);
+    proxy.fail_next("PATCH", "/blobs/uploads/", 429, &[("retry-after", "1")]);
+    let recorder = Recorder::default();
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        options(MIB, None),
+        None,
+        &recorder,
+    )
+    .await;
+    assert_ok(&summary);
+    let retries = recorder.retries.lock().unwrap().clone();
+    assert!(
+        retries.contains(&("HTTP 429".to_owned(), Duration::from_secs(1), true)),
+        "{retries:?}"
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_stopped_between_chunks_continues_in_the_next_run_after_a_registry_restart() {
+    let mut registry = DockerRegistry::start();
+    let dir = model((8 * MIB) as usize);
+    let state = tempfile::tempdir().unwrap();
+    let sessions = || Some(SessionStore::new(state.path().join("uploads")));
+    let addr = registry.addr().to_string();
+    let stopper = Recorder {
+        stop_after: Some(4 * MIB),
+        ..Recorder::default()
+    };
+    let first = push(&addr, dir.path(), options(MIB, sessions()), None, &stopper).await;
+    assert!(first.interrupted(), "{:?}", first.blobs);
+    let held = first
+        .blobs
+        .iter()
+        .find_map(|b| match b.outcome {
+            BlobOutcome::Interrupted { offset, .. } if offset > 0 => Some(offset),
+            _ => None,
+        })
+        .expect("the large blob stopped part way");
+    assert!(first.manifest.is_none());
+
+    registry.restart();
+    let second = push(
+        &addr,
+        dir.path(),
+        options(MIB, sessions()),
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert_ok(&second);
+    let big = second
+        .blobs
+        .iter()
+        .find(|b| b.name == "model.safetensors")
+        .unwrap();
+    match big.outcome {
+        BlobOutcome::Uploaded { sent, resumed_from } => {
+            assert_eq!(resumed_from, held, "continued from the registry's offset");
+            assert_eq!(sent, 8 * MIB - held, "only the rest was sent");
+        }
+        ref other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_dir(state.path().join("uploads"))
+            .unwrap()
+            .count(),
+        0,
+        "finished sessions are forgotten"
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_restarted_mid_push_is_waited_for_and_the_session_continues() {
+    let mut registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((6 * MIB) as usize);
+    // Slow chunks, so that the restart lands mid-push.
+    proxy.delay_all("PATCH", "/blobs/uploads/", Duration::from_millis(100));
+    let recorder = Recorder::default();
+    let addr = proxy.addr().to_string();
+    // Enough attempts to outlast the restart (about 10 s of waiting).
+    let mut patient = options(MIB, None);
+    patient.upload.policy = patient
+        .upload
+        .policy
+        .with_max_attempts(60)
+        .with_max_delay(Duration::from_millis(200));
+    let pushing = push(&addr, dir.path(), patient, None, &recorder);
+    let restart = async {
+        while recorder.confirmed.load(Ordering::SeqCst) < 2 * MIB {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::task::block_in_place(|| registry.restart());
+    };
+    let (summary, ()) = tokio::join!(pushing, restart);
+    assert_ok(&summary);
+    let big = summary
+        .blobs
+        .iter()
+        .find(|b| b.name == "model.safetensors")
+        .unwrap();
+    assert!(
+        big.outcome.sent() <= 7 * MIB,
+        "continued, not restarted: sent {}",
+        big.outcome.sent()
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_refused_for_one_blob_stop_the_blobs_not_started() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model(MIB as usize);
+    let first = artifact(dir.path()).layers[0].digest_text();
+    proxy.fail_next("HEAD", &first, 403, &[]);
+    let mut one_at_a_time = options(MIB, None);
+    one_at_a_time.jobs = 1;
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        one_at_a_time,
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert!(summary.manifest.is_none(), "not pushed with a blob missing");
+    match &summary.blobs[0].outcome {
+        BlobOutcome::Failed(e) => assert_eq!(e.ending(), Some(Ending::Auth), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    for blob in &summary.blobs[1..] {
+        assert!(
+            matches!(
+                &blob.outcome,
+                BlobOutcome::Failed(backstop_oci::Error::Stopped { .. })
+            ),
+            "{}: {:?}",
+            blob.name,
+            blob.outcome
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_download_cut_midway_is_resumed_by_the_pull_that_follows() {
+    // The pull side's transfer engine is backstop_transfer's; here only
+    // that a registry's blob URL and digest are what it needs.
+    let registry = DockerRegistry::start();
+    let dir = model((3 * MIB) as usize);
+    let addr = registry.addr().to_string();
+    assert_ok(
+        &push(
+            &addr,
+            dir.path(),
+            options(MIB, None),
+            None,
+            &Recorder::default(),
+        )
+        .await,
+    );
+    let link = Proxy::cutting(registry.addr(), MIB);
+    let source: backstop_oci::OciSource = format!("oci://{}/models/test:v1", link.addr())
+        .parse()
+        .unwrap();
+    let client = backstop_http::Client::new().unwrap();
+    let through = Registry::new(client.clone(), source.reference.registry(), true, None).unwrap();
+    let items = backstop_oci::pull_items(&through, &source, &Policy::api())
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plan = backstop_transfer::Plan::new(out.path(), items).unwrap();
+    let summary = backstop_transfer::Pull::new(client)
+        .run(&plan)
+        .await
+        .unwrap();
+    assert!(summary.succeeded(), "{:?}", summary.files);
+    assert!(link.connections() > 3, "the link was cut");
+    assert_eq!(
+        std::fs::read(out.path().join("model.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("model.safetensors")).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_refused_as_too_large_are_sent_smaller() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((3 * MIB) as usize);
+    let middle: Vec<u8> = (0..(3 * MIB / 2) as usize).map(|i| (i % 7) as u8).collect();
+    std::fs::write(dir.path().join("extra.bin"), &middle).unwrap();
+    let whole = backstop_transfer::Sha256::of(&middle);
+    // A cap like GHCR's on the first PATCH, and on a whole-blob PUT.
+    proxy.fail_next("PATCH", "/blobs/uploads/", 413, &[]);
+    proxy.fail_next("PUT", &format!("digest=sha256%3A{whole}"), 413, &[]);
+    let recorder = Recorder::default();
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        options(2 * MIB, None),
+        None,
+        &recorder,
+    )
+    .await;
+    assert_ok(&summary);
+    assert_eq!(proxy.matched(), 2);
+    let retries = recorder.retries.lock().unwrap().clone();
+    assert!(
+        retries.iter().any(|(r, _, _)| r == "chunk too large"),
+        "{retries:?}"
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_another_repository_holds_are_mounted_not_sent() {
+    let registry = DockerRegistry::start();
+    let dir = model((2 * MIB) as usize);
+    let addr = registry.addr().to_string();
+    assert_ok(
+        &push(
+            &addr,
+            dir.path(),
+            options(MIB, None),
+            None,
+            &Recorder::default(),
+        )
+        .await,
+    );
+    let reference: Reference = format!("oci://{addr}/other/copy:v1").parse().unwrap();
+    let client = backstop_http::Client::new().unwrap();
+    let target = Registry::new(client, reference.registry(), true, None).unwrap();
+    let mut mounting = options(MIB, None);
+    mounting.upload.mount_from = Some("models/test".to_owned());
+    let summary = Pusher::new(&target, &reference)
+        .options(mounting)
+        .run(&artifact(dir.path()))
+        .await;
+    assert_ok(&summary);
+    assert_eq!(summary.sent(), 0);
+    assert!(
+        summary
+            .blobs
+            .iter()
+            .all(|b| matches!(b.outcome, BlobOutcome::Mounted)),
+        "{:?}",
+        summary.blobs
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_look_at_the_recorded_session_is_retried_not_forgotten() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let dir = model((6 * MIB) as usize);
+    let state = tempfile::tempdir().unwrap();
+    let sessions = || Some(SessionStore::new(state.path().join("uploads")));
+    let addr = proxy.addr().to_string();
+    let stopper = Recorder {
+        stop_after: Some(3 * MIB),
+        ..Recorder::default()
+    };
+    let first = push(&addr, dir.path(), options(MIB, sessions()), None, &stopper).await;
+    assert!(first.interrupted(), "{:?}", first.blobs);
+    // The next run's first question to the session fails.
+    proxy.fail_next("GET", "/blobs/uploads/", 503, &[]);
+    let second = push(
+        &addr,
+        dir.path(),
+        options(MIB, sessions()),
+        None,
+        &Recorder::default(),
+    )
+    .await;
+    assert_ok(&second);
+    assert_eq!(proxy.matched(), 1);
+    let big = second
+        .blobs
+        .iter()
+        .find(|b| b.name == "model.safetensors")
+        .unwrap();
+    match big.outcome {
+        BlobOutcome::Uploaded { resumed_from, .. } => assert!(resumed_from > 0, "resumed"),
+        ref other => panic!("{other:?}"),
+    }
+}
