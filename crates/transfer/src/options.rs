@@ -72,6 +72,10 @@ pub struct Options {
     /// How often the partial file is synced to disk and its progress
     /// recorded, so that a crash loses at most this much work.
     pub checkpoint_every: Duration,
+    /// Fetch every file and replace what is in place (`get -o` does):
+    /// by default a file already in place with the right size, and digest
+    /// when one is known, is kept and not fetched again.
+    pub replace_existing: bool,
 }
 
 impl Default for Options {
@@ -84,6 +88,7 @@ impl Default for Options {
             attempt_timeout: AttemptTimeout::BySize,
             min_progress: Some(MinProgress::default()),
             checkpoint_every: Duration::from_secs(2),
+            replace_existing: false,
         }
     }
 }

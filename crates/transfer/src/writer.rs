@@ -1,10 +1,11 @@
 //! The thread that writes a file's bytes: positional writes from any
-//! number of streams, the sha256 of the in-order prefix computed on the
-//! way (on a thread of its own, so hashing and writing overlap), and what
-//! is written published for checkpoints.
+//! number of streams into a regular file, or writes in order through
+//! anything else (a FIFO, a device); the sha256 of the in-order prefix
+//! computed on the way (on a thread of its own, so hashing and writing
+//! overlap), and what is written published for checkpoints.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,13 +136,17 @@ impl Writer {
     /// Starts the thread for `file`, whose streams begin at `starts`.
     /// With `hashed`, the in-order prefix is hashed as it is written;
     /// with `catch_up`, the bytes already in the file up to it are hashed
-    /// first. `record` is deleted on every truncation.
+    /// first. `record`, if any, is deleted on every truncation.
+    ///
+    /// A `file` that is not a regular file (a FIFO, a device) cannot seek:
+    /// it takes one stream's bytes in order, and a truncation that would
+    /// take back bytes already written fails.
     pub(crate) fn start(
         file: Arc<File>,
         starts: &[u64],
         hashed: Option<Hashed>,
         catch_up: Option<u64>,
-        record: PathBuf,
+        record: Option<PathBuf>,
     ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Op>(IN_FLIGHT);
         let written = Arc::new(Written {
@@ -173,21 +178,49 @@ impl Writer {
                     let _ = tx.send(op);
                 }
             };
+            let seekable = file.metadata().is_ok_and(|m| m.is_file());
+            let mut through = 0u64;
             let mut run = || -> io::Result<()> {
                 while let Some(op) = rx.blocking_recv() {
                     match op {
                         Op::Write { stream, at, data } => {
-                            file.write_all_at(&data, at)?;
+                            if seekable {
+                                file.write_all_at(&data, at)?;
+                            } else if at == through {
+                                (&*file).write_all(&data)?;
+                                through += data.len() as u64;
+                            } else {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::Unsupported,
+                                    format!(
+                                        "bytes from {at} cannot follow the {through} already written: the output cannot seek"
+                                    ),
+                                ));
+                            }
                             if let Some(end) = shared.ends.get(stream) {
                                 end.store(at + data.len() as u64, Ordering::Release);
                             }
                             feed(HashOp::Written { at, data });
                         }
+                        Op::Truncate(len) if !seekable => {
+                            if len < through {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::Unsupported,
+                                    format!(
+                                        "cannot start over: {through} bytes are already written to an output that is not a regular file"
+                                    ),
+                                ));
+                            }
+                        }
                         Op::Truncate(len) => {
                             shared.generation.fetch_add(1, Ordering::AcqRel);
-                            match std::fs::remove_file(&record) {
-                                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                                _ => {}
+                            if let Some(record) = &record {
+                                match std::fs::remove_file(record) {
+                                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                                        return Err(e);
+                                    }
+                                    _ => {}
+                                }
                             }
                             file.set_len(len)?;
                             for end in &shared.ends {
