@@ -90,16 +90,22 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("attempt_timeout", |a| a.help("Longest one attempt may take, a runaway guard; a cut attempt resumes by Range; 0 for no limit [default: from the size, 5 min to 8 h]")))]
 pub struct GetArgs {
     /// The http or https URL.
     pub url: String,
-    /// Write the body to FILE (replaced only once the whole body is in)
-    /// instead of stdout.
+    /// Write the body to FILE instead of stdout: a regular file (or a
+    /// symlink's target) is replaced only once the whole body is in; a
+    /// device or a FIFO is written through.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Add a request header; repeatable. Credentials are never printed.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// Cut and resume a body that moves less than SIZE in DURATION; 0
+    /// turns it off [default: 1MiB/2m].
+    #[arg(long, value_name = "SIZE/DURATION", value_parser = parse_min_progress)]
+    pub min_progress: Option<MinProgressArg>,
     #[command(flatten)]
     pub retry: RetryArgs,
 }

@@ -2,6 +2,7 @@
 
 use backstop_core::Policy;
 use backstop_http::Client;
+use backstop_transfer::AttemptTimeout;
 
 use crate::cli::{BackoffArgs, RetryArgs};
 use crate::report::Report;
@@ -41,6 +42,15 @@ impl RetryArgs {
             policy = policy.attempt_timeout((!d.is_zero()).then_some(d));
         }
         policy
+    }
+
+    /// The per-attempt ceiling of a download: a runaway guard from the
+    /// size unless `--attempt-timeout` says otherwise (0: none).
+    pub fn transfer_attempt_timeout(&self) -> AttemptTimeout {
+        match self.attempt_timeout {
+            Some(t) => AttemptTimeout::Fixed((!t.is_zero()).then_some(t)),
+            None => AttemptTimeout::BySize,
+        }
     }
 
     /// An HTTP client with the policy and the timeouts of the flags.

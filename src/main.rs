@@ -72,10 +72,12 @@ fn run_service<F: Future<Output = Result<(), Report>>>(
 fn run_async(command: Command, state: Option<&str>, quiet: bool) -> Result<(), Report> {
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
-        // pull stops on its own at Ctrl-C, to sync and record its partial
-        // files: it must not be dropped mid-write.
-        if let Command::Pull(args) = command {
-            return cmd::pull::run(args, quiet).await;
+        // pull and get stop on their own at Ctrl-C, to sync and record
+        // their partial files: they must not be dropped mid-write.
+        match command {
+            Command::Pull(args) => return cmd::pull::run(args, quiet).await,
+            Command::Get(args) => return cmd::get::run(args).await,
+            _ => {}
         }
         tokio::select! {
             outcome = run(command, state) => outcome,
@@ -90,7 +92,6 @@ fn run_async(command: Command, state: Option<&str>, quiet: bool) -> Result<(), R
 
 async fn run(command: Command, state: Option<&str>) -> Result<(), Report> {
     match command {
-        Command::Get(args) => cmd::get::run(args).await,
         Command::Hub {
             command: HubCommand::Search(args),
         } => cmd::hub::search(args).await,
@@ -103,7 +104,8 @@ async fn run(command: Command, state: Option<&str>) -> Result<(), Report> {
         | Command::Completions { .. }
         | Command::Serve(_)
         | Command::Worker(_)
-        | Command::Pull(_) => {
+        | Command::Pull(_)
+        | Command::Get(_) => {
             unreachable!("main and run_async run these themselves")
         }
     }

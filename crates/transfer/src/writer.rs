@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use sha2::Digest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{Failure, Sha256};
 
@@ -129,7 +129,8 @@ impl Written {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Op>,
     written: Arc<Written>,
-    thread: tokio::task::JoinHandle<io::Result<Option<Hashed>>>,
+    /// What the thread ends with, sent as it ends.
+    done: oneshot::Receiver<io::Result<Option<Hashed>>>,
 }
 
 impl Writer {
@@ -155,7 +156,11 @@ impl Writer {
             error: Mutex::new(None),
         });
         let shared = Arc::clone(&written);
-        let thread = tokio::task::spawn_blocking(move || {
+        let (report, done) = oneshot::channel();
+        // A thread of its own rather than one of tokio's blocking pool: it
+        // lives as long as the streams, and a paused test clock must be
+        // able to move meanwhile.
+        std::thread::spawn(move || {
             // The hasher runs beside the writer, fed the same pieces in
             // the same order; it catches up on earlier bytes first.
             let hasher = hashed.map(|mut h| {
@@ -243,20 +248,18 @@ impl Writer {
                     }
                 }
             };
-            match wrote.and(hashed) {
+            let result = match wrote.and(hashed) {
                 Ok(hashed) => Ok(hashed),
                 Err(e) => {
                     let copy = io::Error::new(e.kind(), e.to_string());
                     *shared.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
                     Err(e)
                 }
-            }
+            };
+            // Nobody waits for a writer that was dropped.
+            let _ = report.send(result);
         });
-        Writer {
-            tx,
-            written,
-            thread,
-        }
+        Writer { tx, written, done }
     }
 
     /// What is written so far, for checkpoints.
@@ -287,9 +290,9 @@ impl Writer {
     /// Waits for every write, and returns the hash state.
     pub(crate) async fn finish(self) -> io::Result<Option<Hashed>> {
         drop(self.tx);
-        self.thread
+        self.done
             .await
-            .map_err(|e| io::Error::other(format!("the writer thread failed: {e}")))?
+            .map_err(|_| io::Error::other("the writer thread stopped without a word"))?
     }
 }
 
