@@ -22,8 +22,10 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Where backstop keeps its state (the cooldown ledger, the fan-out
-    /// queue): a SQLite file, or a postgres:// URL shared by many machines
-    /// and coordinators [default: $XDG_STATE_HOME/backstop/backstop.db]
+    /// queue): a SQLite file (PATH, sqlite:PATH, file:PATH), or a
+    /// postgres:// or postgresql:// URL shared by many machines and
+    /// coordinators; any other scheme:// is refused [default:
+    /// $XDG_STATE_HOME/backstop/backstop.db]
     #[arg(
         long,
         global = true,
@@ -146,10 +148,16 @@ pub struct PullArgs {
     /// never printed.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
-    /// Cut and retry a transfer that moves less than SIZE in DURATION;
-    /// 0 turns it off [default: 1MiB/2m].
+    /// Cut and retry a transfer that moves less than SIZE in DURATION,
+    /// over however many connections; the attempt count starts again only
+    /// after SIZE has moved. 0 turns it off [default: 1MiB/2m].
     #[arg(long, value_name = "SIZE/DURATION", value_parser = parse_min_progress)]
     pub min_progress: Option<MinProgressArg>,
+    /// Keep a file already in place whose size is right without asking
+    /// the server whether it is current (a file with a sha256 to check is
+    /// still checked by it).
+    #[arg(long)]
+    pub skip_existing: bool,
     #[command(flatten)]
     pub retry: RetryArgs,
 }
@@ -234,8 +242,8 @@ pub struct SearchArgs {
     /// Order, most first.
     #[arg(long, value_enum)]
     pub sort: Option<SortArg>,
-    /// How many models at most.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// How many models at most (1 to 100000).
+    #[arg(long, default_value_t = 20, value_parser = parse_limit)]
     pub limit: u32,
     /// One JSON object per line, as the Hub sent it.
     #[arg(long)]
@@ -276,8 +284,15 @@ ledger. Transient failures (a provider error, a stall) are retried on the same m
 cooling, waits up to --max-wait (default 60s) for the first to free up, else exits 75. \
 A permanent failure exits with the command's own exit code.
 
-Example: backstop run --models anthropic/claude-sonnet-4-5,openai/gpt-5 -- \
-claude -p --model {model} 'fix the failing test'")]
+Example: backstop run --models anthropic/claude-sonnet-4-5,anthropic/claude-opus-4-1 -- \
+claude -p --model {model} 'fix the failing test'
+
+Across providers, give each its command in backstop.toml (or --models-file):
+  [run.providers.anthropic]
+  command = [\"claude\", \"-p\", \"--model\", \"{model}\"]
+  [run.providers.openai]
+  command = [\"codex\", \"exec\", \"--model\", \"{model}\", \"-\"]
+then: echo 'fix the failing test' | backstop run --models anthropic/claude-sonnet-4-5,openai/gpt-5")]
 pub struct RunArgs {
     /// Models to use, in order of preference: PROVIDER/MODEL,...
     #[arg(long, value_name = "MODELS", env = "BACKSTOP_MODELS", value_delimiter = ',', required = true, value_parser = parse_model)]
@@ -296,11 +311,31 @@ pub struct RunArgs {
     /// to free up when every model is cooling.
     #[command(flatten)]
     pub backoff: BackoffArgs,
-    /// The command and its arguments, after `--`. `{model}` is replaced by
+    /// The `[run]` tables giving a provider or a model its own command
+    /// [default: ./backstop.toml when it exists].
+    #[arg(long, value_name = "FILE", env = "BACKSTOP_MODELS_FILE")]
+    pub models_file: Option<PathBuf>,
+    /// Where the command's standard output goes: `final` writes only the
+    /// last attempt's (earlier ones are held back and summarised on
+    /// stderr), `stream` writes every attempt's as it comes [default:
+    /// stream on a terminal, else final]. Standard error always streams.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub output: Option<OutputArg>,
+    /// The command and its arguments, after `--`, for every model the
+    /// models file gives no command of its own. `{model}` is replaced by
     /// the model's name, `{provider}` by its provider, `{key}` by
-    /// PROVIDER/MODEL.
-    #[arg(value_name = "COMMAND", required = true, last = true, num_args = 1..)]
+    /// PROVIDER/MODEL; any other `{name}` is refused.
+    #[arg(value_name = "COMMAND", last = true, num_args = 1..)]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// Where `run` sends the command's standard output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    /// Only the final attempt's.
+    Final,
+    /// Every attempt's, as it comes.
+    Stream,
 }
 
 /// The agents `run` can read.
@@ -337,7 +372,13 @@ pub enum CooldownCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cool a key down by hand.
+    /// Cool a key down by hand: for the reason's default (escalating with
+    /// the key's consecutive failures, as a recorded failure does), for
+    /// --for, or until --until; at most 365 days.
+    #[command(after_help = "\
+Defaults when neither --for nor --until is given: rate_limit 1 min, overloaded 30 s, \
+error 1 min, quota 1 h, auth 1 h, each doubling with consecutive failures up to 15 min, \
+5 min, 10 min, 24 h, 24 h.")]
     Set {
         /// PROVIDER or PROVIDER/MODEL.
         #[arg(value_parser = parse_key)]
@@ -345,10 +386,12 @@ pub enum CooldownCommand {
         /// Why.
         #[arg(long, value_enum)]
         reason: ReasonArg,
-        /// For how long (10m, 1h30m).
-        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive_duration, required_unless_present = "until", conflicts_with = "until")]
+        /// For how long (10m, 1h30m), at most 365 days [default: the
+        /// reason's, escalated].
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive_duration, conflicts_with = "until")]
         duration: Option<Duration>,
-        /// Until when, RFC 3339 (2026-11-22T18:00:00Z).
+        /// Until when, RFC 3339 (2026-11-22T18:00:00Z), at most 365 days
+        /// from now.
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         until: Option<std::time::SystemTime>,
         /// Replace a longer cooldown instead of keeping it.
@@ -371,8 +414,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Where the API listens. Anything but loopback should sit behind TLS.
-    #[arg(long, env = "BACKSTOP_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    /// Where the API listens, HOST:PORT (a name is resolved). Anything but
+    /// loopback should sit behind TLS.
+    #[arg(long, env = "BACKSTOP_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: std::net::SocketAddr,
     /// The local nodes and their handlers [default: ./backstop.toml when it exists].
     #[arg(long, value_name = "FILE")]
@@ -492,6 +536,12 @@ pub enum OpsCommand {
         /// Only the nodes of the type present now, not those that join later.
         #[arg(long, requires = "node_type")]
         present_only: bool,
+        /// Makes the submission once however often it is sent: retries
+        /// carry it, and the coordinator answers a repeat within 24 h with
+        /// the operation the first made [default: a new random key per
+        /// invocation]. Pass one to rerun a submission that exited 75.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -511,8 +561,8 @@ pub enum OpsCommand {
         /// Only dead deliveries to this node (with --dead).
         #[arg(long, value_name = "NAME", requires = "dead")]
         node: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (1 to 100000).
+        #[arg(long, default_value_t = 50, value_parser = parse_limit)]
         limit: u32,
         /// One JSON object per line.
         #[arg(long)]
@@ -584,6 +634,50 @@ pub fn parse_handle(value: &str) -> Result<(String, String), String> {
         return Err(format!("the command for {kind} is empty"));
     }
     Ok((kind.to_owned(), command.to_owned()))
+}
+
+/// The most rows a `--limit` asks for.
+pub const MAX_LIMIT: u32 = 100_000;
+
+/// A listing's `--limit`: 1 to [`MAX_LIMIT`]. 0 is refused rather than
+/// read as "no limit" or "the default", the same for every listing.
+pub fn parse_limit(value: &str) -> Result<u32, String> {
+    let n: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if n == 0 || n > MAX_LIMIT {
+        return Err(format!("the limit is 1 to {MAX_LIMIT}, not {n}"));
+    }
+    Ok(n)
+}
+
+/// HOST:PORT to listen on: an address (`127.0.0.1:7878`, `[::1]:7878`) or
+/// a name resolved now (`localhost:7878`), preferring its IPv4 address.
+pub fn parse_listen(value: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let value = value.trim();
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    if value
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(format!(
+            "{value:?} is not HOST:PORT (example: 127.0.0.1:7878)"
+        ));
+    }
+    let addrs: Vec<std::net::SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {value:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{value:?} resolves to no address"))
 }
 
 /// A JSON document.

@@ -9,6 +9,8 @@ use backstop_core::HumanDuration;
 use backstop_transfer::{Event, Outcome, Progress};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::report::plural;
+
 /// What a retry looks like on a bar or a line:
 /// "retry 2 · HTTP 503 · waiting 7 s".
 fn retry_text(attempt: u32, reason: &str, delay: Duration) -> String {
@@ -57,7 +59,7 @@ impl Bars {
             .progress_chars("=> "),
         );
         total.set_prefix("total");
-        total.set_message(format!("0/{} files", names.len()));
+        total.set_message(files_done(0, names.len()));
         Bars {
             multi,
             total,
@@ -158,8 +160,7 @@ impl Progress for Bars {
             }
             Event::Finish(outcome) => {
                 let done = self.finished.fetch_add(1, Ordering::Relaxed) + 1;
-                self.total
-                    .set_message(format!("{done}/{} files", self.names.len()));
+                self.total.set_message(files_done(done, self.names.len()));
                 if let Some(bar) = self.bar(file) {
                     bar.finish_and_clear();
                 }
@@ -171,6 +172,11 @@ impl Progress for Bars {
             }
         }
     }
+}
+
+/// The total bar's count: "0/1 file", "2/3 files".
+fn files_done(done: usize, of: usize) -> String {
+    format!("{done}/{}", plural(of as u64, "file", "files"))
 }
 
 /// A bar of known length.
@@ -248,44 +254,52 @@ impl Progress for Lines {
     fn advance(&self, _: usize, _: u64) {}
 
     fn event(&self, file: usize, event: Event<'_>) {
-        let name = self.name(file);
         let text = match event {
-            Event::Start { size, have, .. } => {
-                let size =
-                    size.map_or_else(|| "size unknown".to_owned(), |s| HumanBytes(s).to_string());
-                if have > 0 {
-                    format!("{name}: resuming at {} of {size}", HumanBytes(have))
-                } else {
-                    format!("{name}: starting, {size}")
-                }
-            }
-            Event::Retry {
-                attempt,
-                reason,
-                delay,
-                ..
-            } => format!("{name}: {}", retry_text(attempt, reason, delay)),
-            Event::Resume { at, reason, delay } if delay.is_zero() => {
-                format!("{name}: {reason}; resuming at byte {at}")
-            }
-            Event::Resume { at, reason, delay } => {
-                format!(
-                    "{name}: {reason}; resuming at byte {at} in {}",
-                    HumanDuration(delay)
-                )
-            }
-            Event::Restart { reason } => format!("{name}: starting over: {reason}"),
-            Event::Finish(outcome) => {
-                eprintln!(
-                    "{}",
-                    line(&self.names.get(file).cloned().unwrap_or_default(), outcome)
-                );
-                return;
-            }
-            Event::Size(_) | Event::Verify => return,
+            Event::Finish(outcome) => Some(line(
+                self.names.get(file).map(String::as_str).unwrap_or("?"),
+                outcome,
+            )),
+            event => event_text(&self.name(file), &event).map(|t| format!("backstop: {t}")),
         };
-        eprintln!("backstop: {text}");
+        if let Some(text) = text {
+            eprintln!("{text}");
+        }
     }
+}
+
+/// The line for an event other than the end, when it is worth one: a
+/// file that starts from nothing, or is found complete, says so only when
+/// it ends, so that a file that simply arrives gets one line.
+fn event_text(name: &str, event: &Event<'_>) -> Option<String> {
+    Some(match *event {
+        Event::Start { size, have, .. } if have > 0 && size.is_none_or(|s| have < s) => {
+            match size {
+                Some(size) => format!(
+                    "{name}: resuming at {} of {}",
+                    HumanBytes(have),
+                    HumanBytes(size)
+                ),
+                None => format!("{name}: resuming at {}", HumanBytes(have)),
+            }
+        }
+        Event::Retry {
+            attempt,
+            reason,
+            delay,
+            ..
+        } => format!("{name}: {}", retry_text(attempt, reason, delay)),
+        Event::Resume { at, reason, delay } if delay.is_zero() => {
+            format!("{name}: {reason}; resuming at byte {at}")
+        }
+        Event::Resume { at, reason, delay } => {
+            format!(
+                "{name}: {reason}; resuming at byte {at} in {}",
+                HumanDuration(delay)
+            )
+        }
+        Event::Restart { reason } => format!("{name}: starting over: {reason}"),
+        Event::Start { .. } | Event::Size(_) | Event::Verify | Event::Finish(_) => return None,
+    })
 }
 
 #[cfg(test)]
@@ -299,6 +313,27 @@ mod tests {
             "retry 2 · HTTP 503 · waiting 7 s"
         );
         assert_eq!(shown("a\x1b[2Jb.bin"), "a[2Jb.bin");
+        let start = |size, have| {
+            event_text(
+                "f.bin",
+                &Event::Start {
+                    name: "f.bin",
+                    size,
+                    have,
+                },
+            )
+        };
+        assert_eq!(start(Some(2048), 0), None, "said when it ends");
+        assert_eq!(start(Some(2048), 2048), None, "complete: nothing to resume");
+        assert_eq!(
+            start(Some(2048), 1024).as_deref(),
+            Some("f.bin: resuming at 1.00 KiB of 2.00 KiB")
+        );
+        assert_eq!(
+            start(None, 1024).as_deref(),
+            Some("f.bin: resuming at 1.00 KiB"),
+            "no size to tell"
+        );
         assert_eq!(shown(&"x".repeat(50)).chars().count(), 40);
     }
 }

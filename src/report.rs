@@ -87,6 +87,12 @@ impl Report {
     }
 }
 
+/// A count with its noun, as every message of the binary writes one:
+/// "1 file", "2 files", "1 delivery", "3 deliveries".
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The exit code for how a retried call ended.
 pub fn code_for(ending: Ending) -> u8 {
     match ending {
@@ -185,6 +191,9 @@ impl From<backstop_ledger::StoreError> for Report {
             backstop_ledger::StoreError::Open { .. } => {
                 report.hint("check --state / BACKSTOP_STATE, and that the database is up")
             }
+            backstop_ledger::StoreError::Unusable { .. } => report.hint(
+                "check --state / BACKSTOP_STATE: it must be a file backstop can create and write",
+            ),
             _ => report,
         }
     }
@@ -255,6 +264,13 @@ impl From<backstop_queue::config::ConfigError> for Report {
     }
 }
 
+impl From<backstop_queue::program::Unrunnable> for Report {
+    fn from(e: backstop_queue::program::Unrunnable) -> Self {
+        Report::from_error(exit::USAGE, &e)
+            .hint("fix the command, or install the program, before starting")
+    }
+}
+
 impl From<backstop_queue::Invalid> for Report {
     fn from(e: backstop_queue::Invalid) -> Self {
         Report::from_error(exit::USAGE, &e)
@@ -293,6 +309,14 @@ mod tests {
             r.render(),
             "backstop: error: top\n  caused by: middle\n  hint: do this\n"
         );
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural(0, "file", "files"), "0 files");
+        assert_eq!(plural(1, "file", "files"), "1 file");
+        assert_eq!(plural(1, "delivery", "deliveries"), "1 delivery");
+        assert_eq!(plural(2, "delivery", "deliveries"), "2 deliveries");
     }
 
     #[test]

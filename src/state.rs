@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use backstop_core::Secret;
+use backstop_core::{Secret, StateLocation};
 use backstop_ledger::Ledger;
 
 use crate::report::{Report, exit};
@@ -21,22 +21,24 @@ pub fn queue(spec: Option<&str>) -> Result<Box<dyn backstop_queue::Store>, Repor
     backstop_queue::store::open(&resolve(spec)?).map_err(Report::from)
 }
 
-fn resolve(spec: Option<&str>) -> Result<String, Report> {
-    Ok(match spec.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(spec) => spec.to_owned(),
-        None => default_path()?.display().to_string(),
-    })
+/// The location `spec` names, checked before anything is opened: a
+/// misspelt URL is a usage error, never a file named after it.
+pub fn resolve(spec: Option<&str>) -> Result<StateLocation, Report> {
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(spec) => spec.parse::<StateLocation>().map_err(|e| {
+            Report::from_error(exit::USAGE, &e).hint("check --state / BACKSTOP_STATE")
+        }),
+        None => Ok(StateLocation::Sqlite(default_path()?)),
+    }
 }
 
 /// The file `backstop serve` keeps its API token in when `BACKSTOP_TOKEN`
 /// is not set: beside a SQLite state, readable by the user only. `None`
 /// for a database URL.
 pub fn token_file(spec: Option<&str>) -> Result<Option<PathBuf>, Report> {
-    let spec = resolve(spec)?;
-    if spec.contains("://") {
+    let StateLocation::Sqlite(path) = resolve(spec)? else {
         return Ok(None);
-    }
-    let path = PathBuf::from(spec.strip_prefix("sqlite:").unwrap_or(&spec));
+    };
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -89,7 +91,7 @@ pub fn serve_token(spec: Option<&str>) -> Result<(Secret, String), Report> {
     {
         return Ok((Secret::new(text.trim()), path.display().to_string()));
     }
-    let token = random_token().map_err(|e| Report::from_error(exit::FAILURE, &e))?;
+    let token = random_hex(32).map_err(|e| Report::from_error(exit::FAILURE, &e))?;
     write_private(&path, &token).map_err(|e| {
         Report::from_error(exit::FAILURE, &e).hint(format!(
             "set BACKSTOP_TOKEN, or make {} writable",
@@ -99,9 +101,10 @@ pub fn serve_token(spec: Option<&str>) -> Result<(Secret, String), Report> {
     Ok((Secret::new(token), path.display().to_string()))
 }
 
-fn random_token() -> std::io::Result<String> {
+/// `n` random bytes from the system, as hex: tokens and idempotency keys.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
     use std::io::Read;
-    let mut bytes = [0u8; 32];
+    let mut bytes = vec![0u8; n];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

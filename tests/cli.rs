@@ -594,6 +594,96 @@ mod hub {
     }
 }
 
+/// The client commands against a stand-in coordinator: how its answers
+/// become exit codes.
+mod ops {
+    use super::*;
+
+    fn submit(server: &FaultServer) -> Command {
+        let mut cmd = backstop();
+        cmd.env("BACKSTOP_TOKEN", "tok-test")
+            .env("BACKSTOP_SERVER", server.url(""))
+            .args(["ops", "submit", "install", "--type", "gpu"]);
+        cmd
+    }
+
+    #[test]
+    fn input_the_coordinator_refuses_is_a_usage_error() {
+        let server = FaultServer::start();
+        let refusal = r#"{"error":"no node of type \"gpu\" handles kind \"install\""}"#;
+        for status in [400, 422] {
+            server.script("/v1/ops", [Reply::status(status).body(refusal)]);
+            let out = run(&mut submit(&server));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "HTTP {status}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains("the coordinator refused: no node of type \"gpu\""),
+                "{}",
+                stderr(&out)
+            );
+        }
+        assert_eq!(server.hits("/v1/ops"), 2, "never retried");
+    }
+
+    #[test]
+    fn an_unknown_node_is_a_failure_and_an_outage_is_temporary() {
+        let server = FaultServer::start();
+        server.script(
+            "/v1/ops",
+            [Reply::status(404).body(r#"{"error":"there is no node named \"gpu-9\""}"#)],
+        );
+        assert_eq!(run(&mut submit(&server)).status.code(), Some(1));
+        server.always("/v1/ops", Reply::status(503));
+        let out = run(&mut submit(&server));
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        // Every try carried the one key the hint names.
+        let keys: Vec<String> = server
+            .requests()
+            .iter()
+            .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+            .collect();
+        assert_eq!(keys.len(), 4, "the 404, then three tries: {keys:?}");
+        assert!(
+            keys[1..].iter().all(|k| *k == keys[1]) && keys[0] != keys[1],
+            "{keys:?}"
+        );
+        let key = keys[1].trim_matches('"');
+        assert_eq!(key.len(), 32, "128 bits, hex: {key}");
+        assert!(
+            stderr(&out).contains(&format!("--idempotency-key {key}")),
+            "{}",
+            stderr(&out)
+        );
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = format!("http://{}", nobody.local_addr().unwrap());
+        drop(nobody);
+        let out = run(submit(&server).env("BACKSTOP_SERVER", &closed));
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    }
+
+    #[test]
+    fn a_limit_of_0_is_refused_by_every_listing() {
+        for args in [
+            &["ops", "list", "--limit", "0"][..],
+            &["hub", "search", "--limit", "0"][..],
+        ] {
+            let out = run(backstop()
+                .args(args)
+                .env("BACKSTOP_SERVER", "http://127.0.0.1:9"));
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert!(
+                stderr(&out).contains("the limit is 1 to 100000, not 0"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
 #[test]
 fn completions_are_generated() {
     for shell in ["bash", "zsh", "fish"] {

@@ -272,6 +272,31 @@ impl Fleet {
         self.cmd().args(args).output().unwrap()
     }
 
+    /// Runs a command that must exit by itself (a `serve` or `worker` that
+    /// refuses to start); its exit code and stderr. One that keeps running
+    /// fails the test instead of hanging it.
+    fn exit_of(&self, args: &[&str]) -> (Option<i32>, String) {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        let mut proc = Proc::spawn(cmd, &format!("backstop {}", args[0]));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                // Its stderr is collected by a thread: wait for the error.
+                while !proc.log().contains("backstop: error") && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return (status.code(), proc.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "backstop {args:?} kept running:\n{}",
+                proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs a client command that must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -367,7 +392,7 @@ fn a_handler_that_fails_three_times_then_succeeds() {
     let done = f.wait_state(op, "gpu-1", "done");
     assert_eq!(done["attempt"], 4);
     assert_eq!(done["failures"], 3);
-    assert_eq!(done["last_error"], "exit 1: try 3: registry unreachable");
+    assert_eq!(done["last_error"], Value::Null, "done: no error shown");
     assert_eq!(read(&count).trim(), "4");
 }
 
@@ -413,7 +438,23 @@ fn a_poison_op_dies_at_the_cap_and_runs_again_once_requeued() {
     );
     let done = f.wait_state(op, "gpu-1", "done");
     assert_eq!(done["failures"], 0);
-    assert_eq!(done["attempt"], 4);
+    assert_eq!(
+        (done["attempts"].as_u64(), done["attempt"].as_u64()),
+        (Some(1), Some(4))
+    );
+    let shown = f.ok(&["ops", "show", &op.to_string()]);
+    let row = shown
+        .lines()
+        .find(|l| l.contains("gpu-1"))
+        .unwrap_or_default();
+    assert!(
+        row.contains(" done ") && row.contains(" 1 (4 in all) "),
+        "{shown}"
+    );
+    assert!(
+        !row.contains("poison"),
+        "a done delivery shows no error: {shown}"
+    );
     assert!(f.json_lines(&["ops", "list", "--dead"]).is_empty());
 }
 
@@ -560,14 +601,19 @@ type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
 
 /// One HTTP/1.1 request to the API; (status, body).
 fn http(server: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let addr = server.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    http_raw(server, method, path, &auth, body)
+}
+
+/// One HTTP/1.1 request with these header lines (each ending in CRLF).
+fn http_raw(server: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
+    let addr = server.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -667,13 +713,27 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing_and_the_token_never_leaks() {
         assert!(error.contains(says), "{method} {path} {body}: {error}");
     }
     assert!(f.json_lines(&["ops", "list"]).is_empty(), "nothing changed");
-    let out = f.run(&["ops", "submit", "instal", "--type", "cpu"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("the coordinator refused: no node of type \"cpu\" handles kind \"instal\""),
-        "{err}"
-    );
+    // What the API refuses as invalid is a usage error for `ops submit`.
+    let refused: &[(&[&str], &str)] = &[
+        (
+            &["instal", "--type", "cpu"],
+            "the coordinator refused: no node of type \"cpu\" handles kind \"instal\"",
+        ),
+        (
+            &["install", "--type", "cpu", "--key", " "],
+            "key must not be empty",
+        ),
+        (
+            &["install", "--node", "cpu 1"],
+            "node name \"cpu 1\" is not valid",
+        ),
+    ];
+    for (args, says) in refused {
+        let out = f.run(&[&["ops", "submit"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
     // A real submission, then a look for the token everywhere it must not be.
     let op = f.submit("install", "cpu", &[]);
     f.wait_state(op, "cpu-1", "done");
@@ -683,6 +743,131 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing_and_the_token_never_leaks() {
         seen.push_str(&String::from_utf8_lossy(&bytes));
     }
     assert!(!seen.contains(&f.token), "the token leaked");
+}
+
+#[test]
+fn serve_listens_on_a_name_it_resolves() {
+    let f = fleet();
+    let mut cmd = f.cmd();
+    cmd.args(["serve", "--listen", "localhost:0"]);
+    let mut serve = Proc::spawn(cmd, "backstop serve");
+    let line = serve.wait_for("serving the fan-out API on http://");
+    assert!(line.contains("http://127.0.0.1:"), "{line}");
+    serve.stop();
+    let out = f.run(&["serve", "--listen", "localhost"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not HOST:PORT"));
+}
+
+#[test]
+fn a_submit_whose_answer_is_lost_is_retried_and_makes_one_operation() {
+    let f = fleet();
+    std::fs::write(
+        f.path("backstop.toml"),
+        "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nhandle = { install = \"true\" }\n",
+    )
+    .unwrap();
+    let _serve = f.serve(&[]);
+    let coordinator = server_of(&f).trim_start_matches("http://").parse().unwrap();
+    // The first request reaches the coordinator, which makes the
+    // operation; its answer never reaches the client.
+    let proxy = Proxy::start(coordinator);
+    proxy.drop_responses(1);
+    let out = f
+        .cmd()
+        .env("BACKSTOP_SERVER", format!("http://{}", proxy.addr()))
+        .args(["ops", "submit", "install", "--type", "cpu", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(proxy.connections(), 2, "sent twice: {err}");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ops = f.json_lines(&["ops", "list"]);
+    assert_eq!(ops.len(), 1, "one operation: {ops:?}");
+    assert_eq!(ops[0]["id"], answer["op"]["id"]);
+    assert_eq!(answer["deliveries"], 1);
+    // A key given on the command line makes a rerun answer the same.
+    let key = ["--idempotency-key", "nightly-2026-12-01"];
+    let first = f.submit("install", "cpu", &key);
+    assert_eq!(f.submit("install", "cpu", &key), first);
+    let out = f.run(
+        &[
+            &["ops", "submit", "install", "--type", "cpu", "--key", "k"][..],
+            &key,
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(2), "another request, the same key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("used for a different request"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.json_lines(&["ops", "list"]).len(), 2);
+}
+
+#[test]
+fn a_handler_whose_program_cannot_run_is_refused_at_start_up() {
+    let f = fleet();
+    std::fs::write(f.path("not-executable.sh"), "#!/bin/sh\n").unwrap();
+    let cases = [
+        (
+            "./handlers/delete.sh",
+            "runs \"./handlers/delete.sh\", which does not exist",
+        ),
+        (
+            "./not-executable.sh --now",
+            "runs \"./not-executable.sh\", which is not executable",
+        ),
+        (
+            "delete-backend --all",
+            "runs \"delete-backend\", which is not on PATH",
+        ),
+    ];
+    for (command, says) in cases {
+        std::fs::write(
+            f.path("backstop.toml"),
+            format!(
+                "[[node]]\nname = \"gpu-1\"\ntype = \"gpu\"\n\
+                 handle = {{ install = \"true\", delete = \"{command}\" }}\n"
+            ),
+        )
+        .unwrap();
+        let (code, err) = f.exit_of(&["serve", "--listen", "127.0.0.1:0"]);
+        assert_eq!(code, Some(2), "{command}: {err}");
+        assert!(
+            err.contains(&format!(
+                "node gpu-1: the handler for kind \"delete\" {says}"
+            )),
+            "{err}"
+        );
+        let handle = format!("delete={command}");
+        let (code, err) = f.exit_of(&[
+            "worker",
+            "--nats",
+            &f.nats,
+            "--name",
+            "gpu-7",
+            "--type",
+            "gpu",
+            "--handle",
+            "install=true",
+            "--handle",
+            &handle,
+        ]);
+        assert_eq!(code, Some(2), "{command}: {err}");
+        assert!(
+            err.contains(&format!(
+                "node gpu-7: the handler for kind \"delete\" {says}"
+            )),
+            "{err}"
+        );
+    }
+    assert!(
+        !f.path("state").exists(),
+        "refused before the queue was opened"
+    );
 }
 
 #[test]
@@ -758,8 +943,17 @@ fn a_drained_node_gets_nothing_new_until_undrained() {
     assert_eq!(f.node("cpu-1")["drained"], true);
     let op = f.submit("install", "cpu", &[]);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(delivery(&f.op(op), "cpu-1")["state"], "pending");
+    let held = delivery(&f.op(op), "cpu-1");
+    assert_eq!(
+        (&held["state"], &held["held"]),
+        (&"pending".into(), &"drained".into())
+    );
     assert!(!ran.exists());
+    let shown = f.ok(&["ops", "show", &op.to_string()]);
+    assert!(
+        shown.contains("held: node drained") && !shown.contains("next "),
+        "{shown}"
+    );
     f.ok(&["nodes", "drain", "cpu-1", "--undo"]);
     f.wait_state(op, "cpu-1", "done");
     let table = f.ok(&["nodes", "list"]);
@@ -899,6 +1093,41 @@ fn fleet_two_coordinators_and_three_workers_run_1000_operations_once_each() {
         roles.contains(&Value::from("leader")) && roles.contains(&Value::from("standby")),
         "housekeeping on one of them: {roles:?}"
     );
+}
+
+#[test]
+fn fleet_one_idempotency_key_makes_one_operation_across_coordinators() {
+    let f = fleet_pg();
+    let _a = f.serve(&[]);
+    let a = server_of(&f);
+    let _b = f.serve(&[]);
+    let b = server_of(&f);
+    let _w = f.worker("gpu-1", "gpu", &[("install", "true")]);
+    let headers = format!(
+        "Authorization: Bearer {}\r\nIdempotency-Key: \"fleet-submit-1\"\r\n",
+        f.token
+    );
+    let body = r#"{"kind":"install","type":"gpu","key":"llama-cpp"}"#;
+    let (status, first) = http_raw(&a, "POST", "/v1/ops", &headers, body);
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = http_raw(&b, "POST", "/v1/ops", &headers, body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again, first,
+        "the other coordinator answers the same operation"
+    );
+    let other = r#"{"kind":"install","type":"gpu","key":"vllm"}"#;
+    let (status, refused) = http_raw(&b, "POST", "/v1/ops", &headers, other);
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("used for a different request"),
+        "{refused}"
+    );
+    let ops = f.json_lines(&["ops", "list"]);
+    assert_eq!(ops.len(), 1, "{ops:?}");
 }
 
 #[test]

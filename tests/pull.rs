@@ -52,7 +52,10 @@ fn pulls_through_faults_checks_hashes_and_exits_0() {
         err.contains("backstop: pulled 2 of 2 files: 2 downloaded (fetched "),
         "{err}"
     );
-    assert!(err.contains("  a.bin: done, 48.83 KiB, sha256 ok"), "{err}");
+    assert!(
+        err.contains("backstop: a.bin: done, 48.83 KiB, sha256 ok"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         2,
@@ -80,6 +83,58 @@ fn pulls_through_faults_checks_hashes_and_exits_0() {
         again,
         ["HEAD", "HEAD"],
         "a HEAD for the size, then size and hash checked on disk"
+    );
+}
+
+/// On a pipe, a file that simply arrives gets exactly one line, and so
+/// does one found in place (never "resuming at X of X"); the total comes
+/// last, its counts agreeing with their nouns.
+#[test]
+fn a_file_that_arrives_gets_exactly_one_line_on_a_pipe() {
+    let server = FaultServer::start();
+    let (a, b) = (data(50_000), data(20_000));
+    server.always("/a.bin", Reply::file(a.clone()));
+    server.always("/b.bin", Reply::file(b.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(backstop()
+        .args([
+            "pull",
+            &server.url("/a.bin"),
+            &server.url("/b.bin"),
+            "--dir",
+        ])
+        .arg(dir.path()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let mut lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.pop(),
+        Some("backstop: pulled 2 of 2 files: 2 downloaded (fetched 68.36 KiB)"),
+        "{err}"
+    );
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "backstop: a.bin: done, 48.83 KiB",
+            "backstop: b.bin: done, 19.53 KiB"
+        ],
+        "{err}"
+    );
+
+    let out = run(backstop()
+        .args(["pull", &server.url("/a.bin"), "--dir"])
+        .arg(dir.path())
+        .args(["--sha256", &sha(&a)]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "backstop: a.bin: already there, 48.83 KiB",
+            "backstop: pulled 1 of 1 file: 0 downloaded, 1 already there (fetched 0 B)"
+        ],
+        "{err}"
     );
 }
 
@@ -135,6 +190,85 @@ fn exit_75_when_every_failure_is_temporary_and_1_otherwise() {
     );
 }
 
+/// The minimum progress is measured across reconnections: a server that
+/// cuts every connection after 1 KiB moves far less than 100 KiB in 15 s,
+/// and the file fails as temporary once the attempts are spent, instead of
+/// reconnecting forever. (Two 15 s windows: about 30 s of real time.)
+#[test]
+fn a_server_cutting_every_connection_after_1_kib_ends_75_below_the_minimum_progress() {
+    let server = FaultServer::start();
+    server.always("/f.bin", Reply::file(data(1 << 20)).cut_after(1024));
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = run(backstop()
+        .args(["pull", &server.url("/f.bin"), "--dir"])
+        .arg(dir.path())
+        .args(["--min-progress", "100KiB/15s", "--attempts", "2"])
+        .args(["--base-delay", "1s", "--max-delay", "1s"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("  f.bin: failed: 127.0.0.1:"), "{err}");
+    assert!(err.contains("kept failing: 2 attempts over "), "{err}");
+    assert!(
+        err.contains("; caused by: below the minimum progress: only "),
+        "{err}"
+    );
+    assert!(err.contains("hint: every failure was temporary"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60), "{err}");
+    assert!(server.hits("/f.bin") > 2, "{err}");
+}
+
+/// Without a hash, a file in place of the right size is not trusted: it
+/// is fetched again unless the server answers the validators recorded
+/// when it arrived with 304. `--skip-existing` trusts the size.
+#[test]
+fn a_file_of_the_right_size_is_kept_only_when_proven_current() {
+    let server = FaultServer::start();
+    let body = data(5000);
+    server.always("/f.bin", Reply::file(body.clone()).header("ETag", "\"v1\""));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f.bin");
+    let pull = |extra: &[&str]| {
+        run(backstop()
+            .args(["pull", &server.url("/f.bin"), "--dir"])
+            .arg(dir.path())
+            .args(extra))
+    };
+    std::fs::write(&dest, vec![0u8; 5000]).unwrap();
+    let out = pull(&["--skip-existing"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("f.bin: already there"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), vec![0u8; 5000]);
+
+    let out = pull(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("f.bin: done, "), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert!(
+        dir.path().join(".backstop/f.bin.json").exists(),
+        "the validators are kept out of sight"
+    );
+
+    server.script("/f.bin", [Reply::status(304)]);
+    let before = server.requests().len();
+    let out = pull(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("f.bin: already there"),
+        "{}",
+        stderr(&out)
+    );
+    let methods: Vec<String> = server.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {:?}", r.method, r.header("if-none-match")))
+        .collect();
+    assert_eq!(methods, ["HEAD Some(\"\\\"v1\\\"\")"]);
+}
+
 #[test]
 fn bad_input_is_a_usage_error_and_changes_nothing() {
     let server = FaultServer::start();
@@ -168,7 +302,7 @@ fn bad_input_is_a_usage_error_and_changes_nothing() {
         ),
         (
             &["pull", &url, "-d", d, "--sha256", &hex, "--sha256", &hex],
-            "2 sha256 digests for 1 URLs",
+            "2 sha256 digests for 1 URL: give one per URL",
         ),
         (&["pull", &url, &url, "-d", d], "would both be written to"),
     ];

@@ -74,13 +74,19 @@ fn a_rate_limit_falls_back_across_providers_and_cools_only_that_model() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(b.calls(), ["claude-sonnet-4-5", "gpt-5"]);
-    // Both runs' output went through unchanged.
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("\"api_error_status\":429") && stdout.contains("All 38 tests pass"));
+    // stdout is not a terminal: only the final attempt's result reaches it,
+    // byte for byte; the rate-limited one is summarised on stderr.
+    let success = std::fs::read(fixture("claude/success.json")).unwrap();
+    let rate_limited = std::fs::read(fixture("claude/rate-limit-429.json")).unwrap();
+    assert_eq!(out.stdout, success);
+    let err = text(&out.stderr);
+    assert!(err.contains("falling back"), "{err}");
     assert!(
-        text(&out.stderr).contains("falling back"),
-        "{}",
-        text(&out.stderr)
+        err.contains(&format!(
+            "held back {} bytes of standard output from the attempt with anthropic/claude-sonnet-4-5 (exit 1)",
+            rate_limited.len()
+        )),
+        "{err}"
     );
 
     let entry = b.entry("anthropic/claude-sonnet-4-5").expect("a cooldown");
@@ -399,6 +405,223 @@ fn a_success_after_a_cooldown_forgets_the_model_s_escalation() {
 }
 
 #[test]
+fn output_stream_writes_every_attempt_and_final_holds_all_but_the_last() {
+    let b = bed();
+    let tool = b.agent(
+        "tool",
+        "echo \"out from $model\"; echo \"err from $model\" >&2; [ \"$model\" = y ] || exit 75",
+    );
+    let run = |mode: &str| {
+        std::fs::remove_file(b.path("calls.log")).ok();
+        b.run(&["cooldown", "clear", "--all"]);
+        b.run(&[
+            "run",
+            "--models",
+            "a/x,b/y",
+            "--attempts",
+            "2",
+            "--base-delay",
+            "1ms",
+            "--output",
+            mode,
+            "--",
+            &tool,
+            "{model}",
+        ])
+    };
+    let out = run("stream");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out from x\nout from x\nout from y\n");
+    let out = run("final");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out from y\n");
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.lines().filter(|l| *l == "err from x").count(),
+        2,
+        "stderr streams: {err}"
+    );
+    assert_eq!(
+        err.matches("held back 11 bytes of standard output from the attempt with a/x (exit 75)")
+            .count(),
+        2,
+        "{err}"
+    );
+    // A run that ends in failure still writes its last attempt's output.
+    b.run(&["cooldown", "clear", "--all"]);
+    let out = b.run(&[
+        "run",
+        "--models",
+        "a/x",
+        "--attempts",
+        "1",
+        "--",
+        &tool,
+        "{model}",
+    ]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out from x\n");
+}
+
+#[test]
+fn unknown_placeholders_are_refused_and_the_environment_matches_the_known_ones() {
+    let b = bed();
+    let tool = b.agent(
+        "tool",
+        "echo \"$BACKSTOP_MODEL|$BACKSTOP_PROVIDER|$BACKSTOP_KEY\"",
+    );
+    let out = b.run(&["run", "--models", "a/x", "--", &tool, "--model={modle}"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "unknown placeholder {modle} in \"--model={modle}\"; the known ones are {model}, {provider} and {key}"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(b.calls().is_empty(), "nothing ran");
+    assert!(!Path::new(&b.state).exists(), "nothing was written");
+
+    let out = b.run(&[
+        "run",
+        "--models",
+        "openrouter/meta-llama/llama-3.1-70b",
+        "--",
+        &tool,
+        "{model}",
+        "${HOME}",
+        r#"{"json": true}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "meta-llama/llama-3.1-70b|openrouter|openrouter/meta-llama/llama-3.1-70b\n"
+    );
+}
+
+#[test]
+fn a_models_file_runs_each_provider_s_own_command_and_falls_back_across_them() {
+    let b = bed();
+    // claude is rate limited; codex, another program, serves openai.
+    b.agent(
+        "claude",
+        &format!(
+            "cat '{}'; exit 1",
+            fixture("claude/rate-limit-429.json").display()
+        ),
+    );
+    b.agent(
+        "codex",
+        &format!(
+            "cat > '{}'; cat '{}'",
+            b.path("codex-prompt").display(),
+            fixture("codex/success.jsonl").display()
+        ),
+    );
+    let toml = format!(
+        r#"
+[[node]]
+name = "gpu-1"
+type = "gpu"
+handle = {{ install = "true" }}
+
+[run.providers.anthropic]
+command = ["{claude}", "{{model}}", "-p"]
+
+[run.providers.openai]
+command = ["{codex}", "{{model}}", "exec", "--json", "-"]
+"#,
+        claude = b.path("claude").display(),
+        codex = b.path("codex").display(),
+    );
+    std::fs::write(b.path("backstop.toml"), &toml).unwrap();
+    let mut cmd = b.cmd();
+    cmd.args([
+        "run",
+        "--models",
+        "anthropic/claude-sonnet-4-5,openai/gpt-5",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"fix the failing test")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(b.calls(), ["claude-sonnet-4-5", "gpt-5"]);
+    assert_eq!(
+        out.stdout,
+        std::fs::read(fixture("codex/success.jsonl")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.path("codex-prompt")).unwrap(),
+        "fix the failing test",
+        "the piped prompt reached the second command"
+    );
+    assert_eq!(
+        b.entry("anthropic/claude-sonnet-4-5").unwrap()["reason"],
+        "rate_limit"
+    );
+
+    // The same file elsewhere, named by --models-file; a model of its own
+    // beats its provider's; a model with no command anywhere is refused.
+    std::fs::rename(b.path("backstop.toml"), b.path("models.toml")).unwrap();
+    let own = b.agent("own", "echo own");
+    std::fs::write(
+        b.path("models.toml"),
+        format!(
+            "{toml}\n[run.models.\"openai/gpt-5-codex\"]\ncommand = [\"{own}\", \"{{key}}\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = b.run(&[
+        "run",
+        "--models-file",
+        "models.toml",
+        "--models",
+        "openai/gpt-5-codex",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "own\n");
+    let out = b.run(&[
+        "run",
+        "--models-file",
+        "models.toml",
+        "--models",
+        "google/gemini-2.5-pro",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no command to run for google/gemini-2.5-pro"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(
+        b.path("bad.toml"),
+        "[run.providers.openai]\ncommand = [\"x\", \"{modle}\"]\n",
+    )
+    .unwrap();
+    let out = b.run(&[
+        "run",
+        "--models-file",
+        "bad.toml",
+        "--models",
+        "openai/gpt-5",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown placeholder {modle}"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn bad_input_is_refused_before_anything_is_written() {
     let b = bed();
     let cases: &[&[&str]] = &[
@@ -416,6 +639,8 @@ fn bad_input_is_refused_before_anything_is_written() {
             "true",
         ],
         &["run", "--", "true"],
+        &["run", "--models", "a/x", "--output", "json", "--", "true"],
+        &["run", "--models", "a/x", "--", "true", "{prompt}"],
     ];
     for args in cases {
         let out = b.run(args);
@@ -437,6 +662,24 @@ fn a_command_that_cannot_start_exits_127() {
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("installed and on PATH"));
     assert!(b.entries().is_empty());
+}
+
+#[test]
+fn a_command_that_is_there_but_cannot_be_run_exits_126() {
+    let b = bed();
+    std::fs::write(b.path("not-executable"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::create_dir(b.path("a-directory")).unwrap();
+    for program in ["./not-executable", "./a-directory"] {
+        // Even root may not execute a file with no execute bit.
+        let out = b.run(&["run", "--models", "a/x", "--", program]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(126), "{program}: {err}");
+        assert!(
+            err.contains(&format!("{program} cannot be run: Permission denied")),
+            "{err}"
+        );
+        assert!(err.contains("chmod +x"), "{err}");
+    }
 }
 
 #[test]

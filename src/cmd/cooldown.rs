@@ -22,26 +22,25 @@ pub fn run(command: CooldownCommand, state: Option<&str>) -> Result<(), Report> 
         } => {
             // Check everything before opening the ledger: bad input changes
             // nothing.
+            let now = SystemTime::now();
             let until = match (duration, until) {
-                (Some(d), _) => SystemTime::now() + d,
-                (None, Some(t)) if t > SystemTime::now() => t,
+                (Some(d), _) => Some(
+                    backstop_ledger::deadline(backstop_core::time::later(now, d), now)
+                        .map_err(|e| usage(&format!("--for {}", HumanDuration(d)), &e))?,
+                ),
                 (None, Some(t)) => {
-                    return Err(Report::new(
-                        exit::USAGE,
-                        format!("--until {} is in the past", format_rfc3339(t)),
-                    ));
+                    Some(backstop_ledger::deadline(t, now).map_err(|e| usage("--until", &e))?)
                 }
-                (None, None) => {
-                    return Err(Report::new(
-                        exit::USAGE,
-                        "say --for DURATION or --until TIME",
-                    ));
-                }
+                (None, None) => None,
             };
             let ledger = crate::state::ledger(state)?;
             let reason = Reason::from(reason);
+            let set = match until {
+                Some(until) => ledger.set(&key, reason, until, replace)?,
+                None => ledger.set_default(&key, reason, replace)?,
+            };
             let now = SystemTime::now();
-            match ledger.set(&key, reason, until, replace)? {
+            match set {
                 Set::Written(e) => println!(
                     "{} cooling down ({}) until {} (in {})",
                     e.key,
@@ -73,6 +72,11 @@ pub fn run(command: CooldownCommand, state: Option<&str>) -> Result<(), Report> 
             Ok(())
         }
     }
+}
+
+/// `flag` refused for `why`: a usage error.
+fn usage(flag: &str, why: &backstop_ledger::Error) -> Report {
+    Report::new(exit::USAGE, format!("{flag}: {why}"))
 }
 
 fn list(state: Option<&str>, all: bool, json: bool) -> Result<(), Report> {

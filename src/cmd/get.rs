@@ -91,6 +91,7 @@ fn item(url: Url, headers: &[(String, String)]) -> Item {
         token: None,
         headers: headers.to_vec(),
         origin: shown,
+        repo: None,
     }
 }
 
@@ -144,10 +145,7 @@ impl Download {
             })
         };
         let plan = Plan {
-            files: vec![Planned {
-                item,
-                dest: dest.to_owned(),
-            }],
+            files: vec![Planned::at(item, dest.to_owned())],
         };
         let summary = Pull::new(self.client)
             .options(self.options)

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use backstop_core::{Policy, Secret};
 use backstop_http::{Client, Method};
+use backstop_queue::Hold;
 use serde_json::{Value, json};
 
 use crate::cli::{NodesCommand, OpsCommand, ServerArgs};
-use crate::report::{Report, exit};
+use crate::report::{Report, exit, plural};
 
 /// Talks to one coordinator.
 struct Api {
@@ -36,6 +37,19 @@ impl Api {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Report> {
+        self.call_once(method, path, body, None).await
+    }
+
+    /// [`Api::call`]; with an idempotency key, a request the coordinator
+    /// makes once, so that it is retried like a GET: every retry carries
+    /// the same key, and a repeat answers what the first did.
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Report> {
         let url = format!("{}{path}", self.base);
         let mut request = self
             .client
@@ -47,11 +61,18 @@ impl Api {
                 .body(body.to_string())
                 .idempotent(false);
         }
+        if let Some(key) = idempotency_key {
+            request = request
+                .header("idempotency-key", &format!("\"{key}\""))
+                .idempotent(true);
+        }
         request.json::<Value>().await.map_err(|e| {
             use backstop_core::AttemptError::Failed;
             use backstop_http::Failure;
             match e.retry_error().and_then(|r| r.last.as_ref()) {
                 // The coordinator said no: its sentence is the message.
+                // Input it finds invalid (400, 422: an unknown kind, an
+                // empty key, a bad name) is a usage error, like a bad flag.
                 Some(Failed(Failure::Status { status, detail, .. }))
                     if status.is_client_error() =>
                 {
@@ -59,7 +80,11 @@ impl Api {
                         "the coordinator refused: {}",
                         detail.clone().unwrap_or_else(|| status.to_string())
                     );
-                    let report = Report::new(exit::FAILURE, message);
+                    let code = match status.as_u16() {
+                        400 | 422 => exit::USAGE,
+                        _ => exit::FAILURE,
+                    };
+                    let report = Report::new(code, message);
                     if status.as_u16() == 401 {
                         report.hint("set BACKSTOP_TOKEN to the token `backstop serve` uses")
                     } else {
@@ -87,10 +112,17 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             key,
             payload,
             present_only,
+            idempotency_key,
             json,
             server,
         } => {
             let api = Api::new(&server, state)?;
+            // One key per invocation, reused by its retries.
+            let idempotency_key = match idempotency_key {
+                Some(key) => key,
+                None => crate::state::random_hex(16)
+                    .map_err(|e| Report::from_error(exit::FAILURE, &e))?,
+            };
             let mut body = json!({ "kind": kind, "payload": payload.unwrap_or_else(|| json!({})) });
             if let Some(t) = node_type {
                 body["type"] = json!(t);
@@ -101,19 +133,33 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             if let Some(k) = key {
                 body["key"] = json!(k);
             }
-            let answer = api.call(Method::POST, "/v1/ops", Some(body)).await?;
+            let answer = api
+                .call_once(Method::POST, "/v1/ops", Some(body), Some(&idempotency_key))
+                .await
+                .map_err(|report| {
+                    if report.code == exit::TEMPFAIL {
+                        // It may have been made: the same key makes a
+                        // rerun answer it rather than make it again.
+                        report.detail(format!(
+                            "it may have been submitted; to make sure it is made once, run the \
+                             same command with --idempotency-key {idempotency_key}"
+                        ))
+                    } else {
+                        report
+                    }
+                })?;
             if json {
                 return print(&format!("{answer}\n"));
             }
             let op = &answer["op"];
             let n = answer["deliveries"].as_u64().unwrap_or(0);
             let mut line = format!(
-                "operation {} ({} for {}{}): {n} deliver{}",
+                "operation {} ({} for {}{}): {}",
                 op["id"],
                 text(&op["kind"]),
                 target(op),
                 key_text(op),
-                if n == 1 { "y" } else { "ies" }
+                plural(n, "delivery", "deliveries")
             );
             if answer["superseded"].as_u64().unwrap_or(0) > 0 {
                 line.push_str(&format!(
@@ -186,8 +232,8 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             let answer = api.call(Method::POST, "/v1/requeue", Some(body)).await?;
             let n = answer["requeued"].as_u64().unwrap_or(0);
             print(&format!(
-                "requeued {n} dead deliver{}, attempts reset\n",
-                if n == 1 { "y" } else { "ies" }
+                "requeued {}, attempts reset\n",
+                plural(n, "dead delivery", "dead deliveries")
             ))
         }
     }
@@ -378,15 +424,25 @@ fn deliveries_table(deliveries: &[Value], terminal: bool) -> String {
         .iter()
         .map(|d| {
             let when = match d["state"].as_str() {
-                Some("pending") => format!("next {}", text(&d["next_at"])),
+                // Held by its node, its next attempt time says nothing.
+                Some("pending") => match serde_json::from_value::<Hold>(d["held"].clone()) {
+                    Ok(hold) => hold.describe().to_owned(),
+                    Err(_) => format!("next {}", text(&d["next_at"])),
+                },
                 Some("in_flight") => format!("lease until {}", text(&d["lease_until"])),
                 _ => text(&d["finished"]),
+            };
+            // Since the last requeue, and in all when they differ.
+            let attempts = match (d["attempts"].as_u64(), d["attempt"].as_u64()) {
+                (Some(since), Some(all)) if since != all => format!("{since} ({all} in all)"),
+                (Some(since), _) => since.to_string(),
+                (None, _) => count(&d["attempt"]),
             };
             vec![
                 text(&d["id"]),
                 text(&d["node"]),
                 text(&d["state"]),
-                count(&d["attempt"]),
+                attempts,
                 count(&d["failures"]),
                 when,
                 short(&d["last_error"]),
@@ -398,7 +454,7 @@ fn deliveries_table(deliveries: &[Value], terminal: bool) -> String {
             "DELIVERY",
             "NODE",
             "STATE",
-            "ATTEMPT",
+            "ATTEMPTS",
             "FAILURES",
             "WHEN",
             "LAST ERROR",

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::PullArgs;
 use crate::progress::{Bars, Lines, Notice, outcome, shown};
-use crate::report::{Report, exit};
+use crate::report::{Report, exit, plural};
 
 pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
     let client = args.retry.client()?;
@@ -75,6 +75,7 @@ fn options(args: &PullArgs) -> Options {
         min_progress: args
             .min_progress
             .map_or(Some(MinProgress::default()), |m| m.0),
+        skip_existing: args.skip_existing,
         ..Options::default()
     }
 }
@@ -99,7 +100,8 @@ fn stopped(deadline_passed: &AtomicBool, when: &str) -> Report {
     }
 }
 
-/// One line per file on stderr, failures with their causes.
+/// The total on stderr, then a line for every file not in place, with
+/// its causes: each file that arrived has had its line as it ended.
 fn print_summary(summary: &Summary, quiet: bool) {
     let count = |f: fn(&Outcome) -> bool| summary.files.iter().filter(|r| f(&r.outcome)).count();
     let downloaded = count(|o| matches!(o, Outcome::Downloaded { .. }));
@@ -120,14 +122,19 @@ fn print_summary(summary: &Summary, quiet: bool) {
         parts.push(format!("{interrupted} interrupted"));
     }
     eprintln!(
-        "backstop: pulled {} of {} files: {} (fetched {})",
+        "backstop: pulled {} of {}: {} (fetched {})",
         downloaded + there,
-        summary.files.len(),
+        plural(summary.files.len() as u64, "file", "files"),
         parts.join(", "),
         HumanBytes(summary.fetched())
     );
     for file in &summary.files {
-        if !quiet || matches!(file.outcome, Outcome::Failed(_)) {
+        let shown = match file.outcome {
+            Outcome::Failed(_) => true,
+            Outcome::Interrupted { .. } => !quiet,
+            Outcome::Downloaded { .. } | Outcome::AlreadyThere { .. } => false,
+        };
+        if shown {
             eprintln!("{}", summary_line(file));
         }
     }
@@ -161,7 +168,10 @@ fn verdict(summary: &Summary, deadline_passed: &AtomicBool) -> Result<(), Report
         .iter()
         .filter(|f| matches!(f.outcome, Outcome::Failed(_)))
         .count();
-    let message = format!("{failed} of {} files did not arrive", summary.files.len());
+    let message = format!(
+        "{failed} of {} did not arrive",
+        plural(summary.files.len() as u64, "file", "files")
+    );
     if summary.failures_temporary() {
         Err(Report::new(exit::TEMPFAIL, message)
             .hint(format!("every failure was temporary; {RESUME}")))

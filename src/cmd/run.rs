@@ -2,39 +2,51 @@
 //! back to the next when the model or its provider cannot serve.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use backstop_agent::{Agent, Command, Diagnosis, Exit, Failure, Input, Kind, Replay, classify};
+use backstop_agent::template::{self, Commands, CommandsError, Names, substitute};
+use backstop_agent::{
+    Agent, Command, Diagnosis, Exit, Failure, Held, Input, Kind, MAX_HELD, Replay, classify,
+};
 use backstop_core::time::format_rfc3339;
 use backstop_core::{Ending, HumanDuration, Policy, RetryEvent, Verdict};
 use backstop_ledger::{Entry, Key, Ledger, Reason, Source, remaining};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::RunArgs;
+use crate::cli::{OutputArg, RunArgs};
 use crate::report::{Report, exit};
 
-/// Exit code when the command cannot be started at all, as a shell says.
-const CANNOT_START: u8 = 127;
+/// Exit code when the command is not found, as a shell says.
+const NOT_FOUND: u8 = 127;
+
+/// Exit code when the command is found but cannot be run (not
+/// executable, a directory, not a program), as a shell says.
+const CANNOT_RUN: u8 = 126;
 
 pub fn run(args: RunArgs, state: Option<&str>) -> Result<(), Report> {
-    let Some(program) = args.command.first().cloned() else {
-        return Err(Report::new(
-            exit::USAGE,
-            "no command to run was given after --",
-        ));
-    };
-    let agent = args
-        .agent
-        .map(Agent::from)
-        .unwrap_or_else(|| Agent::detect(&program));
     let mut models: Vec<Key> = Vec::new();
     for model in args.models {
         if !models.contains(&model) {
             models.push(model);
         }
     }
+    // Everything is checked before the ledger is opened or anything runs.
+    let commands = models_file(args.models_file.as_deref())?;
+    let plans = plan(
+        &models,
+        &commands,
+        &args.command,
+        args.agent.map(Agent::from),
+    )?;
+    let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
+        OutputArg::Stream
+    } else {
+        OutputArg::Final
+    });
     let policy = args.backoff.apply(Policy::api().attempt_timeout(None));
     let idle = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
     let ledger = crate::state::ledger(state)?;
@@ -62,30 +74,116 @@ pub fn run(args: RunArgs, state: Option<&str>) -> Result<(), Report> {
         ledger,
         runtime,
         cancel,
-        agent,
-        name: program.to_string_lossy().into_owned(),
-        command: args.command,
+        plans,
         idle,
         input,
         policy,
+        output,
+        held: Mutex::new(None),
     };
     let outcome = runner.run(&models);
+    runner.write_final_output();
     // A command that ignored every signal must not hold our exit.
     runner.runtime.shutdown_background();
     outcome
+}
+
+/// The `[run]` tables of `path`, else of ./backstop.toml when it exists.
+fn models_file(path: Option<&Path>) -> Result<Commands, Report> {
+    let default = Path::new("backstop.toml");
+    let path = match path {
+        Some(path) => path,
+        None if default.exists() => default,
+        None => return Ok(Commands::default()),
+    };
+    Commands::load(path).map_err(|e| {
+        let code = match e {
+            CommandsError::Read { .. } => exit::FAILURE,
+            CommandsError::Invalid { .. } => exit::USAGE,
+        };
+        Report::from_error(code, &e)
+    })
+}
+
+/// What runs for one model.
+struct Plan {
+    /// The program and its arguments, placeholders unfilled.
+    argv: Vec<OsString>,
+    /// How to read its output.
+    agent: Agent,
+    /// The program, for messages.
+    name: String,
+}
+
+/// The command of each model — its own or its provider's from the models
+/// file, else the command line's — with every placeholder checked.
+fn plan(
+    models: &[Key],
+    commands: &Commands,
+    command_line: &[OsString],
+    agent: Option<Agent>,
+) -> Result<HashMap<Key, Plan>, Report> {
+    for arg in command_line {
+        template::check(arg).map_err(|e| Report::from_error(exit::USAGE, &e))?;
+    }
+    let mut plans = HashMap::new();
+    for model in models {
+        let (argv, own_agent) = match commands.get(model.as_str(), model.provider()) {
+            Some(c) => (c.argv.clone(), c.agent),
+            None if !command_line.is_empty() => (command_line.to_vec(), None),
+            None => {
+                return Err(Report::new(
+                    exit::USAGE,
+                    format!("no command to run for {model}"),
+                )
+                .hint(format!(
+                    "give one after --, or in [run.providers.{}] of backstop.toml (or --models-file)",
+                    model.provider()
+                )));
+            }
+        };
+        let agent = agent
+            .or(own_agent)
+            .unwrap_or_else(|| Agent::detect(&argv[0]));
+        let name = argv[0].to_string_lossy().into_owned();
+        plans.insert(model.clone(), Plan { argv, agent, name });
+    }
+    Ok(plans)
 }
 
 struct Runner {
     ledger: Ledger,
     runtime: tokio::runtime::Runtime,
     cancel: CancellationToken,
-    agent: Agent,
-    /// The program, for messages.
-    name: String,
-    command: Vec<OsString>,
+    plans: HashMap<Key, Plan>,
     idle: Option<Duration>,
     input: Input,
     policy: Policy,
+    output: OutputArg,
+    /// The last attempt's standard output, held back until the run ends.
+    held: Mutex<Option<LastOutput>>,
+}
+
+/// An attempt's standard output, held back.
+struct LastOutput {
+    model: Key,
+    exit: Exit,
+    held: Held,
+}
+
+impl LastOutput {
+    /// Says on stderr what is not written to stdout.
+    fn summarise(&self) {
+        if self.held.streamed() || self.held.is_empty() {
+            return;
+        }
+        tracing::info!(
+            "held back {} bytes of standard output from the attempt with {} (exit {}); only the final attempt's is written",
+            self.held.len(),
+            self.model,
+            self.exit.shell_code()
+        );
+    }
 }
 
 /// How one model's turn ended, when the engine did not end it.
@@ -122,7 +220,7 @@ impl Runner {
                     exit::TEMPFAIL,
                     format!(
                         "{}: every model failed {max_turns} time{} in this run",
-                        self.name,
+                        self.programs(),
                         if max_turns == 1 { "" } else { "s" }
                     ),
                 )
@@ -166,8 +264,7 @@ impl Runner {
                     (Ending::Cancelled, _) => return Err(interrupted()),
                     (Ending::DeadlineExceeded, _) => return Err(self.deadline_passed(started)),
                     (_, Some(AttemptError::Spawn(e))) => {
-                        return Err(Report::from_error(CANNOT_START, &e)
-                            .hint(format!("check that {} is installed and on PATH", self.name)));
+                        return Err(self.cannot_start(&model, &e));
                     }
                     (Ending::Exhausted, Some(AttemptError::Failed { failure, .. })) => {
                         // The model kept failing: cool it and try the next.
@@ -180,7 +277,7 @@ impl Runner {
                     (ending, None) => {
                         return Err(Report::new(
                             crate::report::code_for(ending),
-                            format!("{} with {model} did not finish", self.name),
+                            format!("{} with {model} did not finish", self.name(&model)),
                         ));
                     }
                 },
@@ -188,27 +285,38 @@ impl Runner {
         }
     }
 
-    /// Runs the command with `model`, retrying transient failures under
+    /// Runs the model's command, retrying transient failures under
     /// `policy`.
     fn turn(
         &self,
         model: &Key,
         policy: &Policy,
     ) -> Result<Turn, Box<backstop_core::RetryError<AttemptError>>> {
-        let argv: Vec<OsString> = self.command.iter().map(|a| substitute(a, model)).collect();
-        let command = Command::new(&argv[0], &argv[1..])
-            .env("BACKSTOP_MODEL", model.as_str())
-            .env("BACKSTOP_PROVIDER", model.provider())
+        let plan = &self.plans[model];
+        let names = Names {
+            model: model.model().unwrap_or(model.as_str()),
+            provider: model.provider(),
+            key: model.as_str(),
+        };
+        let argv: Vec<OsString> = plan.argv.iter().map(|a| substitute(a, &names)).collect();
+        let mut command = Command::new(&argv[0], &argv[1..])
+            .env("BACKSTOP_MODEL", names.model)
+            .env("BACKSTOP_PROVIDER", names.provider)
+            .env("BACKSTOP_KEY", names.key)
             .idle_timeout(self.idle)
             .input(self.input.clone());
-        tracing::info!("running {} with {model}", self.name);
-        let name = &self.name;
-        let agent = self.agent;
+        if self.output == OutputArg::Final {
+            command = command.hold_stdout(MAX_HELD);
+        }
+        let name = &plan.name;
+        tracing::info!("running {name} with {model}");
+        let agent = plan.agent;
         let cancel = &self.cancel;
+        let output = &self.held;
         self.runtime
             .block_on(
                 policy
-                    .retry(|_| attempt(&command, agent, cancel))
+                    .retry(|_| attempt(&command, agent, cancel, output, model))
                     .classify(|e: &AttemptError| match e {
                         AttemptError::Spawn(_) => Verdict::permanent("cannot start"),
                         AttemptError::Failed { failure, .. } if failure.kind.is_transient() => {
@@ -256,7 +364,7 @@ impl Runner {
         };
         tracing::warn!(
             "{} with {model}: {}{said}; {} cools until {} (in {}){scope}; falling back",
-            self.name,
+            self.name(model),
             failure.kind,
             entry.key,
             format_rfc3339(entry.until),
@@ -276,7 +384,7 @@ impl Runner {
             code,
             format!(
                 "{} failed with {model} (exit {}); not retried",
-                self.name,
+                self.name(model),
                 exit.shell_code()
             ),
         );
@@ -286,12 +394,53 @@ impl Runner {
         report
     }
 
+    /// The program run for `model`, for messages.
+    fn name(&self, model: &Key) -> &str {
+        self.plans
+            .get(model)
+            .map_or("the command", |p| p.name.as_str())
+    }
+
+    /// The programs run, for messages about the whole run: "claude", or
+    /// "claude, codex".
+    fn programs(&self) -> String {
+        let mut names: Vec<&str> = self.plans.values().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.join(", ")
+    }
+
+    /// The command of `model` could not be started: 127 when it is not
+    /// found, 126 when it is there but cannot be run, as a shell says.
+    fn cannot_start(&self, model: &Key, e: &std::io::Error) -> Report {
+        let name = self.name(model);
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Report::from_error(NOT_FOUND, e)
+                .hint(format!("check that {name} is installed and on PATH"))
+        } else {
+            Report::new(CANNOT_RUN, format!("{name} cannot be run: {e}")).hint(format!(
+                "check that {name} is an executable program (chmod +x)"
+            ))
+        }
+    }
+
+    /// Writes the last attempt's held-back output, if any, to stdout.
+    fn write_final_output(&self) {
+        let last = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(last) = last
+            && !last.held.streamed()
+        {
+            // A closed stdout (`| head`) is not our failure.
+            let _ = last.held.write_to(&mut std::io::stdout().lock());
+        }
+    }
+
     fn deadline_passed(&self, started: Instant) -> Report {
         Report::new(
             exit::TEMPFAIL,
             format!(
                 "{}: the deadline passed after {}",
-                self.name,
+                self.programs(),
                 HumanDuration(started.elapsed())
             ),
         )
@@ -308,13 +457,30 @@ impl Runner {
     }
 }
 
-/// One run of the command, read by `agent`.
+/// One run of the command, read by `agent`. Its held output, if any,
+/// becomes the last attempt's in `output`; the one it replaces is summarised.
 async fn attempt(
     command: &Command,
     agent: Agent,
     cancel: &CancellationToken,
+    output: &Mutex<Option<LastOutput>>,
+    model: &Key,
 ) -> Result<Turn, AttemptError> {
-    let transcript = command.run(cancel).await.map_err(AttemptError::Spawn)?;
+    let mut transcript = command.run(cancel).await.map_err(AttemptError::Spawn)?;
+    if let Some(held) = transcript.held.take() {
+        let this = LastOutput {
+            model: model.clone(),
+            exit: transcript.exit,
+            held,
+        };
+        let earlier = output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(this);
+        if let Some(earlier) = earlier {
+            earlier.summarise();
+        }
+    }
     let exit = transcript.exit;
     if transcript.interrupted {
         let failure = Failure {
@@ -342,21 +508,6 @@ fn reason_of(kind: Kind) -> Reason {
     }
 }
 
-/// `arg` with `{model}`, `{provider}` and `{key}` replaced. An argument
-/// that is not UTF-8 is passed as it is.
-fn substitute(arg: &OsStr, model: &Key) -> OsString {
-    let Some(text) = arg.to_str() else {
-        return arg.to_owned();
-    };
-    if !text.contains('{') {
-        return arg.to_owned();
-    }
-    text.replace("{model}", model.model().unwrap_or(model.as_str()))
-        .replace("{provider}", model.provider())
-        .replace("{key}", model.as_str())
-        .into()
-}
-
 fn none_available(blocked: &[(Key, Entry)], first: &Key, at: SystemTime) -> Report {
     let now = SystemTime::now();
     let mut report = Report::new(
@@ -381,17 +532,6 @@ fn interrupted() -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders_are_replaced() {
-        let key: Key = "openrouter/meta-llama/llama-3.1-70b".parse().unwrap();
-        let got = |arg: &str| substitute(OsStr::new(arg), &key);
-        assert_eq!(got("--model={model}"), "--model=meta-llama/llama-3.1-70b");
-        assert_eq!(got("{provider}"), "openrouter");
-        assert_eq!(got("-m {key}"), "-m openrouter/meta-llama/llama-3.1-70b");
-        assert_eq!(got("plain"), "plain");
-        assert_eq!(got("{unknown}"), "{unknown}");
-    }
 
     #[test]
     fn reasons() {

@@ -18,6 +18,7 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    config.check_handlers()?;
     let local = config.local_nodes()?;
     let subjects = Subjects::new(&args.subject_prefix)?;
     if local.is_empty() && args.nats.is_none() {

@@ -14,6 +14,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), Report> {
     let subjects = Subjects::new(&args.subject_prefix)?;
     let mut config = WorkerConfig::new(&args.name, &args.node_type);
     for (kind, command) in &args.handlers {
+        backstop_queue::program::check_handler(&args.name, kind, command)?;
         config = config.handle(kind, Arc::new(CommandHandler::new(command)));
     }
     config.concurrency = args.concurrency;

@@ -220,6 +220,7 @@ impl Diagnosis {
 ///     stalled: false,
 ///     interrupted: false,
 ///     elapsed: Duration::from_secs(1),
+///     held: None,
 /// };
 /// let Diagnosis::Failure(f) = classify(Agent::Claude, &run, SystemTime::now()) else { panic!() };
 /// assert_eq!(f.kind, Kind::RateLimit);

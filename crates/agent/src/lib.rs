@@ -8,11 +8,14 @@
 //!   reports failures ([`Agent`]): structured output first, then the tool's
 //!   own error lines, never the model's text.
 //! - [`reset_at`] reads when a tool says its limit resets.
+//! - [`template`]: the command run for each model, its placeholders
+//!   checked and filled, from the command line or a models file.
 
 mod classify;
 mod reset;
 pub mod runner;
+pub mod template;
 
 pub use classify::{Agent, Diagnosis, Failure, Kind, UnknownAgent, classify};
 pub use reset::reset_at;
-pub use runner::{Command, Exit, Input, Replay, Tail, Transcript};
+pub use runner::{Command, Exit, Held, Input, MAX_HELD, Replay, Tail, Transcript};

@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 /// How much of each output stream is kept for classification.
 pub const TAIL: usize = 1 << 20;
 
+/// The most standard output [`Command::hold_stdout`] keeps by default:
+/// 16 MiB, far more than any agent's final answer.
+pub const MAX_HELD: usize = 16 << 20;
+
 /// How long a stopped command has between TERM and KILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -68,6 +72,46 @@ impl Tail {
     }
 }
 
+/// Standard output held back instead of echoed ([`Command::hold_stdout`]),
+/// for the caller to write out or not once it knows whether the run is
+/// the one that counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    bytes: Vec<u8>,
+    len: u64,
+    streamed: bool,
+}
+
+impl Held {
+    /// The bytes still held (empty once [`Held::streamed`]).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many bytes the command printed in all.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it printed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the output outgrew the limit and was written out after all
+    /// (what was held, then the rest as it came), so nothing is left to
+    /// write.
+    pub fn streamed(&self) -> bool {
+        self.streamed
+    }
+
+    /// Writes what is held to `out`.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> io::Result<()> {
+        out.write_all(&self.bytes)?;
+        out.flush()
+    }
+}
+
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -107,6 +151,8 @@ pub struct Transcript {
     pub interrupted: bool,
     /// How long it ran.
     pub elapsed: Duration,
+    /// Its standard output, when held back instead of echoed.
+    pub held: Option<Held>,
 }
 
 /// What the command reads on standard input.
@@ -220,6 +266,7 @@ pub struct Command {
     kill_grace: Duration,
     input: Input,
     echo: bool,
+    hold: Option<usize>,
 }
 
 impl Command {
@@ -236,6 +283,7 @@ impl Command {
             kill_grace: KILL_GRACE,
             input: Input::Null,
             echo: true,
+            hold: None,
         }
     }
 
@@ -270,6 +318,16 @@ impl Command {
         self
     }
 
+    /// Holds its standard output back instead of echoing it, up to
+    /// `limit` bytes ([`MAX_HELD`] is a good one), in [`Transcript::held`].
+    /// Output beyond the limit is not lost: what was held is written to our
+    /// standard output then, and the rest streams ([`Held::streamed`]).
+    /// Standard error still streams.
+    pub fn hold_stdout(mut self, limit: usize) -> Self {
+        self.hold = Some(limit);
+        self
+    }
+
     /// Runs it to the end. Its output streams through to ours byte for
     /// byte as it comes. The command runs in its own process group, so a
     /// stop reaches whatever it started too. `cancel` sends it SIGINT, then
@@ -297,12 +355,19 @@ impl Command {
         let stdout = Arc::new(Mutex::new(Tail::default()));
         let stderr = Arc::new(Mutex::new(Tail::default()));
         let mut pumps = Vec::new();
+        let held = self.hold.map(|limit| {
+            Arc::new(Mutex::new(Holding {
+                held: Held::default(),
+                limit,
+            }))
+        });
         if let Some(out) = child.stdout.take() {
             let sink: Option<Box<dyn AsyncWrite + Unpin + Send>> =
-                self.echo.then(|| Box::new(tokio::io::stdout()) as _);
+                (self.echo || held.is_some()).then(|| Box::new(tokio::io::stdout()) as _);
             pumps.push(tokio::spawn(pump(
                 out,
                 sink,
+                held.clone(),
                 Arc::clone(&stdout),
                 activity.clone(),
             )));
@@ -313,6 +378,7 @@ impl Command {
             pumps.push(tokio::spawn(pump(
                 err,
                 sink,
+                None,
                 Arc::clone(&stderr),
                 activity.clone(),
             )));
@@ -331,12 +397,14 @@ impl Command {
         let mut last_heard = Instant::now();
         let mut kill_at: Option<Instant> = None;
         let far = Duration::from_secs(365 * 24 * 3600);
+        // An idle timeout of any size (`--idle-timeout 99999999h`) is "far".
+        let after = |at: Instant, d: Duration| at.checked_add(d.min(far)).unwrap_or(at);
         let status = loop {
             let idle_deadline = match (self.idle_timeout, kill_at) {
-                (Some(idle), None) => last_heard + idle,
-                _ => Instant::now() + far,
+                (Some(idle), None) => after(last_heard, idle),
+                _ => after(Instant::now(), far),
             };
-            let kill_deadline = kill_at.unwrap_or_else(|| Instant::now() + far);
+            let kill_deadline = kill_at.unwrap_or_else(|| after(Instant::now(), far));
             tokio::select! {
                 status = child.wait() => break status?,
                 changed = heard.changed(), if streams_open => {
@@ -354,16 +422,16 @@ impl Command {
                         backstop_core::HumanDuration(self.idle_timeout.unwrap_or_default())
                     );
                     signal_group(group, Stop::Terminate);
-                    kill_at = Some(Instant::now() + self.kill_grace);
+                    kill_at = Some(after(Instant::now(), self.kill_grace));
                 }
                 () = cancel.cancelled(), if !interrupted => {
                     interrupted = true;
                     signal_group(group, Stop::Interrupt);
-                    kill_at = Some(Instant::now() + self.kill_grace);
+                    kill_at = Some(after(Instant::now(), self.kill_grace));
                 }
                 () = tokio::time::sleep_until(kill_deadline) => {
                     signal_group(group, Stop::Kill);
-                    kill_at = Some(Instant::now() + far);
+                    kill_at = Some(after(Instant::now(), far));
                 }
             }
         };
@@ -381,14 +449,44 @@ impl Command {
             stalled,
             interrupted,
             elapsed: started.elapsed(),
+            held: held
+                .map(|h| std::mem::take(&mut h.lock().unwrap_or_else(|p| p.into_inner()).held)),
         })
     }
 }
 
-/// Copies a stream to `sink` as it comes, keeping its tail.
+/// Output being held back, and how much may be.
+struct Holding {
+    held: Held,
+    limit: usize,
+}
+
+impl Holding {
+    /// Keeps `chunk`; what to write out now, if the limit was outgrown.
+    fn keep(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        self.held.len += chunk.len() as u64;
+        if self.held.streamed {
+            return Some(chunk.to_vec());
+        }
+        self.held.bytes.extend_from_slice(chunk);
+        if self.held.bytes.len() <= self.limit {
+            return None;
+        }
+        tracing::warn!(
+            "the command printed more than {} MiB; its output is written out as it comes",
+            self.limit >> 20
+        );
+        self.held.streamed = true;
+        Some(std::mem::take(&mut self.held.bytes))
+    }
+}
+
+/// Copies a stream to `sink` as it comes (or holds it, when `holding`),
+/// keeping its tail.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut sink: Option<Box<dyn AsyncWrite + Unpin + Send>>,
+    holding: Option<Arc<Mutex<Holding>>>,
     tail: Arc<Mutex<Tail>>,
     activity: watch::Sender<()>,
 ) {
@@ -399,8 +497,13 @@ async fn pump(
             Ok(n) => n,
         };
         activity.send_replace(());
+        let out_now = match &holding {
+            None => Some(buf[..n].to_vec()),
+            Some(h) => h.lock().unwrap_or_else(|p| p.into_inner()).keep(&buf[..n]),
+        };
         if let Some(out) = sink.as_mut()
-            && (out.write_all(&buf[..n]).await.is_err() || out.flush().await.is_err())
+            && let Some(bytes) = out_now
+            && (out.write_all(&bytes).await.is_err() || out.flush().await.is_err())
         {
             // Our own output went away (a closed pipe): keep reading so the
             // command is not blocked, but stop echoing.

@@ -71,6 +71,7 @@ fn fixtures() -> Vec<Fixture> {
                     stalled: false,
                     interrupted: false,
                     elapsed: Duration::from_secs(3),
+                    held: None,
                 },
                 expected,
                 reset: get("reset"),
@@ -180,6 +181,7 @@ fn generic_commands_are_read_by_their_exit_code() {
         stalled: false,
         interrupted: false,
         elapsed: Duration::from_secs(1),
+        held: None,
     };
     assert_eq!(
         classify(Agent::Generic, &run(0, ""), now()),
@@ -211,6 +213,7 @@ Tokens: 3.2k sent, 188 received.\n";
         stalled: false,
         interrupted: false,
         elapsed: Duration::from_secs(1),
+        held: None,
     };
     assert_eq!(classify(Agent::Aider, &t, now()), Diagnosis::Success);
 }
@@ -226,6 +229,7 @@ fn claude_exit_code_and_error_text() {
         stalled: false,
         interrupted: false,
         elapsed: Duration::from_secs(1),
+        held: None,
     };
     let ok = r#"{"type":"result","is_error":false,"result":"fine"}"#;
     assert_eq!(

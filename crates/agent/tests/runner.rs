@@ -142,3 +142,22 @@ async fn long_output_keeps_its_tail() {
         lines[0]
     );
 }
+
+#[tokio::test]
+async fn held_output_is_kept_whole_and_outgrowing_the_limit_streams_it() {
+    let script = "printf 'first\\n'; printf 'err\\n' >&2; printf 'second\\n'";
+    let t = run(Command::new("sh", ["-c", script]).hold_stdout(1 << 20)).await;
+    let held = t.held.expect("held");
+    assert_eq!(held.bytes(), b"first\nsecond\n");
+    assert_eq!((held.len(), held.streamed()), (13, false));
+    assert_eq!(t.stdout.bytes(), b"first\nsecond\n", "kept for reading too");
+    assert_eq!(t.stderr.bytes(), b"err\n");
+
+    let t = run(Command::new("sh", ["-c", script]).hold_stdout(4)).await;
+    let held = t.held.expect("held");
+    assert!(held.streamed());
+    assert_eq!((held.bytes(), held.len()), (&b""[..], 13));
+
+    let t = run(sh("echo plain")).await;
+    assert_eq!(t.held, None, "not held unless asked");
+}

@@ -10,6 +10,8 @@
 //!   [`RetryError`] whose [`Ending`] says how it ended.
 //! - [`RetryBudget`]: a lock-free token bucket shared by many calls.
 //! - [`signal`]: parsers for Retry-After and the other server wait signals.
+//! - [`StateLocation`]: where a store lives (a SQLite path or a PostgreSQL
+//!   URL), parsed once for every store.
 //!
 //! ```
 //! use std::io;
@@ -32,6 +34,7 @@ mod classify;
 pub mod clock;
 mod error;
 mod human;
+mod location;
 mod policy;
 mod redact;
 mod retry;
@@ -45,6 +48,7 @@ pub use classify::{
 };
 pub use error::{AttemptError, Ending, RetryError};
 pub use human::HumanDuration;
+pub use location::{KNOWN_FORMS, LocationError, StateLocation};
 pub use policy::{
     Delays, Jitter, Policy, TRANSFER_FLOOR_BYTES_PER_SEC, TRANSFER_MAX_ATTEMPT,
     TRANSFER_MIN_ATTEMPT,

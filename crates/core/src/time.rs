@@ -46,10 +46,31 @@ pub fn parse_rfc3339(value: &str) -> Option<SystemTime> {
     }
 }
 
+/// The latest instant backstop writes or reads: 9999-12-31T23:59:59Z, the
+/// last one RFC 3339 can write. Later instants are clamped to it.
+pub fn latest() -> SystemTime {
+    // Within the range of SystemTime on every platform Rust supports.
+    UNIX_EPOCH + Duration::from_secs(253_402_300_799)
+}
+
 /// Formats an instant as RFC 3339 in UTC, to the second:
-/// "2026-11-22T14:03:00Z".
+/// "2026-11-22T14:03:00Z". Instants before 1970 are written as the epoch,
+/// instants after [`latest`] as it; never panics.
 pub fn format_rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
+    humantime::format_rfc3339_seconds(at.clamp(UNIX_EPOCH, latest())).to_string()
+}
+
+/// `at` plus `d`, at most [`latest`]: never overflows.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use backstop_core::time::{latest, later};
+///
+/// assert_eq!(later(UNIX_EPOCH, Duration::from_secs(5)), UNIX_EPOCH + Duration::from_secs(5));
+/// assert_eq!(later(UNIX_EPOCH, Duration::MAX), latest());
+/// ```
+pub fn later(at: SystemTime, d: Duration) -> SystemTime {
+    at.checked_add(d).map_or_else(latest, |t| t.min(latest()))
 }
 
 /// Milliseconds since the Unix epoch, saturating (instants before 1970
@@ -60,10 +81,13 @@ pub fn to_millis(at: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// The instant `millis` milliseconds after the Unix epoch (negative values
-/// become the epoch).
+/// The instant `millis` milliseconds after the Unix epoch: negative values
+/// become the epoch, values after [`latest`] become it.
 pub fn from_millis(millis: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+    later(
+        UNIX_EPOCH,
+        Duration::from_millis(u64::try_from(millis).unwrap_or(0)),
+    )
 }
 
 #[cfg(test)]
@@ -77,6 +101,19 @@ mod tests {
         assert_eq!(format_rfc3339(t), "2023-11-14T22:13:20Z");
         assert_eq!(from_millis(-5), UNIX_EPOCH);
         assert_eq!(to_millis(UNIX_EPOCH - Duration::from_secs(1)), 0);
+        assert_eq!(from_millis(i64::MAX), latest());
+        assert_eq!(
+            format_rfc3339(from_millis(i64::MAX)),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            format_rfc3339(UNIX_EPOCH + Duration::from_secs(1 << 40)),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            format_rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]

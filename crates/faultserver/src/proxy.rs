@@ -2,8 +2,9 @@
 //! makes on demand: a connection cut after a number of bytes (the flaky
 //! link of a long download), or every connection dropped until the test
 //! restores them (a database or a message bus restarting for one client,
-//! a machine partitioned away) — without touching the server other tests
-//! share.
+//! a machine partitioned away), or an answer swallowed after the server
+//! acted on the request (the dropped connection that makes a client retry
+//! what was done) — without touching the server other tests share.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,9 @@ struct Shared {
     cut_every: u64,
     /// Refusing: new connections are closed as soon as accepted.
     refusing: AtomicBool,
+    /// Responses still to swallow: the server's first bytes on a
+    /// connection close it instead of reaching the client.
+    swallow: AtomicU64,
     /// Bumped on every cut; open connections end when it changes.
     generation: watch::Sender<u64>,
     forwarded: AtomicU64,
@@ -101,6 +105,7 @@ impl Proxy {
             upstream,
             cut_every: if cut_every == 0 { u64::MAX } else { cut_every },
             refusing: AtomicBool::new(false),
+            swallow: AtomicU64::new(0),
             generation,
             forwarded: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -140,6 +145,15 @@ impl Proxy {
     pub fn cut(&self) {
         self.shared.refusing.store(true, Ordering::SeqCst);
         self.shared.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Swallows the next `n` responses: a request goes through to the
+    /// server, which acts on it, but the connection is closed as soon as
+    /// the server's answer begins, before any of it reaches the client —
+    /// the dropped connection after which a client cannot know whether its
+    /// request was done.
+    pub fn drop_responses(&self, n: u64) {
+        self.shared.swallow.store(n, Ordering::SeqCst);
     }
 
     /// Lets connections through again.
@@ -188,6 +202,14 @@ async fn forward(shared: Arc<Shared>, client: TcpStream) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if left == shared.cut_every
+                && shared
+                    .swallow
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                break;
+            }
             if client_write.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -253,6 +275,23 @@ mod tests {
         let mut c = std::net::TcpStream::connect(proxy.addr()).expect("connects");
         assert_eq!(roundtrip(&mut c).ok(), Some(b"ping".to_vec()));
         assert_eq!(proxy.connections(), 2, "the refused one is not counted");
+    }
+
+    #[test]
+    fn a_swallowed_response_closes_its_connection_after_the_request_went_through() {
+        let proxy = Proxy::start(echo());
+        proxy.drop_responses(1);
+        let mut a = std::net::TcpStream::connect(proxy.addr()).expect("connects");
+        a.write_all(b"ping").expect("sent");
+        let mut rest = Vec::new();
+        let _ = a.read_to_end(&mut rest);
+        assert_eq!(rest, b"", "nothing of the answer arrives");
+        let mut b = std::net::TcpStream::connect(proxy.addr()).expect("connects");
+        assert_eq!(
+            roundtrip(&mut b).ok(),
+            Some(b"ping".to_vec()),
+            "the next goes through"
+        );
     }
 
     #[test]

@@ -4,17 +4,21 @@ use std::time::Duration;
 
 use crate::Reason;
 
-/// The longest wait a server or a tool may ask for and be taken at its
-/// word: a month covers weekly and monthly allowances; anything longer is
-/// treated as garbage and the default applies.
-pub const MAX_WAIT: Duration = Duration::from_secs(31 * 24 * 3600);
+/// The longest cooldown the ledger holds: 365 days. `cooldown set` refuses
+/// a longer one before writing anything, and a stored deadline further
+/// away (written by hand, by another version, on another machine) is read
+/// as this far from now. A server's or a tool's own wait is held to the
+/// reason's cap ([`Defaults::cap`]), far below it.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The first cooldown and its ceiling for one reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Defaults {
     /// The first cooldown.
     pub base: Duration,
-    /// The longest escalation reaches.
+    /// The longest escalation reaches, and the longest wait a server or a
+    /// tool may ask for: a longer wait is cut to it (the key is tried again
+    /// then, and cools again if still refused).
     pub cap: Duration,
 }
 
@@ -28,7 +32,7 @@ pub struct Defaults {
 /// | rate_limit | 1 min | 15 min | provider windows are mostly a minute long (the seed's 15 min default was cut to 60 s for that reason); 15 min, its old default, bounds a persistent limit |
 /// | overloaded | 30 s | 5 min | an overload is provider-wide and short; Envoy ejects for 30 s doubling to 5 min |
 /// | error | 1 min | 10 min | a provider's 5xx; retried soon, but not in a loop |
-/// | quota | 1 h | 24 h | a used-up allowance returns at a reset, usually printed by the tool (then that is used); daily quotas bound it |
+/// | quota | 1 h | 24 h | a used-up allowance returns at a reset, usually printed by the tool (then that is used, up to the cap); daily quotas bound it, and a weekly one is tried again once a day |
 /// | auth | 1 h | 24 h | nothing changes until someone logs in again, which ends the cooldown at once (the credential's fingerprint changes) |
 ///
 /// Each success halves the count of consecutive failures, so escalation

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use backstop_core::clock::{Clock, SystemClock};
-use backstop_core::time::{from_millis, to_millis};
+use backstop_core::time::{format_rfc3339, from_millis, later, to_millis};
 
-use crate::durations::MAX_WAIT;
+use crate::durations::MAX_COOLDOWN;
 use crate::store::{Change, Store, StoreError};
 use crate::{Credentials, Durations, Entry, Key, LocalCredentials, Reason, Source, State};
 
@@ -164,8 +164,9 @@ impl Ledger {
     /// quota or an auth failure.
     ///
     /// The cooldown lasts until the wait the failure carries, if any and if
-    /// it is in the future and within a month, else the default for the
-    /// reason, escalated by the key's consecutive failures. A failure
+    /// it is in the future (cut to the reason's cap, [`crate::Defaults::cap`]),
+    /// else the default for the reason, escalated by the key's consecutive
+    /// failures. A failure
     /// recorded while the key is already cooling is the same episode: it
     /// does not escalate, and it never shortens the cooldown — a shorter
     /// one over a longer live one leaves the longer in place.
@@ -178,14 +179,14 @@ impl Ledger {
         let credential = self.credentials.fingerprint(key.provider());
         let message = failure.message.as_deref().map(clean_message);
         let sample = self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64();
+        let cap = later(now, self.durations.defaults(failure.reason).cap);
         let wait = failure
             .wait
-            .filter(|(until, _)| {
-                *until > now && until.duration_since(now).is_ok_and(|d| d <= MAX_WAIT)
-            })
-            .map(|(until, source)| (from_millis(to_millis(until)), source));
+            .filter(|(until, _)| *until > now)
+            .map(|(until, source)| (from_millis(to_millis(until.min(cap))), source));
         let durations = &self.durations;
         let after = self.store.update(&key, &mut |old| {
+            let old = old.map(|e| bounded(e, now));
             let cooling = old
                 .as_ref()
                 .filter(|e| e.is_cooling(now, credential.as_deref()));
@@ -196,7 +197,7 @@ impl Ledger {
             };
             let (until, source) = wait.unwrap_or_else(|| {
                 let d = durations.jittered(failure.reason, failures, sample);
-                (from_millis(to_millis(now + d)), Source::Default)
+                (from_millis(to_millis(later(now, d))), Source::Default)
             });
             match cooling {
                 Some(live) if live.until >= until => Change::Put(Entry {
@@ -230,30 +231,32 @@ impl Ledger {
         let now = self.now();
         let credential = self.credentials.fingerprint(model.provider());
         for key in [model.clone(), model.provider_key()] {
-            self.store.update(&key, &mut |old| match old {
-                None => Change::Keep,
-                Some(e) => {
-                    let failures = e.failures / 2;
-                    if failures == 0 && !e.is_cooling(now, credential.as_deref()) {
-                        Change::Remove
-                    } else if failures == e.failures {
-                        Change::Keep
-                    } else {
-                        Change::Put(Entry {
-                            failures,
-                            updated: now,
-                            ..e
-                        })
+            self.store
+                .update(&key, &mut |old| match old.map(|e| bounded(e, now)) {
+                    None => Change::Keep,
+                    Some(e) => {
+                        let failures = e.failures / 2;
+                        if failures == 0 && !e.is_cooling(now, credential.as_deref()) {
+                            Change::Remove
+                        } else if failures == e.failures {
+                            Change::Keep
+                        } else {
+                            Change::Put(Entry {
+                                failures,
+                                updated: now,
+                                ..e
+                            })
+                        }
                     }
-                }
-            })?;
+                })?;
         }
         Ok(())
     }
 
     /// Cools `key` by hand until `until`. A longer live cooldown is kept
     /// unless `replace`; an auth cooldown set by hand also ends when the
-    /// credential changes.
+    /// credential changes. `until` must be in the future and at most
+    /// [`MAX_COOLDOWN`] away ([`deadline`]); else nothing is written.
     pub fn set(
         &self,
         key: &Key,
@@ -261,21 +264,49 @@ impl Ledger {
         until: SystemTime,
         replace: bool,
     ) -> Result<Set, Error> {
+        let until = deadline(until, self.now())?;
+        self.set_until(key, reason, Some(until), replace)
+    }
+
+    /// Cools `key` by hand for the default of `reason`, escalated by the
+    /// key's consecutive failures as a recorded failure would be (and
+    /// counted as one). A longer live cooldown is kept unless `replace`.
+    pub fn set_default(&self, key: &Key, reason: Reason, replace: bool) -> Result<Set, Error> {
+        self.set_until(key, reason, None, replace)
+    }
+
+    /// [`Ledger::set`] and [`Ledger::set_default`]: `None` for the
+    /// reason's escalated default.
+    fn set_until(
+        &self,
+        key: &Key,
+        reason: Reason,
+        until: Option<SystemTime>,
+        replace: bool,
+    ) -> Result<Set, Error> {
         let now = self.now();
-        if until <= now {
-            return Err(Error::Invalid(format!(
-                "the end of a cooldown must be in the future, not {}",
-                backstop_core::time::format_rfc3339(until)
-            )));
-        }
-        let until = from_millis(to_millis(until));
         let credential = self.credentials.fingerprint(key.provider());
+        let sample = self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64();
+        let durations = &self.durations;
         let mut kept = false;
         let after = self.store.update(key, &mut |old| {
             kept = false;
+            let old = old.map(|e| bounded(e, now));
             let live = old
                 .as_ref()
                 .filter(|e| e.is_cooling(now, credential.as_deref()));
+            let (until, failures) = match until {
+                Some(until) => (until, old.as_ref().map_or(0, |e| e.failures)),
+                None => {
+                    let failures = match (&old, live) {
+                        (Some(e), Some(_)) => e.failures.max(1),
+                        (Some(e), None) => e.failures.saturating_add(1),
+                        (None, _) => 1,
+                    };
+                    let d = durations.jittered(reason, failures, sample);
+                    (from_millis(to_millis(later(now, d))), failures)
+                }
+            };
             if let Some(live) = live
                 && live.until > until
                 && !replace
@@ -289,7 +320,7 @@ impl Ledger {
                 until,
                 source: Source::Manual,
                 last_error: Some("set by hand".to_owned()),
-                failures: old.as_ref().map_or(0, |e| e.failures),
+                failures,
                 fingerprint: (reason == Reason::Auth)
                     .then(|| credential.clone())
                     .flatten(),
@@ -326,6 +357,7 @@ impl Ledger {
             .list()?
             .into_iter()
             .map(|e| {
+                let e = bounded(e, now);
                 let state = e.state(now, credentials.get(&e));
                 (e, state)
             })
@@ -346,7 +378,7 @@ impl Ledger {
             .store
             .get(&keys)?
             .into_iter()
-            .map(|e| (e.key.clone(), e))
+            .map(|e| (e.key.clone(), bounded(e, now)))
             .collect();
         let mut credentials = FingerprintCache::new(&*self.credentials);
         let mut blocked = Vec::new();
@@ -416,6 +448,46 @@ fn clean_message(message: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// `until` as the end of a cooldown set at `now`, at the store's
+/// millisecond precision: it must be in the future, and at most
+/// [`MAX_COOLDOWN`] away. [`Ledger::set`] checks it; a command checks it
+/// too before it opens the ledger.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use backstop_ledger::{Error, MAX_COOLDOWN, deadline};
+///
+/// let now = SystemTime::now();
+/// assert!(deadline(now + Duration::from_secs(60), now).is_ok());
+/// assert!(matches!(deadline(now + MAX_COOLDOWN * 2, now), Err(Error::Invalid(_))));
+/// ```
+pub fn deadline(until: SystemTime, now: SystemTime) -> Result<SystemTime, Error> {
+    if until <= now {
+        return Err(Error::Invalid(format!(
+            "{} is in the past; a cooldown must end in the future",
+            format_rfc3339(until)
+        )));
+    }
+    if until > later(now, MAX_COOLDOWN) {
+        return Err(Error::Invalid(format!(
+            "{} is more than {} days away, the longest a cooldown lasts",
+            format_rfc3339(until),
+            MAX_COOLDOWN.as_secs() / 86_400,
+        )));
+    }
+    Ok(from_millis(to_millis(until)))
+}
+
+/// `entry` with its deadline at most [`MAX_COOLDOWN`] from `now`: a row
+/// written by hand or by another version cannot hold a key for ever.
+fn bounded(mut entry: Entry, now: SystemTime) -> Entry {
+    let furthest = from_millis(to_millis(later(now, MAX_COOLDOWN)));
+    if entry.until > furthest {
+        entry.until = furthest;
+    }
+    entry
 }
 
 /// How long until `at`, zero if past.

@@ -8,8 +8,12 @@
 //!   auth failure cools the provider ([`Reason::scope`]). A model is
 //!   available when neither its key nor its provider's is cooling.
 //! - Deadlines only lengthen; the server's or tool's own wait is used when
-//!   given, else an escalating default ([`Durations`]) that decays with
-//!   successes.
+//!   given (at most the reason's cap), else an escalating default
+//!   ([`Durations`]) that decays with successes.
+//! - Nothing stored can break a reader: a row with a value out of range,
+//!   of the wrong type or from a newer version is clamped or shown as
+//!   best it can be, never a panic; no cooldown lasts longer than
+//!   [`MAX_COOLDOWN`].
 //! - An auth cooldown remembers the fingerprint of the refused credential
 //!   and ends as soon as the credential in use changes ([`Credentials`]).
 //! - Stored in SQLite by default, or PostgreSQL for many machines
@@ -35,9 +39,9 @@ mod reason;
 pub mod store;
 
 pub use credentials::{Credentials, LocalCredentials, StaticCredentials};
-pub use durations::{Defaults, Durations, MAX_WAIT};
+pub use durations::{Defaults, Durations, MAX_COOLDOWN};
 pub use entry::{Entry, State};
 pub use key::{Key, KeyError, Scope};
-pub use ledger::{Error, Failure, Ledger, Pick, Set, remaining};
+pub use ledger::{Error, Failure, Ledger, Pick, Set, deadline, remaining};
 pub use reason::{Reason, Source, UnknownReason};
 pub use store::{PostgresStore, SqliteStore, Store, StoreError};

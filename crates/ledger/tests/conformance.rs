@@ -8,14 +8,21 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use backstop_core::clock::ManualClock;
 use backstop_ledger::store::{Change, Store, StoreError};
-use backstop_ledger::{Entry, Key, PostgresStore, Reason, Source, SqliteStore};
+use backstop_ledger::{
+    Durations, Entry, Failure, Key, Ledger, MAX_COOLDOWN, PostgresStore, Reason, Source,
+    SqliteStore, State,
+};
 use backstop_postgres::testing::TestSchema;
 
 /// A database the suite can open stores on and poke at directly.
 trait Db: Send + Sync {
     fn open(&self) -> Result<Box<dyn Store>, StoreError>;
     fn exec(&self, sql: &str);
+    /// Drops the column types and NOT NULLs of the cooldowns table, as a
+    /// hand-made or older table might lack them.
+    fn loosen(&self);
 }
 
 struct Sqlite {
@@ -37,6 +44,15 @@ impl Db for Sqlite {
     }
     fn exec(&self, sql: &str) {
         rusqlite_exec(&self.path, sql);
+    }
+    fn loosen(&self) {
+        self.exec(
+            "ALTER TABLE backstop_cooldowns RENAME TO strict;
+             CREATE TABLE backstop_cooldowns (key TEXT PRIMARY KEY, reason, until_ms, source,
+                 last_error, failures, fingerprint, created_ms, updated_ms);
+             INSERT INTO backstop_cooldowns SELECT * FROM strict;
+             DROP TABLE strict",
+        );
     }
 }
 
@@ -61,6 +77,16 @@ impl Db for Postgres {
     }
     fn exec(&self, sql: &str) {
         self.0.exec(sql);
+    }
+    fn loosen(&self) {
+        self.exec(
+            "ALTER TABLE backstop_cooldowns
+                 ALTER COLUMN reason DROP NOT NULL,
+                 ALTER COLUMN until_ms DROP NOT NULL,
+                 ALTER COLUMN failures DROP NOT NULL,
+                 ALTER COLUMN failures TYPE TEXT,
+                 ALTER COLUMN created_ms TYPE DOUBLE PRECISION",
+        );
     }
 }
 
@@ -220,23 +246,106 @@ fn a_newer_schema_is_refused(db: &dyn Db) {
     }
 }
 
-fn unreadable_rows_are_skipped_not_fatal(db: &dyn Db) {
+/// Rows written by hand, by another version or on another machine, that
+/// the schema accepts: out of range, from a newer version, an unreadable key.
+const ODD_ROWS: &str = "INSERT INTO backstop_cooldowns
+    (key, reason, until_ms, source, last_error, failures, fingerprint, created_ms, updated_ms)
+    VALUES
+    ('a/huge', 'rate_limit', 9223372036854775807, 'header', NULL, 9223372036854775807, NULL, 0, 9223372036854775807),
+    ('a/negative', 'error', -5, 'default', NULL, -3, NULL, -1, -9223372036854775808),
+    ('a/odd', 'reason_from_the_future', 1800003600000, 'carrier_pigeon', 'it was odd', 2, NULL, 0, 0),
+    ('not a key!', 'error', 0, 'default', NULL, 1, NULL, 0, 0)";
+
+/// Rows only a loosened table ([`Db::loosen`]) takes: NULLs and other types.
+const LOOSE_ROWS: &str = "INSERT INTO backstop_cooldowns
+    (key, reason, until_ms, source, last_error, failures, fingerprint, created_ms, updated_ms)
+    VALUES
+    ('b/null', NULL, NULL, 'manual', NULL, NULL, NULL, 0, 0),
+    ('b/typed', 'quota', 1800003600000, 'tool', NULL, 'lots', NULL, 1.5e300, 0)";
+
+fn stored_values_of_any_shape_are_read(db: &dyn Db) {
+    use backstop_core::time::latest;
     let store = db.open().unwrap();
     put(&*store, &entry("a/good", 1));
-    db.exec(
-        "INSERT INTO backstop_cooldowns (key, reason, until_ms, source, last_error, failures, fingerprint, created_ms, updated_ms)
-         VALUES ('a/odd', 'reason_from_the_future', 0, 'default', NULL, 1, NULL, 0, 0)",
+    db.exec(ODD_ROWS);
+    let listed = store.list().unwrap();
+    let by_key = |k: &str| listed.iter().find(|e| e.key.as_str() == k).unwrap().clone();
+    assert_eq!(listed.len(), 4, "all but the unreadable key: {listed:?}");
+    assert_eq!(by_key("a/good"), entry("a/good", 1));
+    let huge = by_key("a/huge");
+    assert_eq!((huge.until, huge.updated), (latest(), latest()));
+    assert_eq!(huge.failures, u32::MAX);
+    let negative = by_key("a/negative");
+    assert_eq!(
+        (
+            negative.until,
+            negative.created,
+            negative.updated,
+            negative.failures
+        ),
+        (UNIX_EPOCH, UNIX_EPOCH, UNIX_EPOCH, 0)
     );
-    let keys: Vec<_> = store
+    let odd = by_key("a/odd");
+    assert_eq!(
+        (odd.reason, odd.source, odd.failures),
+        (Reason::Error, Source::Default, 2)
+    );
+    assert_eq!(
+        odd.last_error.as_deref(),
+        Some("stored reason \"reason_from_the_future\" is unknown to this backstop: it was odd")
+    );
+    assert_eq!(store.get(&[key("a/huge")]).unwrap(), [huge]);
+
+    // The ledger on top holds a deadline to a year and picks around it.
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let ledger = Ledger::new(db.open().unwrap())
+        .with_clock(Arc::new(ManualClock::new(now)))
+        .with_durations(Durations::default().jitter(0.0));
+    let pick = ledger
+        .pick(&[key("a/huge"), key("a/odd"), key("a/negative")])
+        .unwrap();
+    assert_eq!(pick.available, Some(key("a/negative")));
+    assert_eq!(pick.blocked[0].1.until, now + MAX_COOLDOWN);
+    assert_eq!(pick.blocked[1].1.until, now + Duration::from_secs(3600));
+    let states: Vec<_> = ledger
         .list()
         .unwrap()
         .into_iter()
-        .map(|e| e.key.as_str().to_owned())
+        .map(|(e, s)| (e.key.as_str().to_owned(), s))
         .collect();
-    assert_eq!(keys, ["a/good"]);
-    // And it can be overwritten or removed like any other.
-    put(&*store, &entry("a/odd", 1));
-    assert_eq!(store.list().unwrap().len(), 2);
+    assert_eq!(
+        states,
+        [
+            ("a/good".to_owned(), State::Cooling),
+            ("a/huge".to_owned(), State::Cooling),
+            ("a/negative".to_owned(), State::Expired),
+            ("a/odd".to_owned(), State::Cooling),
+        ]
+    );
+    // Recording over an odd row heals it.
+    let e = ledger
+        .record(&key("a/huge"), &Failure::new(Reason::RateLimit))
+        .unwrap();
+    assert_eq!(e.until, now + MAX_COOLDOWN);
+    assert_eq!(store.get(&[key("a/huge")]).unwrap(), [e]);
+
+    // A table without its types and NOT NULLs is read too.
+    db.loosen();
+    db.exec(LOOSE_ROWS);
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    let by_key = |k: &str| listed.iter().find(|e| e.key.as_str() == k).unwrap().clone();
+    let null = by_key("b/null");
+    assert_eq!(
+        (null.reason, null.until, null.failures),
+        (Reason::Error, UNIX_EPOCH, 0)
+    );
+    let typed = by_key("b/typed");
+    assert_eq!(
+        (typed.reason, typed.failures, typed.created),
+        (Reason::Quota, 0, latest())
+    );
+    assert!(ledger.pick(&[key("b/null")]).unwrap().available.is_some());
 }
 
 fn locations_name_no_password(db: &dyn Db) {
@@ -276,7 +385,7 @@ suite!(
     concurrent_updates_lose_nothing,
     reopening_migrates_once,
     a_newer_schema_is_refused,
-    unreadable_rows_are_skipped_not_fatal,
+    stored_values_of_any_shape_are_read,
     locations_name_no_password,
 );
 

@@ -141,7 +141,7 @@ fn when_nothing_is_available_the_earliest_is_named() {
 fn deadlines_only_lengthen() {
     let w = world();
     let m = key("openai/gpt-5");
-    let long = w.now() + 30 * MIN;
+    let long = w.now() + 10 * MIN;
     w.ledger.record(&m, &wait(long, Source::Header)).unwrap();
     // A later, shorter Retry-After (and a default) leave the longer one.
     let e = w
@@ -157,7 +157,7 @@ fn deadlines_only_lengthen() {
     assert_eq!(e.until, long);
     assert_eq!(e.reason, Reason::RateLimit);
     // A longer one extends it.
-    let longer = w.now() + 45 * MIN;
+    let longer = w.now() + 14 * MIN;
     let e = w.ledger.record(&m, &wait(longer, Source::Tool)).unwrap();
     assert_eq!(e.until, longer);
     assert_eq!(e.source, Source::Tool);
@@ -222,23 +222,91 @@ fn a_success_never_ends_a_live_cooldown() {
 }
 
 #[test]
-fn server_waits_beyond_a_month_or_in_the_past_fall_back_to_defaults() {
+fn server_waits_are_cut_to_the_reasons_cap_and_past_ones_fall_back_to_defaults() {
     let w = world();
     let m = key("openai/gpt-5");
-    let e = w
-        .ledger
-        .record(
-            &m,
-            &wait(w.now() + Duration::from_secs(90 * 86_400), Source::Header),
-        )
-        .unwrap();
-    assert_eq!((e.until, e.source), (w.now() + MIN, Source::Default));
-    w.ledger.clear(&m).unwrap();
+    for asked in [
+        Duration::from_secs(90 * 86_400),
+        Duration::from_secs(u64::MAX / 4),
+        Duration::MAX,
+    ] {
+        let until = w
+            .now()
+            .checked_add(asked)
+            .unwrap_or(backstop_core::time::latest());
+        let e = w.ledger.record(&m, &wait(until, Source::Header)).unwrap();
+        assert_eq!((e.until, e.source), (w.now() + 15 * MIN, Source::Header));
+        w.ledger.clear(&m).unwrap();
+    }
+    let quota = Failure {
+        reason: Reason::Quota,
+        wait: Some((w.now() + Duration::from_secs(7 * 86_400), Source::Tool)),
+        message: None,
+    };
+    let e = w.ledger.record(&m, &quota).unwrap();
+    assert_eq!(e.until, w.now() + Duration::from_secs(86_400));
     let e = w
         .ledger
         .record(&m, &wait(w.now() - MIN, Source::Tool))
         .unwrap();
     assert_eq!((e.until, e.source), (w.now() + MIN, Source::Default));
+}
+
+#[test]
+fn manual_cooldowns_are_bounded_to_a_year_and_nothing_is_written_beyond() {
+    let w = world();
+    let m = key("openai/gpt-5");
+    let year = backstop_ledger::MAX_COOLDOWN;
+    assert_eq!(year, Duration::from_secs(365 * 86_400));
+    let Set::Written(e) = w
+        .ledger
+        .set(&m, Reason::Error, w.now() + year, false)
+        .unwrap()
+    else {
+        panic!("written")
+    };
+    assert_eq!(e.until, w.now() + year);
+    w.ledger.clear(&m).unwrap();
+    for beyond in [year + Duration::from_millis(1), 10 * year] {
+        match w.ledger.set(&m, Reason::Error, w.now() + beyond, true) {
+            Err(backstop_ledger::Error::Invalid(msg)) => {
+                assert!(msg.contains("more than 365 days away"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(w.ledger.list().unwrap().is_empty(), "nothing was written");
+}
+
+#[test]
+fn a_manual_cooldown_without_a_length_takes_the_reasons_escalating_default() {
+    let w = world();
+    let m = key("openai/gpt-5");
+    let mut lengths = Vec::new();
+    for _ in 0..3 {
+        let Set::Written(e) = w.ledger.set_default(&m, Reason::RateLimit, false).unwrap() else {
+            panic!("written")
+        };
+        assert_eq!((e.source, e.reason), (Source::Manual, Reason::RateLimit));
+        lengths.push(e.until.duration_since(w.now()).unwrap());
+        // Set again while it runs: the same episode, not escalated.
+        let Set::Written(again) = w.ledger.set_default(&m, Reason::RateLimit, false).unwrap()
+        else {
+            panic!("written")
+        };
+        assert_eq!((again.until, again.failures), (e.until, e.failures));
+        w.clock.advance(lengths.last().copied().unwrap());
+    }
+    assert_eq!(lengths, [MIN, 2 * MIN, 4 * MIN]);
+    // The key given is the key cooled, for the reason's own default.
+    let Set::Written(e) = w
+        .ledger
+        .set_default(&key("anthropic"), Reason::Quota, false)
+        .unwrap()
+    else {
+        panic!("written")
+    };
+    assert_eq!(e.until, w.now() + Duration::from_secs(3600));
 }
 
 #[test]
@@ -347,7 +415,7 @@ fn manual_cooldowns_keep_a_longer_one_unless_replacing() {
         .ledger
         .set(&m, Reason::Error, w.now() - MIN, true)
         .unwrap_err();
-    assert!(err.to_string().contains("must be in the future"), "{err}");
+    assert!(err.to_string().contains("is in the past"), "{err}");
     // Refused: nothing changed.
     let (e, _) = &w.ledger.list().unwrap()[0];
     assert_eq!(e.until, w.now() + 5 * MIN);

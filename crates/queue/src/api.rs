@@ -5,10 +5,20 @@
 //! an empty key, an unknown node — is answered 4xx with
 //! `{"error": "one clear sentence"}` and changes nothing.
 //!
+//! A submission with an `Idempotency-Key` header (as
+//! `draft-ietf-httpapi-idempotency-key-header` and Stripe have it) is made
+//! once: a repeat with the same key within
+//! [`IDEMPOTENCY_WINDOW`](crate::model::IDEMPOTENCY_WINDOW) answers 200 with
+//! the operation the first created, and one with the same key but another
+//! request is refused with 422. The store decides in the submission's own
+//! transaction, so a repeat that arrives while the first is still being
+//! written waits for it and answers its operation (it never sees the
+//! draft's 409).
+//!
 //! | route | what |
 //! |---|---|
 //! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
-//! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}` |
+//! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` |
 //! | `GET /v1/ops?state=&kind=&limit=` | operations, newest first, with delivery counts |
 //! | `GET /v1/ops/{id}` | one operation and its deliveries |
 //! | `GET /v1/deliveries?state=&node=&op=&limit=` | deliveries (`state=dead`: the dead letters) |
@@ -21,7 +31,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -133,7 +143,9 @@ impl From<StoreError> for ApiError {
                     Rejection::UnknownNode(_)
                     | Rejection::UnknownOp(_)
                     | Rejection::UnknownDelivery(_) => StatusCode::NOT_FOUND,
-                    Rejection::UnknownKind { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    Rejection::UnknownKind { .. } | Rejection::IdempotencyKeyReused { .. } => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
                     Rejection::NotDead { .. } => StatusCode::CONFLICT,
                 };
                 ApiError::new(status, r.to_string())
@@ -213,7 +225,37 @@ struct SubmitBody {
     present_only: bool,
 }
 
-async fn submit(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+/// The `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header):
+/// a structured-field string, `"..."`, or the bare token many clients send.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad(
+            "send one Idempotency-Key header, not several",
+        ));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad(crate::model::Invalid::IdempotencyKey.to_string()))?
+        .trim();
+    let key = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    Ok(Some(key.to_owned()))
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
     let body: SubmitBody = parse(&body)?;
     let target = match (body.node_type, body.nodes) {
         (Some(node_type), None) => Target::Type {
@@ -235,11 +277,26 @@ async fn submit(State(state): State<ApiState>, body: Bytes) -> Result<Response, 
         target,
         key: body.key,
         payload: body.payload.unwrap_or_else(|| json!({})).to_string(),
+        idempotency_key,
     }
     .validate()?;
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let submitted = blocking(move || store.submit(&op, now)).await?;
+    let json = json!({
+        "op": submitted.op,
+        "deliveries": submitted.deliveries,
+        "superseded": submitted.superseded,
+    });
+    if submitted.repeated {
+        tracing::info!(
+            "operation {} ({}) submitted again with its Idempotency-Key: answered, nothing new",
+            submitted.op.id,
+            submitted.op.kind,
+        );
+        let replayed = [(HeaderName::from_static("idempotent-replayed"), "true")];
+        return Ok((StatusCode::OK, replayed, axum::Json(json)).into_response());
+    }
     state.wake.notify_one();
     tracing::info!(
         "operation {} ({}) submitted: {} deliveries{}",
@@ -252,11 +309,6 @@ async fn submit(State(state): State<ApiState>, body: Bytes) -> Result<Response, 
             String::new()
         }
     );
-    let json = json!({
-        "op": submitted.op,
-        "deliveries": submitted.deliveries,
-        "superseded": submitted.superseded,
-    });
     Ok((StatusCode::CREATED, axum::Json(json)).into_response())
 }
 

@@ -28,6 +28,21 @@ pub struct Config {
     /// The local nodes.
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeConfig>,
+    /// `backstop run`'s commands per provider and model (`[run]`), read by
+    /// `backstop_agent::template`; accepted here so that one file serves
+    /// both.
+    #[serde(default, rename = "run")]
+    _run: OtherTable,
+}
+
+/// A table another reader of the file owns: accepted, not looked at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct OtherTable;
+
+impl<'de> Deserialize<'de> for OtherTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| OtherTable)
+    }
 }
 
 /// One `[[node]]`.
@@ -101,6 +116,18 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks that every handler's program exists and is executable
+    /// ([`crate::program::check_handler`]), from the current directory and
+    /// `PATH` the handlers will run with.
+    pub fn check_handlers(&self) -> Result<(), crate::program::Unrunnable> {
+        for node in &self.nodes {
+            for (kind, command) in &node.handle {
+                crate::program::check_handler(&node.name, kind, command)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The local nodes, each kind run by its command.
     pub fn local_nodes(&self) -> Result<Vec<LocalNode>, Invalid> {
         self.nodes.iter().map(NodeConfig::local).collect()
@@ -138,6 +165,10 @@ mod tests {
             name = "cpu-1"
             type = "cpu"
             handle = { install = "true" }
+
+            # backstop run's table, in the same file.
+            [run.providers.anthropic]
+            command = ["claude", "-p", "--model", "{model}"]
             "#,
         )
         .unwrap_or_else(|e| panic!("{e}"));

@@ -21,7 +21,8 @@
 //!   store and NATS, for `/healthz`.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
 //!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
-//!   [`coordinator`] wires it all.
+//!   [`coordinator`] wires it all. [`program`] checks at start-up that each
+//!   handler's program can be started.
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -51,6 +52,7 @@ pub mod handler;
 pub mod health;
 pub mod housekeeping;
 pub mod model;
+pub mod program;
 pub mod schedule;
 pub mod status;
 pub mod store;
@@ -62,8 +64,8 @@ pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use handler::{CommandHandler, Handler, Work};
 pub use model::{
-    Claim, Delivery, DeliveryId, DeliveryState, Invalid, NewOp, Node, NodeSpec, NodeStatus, Op,
-    OpId, Outcome, Target, Token,
+    Claim, Delivery, DeliveryId, DeliveryState, Hold, Invalid, NewOp, Node, NodeSpec, NodeStatus,
+    Op, OpId, Outcome, Target, Token,
 };
 pub use schedule::{Schedule, Settle, Verdict};
 pub use store::{PostgresStore, SqliteStore, Store, StoreError};

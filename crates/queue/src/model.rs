@@ -14,6 +14,11 @@ pub const MAX_NAME: usize = 128;
 pub const MAX_KEY: usize = 512;
 /// The largest payload accepted, as JSON text.
 pub const MAX_PAYLOAD: usize = 1 << 20;
+/// The longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// How long a submission's idempotency key is remembered, at least: a
+/// repeat within this time answers the operation the first one created.
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Input the queue refuses, before anything is written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +35,11 @@ pub enum Invalid {
     /// An empty or over-long key.
     #[error("an operation key must not be empty or longer than {MAX_KEY} bytes")]
     Key,
+    /// An idempotency key that is empty, too long, or not printable ASCII.
+    #[error(
+        "an Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters, without spaces"
+    )]
+    IdempotencyKey,
     /// A payload over [`MAX_PAYLOAD`].
     #[error("the payload is {0} bytes; at most {MAX_PAYLOAD} are accepted")]
     Payload(usize),
@@ -214,6 +224,10 @@ pub struct NewOp {
     pub key: Option<String>,
     /// The payload as JSON text (handed to the handler on stdin).
     pub payload: String,
+    /// Makes the submission idempotent: a repeat with the same key (a
+    /// client retrying across a dropped connection) answers the operation
+    /// the first one created, for at least [`IDEMPOTENCY_WINDOW`].
+    pub idempotency_key: Option<String>,
 }
 
 impl NewOp {
@@ -228,7 +242,33 @@ impl NewOp {
             },
             key: None,
             payload: "{}".to_owned(),
+            idempotency_key: None,
         }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// What the submission asks for, as a SHA-256 hex digest of its kind,
+    /// target, key and payload (not its idempotency key): two requests
+    /// with one idempotency key must have the same fingerprint.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let target = match &self.target {
+            Target::Type {
+                node_type,
+                present_only,
+            } => serde_json::json!({ "type": node_type, "present_only": present_only }),
+            Target::Nodes(names) => serde_json::json!({ "nodes": names }),
+        };
+        let canonical = serde_json::json!([self.kind, target, self.key, self.payload]);
+        Sha256::digest(canonical.to_string().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Sets the desired-state key.
@@ -266,6 +306,13 @@ impl NewOp {
         }
         if self.payload.len() > MAX_PAYLOAD {
             return Err(Invalid::Payload(self.payload.len()));
+        }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY
+                || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Invalid::IdempotencyKey);
         }
         Ok(self)
     }
@@ -395,8 +442,13 @@ pub struct Delivery {
     pub key: Option<String>,
     /// Where it stands.
     pub state: DeliveryState,
-    /// The number of the latest attempt (0 before the first).
+    /// The number of the latest attempt (0 before the first), counting
+    /// from its creation: the attempt token's number, which a requeue does
+    /// not reset.
     pub attempt: u32,
+    /// Attempts since the last requeue (all of them, when never requeued):
+    /// what an operator reads after "attempts reset".
+    pub attempts: u32,
     /// Handler failures counted toward the dead-letter cap; reset by a
     /// requeue.
     pub failures: u32,
@@ -408,9 +460,12 @@ pub struct Delivery {
     /// Until when the running attempt holds it (in flight).
     #[serde(with = "opt_time")]
     pub lease_until: Option<SystemTime>,
-    /// The last error, if any: a handler's stderr tail, or why the node
-    /// could not be reached.
+    /// Why its latest attempt did not succeed, if it did not: a handler's
+    /// stderr tail, or why the node could not be reached. None once done.
     pub last_error: Option<String>,
+    /// For a pending delivery, what it waits for when that is its node
+    /// rather than its next attempt time.
+    pub held: Option<Hold>,
     /// Created.
     #[serde(with = "time")]
     pub created: SystemTime,
@@ -420,6 +475,42 @@ pub struct Delivery {
     /// When it became done, dead or superseded.
     #[serde(with = "opt_time")]
     pub finished: Option<SystemTime>,
+}
+
+/// Why a pending delivery waits for its node rather than for its next
+/// attempt time (which may be long past).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// Its node is drained: it is held until the node is undrained.
+    Drained,
+    /// Its node could not be reached: it waits for the node's next
+    /// heartbeat.
+    Unreachable,
+    /// Its node's heartbeats stopped: it waits for them to resume.
+    Unhealthy,
+}
+
+impl Hold {
+    /// What holds a pending delivery to a node in this state, if anything;
+    /// a drain, the operator's choice, is named before health.
+    pub fn for_node(status: NodeStatus, drained: bool) -> Option<Hold> {
+        match (drained, status) {
+            (true, _) => Some(Hold::Drained),
+            (false, NodeStatus::Unreachable) => Some(Hold::Unreachable),
+            (false, NodeStatus::Unhealthy) => Some(Hold::Unhealthy),
+            (false, NodeStatus::Healthy) => None,
+        }
+    }
+
+    /// How `ops show` says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Hold::Drained => "held: node drained",
+            Hold::Unreachable => "waiting: node unreachable",
+            Hold::Unhealthy => "waiting: node unhealthy (no heartbeats)",
+        }
+    }
 }
 
 /// An attempt handed to the dispatcher by [`crate::Store::claim`].
@@ -540,6 +631,56 @@ mod tests {
         let mut big = NewOp::for_type("install", "gpu");
         big.payload = "x".repeat(MAX_PAYLOAD + 1);
         assert!(matches!(big.validate(), Err(Invalid::Payload(_))));
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked_and_fingerprints_name_the_request() {
+        let op = NewOp::for_type("install", "gpu").key("llama-cpp");
+        let keyed = op
+            .clone()
+            .idempotency_key("0f1e2d3c4b5a69788796a5b4c3d2e1f0");
+        assert!(keyed.clone().validate().is_ok());
+        for bad in ["", "a b", "é", &"x".repeat(MAX_IDEMPOTENCY_KEY + 1)] {
+            assert_eq!(
+                op.clone().idempotency_key(bad).validate().err(),
+                Some(Invalid::IdempotencyKey),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            keyed.fingerprint(),
+            op.fingerprint(),
+            "the key is not the request"
+        );
+        let other = [
+            op.clone().key("other"),
+            op.clone().payload(&serde_json::json!({"backend": "vllm"})),
+            NewOp::for_type("delete", "gpu").key("llama-cpp"),
+            NewOp::for_type("install", "cpu").key("llama-cpp"),
+        ];
+        for o in other {
+            assert_ne!(o.fingerprint(), op.fingerprint(), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn a_drain_holds_before_health_and_a_healthy_node_holds_nothing() {
+        let cases = [
+            (NodeStatus::Healthy, false, None),
+            (NodeStatus::Unreachable, false, Some(Hold::Unreachable)),
+            (NodeStatus::Unhealthy, false, Some(Hold::Unhealthy)),
+            (NodeStatus::Healthy, true, Some(Hold::Drained)),
+            (NodeStatus::Unreachable, true, Some(Hold::Drained)),
+        ];
+        for (status, drained, want) in cases {
+            assert_eq!(
+                Hold::for_node(status, drained),
+                want,
+                "{status:?} {drained}"
+            );
+        }
+        assert_eq!(Hold::Drained.describe(), "held: node drained");
+        assert_eq!(Hold::Unreachable.describe(), "waiting: node unreachable");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use backstop_queue::store::{
     Settled, Store, StoreError,
 };
 use backstop_queue::{
-    Claim, DeliveryState, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token, Verdict,
+    Claim, DeliveryState, Hold, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token,
+    Verdict,
 };
 
 /// A database the suite can open stores on and poke at directly.
@@ -482,6 +483,63 @@ fn dead_deliveries_stay_and_requeue_resets_attempts(db: &dyn Db) {
         "attempt numbers keep growing"
     );
     assert!(again.iter().all(|c| c.failures == 0));
+    let shown = store.deliveries(&DeliveryFilter::default()).unwrap();
+    assert!(
+        shown.iter().all(|d| d.attempts == 1 && d.attempt == 2),
+        "one attempt since the requeue, two in all: {shown:?}"
+    );
+}
+
+fn what_a_delivery_shows_is_what_holds_now(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2", "gpu-3", "gpu-4"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(0));
+    let on = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    // gpu-1 fails once, then succeeds: done shows no error.
+    settle(&*store, on("gpu-1"), t(1), failed(t(2), 1));
+    let retry = claim_all(&*store, t(2)).remove(0);
+    settle(&*store, retry.token, t(3), Verdict::Done);
+    // gpu-2 could not be reached; gpu-3 stops sending heartbeats; gpu-4
+    // fails and is then drained.
+    let unreachable = Verdict::Release {
+        next_at: t(1),
+        error: "no responders".into(),
+        unreachable: true,
+    };
+    settle(&*store, on("gpu-2"), t(1), unreachable);
+    store.heartbeat("gpu-3", "s1", true, t(1)).unwrap();
+    store
+        .release(&[on("gpu-3")], "its node left", t(1))
+        .unwrap();
+    settle(&*store, on("gpu-4"), t(1), failed(t(2), 1));
+    store.drain("gpu-4", true, t(1)).unwrap();
+    let (_, shown) = store.op(op.id).unwrap();
+    let of = |n: &str| shown.iter().find(|d| d.node == n).unwrap();
+    assert_eq!(of("gpu-1").state, DeliveryState::Done);
+    assert_eq!(of("gpu-1").last_error, None, "a done delivery has no error");
+    assert_eq!((of("gpu-1").attempts, of("gpu-1").failures), (2, 1));
+    assert_eq!(of("gpu-1").held, None);
+    assert_eq!(of("gpu-2").held, Some(Hold::Unreachable));
+    assert_eq!(of("gpu-3").held, Some(Hold::Unhealthy));
+    assert_eq!(of("gpu-4").held, Some(Hold::Drained));
+    // Listings say the same, and a node back to health holds nothing.
+    store.heartbeat("gpu-2", "s1", false, t(5)).unwrap();
+    let listed = store
+        .deliveries(&DeliveryFilter {
+            node: Some("gpu-2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(listed[0].held, None);
+    assert_eq!(listed[0].state, DeliveryState::Pending);
 }
 
 fn a_newer_op_with_the_same_key_supersedes_undelivered_ones(db: &dyn Db) {
@@ -953,13 +1011,15 @@ fn retention_removes_old_history_but_not_the_desired_state_or_the_dead(db: &dyn 
         Retained {
             ended: 3,
             deliveries: 1,
-            ops: 1
+            ops: 1,
+            keys: 0,
         }
     );
     let one = Retained {
         ended: 0,
         deliveries: 1,
         ops: 1,
+        keys: 0,
     };
     assert_eq!(store.retain(t(100), 1).unwrap(), one, "at most the limit");
     assert_eq!(store.retain(t(100), 1).unwrap(), one);
@@ -989,6 +1049,105 @@ fn retention_removes_old_history_but_not_the_desired_state_or_the_dead(db: &dyn 
     assert_eq!(kinds, ["delete", "install"]);
     // Registering again changes nothing: the done rows say who has it.
     assert_eq!(store.register(&spec, t(102)).unwrap().delivered, 0);
+}
+
+fn a_repeated_idempotency_key_answers_the_first_operation(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let op = NewOp::for_type("install", "gpu")
+        .key("llama-cpp")
+        .idempotency_key("3f2a9c");
+    let first = store.submit(&op, t(0)).unwrap();
+    assert!(!first.repeated);
+    let again = store.submit(&op, t(5)).unwrap();
+    assert!(again.repeated, "answered, not made again");
+    assert_eq!(
+        (&again.op, again.deliveries, again.superseded),
+        (&first.op, 1, 0)
+    );
+    // The same key with another request is refused and changes nothing.
+    let other = op.clone().payload(&serde_json::json!({"backend": "vllm"}));
+    match store.submit(&other, t(6)) {
+        Err(StoreError::Rejected(Rejection::IdempotencyKeyReused { op })) => {
+            assert_eq!(op, first.op.id)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.ops(&OpFilter::default()).unwrap().len(), 1);
+    assert_eq!(claim_all(&*store, t(7)).len(), 1, "one delivery in all");
+    // A refused submission leaves no key behind: once a node handles the
+    // kind, the same key goes through.
+    let delete = NewOp::for_type("delete", "gpu").idempotency_key("77e1");
+    match store.submit(&delete, t(8)) {
+        Err(StoreError::Rejected(Rejection::UnknownKind { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    store
+        .register(&node("gpu-1", "gpu", &["install", "delete"]), t(9))
+        .unwrap();
+    assert!(!store.submit(&delete, t(10)).unwrap().repeated);
+}
+
+fn concurrent_repeats_of_an_idempotency_key_create_one_operation(db: &dyn Db) {
+    let setup = db.open().unwrap();
+    setup
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let op = NewOp::for_type("install", "gpu").idempotency_key("c0ffee");
+    let handles: Vec<Arc<dyn Store>> = (0..6).map(|_| Arc::from(db.open().unwrap())).collect();
+    let start = std::sync::Barrier::new(handles.len());
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let submitters: Vec<_> = handles
+            .iter()
+            .map(|store| {
+                let (op, start) = (&op, &start);
+                s.spawn(move || {
+                    start.wait();
+                    store.submit(op, t(0)).unwrap()
+                })
+            })
+            .collect();
+        submitters.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let first = answers.iter().filter(|a| !a.repeated).count();
+    assert_eq!(first, 1, "exactly one submission made the operation");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.op == answers[0].op && a.deliveries == 1)
+    );
+    assert_eq!(setup.ops(&OpFilter::default()).unwrap().len(), 1);
+}
+
+fn idempotency_keys_outlive_a_short_retention_by_a_day(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let op = NewOp::for_type("install", "gpu").idempotency_key("5eed");
+    let first = store.submit(&op, t(0)).unwrap().op;
+    let c = claim_all(&*store, t(0)).remove(0);
+    settle(&*store, c.token, t(1), Verdict::Done);
+    // A retention of one second, an hour on: the history goes, the
+    // operation its key names stays, and a repeat still finds it.
+    let hour = store.retain(t(3599), 100).unwrap();
+    assert_eq!((hour.deliveries, hour.ops, hour.keys), (1, 0, 0));
+    let again = store.submit(&op, t(3600)).unwrap();
+    assert!(again.repeated);
+    assert_eq!(again.op.id, first.id);
+    // A day past the retention time the key is forgotten, the operation
+    // goes with it, and the key makes a new one.
+    let day = store.retain(t(86_401), 100).unwrap();
+    assert_eq!((day.ops, day.keys), (1, 1));
+    assert!(matches!(
+        store.op(first.id),
+        Err(StoreError::Rejected(Rejection::UnknownOp(_)))
+    ));
+    let anew = store.submit(&op, t(86_402)).unwrap();
+    assert!(!anew.repeated);
+    assert_ne!(anew.op.id, first.id);
 }
 
 macro_rules! suite {
@@ -1022,6 +1181,7 @@ suite!(
     late_and_stale_replies_never_overwrite_a_newer_attempt,
     a_late_success_of_the_current_attempt_still_counts,
     dead_deliveries_stay_and_requeue_resets_attempts,
+    what_a_delivery_shows_is_what_holds_now,
     a_newer_op_with_the_same_key_supersedes_undelivered_ones,
     nodes_that_join_later_get_live_ops_of_their_type,
     health_parks_nodes_without_spending_attempts,
@@ -1033,6 +1193,9 @@ suite!(
     the_schema_table_is_shared_and_a_newer_schema_refused,
     long_errors_are_clipped_from_the_front,
     retention_removes_old_history_but_not_the_desired_state_or_the_dead,
+    a_repeated_idempotency_key_answers_the_first_operation,
+    concurrent_repeats_of_an_idempotency_key_create_one_operation,
+    idempotency_keys_outlive_a_short_retention_by_a_day,
     locations_name_no_password,
 );
 

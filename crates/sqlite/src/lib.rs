@@ -145,7 +145,11 @@ impl Database {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir).map_err(|e| open_err(Box::new(e)))?;
         }
-        let conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+        let conn = Connection::open(path).map_err(|e| match why_unopenable(path) {
+            // SQLite says only "unable to open database file": say why.
+            Some(os) => open_err(Box::new(os)),
+            None => open_err(Box::new(e)),
+        })?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_err(Box::new(e)))?;
         let db = Database {
@@ -281,6 +285,27 @@ impl Database {
     }
 }
 
+/// What the operating system says about opening `path` for writing, when
+/// it refuses: "Permission denied", "Is a directory". Creates nothing
+/// that is left behind.
+fn why_unopenable(path: &Path) -> Option<std::io::Error> {
+    let existed = path.symlink_metadata().is_ok();
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(!existed)
+        .open(path);
+    match opened {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            None
+        }
+        Err(e) => Some(e),
+    }
+}
+
 /// Creates `dir` (and its parents) readable by the user only: backstop's
 /// state says which credentials were refused, and what was sent to which
 /// node.
@@ -289,7 +314,19 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir).map_err(|e| {
+        // "File exists" would not say which: name the file in the way.
+        let in_the_way = dir
+            .ancestors()
+            .find(|a| a.metadata().is_ok_and(|m| !m.is_dir()));
+        match in_the_way {
+            Some(file) => std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", file.display()),
+            ),
+            None => e,
+        }
+    })
 }
 
 #[cfg(test)]

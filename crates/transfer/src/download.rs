@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use backstop_core::{Ending, RetryError};
-use backstop_http::header::{ACCEPT_RANGES, CONTENT_LENGTH, HeaderValue};
-use backstop_http::{Client, Method, Prepared, RequestBuilder};
+use backstop_http::header::{ACCEPT_RANGES, CONTENT_LENGTH, HeaderName, HeaderValue};
+use backstop_http::{Client, Method, Prepared, RequestBuilder, StatusCode};
 use futures_util::future::try_join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::destination::Destination;
 use crate::record::{Record, Segment};
 use crate::stream::{self, FileCtx, Learned, Stream};
+use crate::validators::Validators;
 use crate::writer::{Hashed, Writer, Written};
 use crate::{
     Event, Failure, FileError, FileReport, Item, Options, Outcome, Planned, Progress, Sha256,
@@ -94,6 +95,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
         Destination::Replace(target) => Planned {
             item: job.planned.item.clone(),
             dest: target,
+            validators: job.planned.validators.clone(),
         },
     };
     let job = &Job {
@@ -105,33 +107,34 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
     let (dest, part, record_path) = (&planned.dest, planned.part(), planned.record());
     let keep = !job.options.replace_existing;
 
+    let identity = backstop_http::redact(&item.url);
     // Known size, or what a HEAD says, to see whether the file is in place
-    // and how many streams it can take.
-    let mut probe = Probe::default();
-    if item.size.is_none() && ((keep && dest.exists()) || job.options.streams > 1) {
-        probe = probe_head(job.client, item).await;
-    }
+    // and how many streams it can take; nothing is kept when the caller
+    // replaces what is there.
+    let probe = if keep {
+        match look(job, &identity).await {
+            Found::InPlace(bytes) => {
+                job.progress.event(
+                    job.id,
+                    Event::Start {
+                        name: &item.name,
+                        size: Some(bytes),
+                        have: bytes,
+                    },
+                );
+                return Ok(Outcome::AlreadyThere { bytes });
+            }
+            Found::Fetch(probe) => probe,
+        }
+    } else if item.size.is_none() && job.options.streams > 1 {
+        probe_head(job.client, item, &[]).await
+    } else {
+        Probe::default()
+    };
     let known = item.size.or(probe.size);
-    if keep
-        && let Some(size) = known
-        && std::fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == size)
-        && in_place(dest, item.sha256).await
-    {
-        job.progress.event(
-            job.id,
-            Event::Start {
-                name: &item.name,
-                size: Some(size),
-                have: size,
-            },
-        );
-        return Ok(Outcome::AlreadyThere { bytes: size });
-    }
-
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(local(parent))?;
     }
-    let identity = backstop_http::redact(&item.url);
     let digest_text = item.sha256.map(|d| d.to_string());
     let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
     let record = part_len
@@ -180,13 +183,13 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
     let checkpoint = Checkpoint {
         file: Arc::clone(&file),
         path: record_path.clone(),
-        base: Record::new(identity, item.size, digest_text),
+        base: Record::new(identity.clone(), item.size, digest_text),
         learned: &learned,
     };
     let mut hashed = item.sha256.map(|_| Hashed::default());
     let mut mismatches: Vec<Sha256> = Vec::new();
     let policy = job.options.policy_for(None);
-    loop {
+    let finished = loop {
         let starts: Vec<u64> = segments.iter().map(|s| s.done).collect();
         let catch_up = match segments.as_slice() {
             [only] if only.start == 0 && hashed.is_some() => Some(only.done),
@@ -312,6 +315,96 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
                 reason: "sha256 mismatch: the bytes are not the file expected",
             },
         );
+    };
+    if finished.is_ok() && keep {
+        keep_validators(planned, &identity, &learned);
+    }
+    finished
+}
+
+/// Records what the file in place was downloaded as, so that the next
+/// pull can revalidate it; a file with a hash to check needs no record,
+/// and one whose server sent no validator can only be fetched again.
+/// Losing the record costs a download, not data: failures are logged.
+fn keep_validators(planned: &Planned, identity: &str, learned: &Mutex<Learned>) {
+    let record = match planned.item.sha256 {
+        Some(_) => None,
+        None => {
+            let l = learned.lock().unwrap_or_else(|p| p.into_inner());
+            Validators::of(
+                identity,
+                &planned.dest,
+                l.etag.as_ref(),
+                l.last_modified.as_ref(),
+            )
+        }
+    };
+    let kept = match record {
+        Some(record) => record.save(&planned.validators),
+        None => remove(&planned.validators),
+    };
+    if let Err(e) = kept {
+        tracing::debug!(
+            "cannot keep the validators of {} in {}: {e}",
+            planned.dest.display(),
+            planned.validators.display()
+        );
+    }
+}
+
+/// What [`look`] found.
+enum Found {
+    /// The file in place, of this many bytes, is the one expected.
+    InPlace(u64),
+    /// It must be fetched; what a HEAD said, when one was sent.
+    Fetch(Probe),
+}
+
+/// Whether the file in place is the one expected: by its hash when one is
+/// known; else, with [`Options::skip_existing`], by its size; else only
+/// when the server answers 304 to a conditional HEAD with the validators
+/// recorded when it arrived (nothing else proves it current). The HEAD
+/// also tells the size and whether ranges are served, when the listing
+/// did not.
+async fn look(job: &Job<'_>, identity: &str) -> Found {
+    let planned = job.planned;
+    let (item, dest, options) = (&planned.item, &planned.dest, job.options);
+    let on_disk = std::fs::metadata(dest)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len());
+    let validators = match on_disk {
+        Some(_) if item.sha256.is_none() && !options.skip_existing => {
+            Validators::load(&planned.validators, identity, dest)
+        }
+        _ => None,
+    };
+    let conditions = validators
+        .as_ref()
+        .map(Validators::conditions)
+        .unwrap_or_default();
+    let mut probe = Probe::default();
+    if !conditions.is_empty() || (item.size.is_none() && (on_disk.is_some() || options.streams > 1))
+    {
+        probe = probe_head(job.client, item, &conditions).await;
+    }
+    let Some(len) = on_disk else {
+        return Found::Fetch(probe);
+    };
+    let known = item.size.or(probe.size);
+    let current = match item.sha256 {
+        Some(expected) => known == Some(len) && digest_matches(dest, expected).await,
+        None if options.skip_existing => known == Some(len),
+        None => {
+            probe.not_modified
+                && validators.is_some_and(|v| v.size() == len)
+                && known.is_none_or(|k| k == len)
+        }
+    };
+    if current {
+        Found::InPlace(len)
+    } else {
+        Found::Fetch(probe)
     }
 }
 
@@ -531,16 +624,32 @@ impl Checkpoint<'_> {
 struct Probe {
     size: Option<u64>,
     ranges: bool,
+    /// 304 to the conditions sent: the file has not changed.
+    not_modified: bool,
 }
 
-/// One HEAD, not retried: a server that does not answer it is simply
-/// downloaded without knowing the size in advance.
-async fn probe_head(client: &Client, item: &Item) -> Probe {
+/// One HEAD with `conditions`, not retried: a server that does not answer
+/// it is simply downloaded without knowing the size in advance, and a file
+/// it does not prove current is fetched again.
+async fn probe_head(
+    client: &Client,
+    item: &Item,
+    conditions: &[(HeaderName, HeaderValue)],
+) -> Probe {
     let Ok(prepared) = request(client, Method::HEAD, item).prepare() else {
         return Probe::default();
     };
-    let Ok(resp) = prepared.send_once(&[]).await else {
-        return Probe::default();
+    let resp = match prepared.send_once(conditions).await {
+        Ok(resp) => resp,
+        Err(backstop_http::Failure::Status { status, .. })
+            if status == StatusCode::NOT_MODIFIED && !conditions.is_empty() =>
+        {
+            return Probe {
+                not_modified: true,
+                ..Probe::default()
+            };
+        }
+        Err(_) => return Probe::default(),
     };
     let header = |name| {
         resp.headers()
@@ -550,15 +659,12 @@ async fn probe_head(client: &Client, item: &Item) -> Probe {
     Probe {
         size: header(CONTENT_LENGTH).and_then(|v| v.trim().parse().ok()),
         ranges: header(ACCEPT_RANGES).is_some_and(|v| v.trim().eq_ignore_ascii_case("bytes")),
+        not_modified: false,
     }
 }
 
-/// Whether the file at `path`, of the right size, is the one expected:
-/// without a digest to check, the size is all there is.
-async fn in_place(path: &Path, expected: Option<Sha256>) -> bool {
-    let Some(expected) = expected else {
-        return true;
-    };
+/// Whether the file at `path` has the digest expected.
+async fn digest_matches(path: &Path, expected: Sha256) -> bool {
     let path = path.to_owned();
     blocking(move || {
         let file = File::open(&path)?;

@@ -68,7 +68,11 @@ pub enum Error {
     #[error(transparent)]
     Request(backstop_http::Error),
     /// `--sha256` values do not pair up with the URLs.
-    #[error("{digests} sha256 digests for {urls} URLs: give one per URL, in order, or none")]
+    #[error(
+        "{digests} sha256 {} for {urls} {}: give one per URL, in order, or none",
+        if *digests == 1 { "digest" } else { "digests" },
+        if *urls == 1 { "URL" } else { "URLs" }
+    )]
     DigestCount {
         /// Digests given.
         digests: usize,
@@ -127,11 +131,15 @@ pub enum FileError {
         /// The error.
         source: io::Error,
     },
-    /// Not finished: the host refused the credentials for another file,
-    /// and would refuse them for this one.
+    /// Not finished: the server refused the credentials for other files
+    /// it speaks for (another file of the same Hub repository, or two
+    /// URLs of the same origin in a row), and would refuse them for this
+    /// one.
     Stopped {
         /// The host.
         host: String,
+        /// The Hub repository, when the file is one of its.
+        repo: Option<String>,
     },
     /// The request cannot be made (a malformed header). Nothing was sent.
     Request(backstop_http::Error),
@@ -172,12 +180,17 @@ impl fmt::Display for FileError {
                 Ok(())
             }
             FileError::Local { path, .. } => write!(f, "cannot write {}", path.display()),
-            FileError::Stopped { host } => {
-                write!(
-                    f,
-                    "stopped: {host} refused the credentials for another file"
-                )
-            }
+            FileError::Stopped {
+                host,
+                repo: Some(repo),
+            } => write!(
+                f,
+                "stopped: {host} refused the credentials for another file of {repo}"
+            ),
+            FileError::Stopped { host, repo: None } => write!(
+                f,
+                "stopped: {host} refused the credentials for two other files in a row"
+            ),
             FileError::Request(e) => e.fmt(f),
         }
     }
@@ -207,7 +220,8 @@ pub enum Failure {
     /// The answer cannot be used (a garbage `Content-Range`, a 206 for
     /// bytes not asked for).
     Answer(String),
-    /// Fewer bytes than the minimum-progress window asks for arrived.
+    /// Fewer bytes than the minimum-progress window asks for arrived in
+    /// it, over however many connections.
     TooSlow {
         /// Bytes that arrived in the window.
         bytes: u64,
@@ -249,11 +263,14 @@ impl fmt::Display for Failure {
         match self {
             Failure::Http(e) => e.fmt(f),
             Failure::Answer(why) => write!(f, "the server's answer cannot be used: {why}"),
-            Failure::TooSlow { bytes, window } => write!(
-                f,
-                "only {bytes} bytes arrived in {}",
-                HumanDuration(*window)
-            ),
+            Failure::TooSlow { bytes, window } => {
+                let unit = if *bytes == 1 { "byte" } else { "bytes" };
+                write!(
+                    f,
+                    "below the minimum progress: only {bytes} {unit} arrived in {}",
+                    HumanDuration(*window)
+                )
+            }
             Failure::Size { server, expected } => write!(
                 f,
                 "the server's copy is {server} bytes, {expected} expected"

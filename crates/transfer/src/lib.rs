@@ -8,9 +8,11 @@
 //!   it ([`confine`]), collisions refused, before anything is written.
 //! - [`Pull`]: the files at most [`Options::jobs`] at once, each in one or
 //!   several Range streams under the retry engine of `backstop-core`:
-//!   - a transfer that breaks after moving bytes resumes at once from the
-//!     last byte handed to the disk, and its attempt count starts again;
-//!     only attempts that move nothing back off and count;
+//!   - a transfer that breaks after moving bytes resumes from the last
+//!     byte handed to the disk without counting an attempt; the count
+//!     starts again only after real progress (the minimum-progress
+//!     window's bytes), and the window runs across reconnections, so a
+//!     server that cuts every connection early fails as too slow;
 //!   - a server that ignores Range, or answers with the wrong bytes, is
 //!     caught and the file starts over cleanly;
 //!   - connect and read-idle timeouts (the client's), a minimum-progress
@@ -23,7 +25,13 @@
 //!   - a destination that is a symbolic link keeps pointing where it did
 //!     and its target is replaced the same way; a FIFO or a device is
 //!     written through in order (no partial file, no rename);
-//!   - a 401/403 stops the other files from the same host.
+//!   - a file already in place is kept when its hash matches, or without
+//!     a hash when the server answers 304 to the `ETag`/`Last-Modified`
+//!     recorded when it arrived (in `DIR/.backstop/NAME.json`); anything
+//!     else fetches it again, unless [`Options::skip_existing`] trusts
+//!     its size;
+//!   - a 401/403 stops the other files of the same `hf://` repository,
+//!     and a second one in a row the other URLs of the same origin.
 //! - [`Progress`]: the seam a progress display plugs into.
 //!
 //! ```no_run
@@ -56,9 +64,11 @@ mod plan;
 mod progress;
 mod pull;
 mod record;
+mod refusal;
 mod response;
 mod source;
 mod stream;
+mod validators;
 mod writer;
 
 pub use digest::{BadDigest, Sha256};
@@ -66,7 +76,7 @@ pub use error::{Error, Failure, FileError};
 pub use glob::Pattern;
 pub use options::{AttemptTimeout, MinProgress, Options};
 pub use path::{UnsafeName, confine, confine_on_disk};
-pub use plan::{Plan, Planned};
+pub use plan::{Plan, Planned, STATE_DIR};
 pub use progress::{Event, Progress};
 pub use pull::{FileReport, Outcome, Pull, Summary};
 pub use source::{HubSource, Item, Source, resolve};

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use backstop_core::{Policy, TRANSFER_MAX_ATTEMPT};
 
-/// The minimum-progress window: a transfer that moves fewer than `bytes`
-/// in `window` is cut and retried, even though bytes still trickle in.
+/// The minimum-progress window: a stream that moves fewer than `bytes` in
+/// `window`, over however many connections, fails its attempt as too slow
+/// (and is retried), even though bytes still trickle in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MinProgress {
     /// Bytes that must arrive within each window.
@@ -62,8 +63,11 @@ pub struct Options {
     /// The smallest share of a file worth a stream of its own.
     pub min_stream_bytes: u64,
     /// Attempts and waits of each stream. The attempt count starts again
-    /// whenever bytes flow; its attempt timeout is replaced by
-    /// [`Options::attempt_timeout`].
+    /// after real progress: once the stream has moved
+    /// [`MinProgress::bytes`] (or [`RESUME_AT_ONCE`](crate::RESUME_AT_ONCE)
+    /// without a window) since it last started; a connection that breaks
+    /// before that reconnects within the same attempt. Its attempt timeout
+    /// is replaced by [`Options::attempt_timeout`].
     pub policy: Policy,
     /// The per-attempt ceiling.
     pub attempt_timeout: AttemptTimeout,
@@ -72,6 +76,12 @@ pub struct Options {
     /// How often the partial file is synced to disk and its progress
     /// recorded, so that a crash loses at most this much work.
     pub checkpoint_every: Duration,
+    /// Trust a file already in place whose size is right, without a hash
+    /// to check. Off by default: such a file is kept only when the server
+    /// answers a conditional request (with the `ETag` and `Last-Modified`
+    /// recorded when it arrived) with 304 Not Modified, and fetched again
+    /// otherwise.
+    pub skip_existing: bool,
     /// Fetch every file and replace what is in place (`get -o` does):
     /// by default a file already in place with the right size, and digest
     /// when one is known, is kept and not fetched again.
@@ -88,6 +98,7 @@ impl Default for Options {
             attempt_timeout: AttemptTimeout::BySize,
             min_progress: Some(MinProgress::default()),
             checkpoint_every: Duration::from_secs(2),
+            skip_existing: false,
             replace_existing: false,
         }
     }

@@ -13,9 +13,27 @@ pub struct Planned {
     pub item: Item,
     /// Where it goes once complete and checked.
     pub dest: PathBuf,
+    /// Where what it was downloaded as (URL, size, `ETag`,
+    /// `Last-Modified`) is kept once it is in place, so that a later pull
+    /// can revalidate it with the server: `DIR/.backstop/NAME.json`.
+    pub validators: PathBuf,
 }
 
 impl Planned {
+    /// One file the caller places at `dest` itself (`get -o FILE`), not
+    /// confined to a folder; its validators go where a pull into that
+    /// folder keeps them, `FOLDER/.backstop/NAME.json`.
+    pub fn at(item: Item, dest: PathBuf) -> Planned {
+        let mut name = dest.file_name().unwrap_or_default().to_os_string();
+        name.push(".json");
+        let validators = dest.with_file_name(STATE_DIR).join(name);
+        Planned {
+            item,
+            dest,
+            validators,
+        }
+    }
+
     /// The partial file the bytes go to until then: `NAME.part`, beside
     /// the destination.
     pub fn part(&self) -> PathBuf {
@@ -33,6 +51,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     name.push(suffix);
     path.with_file_name(name)
 }
+
+/// The folder of the destination where backstop keeps what it knows about
+/// the files in place.
+pub const STATE_DIR: &str = ".backstop";
 
 /// The files of a pull and where each goes.
 #[derive(Clone, Debug, Default)]
@@ -55,9 +77,24 @@ impl Plan {
                 name: item.name.clone(),
                 reason,
             })?;
-            let planned = Planned { item, dest };
+            let validators = confine_on_disk(dir, &format!("{STATE_DIR}/{}.json", item.name))
+                .map_err(|reason| Error::UnsafeName {
+                    origin: item.origin.clone(),
+                    name: item.name.clone(),
+                    reason,
+                })?;
+            let planned = Planned {
+                item,
+                dest,
+                validators,
+            };
             let index = files.len();
-            for path in [planned.dest.clone(), planned.part(), planned.record()] {
+            for path in [
+                planned.dest.clone(),
+                planned.part(),
+                planned.record(),
+                planned.validators.clone(),
+            ] {
                 if let Some(&other) = taken.get(&path) {
                     let first = &files[other].item;
                     return Err(Error::Collision {
@@ -88,6 +125,7 @@ mod tests {
             token: None,
             headers: Vec::new(),
             origin: origin.to_owned(),
+            repo: None,
         }
     }
 
@@ -98,6 +136,15 @@ mod tests {
         assert_eq!(plan.files[0].dest, Path::new("/dl/a/b.bin"));
         assert_eq!(plan.files[0].part(), Path::new("/dl/a/b.bin.part"));
         assert_eq!(plan.files[0].record(), Path::new("/dl/a/b.bin.part.json"));
+        assert_eq!(
+            plan.files[0].validators,
+            Path::new("/dl/.backstop/a/b.bin.json")
+        );
+        let err = Plan::new(
+            dir,
+            vec![item("x.bin", "one"), item(".backstop/x.bin.json", "two")],
+        );
+        assert!(matches!(err, Err(Error::Collision { .. })), "{err:?}");
 
         let err = Plan::new(dir, vec![item("x.bin", "one"), item("x.bin", "two")]).unwrap_err();
         assert!(matches!(err, Error::Collision { .. }), "{err}");

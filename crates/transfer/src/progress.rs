@@ -34,7 +34,7 @@ pub enum Event<'a> {
     /// `delay`.
     Retry {
         /// The attempt that failed (1-based); the count starts again
-        /// whenever bytes flow.
+        /// after real progress (see [`Options::policy`](crate::Options)).
         attempt: u32,
         /// Attempts allowed before the file fails.
         max_attempts: u32,
@@ -47,7 +47,8 @@ pub enum Event<'a> {
     },
     /// A transfer broke after moving bytes, and continues from byte `at`
     /// with a Range request: at once when it moved at least
-    /// [`RESUME_AT_ONCE`](crate::RESUME_AT_ONCE), else after `delay`.
+    /// [`RESUME_AT_ONCE`](crate::RESUME_AT_ONCE) or the stream made real
+    /// progress, else after `delay`.
     Resume {
         /// The byte the next request starts from.
         at: u64,

@@ -1,9 +1,9 @@
 //! Many files at once: a bounded number in flight, each retried on its
-//! own, and the rest stopped early when a host refuses the credentials.
+//! own, and the ones a server would certainly refuse stopped early when it
+//! refuses the credentials (see [`crate::refusal`]).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use backstop_core::Ending;
 use backstop_http::{Client, Method, display_host};
@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::download::{self, Job};
+use crate::refusal::{Refusals, Scope};
 use crate::{Error, Event, FileError, Options, Plan, Planned, Progress, Sha256};
 
 /// How one file ended.
@@ -155,9 +156,11 @@ impl Pull {
 
     /// Downloads every file of `plan`, at most `jobs` at once. Each file
     /// retries on its own; a failure never cancels another file, except
-    /// that once a host refuses the credentials (401, 403) the files not
-    /// yet finished from that host stop as [`FileError::Stopped`] instead
-    /// of being refused one by one.
+    /// that refused credentials (401, 403) stop, as [`FileError::Stopped`],
+    /// the files not yet finished that would certainly be refused too: at
+    /// once the other files of the same `hf://` repository, and the other
+    /// URLs of an origin once a second one of them has been refused with
+    /// no success in between.
     ///
     /// Fails only before anything is sent, when a request cannot be built
     /// (a malformed header).
@@ -168,27 +171,22 @@ impl Pull {
                 .map_err(Error::Request)?;
         }
         let permits = Arc::new(Semaphore::new(self.options.jobs.max(1)));
-        let hosts = Arc::new(Mutex::new(HashMap::<String, CancellationToken>::new()));
+        let refusals = Arc::new(Refusals::new(self.cancel.clone()));
         let mut tasks = JoinSet::new();
         for (id, planned) in plan.files.iter().enumerate() {
-            let host = display_host(&planned.item.url);
-            let token = hosts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(host.clone())
-                .or_insert_with(|| self.cancel.child_token())
-                .clone();
+            let scope = Scope::of(&planned.item);
             let task = Task {
                 planned: planned.clone(),
                 id,
-                host,
-                token,
+                host: display_host(&planned.item.url),
+                token: refusals.token(&scope),
+                scope,
                 client: self.client.clone(),
                 options: self.options.clone(),
                 progress: Arc::clone(&self.progress),
                 cancel: self.cancel.clone(),
                 permits: Arc::clone(&permits),
-                hosts: Arc::clone(&hosts),
+                refusals: Arc::clone(&refusals),
             };
             tasks.spawn(task.run());
         }
@@ -222,15 +220,17 @@ struct Task {
     planned: Planned,
     id: usize,
     host: String,
-    /// Cancelled on the caller's cancellation, or when the host refused
-    /// the credentials for another file.
+    /// The files a refusal of this one's credentials speaks for.
+    scope: Scope,
+    /// Cancelled on the caller's cancellation, or when the server refused
+    /// the credentials for other files of the scope.
     token: CancellationToken,
     client: Client,
     options: Options,
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
     permits: Arc<Semaphore>,
-    hosts: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    refusals: Arc<Refusals>,
 }
 
 impl Task {
@@ -263,32 +263,30 @@ impl Task {
         };
         let mut report = download::download(&job).await;
         drop(permit);
-        if let Outcome::Failed(e) = &report.outcome
-            && e.ending() == Some(Ending::Auth)
-        {
-            tracing::debug!(
-                "{} refused the credentials; stopping its other files",
-                self.host
-            );
-            if let Some(token) = self
-                .hosts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&self.host)
+        match &report.outcome {
+            Outcome::Failed(e)
+                if e.ending() == Some(Ending::Auth) && self.refusals.refused(&self.scope) =>
             {
-                token.cancel();
+                tracing::debug!(
+                    "{} refused the credentials; stopping the other files of {:?}",
+                    self.host,
+                    self.scope
+                );
             }
+            outcome if outcome.is_success() => self.refusals.succeeded(&self.scope),
+            _ => {}
         }
         report.outcome = self.stopped(report.outcome);
         (self.id, report)
     }
 
-    /// An interruption the caller did not ask for is the host's refusal.
+    /// An interruption the caller did not ask for is the server's refusal.
     fn stopped(&self, outcome: Outcome) -> Outcome {
         match outcome {
             Outcome::Interrupted { .. } if !self.cancel.is_cancelled() => {
                 Outcome::Failed(FileError::Stopped {
                     host: self.host.clone(),
+                    repo: self.scope.repo().map(str::to_owned),
                 })
             }
             other => other,

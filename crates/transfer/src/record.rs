@@ -79,12 +79,18 @@ impl Record {
     /// Writes the record to `path` atomically: a temporary beside it, then
     /// a rename.
     pub(crate) fn save(&self, path: &Path) -> io::Result<()> {
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(".tmp");
-        let json = serde_json::to_vec(self).map_err(io::Error::other)?;
-        std::fs::write(&temp, json)?;
-        std::fs::rename(&temp, path)
+        save_json(self, path)
     }
+}
+
+/// Writes `value` as JSON to `path` atomically: a temporary beside it, then
+/// a rename, so a reader sees the old record or the new one, never half.
+pub(crate) fn save_json(value: &impl serde::Serialize, path: &Path) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+    std::fs::write(&temp, json)?;
+    std::fs::rename(&temp, path)
 }
 
 #[cfg(test)]

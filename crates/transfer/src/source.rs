@@ -180,6 +180,11 @@ pub struct Item {
     pub headers: Vec<(String, String)>,
     /// Where the item comes from, for messages ("hf://org/repo@main").
     pub origin: String,
+    /// The Hub repository the file belongs to (`hf://ORG/NAME`,
+    /// `hf://datasets/ORG/NAME`), when it comes from one: a 401/403 for
+    /// one of its files stops the others at once. `None` for a URL, whose
+    /// origin's other files stop only after a second refusal in a row.
+    pub repo: Option<String>,
 }
 
 /// Resolves sources into the files to download, in order: URLs as they
@@ -221,6 +226,7 @@ pub async fn resolve(
                 token: None,
                 headers: headers.to_vec(),
                 origin: source.to_string(),
+                repo: None,
             }),
             Source::Hub(h) => items.extend(hub_items(h, hub, &source.to_string()).await?),
         }
@@ -240,6 +246,10 @@ async fn hub_items(source: &HubSource, hub: &Hub, origin: &str) -> Result<Vec<It
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()))
         .unwrap_or(&source.revision);
     let listed = info.siblings.len();
+    let repo = match source.kind {
+        RepoKind::Dataset => format!("hf://datasets/{}", source.repo),
+        _ => format!("hf://{}", source.repo),
+    };
     let mut items = Vec::new();
     for file in info.siblings {
         if source
@@ -269,6 +279,7 @@ async fn hub_items(source: &HubSource, hub: &Hub, origin: &str) -> Result<Vec<It
             token: hub.token().cloned(),
             headers: Vec::new(),
             origin: origin.to_owned(),
+            repo: Some(repo.clone()),
         });
     }
     if items.is_empty() {

@@ -2,21 +2,26 @@
 //! engine, resumed from the last byte handed to the writer whenever a
 //! transfer breaks.
 //!
-//! An attempt that moved bytes before it broke is not a failure to count:
-//! the stream reconnects from where it stopped, and its attempt count
-//! starts again. It reconnects at once when the attempt moved at least
-//! [`RESUME_AT_ONCE`]; a smaller advance waits one first backoff (jittered)
-//! first, so that a server which sends a few bytes and cuts every
-//! connection is not hammered with reconnections. Only attempts that move
-//! nothing are retried with growing backoff, and only they can exhaust the
-//! policy.
+//! A connection that breaks after moving bytes is not a failure to count:
+//! the stream reconnects from where it stopped, at once when that
+//! connection moved at least [`RESUME_AT_ONCE`], else after one first
+//! backoff (jittered), so that a server which sends a few bytes and cuts
+//! every connection is not hammered. The attempt count starts again only
+//! after *real progress*: once the stream has moved the minimum-progress
+//! window's bytes ([`MinProgress::bytes`]; [`RESUME_AT_ONCE`] when the
+//! window is off) since it last started. Until then, reconnections belong
+//! to the same attempt, and the window runs across them: a stream that
+//! moves less than its minimum in the window, however many connections
+//! that took, fails the attempt as [`Failure::TooSlow`]. Attempts that
+//! fail (moving nothing, or too slow) are retried with growing backoff,
+//! and only they can exhaust the policy.
 
 use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use backstop_core::{Classified, RetryError, RetryEvent};
+use backstop_core::{Classified, Policy, RetryError, RetryEvent};
 use backstop_http::header::{ETAG, HeaderName, HeaderValue, IF_RANGE, LAST_MODIFIED, RANGE};
 use backstop_http::{Prepared, StatusCode};
 use tokio::time::Instant;
@@ -29,8 +34,10 @@ use crate::{Event, Failure, MinProgress, Options, Progress, Sha256};
 /// How long gathered bytes may wait for more before they are written.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
 
-/// An attempt that moved at least this much before it broke is resumed at
-/// once; one that moved less waits one first backoff before the next.
+/// A connection that moved at least this much before it broke is resumed
+/// at once; one that moved less waits one first backoff before the next.
+/// Without a minimum-progress window, it is also the real progress after
+/// which a stream's attempt count starts again.
 pub const RESUME_AT_ONCE: u64 = 64 << 10;
 
 /// What a file's streams learn from the server as they go.
@@ -40,6 +47,10 @@ pub(crate) struct Learned {
     pub total: Option<u64>,
     /// The `If-Range` validator: a strong ETag, else Last-Modified.
     pub validator: Option<HeaderValue>,
+    /// The last answer's `ETag` (weak ones too) and `Last-Modified`, kept
+    /// with the finished file to revalidate it later.
+    pub etag: Option<HeaderValue>,
+    pub last_modified: Option<HeaderValue>,
     /// The sha256 the server gives in `X-Linked-Etag`.
     pub linked: Option<Sha256>,
     /// The server cannot be trusted with Range: every attempt starts at 0.
@@ -76,9 +87,12 @@ pub(crate) struct Stream {
     pub end: Option<u64>,
     /// The next byte to hand to the writer.
     pos: AtomicU64,
-    /// The minimum-progress window, restarted after every wait.
+    /// The minimum-progress window: it spans reconnections, and starts
+    /// again after the wait that follows a failed attempt.
     window: Mutex<Window>,
     fresh_window: AtomicBool,
+    /// Bytes moved since the attempt count last started.
+    since_reset: AtomicU64,
 }
 
 #[derive(Clone, Copy)]
@@ -98,6 +112,7 @@ impl Stream {
                 bytes: 0,
             }),
             fresh_window: AtomicBool::new(true),
+            since_reset: AtomicU64::new(0),
         }
     }
 
@@ -115,8 +130,42 @@ impl Stream {
 enum Step {
     /// The stream has all its bytes.
     Done,
-    /// Bytes moved (this many), then the transfer ended early: go again.
-    Again(Cow<'static, str>, u64),
+    /// The transfer broke after real progress: go again, with the attempt
+    /// count started again; at once when `at_once`, else after a pause.
+    Again {
+        reason: Cow<'static, str>,
+        at_once: bool,
+    },
+}
+
+/// How one connection that did not fail ended.
+enum Connection {
+    /// The stream has all its bytes.
+    Done,
+    /// Bytes moved, then the transfer ended early (or must start over):
+    /// reconnect, at once when `at_once`.
+    Broke {
+        reason: Cow<'static, str>,
+        at_once: bool,
+    },
+}
+
+/// The bytes a stream moves before its attempt count starts again.
+fn real_progress(options: &Options) -> u64 {
+    options
+        .min_progress
+        .map_or(RESUME_AT_ONCE, |m| m.bytes.max(1))
+}
+
+/// The pause before reconnecting after a small advance: one first backoff
+/// of the policy, jittered as it says (even when it allows one attempt).
+fn pause(policy: &Policy) -> Duration {
+    policy
+        .clone()
+        .max_attempts(2)
+        .delays()
+        .next()
+        .unwrap_or_default()
 }
 
 /// Fetches the stream's bytes, retrying under the options' policy, until
@@ -129,9 +178,10 @@ pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryE
             .or(ctx.learned().total)
             .map(|end| end.saturating_sub(stream.pos()));
         let policy = ctx.options.policy_for(left);
+        stream.since_reset.store(0, Ordering::Release);
         let result = policy
             .retry(|_| async {
-                let step = attempt(ctx, stream).await;
+                let step = attempt(ctx, stream, &policy).await;
                 if step.is_err() {
                     stream.fresh_window.store(true, Ordering::Release);
                 }
@@ -155,35 +205,72 @@ pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryE
             .await?;
         match result {
             Step::Done => return Ok(()),
-            Step::Again(reason, moved) => {
-                let delay = if moved >= RESUME_AT_ONCE {
-                    Duration::ZERO
-                } else {
-                    policy.delays().next().unwrap_or_default()
-                };
-                tracing::debug!(
-                    file = ctx.id,
-                    at = stream.pos(),
-                    moved,
-                    "{reason}; resuming in {}",
-                    backstop_core::HumanDuration(delay)
-                );
-                ctx.progress.event(
-                    ctx.id,
-                    Event::Resume {
-                        at: stream.pos(),
-                        reason: &reason,
-                        delay,
-                    },
-                );
-                if !delay.is_zero() {
-                    tokio::select! {
-                        () = ctx.cancel.cancelled() => {}
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
+            Step::Again { reason, at_once } => {
+                reconnect(ctx, stream, &policy, &reason, at_once).await;
             }
         }
+    }
+}
+
+/// Says that the stream reconnects from where it stopped, and waits
+/// first unless `at_once`.
+async fn reconnect(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+    policy: &Policy,
+    reason: &str,
+    at_once: bool,
+) {
+    let delay = if at_once {
+        Duration::ZERO
+    } else {
+        pause(policy)
+    };
+    tracing::debug!(
+        file = ctx.id,
+        at = stream.pos(),
+        "{reason}; resuming in {}",
+        backstop_core::HumanDuration(delay)
+    );
+    ctx.progress.event(
+        ctx.id,
+        Event::Resume {
+            at: stream.pos(),
+            reason,
+            delay,
+        },
+    );
+    if !delay.is_zero() {
+        tokio::select! {
+            () = ctx.cancel.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One attempt: connections, one after another, until the stream has its
+/// bytes, an attempt fails, or it broke after real progress.
+async fn attempt(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy) -> Result<Step, Failure> {
+    if stream.fresh_window.swap(false, Ordering::AcqRel) {
+        *stream.window.lock().unwrap_or_else(|p| p.into_inner()) = Window {
+            started: Instant::now(),
+            bytes: 0,
+        };
+    }
+    loop {
+        let (reason, at_once) = match connect(ctx, stream).await? {
+            Connection::Done => return Ok(Step::Done),
+            Connection::Broke { reason, at_once } => (reason, at_once),
+        };
+        if stream.since_reset.load(Ordering::Acquire) >= real_progress(ctx.options) {
+            return Ok(Step::Again { reason, at_once });
+        }
+        if let Some(min) = ctx.options.min_progress
+            && let Some(slow) = too_slow(stream, min, 0)
+        {
+            return Err(slow);
+        }
+        reconnect(ctx, stream, policy, &reason, at_once).await;
     }
 }
 
@@ -197,14 +284,8 @@ async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(),
 }
 
 /// One request, and as much of its body as arrives.
-async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
+async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failure> {
     let mut pos = stream.pos();
-    if stream.fresh_window.swap(false, Ordering::AcqRel) {
-        *stream.window.lock().unwrap_or_else(|p| p.into_inner()) = Window {
-            started: Instant::now(),
-            bytes: 0,
-        };
-    }
     let (no_range, validator, known_total) = {
         let l = ctx.learned();
         (l.no_range, l.validator.clone(), l.total)
@@ -235,7 +316,7 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
         {
             let end = stream.end.or(ctx.expected).or(known_total);
             if end == Some(pos) {
-                return Ok(Step::Done);
+                return Ok(Connection::Done);
             }
             if ctx.bounded {
                 return Err(Failure::RangeUnusable(
@@ -248,7 +329,7 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
                 "the server has fewer bytes than the partial file",
             )
             .await?;
-            return Ok(Step::Again("starting over".into(), RESUME_AT_ONCE));
+            return Ok(starting_over("starting over"));
         }
         Err(e) => return Err(Failure::Http(e)),
     };
@@ -281,7 +362,7 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
                 }
                 ctx.learned().total = Some(t);
                 restart(ctx, stream, "the file changed on the server").await?;
-                return Ok(Step::Again("starting over".into(), RESUME_AT_ONCE));
+                return Ok(starting_over("starting over"));
             }
             (start, end + 1)
         }
@@ -356,6 +437,7 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
         }
         here += take as u64;
         moved += take as u64;
+        stream.since_reset.fetch_add(take as u64, Ordering::AcqRel);
         ctx.progress.advance(ctx.id, take as u64);
         if take < chunk.len() {
             break None;
@@ -371,7 +453,10 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
     if let Some(failure) = broke {
         let progressed = moved > 0 && !matches!(failure, Failure::TooSlow { .. });
         if progressed && failure.verdict().class.is_retryable() {
-            return Ok(Step::Again(failure.verdict().reason, moved));
+            return Ok(Connection::Broke {
+                reason: failure.verdict().reason,
+                at_once: moved >= RESUME_AT_ONCE,
+            });
         }
         return Err(failure);
     }
@@ -380,11 +465,11 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
     let goal = stream.end.or(ctx.expected).or(ctx.learned().total);
     let short = (limit != u64::MAX && here < limit) || goal.is_some_and(|g| here < g);
     match (short, moved > 0) {
-        (false, _) => Ok(Step::Done),
-        (true, true) => Ok(Step::Again(
-            "the server sent less than the rest".into(),
-            moved,
-        )),
+        (false, _) => Ok(Connection::Done),
+        (true, true) => Ok(Connection::Broke {
+            reason: "the server sent less than the rest".into(),
+            at_once: moved >= RESUME_AT_ONCE,
+        }),
         (true, false) => Err(Failure::Short),
     }
 }
@@ -393,16 +478,25 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Step, Failure> {
 /// `Content-Range` that cannot be read: a single stream starts over
 /// without Range (the server cannot be trusted with it); several streams
 /// fall back to one.
-async fn wrong_range(ctx: &FileCtx<'_>, stream: &Stream, why: String) -> Result<Step, Failure> {
+async fn wrong_range(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+    why: String,
+) -> Result<Connection, Failure> {
     if ctx.bounded {
         return Err(Failure::RangeUnusable(why));
     }
     ctx.learned().no_range = true;
     restart(ctx, stream, &format!("wrong Content-Range ({why})")).await?;
-    Ok(Step::Again(
-        "starting over without Range".into(),
-        RESUME_AT_ONCE,
-    ))
+    Ok(starting_over("starting over without Range"))
+}
+
+/// After a restart: reconnect at once, from byte 0.
+fn starting_over(reason: &'static str) -> Connection {
+    Connection::Broke {
+        reason: reason.into(),
+        at_once: true,
+    }
 }
 
 /// Fails when the server's size for the file is not the listing's.
@@ -415,9 +509,12 @@ fn check_total(ctx: &FileCtx<'_>, total: Option<u64>) -> Result<(), Failure> {
     }
 }
 
-/// Keeps the validator for `If-Range` and the digest of `X-Linked-Etag`.
+/// Keeps the validators for `If-Range` and for revalidating the finished
+/// file, and the digest of `X-Linked-Etag`.
 fn learn(ctx: &FileCtx<'_>, headers: &backstop_http::header::HeaderMap) {
     let mut l = ctx.learned();
+    l.etag = headers.get(ETAG).cloned();
+    l.last_modified = headers.get(LAST_MODIFIED).cloned();
     let strong = headers
         .get(ETAG)
         .filter(|v| !v.as_bytes().starts_with(b"W/") && !v.is_empty());
@@ -488,5 +585,46 @@ mod tests {
             too_slow(&s, min, 1).is_some(),
             "2 bytes in the second window"
         );
+    }
+
+    /// Between two connections no byte arrives, and the window is looked
+    /// at all the same: bytes from every connection count, and time spent
+    /// reconnecting counts too.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_spans_reconnections() {
+        let min = MinProgress {
+            bytes: 100 << 10,
+            window: Duration::from_secs(15),
+        };
+        let s = Stream::new(0, None, 0);
+        for _ in 0..5 {
+            assert!(too_slow(&s, min, 1024).is_none(), "a connection's 1 KiB");
+            tokio::time::advance(Duration::from_secs(3)).await;
+            if let Some(slow) = too_slow(&s, min, 0) {
+                assert!(
+                    matches!(slow, Failure::TooSlow { bytes: 5120, .. }),
+                    "{slow}"
+                );
+                return;
+            }
+        }
+        panic!("five connections of 1 KiB in 15 s are below 100 KiB/15 s");
+    }
+
+    #[test]
+    fn real_progress_is_the_window_s_bytes_or_64_kib_without_one() {
+        let with = Options {
+            min_progress: Some(MinProgress {
+                bytes: 100 << 10,
+                window: Duration::from_secs(15),
+            }),
+            ..Options::default()
+        };
+        assert_eq!(real_progress(&with), 100 << 10);
+        let without = Options {
+            min_progress: None,
+            ..Options::default()
+        };
+        assert_eq!(real_progress(&without), RESUME_AT_ONCE);
     }
 }

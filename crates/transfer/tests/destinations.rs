@@ -26,10 +26,10 @@ fn replacing() -> Options {
 /// Downloads the server's `/f.bin` to `dest`, a path the caller chose.
 async fn fetch_to(server: &FaultServer, dest: &Path, options: Options) -> Summary {
     let plan = Plan {
-        files: vec![Planned {
-            item: item(&server.url("/f.bin"), "f.bin", None, None),
-            dest: dest.to_owned(),
-        }],
+        files: vec![Planned::at(
+            item(&server.url("/f.bin"), "f.bin", None, None),
+            dest.to_owned(),
+        )],
     };
     Pull::new(client())
         .options(options)

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use backstop_faultserver::{FaultServer, Reply};
-use backstop_transfer::{FileError, Item, MinProgress, Options, Outcome, Sha256};
+use backstop_transfer::{Failure, FileError, Item, MinProgress, Options, Outcome, Sha256};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +26,11 @@ fn ranges(server: &FaultServer) -> Vec<Option<String>> {
 }
 
 #[tokio::test]
-async fn a_cut_body_resumes_from_the_last_byte_and_the_attempt_count_starts_again() {
+async fn a_cut_body_resumes_from_the_last_byte_and_the_cut_is_not_a_counted_attempt() {
     let server = FaultServer::start();
     let body = data(SIZE);
     // Five cuts, each after some progress, with a policy of 2 attempts:
-    // only failures without progress count.
+    // only failed attempts count, and a cut after bytes is not one.
     server.script(
         "/f.bin",
         [
@@ -373,6 +373,125 @@ async fn a_trickle_below_the_minimum_progress_is_cut_and_retried() {
     );
 }
 
+/// A server that cuts every connection after 1 KiB: the stream reconnects
+/// within one attempt, the window runs across the connections, and the
+/// attempt count never starts again, since nothing is real progress.
+#[tokio::test]
+async fn a_server_that_cuts_every_connection_early_fails_as_too_slow() {
+    let server = FaultServer::start();
+    server.always("/f.bin", Reply::file(data(1 << 20)).cut_after(1024));
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        policy: policy()
+            .max_attempts(2)
+            .initial_delay(Duration::from_millis(30))
+            .max_delay(Duration::from_millis(30)),
+        min_progress: Some(MinProgress {
+            bytes: 100 << 10,
+            window: Duration::from_millis(300),
+        }),
+        ..options()
+    };
+    let (summary, events) = tokio::time::timeout(
+        Duration::from_secs(20),
+        pull(dir.path(), f_bin(&server, None, None), options),
+    )
+    .await
+    .expect("the pull ends: cuts after a few bytes are not progress");
+    let Outcome::Failed(e @ FileError::Transfer { source, .. }) = &summary.files[0].outcome else {
+        panic!("{:?}", summary.files[0]);
+    };
+    assert_eq!(source.ending, backstop_core::Ending::Exhausted);
+    assert_eq!(source.attempts, 2, "two windows, two attempts");
+    assert!(
+        matches!(source.last_error(), Some(Failure::TooSlow { bytes, .. }) if *bytes < 100 << 10),
+        "{:?}",
+        source.last
+    );
+    assert!(e.is_temporary());
+    let cause = std::error::Error::source(e).map(|c| c.to_string());
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.starts_with("below the minimum progress: only ")),
+        "{cause:?}"
+    );
+    let retries: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" retry "))
+        .collect();
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert!(retries[0].starts_with("0 retry 1 too slow"), "{retries:?}");
+    assert!(
+        server.hits("/f.bin") > 2,
+        "the cuts reconnect within an attempt"
+    );
+    assert!(
+        summary.files[0].fetched >= 2048,
+        "the bytes of every connection are kept"
+    );
+}
+
+/// The attempt count starts again only after real progress (here 64 KiB):
+/// with 2 attempts, a 503, a cut after real progress and another 503 get
+/// through; a 503, a cut after a few bytes and another 503 do not.
+#[tokio::test]
+async fn the_attempt_count_starts_again_only_after_real_progress() {
+    let body = data(200 << 10);
+    let options = || Options {
+        policy: policy().max_attempts(2),
+        min_progress: Some(MinProgress {
+            bytes: 64 << 10,
+            window: Duration::from_secs(60),
+        }),
+        ..options()
+    };
+    let mut ends = Vec::new();
+    for cut in [80 << 10, 10 << 10] {
+        let server = FaultServer::start();
+        server.script(
+            "/f.bin",
+            [
+                Reply::status(503),
+                Reply::file(body.clone()).cut_after(cut),
+                Reply::status(503),
+            ],
+        );
+        server.always("/f.bin", Reply::file(body.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let (mut summary, events) = pull(
+            dir.path(),
+            f_bin(&server, None, Some(Sha256::of(&body))),
+            options(),
+        )
+        .await;
+        let retries: Vec<String> = events
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains(" retry "))
+            .collect();
+        ends.push((summary.files.remove(0).outcome, retries));
+    }
+    let (after_progress, retries) = &ends[0];
+    assert!(downloaded(after_progress), "{after_progress:?}");
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert!(
+        retries.iter().all(|r| r.starts_with("0 retry 1 HTTP 503")),
+        "each 503 is the first of its count: {retries:?}"
+    );
+    let (after_a_few_bytes, retries) = &ends[1];
+    let Outcome::Failed(FileError::Transfer { source, .. }) = after_a_few_bytes else {
+        panic!("{after_a_few_bytes:?}");
+    };
+    assert_eq!(
+        (source.ending, source.attempts),
+        (backstop_core::Ending::Overloaded { wait: None }, 2),
+        "the second 503 was the second attempt"
+    );
+    assert_eq!(retries.len(), 1, "{retries:?}");
+}
+
 #[tokio::test]
 async fn one_file_failing_never_cancels_the_others() {
     let server = FaultServer::start();
@@ -422,31 +541,37 @@ async fn exhausted_retries_are_temporary() {
     );
 }
 
+/// One 401 says little about the next URL of the same origin: an open
+/// file beside a private one still arrives. A second refusal with no
+/// success in between stops the origin's other files; another origin's
+/// files go on.
 #[tokio::test]
-async fn a_refused_credential_stops_the_other_files_of_that_host_only() {
+async fn refused_credentials_stop_an_origin_only_after_a_second_refusal_in_a_row() {
     let server = FaultServer::start();
     let other = FaultServer::start();
     let body = data(SIZE);
-    server.always("/a.bin", Reply::status(401));
-    server.always("/b.bin", Reply::file(body.clone()));
-    server.always("/c.bin", Reply::file(body.clone()));
-    other.always("/d.bin", Reply::file(body.clone()));
+    for path in ["/a.bin", "/c.bin", "/d.bin"] {
+        server.always(path, Reply::status(401));
+    }
+    for path in ["/b.bin", "/e.bin", "/f.bin"] {
+        server.always(path, Reply::file(body.clone()));
+    }
+    other.always("/g.bin", Reply::file(body.clone()));
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
         jobs: 1,
         ..options()
     };
-    let (summary, _) = pull(
-        dir.path(),
-        vec![
-            item(&server.url("/a.bin"), "a.bin", None, None),
-            item(&server.url("/b.bin"), "b.bin", None, None),
-            item(&server.url("/c.bin"), "c.bin", None, None),
-            item(&other.url("/d.bin"), "d.bin", None, None),
-        ],
-        options,
-    )
-    .await;
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let mut items: Vec<Item> = names
+        .iter()
+        .map(|n| {
+            let name = format!("{n}.bin");
+            item(&server.url(&format!("/{name}")), &name, None, None)
+        })
+        .collect();
+    items.push(item(&other.url("/g.bin"), "g.bin", None, None));
+    let (summary, _) = pull(dir.path(), items, options).await;
     let outcomes: Vec<String> = summary
         .files
         .iter()
@@ -455,20 +580,24 @@ async fn a_refused_credential_stops_the_other_files_of_that_host_only() {
             other => format!("{other:?}"),
         })
         .collect();
-    assert!(
-        outcomes[0].contains("refused the credentials"),
-        "{outcomes:?}"
-    );
     let host = server.addr().to_string();
-    for o in &outcomes[1..3] {
+    let refused = format!("{host} refused the credentials: 1 attempt over ");
+    assert!(outcomes[0].starts_with(&refused), "{outcomes:?}");
+    assert!(
+        downloaded(&summary.files[1].outcome),
+        "an open URL of the same host after one 401: {outcomes:?}"
+    );
+    assert!(outcomes[2].starts_with(&refused), "{outcomes:?}");
+    assert!(outcomes[3].starts_with(&refused), "{outcomes:?}");
+    for o in &outcomes[4..6] {
         assert_eq!(
             *o,
-            format!("stopped: {host} refused the credentials for another file")
+            format!("stopped: {host} refused the credentials for two other files in a row")
         );
     }
-    assert!(downloaded(&summary.files[3].outcome), "{outcomes:?}");
+    assert!(downloaded(&summary.files[6].outcome), "{outcomes:?}");
     assert_eq!(
-        server.hits("/b.bin") + server.hits("/c.bin"),
+        server.hits("/e.bin") + server.hits("/f.bin"),
         0,
         "no bandwidth burnt"
     );
@@ -607,13 +736,108 @@ async fn a_file_already_in_place_is_not_fetched_again() {
     assert!(downloaded(&summary.files[0].outcome));
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
 
-    // A URL without a known size: a HEAD tells it.
-    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    // A URL without a known size and without a hash, trusted by its size:
+    // a HEAD tells it.
+    let options = Options {
+        skip_existing: true,
+        ..options()
+    };
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options).await;
     assert!(matches!(
         summary.files[0].outcome,
         Outcome::AlreadyThere { .. }
     ));
     assert_eq!(server.requests().last().unwrap().method, "HEAD");
+}
+
+/// What each request since `from` was: "HEAD", "HEAD if-none-match=\"v1\"".
+fn asked(server: &FaultServer, from: usize) -> Vec<String> {
+    server.requests()[from..]
+        .iter()
+        .map(|r| match r.header("if-none-match") {
+            Some(tag) => format!("{} if-none-match={tag}", r.method),
+            None => r.method.clone(),
+        })
+        .collect()
+}
+
+/// Without a hash, a file in place is kept only when the server says it
+/// is current: the ETag and Last-Modified recorded when it arrived go back
+/// in a conditional HEAD, and only a 304 keeps it.
+#[tokio::test]
+async fn a_file_without_a_hash_is_kept_only_when_the_server_says_it_is_current() {
+    let server = FaultServer::start();
+    let body = data(SIZE);
+    let date = "Tue, 01 Dec 2026 10:00:00 GMT";
+    server.always(
+        "/f.bin",
+        Reply::file(body.clone())
+            .header("ETag", "\"v1\"")
+            .header("Last-Modified", date),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f.bin");
+    let record = dir.path().join(".backstop/f.bin.json");
+
+    // The right size, other bytes, nothing recorded: fetched again.
+    std::fs::write(&dest, vec![1u8; SIZE]).unwrap();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert_arrived(&summary, 0, &dest, &body);
+    assert_eq!(asked(&server, 0), ["HEAD", "GET"]);
+    assert!(record.exists());
+
+    // 304 to the validators recorded: kept, after one request.
+    let before = server.requests().len();
+    server.script("/f.bin", [Reply::status(304)]);
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert!(
+        matches!(
+            summary.files[0].outcome,
+            Outcome::AlreadyThere { bytes } if bytes == SIZE as u64
+        ),
+        "{:?}",
+        summary.files[0]
+    );
+    assert_eq!(asked(&server, before), ["HEAD if-none-match=\"v1\""]);
+    assert_eq!(
+        server.requests()[before].header("if-modified-since"),
+        Some(date)
+    );
+
+    // 200 to the conditional request: the file changed, fetched again.
+    let before = server.requests().len();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert_arrived(&summary, 0, &dest, &body);
+    assert_eq!(asked(&server, before), ["HEAD if-none-match=\"v1\"", "GET"]);
+
+    // Other bytes of the same size written since: the record does not
+    // describe them, so they are not asked about, and fetched again.
+    std::fs::write(&dest, vec![2u8; SIZE]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&dest)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    let before = server.requests().len();
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options()).await;
+    assert_arrived(&summary, 0, &dest, &body);
+    assert_eq!(asked(&server, before), ["HEAD", "GET"]);
+
+    // --skip-existing trusts the size.
+    std::fs::write(&dest, vec![3u8; SIZE]).unwrap();
+    let before = server.requests().len();
+    let options = Options {
+        skip_existing: true,
+        ..options()
+    };
+    let (summary, _) = pull(dir.path(), f_bin(&server, None, None), options).await;
+    assert!(matches!(
+        summary.files[0].outcome,
+        Outcome::AlreadyThere { .. }
+    ));
+    assert_eq!(asked(&server, before), ["HEAD"]);
+    assert_eq!(std::fs::read(&dest).unwrap(), vec![3u8; SIZE]);
 }
 
 #[tokio::test]

@@ -156,3 +156,72 @@ async fn a_pattern_that_matches_nothing_and_a_garbage_digest_are_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidDigest { .. }), "{err}");
 }
+
+/// Gated and open repositories share the Hub's host: a 401 for a file of
+/// one repository stops its other files at once, and never the files of
+/// another repository.
+#[tokio::test]
+async fn a_refused_repository_stops_its_own_files_only() {
+    let server = FaultServer::start();
+    let gated = [
+        HubFile::lfs("a.gguf", data(1000)),
+        HubFile::lfs("b.gguf", data(1000)),
+        HubFile::git("c.json", &b"{}"[..]),
+    ];
+    let open = [
+        HubFile::lfs("d.gguf", data(2000)),
+        HubFile::git("e.json", &b"[]"[..]),
+    ];
+    server.hub_repo("models", "org/gated", "main", "9a7ed", &gated, None);
+    server.hub_repo("models", "org/open", "main", "0be11", &open, None);
+    for f in &gated {
+        server.always(
+            &format!("/org/gated/resolve/9a7ed/{}", f.path),
+            Reply::status(401),
+        );
+    }
+    let hub = hub(&server, Some("hf_secrettoken1234567890"));
+    let items = resolve(
+        &sources(&["hf://org/gated", "hf://org/open"]),
+        &hub,
+        &[],
+        &[],
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        jobs: 1,
+        ..options()
+    };
+    let (summary, _) = pull(dir.path(), items, options).await;
+    let outcomes: Vec<String> = summary
+        .files
+        .iter()
+        .map(|f| match &f.outcome {
+            backstop_transfer::Outcome::Failed(e) => e.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let host = server.addr().to_string();
+    assert!(
+        outcomes[0].starts_with(&format!("{host} refused the credentials")),
+        "{outcomes:?}"
+    );
+    for o in &outcomes[1..3] {
+        assert_eq!(
+            *o,
+            format!("stopped: {host} refused the credentials for another file of hf://org/gated")
+        );
+    }
+    assert!(
+        summary.files[3..].iter().all(|f| f.outcome.is_success()),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        server.hits("/org/gated/resolve/9a7ed/b.gguf")
+            + server.hits("/org/gated/resolve/9a7ed/c.json"),
+        0
+    );
+    assert_eq!(std::fs::read(dir.path().join("e.json")).unwrap(), b"[]");
+}

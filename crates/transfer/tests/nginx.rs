@@ -198,3 +198,55 @@ async fn a_file_that_changed_between_runs_is_fetched_whole_again() {
         events.lines()
     );
 }
+
+/// nginx's own ETag and Last-Modified: a file in place is revalidated
+/// with a conditional HEAD (304, kept), and fetched again once the
+/// server's copy changed (200).
+#[tokio::test]
+async fn a_file_in_place_is_revalidated_with_nginx() {
+    let root = tempfile::tempdir().unwrap();
+    let served = root.path().join("f.bin");
+    std::fs::write(&served, data(MIB)).unwrap();
+    let nginx = Nginx::start(root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f.bin");
+    let items = || vec![item(&nginx.url("/f.bin"), "f.bin", None, None)];
+    let (summary, _) = pull(dir.path(), items(), options()).await;
+    assert_arrived(&summary, 0, &dest, &data(MIB));
+
+    let (summary, _) = pull(dir.path(), items(), options()).await;
+    assert!(
+        matches!(summary.files[0].outcome, Outcome::AlreadyThere { .. }),
+        "{:?}",
+        summary.files[0]
+    );
+    logged(&nginx, "\"HEAD /f.bin HTTP/1.1\" 304").await;
+
+    // Same size, new bytes and time on the server: its ETag changes.
+    let mut new = data(MIB);
+    new.reverse();
+    std::fs::write(&served, &new).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&served)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    let (summary, _) = pull(dir.path(), items(), options()).await;
+    assert_arrived(&summary, 0, &dest, &new);
+    logged(&nginx, "\"HEAD /f.bin HTTP/1.1\" 200").await;
+}
+
+/// Waits for nginx to log `line`: it writes a request's line after sending
+/// the answer, so a fast client can look before it is there.
+async fn logged(nginx: &Nginx, line: &str) {
+    let start = std::time::Instant::now();
+    while !nginx.access_log().contains(line) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{line} not in {}",
+            nginx.access_log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -8,6 +8,8 @@ mod sqlite;
 use std::error::Error as StdError;
 use std::time::Duration;
 
+use backstop_core::StateLocation;
+
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::{Entry, Key};
@@ -73,6 +75,17 @@ pub enum StoreError {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
+    /// The location cannot hold a ledger: a file that cannot be created
+    /// or opened (permission denied, a directory in its path that is a
+    /// file). Trying again will not help.
+    #[error("cannot use {location} for the ledger")]
+    Unusable {
+        /// Where.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
     /// Other writers held the store for longer than backstop waits.
     #[error("the ledger at {location} stayed locked by other processes for {}", backstop_core::HumanDuration(*waited))]
     Busy {
@@ -112,16 +125,13 @@ impl StoreError {
     }
 }
 
-/// Opens the store `spec` names: a `postgres://` or `postgresql://` URL, or
-/// a path to a SQLite file (optionally written `sqlite:PATH`).
-pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
-    let spec = spec.trim();
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        Ok(Box::new(PostgresStore::open(spec)?))
-    } else {
-        let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
-        Ok(Box::new(SqliteStore::open(path)?))
-    }
+/// Opens the store at `location`: PostgreSQL for a URL, else a SQLite
+/// file.
+pub fn open(location: &StateLocation) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match location {
+        StateLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
+        StateLocation::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+    })
 }
 
 /// The entry's row as both stores keep it.
@@ -153,27 +163,42 @@ impl Row {
         }
     }
 
-    /// The entry, or `None` (with a warning) for a row this version cannot
-    /// read: a hand-edited key, a reason from a newer version.
+    /// The entry the row holds, read as best it can be: a row written by
+    /// hand, by another version or on another machine never makes a reader
+    /// fail. Times out of range are clamped (before 1970 to the epoch,
+    /// beyond year 9999 to its end; [`crate::Ledger`] then holds a deadline
+    /// to [`crate::MAX_COOLDOWN`]), a negative count of failures is 0, an
+    /// unknown source is `default`, and an unknown reason is read as
+    /// `error` with a note in the last error, so that the key still cools.
+    /// Only a row whose key this version cannot parse is `None` (with a
+    /// warning): no caller could name it.
     pub(crate) fn into_entry(self, location: &str) -> Option<Entry> {
         use backstop_core::time::from_millis;
-        let key = self.key.parse::<Key>().ok();
-        let reason = self.reason.parse().ok();
-        let source = crate::Source::parse(&self.source);
-        let (Some(key), Some(reason), Some(source)) = (key, reason, source) else {
+        let Ok(key) = self.key.parse::<Key>() else {
             tracing::warn!(
-                "the ledger at {location} has an entry this backstop cannot read (key {:?}, reason {:?}); it is ignored",
+                "the ledger at {location} has an entry whose key this backstop cannot read ({:?}); it is ignored",
                 self.key.chars().take(80).collect::<String>(),
-                self.reason.chars().take(40).collect::<String>()
             );
             return None;
+        };
+        let (reason, last_error) = match self.reason.parse::<crate::Reason>() {
+            Ok(reason) => (reason, self.last_error),
+            Err(_) => {
+                let stored: String = self.reason.chars().take(40).collect();
+                let note = format!("stored reason {stored:?} is unknown to this backstop");
+                let last_error = match self.last_error {
+                    Some(e) => format!("{note}: {e}"),
+                    None => note,
+                };
+                (crate::Reason::Error, Some(last_error))
+            }
         };
         Some(Entry {
             key,
             reason,
             until: from_millis(self.until_ms),
-            source,
-            last_error: self.last_error,
+            source: crate::Source::parse(&self.source).unwrap_or(crate::Source::Default),
+            last_error,
             failures: u32::try_from(self.failures.max(0)).unwrap_or(u32::MAX),
             fingerprint: self.fingerprint,
             created: from_millis(self.created_ms),

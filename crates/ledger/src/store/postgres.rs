@@ -74,18 +74,55 @@ fn open_error(e: OpenError) -> StoreError {
     }
 }
 
+/// Reads a row without trusting its types: NULL is empty or 0, a column
+/// changed to another type by hand (an integer of another width, text) is
+/// read through it, anything else is empty or 0. `postgres::Row::get`
+/// panics on a mismatch; this never does.
 fn read_row(r: &postgres::Row) -> Row {
+    let text = |i: usize| -> Option<String> {
+        r.try_get::<_, Option<String>>(i)
+            .ok()
+            .flatten()
+            .or_else(|| int_of(r, i).map(|n| n.to_string()))
+    };
+    let int = |i: usize| -> i64 {
+        int_of(r, i)
+            .or_else(|| {
+                r.try_get::<_, Option<String>>(i)
+                    .ok()
+                    .flatten()
+                    .and_then(|t| t.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
     Row {
-        key: r.get(0),
-        reason: r.get(1),
-        until_ms: r.get(2),
-        source: r.get(3),
-        last_error: r.get(4),
-        failures: r.get(5),
-        fingerprint: r.get(6),
-        created_ms: r.get(7),
-        updated_ms: r.get(8),
+        key: text(0).unwrap_or_default(),
+        reason: text(1).unwrap_or_default(),
+        until_ms: int(2),
+        source: text(3).unwrap_or_default(),
+        last_error: text(4),
+        failures: int(5),
+        fingerprint: text(6),
+        created_ms: int(7),
+        updated_ms: int(8),
     }
+}
+
+/// Column `i` as an integer, if it is one of PostgreSQL's integer types or
+/// a double (truncated, saturating).
+fn int_of(r: &postgres::Row, i: usize) -> Option<i64> {
+    r.try_get::<_, Option<i64>>(i)
+        .ok()
+        .flatten()
+        .or_else(|| r.try_get::<_, Option<i32>>(i).ok().flatten().map(i64::from))
+        .or_else(|| r.try_get::<_, Option<i16>>(i).ok().flatten().map(i64::from))
+        // `as` saturates, and NaN is 0.
+        .or_else(|| {
+            r.try_get::<_, Option<f64>>(i)
+                .ok()
+                .flatten()
+                .map(|x| x as i64)
+        })
 }
 
 impl Store for PostgresStore {

@@ -29,7 +29,7 @@ impl SqliteStore {
     /// and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let db = Database::open(path, COMPONENT, MIGRATIONS).map_err(|e| match e {
-            OpenError::Open { location, source } => StoreError::Open { location, source },
+            OpenError::Open { location, source } => StoreError::Unusable { location, source },
             OpenError::Busy { location, waited } => StoreError::Busy { location, waited },
             OpenError::TooNew {
                 location,
@@ -72,17 +72,40 @@ impl SqliteStore {
     }
 }
 
+/// Reads a row whatever SQLite holds in its columns (it keeps any type in
+/// any column): a number where text belongs is its digits, text where a
+/// number belongs is parsed or 0, NULL is empty or 0.
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    use backstop_sqlite::rusqlite::types::Value;
+    let value = |i: usize| r.get::<_, Value>(i);
+    let text = |i: usize| -> rusqlite::Result<Option<String>> {
+        Ok(match value(i)? {
+            Value::Null => None,
+            Value::Integer(n) => Some(n.to_string()),
+            Value::Real(x) => Some(x.to_string()),
+            Value::Text(t) => Some(t),
+            Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        })
+    };
+    let int = |i: usize| -> rusqlite::Result<i64> {
+        Ok(match value(i)? {
+            Value::Integer(n) => n,
+            // `as` saturates, and NaN is 0.
+            Value::Real(x) => x as i64,
+            Value::Text(t) => t.trim().parse().unwrap_or(0),
+            Value::Null | Value::Blob(_) => 0,
+        })
+    };
     Ok(Row {
-        key: r.get(0)?,
-        reason: r.get(1)?,
-        until_ms: r.get(2)?,
-        source: r.get(3)?,
-        last_error: r.get(4)?,
-        failures: r.get(5)?,
-        fingerprint: r.get(6)?,
-        created_ms: r.get(7)?,
-        updated_ms: r.get(8)?,
+        key: text(0)?.unwrap_or_default(),
+        reason: text(1)?.unwrap_or_default(),
+        until_ms: int(2)?,
+        source: text(3)?.unwrap_or_default(),
+        last_error: text(4)?,
+        failures: int(5)?,
+        fingerprint: text(6)?,
+        created_ms: int(7)?,
+        updated_ms: int(8)?,
     })
 }
 

@@ -11,10 +11,13 @@ mod sqlite;
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
+use backstop_core::StateLocation;
+
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::model::{
-    Claim, Delivery, DeliveryId, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Token,
+    Claim, Delivery, DeliveryId, DeliveryState, Hold, NewOp, Node, NodeSpec, NodeStatus, Op, OpId,
+    Token,
 };
 use crate::schedule::Settle;
 
@@ -38,6 +41,9 @@ use crate::schedule::Settle;
 ///   node is gone or no longer handles their kind, [`Store::prune`]) and,
 ///   once the retention time has passed, finished history
 ///   ([`Store::retain`]): dead deliveries stay until requeued.
+/// - A delivery read back says what holds now: no last error once done,
+///   attempts since its last requeue beside its attempt number, and for a
+///   pending one whose node is drained or parked, [`Hold`].
 /// - Times read back equal times written, at millisecond precision.
 pub trait Store: Send + Sync {
     /// Registers `node` (or updates it: type, kinds, capacity, session) and
@@ -89,6 +95,15 @@ pub trait Store: Send + Sync {
     /// key on its nodes, and creates one pending delivery per target node
     /// that handles its kind. Refused, changing nothing, when it names an
     /// unknown node or when no target node handles its kind.
+    ///
+    /// With an idempotency key, the key is stored with the operation in the
+    /// same transaction, unique: a repeat with the key answers what the
+    /// first answered ([`Submitted::repeated`]) and writes nothing; one
+    /// whose request differs is refused
+    /// ([`Rejection::IdempotencyKeyReused`]). Concurrent repeats, on any
+    /// handle or coordinator, create one operation: the key's unique
+    /// constraint decides, and the others wait for the first to commit.
+    /// A refused submission leaves no key behind.
     fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError>;
 
     /// Operations, newest first, with counts of their deliveries by state.
@@ -142,6 +157,13 @@ pub trait Store: Send + Sync {
     /// first — and so are those operations once nothing of theirs is left.
     /// Dead deliveries, and the live operation of each key with its
     /// deliveries (the desired state: who has it), stay.
+    ///
+    /// Idempotency keys are kept [`IDEMPOTENCY_WINDOW`] longer than
+    /// history: those created before `before - IDEMPOTENCY_WINDOW` are
+    /// removed (at most `limit` per call), and an operation stays while
+    /// a key names it, however short the retention time.
+    ///
+    /// [`IDEMPOTENCY_WINDOW`]: crate::model::IDEMPOTENCY_WINDOW
     fn retain(&self, before: SystemTime, limit: u32) -> Result<Retained, StoreError>;
 
     /// Takes the housekeeping lock, or checks that this handle still holds
@@ -202,6 +224,9 @@ pub struct Submitted {
     pub deliveries: u64,
     /// Deliveries of older operations with the same key that it replaced.
     pub superseded: u64,
+    /// A repeat of an earlier submission's idempotency key: nothing was
+    /// written, and the counts are those of the first.
+    pub repeated: bool,
 }
 
 /// Which operations [`Store::ops`] lists.
@@ -327,6 +352,8 @@ pub struct Retained {
     pub deliveries: u64,
     /// Operations removed, nothing of theirs being left.
     pub ops: u64,
+    /// Idempotency keys forgotten.
+    pub keys: u64,
 }
 
 /// A store that failed, or refused a request.
@@ -406,6 +433,15 @@ pub enum Rejection {
         /// The kinds those nodes handle.
         known: Vec<String>,
     },
+    /// The idempotency key of an earlier submission came with a different
+    /// request.
+    #[error(
+        "this Idempotency-Key was used for a different request (operation {op}); a new submission needs a new key"
+    )]
+    IdempotencyKeyReused {
+        /// The operation the key names.
+        op: OpId,
+    },
     /// Only dead deliveries can be requeued.
     #[error("delivery {id} is {state}, not dead; only dead deliveries are requeued")]
     NotDead {
@@ -427,15 +463,18 @@ fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {
     }
 }
 
-/// Opens the store `spec` names: a `postgres://` or `postgresql://` URL,
-/// or a path to a SQLite file (optionally written `sqlite:PATH`).
-pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
-    let spec = spec.trim();
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        return Ok(Box::new(PostgresStore::open(spec)?));
-    }
-    let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
-    Ok(Box::new(SqliteStore::open(path)?))
+/// Opens the store at `location`: PostgreSQL for a URL, else a SQLite
+/// file. A SQLite file that cannot be created or opened (permission
+/// denied, a file where a directory should be) is [`StoreError::Failed`]:
+/// unlike an unreachable database, it will not get better by waiting.
+pub fn open(location: &StateLocation) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match location {
+        StateLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
+        StateLocation::Sqlite(path) => Box::new(SqliteStore::open(path).map_err(|e| match e {
+            StoreError::Open { location, source } => StoreError::Failed { location, source },
+            e => e,
+        })?),
+    })
 }
 
 /// The name of the queue's schema in `backstop_schema`, the table of
@@ -515,12 +554,38 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         WHERE state IN ('done', 'superseded')",
     // 3: a submission in one round trip.
     postgres::SUBMIT_FUNCTION,
+    // 4: idempotent submissions: each key, unique, with what the first
+    // submission answered; `op` is NULL only inside the transaction that
+    // writes it.
+    "CREATE TABLE backstop_queue_idempotency (
+        idem_key TEXT PRIMARY KEY NOT NULL,
+        fingerprint TEXT NOT NULL,
+        op BIGINT,
+        deliveries BIGINT NOT NULL,
+        superseded BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE INDEX backstop_queue_idempotency_op ON backstop_queue_idempotency (op);
+    CREATE INDEX backstop_queue_idempotency_age ON backstop_queue_idempotency (created_ms)",
+    // 5: the submission in one round trip, with its idempotency key.
+    postgres::SUBMIT_FUNCTION_IDEMPOTENT,
+    // 6: the attempt number at the last requeue, so that attempts since it
+    // can be shown while the attempt number keeps growing.
+    "ALTER TABLE backstop_queue_deliveries ADD COLUMN requeued_attempt BIGINT NOT NULL DEFAULT 0",
 ];
 
-/// The columns of a delivery, in [`DeliveryRow`] order.
+/// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep
+/// times.
+pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = crate::model::IDEMPOTENCY_WINDOW.as_millis() as i64;
+
+/// The columns of a delivery, in [`DeliveryRow`] order: `d` and its node
+/// `n`, joined with [`DELIVERY_NODE_JOIN`].
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.op, d.node, d.kind, d.op_key, d.state, \
     d.attempt, d.failures, d.tries, d.next_at_ms, d.lease_until_ms, d.last_error, \
-    d.created_ms, d.updated_ms, d.finished_ms";
+    d.created_ms, d.updated_ms, d.finished_ms, d.requeued_attempt, n.status, n.drained";
+
+/// Joins a delivery `d` to its node `n`, for [`DELIVERY_COLUMNS`].
+pub(crate) const DELIVERY_NODE_JOIN: &str = "LEFT JOIN backstop_queue_nodes n ON n.name = d.node";
 
 /// The columns of an operation, in [`OpRow`] order.
 pub(crate) const OP_COLUMNS: &str =
@@ -543,6 +608,10 @@ pub(crate) struct DeliveryRow {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub finished_ms: Option<i64>,
+    pub requeued_attempt: i64,
+    /// The node's status and drain, when the node exists.
+    pub node_status: Option<String>,
+    pub node_drained: Option<i64>,
 }
 
 /// A count read from a BIGINT column: negative values (only a hand edit
@@ -564,6 +633,13 @@ impl DeliveryRow {
             );
             DeliveryState::Pending
         });
+        let held = match (state, &self.node_status) {
+            (DeliveryState::Pending, Some(status)) => Hold::for_node(
+                status.parse().unwrap_or(NodeStatus::Unhealthy),
+                self.node_drained.unwrap_or(0) != 0,
+            ),
+            _ => None,
+        };
         Delivery {
             id: self.id,
             op: self.op,
@@ -572,11 +648,13 @@ impl DeliveryRow {
             key: self.key,
             state,
             attempt: count(self.attempt),
+            attempts: count(self.attempt.saturating_sub(self.requeued_attempt)),
             failures: count(self.failures),
             tries: count(self.tries),
             next_at: from_millis(self.next_at_ms),
             lease_until: self.lease_until_ms.map(from_millis),
             last_error: self.last_error,
+            held,
             created: from_millis(self.created_ms),
             updated: from_millis(self.updated_ms),
             finished: self.finished_ms.map(from_millis),

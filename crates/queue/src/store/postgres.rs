@@ -9,9 +9,10 @@ use backstop_postgres::postgres;
 use backstop_postgres::{Database, Failure, MaybePostgres, OpenError, SessionLock, Tx};
 
 use super::{
-    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
-    ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
-    Requeue, Retained, Settled, Store, StoreError, Submitted, clip, count,
+    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
+    DeliveryRow, Heartbeat, ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter,
+    OpRow, OpSummary, Pruned, Registered, Rejection, Requeue, Retained, Settled, Store, StoreError,
+    Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -116,6 +117,12 @@ impl PostgresStore {
         if what == "unknown_node" {
             return Rejection::UnknownNode(name.to_owned()).into();
         }
+        if what == "key_reused" {
+            return Rejection::IdempotencyKeyReused {
+                op: name.parse().unwrap_or_default(),
+            }
+            .into();
+        }
         let (target, nodes) = match (&op.target, what) {
             (Target::Type { node_type, .. }, _) => (
                 format!("node of type {node_type:?}"),
@@ -209,6 +216,9 @@ fn read_delivery(r: &postgres::Row) -> DeliveryRow {
         created_ms: r.get(12),
         updated_ms: r.get(13),
         finished_ms: r.get(14),
+        requeued_attempt: r.get(15),
+        node_status: r.get(16),
+        node_drained: r.get(17),
     }
 }
 
@@ -315,6 +325,132 @@ BEGIN
     GET DIAGNOSTICS v_delivered = ROW_COUNT;
     RETURN QUERY SELECT o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key,
         o.payload, o.live, o.created_ms, v_superseded, v_delivered, NULL::text
+    FROM backstop_queue_ops o WHERE o.id = v_id;
+END
+$fn$"#;
+
+/// [`SUBMIT_FUNCTION`] with an idempotency key (see [`Store::submit`]),
+/// in its place. After the locks, the key is claimed by inserting it: the
+/// unique constraint decides between concurrent repeats, on any
+/// coordinator, and a repeat waits there until the first commits. A key
+/// already there answers its operation (`repeated`), or `key_reused:OP`
+/// when the request differs; a refused submission removes its claim.
+pub(super) const SUBMIT_FUNCTION_IDEMPOTENT: &str = r#"-- postgres only
+DROP FUNCTION backstop_queue_submit(text, text, text[], bigint, text, text, bigint, bigint,
+    integer, integer);
+CREATE FUNCTION backstop_queue_submit(
+    p_kind text, p_type text, p_nodes text[], p_present_only bigint, p_key text,
+    p_payload text, p_live bigint, p_now bigint, p_type_lock integer, p_key_lock integer,
+    p_idem_key text, p_fingerprint text)
+RETURNS TABLE (id bigint, kind text, node_type text, nodes text, present_only bigint,
+    op_key text, payload text, live bigint, created_ms bigint, superseded bigint,
+    delivered bigint, problem text, repeated boolean)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_targets text[];
+    v_handling text[];
+    v_name text;
+    v_id bigint;
+    v_superseded bigint := 0;
+    v_delivered bigint := 0;
+    v_claimed bigint := 0;
+    v_problem text;
+    v_fingerprint text;
+BEGIN
+    IF p_type IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock_shared(p_type_lock, hashtext(p_type));
+    END IF;
+    IF p_key IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(p_key_lock, hashtext(p_key));
+    END IF;
+    IF p_idem_key IS NOT NULL THEN
+        INSERT INTO backstop_queue_idempotency AS k (idem_key, fingerprint, op, deliveries,
+            superseded, created_ms)
+        VALUES (p_idem_key, p_fingerprint, NULL, 0, 0, p_now)
+        ON CONFLICT (idem_key) DO NOTHING;
+        GET DIAGNOSTICS v_claimed = ROW_COUNT;
+        IF v_claimed = 0 THEN
+            SELECT k.fingerprint, k.op, k.deliveries, k.superseded
+            INTO v_fingerprint, v_id, v_delivered, v_superseded
+            FROM backstop_queue_idempotency k WHERE k.idem_key = p_idem_key;
+            IF v_fingerprint IS DISTINCT FROM p_fingerprint THEN
+                RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text,
+                    NULL::bigint, NULL::text, NULL::text, NULL::bigint, NULL::bigint,
+                    NULL::bigint, NULL::bigint, 'key_reused:' || coalesce(v_id, 0), false;
+                RETURN;
+            END IF;
+            RETURN QUERY SELECT o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key,
+                o.payload, o.live, o.created_ms, v_superseded, v_delivered, NULL::text, true
+            FROM backstop_queue_ops o WHERE o.id = v_id;
+            RETURN;
+        END IF;
+    END IF;
+    IF p_type IS NOT NULL THEN
+        SELECT coalesce(array_agg(n.name ORDER BY n.name COLLATE "C"), '{}'),
+               coalesce(array_agg(n.name ORDER BY n.name COLLATE "C") FILTER (
+                   WHERE EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                                 WHERE k.node = n.name AND k.kind = p_kind)), '{}')
+        INTO v_targets, v_handling
+        FROM backstop_queue_nodes n WHERE n.node_type = p_type;
+        IF cardinality(v_handling) = 0 THEN
+            v_problem := 'no_handler';
+        END IF;
+    ELSE
+        SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
+        WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n WHERE n.name = u.name)
+        ORDER BY u.name COLLATE "C" LIMIT 1;
+        IF v_name IS NOT NULL THEN
+            v_problem := 'unknown_node:' || v_name;
+        ELSE
+            SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
+            WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
+                              WHERE k.node = u.name AND k.kind = p_kind)
+            ORDER BY u.name COLLATE "C" LIMIT 1;
+            IF v_name IS NOT NULL THEN
+                v_problem := 'unknown_kind:' || v_name;
+            END IF;
+        END IF;
+        v_targets := p_nodes;
+        v_handling := p_nodes;
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        IF v_claimed > 0 THEN
+            DELETE FROM backstop_queue_idempotency WHERE idem_key = p_idem_key;
+        END IF;
+        RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
+            NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+            v_problem, false;
+        RETURN;
+    END IF;
+    INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key, payload,
+        live, created_ms)
+    VALUES (p_kind, p_type, array_to_string(p_nodes, ','), p_present_only, p_key, p_payload,
+        p_live, p_now)
+    RETURNING backstop_queue_ops.id INTO v_id;
+    IF p_key IS NOT NULL THEN
+        IF p_type IS NOT NULL THEN
+            UPDATE backstop_queue_ops SET live = 0
+            WHERE live = 1 AND node_type = p_type AND op_key = p_key AND id < v_id;
+        END IF;
+        UPDATE backstop_queue_deliveries SET state = 'superseded', finished_ms = p_now,
+            updated_ms = p_now, lease_until_ms = NULL
+        WHERE node = ANY(v_targets) AND op_key = p_key AND op < v_id
+          AND state IN ('pending', 'dead');
+        GET DIAGNOSTICS v_superseded = ROW_COUNT;
+    END IF;
+    INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures,
+        tries, next_at_ms, created_ms, updated_ms)
+    SELECT v_id, h, p_kind, p_key, 'pending', 0, 0, 0, p_now, p_now, p_now
+    FROM unnest(v_handling) AS h;
+    GET DIAGNOSTICS v_delivered = ROW_COUNT;
+    IF v_claimed > 0 THEN
+        UPDATE backstop_queue_idempotency SET op = v_id, deliveries = v_delivered,
+            superseded = v_superseded
+        WHERE idem_key = p_idem_key;
+    END IF;
+    RETURN QUERY SELECT o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key,
+        o.payload, o.live, o.created_ms, v_superseded, v_delivered, NULL::text, false
     FROM backstop_queue_ops o WHERE o.id = v_id;
 END
 $fn$"#;
@@ -657,10 +793,12 @@ impl Store for PostgresStore {
         let named = named(&op.target);
         let nodes = (!named.is_empty()).then_some(named);
         let live = node_type.is_some() && !present_only;
+        let fingerprint = op.idempotency_key.as_ref().map(|_| op.fingerprint());
         let rows = self
             .db
             .call(
-                "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 $11, $12)",
                 &[
                     &op.kind,
                     &node_type,
@@ -672,6 +810,8 @@ impl Store for PostgresStore {
                     &to_millis(now),
                     &TYPE_LOCK,
                     &KEY_LOCK,
+                    &op.idempotency_key,
+                    &fingerprint,
                 ],
             )
             .map_err(|e| match e {
@@ -689,6 +829,7 @@ impl Store for PostgresStore {
                     op: read_op(row).into_op(),
                     deliveries: u64::try_from(delivered).unwrap_or(0),
                     superseded: u64::try_from(superseded).unwrap_or(0),
+                    repeated: row.get(12),
                 })
             }
             Some(problem) => Err(self.refusal(op, &problem)),
@@ -746,7 +887,7 @@ impl Store for PostgresStore {
             let deliveries = tx
                 .query(
                     &format!(
-                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d {DELIVERY_NODE_JOIN}
                          WHERE d.op = $1 ORDER BY d.node COLLATE \"C\""
                     ),
                     &[&id],
@@ -765,7 +906,7 @@ impl Store for PostgresStore {
             Ok(tx
                 .query(
                     &format!(
-                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                        "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d {DELIVERY_NODE_JOIN}
                          WHERE ($1::text IS NULL OR d.state = $1)
                            AND ($2::text IS NULL OR d.node = $2)
                            AND ($3::bigint IS NULL OR d.op = $3)
@@ -783,7 +924,8 @@ impl Store for PostgresStore {
     fn requeue(&self, which: &Requeue, now: SystemTime) -> Result<u64, StoreError> {
         let now = to_millis(now);
         const SET: &str = "UPDATE backstop_queue_deliveries SET state = 'pending', failures = 0,
-            tries = 0, next_at_ms = $1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = $1";
+            tries = 0, next_at_ms = $1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = $1,
+            requeued_attempt = attempt";
         self.tx(|tx| {
             let n = match which {
                 Requeue::Delivery(id) => {
@@ -995,7 +1137,7 @@ impl Store for PostgresStore {
             } else {
                 tx.query(
                     "UPDATE backstop_queue_deliveries d SET state = 'done', finished_ms = s.at,
-                         updated_ms = s.at, lease_until_ms = NULL
+                         updated_ms = s.at, lease_until_ms = NULL, last_error = NULL
                      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS s(id, attempt, at)
                      WHERE d.id = s.id AND d.attempt = s.attempt
                        AND d.state IN ('in_flight', 'pending')
@@ -1139,16 +1281,33 @@ impl Store for PostgresStore {
                 .map(|r| r.get(0))
                 .collect();
             let deliveries = ops.len() as u64;
+            let forgotten: Vec<Option<i64>> = tx
+                .query(
+                    "DELETE FROM backstop_queue_idempotency WHERE idem_key IN (
+                         SELECT idem_key FROM backstop_queue_idempotency
+                         WHERE created_ms < $1 ORDER BY created_ms LIMIT $2
+                         FOR UPDATE SKIP LOCKED)
+                     RETURNING op",
+                    &[&before.saturating_sub(IDEMPOTENCY_WINDOW_MS), &limit],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let keys = forgotten.len() as u64;
+            let mut ops = ops;
+            ops.extend(forgotten.into_iter().flatten());
             let ops_removed = tx.execute(
                 "DELETE FROM backstop_queue_ops o
                  WHERE o.id = ANY($1) AND o.live = 0
-                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d WHERE d.op = o.id)",
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d WHERE d.op = o.id)
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_idempotency k WHERE k.op = o.id)",
                 &[&ops],
             )?;
             Ok(Retained {
                 ended,
                 deliveries,
                 ops: ops_removed,
+                keys,
             })
         })
     }
@@ -1231,7 +1390,7 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> Result<Settled, postgres::Err
         Verdict::Done => {
             tx.execute(
                 "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = $2,
-                     updated_ms = $2, lease_until_ms = NULL WHERE id = $1",
+                     updated_ms = $2, lease_until_ms = NULL, last_error = NULL WHERE id = $1",
                 &[&id, &at],
             )?;
             DeliveryState::Done

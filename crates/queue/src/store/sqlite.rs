@@ -11,9 +11,10 @@ use backstop_sqlite::rusqlite::{
 use backstop_sqlite::{Database, MaybeBusy, OpenError, Retried};
 
 use super::{
-    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DeliveryFilter, DeliveryRow, Heartbeat,
-    ID_COLUMN, MIGRATIONS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_ONLY, Pruned,
-    Registered, Rejection, Requeue, Retained, Settled, Store, StoreError, Submitted, clip, count,
+    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
+    DeliveryRow, Heartbeat, ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter,
+    OpRow, OpSummary, POSTGRES_ONLY, Pruned, Registered, Rejection, Requeue, Retained, Settled,
+    Store, StoreError, Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -157,6 +158,9 @@ fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
         created_ms: r.get(12)?,
         updated_ms: r.get(13)?,
         finished_ms: r.get(14)?,
+        requeued_attempt: r.get(15)?,
+        node_status: r.get(16)?,
+        node_drained: r.get(17)?,
     })
 }
 
@@ -523,7 +527,40 @@ impl Store for SqliteStore {
 
     fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
         let now_ms = to_millis(now);
+        let fingerprint = op.idempotency_key.as_ref().map(|_| op.fingerprint());
         self.write(|tx| {
+            // One writer at a time (IMMEDIATE): the key read here cannot
+            // be written by another before this transaction ends.
+            if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, &fingerprint)
+                && let Some(first) = tx
+                    .query_row(
+                        "SELECT fingerprint, op, deliveries, superseded
+                         FROM backstop_queue_idempotency WHERE idem_key = ?1",
+                        [key],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, Option<i64>>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get::<_, i64>(3)?,
+                            ))
+                        },
+                    )
+                    .optional()?
+            {
+                let (known, id, deliveries, superseded) = first;
+                let id = id.unwrap_or_default();
+                if &known != fingerprint {
+                    return Err(Rejection::IdempotencyKeyReused { op: id }.into());
+                }
+                let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+                return Ok(Submitted {
+                    op,
+                    deliveries: u64::try_from(deliveries).unwrap_or(0),
+                    superseded: u64::try_from(superseded).unwrap_or(0),
+                    repeated: true,
+                });
+            }
             let (targets, describe): (Vec<String>, String) = match &op.target {
                 Target::Type { node_type, .. } => {
                     let names = tx
@@ -616,11 +653,27 @@ impl Store for SqliteStore {
             for name in &handling {
                 insert.execute(params![id, name, op.kind, op.key, now_ms])?;
             }
+            if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, &fingerprint) {
+                tx.execute(
+                    "INSERT INTO backstop_queue_idempotency (idem_key, fingerprint, op,
+                         deliveries, superseded, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        key,
+                        fingerprint,
+                        id,
+                        handling.len() as i64,
+                        superseded as i64,
+                        now_ms
+                    ],
+                )?;
+            }
             let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
             Ok(Submitted {
                 op,
                 deliveries: handling.len() as u64,
                 superseded,
+                repeated: false,
             })
         })
     }
@@ -665,7 +718,7 @@ impl Store for SqliteStore {
             let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
             let deliveries = tx
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d {DELIVERY_NODE_JOIN}
                      WHERE d.op = ?1 ORDER BY d.node"
                 ))?
                 .query_map([id], read_delivery)?
@@ -681,7 +734,7 @@ impl Store for SqliteStore {
         self.read(|tx| {
             Ok(tx
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d
+                    "SELECT {DELIVERY_COLUMNS} FROM backstop_queue_deliveries d {DELIVERY_NODE_JOIN}
                      WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.node = ?2)
                        AND (?3 IS NULL OR d.op = ?3) AND (?5 IS NULL OR d.id = ?5)
                      ORDER BY d.id DESC LIMIT ?4"
@@ -698,7 +751,8 @@ impl Store for SqliteStore {
     fn requeue(&self, which: &Requeue, now: SystemTime) -> Result<u64, StoreError> {
         let now = to_millis(now);
         const SET: &str = "UPDATE backstop_queue_deliveries SET state = 'pending', failures = 0,
-            tries = 0, next_at_ms = ?1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = ?1";
+            tries = 0, next_at_ms = ?1, lease_until_ms = NULL, finished_ms = NULL, updated_ms = ?1,
+            requeued_attempt = attempt";
         self.write(|tx| {
             let n = match which {
                 Requeue::Delivery(id) => {
@@ -874,7 +928,8 @@ impl Store for SqliteStore {
                     if matches!(state, DeliveryState::InFlight | DeliveryState::Pending) {
                         tx.execute(
                             "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = ?2,
-                                 updated_ms = ?2, lease_until_ms = NULL WHERE id = ?1",
+                                 updated_ms = ?2, lease_until_ms = NULL, last_error = NULL
+                             WHERE id = ?1",
                             params![id, at],
                         )?;
                         out.push(Settled::Applied(DeliveryState::Done));
@@ -1048,12 +1103,27 @@ impl Store for SqliteStore {
                 .query_map(params![before, limit], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             let deliveries = ops.len() as u64;
+            let forgotten: Vec<Option<i64>> = tx
+                .prepare_cached(
+                    "DELETE FROM backstop_queue_idempotency WHERE idem_key IN (
+                         SELECT idem_key FROM backstop_queue_idempotency
+                         WHERE created_ms < ?1 ORDER BY created_ms LIMIT ?2)
+                     RETURNING op",
+                )?
+                .query_map(
+                    params![before.saturating_sub(IDEMPOTENCY_WINDOW_MS), limit],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let keys = forgotten.len() as u64;
             let mut unique: Vec<i64> = ops;
+            unique.extend(forgotten.into_iter().flatten());
             unique.sort_unstable();
             unique.dedup();
             let mut gone = tx.prepare_cached(
                 "DELETE FROM backstop_queue_ops WHERE id = ?1 AND live = 0
-                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d WHERE d.op = ?1)",
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d WHERE d.op = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_idempotency k WHERE k.op = ?1)",
             )?;
             let mut removed = 0;
             for op in unique {
@@ -1063,6 +1133,7 @@ impl Store for SqliteStore {
                 ended,
                 deliveries,
                 ops: removed,
+                keys,
             })
         })
     }

@@ -60,6 +60,7 @@ pub fn item(url: &str, name: &str, size: Option<u64>, sha256: Option<Sha256>) ->
         token: None,
         headers: Vec::new(),
         origin: url.to_owned(),
+        repo: None,
     }
 }
 
