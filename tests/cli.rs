@@ -281,6 +281,38 @@ mod get {
     }
 
     #[test]
+    fn a_failed_download_keeps_what_arrived_and_the_next_run_resumes_it() {
+        let server = FaultServer::start();
+        let data = body(100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bin");
+        server.script("/model.bin", [Reply::file(data.clone()).cut_after(70_000)]);
+        server.always("/model.bin", Reply::status(503));
+        let get = || {
+            run(backstop()
+                .args(["get", &server.url("/model.bin"), "-o"])
+                .arg(&path)
+                .args(["--attempts", "2"])
+                .args(QUICK))
+        };
+        let out = get();
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        assert!(!path.exists(), "never a half-written file in place");
+        assert!(dir.path().join("model.bin.part").exists());
+
+        server.always("/model.bin", Reply::file(data.clone()));
+        let out = get();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(std::fs::read(&path).unwrap() == data);
+        assert_eq!(
+            ranges(&server).last(),
+            Some(&Some("bytes=70000-99999".into())),
+            "only the rest"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
     fn a_fifo_is_written_through_to_its_reader() {
         let server = FaultServer::start();
         let data = body(100_000);
