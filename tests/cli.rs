@@ -344,6 +344,17 @@ mod get {
     }
 
     #[test]
+    fn dev_stdout_is_the_pipe_it_leads_to() {
+        let server = FaultServer::start();
+        server.always("/f.bin", Reply::file("hello"));
+        let out = run(backstop()
+            .args(["get", &server.url("/f.bin"), "-o", "/dev/stdout"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "hello");
+    }
+
+    #[test]
     fn a_device_stays_a_device() {
         let server = FaultServer::start();
         server.always("/f.bin", Reply::file(body(50_000)));

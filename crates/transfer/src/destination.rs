@@ -23,19 +23,41 @@ pub(crate) enum Destination {
 }
 
 impl Destination {
-    /// Looks at what `path` names now, following symbolic links. Fails on
-    /// a directory, a loop of links, or a path that cannot be looked at.
+    /// Looks at what `path` names now, following symbolic links as
+    /// `open` does (`/dev/stdout` and the other links of `/proc` lead to
+    /// what the descriptor is). Fails on a directory, a loop of links, or
+    /// a path that cannot be looked at.
     pub(crate) fn of(path: &Path) -> io::Result<Destination> {
-        let mut path = path.to_path_buf();
-        for _ in 0..MAX_LINKS {
-            let meta = match std::fs::symlink_metadata(&path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Ok(Destination::Replace(path));
-                }
-                meta => meta?,
-            };
-            let kind = meta.file_type();
-            if kind.is_symlink() {
+        let meta = match std::fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Destination::Replace(missing(path)?));
+            }
+            meta => meta?,
+        };
+        if meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "it is a directory",
+            ));
+        }
+        if !meta.is_file() {
+            return Ok(Destination::Through);
+        }
+        if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+            Ok(Destination::Replace(std::fs::canonicalize(path)?))
+        } else {
+            Ok(Destination::Replace(path.to_path_buf()))
+        }
+    }
+}
+
+/// Where a file that does not exist yet will be: the path itself, or, for
+/// a link that leads nowhere yet, the path it leads to.
+fn missing(path: &Path) -> io::Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
                 let link = std::fs::read_link(&path)?;
                 // A relative link is relative to the link's folder; an
                 // absolute one replaces the whole path.
@@ -43,19 +65,11 @@ impl Destination {
                     Some(parent) => parent.join(link),
                     None => link,
                 };
-            } else if kind.is_dir() {
-                return Err(io::Error::new(
-                    io::ErrorKind::IsADirectory,
-                    "it is a directory",
-                ));
-            } else if kind.is_file() {
-                return Ok(Destination::Replace(path));
-            } else {
-                return Ok(Destination::Through);
             }
+            _ => return Ok(path),
         }
-        Err(io::Error::other("too many levels of symbolic links"))
     }
+    Err(io::Error::other("too many levels of symbolic links"))
 }
 
 #[cfg(test)]
@@ -93,8 +107,16 @@ mod tests {
         assert_eq!(of("dir").unwrap_err().kind(), io::ErrorKind::IsADirectory);
         symlink("loop", at("loop")).unwrap();
         assert_eq!(
-            of("loop").unwrap_err().to_string(),
-            "too many levels of symbolic links"
+            of("loop").unwrap_err().raw_os_error(),
+            Some(nix::libc::ELOOP)
         );
+
+        // A link of /proc leads to what the descriptor is, even where
+        // reading it gives no path ("pipe:[1234]").
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&write);
+        let proc = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        assert_eq!(Destination::of(&proc).unwrap(), Destination::Through);
+        drop((read, write));
     }
 }
