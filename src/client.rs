@@ -1,11 +1,17 @@
-//! How the retry flags become a policy and an HTTP client.
+//! How the retry flags become a policy and an HTTP client, and the client
+//! of the coordinator's API that `ops` and `nodes` use.
 
-use backstop_core::Policy;
-use backstop_http::Client;
+use std::time::Duration;
+
+use backstop_core::{Policy, Secret};
+use backstop_http::{Client, Method, RequestBuilder};
+use backstop_queue::api::{OpDetail, RequeueAnswer, RequeueRequest, SubmitAnswer, SubmitRequest};
+use backstop_queue::model::{Delivery, Node};
+use backstop_queue::store::OpSummary;
 use backstop_transfer::AttemptTimeout;
 
-use crate::cli::{BackoffArgs, RetryArgs};
-use crate::report::Report;
+use crate::cli::{BackoffArgs, RetryArgs, ServerArgs};
+use crate::report::{Report, exit};
 
 impl BackoffArgs {
     /// `policy` with the flags applied.
@@ -64,4 +70,175 @@ impl RetryArgs {
         }
         Ok(builder.build()?)
     }
+}
+
+/// A client of one coordinator's API (`backstop serve`), speaking the
+/// API's own request and answer types ([`backstop_queue::api`]).
+pub struct Coordinator {
+    client: Client,
+    base: String,
+    token: Secret,
+}
+
+impl Coordinator {
+    /// The coordinator at `--server`, with the token from BACKSTOP_TOKEN or
+    /// the file `backstop serve` writes beside the state.
+    pub fn new(server: &ServerArgs, state: Option<&str>) -> Result<Coordinator, Report> {
+        let token = crate::state::read_token(state)?;
+        // A coordinator on this machine answers at once or not at all:
+        // retry briefly, then say so.
+        let policy = Policy::api()
+            .max_attempts(3)
+            .initial_delay(Duration::from_millis(200))
+            .max_delay(Duration::from_secs(2));
+        let client = Client::builder().policy(policy).build()?;
+        Ok(Coordinator {
+            client,
+            base: server.server.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// Submits an operation. With its idempotency key the coordinator makes
+    /// it once, so it is retried like a GET: every retry carries the same
+    /// key, and a repeat answers what the first did.
+    pub async fn submit(
+        &self,
+        request: &SubmitRequest,
+        idempotency_key: &str,
+    ) -> Result<SubmitAnswer, Report> {
+        self.post(Method::POST, "/v1/ops", &json_text(request)?)
+            .header("idempotency-key", &format!("\"{idempotency_key}\""))
+            .idempotent(true)
+            .json::<SubmitAnswer>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// Operations, newest first, at most `limit`; only those with a
+    /// delivery in `state`, when given.
+    pub async fn ops(&self, state: Option<&str>, limit: u32) -> Result<Vec<OpSummary>, Report> {
+        let mut path = format!("/v1/ops?limit={limit}");
+        if let Some(s) = state {
+            path.push_str(&format!("&state={}", encode(s)));
+        }
+        self.get(&path)
+            .json::<Vec<OpSummary>>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// Dead deliveries, at most `limit`; only those to `node`, when given.
+    pub async fn dead(&self, node: Option<&str>, limit: u32) -> Result<Vec<Delivery>, Report> {
+        let mut path = format!("/v1/deliveries?state=dead&limit={limit}");
+        if let Some(node) = node {
+            path.push_str(&format!("&node={}", encode(node)));
+        }
+        self.get(&path)
+            .json::<Vec<Delivery>>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// One operation and its deliveries.
+    pub async fn op(&self, id: i64) -> Result<OpDetail, Report> {
+        self.get(&format!("/v1/ops/{id}"))
+            .json::<OpDetail>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// Requeues dead deliveries with their attempts reset.
+    pub async fn requeue(&self, request: &RequeueRequest) -> Result<RequeueAnswer, Report> {
+        self.post(Method::POST, "/v1/requeue", &json_text(request)?)
+            .json::<RequeueAnswer>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// Every node, with its health and counts.
+    pub async fn nodes(&self) -> Result<Vec<Node>, Report> {
+        self.get("/v1/nodes")
+            .json::<Vec<Node>>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// Drains `name` (no new deliveries), or undrains it.
+    pub async fn drain(&self, name: &str, undo: bool) -> Result<Node, Report> {
+        let verb = if undo { "undrain" } else { "drain" };
+        let path = format!("/v1/nodes/{}/{verb}", encode(name));
+        self.post(Method::POST, &path, "{}")
+            .json::<Node>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    fn get(&self, path: &str) -> RequestBuilder<'_> {
+        self.client
+            .request(Method::GET, &format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// A request with a JSON body: not retried once it may have arrived,
+    /// unless made idempotent.
+    fn post(&self, method: Method, path: &str, body: &str) -> RequestBuilder<'_> {
+        self.client
+            .request(method, &format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .idempotent(false)
+    }
+
+    /// How a failed call is told.
+    fn report(&self, e: backstop_http::Error) -> Report {
+        use backstop_core::AttemptError::Failed;
+        use backstop_http::Failure;
+        match e.retry_error().and_then(|r| r.last.as_ref()) {
+            // The coordinator said no: its sentence is the message. Input
+            // it finds invalid (400, 422: an unknown kind, an empty key, a
+            // bad name) is a usage error, like a bad flag.
+            Some(Failed(Failure::Status { status, detail, .. })) if status.is_client_error() => {
+                let message = format!(
+                    "the coordinator refused: {}",
+                    detail.clone().unwrap_or_else(|| status.to_string())
+                );
+                let code = match status.as_u16() {
+                    400 | 422 => exit::USAGE,
+                    _ => exit::FAILURE,
+                };
+                let report = Report::new(code, message);
+                if status.as_u16() == 401 {
+                    report.hint("set BACKSTOP_TOKEN to the token `backstop serve` uses")
+                } else {
+                    report
+                }
+            }
+            Some(Failed(Failure::Transport(t))) if t.is_connect() => Report::from(e).hint(format!(
+                "is `backstop serve` running at {}? (--server or BACKSTOP_SERVER)",
+                self.base
+            )),
+            _ => Report::from(e),
+        }
+    }
+}
+
+/// A request body as JSON text.
+fn json_text(body: &impl serde::Serialize) -> Result<String, Report> {
+    serde_json::to_string(body).map_err(|e| Report::from_error(exit::FAILURE, &e))
+}
+
+/// Percent-encodes a path or query component.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

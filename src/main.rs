@@ -21,9 +21,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.quiet);
     let state = cli.state.as_deref();
-    // The ledger commands run without an async runtime: `pick` is called
-    // from scripts in loops, and starts in a few milliseconds.
     let outcome = match cli.command {
+        // The ledger commands run without an async runtime: `pick` is
+        // called from scripts in loops, and starts in a few milliseconds.
         Command::Pick(args) => cmd::pick::run(args, state),
         Command::Cooldown { command } => cmd::cooldown::run(command, state),
         // `run` builds its own runtime: the ledger is read and written
@@ -38,9 +38,18 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Serve(args) => run_service(|| cmd::serve::run(args, state)),
-        Command::Worker(args) => run_service(|| cmd::worker::run(args)),
-        command => run_async(command, state, cli.quiet),
+        Command::Serve(args) => run_service(cmd::serve::run(args, state)),
+        Command::Worker(args) => run_service(cmd::worker::run(args)),
+        // pull and get stop on their own at Ctrl-C, to sync and record
+        // their partial files: they must not be dropped mid-write.
+        Command::Pull(args) => run_async(cmd::pull::run(args, cli.quiet)),
+        Command::Get(args) => run_async(cmd::get::run(args)),
+        Command::Hub {
+            command: HubCommand::Search(args),
+        } => run_interruptible(cmd::hub::search(args)),
+        Command::Demo => run_interruptible(cmd::demo::run()),
+        Command::Ops { command } => run_interruptible(cmd::ops::ops(command, state)),
+        Command::Nodes { command } => run_interruptible(cmd::ops::nodes(command, state)),
     };
     match outcome {
         Ok(()) => ExitCode::from(exit::SUCCESS),
@@ -60,55 +69,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, Report> {
 
 /// Runs a long-lived service (`serve`, `worker`), which handles Ctrl-C and
 /// SIGTERM itself: it stops cleanly and exits 0.
-fn run_service<F: Future<Output = Result<(), Report>>>(
-    service: impl FnOnce() -> F,
-) -> Result<(), Report> {
+fn run_service(service: impl Future<Output = Result<(), Report>>) -> Result<(), Report> {
     let runtime = runtime()?;
-    let outcome = runtime.block_on(service());
+    let outcome = runtime.block_on(service);
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     outcome
 }
 
-fn run_async(command: Command, state: Option<&str>, quiet: bool) -> Result<(), Report> {
+/// Runs a command that handles Ctrl-C and SIGTERM itself.
+fn run_async(command: impl Future<Output = Result<(), Report>>) -> Result<(), Report> {
     let runtime = runtime()?;
-    let outcome = runtime.block_on(async {
-        // pull and get stop on their own at Ctrl-C, to sync and record
-        // their partial files: they must not be dropped mid-write.
-        match command {
-            Command::Pull(args) => return cmd::pull::run(args, quiet).await,
-            Command::Get(args) => return cmd::get::run(args).await,
-            _ => {}
-        }
-        tokio::select! {
-            outcome = run(command, state) => outcome,
-            () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
-                .hint("nothing was left half-written; run the same command again to retry")),
-        }
-    });
+    let outcome = runtime.block_on(command);
     // Stalled connections must not hold the exit.
     runtime.shutdown_background();
     outcome
 }
 
-async fn run(command: Command, state: Option<&str>) -> Result<(), Report> {
-    match command {
-        Command::Hub {
-            command: HubCommand::Search(args),
-        } => cmd::hub::search(args).await,
-        Command::Demo => cmd::demo::run().await,
-        Command::Ops { command } => cmd::ops::ops(command, state).await,
-        Command::Nodes { command } => cmd::ops::nodes(command, state).await,
-        Command::Pick(_)
-        | Command::Cooldown { .. }
-        | Command::Run(_)
-        | Command::Completions { .. }
-        | Command::Serve(_)
-        | Command::Worker(_)
-        | Command::Pull(_)
-        | Command::Get(_) => {
-            unreachable!("main and run_async run these themselves")
+/// Runs a command that is dropped at Ctrl-C or SIGTERM, which stops its
+/// retries at once and deletes any temporary file it was writing.
+fn run_interruptible(command: impl Future<Output = Result<(), Report>>) -> Result<(), Report> {
+    run_async(async {
+        tokio::select! {
+            outcome = command => outcome,
+            () = interrupted() => Err(Report::new(exit::INTERRUPTED, "interrupted")
+                .hint("nothing was left half-written; run the same command again to retry")),
         }
-    }
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM. Dropping the running command there stops

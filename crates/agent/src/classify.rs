@@ -760,44 +760,9 @@ fn clean(message: &str) -> String {
     out
 }
 
-/// Removes terminal escape sequences (colours, cursor moves).
+/// Removes terminal escape sequences (colours, cursor moves, titles).
 fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\x1b' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek() {
-            Some('[') => {
-                chars.next();
-                // Parameters, then one final byte in @..~.
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            Some(']') => {
-                // OSC: up to BEL or ESC \.
-                chars.next();
-                while let Some(c) = chars.next() {
-                    if c == '\x07' {
-                        break;
-                    }
-                    if c == '\x1b' {
-                        chars.next();
-                        break;
-                    }
-                }
-            }
-            _ => {
-                chars.next();
-            }
-        }
-    }
-    out
+    anstream::adapter::strip_str(line).to_string()
 }
 
 #[cfg(test)]
@@ -829,12 +794,20 @@ mod tests {
 
     #[test]
     fn ansi_is_stripped() {
-        assert_eq!(
-            strip_ansi("\x1b[91m\x1b[1mError: \x1b[0mbad key"),
-            "Error: bad key"
-        );
-        assert_eq!(strip_ansi("\x1b]0;title\x07plain"), "plain");
-        assert_eq!(strip_ansi("tail \x1b"), "tail ");
+        let cases = [
+            ("\x1b[91m\x1b[1mError: \x1b[0mbad key", "Error: bad key"),
+            ("\x1b]0;title\x07plain", "plain"),
+            (
+                "\x1b]8;;https://x.example\x1b\\link\x1b]8;;\x1b\\ text",
+                "link text",
+            ),
+            ("\x1b[2K\x1b[1Gprogress 5%", "progress 5%"),
+            ("tail \x1b", "tail "),
+            ("résumé ✓ {\"a\":[1]}", "résumé ✓ {\"a\":[1]}"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(strip_ansi(line), want, "{line:?}");
+        }
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //!   reports failures ([`Agent`]): structured output first, then the tool's
 //!   own error lines, never the model's text.
 //! - [`reset_at`] reads when a tool says its limit resets.
+//! - [`fallback`]: a command run with the first available model of a
+//!   cooldown ledger, falling back to the next when one cannot serve.
 //! - [`template`]: the command run for each model, its placeholders
 //!   checked and filled, from the command line or a models file.
 
 mod classify;
+pub mod fallback;
 mod reset;
 pub mod runner;
 pub mod template;

@@ -83,6 +83,16 @@ pub struct Held {
 }
 
 impl Held {
+    /// Output of `bytes` held in full (for tests and fixtures).
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+        let bytes = bytes.into();
+        Held {
+            len: bytes.len() as u64,
+            bytes,
+            streamed: false,
+        }
+    }
+
     /// The bytes still held (empty once [`Held::streamed`]).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

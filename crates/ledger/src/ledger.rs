@@ -131,6 +131,12 @@ impl Ledger {
         self
     }
 
+    /// The clock the ledger reads "now" from: code that acts on its
+    /// deadlines reads the same one.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Uses another source of credential fingerprints.
     pub fn with_credentials(mut self, credentials: Arc<dyn Credentials>) -> Self {
         self.credentials = credentials;

@@ -25,6 +25,12 @@
 //! | `POST /v1/requeue` | `{"delivery": id}`, `{"node": name}`, `{"op": id}` or `{"all": true}` |
 //! | `GET /v1/nodes` | nodes with their health and counts |
 //! | `POST /v1/nodes/{name}/drain`, `.../undrain` | stop or resume new deliveries to a node |
+//!
+//! Bodies and answers are typed, and read back as they were written (times
+//! as RFC 3339 to the millisecond): [`SubmitRequest`] and [`SubmitAnswer`],
+//! [`OpDetail`], [`RequeueRequest`] and [`RequeueAnswer`], and the model's
+//! [`Op`], [`Delivery`], [`Node`](crate::model::Node) and [`crate::store::OpSummary`] — what a
+//! client such as `backstop ops` deserializes.
 
 use std::sync::Arc;
 
@@ -37,14 +43,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use backstop_core::clock::Clock;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use crate::dispatch::blocking;
-use crate::model::{DeliveryState, NewOp, Target};
+use crate::model::{Delivery, DeliveryState, NewOp, Op, Target};
 use crate::status::Status;
 use crate::store::{DeliveryFilter, OpFilter, Rejection, Requeue, Store, StoreError};
 
@@ -212,17 +218,56 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/ops`: an operation of `kind` for every node of
+/// `node_type` or for the named `nodes` (one of the two).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
-    kind: String,
-    #[serde(rename = "type")]
-    node_type: Option<String>,
-    nodes: Option<Vec<String>>,
-    key: Option<String>,
-    payload: Option<Value>,
-    #[serde(default)]
-    present_only: bool,
+pub struct SubmitRequest {
+    /// What to do.
+    pub kind: String,
+    /// Every node of this type.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub node_type: Option<String>,
+    /// These nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+    /// The desired-state key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The payload (`{}` when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// With a type: only the nodes present now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub present_only: bool,
+}
+
+/// The answer to `POST /v1/ops`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitAnswer {
+    /// The operation (the first one's, for a repeat of its idempotency key).
+    pub op: Op,
+    /// Deliveries created.
+    pub deliveries: u64,
+    /// Deliveries of older operations with its key that it replaced.
+    pub superseded: u64,
+}
+
+/// The answer to `GET /v1/ops/{id}`: the operation and its deliveries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpDetail {
+    /// The operation.
+    #[serde(flatten)]
+    pub op: Op,
+    /// Its deliveries.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// The answer to `POST /v1/requeue`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequeueAnswer {
+    /// Dead deliveries requeued.
+    pub requeued: u64,
 }
 
 /// The `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header):
@@ -256,7 +301,7 @@ async fn submit(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let body: SubmitBody = parse(&body)?;
+    let body: SubmitRequest = parse(&body)?;
     let target = match (body.node_type, body.nodes) {
         (Some(node_type), None) => Target::Type {
             node_type,
@@ -283,33 +328,33 @@ async fn submit(
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let submitted = blocking(move || store.submit(&op, now)).await?;
-    let json = json!({
-        "op": submitted.op,
-        "deliveries": submitted.deliveries,
-        "superseded": submitted.superseded,
-    });
+    let answer = SubmitAnswer {
+        op: submitted.op,
+        deliveries: submitted.deliveries,
+        superseded: submitted.superseded,
+    };
     if submitted.repeated {
         tracing::info!(
             "operation {} ({}) submitted again with its Idempotency-Key: answered, nothing new",
-            submitted.op.id,
-            submitted.op.kind,
+            answer.op.id,
+            answer.op.kind,
         );
         let replayed = [(HeaderName::from_static("idempotent-replayed"), "true")];
-        return Ok((StatusCode::OK, replayed, axum::Json(json)).into_response());
+        return Ok((StatusCode::OK, replayed, axum::Json(answer)).into_response());
     }
     state.wake.notify_one();
     tracing::info!(
         "operation {} ({}) submitted: {} deliveries{}",
-        submitted.op.id,
-        submitted.op.kind,
-        submitted.deliveries,
-        if submitted.superseded > 0 {
-            format!(", {} older ones superseded", submitted.superseded)
+        answer.op.id,
+        answer.op.kind,
+        answer.deliveries,
+        if answer.superseded > 0 {
+            format!(", {} older ones superseded", answer.superseded)
         } else {
             String::new()
         }
     );
-    Ok((StatusCode::CREATED, axum::Json(json)).into_response())
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -354,14 +399,7 @@ async fn show_op(
     let id = id_param(&id, "an operation")?;
     let store = Arc::clone(&state.store);
     let (op, deliveries) = blocking(move || store.op(id)).await?;
-    let mut json = serde_json::to_value(op).unwrap_or_else(|_| json!({}));
-    if let Some(map) = json.as_object_mut() {
-        map.insert(
-            "deliveries".to_owned(),
-            serde_json::to_value(deliveries).unwrap_or_else(|_| json!([])),
-        );
-    }
-    Ok(axum::Json(json).into_response())
+    Ok(axum::Json(OpDetail { op, deliveries }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -390,18 +428,26 @@ async fn list_deliveries(
     Ok(axum::Json(deliveries).into_response())
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/requeue`: exactly one of its fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequeueBody {
-    delivery: Option<i64>,
-    node: Option<String>,
-    op: Option<i64>,
-    #[serde(default)]
-    all: bool,
+pub struct RequeueRequest {
+    /// This dead delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<i64>,
+    /// Every dead delivery to this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Every dead delivery of this operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<i64>,
+    /// Every dead delivery.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
 }
 
 async fn requeue(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
-    let body: RequeueBody = parse(&body)?;
+    let body: RequeueRequest = parse(&body)?;
     let which = match (body.delivery, body.node, body.op, body.all) {
         (Some(id), None, None, false) => Requeue::Delivery(id),
         (None, Some(node), None, false) => Requeue::Node(node),
@@ -421,7 +467,7 @@ async fn requeue(State(state): State<ApiState>, body: Bytes) -> Result<Response,
         tracing::info!("{n} dead deliveries requeued ({which:?}) with their attempts reset");
         state.wake.notify_one();
     }
-    Ok(axum::Json(json!({ "requeued": n })).into_response())
+    Ok(axum::Json(RequeueAnswer { requeued: n }).into_response())
 }
 
 async fn list_nodes(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -461,4 +507,129 @@ async fn undrain(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     set_drained(state, name, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::model::{Hold, Node, NodeStatus};
+    use crate::store::{Counts, OpSummary};
+
+    fn at(millis: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(millis)
+    }
+
+    fn op() -> Op {
+        Op {
+            id: 7,
+            kind: "install".into(),
+            node_type: Some("gpu".into()),
+            nodes: Vec::new(),
+            present_only: true,
+            key: Some("llama".into()),
+            payload: r#"{"v":1}"#.into(),
+            live: true,
+            created: at(1_785_542_400_123),
+        }
+    }
+
+    fn delivery(held: Option<Hold>, finished: Option<SystemTime>) -> Delivery {
+        Delivery {
+            id: 3,
+            op: 7,
+            node: "gpu-1".into(),
+            kind: "install".into(),
+            key: None,
+            state: DeliveryState::Pending,
+            attempt: 4,
+            attempts: 1,
+            failures: 0,
+            tries: 2,
+            next_at: at(1_785_542_401_000),
+            lease_until: None,
+            last_error: Some("exit 1: no space".into()),
+            held,
+            created: at(1_785_542_400_123),
+            updated: at(1_785_542_400_999),
+            finished,
+        }
+    }
+
+    /// What a client reads is what the coordinator wrote, to the
+    /// millisecond, for every answer of the API.
+    #[test]
+    fn answers_read_back_as_the_types_they_were_written_from() {
+        fn round_trip<T>(value: &T)
+        where
+            T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+        {
+            let text = serde_json::to_string(value).unwrap();
+            let back: T = serde_json::from_str(&text).unwrap();
+            assert_eq!(&back, value, "{text}");
+        }
+        round_trip(&SubmitAnswer {
+            op: op(),
+            deliveries: 3,
+            superseded: 1,
+        });
+        round_trip(&OpDetail {
+            op: op(),
+            deliveries: vec![
+                delivery(Some(Hold::Drained), None),
+                delivery(None, Some(at(1_785_542_402_500))),
+            ],
+        });
+        round_trip(&vec![OpSummary {
+            op: op(),
+            deliveries: Counts {
+                pending: 1,
+                in_flight: 2,
+                done: 3,
+                dead: 4,
+                superseded: 5,
+            },
+        }]);
+        round_trip(&RequeueAnswer { requeued: 2 });
+        round_trip(&Node {
+            name: "gpu-1".into(),
+            node_type: "gpu".into(),
+            kinds: vec!["install".into()],
+            capacity: 2,
+            transport: "nats".into(),
+            status: NodeStatus::Unreachable,
+            drained: false,
+            last_heartbeat: Some(at(1_785_542_400_001)),
+            in_flight: 1,
+            pending: 2,
+            dead: 0,
+            registered: at(1_785_542_000_000),
+            updated: at(1_785_542_400_001),
+        });
+        round_trip(&SubmitRequest {
+            kind: "install".into(),
+            node_type: Some("gpu".into()),
+            present_only: true,
+            ..SubmitRequest::default()
+        });
+        round_trip(&RequeueRequest {
+            node: Some("gpu-1".into()),
+            ..RequeueRequest::default()
+        });
+    }
+
+    #[test]
+    fn a_time_that_is_not_rfc3339_is_an_error_naming_it() {
+        let mut json = serde_json::to_value(op()).unwrap();
+        json["created"] = json!("yesterday");
+        match serde_json::from_value::<Op>(json) {
+            Err(e) => assert!(
+                e.to_string()
+                    .contains("\"yesterday\" is not an RFC 3339 time"),
+                "{e}"
+            ),
+            Ok(op) => panic!("{op:?}"),
+        }
+    }
 }

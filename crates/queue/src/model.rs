@@ -157,7 +157,7 @@ impl NodeSpec {
 }
 
 /// A node as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     /// Unique name.
     pub name: String,
@@ -319,7 +319,7 @@ impl NewOp {
 }
 
 /// An operation as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Op {
     /// Its id; later operations have larger ids.
     pub id: OpId,
@@ -428,7 +428,7 @@ impl fmt::Display for Token {
 }
 
 /// A delivery as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// Its id.
     pub id: DeliveryId,
@@ -576,14 +576,24 @@ impl Outcome {
     }
 }
 
-/// RFC 3339 on the wire.
+/// RFC 3339 on the wire, to the millisecond.
 pub(crate) mod time {
     use std::time::SystemTime;
 
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse(&text)
+    }
+
+    pub(super) fn parse<E: serde::de::Error>(text: &str) -> Result<SystemTime, E> {
+        humantime::parse_rfc3339(text)
+            .map_err(|e| E::custom(format!("{text:?} is not an RFC 3339 time: {e}")))
     }
 }
 
@@ -591,13 +601,18 @@ pub(crate) mod time {
 pub(crate) mod opt_time {
     use std::time::SystemTime;
 
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string()),
             None => s.serialize_none(),
         }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        text.map(|t| super::time::parse(&t)).transpose()
     }
 }
 

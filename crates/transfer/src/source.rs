@@ -118,26 +118,25 @@ fn url_name(url: &Url) -> Result<String, String> {
     if last.is_empty() {
         return Err("the URL's path does not end in a file name".into());
     }
-    percent_decode(last).ok_or_else(|| "the URL's file name is not valid UTF-8".into())
+    percent_decode(last)
+        .ok_or_else(|| "the URL's file name is not valid percent-encoded UTF-8".into())
 }
 
+/// `s` percent-decoded; `None` when a `%` is not followed by two hex
+/// digits or the bytes it decodes to are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = s.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let escapes_are_hex = s.match_indices('%').all(|(i, _)| {
+        s.as_bytes()
+            .get(i + 1..i + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_are_hex {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 impl fmt::Display for Source {
@@ -336,6 +335,39 @@ mod tests {
             "hf://datasets/../../etc/passwd",
             "hf://acme/tiny@main%0A",
         ] {
+            assert!(
+                matches!(bad.parse::<Source>(), Err(Error::InvalidSource { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn percent_decoding_refuses_what_is_not_an_escape_or_not_utf8() {
+        let cases = [
+            ("plain", Some("plain")),
+            ("model%20v2.bin", Some("model v2.bin")),
+            ("refs%2Fpr%2F3", Some("refs/pr/3")),
+            ("%2f%2F", Some("//")),
+            ("caf%C3%A9", Some("café")),
+            ("", Some("")),
+            // An escape is `%` and two hex digits, nothing else.
+            ("%+f", None),
+            ("%-1", None),
+            ("% f", None),
+            ("%f", None),
+            ("a%", None),
+            ("%%41", None),
+            ("%g0", None),
+            // Bytes that are not UTF-8.
+            ("%ff", None),
+            ("%C3", None),
+            ("%C3%28", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(percent_decode(input).as_deref(), want, "{input:?}");
+        }
+        for bad in ["hf://org/repo@v%+f", "https://example.com/x%+f.bin"] {
             assert!(
                 matches!(bad.parse::<Source>(), Err(Error::InvalidSource { .. })),
                 "{bad}"

@@ -241,7 +241,7 @@ pub struct OpFilter {
 }
 
 /// An operation with counts of its deliveries.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpSummary {
     /// The operation.
     #[serde(flatten)]
@@ -251,7 +251,7 @@ pub struct OpSummary {
 }
 
 /// Deliveries by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Pending.
     pub pending: u64,
