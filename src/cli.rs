@@ -40,7 +40,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// GET a URL with retries: body to stdout, or to FILE written atomically.
+    /// GET a URL with retries, a cut body resumed by Range: to stdout once
+    /// whole, or to FILE (replaced atomically; a device or FIFO written
+    /// through).
     Get(GetArgs),
     /// Download many files at once: each retried on its own, resumed by
     /// Range (also after Ctrl-C), renamed into place once size and sha256
@@ -763,8 +765,9 @@ pub struct BackoffArgs {
     /// No computed wait is longer [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_delay: Option<Duration>,
-    /// Longest server-requested wait (Retry-After...) to sit through; a
-    /// longer request ends the command with exit 75 [default: 60s].
+    /// Longest server-requested wait (Retry-After...) to sit through, at
+    /// most a week; a longer request, however long, ends the command with
+    /// exit 75 [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_wait: Option<Duration>,
     /// Longest the whole command may take, attempts and waits together.
