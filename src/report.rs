@@ -215,6 +215,7 @@ impl From<backstop_queue::StoreError> for Report {
         use backstop_queue::StoreError as E;
         let code = match &e {
             E::Rejected(_) => exit::FAILURE,
+            E::Location { .. } => exit::USAGE,
             e if e.is_temporary() => exit::TEMPFAIL,
             _ => exit::FAILURE,
         };
@@ -232,11 +233,18 @@ impl From<backstop_queue::StoreError> for Report {
 impl From<backstop_queue::CoordinatorError> for Report {
     fn from(e: backstop_queue::CoordinatorError) -> Self {
         use backstop_queue::CoordinatorError as E;
+        if let E::Open(store) = e {
+            return store.into();
+        }
         let report = Report::from_error(exit::FAILURE, &e);
         match &e {
             E::Listen { .. } => report.hint(
                 "another `backstop serve` may be running; pick another address with --listen",
             ),
+            E::Running { .. } => Report {
+                code: exit::USAGE,
+                ..report.hint("stop that `backstop serve` first, or give this one other nodes")
+            },
             E::StartUp(store) if store.is_temporary() => Report {
                 code: exit::TEMPFAIL,
                 ..report
@@ -252,6 +260,9 @@ impl From<backstop_queue::transport::nats::NatsError> for Report {
         match &e {
             E::Connect { .. } => Report::from_error(exit::TEMPFAIL, &e)
                 .hint("check that the NATS server is up and the URL is right"),
+            E::Url { .. } => Report::from_error(exit::USAGE, &e),
+            E::Refused { .. } => Report::from_error(exit::FAILURE, &e)
+                .hint("check the user and password (or token) in the NATS URL"),
             E::Prefix(_) => Report::from_error(exit::USAGE, &e),
             E::Subscribe { .. } => Report::from_error(exit::TEMPFAIL, &e),
         }

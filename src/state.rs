@@ -16,9 +16,10 @@ pub fn ledger(spec: Option<&str>) -> Result<Ledger, Report> {
     Ok(Ledger::new(store))
 }
 
-/// The fan-out queue in the same database as the ledger.
-pub fn queue(spec: Option<&str>) -> Result<Box<dyn backstop_queue::Store>, Report> {
-    backstop_queue::store::open(&resolve(spec)?).map_err(Report::from)
+/// Where the fan-out queue is: the same database as the ledger, for
+/// [`backstop_queue::store::open`].
+pub fn queue(spec: Option<&str>) -> Result<StateLocation, Report> {
+    resolve(spec)
 }
 
 /// The location `spec` names, checked before anything is opened: a

@@ -37,6 +37,8 @@ fn nats_url() -> String {
 struct Proc {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// Reads its stderr into `log` until the end.
+    reader: Option<std::thread::JoinHandle<()>>,
     what: String,
 }
 
@@ -47,7 +49,7 @@ impl Proc {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("backstop starts");
         let log = Arc::new(Mutex::new(String::new()));
-        if let Some(err) = child.stderr.take() {
+        let reader = child.stderr.take().map(|err| {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -55,11 +57,12 @@ impl Proc {
                     log.push_str(&line);
                     log.push('\n');
                 }
-            });
-        }
+            })
+        });
         Proc {
             child,
             log,
+            reader,
             what: what.to_owned(),
         }
     }
@@ -122,6 +125,27 @@ impl Proc {
     fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits for it to exit by itself; its exit code, once all it wrote
+    /// is in its log.
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit:\n{}",
+                self.what,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -373,6 +397,15 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// Whether process `pid` runs (exists and is not a zombie).
+fn running(pid: &str) -> bool {
+    let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim().chars().next());
+    state.is_some_and(|s| s != 'Z' && s != 'X')
+}
+
 #[test]
 fn a_handler_that_fails_three_times_then_succeeds() {
     let f = fleet();
@@ -500,16 +533,21 @@ fn a_worker_killed_mid_run_costs_no_attempt_and_finishes_when_back() {
         read(&pid).trim().parse::<i32>().is_ok()
     });
     w.kill9();
-    // The orphaned handler goes too.
-    let group = format!("-{}", read(&pid).trim());
-    let _ = Command::new("kill").args(["-9", "--", &group]).status();
+    // Its shell dies with it at once (PR_SET_PDEATHSIG); the `sleep` it
+    // started goes on until the worker's next process stops it.
+    let shell = read(&pid).trim().to_owned();
+    f.wait_until("the handler's shell died with its worker", || {
+        !running(&shell)
+    });
     f.wait_until("the node is unhealthy", || {
         f.node("gpu-1")["status"] == "unhealthy"
     });
     let waiting = delivery(&f.op(op), "gpu-1");
     assert_eq!(waiting["state"], "pending");
     assert_eq!(waiting["failures"], 0, "no attempt spent");
-    let _w = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    // The handler the killed worker left running is stopped by the next.
+    let mut again = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    again.wait_for("stopped 1 handler processes a previous process of this node left running");
     let done = f.wait_state(op, "gpu-1", "done");
     assert_eq!(done["failures"], 0);
 }
@@ -1325,4 +1363,401 @@ fn fleet_a_partitioned_worker_s_deliveries_wait_then_finish_when_it_returns() {
     proxy.restore();
     let done = wait_all_done(&f, &server, 20);
     assert_eq!(ran_once_per_token(&log, &done), 20);
+}
+
+// Restarts: a node never runs more handlers than its concurrency, and no
+// delivery runs twice at once — after a SIGTERM, a kill -9 of the
+// coordinator, or a kill -9 of a worker.
+
+/// A handler that proves what ran at once, written as a script in `dir`.
+/// Each run holds two flocks for as long as any of its processes lives
+/// (the `sleep` inherits them): `own-DELIVERY`, which nothing else touches,
+/// so that a run finding it taken is a second run of its delivery at once
+/// (recorded in `overlaps`); and `live-DELIVERY`, which each run probes
+/// with a shared lock at its start to record in `concurrent` how many runs
+/// hold one (shared probes never see each other). While `hold` exists in
+/// `dir`, runs last a minute: longer than any restart takes.
+fn guarded_handler(dir: &Path, sleep: &str) -> String {
+    let script = dir.join("guarded.sh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"D={d}
+exec 8>"$D/own-$BACKSTOP_DELIVERY"
+if ! flock -n 8; then echo "$BACKSTOP_DELIVERY $BACKSTOP_ATTEMPT" >> "$D/overlaps"; exit 1; fi
+exec 9>"$D/live-$BACKSTOP_DELIVERY"
+flock 9
+n=0
+for f in "$D"/live-*; do flock -n -s "$f" true || n=$((n+1)); done
+echo "$n" >> "$D/concurrent"
+echo "$BACKSTOP_DELIVERY $BACKSTOP_ATTEMPT" >> "$D/started"
+if [ -f "$D/hold" ]; then sleep 60; else sleep {sleep}; fi
+"#,
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    format!("sh {}", script.display())
+}
+
+/// The most runs `guarded_handler` saw at once, and the overlaps it saw.
+fn guarded_record(dir: &Path) -> (usize, String) {
+    let most = read(&dir.join("concurrent"))
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    (most, read(&dir.join("overlaps")))
+}
+
+#[test]
+fn a_node_never_runs_more_than_its_concurrency_or_a_delivery_twice_across_restarts() {
+    let f = fleet();
+    let runs = f.path("runs");
+    std::fs::create_dir(&runs).unwrap();
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-local\"\ntype = \"cpu\"\nconcurrency = 3\n\
+             [node.handle]\ninstall = \"{}\"\n",
+            guarded_handler(&runs, "1")
+        ),
+    )
+    .unwrap();
+    let hold = runs.join("hold");
+    std::fs::write(&hold, "").unwrap();
+    let mut serve = f.serve(&[]);
+    for i in 0..15 {
+        f.submit("install", "cpu", &["--key", &format!("model-{i}")]);
+    }
+    let started = runs.join("started");
+    f.wait_until("three handlers run", || lines(&started) >= 3);
+    // A clean stop hands the running deliveries back; the next process
+    // finds them waiting, with others.
+    serve.stop();
+    let mut serve = f.serve(&[]);
+    f.wait_until("the next three run", || lines(&started) >= 6);
+    // A kill -9 leaves three handlers running; the next process stops them
+    // before it runs their deliveries again.
+    serve.kill9();
+    std::fs::remove_file(&hold).unwrap();
+    let mut serve = f.serve(&[]);
+    serve.wait_for("handler processes a previous process of this node left running");
+    let done = wait_all_done(&f, &server_of(&f), 15);
+    let log = serve.log();
+    let (most, overlaps) = guarded_record(&runs);
+    let record = format!(
+        "started:\n{}at once:\n{}\nlog:\n{log}",
+        read(&started),
+        read(&runs.join("concurrent")).replace('\n', " ")
+    );
+    assert!(
+        done.iter().all(|d| d["failures"] == 0),
+        "{done:?}\n{record}"
+    );
+    assert_eq!(overlaps, "", "runs of one delivery overlapped\n{record}");
+    assert!(
+        most <= 3,
+        "{most} handlers ran at once on a node of concurrency 3\n{record}"
+    );
+    assert!(
+        !log.contains("in flight for a coordinator that stopped"),
+        "the reconcile judged this coordinator's own attempts:\n{log}"
+    );
+}
+
+#[test]
+fn a_worker_killed_with_9_and_restarted_never_runs_a_delivery_twice_at_once() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let runs = f.path("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let handler = guarded_handler(&runs, "0.5");
+    let extra = ["--concurrency", "3"];
+    let spawn = || {
+        let mut w = f.spawn_worker(&f.nats, "gpu-1", "gpu", &[("install", &handler)], &extra);
+        w.wait_for("registered as node");
+        w
+    };
+    let hold = runs.join("hold");
+    std::fs::write(&hold, "").unwrap();
+    let mut w = spawn();
+    for i in 0..6 {
+        f.submit("install", "gpu", &["--key", &format!("model-{i}")]);
+    }
+    f.wait_until("three handlers run", || lines(&runs.join("started")) >= 3);
+    w.kill9();
+    std::fs::remove_file(&hold).unwrap();
+    let mut w = spawn();
+    w.wait_for("handler processes a previous process of this node left running");
+    let done = wait_all_done(&f, &server_of(&f), 6);
+    assert!(done.iter().all(|d| d["failures"] == 0), "{done:?}");
+    let (most, overlaps) = guarded_record(&runs);
+    assert_eq!(overlaps, "", "runs of one delivery overlapped");
+    assert!(
+        most <= 3,
+        "{most} handlers ran at once on a node of concurrency 3"
+    );
+}
+
+#[test]
+fn a_second_worker_under_a_live_name_is_refused_and_a_dead_one_s_name_is_taken_over() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let runs = f.path("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let handler = guarded_handler(&runs, "2");
+    let mut first = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    // A second process under the same name, while the first is live: the
+    // coordinator refuses it.
+    let mut second = f.spawn_worker(&f.nats, "gpu-1", "gpu", &[("install", &handler)], &[]);
+    assert_eq!(second.exit_code(), Some(2), "{}", second.log());
+    let said = second.log();
+    assert!(
+        said.contains("node name gpu-1 is held by another live worker process"),
+        "{said}"
+    );
+    // While the first runs a handler, a third on the same machine finds
+    // it before it even asks.
+    let op = f.submit("install", "gpu", &["--key", "llama-cpp"]);
+    f.wait_until("the handler runs", || lines(&runs.join("started")) == 1);
+    let mut third = f.spawn_worker(&f.nats, "gpu-1", "gpu", &[("install", &handler)], &[]);
+    assert_eq!(third.exit_code(), Some(2), "{}", third.log());
+    let said = third.log();
+    assert!(
+        said.contains("on this machine runs handlers as node gpu-1"),
+        "{said}"
+    );
+    // The live one keeps its delivery: the same attempt finishes, once.
+    let done = f.wait_state(op, "gpu-1", "done");
+    assert_eq!(
+        (done["attempt"].as_i64(), done["failures"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(lines(&runs.join("started")), 1);
+    assert!(first.log().contains("registered as node gpu-1"));
+    // Once the first is gone, its name is taken over at once — no wait for
+    // its heartbeats to go stale — and the node works.
+    first.kill9();
+    let _fourth = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    let next = f.submit("install", "gpu", &["--key", "whisper"]);
+    let done = f.wait_state(next, "gpu-1", "done");
+    assert_eq!(done["failures"], 0);
+    let (_, overlaps) = guarded_record(&runs);
+    assert_eq!(overlaps, "");
+}
+
+// Start-up waits for what it needs: the store for `serve`, NATS for
+// `worker`; a location of the wrong shape or refused credentials end it at
+// once.
+
+/// A port of 127.0.0.1 that nothing listens on (for now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_waits_for_postgres_answering_degraded_meanwhile_and_then_delivers() {
+    let f = fleet_pg();
+    let schema = f.schema.as_ref().unwrap();
+    let pg_port = free_port();
+    let state = schema.url_via(([127, 0, 0, 1], pg_port).into());
+    let ran = f.path("ran");
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\n[node.handle]\ninstall = \"echo $BACKSTOP_OP >> {}\"\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut cmd = f.cmd();
+    cmd.env("BACKSTOP_STATE", &state)
+        .args(["serve", "--listen", &api])
+        .args(QUICK_SERVE);
+    let mut serve = Proc::spawn(cmd, "backstop serve");
+    let failed = serve.wait_for("cannot open the queue at");
+    assert!(!failed.contains(&f.token), "{failed}");
+    serve.wait_for("trying again in");
+    let server = format!("http://{api}");
+    let health = healthz(&server);
+    assert_eq!(
+        (health["status"].as_str(), health["store"].as_str()),
+        (Some("degraded"), Some("unreachable")),
+        "{health}"
+    );
+    let (status, _) = http(&server, "GET", "/v1/ops", Some(&f.token), "");
+    assert_eq!(status, 503);
+    // PostgreSQL appears on that port.
+    let _pg = Proxy::start_on(&format!("127.0.0.1:{pg_port}"), schema.server_addr(), 0);
+    serve.wait_for("serving the fan-out API on http://");
+    assert_eq!(healthz(&server)["status"], "ok");
+    *f.server.lock().unwrap() = server.clone();
+    let op = f.submit("install", "cpu", &[]);
+    f.wait_state(op, "cpu-1", "done");
+    assert_eq!(read(&ran).trim(), op.to_string());
+    serve.stop();
+}
+
+#[test]
+fn serve_refuses_a_bad_store_location_or_refused_credentials_at_once() {
+    let f = fleet_pg();
+    let schema = f.schema.as_ref().unwrap();
+    // The same server and database, as a role that does not exist.
+    let (scheme, rest) = schema.url().split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let refused = format!("{scheme}://no_such_role_bs@{host}");
+    for (state, code, says) in [
+        (
+            "postgres://127.0.0.1:notaport/test",
+            2,
+            "is not a queue location",
+        ),
+        (refused.as_str(), 1, "refused the credentials"),
+    ] {
+        let out = f
+            .cmd()
+            .env("BACKSTOP_STATE", state)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{state}: {err}");
+        assert!(err.contains(says), "{state}: {err}");
+    }
+}
+
+#[test]
+fn a_worker_waits_for_nats_and_then_takes_deliveries() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let nats_port = free_port();
+    let ran = f.path("ran");
+    let handler = format!("echo $BACKSTOP_OP >> {}", ran.display());
+    let mut w = f.spawn_worker(
+        &format!("nats://127.0.0.1:{nats_port}"),
+        "gpu-1",
+        "gpu",
+        &[("install", &handler)],
+        &[],
+    );
+    w.wait_for("cannot connect to NATS at nats://127.0.0.1:");
+    w.wait_for("trying again in");
+    let upstream: std::net::SocketAddr = f.nats.trim_start_matches("nats://").parse().unwrap();
+    let _nats = Proxy::start_on(&format!("127.0.0.1:{nats_port}"), upstream, 0);
+    w.wait_for("registered as node gpu-1");
+    let op = f.submit("install", "gpu", &[]);
+    f.wait_state(op, "gpu-1", "done");
+    assert_eq!(read(&ran).trim(), op.to_string());
+    w.stop();
+}
+
+#[test]
+fn a_worker_refuses_a_bad_nats_url_or_refused_credentials_at_once() {
+    let f = fleet();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = if Path::new("/usr/sbin/nats-server").exists() {
+        "/usr/sbin/nats-server"
+    } else {
+        "nats-server"
+    };
+    let mut guarded = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--user", "backstop", "--pass", "right-password"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts (apt-get install nats-server)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wrong = format!("nats://backstop:wrong-password@127.0.0.1:{port}");
+    for (url, code, says) in [
+        ("nats://127.0.0.1:99999", 2, "is not a NATS URL"),
+        (wrong.as_str(), 1, "refused the connection"),
+    ] {
+        let out = f
+            .cmd()
+            .args(["worker", "--nats", url, "--name", "gpu-1", "--type", "gpu"])
+            .args(["--handle", "install=true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{url}: {err}");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("wrong-password"), "{err}");
+    }
+    let _ = guarded.kill();
+    let _ = guarded.wait();
+}
+
+#[test]
+fn a_worker_that_comes_back_to_find_its_name_taken_stops() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let upstream: std::net::SocketAddr = f.nats.trim_start_matches("nats://").parse().unwrap();
+    let proxy = Proxy::start(upstream);
+    let ran = f.path("ran");
+    let handler = format!("echo \"$BACKSTOP_OP\" >> {}", ran.display());
+    let via = format!("nats://{}", proxy.addr());
+    let mut old = f.spawn_worker(&via, "gpu-1", "gpu", &[("install", &handler)], &[]);
+    old.wait_for("registered as node gpu-1");
+    // Cut away from NATS, it is gone as far as anyone can tell: another
+    // process takes its name.
+    proxy.cut();
+    let _new = f.worker("gpu-1", "gpu", &[("install", &handler)]);
+    proxy.restore();
+    assert_eq!(old.exit_code(), Some(2), "{}", old.log());
+    assert!(
+        old.log()
+            .contains("node name gpu-1 is held by another live worker process"),
+        "{}",
+        old.log()
+    );
+    let op = f.submit("install", "gpu", &[]);
+    f.wait_state(op, "gpu-1", "done");
+    assert_eq!(read(&ran).trim(), op.to_string());
+}
+
+#[test]
+fn a_second_coordinator_for_the_same_local_nodes_is_refused_and_changes_nothing() {
+    let f = fleet();
+    let runs = f.path("runs");
+    std::fs::create_dir(&runs).unwrap();
+    std::fs::write(runs.join("hold"), "").unwrap();
+    std::fs::write(
+        f.path("backstop.toml"),
+        format!(
+            "[[node]]\nname = \"cpu-local\"\ntype = \"cpu\"\n[node.handle]\ninstall = \"{}\"\n",
+            guarded_handler(&runs, "0.1")
+        ),
+    )
+    .unwrap();
+    let _serve = f.serve(&[]);
+    let op = f.submit("install", "cpu", &[]);
+    f.wait_until("the handler runs", || lines(&runs.join("started")) == 1);
+    let out = f
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("another coordinator process (pid"), "{err}");
+    let running = delivery(&f.op(op), "cpu-local");
+    assert_eq!(
+        (running["state"].as_str(), running["attempt"].as_i64()),
+        (Some("in_flight"), Some(1)),
+        "{running}"
+    );
+    assert_eq!(guarded_record(&runs).1, "", "no second run");
 }

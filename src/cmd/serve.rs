@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use backstop_core::StateLocation;
 use backstop_queue::transport::nats::{self, Subjects};
 use backstop_queue::{Config, Coordinator, CoordinatorConfig, DispatchConfig, Schedule};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
 use crate::report::Report;
@@ -27,19 +29,21 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
              operations can be submitted only once nodes exist"
         );
     }
-    // The PostgreSQL client blocks on a runtime of its own: off the async
-    // threads.
-    let spec = state.map(str::to_owned);
-    let store = tokio::task::spawn_blocking(move || crate::state::queue(spec.as_deref()))
-        .await
-        .map_err(|e| {
-            Report::new(
-                crate::report::exit::FAILURE,
-                format!("cannot open the queue: {e}"),
-            )
-        })??;
-    let location = store.location();
+    let queue = crate::state::queue(state)?;
+    // A SQLite file can be used or not, and waiting changes nothing: it is
+    // opened now. A database server may not answer yet: the coordinator
+    // waits for it.
+    let opened = match &queue {
+        StateLocation::Sqlite(_) => Some(backstop_queue::store::open(&queue).map(Arc::from)?),
+        StateLocation::Postgres(_) => None,
+    };
     let (token, token_from) = crate::state::serve_token(state)?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        crate::interrupted().await;
+        stop.cancel();
+    });
     let nats = match &args.nats {
         Some(url) => {
             let client = nats::connect(url, "backstop serve").await?;
@@ -66,7 +70,22 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
         .iter()
         .map(|n| n.spec.name.clone())
         .collect();
-    let running = Coordinator::start(Arc::from(store), coordinator).await?;
+    // Until the store answers, the API's address answers /healthz
+    // "degraded"; the PostgreSQL client blocks, so it is opened off the
+    // async threads.
+    let opened = std::sync::Mutex::new(opened);
+    let open = move || {
+        let ready = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match ready {
+            Some(store) => Ok(store),
+            None => backstop_queue::store::open(&queue).map(Arc::from),
+        }
+    };
+    let Some(running) = Coordinator::start_when_ready(open, coordinator, &shutdown).await? else {
+        tracing::info!("stopped before the queue's store answered");
+        return Ok(());
+    };
+    let location = running.location();
     tracing::info!(
         "serving the fan-out API on http://{} (token from {token_from}); queue at {location}; \
          local nodes: {}{}",
@@ -85,7 +104,7 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
             None => String::new(),
         }
     );
-    crate::interrupted().await;
+    shutdown.cancelled().await;
     tracing::info!("stopping: no new deliveries; running local handlers are handed back");
     running.stop().await;
     Ok(())

@@ -21,7 +21,6 @@ pub async fn run(args: WorkerArgs) -> Result<(), Report> {
     config.heartbeat = args.heartbeat;
     config.grace = args.grace;
     config.spec("check")?;
-    let client = nats::connect(&args.nats, &format!("backstop worker {}", args.name)).await?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -29,11 +28,19 @@ pub async fn run(args: WorkerArgs) -> Result<(), Report> {
         tracing::info!("stopping: no new deliveries; running handlers may finish");
         stop.cancel();
     });
+    // Until NATS answers, each failure is logged and tried again.
+    let name = format!("backstop worker {}", args.name);
+    let Some(client) = nats::connect_when_ready(&args.nats, &name, &shutdown).await? else {
+        return Ok(());
+    };
     worker::run(client, subjects, config, shutdown)
         .await
         .map_err(|e| match e {
             worker::WorkerError::Invalid(e) => Report::from(e),
             worker::WorkerError::Nats(e) => Report::from(e),
+            taken @ worker::WorkerError::NameTaken(_) => {
+                Report::from_error(crate::report::exit::USAGE, &taken)
+            }
         })?;
     Ok(())
 }

@@ -83,6 +83,17 @@ pub enum OpenError {
         #[source]
         source: postgres::Error,
     },
+    /// The server answered and refused the connection: the role, its
+    /// password or its right to connect (SQLSTATE class 28). Trying again
+    /// does not help.
+    #[error("{location} refused the credentials")]
+    Refused {
+        /// `postgres://host:port/db`.
+        location: String,
+        /// Why.
+        #[source]
+        source: postgres::Error,
+    },
     /// The database holds a schema newer than this backstop knows.
     #[error(
         "{location} has schema version {found}, newer than the {supported} this backstop knows"
@@ -165,6 +176,13 @@ impl MaybePostgres for postgres::Error {
     fn postgres(&self) -> Option<&postgres::Error> {
         Some(self)
     }
+}
+
+/// Whether a failed connection was refused by the server for who asked
+/// (SQLSTATE class 28: invalid authorization specification, a wrong
+/// password), rather than not made.
+fn refused(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("28"))
 }
 
 /// A PostgreSQL database reached through a few connections.
@@ -370,6 +388,9 @@ impl Database {
     fn open_error(&self, e: Failure<postgres::Error>) -> OpenError {
         let location = self.location.clone();
         match e {
+            Failure::Unreachable(source) if refused(&source) => {
+                OpenError::Refused { location, source }
+            }
             Failure::Unreachable(source) | Failure::Lost(source) => {
                 OpenError::Unreachable { location, source }
             }

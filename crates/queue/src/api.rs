@@ -606,6 +606,8 @@ mod tests {
             dead: 0,
             registered: at(1_785_542_000_000),
             updated: at(1_785_542_400_001),
+            // Never on the wire: read back empty.
+            session: String::new(),
         });
         round_trip(&SubmitRequest {
             kind: "install".into(),

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop_core::Secret;
 use backstop_core::clock::{Clock, SystemClock};
+use backstop_core::{Policy, Secret};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +18,7 @@ use crate::api::{self, ApiState};
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::health::{DEFAULT_STALE_AFTER, Health};
 use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, Intervals, StartUp};
+use crate::owner::{self, Owner};
 use crate::schedule::Schedule;
 use crate::status::Status;
 use crate::store::{Store, StoreError};
@@ -83,9 +84,54 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
+    /// Another coordinator process on this machine runs handlers of these
+    /// local nodes: two would run their deliveries at once.
+    #[error(
+        "another coordinator process (pid {pid}) on this machine runs handlers of these local \
+         nodes on this store"
+    )]
+    Running {
+        /// Its process id.
+        pid: u32,
+    },
+    /// The store cannot be opened, and waiting will not help.
+    #[error("cannot start without the queue's store")]
+    Open(#[source] StoreError),
     /// An empty token would let anyone in.
     #[error("the API token is empty")]
     EmptyToken,
+}
+
+/// How [`Coordinator::start_when_ready`] waits for its store: from 250 ms
+/// doubling to 10 s between tries, full jitter, for as long as it takes.
+pub fn startup_retry() -> Policy {
+    Policy::api()
+        .initial_delay(Duration::from_millis(250))
+        .max_delay(Duration::from_secs(10))
+}
+
+/// What answers on the API's address while the store does not: `/healthz`
+/// from `status`, 503 for the rest.
+fn waiting_router(status: Arc<Status>) -> axum::Router {
+    let healthz = move || {
+        let status = Arc::clone(&status);
+        async move { axum::Json(status.report()) }
+    };
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .fallback(|| async {
+            let error = "the coordinator is waiting for its store; see GET /healthz";
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "error": error })),
+            )
+        })
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, CoordinatorError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoordinatorError::Listen { addr, source })
 }
 
 /// A running coordinator.
@@ -95,6 +141,7 @@ pub struct Coordinator {
     tasks: Vec<JoinHandle<()>>,
     startup: StartUp,
     status: Arc<Status>,
+    location: String,
 }
 
 impl Coordinator {
@@ -107,13 +154,103 @@ impl Coordinator {
         if config.token.expose().trim().is_empty() {
             return Err(CoordinatorError::EmptyToken);
         }
-        let clock = config.clock;
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = bind(config.listen).await?;
+        Coordinator::start_on(listener, store, config).await
+    }
+
+    /// [`Coordinator::start`] for a store that may not answer yet (a
+    /// PostgreSQL server still starting, or away): the API's address is
+    /// listened on first, and `GET /healthz` answers `degraded` with the
+    /// store `unreachable` (every other route 503) while `open` fails with
+    /// a temporary error ([`StoreError::is_temporary`]). Each failure is
+    /// logged, and `open` tried again after a backoff with full jitter
+    /// ([`startup_retry`]), until it succeeds — then the coordinator
+    /// starts on the same socket — or `shutdown` fires: `Ok(None)`. Any
+    /// other error of `open` (a location of the wrong shape, refused
+    /// credentials) is returned at once.
+    pub async fn start_when_ready(
+        open: impl Fn() -> Result<Arc<dyn Store>, StoreError> + Send + Sync + 'static,
+        config: CoordinatorConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Coordinator>, CoordinatorError> {
+        if config.token.expose().trim().is_empty() {
+            return Err(CoordinatorError::EmptyToken);
+        }
+        let listen = config.listen;
+        let listen_error = |source| CoordinatorError::Listen {
+            addr: listen,
+            source,
+        };
+        let listener = bind(listen).await?;
+        let addr = listener.local_addr().map_err(listen_error)?;
+        // Two handles on one socket: connections wait in its backlog while
+        // the one that answers meanwhile hands over to the coordinator.
+        let socket = listener.into_std().map_err(listen_error)?;
+        let kept = socket.try_clone().map_err(listen_error)?;
+        let meanwhile = tokio::net::TcpListener::from_std(socket).map_err(listen_error)?;
+        let status = Arc::new(Status::new(
+            config.nats.as_ref().map(|(client, _)| client.clone()),
+        ));
+        let ready = CancellationToken::new();
+        let answering = tokio::spawn(
+            axum::serve(meanwhile, waiting_router(Arc::clone(&status)))
+                .with_graceful_shutdown(ready.clone().cancelled_owned())
+                .into_future(),
+        );
+        let open = Arc::new(open);
+        let policy = startup_retry();
+        let mut rng = fastrand::Rng::new();
+        let mut retry = 0;
+        let opened = loop {
+            let attempt = Arc::clone(&open);
+            let result = match tokio::task::spawn_blocking(move || attempt()).await {
+                Ok(result) => result,
+                Err(e) => Err(StoreError::Failed {
+                    location: "the queue".to_owned(),
+                    source: Box::new(e),
+                }),
+            };
+            match result {
+                Ok(store) => break Ok(Some(store)),
+                Err(e) if e.is_temporary() => {
+                    status.store_failed(config.clock.now());
+                    let wait = policy.delay_after(retry, &mut rng);
+                    retry = retry.saturating_add(1);
+                    tracing::warn!(
+                        "{}; trying again in {} (GET /healthz on http://{addr} answers degraded \
+                         meanwhile)",
+                        crate::error_chain(&e),
+                        backstop_core::HumanDuration(wait)
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => break Ok(None),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => break Err(CoordinatorError::Open(e)),
+            }
+        };
+        ready.cancel();
+        let _ = answering.await;
+        let Some(store) = opened? else {
+            return Ok(None);
+        };
+        if retry > 0 {
+            tracing::info!("the queue's store answers: {}", store.location());
+        }
+        let listener = tokio::net::TcpListener::from_std(kept).map_err(listen_error)?;
+        Coordinator::start_on(listener, store, config)
             .await
-            .map_err(|source| CoordinatorError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+            .map(Some)
+    }
+
+    /// Starts every part on a bound `listener`.
+    async fn start_on(
+        listener: tokio::net::TcpListener,
+        store: Arc<dyn Store>,
+        config: CoordinatorConfig,
+    ) -> Result<Coordinator, CoordinatorError> {
+        let clock = config.clock;
         let addr = listener
             .local_addr()
             .map_err(|source| CoordinatorError::Listen {
@@ -122,10 +259,10 @@ impl Coordinator {
             })?;
         let shutdown = CancellationToken::new();
         let stop_handlers = CancellationToken::new();
-        let mut transports: Vec<Arc<dyn Transport>> = vec![Arc::new(LocalTransport::new(
-            &config.local,
-            stop_handlers.clone(),
-        ))];
+        let location = store.location();
+        let mut transports: Vec<Arc<dyn Transport>> = vec![Arc::new(
+            LocalTransport::new(&config.local, stop_handlers.clone()).owned_by(&location),
+        )];
         let nats_client = config.nats.as_ref().map(|(client, _)| client.clone());
         let nats = config
             .nats
@@ -133,7 +270,20 @@ impl Coordinator {
         if let Some(nats) = &nats {
             transports.push(Arc::clone(nats) as Arc<dyn Transport>);
         }
-        let retired = housekeeping::start_up(&store, &clock, &config.local)
+        // Handlers a previous process of this coordinator left running go
+        // before their deliveries are released to run again.
+        let owners: Vec<Owner> = config
+            .local
+            .iter()
+            .map(|n| LocalNode::owner(&location, &n.spec.name))
+            .collect();
+        let leftovers = owner::stop_previous(owners).await;
+        if let Some(&pid) = leftovers.live_owners.first() {
+            return Err(CoordinatorError::Running { pid });
+        }
+        // This process, as the session of its local nodes.
+        let session = format!("local-{:016x}", fastrand::u64(..));
+        let mut startup = housekeeping::start_up(&store, &clock, &config.local, &session)
             .await
             .map_err(CoordinatorError::StartUp)?;
         let status = Arc::new(Status::new(nats_client));
@@ -160,12 +310,9 @@ impl Coordinator {
             .pass()
             .await
             .map_err(CoordinatorError::StartUp)?;
-        let startup = StartUp {
-            retired,
-            released: first.released,
-            pruned: first.pruned,
-            leader: first.leader,
-        };
+        startup.released += first.released;
+        startup.pruned = first.pruned;
+        startup.leader = first.leader;
         let dispatcher = Dispatcher::reporting(
             Arc::clone(&store),
             transports,
@@ -226,12 +373,18 @@ impl Coordinator {
             tasks,
             startup,
             status,
+            location,
         })
     }
 
     /// Where the API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where its store is, for messages; never a password.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// What start-up housekeeping did.

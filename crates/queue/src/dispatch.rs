@@ -325,6 +325,7 @@ impl Dispatcher {
             payload: claim.payload.clone(),
             timeout_ms: u64::try_from(self.inner.config.handler_timeout.as_millis())
                 .unwrap_or(u64::MAX),
+            owner: None,
         }
     }
 

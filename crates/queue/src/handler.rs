@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{OpId, Outcome, Token};
+use crate::owner::Owner;
 
 /// One attempt, as a handler sees it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,6 +30,11 @@ pub struct Work {
     pub payload: String,
     /// How long the handler may run, in milliseconds.
     pub timeout_ms: u64,
+    /// Who runs it, set by the transport or worker that runs it (never
+    /// sent over the wire): a [`CommandHandler`] marks its processes with
+    /// it, so that they do not outlive their owner ([`crate::owner`]).
+    #[serde(skip)]
+    pub owner: Option<Owner>,
 }
 
 /// Runs deliveries of one kind.
@@ -85,7 +91,9 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Exit 0 is success, 75 a temporary failure, anything else (a signal
 /// included) a failure whose standard-error tail becomes the last error.
 /// Past the attempt's timeout, or when stopped, the whole group gets
-/// SIGTERM, then SIGKILL after [`KILL_GRACE`].
+/// SIGTERM, then SIGKILL after [`KILL_GRACE`]. With an owner in the
+/// [`Work`], every process of it carries the owner's mark and dies with
+/// its owner ([`crate::owner`]).
 #[derive(Clone, Debug)]
 pub struct CommandHandler {
     command: Arc<str>,
@@ -116,12 +124,16 @@ impl CommandHandler {
             .env("BACKSTOP_DELIVERY", work.token.delivery.to_string())
             .env("BACKSTOP_ATTEMPT", work.token.attempt.to_string())
             .env_remove("BACKSTOP_TOKEN")
+            .env_remove(crate::owner::OWNER_ENV)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         #[cfg(unix)]
         command.process_group(0);
+        if let Some(owner) = &work.owner {
+            owner.bind(&mut command);
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -270,6 +282,7 @@ mod tests {
             key: Some("llama".into()),
             payload: r#"{"backend":"llama-cpp"}"#.into(),
             timeout_ms,
+            owner: None,
         }
     }
 
@@ -345,6 +358,22 @@ mod tests {
                 .await;
             assert_eq!(got, Outcome::Done, "{timeout_ms}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_owned_handler_carries_its_owner_s_mark_and_an_unowned_one_none() {
+        let owner = Owner::new(&["test", "cpu-1"]);
+        let owned = Work {
+            owner: Some(owner.clone()),
+            ..work(10_000)
+        };
+        let check = format!(r#"test "$BACKSTOP_HANDLER_OWNER" = "{}""#, owner.mark());
+        let got = CommandHandler::new(&check)
+            .handle(&owned, &CancellationToken::new())
+            .await;
+        assert_eq!(got, Outcome::Done);
+        let got = run(r#"test -z "$BACKSTOP_HANDLER_OWNER""#).await;
+        assert_eq!(got, Outcome::Done);
     }
 
     #[tokio::test]

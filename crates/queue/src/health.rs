@@ -16,7 +16,7 @@ use backstop_core::clock::Clock;
 use tokio::sync::Notify;
 
 use crate::dispatch::blocking;
-use crate::model::{NodeSpec, NodeStatus};
+use crate::model::{Node, NodeSpec, NodeStatus};
 use crate::store::{Heartbeat, Registered, Store, StoreError};
 
 /// How often workers send heartbeats by default.
@@ -66,6 +66,18 @@ impl Health {
         }
         self.wake.notify_one();
         Ok(done)
+    }
+
+    /// Now, by its clock.
+    pub fn now(&self) -> std::time::SystemTime {
+        self.clock.now()
+    }
+
+    /// The node named `name`, if there is one.
+    pub async fn node(&self, name: &str) -> Result<Option<Node>, StoreError> {
+        let store = Arc::clone(&self.store);
+        let nodes = blocking(move || store.nodes()).await?;
+        Ok(nodes.into_iter().find(|n| n.name == name))
     }
 
     /// Records a heartbeat; a node that comes back is logged and the

@@ -43,7 +43,8 @@ pub struct StartUp {
     /// Local nodes removed because the configuration no longer has them.
     pub retired: Vec<String>,
     /// Deliveries in flight when the previous coordinator stopped that
-    /// their nodes do not hold, returned to pending.
+    /// their nodes do not hold (all of those to its local nodes), returned
+    /// to pending.
     pub released: usize,
     /// Deliveries that can never be delivered, removed.
     pub pruned: Pruned,
@@ -54,31 +55,51 @@ pub struct StartUp {
 /// Brings the store in line with this coordinator's configuration, before
 /// anything is dispatched: local nodes no longer configured are retired
 /// (only by a coordinator that runs local nodes: in a fleet, the others
-/// leave them alone), the configured ones registered. Any failure is
-/// returned: a coordinator that cannot do this should not start.
+/// leave them alone), the configured ones registered under `session`, this
+/// coordinator process's own. A session other than the one a node had
+/// means the process that ran its handlers is gone, so what it had in
+/// flight returns to pending, not counted as failures (its handlers died
+/// with it, or were stopped by this one before this: [`crate::owner`]);
+/// from then on,
+/// every attempt in flight to these nodes is this process's. Any failure
+/// is returned: a coordinator that cannot do this should not start.
+///
+/// Returns what it did, with `pruned` and `leader` left for the first
+/// housekeeping pass.
 pub async fn start_up(
     store: &Arc<dyn Store>,
     clock: &Arc<dyn Clock>,
     local: &[LocalNode],
-) -> Result<Vec<String>, StoreError> {
+    session: &str,
+) -> Result<StartUp, StoreError> {
     let now = clock.now();
-    let mut retired = Vec::new();
+    let mut done = StartUp::default();
     if !local.is_empty() {
         let names: Vec<String> = local.iter().map(|n| n.spec.name.clone()).collect();
         let s = Arc::clone(store);
-        retired = blocking(move || s.retire(transport_name::LOCAL, &names, now)).await?;
+        done.retired = blocking(move || s.retire(transport_name::LOCAL, &names, now)).await?;
     }
-    for name in &retired {
+    for name in &done.retired {
         tracing::warn!(
             "local node {name} is no longer in the configuration; its unfinished deliveries are removed"
         );
     }
     for node in local {
         let s = Arc::clone(store);
-        let spec = node.spec.clone();
-        blocking(move || s.register(&spec, now)).await?;
+        let mut spec = node.spec.clone();
+        spec.session = session.to_owned();
+        let registered = blocking(move || s.register(&spec, now)).await?;
+        let released = usize::try_from(registered.released).unwrap_or(usize::MAX);
+        done.released = done.released.saturating_add(released);
     }
-    Ok(retired)
+    if done.released > 0 {
+        tracing::info!(
+            "{} deliveries were in flight on this coordinator's local nodes when its previous \
+             process stopped; they run again, not counted as failures",
+            done.released
+        );
+    }
+    Ok(done)
 }
 
 /// Removes the unfinished deliveries that can never be delivered — their
@@ -185,14 +206,17 @@ impl Retention {
     }
 }
 
-/// Asks the nodes with attempts in flight which ones they hold, and
-/// returns to pending those nobody holds: claimed by a coordinator that
-/// died before offering them, or offered to a worker that restarted. Only
-/// attempts claimed more than [`OFFER_WINDOW`] ago are judged on remote
-/// nodes, since another coordinator may still be offering a younger one;
-/// the nodes inside this coordinator answer for themselves at once. Nodes
-/// that cannot be asked keep theirs until their outcomes come or their
-/// leases end. One small service, driven by the injected clock.
+/// Asks the remote nodes with attempts in flight which ones they hold,
+/// and returns to pending those nobody holds: claimed by a coordinator
+/// that died before offering them, or offered to a worker that restarted.
+/// Only attempts claimed more than [`OFFER_WINDOW`] ago are judged, since
+/// another coordinator may still be offering a younger one. Nodes inside a
+/// coordinator are never judged here: their attempts are their
+/// coordinator's own until it stops, and the next process of it releases
+/// what the last one left ([`start_up`]) — so no pass ever releases an
+/// attempt whose handler is about to start. Nodes that cannot be asked
+/// keep theirs until their outcomes come or their leases end. One small
+/// service, driven by the injected clock.
 pub struct Reconciler {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -240,7 +264,7 @@ impl Reconciler {
             else {
                 continue;
             };
-            if transport.outlives_coordinator() && d.updated >= offered_before {
+            if !transport.outlives_coordinator() || d.updated >= offered_before {
                 continue;
             }
             by_node

@@ -19,6 +19,9 @@
 //!   each small and driven by an injectable clock; housekeeping runs on one
 //!   coordinator at a time. [`status`]: what a coordinator knows of its own
 //!   store and NATS, for `/healthz`.
+//! - [`owner`]: handlers die with the coordinator or worker that started
+//!   them, or are stopped by its next process before their deliveries are
+//!   offered again — a delivery never runs twice at once.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
 //!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
 //!   [`coordinator`] wires it all. [`program`] checks at start-up that each
@@ -52,6 +55,7 @@ pub mod handler;
 pub mod health;
 pub mod housekeeping;
 pub mod model;
+pub mod owner;
 pub mod program;
 pub mod schedule;
 pub mod status;

@@ -188,6 +188,10 @@ pub struct Node {
     /// Last change.
     #[serde(with = "time")]
     pub updated: SystemTime,
+    /// The process behind it now ([`NodeSpec::session`]); kept out of the
+    /// API, so that it cannot be used to answer for the node.
+    #[serde(skip)]
+    pub session: String,
 }
 
 /// The id of an operation.

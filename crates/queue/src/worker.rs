@@ -7,20 +7,27 @@
 //! leaving (its deliveries then wait for it without spending attempts),
 //! lets running handlers finish for a grace period, stops the rest — their
 //! deliveries are handed back, not failed — and reports what it has.
+//!
+//! Its handlers do not outlive it: killed with it, or stopped by its next
+//! process before that one registers ([`crate::owner`]), so a delivery is
+//! never run twice at once on a restarted worker.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backstop_core::Policy;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::Handler;
+use crate::handler::{Handler, Work};
 use crate::health::DEFAULT_HEARTBEAT;
 use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
+use crate::owner::{self, Owner};
 use crate::transport::nats::{
     DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
     RegisterMsg, ResultAck, ResultMsg, Subjects,
@@ -87,6 +94,10 @@ pub enum WorkerError {
     /// NATS failed.
     #[error(transparent)]
     Nats(#[from] NatsError),
+    /// Another live worker process holds the name (at registration, or it
+    /// took the name over while this one could not be heard).
+    #[error("{0}")]
+    NameTaken(String),
 }
 
 struct Shared {
@@ -94,6 +105,16 @@ struct Shared {
     subjects: Subjects,
     config: WorkerConfig,
     session: String,
+    /// Marks the handlers it runs ([`crate::owner`]).
+    owner: Owner,
+    /// A coordinator stored its registration under this process's
+    /// session: until then it takes no offer and answers for nothing, so
+    /// a second process under a live name never steals the first's work.
+    registered: AtomicBool,
+    /// Another process holds the name now: this one stops.
+    lost_name: CancellationToken,
+    /// Why, for [`WorkerError::NameTaken`].
+    taken: Mutex<Option<String>>,
     /// Attempts running, by delivery.
     running: Mutex<HashMap<DeliveryId, Token>>,
     /// Outcomes not yet stored by a coordinator.
@@ -115,6 +136,17 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let session = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let spec = config.spec(&session)?;
+    // Handlers a previous process of this worker left running (it was
+    // killed) go before anything is offered: their deliveries run again.
+    let owner = owner_of(&subjects, &spec.name);
+    let leftovers = owner::stop_previous(vec![owner.clone()]).await;
+    if let Some(pid) = leftovers.live_owners.first() {
+        return Err(WorkerError::NameTaken(format!(
+            "another worker process (pid {pid}) on this machine runs handlers as node {}; \
+             stop it, or pick another --name",
+            spec.name
+        )));
+    }
     let subject = subjects.deliver(&spec.name);
     // Subscribed before registering: a node that registers is a node that
     // answers.
@@ -128,6 +160,10 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(spec.capacity as usize)),
         config,
         session,
+        owner,
+        registered: AtomicBool::new(false),
+        lost_name: CancellationToken::new(),
+        taken: Mutex::new(None),
         running: Mutex::new(HashMap::new()),
         reporting: Mutex::new(HashSet::new()),
         stop_handlers: CancellationToken::new(),
@@ -143,12 +179,29 @@ pub async fn run(
             source,
         })?;
     let answers = tokio::spawn(answer_holding(Arc::clone(&shared), questions));
-    tokio::select! {
-        () = register(&shared, &spec) => {}
-        () = shutdown.cancelled() => {
-            answers.abort();
-            return Ok(());
-        }
+    let session_subject = shared.subjects.session(&spec.name, &shared.session);
+    let probes = shared
+        .client
+        .subscribe(session_subject.clone())
+        .await
+        .map_err(|source| NatsError::Subscribe {
+            subject: session_subject,
+            source,
+        })?;
+    let alive = tokio::spawn(answer_alive(Arc::clone(&shared), probes));
+    let registered = tokio::select! {
+        r = register(&shared, &spec) => r,
+        () = shutdown.cancelled() => Ok(()),
+    };
+    if let Err(taken) = registered {
+        answers.abort();
+        alive.abort();
+        return Err(WorkerError::NameTaken(taken));
+    }
+    if shutdown.is_cancelled() {
+        answers.abort();
+        alive.abort();
+        return Ok(());
     }
     let beats = tokio::spawn(heartbeats(
         Arc::clone(&shared),
@@ -160,6 +213,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            () = shared.lost_name.cancelled() => break,
             msg = offers.next() => {
                 let Some(msg) = msg else { break };
                 offer(&shared, msg, &handlers, &reports).await;
@@ -203,14 +257,38 @@ pub async fn run(
         shared.give_up.cancel();
     }
     answers.abort();
+    alive.abort();
     let _ = shared.client.flush().await;
-    Ok(())
+    let taken = shared.taken.lock().ok().and_then(|mut t| t.take());
+    match taken {
+        Some(taken) => Err(WorkerError::NameTaken(taken)),
+        None => Ok(()),
+    }
+}
+
+/// Answers, for as long as this process runs, that it is alive: how a
+/// coordinator tells a live holder of the name from a dead one.
+async fn answer_alive(shared: Arc<Shared>, mut probes: async_nats::Subscriber) {
+    while let Some(msg) = probes.next().await {
+        if let Some(to) = msg.reply {
+            let _ = shared.client.publish(to, Bytes::from_static(b"{}")).await;
+        }
+    }
+}
+
+/// Who runs the handlers of worker `name` under these subjects: the same
+/// for every process of it on this machine.
+pub fn owner_of(subjects: &Subjects, name: &str) -> Owner {
+    Owner::new(&["worker", subjects.prefix(), name])
 }
 
 /// Tells a coordinator starting up which attempts this worker holds, so
 /// that it returns the others a previous coordinator left in flight.
 async fn answer_holding(shared: Arc<Shared>, mut questions: async_nats::Subscriber) {
     while let Some(msg) = questions.next().await {
+        if !shared.registered.load(Ordering::SeqCst) {
+            continue;
+        }
         let mut tokens: Vec<Token> = shared
             .running
             .lock()
@@ -225,8 +303,9 @@ async fn answer_holding(shared: Arc<Shared>, mut questions: async_nats::Subscrib
     }
 }
 
-/// Registers until a coordinator stores it.
-async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
+/// Registers until a coordinator stores it. Refused for good (the text
+/// says why) when another live process holds the name.
+async fn register(shared: &Arc<Shared>, spec: &NodeSpec) -> Result<(), String> {
     let msg = RegisterMsg {
         name: spec.name.clone(),
         node_type: spec.node_type.clone(),
@@ -234,11 +313,16 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
         capacity: spec.capacity,
         session: shared.session.clone(),
     };
-    let mut delay = Duration::from_millis(200);
+    let policy = Policy::api()
+        .initial_delay(Duration::from_millis(200))
+        .max_delay(Duration::from_secs(5));
+    let mut rng = fastrand::Rng::new();
     let mut said = false;
+    let mut retry = 0;
     loop {
         match request::<NodeAck>(shared, shared.subjects.register(), &msg).await {
             Ok(ack) if ack.ok => {
+                shared.registered.store(true, Ordering::SeqCst);
                 tracing::info!(
                     "registered as node {} of type {} (handles {}; {} at once)",
                     spec.name,
@@ -246,7 +330,12 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
                     spec.kinds.join(", "),
                     spec.capacity
                 );
-                return;
+                return Ok(());
+            }
+            Ok(ack) if ack.taken => {
+                return Err(ack
+                    .error
+                    .unwrap_or_else(|| format!("node name {} is taken", spec.name)));
             }
             Ok(ack) => {
                 tracing::warn!(
@@ -260,8 +349,8 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) {
             }
             Err(_) => {}
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(policy.delay_after(retry, &mut rng)).await;
+        retry = retry.saturating_add(1);
     }
 }
 
@@ -280,7 +369,21 @@ async fn heartbeats(shared: Arc<Shared>, spec: NodeSpec, shutdown: CancellationT
         match request::<NodeAck>(&shared, shared.subjects.heartbeat(), &msg).await {
             Ok(ack) if ack.register => {
                 tracing::info!("the coordinator does not know this node; registering again");
-                register(&shared, &spec).await;
+                // Another process may hold the name now: no offer is taken
+                // until the name is this one's again.
+                shared.registered.store(false, Ordering::SeqCst);
+                if let Err(taken) = register(&shared, &spec).await {
+                    tracing::error!(
+                        "{taken}; this worker stops, and its running handlers with it: the \
+                         other process runs their deliveries now"
+                    );
+                    if let Ok(mut t) = shared.taken.lock() {
+                        *t = Some(taken);
+                    }
+                    shared.stop_handlers.cancel();
+                    shared.lost_name.cancel();
+                    return;
+                }
                 lost = false;
             }
             Ok(_) => {
@@ -311,8 +414,18 @@ async fn offer(
         refused: Some(refused),
         reason: Some(reason),
     };
+    if !shared.registered.load(Ordering::SeqCst) {
+        // Not this process's name (yet): the process that holds it answers.
+        return;
+    }
     let (work, report_to) = match serde_json::from_slice::<Offer>(&msg.payload) {
-        Ok(offer) => (offer.work, offer.report_to),
+        Ok(offer) => (
+            Work {
+                owner: Some(shared.owner.clone()),
+                ..offer.work
+            },
+            offer.report_to,
+        ),
         Err(e) => {
             let ack = refuse(Refusal::Unreadable, format!("unreadable offer: {e}"));
             reply(shared, &msg, &ack).await;
@@ -392,7 +505,11 @@ async fn offer(
 /// Reports an outcome until a coordinator has stored it: to the
 /// coordinator that offered the attempt, or to any once that one is gone.
 async fn report(shared: &Arc<Shared>, result: ResultMsg, to: Option<String>) {
-    let mut delay = Duration::from_millis(100);
+    let policy = Policy::api()
+        .initial_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(5));
+    let mut rng = fastrand::Rng::new();
+    let mut retry = 0;
     let mut subject = to.unwrap_or_else(|| shared.subjects.results());
     loop {
         let answer = request::<ResultAck>(shared, subject.clone(), &result).await;
@@ -410,9 +527,9 @@ async fn report(shared: &Arc<Shared>, result: ResultMsg, to: Option<String>) {
         }
         tokio::select! {
             () = shared.give_up.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(policy.delay_after(retry, &mut rng)) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
+        retry = retry.saturating_add(1);
     }
     if let Ok(mut r) = shared.reporting.lock() {
         r.remove(&result.token);

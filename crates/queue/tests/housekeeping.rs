@@ -1,7 +1,8 @@
 //! Housekeeping with several coordinators on PostgreSQL, on a manual
 //! clock: one runs it at a time and another takes over when it dies;
 //! retention keeps finished history for as long as configured; and a
-//! coordinator that loses its store fails no delivery and loses no outcome.
+//! coordinator that loses its store fails no delivery and loses no outcome;
+//! and no pass releases an attempt its own coordinator holds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,8 +11,10 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use backstop_core::clock::{Clock, ManualClock, SystemClock};
 use backstop_faultserver::Proxy;
 use backstop_postgres::testing::TestSchema;
-use backstop_queue::handler::{FnHandler, Handler};
-use backstop_queue::housekeeping::{Housekeeper, Intervals, Retention};
+use backstop_queue::handler::{FnHandler, Handler, Noop};
+use backstop_queue::housekeeping::{
+    self, Housekeeper, Intervals, OFFER_WINDOW, Reconciler, Retention,
+};
 use backstop_queue::status::Status;
 use backstop_queue::store::{ClaimRequest, DeliveryFilter, Settled};
 use backstop_queue::transport::Transport;
@@ -251,4 +254,71 @@ async fn a_store_outage_fails_no_delivery_and_loses_no_outcome() {
     );
     stop.cancel();
     let _ = running.await;
+}
+
+/// The race a restarted coordinator used to lose: the dispatcher's claim is
+/// stored, its handlers have not started yet, and the reconcile runs in
+/// between. Driven through the store: the claim is made as the dispatcher
+/// makes it, and the reconcile asked before any handler runs.
+#[tokio::test]
+async fn the_reconcile_never_releases_an_attempt_its_own_coordinator_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("q.db")).unwrap());
+    let clock = clock();
+    let dyn_clock = clock.clone() as Arc<dyn Clock>;
+    let node = LocalNode::new("cpu-1", "cpu", 5).handle("install", Arc::new(Noop));
+    let first = housekeeping::start_up(&store, &dyn_clock, std::slice::from_ref(&node), "local-a")
+        .await
+        .unwrap();
+    assert_eq!(first.released, 0);
+    for _ in 0..3 {
+        store
+            .submit(&NewOp::for_type("install", "cpu"), clock.now())
+            .unwrap();
+    }
+    let transport: Arc<dyn Transport> = Arc::new(LocalTransport::new(
+        std::slice::from_ref(&node),
+        CancellationToken::new(),
+    ));
+    let claimed = store
+        .claim(&ClaimRequest {
+            now: clock.now(),
+            lease: Duration::from_secs(600),
+            limit: 10,
+            transports: vec!["local".into()],
+            local: Some(vec!["cpu-1".into()]),
+        })
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let reconciler = Reconciler::new(Arc::clone(&store), dyn_clock.clone(), vec![transport]);
+    assert_eq!(reconciler.tick().await.unwrap(), 0, "just claimed");
+    clock.advance(OFFER_WINDOW + Duration::from_secs(1));
+    assert_eq!(
+        reconciler.tick().await.unwrap(),
+        0,
+        "still this coordinator's"
+    );
+    let in_flight = |store: &Arc<dyn Store>| {
+        store
+            .deliveries(&DeliveryFilter {
+                state: Some(DeliveryState::InFlight),
+                ..DeliveryFilter::default()
+            })
+            .unwrap()
+            .len()
+    };
+    assert_eq!(in_flight(&store), 3);
+    // The coordinator's next process (its handlers died with this one)
+    // finds them left in flight and lets them run again, unspent.
+    let next = housekeeping::start_up(&store, &dyn_clock, std::slice::from_ref(&node), "local-b")
+        .await
+        .unwrap();
+    assert_eq!(next.released, 3);
+    assert_eq!(in_flight(&store), 0);
+    let all = store.deliveries(&DeliveryFilter::default()).unwrap();
+    assert!(
+        all.iter()
+            .all(|d| d.state == DeliveryState::Pending && d.failures == 0 && d.attempt == 1),
+        "{all:?}"
+    );
 }

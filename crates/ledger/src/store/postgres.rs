@@ -52,12 +52,12 @@ impl PostgresStore {
 
 fn open_error(e: OpenError) -> StoreError {
     match e {
-        OpenError::Url { location, source } | OpenError::Failed { location, source } => {
-            StoreError::Failed {
-                location,
-                source: Box::new(source),
-            }
-        }
+        OpenError::Url { location, source }
+        | OpenError::Refused { location, source }
+        | OpenError::Failed { location, source } => StoreError::Failed {
+            location,
+            source: Box::new(source),
+        },
         OpenError::Unreachable { location, source } => StoreError::Open {
             location,
             source: Box::new(source),

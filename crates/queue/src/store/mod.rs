@@ -363,6 +363,16 @@ pub enum StoreError {
     /// done; nothing was changed.
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    /// The store's location cannot be read (a URL of the wrong shape);
+    /// nothing was tried.
+    #[error("{location} is not a queue location backstop can read")]
+    Location {
+        /// What can be shown of it.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
     /// The store could not be opened or reached.
     #[error("cannot open the queue at {location}")]
     Open {

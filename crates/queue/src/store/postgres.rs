@@ -177,12 +177,18 @@ impl PostgresStore {
 
 fn open_error(e: OpenError) -> StoreError {
     match e {
-        OpenError::Url { location, source } | OpenError::Failed { location, source } => {
-            StoreError::Failed {
-                location,
-                source: Box::new(source),
-            }
-        }
+        OpenError::Url { location, source } => StoreError::Location {
+            location,
+            source: Box::new(source),
+        },
+        OpenError::Refused { ref location, .. } => StoreError::Failed {
+            location: location.clone(),
+            source: Box::new(e),
+        },
+        OpenError::Failed { location, source } => StoreError::Failed {
+            location,
+            source: Box::new(source),
+        },
         OpenError::Unreachable { location, source } => StoreError::Open {
             location,
             source: Box::new(source),
@@ -545,7 +551,7 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
     }
     let rows = tx.query(
         "SELECT name, node_type, capacity, transport, status, drained, last_heartbeat_ms,
-                registered_ms, updated_ms
+                registered_ms, updated_ms, session
          FROM backstop_queue_nodes WHERE $1::text IS NULL OR name = $1
          ORDER BY name COLLATE \"C\"",
         &[&only],
@@ -570,6 +576,7 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
                 dead: n("dead"),
                 registered: from_millis(r.get(7)),
                 updated: from_millis(r.get(8)),
+                session: r.get(9),
                 name,
             }
         })

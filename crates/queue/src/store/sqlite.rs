@@ -279,7 +279,7 @@ fn load_nodes(tx: &Transaction<'_>, only: Option<&str>) -> rusqlite::Result<Vec<
     }
     let mut stmt = tx.prepare(
         "SELECT name, node_type, capacity, transport, status, drained, last_heartbeat_ms,
-                registered_ms, updated_ms
+                registered_ms, updated_ms, session
          FROM backstop_queue_nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
     )?;
     let rows = stmt.query_map([only], |r| {
@@ -293,12 +293,23 @@ fn load_nodes(tx: &Transaction<'_>, only: Option<&str>) -> rusqlite::Result<Vec<
             r.get::<_, Option<i64>>(6)?,
             r.get::<_, i64>(7)?,
             r.get::<_, i64>(8)?,
+            r.get::<_, String>(9)?,
         ))
     })?;
     let mut nodes = Vec::new();
     for row in rows {
-        let (name, node_type, capacity, transport, status, drained, beat, registered, updated) =
-            row?;
+        let (
+            name,
+            node_type,
+            capacity,
+            transport,
+            status,
+            drained,
+            beat,
+            registered,
+            updated,
+            session,
+        ) = row?;
         let n = |state| counts.get(&(name.clone(), state)).copied().unwrap_or(0);
         nodes.push(Node {
             kinds: kinds.remove(&name).unwrap_or_default(),
@@ -313,6 +324,7 @@ fn load_nodes(tx: &Transaction<'_>, only: Option<&str>) -> rusqlite::Result<Vec<
             dead: n("dead"),
             registered: from_millis(registered),
             updated: from_millis(updated),
+            session,
             name,
         });
     }

@@ -2,15 +2,16 @@
 //! [`Handler`] run in this process (a command from `backstop.toml`, or any
 //! handler a library user gives).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::{Holding, Reply, Transport};
+use super::{Reply, Transport};
 use crate::handler::{Handler, Work};
-use crate::model::{NodeSpec, Outcome, Token, transport_name};
+use crate::model::{NodeSpec, Outcome, transport_name};
+use crate::owner::Owner;
 
 /// The handlers of one local node.
 #[derive(Clone)]
@@ -38,6 +39,12 @@ impl LocalNode {
         }
     }
 
+    /// Who runs the handlers of node `name` on the store at `location`:
+    /// the same for every coordinator process that runs it.
+    pub fn owner(location: &str, name: &str) -> Owner {
+        Owner::new(&["serve", location, name])
+    }
+
     /// Handles `kind` with `handler`.
     pub fn handle(mut self, kind: impl Into<String>, handler: Arc<dyn Handler>) -> Self {
         let kind = kind.into();
@@ -48,10 +55,18 @@ impl LocalNode {
 }
 
 /// Runs deliveries to local nodes in this process.
+///
+/// Its handlers stop with the coordinator, so it is never asked what it
+/// holds: a coordinator starting up registers its local nodes under a
+/// session of its own, which returns to pending whatever they had in
+/// flight for the process before it (see [`Store::register`]), and every
+/// attempt in flight to them after that is its own.
+///
+/// [`Store::register`]: crate::Store::register
 pub struct LocalTransport {
     nodes: HashMap<String, HashMap<String, Arc<dyn Handler>>>,
     stop: CancellationToken,
-    running: Mutex<HashSet<(String, Token)>>,
+    owners: HashMap<String, Owner>,
 }
 
 impl LocalTransport {
@@ -64,14 +79,20 @@ impl LocalTransport {
                 .map(|n| (n.spec.name.clone(), n.handlers.clone()))
                 .collect(),
             stop,
-            running: Mutex::new(HashSet::new()),
+            owners: HashMap::new(),
         }
     }
-}
 
-impl LocalTransport {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Token)>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    /// Marks the handlers of each node as run by this process for the
+    /// store at `location` ([`LocalNode::owner`]), so that they die with
+    /// it or are stopped by its next process.
+    pub fn owned_by(mut self, location: &str) -> Self {
+        self.owners = self
+            .nodes
+            .keys()
+            .map(|name| (name.clone(), LocalNode::owner(location, name)))
+            .collect();
+        self
     }
 }
 
@@ -98,27 +119,18 @@ impl Transport for LocalTransport {
                     work.node, work.kind
                 )));
             };
-            let entry = (work.node.clone(), work.token);
-            self.lock().insert(entry.clone());
-            let outcome = handler.handle(work, &self.stop).await;
-            self.lock().remove(&entry);
-            Reply::new(outcome)
-        })
-    }
-
-    fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding> {
-        Box::pin(async move {
-            if !self.nodes.contains_key(node) {
-                // Another coordinator's node: only it can say.
-                return Holding::Unknown;
-            }
-            let tokens = self
-                .lock()
-                .iter()
-                .filter(|(n, _)| n == node)
-                .map(|(_, t)| *t)
-                .collect();
-            Holding::These(tokens)
+            let owned;
+            let work = match self.owners.get(&work.node) {
+                Some(owner) => {
+                    owned = Work {
+                        owner: Some(owner.clone()),
+                        ..work.clone()
+                    };
+                    &owned
+                }
+                None => work,
+            };
+            Reply::new(handler.handle(work, &self.stop).await)
         })
     }
 }

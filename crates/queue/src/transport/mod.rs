@@ -47,9 +47,12 @@ pub trait Transport: Send + Sync {
     }
 
     /// The attempts `node` holds: running, or finished with an outcome not
-    /// yet stored. Asked at start-up, before anything is offered, about
-    /// attempts a previous coordinator left in flight.
-    fn holding<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Holding>;
+    /// yet stored. Asked by housekeeping about attempts a coordinator that
+    /// stopped left in flight; only transports whose nodes outlive their
+    /// coordinator are asked, and the others answer [`Holding::Unknown`].
+    fn holding<'a>(&'a self, _node: &'a str) -> BoxFuture<'a, Holding> {
+        Box::pin(async { Holding::Unknown })
+    }
 }
 
 /// What a node says it holds.

@@ -15,6 +15,19 @@
 //!   survives the death of the coordinator that offered it.
 //! - `PREFIX.register`, `PREFIX.heartbeat` — a worker declares itself
 //!   ([`RegisterMsg`]) and then proves it is alive ([`HeartbeatMsg`]).
+//! - `PREFIX.node.NAME.session.SESSION` — each worker process answers
+//!   here, under the random session it registers with, from its start to
+//!   its end: how a coordinator tells a live holder of a name from a dead
+//!   one.
+//!
+//! Names are unique. A registration under a name another process holds
+//! (another session) is refused with [`NodeAck::taken`] while that process
+//! is live: it answers on its session subject, or its node is healthy and
+//! it does not answer in time (so it may be). A name whose holder gets "no
+//! responders" (its connection is gone), or is silent while its node is
+//! not healthy (its heartbeats stopped, it left), is taken over: what the
+//! old process had in flight runs again. A name of a node inside a
+//! coordinator is never taken by a worker.
 //!
 //! The coordinators of a fleet share `PREFIX.results`, `PREFIX.register`
 //! and `PREFIX.heartbeat` as a queue group: each message is handled by one
@@ -40,7 +53,7 @@ use super::{Holding, LateReply, Receipt, Reply, Transport};
 use crate::dispatch::LateSender;
 use crate::handler::Work;
 use crate::health::Health;
-use crate::model::{NodeSpec, Outcome, Token, transport_name};
+use crate::model::{NodeSpec, NodeStatus, Outcome, Token, transport_name};
 use crate::store::Heartbeat;
 
 /// The subject prefix used unless told otherwise.
@@ -56,6 +69,10 @@ pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// it stores it; past that it answers "not stored yet" and the worker
 /// reports again later (the coordinator keeps what it has meanwhile).
 pub const RESULT_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a coordinator waits for the holder of a name to answer on its
+/// session subject before it takes it for live.
+pub const LIVE_PROBE: Duration = Duration::from_secs(2);
 
 /// How long past the handler timeout the coordinator waits for an outcome
 /// before it stops waiting (the attempt then stays in flight until its
@@ -86,6 +103,17 @@ impl Subjects {
         } else {
             Err(NatsError::Prefix(prefix.to_owned()))
         }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Where the worker process `session` of `node` answers while it
+    /// lives.
+    pub fn session(&self, node: &str, session: &str) -> String {
+        format!("{}.node.{node}.session.{session}", self.prefix)
     }
 
     /// Where attempts are offered to `node`.
@@ -216,6 +244,10 @@ pub struct NodeAck {
     /// register again.
     #[serde(default)]
     pub register: bool,
+    /// Refused: another live process holds the name. Trying again does
+    /// not help while it runs.
+    #[serde(default)]
+    pub taken: bool,
     /// Why not, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -224,9 +256,28 @@ pub struct NodeAck {
 /// What can go wrong with NATS itself.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
-    /// The server could not be reached.
+    /// The server could not be reached (trying again may help).
     #[error("cannot connect to NATS at {url}")]
     Connect {
+        /// The URL, without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The URL cannot be read; nothing was tried.
+    #[error("{url} is not a NATS URL backstop can read")]
+    Url {
+        /// The URL, without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The server answered and refused this client: its credentials, or
+    /// TLS. Trying again does not help.
+    #[error("NATS at {url} refused the connection")]
+    Refused {
         /// The URL, without credentials.
         url: String,
         /// Why.
@@ -256,10 +307,61 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsEr
         .max_reconnects(None)
         .connect(url)
         .await
-        .map_err(|source| NatsError::Connect {
-            url: shown_url(url),
-            source,
+        .map_err(|source| {
+            use async_nats::ConnectErrorKind as K;
+            let url = shown_url(url);
+            match source.kind() {
+                K::ServerParse => NatsError::Url { url, source },
+                K::Authentication | K::AuthorizationViolation | K::Tls => {
+                    NatsError::Refused { url, source }
+                }
+                _ => NatsError::Connect { url, source },
+            }
         })
+}
+
+/// [`connect`], waiting for a server that does not answer yet: each
+/// failure is logged and the connection tried again after a backoff with
+/// full jitter ([`crate::coordinator::startup_retry`]), until the server
+/// answers or `shutdown` fires (`Ok(None)`). A URL of the wrong shape
+/// ([`NatsError::Url`]) or a refusal ([`NatsError::Refused`]) is returned
+/// at once.
+pub async fn connect_when_ready(
+    url: &str,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<async_nats::Client>, NatsError> {
+    let policy = crate::coordinator::startup_retry();
+    let mut rng = fastrand::Rng::new();
+    let mut retry = 0;
+    loop {
+        let tried = tokio::select! {
+            tried = connect(url, name) => tried,
+            () = shutdown.cancelled() => return Ok(None),
+        };
+        match tried {
+            Ok(client) => {
+                if retry > 0 {
+                    tracing::info!("NATS at {} answers", shown_url(url));
+                }
+                return Ok(Some(client));
+            }
+            Err(e @ NatsError::Connect { .. }) => {
+                let wait = policy.delay_after(retry, &mut rng);
+                retry = retry.saturating_add(1);
+                tracing::warn!(
+                    "{}; trying again in {}",
+                    crate::error_chain(&e),
+                    backstop_core::HumanDuration(wait)
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// `url` without any user or password.
@@ -338,7 +440,8 @@ impl NatsTransport {
                 () = shutdown.cancelled() => break,
                 Some(msg) = registrations.next() => {
                     let (client, health) = (self.client.clone(), health.clone());
-                    tasks.spawn(async move { on_register(client, health, msg).await });
+                    let subjects = self.subjects.clone();
+                    tasks.spawn(async move { on_register(client, subjects, health, msg).await });
                 }
                 Some(msg) = heartbeats.next() => {
                     let (client, health) = (self.client.clone(), health.clone());
@@ -483,11 +586,72 @@ fn refused(error: String) -> NodeAck {
     NodeAck {
         ok: false,
         register: false,
+        taken: false,
         error: Some(error),
     }
 }
 
-async fn on_register(client: async_nats::Client, health: Health, msg: async_nats::Message) {
+/// Why `spec` may not have its name: another process that is live holds
+/// it. `None` when it may (a new name, the same process, or a holder that
+/// is gone).
+async fn holder_of(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    health: &Health,
+    spec: &NodeSpec,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let Some(node) = health.node(&spec.name).await? else {
+        return Ok(None);
+    };
+    if node.transport == transport_name::LOCAL {
+        return Ok(Some(format!(
+            "node {} runs inside a coordinator (backstop.toml); a worker cannot take its name",
+            node.name
+        )));
+    }
+    if node.session == spec.session {
+        return Ok(None);
+    }
+    let request = async_nats::Request::new()
+        .payload(Bytes::from_static(b"{}"))
+        .timeout(Some(LIVE_PROBE));
+    let probe = client
+        .send_request(subjects.session(&node.name, &node.session), request)
+        .await;
+    let how = match probe {
+        Ok(_) => "it answers on NATS".to_owned(),
+        // Its connection is gone.
+        Err(e) if matches!(e.kind(), RequestErrorKind::NoResponders) => return Ok(None),
+        // Silent, and its heartbeats stopped (or it left).
+        Err(_) if node.status != NodeStatus::Healthy => return Ok(None),
+        Err(_) => format!(
+            "it is healthy and did not answer within {}",
+            backstop_core::HumanDuration(LIVE_PROBE)
+        ),
+    };
+    let beat = node
+        .last_heartbeat
+        .and_then(|t| health.now().duration_since(t).ok())
+        .map(|ago| {
+            format!(
+                "; its last heartbeat was {} ago",
+                backstop_core::HumanDuration(ago)
+            )
+        })
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "node name {} is held by another live worker process ({how}{beat}); stop that worker, \
+         or pick another --name",
+        node.name
+    )))
+}
+
+async fn on_register(
+    client: async_nats::Client,
+    subjects: Subjects,
+    health: Health,
+    msg: async_nats::Message,
+) {
     let ack = match serde_json::from_slice::<RegisterMsg>(&msg.payload) {
         Err(e) => refused(format!("unreadable registration: {e}")),
         Ok(r) => {
@@ -501,15 +665,29 @@ async fn on_register(client: async_nats::Client, health: Health, msg: async_nats
             };
             match spec.validate() {
                 Err(e) => refused(e.to_string()),
-                Ok(spec) => match health.register(spec).await {
-                    Ok(_) => NodeAck {
-                        ok: true,
-                        register: false,
-                        error: None,
+                Ok(spec) => match holder_of(&client, &subjects, &health, &spec).await {
+                    Ok(Some(taken)) => {
+                        tracing::warn!("refused a worker's registration: {taken}");
+                        NodeAck {
+                            taken: true,
+                            ..refused(taken)
+                        }
+                    }
+                    Ok(None) => match health.register(spec).await {
+                        Ok(_) => NodeAck {
+                            ok: true,
+                            register: false,
+                            taken: false,
+                            error: None,
+                        },
+                        Err(e) => {
+                            tracing::error!("cannot register a node: {}", crate::error_chain(&e));
+                            refused("the coordinator cannot store the registration now".to_owned())
+                        }
                     },
                     Err(e) => {
                         tracing::error!("cannot register a node: {}", crate::error_chain(&e));
-                        refused("the coordinator cannot store the registration now".to_owned())
+                        refused("the coordinator cannot read its nodes now".to_owned())
                     }
                 },
             }
@@ -525,11 +703,13 @@ async fn on_heartbeat(client: async_nats::Client, health: Health, msg: async_nat
             Ok(Heartbeat::Unknown) => NodeAck {
                 ok: false,
                 register: true,
+                taken: false,
                 error: None,
             },
             Ok(_) => NodeAck {
                 ok: true,
                 register: false,
+                taken: false,
                 error: None,
             },
             Err(e) => {
