@@ -40,7 +40,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// GET a URL with retries: body to stdout, or to FILE written atomically.
+    /// GET a URL with retries, a cut body resumed by Range: to stdout once
+    /// whole, or to FILE (replaced atomically; a device or FIFO written
+    /// through).
     Get(GetArgs),
     /// Download many files at once: each retried on its own, resumed by
     /// Range (also after Ctrl-C), renamed into place once size and sha256
@@ -102,16 +104,22 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("attempt_timeout", |a| a.help("Longest one attempt may take, a runaway guard; a cut attempt resumes by Range; 0 for no limit [default: from the size, 5 min to 8 h]")))]
 pub struct GetArgs {
     /// The http or https URL.
     pub url: String,
-    /// Write the body to FILE (replaced only once the whole body is in)
-    /// instead of stdout.
+    /// Write the body to FILE instead of stdout: a regular file (or a
+    /// symlink's target) is replaced only once the whole body is in; a
+    /// device or a FIFO is written through.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Add a request header; repeatable. Credentials are never printed.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// Cut and resume a body that moves less than SIZE in DURATION; 0
+    /// turns it off [default: 1MiB/2m].
+    #[arg(long, value_name = "SIZE/DURATION", value_parser = parse_min_progress)]
+    pub min_progress: Option<MinProgressArg>,
     #[command(flatten)]
     pub retry: RetryArgs,
 }
@@ -788,8 +796,9 @@ pub struct BackoffArgs {
     /// No computed wait is longer [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_delay: Option<Duration>,
-    /// Longest server-requested wait (Retry-After...) to sit through; a
-    /// longer request ends the command with exit 75 [default: 60s].
+    /// Longest server-requested wait (Retry-After...) to sit through, at
+    /// most a week; a longer request, however long, ends the command with
+    /// exit 75 [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_wait: Option<Duration>,
     /// Longest the whole command may take, attempts and waits together.

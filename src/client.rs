@@ -8,6 +8,7 @@ use backstop_http::{Client, ClientBuilder, Method, RequestBuilder};
 use backstop_queue::api::{OpDetail, RequeueAnswer, RequeueRequest, SubmitAnswer, SubmitRequest};
 use backstop_queue::model::{Delivery, Node};
 use backstop_queue::store::OpSummary;
+use backstop_transfer::AttemptTimeout;
 
 use crate::cli::{BackoffArgs, RetryArgs, ServerArgs};
 use crate::report::{Report, exit};
@@ -47,6 +48,15 @@ impl RetryArgs {
             policy = policy.with_attempt_timeout((!d.is_zero()).then_some(d));
         }
         policy
+    }
+
+    /// The per-attempt ceiling of a download: a runaway guard from the
+    /// size unless `--attempt-timeout` says otherwise (0: none).
+    pub fn transfer_attempt_timeout(&self) -> AttemptTimeout {
+        match self.attempt_timeout {
+            Some(t) => AttemptTimeout::Fixed((!t.is_zero()).then_some(t)),
+            None => AttemptTimeout::BySize,
+        }
     }
 
     /// An HTTP client with the policy and the timeouts of the flags.

@@ -40,14 +40,14 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => run_service(cmd::serve::run(args, state)),
         Command::Worker(args) => run_service(cmd::worker::run(args)),
-        // pull stops on its own at Ctrl-C, to sync and record its partial
-        // files: it must not be dropped mid-write.
+        // pull and get stop on their own at Ctrl-C, to sync and record
+        // their partial files: they must not be dropped mid-write.
         Command::Pull(args) => run_async(cmd::pull::run(args, cli.quiet)),
         // push stops on its own between chunks, to record its sessions.
         Command::Push(args) => run_async(cmd::push::run(*args, state, cli.quiet)),
         Command::Login(args) => run_interruptible(cmd::login::login(args)),
         Command::Logout(args) => cmd::login::logout(args),
-        Command::Get(args) => run_interruptible(cmd::get::run(args)),
+        Command::Get(args) => run_async(cmd::get::run(args)),
         Command::Hub {
             command: HubCommand::Search(args),
         } => run_interruptible(cmd::hub::search(args)),

@@ -107,7 +107,7 @@ impl From<backstop_http::Error> for Report {
         use backstop_http::Error as E;
         let code = match &e {
             E::InvalidUrl { .. } | E::InvalidHeader(_) => exit::USAGE,
-            E::Client(_) | E::Output { .. } => exit::FAILURE,
+            E::Client(_) => exit::FAILURE,
             E::Call { source, .. } => code_for(source.ending),
         };
         let report = Report::from_error(code, &e);
@@ -151,6 +151,27 @@ impl From<backstop_transfer::Error> for Report {
             e @ E::UnsafeName { .. } => Report::from_error(exit::FAILURE, &e)
                 .hint("nothing was written; the listing names a file outside the destination"),
             e => Report::from_error(exit::FAILURE, &e),
+        }
+    }
+}
+
+impl From<backstop_transfer::FileError> for Report {
+    /// One file that did not arrive, as `get` reports it: the same words
+    /// and exit codes as a call of the HTTP client.
+    fn from(e: backstop_transfer::FileError) -> Self {
+        use backstop_transfer::FileError as E;
+        let code = match &e {
+            E::Request(_) => exit::USAGE,
+            E::Transfer { source, .. } => code_for(source.ending),
+            e if e.is_temporary() => exit::TEMPFAIL,
+            _ => exit::FAILURE,
+        };
+        let report = Report::from_error(code, &e);
+        match e.ending() {
+            Some(Ending::Auth) => {
+                report.hint("check the credentials sent (a token, an Authorization header)")
+            }
+            _ => report,
         }
     }
 }

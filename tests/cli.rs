@@ -1,6 +1,7 @@
 //! The `backstop` binary as users run it: exit codes, messages, files and
 //! output, against the fault server.
 
+use std::os::unix::fs::FileTypeExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ mod get {
         let err = stderr(&out);
         assert!(err.contains(": HTTP 503; retry 1 of 4 in "), "{err}");
         assert!(
-            err.contains(": connection closed early; retry 2 of 4 in "),
+            err.contains(": connection closed early; resuming from byte 2 in "),
             "{err}"
         );
     }
@@ -224,6 +225,215 @@ mod get {
             1,
             "no temporaries"
         );
+    }
+
+    /// A body of `n` bytes that differ from one offset to the next.
+    fn body(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn ranges(server: &FaultServer) -> Vec<Option<String>> {
+        server
+            .requests()
+            .iter()
+            .map(|r| r.header("range").map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn a_cut_body_continues_by_range_to_a_file_and_to_stdout() {
+        let server = FaultServer::start();
+        let data = body(100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bin");
+        for output in [Some(&path), None] {
+            server.script("/model.bin", [Reply::file(data.clone()).cut_after(70_000)]);
+            server.always("/model.bin", Reply::file(data.clone()));
+            let before = server.requests().len();
+            let mut cmd = backstop();
+            cmd.args(["get", &server.url("/model.bin")]).args(QUICK);
+            if let Some(path) = output {
+                cmd.arg("-o").arg(path);
+            }
+            let out = run(&mut cmd);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            let got = match output {
+                Some(path) => std::fs::read(path).unwrap(),
+                None => out.stdout.clone(),
+            };
+            assert!(got == data, "the body, whole and once");
+            assert_eq!(
+                ranges(&server)[before..],
+                [None, Some("bytes=70000-".into())],
+                "the rest only, not the whole body again"
+            );
+            assert!(
+                stderr(&out).contains(": connection closed early; resuming from byte 70000 in "),
+                "{}",
+                stderr(&out)
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no partial file left"
+        );
+    }
+
+    #[test]
+    fn a_failed_download_keeps_what_arrived_and_the_next_run_resumes_it() {
+        let server = FaultServer::start();
+        let data = body(100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bin");
+        server.script("/model.bin", [Reply::file(data.clone()).cut_after(70_000)]);
+        server.always("/model.bin", Reply::status(503));
+        let get = || {
+            run(backstop()
+                .args(["get", &server.url("/model.bin"), "-o"])
+                .arg(&path)
+                .args(["--attempts", "2"])
+                .args(QUICK))
+        };
+        let out = get();
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        assert!(!path.exists(), "never a half-written file in place");
+        assert!(dir.path().join("model.bin.part").exists());
+
+        server.always("/model.bin", Reply::file(data.clone()));
+        let out = get();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(std::fs::read(&path).unwrap() == data);
+        assert_eq!(
+            ranges(&server).last(),
+            Some(&Some("bytes=70000-99999".into())),
+            "only the rest"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_fifo_is_written_through_to_its_reader() {
+        let server = FaultServer::start();
+        let data = body(100_000);
+        server.script("/f.bin", [Reply::file(data.clone()).cut_after(30_000)]);
+        server.always("/f.bin", Reply::file(data.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let out = run(backstop()
+            .args(["get", &server.url("/f.bin"), "-o"])
+            .arg(&fifo)
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            reader.join().unwrap() == data,
+            "the reader got the body once"
+        );
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn dev_stdout_is_the_pipe_it_leads_to() {
+        let server = FaultServer::start();
+        server.always("/f.bin", Reply::file("hello"));
+        let out = run(backstop()
+            .args(["get", &server.url("/f.bin"), "-o", "/dev/stdout"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "hello");
+    }
+
+    #[test]
+    fn a_device_stays_a_device() {
+        let server = FaultServer::start();
+        server.always("/f.bin", Reply::file(body(50_000)));
+        let dir = tempfile::tempdir().unwrap();
+        let (null, full) = (dir.path().join("null"), dir.path().join("full"));
+        // The tests run as root: a /dev/null and a /dev/full of their own.
+        for (path, minor) in [(&null, 3), (&full, 7)] {
+            nix::sys::stat::mknod(
+                path,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(1, minor),
+            )
+            .unwrap();
+        }
+        let get = |to: &std::path::Path| {
+            run(backstop()
+                .args(["get", &server.url("/f.bin"), "-o"])
+                .arg(to)
+                .args(QUICK))
+        };
+        let out = get(&null);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let out = get(&full);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("backstop: error: cannot write {}", full.display()))
+                && err.contains("caused by: No space left on device"),
+            "{err}"
+        );
+        for device in [&null, &full] {
+            let kind = std::fs::symlink_metadata(device).unwrap().file_type();
+            assert!(kind.is_char_device(), "{}", device.display());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_symlink_keeps_pointing_where_it_did() {
+        let server = FaultServer::start();
+        let data = body(20_000);
+        server.always("/f.bin", Reply::file(data.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("blobs")).unwrap();
+        let target = dir.path().join("blobs/abc123");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("model.bin");
+        std::os::unix::fs::symlink("blobs/abc123", &link).unwrap();
+        let out = run(backstop()
+            .args(["get", &server.url("/f.bin"), "-o"])
+            .arg(&link)
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            std::path::Path::new("blobs/abc123")
+        );
+        assert!(std::fs::read(&target).unwrap() == data);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs")).unwrap().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_missing_folder_is_reported_before_sending() {
+        let server = FaultServer::start();
+        let out = run(backstop()
+            .args(["get", &server.url("/x"), "-o", "/nonexistent/dir/file"])
+            .args(QUICK));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out)
+                .contains("cannot write /nonexistent/dir/file: /nonexistent/dir is not a folder"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(server.requests().is_empty());
     }
 
     #[test]

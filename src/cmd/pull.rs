@@ -9,8 +9,7 @@ use backstop_core::Policy;
 use backstop_http::Client;
 use backstop_hub::Hub;
 use backstop_transfer::{
-    AttemptTimeout, FileReport, Item, MinProgress, Options, Outcome, Plan, Progress, Pull, Source,
-    Summary, resolve,
+    FileReport, Item, MinProgress, Options, Outcome, Plan, Progress, Pull, Source, Summary, resolve,
 };
 use indicatif::HumanBytes;
 use tokio_util::sync::CancellationToken;
@@ -120,10 +119,7 @@ fn options(args: &PullArgs) -> Options {
     // The command's deadline is kept by run(); a per-run one would start
     // again with every resumed stream.
     let policy = args.retry.apply(Policy::transfer(0)).with_deadline(None);
-    let attempt_timeout = match args.retry.attempt_timeout {
-        Some(t) => AttemptTimeout::Fixed((!t.is_zero()).then_some(t)),
-        None => AttemptTimeout::BySize,
-    };
+    let attempt_timeout = args.retry.transfer_attempt_timeout();
     Options {
         jobs: usize::from(args.jobs),
         streams: usize::from(args.streams),

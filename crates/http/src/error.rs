@@ -2,8 +2,6 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::io;
-use std::path::PathBuf;
 
 use backstop_core::{AttemptError, Ending, RetryError};
 
@@ -24,13 +22,6 @@ pub enum Error {
     InvalidHeader(String),
     /// The HTTP client could not be set up (TLS roots, for instance).
     Client(reqwest::Error),
-    /// The output file cannot be prepared. Nothing was sent.
-    Output {
-        /// The file asked for.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
     /// The request was tried and did not succeed; `source` says how it
     /// ended and carries the last attempt's [`Failure`].
     Call {
@@ -70,7 +61,6 @@ impl fmt::Display for Error {
             Error::InvalidUrl { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
             Error::InvalidHeader(why) => write!(f, "invalid header: {why}"),
             Error::Client(_) => f.write_str("could not set up the HTTP client"),
-            Error::Output { path, .. } => write!(f, "cannot write {}", path.display()),
             Error::Call { host, source } => source.display_for(host).fmt(f),
         }
     }
@@ -80,7 +70,6 @@ impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Error::Client(e) => Some(e),
-            Error::Output { source, .. } => Some(source),
             // Skip the RetryError itself: this error's message already is
             // its message. Its source is the last attempt's failure.
             Error::Call { source, .. } => match source.last.as_ref()? {

@@ -34,8 +34,6 @@ pub enum Failure {
     /// The body was complete but not what was expected (invalid JSON, too
     /// large).
     Invalid(String),
-    /// Writing the body locally failed.
-    Local(io::Error),
 }
 
 impl Failure {
@@ -91,11 +89,6 @@ impl Classified for Failure {
             Failure::UploadStalled(_) => Verdict::transient("upload stalled"),
             Failure::Transport(e) => transport_verdict(e),
             Failure::Invalid(_) => Verdict::permanent("invalid response"),
-            Failure::Local(e) => {
-                let v = classify_io_kind(e.kind());
-                // A local write error is never the network's fault.
-                Verdict::permanent(format!("writing output: {}", v.reason))
-            }
         }
     }
 }
@@ -191,20 +184,16 @@ impl fmt::Display for Failure {
                 }
             }
             Failure::Invalid(why) => write!(f, "invalid response: {why}"),
-            Failure::Local(e) => write!(f, "writing the output failed: {e}"),
         }
     }
 }
 
 impl StdError for Failure {
-    /// The local I/O error of [`Failure::Local`]. A transport failure has
-    /// none: its message already ends with the root cause, and the layers
-    /// of reqwest and hyper around it say nothing more.
+    /// None: a transport failure's message already ends with its root
+    /// cause, and the layers of reqwest and hyper around it say nothing
+    /// more.
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Failure::Local(e) => Some(e),
-            _ => None,
-        }
+        None
     }
 }
 

@@ -3,8 +3,6 @@
 //! a refused connection.
 
 use std::future::Future;
-use std::io::SeekFrom;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -14,7 +12,6 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
@@ -66,9 +63,10 @@ impl Body {
 }
 
 /// A request being configured. Nothing is sent until one of
-/// [`send`](RequestBuilder::send), [`bytes`](RequestBuilder::bytes),
-/// [`json`](RequestBuilder::json), [`to_file`](RequestBuilder::to_file) or
-/// [`spool`](RequestBuilder::spool) is awaited.
+/// [`send`](RequestBuilder::send), [`bytes`](RequestBuilder::bytes) or
+/// [`json`](RequestBuilder::json) is awaited, or it is
+/// [`prepare`](RequestBuilder::prepare)d for a caller's own loop (a
+/// download to disk, resumed by Range, as `backstop-transfer` runs it).
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder<'c> {
     client: &'c Client,
@@ -226,56 +224,6 @@ impl<'c> RequestBuilder<'c> {
                 .map_err(|e| Failure::Invalid(format!("not the JSON expected: {e}")))
         })
         .await
-    }
-
-    /// Retries until the whole body is on disk at `path`, then returns its
-    /// length. The body goes to a hidden temporary file beside `path`,
-    /// rewritten from the start on each attempt, synced, and renamed over
-    /// `path` only when complete: `path` is never left half-written, and
-    /// on failure nothing is left behind.
-    pub async fn to_file(self, path: impl AsRef<Path>) -> Result<u64, Error> {
-        let path = path.as_ref();
-        let output = |source| Error::Output {
-            path: path.to_owned(),
-            source,
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| output(std::io::Error::other("not a file name")))?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", name.to_string_lossy()))
-            .suffix(".part")
-            .tempfile_in(&dir)
-            .map_err(output)?;
-        let file = temp.as_file();
-        let written = self.execute(|resp| write_body(resp, file)).await?;
-        file.sync_all().map_err(output)?;
-        keep_permissions(path, file);
-        temp.persist(path).map_err(|e| output(e.error))?;
-        // Make the rename itself durable; a failure here loses nothing.
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(written)
-    }
-
-    /// Retries until the whole body is in an anonymous temporary file, and
-    /// returns that file positioned at its start: for streaming a body of
-    /// any size somewhere that cannot take a partial copy (standard output).
-    pub async fn spool(self) -> Result<std::fs::File, Error> {
-        let output = |source| Error::Output {
-            path: std::env::temp_dir(),
-            source,
-        };
-        let file = tempfile::tempfile().map_err(output)?;
-        self.execute(|resp| write_body(resp, &file)).await?;
-        let mut file = file;
-        std::io::Seek::seek(&mut file, SeekFrom::Start(0)).map_err(output)?;
-        Ok(file)
     }
 
     /// Checks the request and freezes it, for callers that run their own
@@ -659,41 +607,6 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Body,
         url,
         bytes: buf.freeze(),
     })
-}
-
-/// Writes the body into `file` from its start, truncating what an earlier
-/// attempt left.
-async fn write_body(mut resp: reqwest::Response, file: &std::fs::File) -> Result<u64, Failure> {
-    let handle = file.try_clone().map_err(Failure::Local)?;
-    handle.set_len(0).map_err(Failure::Local)?;
-    let mut out = tokio::fs::File::from_std(handle);
-    out.seek(SeekFrom::Start(0)).await.map_err(Failure::Local)?;
-    let mut written = 0u64;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| Failure::Transport(e.without_url()))?
-    {
-        out.write_all(&chunk).await.map_err(Failure::Local)?;
-        written += chunk.len() as u64;
-    }
-    out.flush().await.map_err(Failure::Local)?;
-    Ok(written)
-}
-
-/// Gives the new file the permissions of the one it replaces, or the usual
-/// 0644 of a download (the temporary file starts private).
-fn keep_permissions(path: &Path, file: &std::fs::File) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0o644);
-        let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
-    }
-    #[cfg(not(unix))]
-    let _ = (path, file);
 }
 
 #[cfg(test)]

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use backstop_core::{Ending, RetryError};
 use backstop_http::header::{ACCEPT_RANGES, CONTENT_LENGTH, HeaderName, HeaderValue};
-use backstop_http::{Client, Method, RequestBuilder, StatusCode};
+use backstop_http::{Client, Method, Prepared, RequestBuilder, StatusCode};
 use futures_util::future::try_join_all;
 use tokio_util::sync::CancellationToken;
 
+use crate::destination::Destination;
 use crate::record::{Record, Segment};
 use crate::stream::{self, FileCtx, Learned, Stream};
 use crate::validators::Validators;
@@ -83,27 +84,52 @@ fn remove(path: &Path) -> io::Result<()> {
 }
 
 async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError> {
+    let prepared = request(job.client, Method::GET, &job.planned.item)
+        .prepare()
+        .map_err(FileError::Request)?;
+    // The destination decides how the bytes get there: a symbolic link
+    // has its target replaced, a device or a FIFO is written through.
+    let asked = &job.planned.dest;
+    let resolved = match Destination::of(asked).map_err(local(asked))? {
+        Destination::Through => return through(job, &prepared, fetched).await,
+        Destination::Replace(target) => Planned {
+            item: job.planned.item.clone(),
+            dest: target,
+            validators: job.planned.validators.clone(),
+        },
+    };
+    let job = &Job {
+        planned: &resolved,
+        ..*job
+    };
     let planned = job.planned;
     let item = &planned.item;
     let (dest, part, record_path) = (&planned.dest, planned.part(), planned.record());
-    let prepared = request(job.client, Method::GET, item)
-        .prepare()
-        .map_err(FileError::Request)?;
+    let keep = !job.options.replace_existing;
 
     let identity = backstop_http::redact(&item.url);
-    let probe = match look(job, &identity).await {
-        Found::InPlace(bytes) => {
-            job.progress.event(
-                job.id,
-                Event::Start {
-                    name: &item.name,
-                    size: Some(bytes),
-                    have: bytes,
-                },
-            );
-            return Ok(Outcome::AlreadyThere { bytes });
+    // Known size, or what a HEAD says, to see whether the file is in place
+    // and how many streams it can take; nothing is kept when the caller
+    // replaces what is there.
+    let probe = if keep {
+        match look(job, &identity).await {
+            Found::InPlace(bytes) => {
+                job.progress.event(
+                    job.id,
+                    Event::Start {
+                        name: &item.name,
+                        size: Some(bytes),
+                        have: bytes,
+                    },
+                );
+                return Ok(Outcome::AlreadyThere { bytes });
+            }
+            Found::Fetch(probe) => probe,
         }
-        Found::Fetch(probe) => probe,
+    } else if item.size.is_none() && job.options.streams > 1 {
+        probe_head(job.client, item, &[]).await
+    } else {
+        Probe::default()
     };
     let known = item.size.or(probe.size);
     if let Some(parent) = dest.parent() {
@@ -174,7 +200,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
             &starts,
             hashed.take(),
             catch_up,
-            record_path.clone(),
+            Some(record_path.clone()),
         );
         let streams: Vec<Stream> = segments
             .iter()
@@ -290,7 +316,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
             },
         );
     };
-    if finished.is_ok() {
+    if finished.is_ok() && keep {
         keep_validators(planned, &identity, &learned);
     }
     finished
@@ -382,6 +408,86 @@ async fn look(job: &Job<'_>, identity: &str) -> Found {
     }
 }
 
+/// Downloads into a destination that is not a regular file (a FIFO, a
+/// device), as curl does: opened once and written through in order by one
+/// stream, which resumes by Range after a cut like any other. There is no
+/// partial file, no record and no rename; what cannot be taken back (a
+/// start over, a digest that does not match) fails the file.
+async fn through(
+    job: &Job<'_>,
+    prepared: &Prepared<'_>,
+    fetched: &AtomicU64,
+) -> Result<Outcome, FileError> {
+    let item = &job.planned.item;
+    let dest = &job.planned.dest;
+    let path = dest.clone();
+    // Opening a FIFO waits for its reader: off the async threads.
+    let file = blocking(move || OpenOptions::new().write(true).open(path))
+        .await
+        .map_err(local(dest))?;
+    let file = Arc::new(file);
+    job.progress.event(
+        job.id,
+        Event::Start {
+            name: &item.name,
+            size: item.size,
+            have: 0,
+        },
+    );
+    let learned = Mutex::new(Learned {
+        total: item.size,
+        ..Learned::default()
+    });
+    let hashed = item.sha256.map(|_| Hashed::default());
+    let writer = Writer::start(Arc::clone(&file), &[0], hashed, None, None);
+    let stream = Stream::new(0, item.size, 0);
+    let ctx = FileCtx {
+        prepared,
+        options: job.options,
+        progress: job.progress,
+        id: job.id,
+        cancel: job.cancel,
+        writer: &writer,
+        expected: item.size,
+        learned: &learned,
+        fetched,
+        bounded: false,
+    };
+    let result = stream::run(&ctx, &stream).await;
+    let hashed = writer.finish().await.map_err(local(dest))?;
+    let bytes = stream.pos();
+    if let Err(e) = result {
+        return match e.ending {
+            Ending::Cancelled => Ok(Outcome::Interrupted { have: bytes }),
+            _ => Err(FileError::Transfer {
+                host: prepared.host().to_owned(),
+                source: Box::new(e),
+            }),
+        };
+    }
+    let sha256 = match (item.sha256, hashed) {
+        (Some(expected), Some(state)) => {
+            let actual = blocking(move || state.finish(&file, bytes))
+                .await
+                .map_err(local(dest))?;
+            if actual != expected {
+                return Err(FileError::Digest {
+                    expected,
+                    actual,
+                    repeated: false,
+                });
+            }
+            Some(actual)
+        }
+        _ => None,
+    };
+    Ok(Outcome::Downloaded {
+        bytes,
+        sha256,
+        resumed_from: 0,
+    })
+}
+
 fn learned_total(learned: &Mutex<Learned>) -> Option<u64> {
     learned.lock().unwrap_or_else(|p| p.into_inner()).total
 }
@@ -402,6 +508,7 @@ async fn finish(
         .await
         .map_err(local(part))?;
     let dest = &job.planned.dest;
+    keep_permissions(dest, file);
     std::fs::rename(part, dest).map_err(local(dest))?;
     if let Some(parent) = dest.parent()
         && let Ok(dir) = File::open(parent)
@@ -415,6 +522,14 @@ async fn finish(
         sha256,
         resumed_from,
     })
+}
+
+/// Gives the new file the permissions of the one it replaces (a private
+/// file stays private); a new file keeps those it was created with.
+fn keep_permissions(dest: &Path, file: &File) {
+    if let Ok(meta) = std::fs::metadata(dest) {
+        let _ = file.set_permissions(meta.permissions());
+    }
 }
 
 /// Runs every stream of a round, saving checkpoints while they run.

@@ -20,7 +20,11 @@
 //!   - bytes go to `NAME.part`, synced and recorded in `NAME.part.json`
 //!     every [`Options::checkpoint_every`], so that the next run resumes
 //!     after Ctrl-C or a crash; the file is renamed into place only when
-//!     its size and sha256 (the Hub's, or the caller's) match;
+//!     its size and sha256 (the Hub's, or the caller's) match, with the
+//!     permissions of the file it replaces;
+//!   - a destination that is a symbolic link keeps pointing where it did
+//!     and its target is replaced the same way; a FIFO or a device is
+//!     written through in order (no partial file, no rename);
 //!   - a file already in place is kept when its hash matches, or without
 //!     a hash when the server answers 304 to the `ETag`/`Last-Modified`
 //!     recorded when it arrived (in `DIR/.backstop/NAME.json`); anything
@@ -49,6 +53,7 @@
 //! # Ok(()) }
 //! ```
 
+mod destination;
 mod digest;
 mod download;
 mod error;

@@ -82,6 +82,10 @@ pub struct Options {
     /// recorded when it arrived) with 304 Not Modified, and fetched again
     /// otherwise.
     pub skip_existing: bool,
+    /// Fetch every file and replace what is in place (`get -o` does):
+    /// by default a file already in place with the right size, and digest
+    /// when one is known, is kept and not fetched again.
+    pub replace_existing: bool,
 }
 
 impl Default for Options {
@@ -95,6 +99,7 @@ impl Default for Options {
             min_progress: Some(MinProgress::default()),
             checkpoint_every: Duration::from_secs(2),
             skip_existing: false,
+            replace_existing: false,
         }
     }
 }

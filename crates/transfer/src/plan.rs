@@ -20,6 +20,20 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// One file the caller places at `dest` itself (`get -o FILE`), not
+    /// confined to a folder; its validators go where a pull into that
+    /// folder keeps them, `FOLDER/.backstop/NAME.json`.
+    pub fn at(item: Item, dest: PathBuf) -> Planned {
+        let mut name = dest.file_name().unwrap_or_default().to_os_string();
+        name.push(".json");
+        let validators = dest.with_file_name(STATE_DIR).join(name);
+        Planned {
+            item,
+            dest,
+            validators,
+        }
+    }
+
     /// The partial file the bytes go to until then: `NAME.part`, beside
     /// the destination.
     pub fn part(&self) -> PathBuf {

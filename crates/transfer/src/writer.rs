@@ -1,10 +1,11 @@
 //! The thread that writes a file's bytes: positional writes from any
-//! number of streams, the sha256 of the in-order prefix computed on the
-//! way (on a thread of its own, so hashing and writing overlap), and what
-//! is written published for checkpoints.
+//! number of streams into a regular file, or writes in order through
+//! anything else (a FIFO, a device); the sha256 of the in-order prefix
+//! computed on the way (on a thread of its own, so hashing and writing
+//! overlap), and what is written published for checkpoints.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use sha2::Digest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{Failure, Sha256};
 
@@ -128,20 +129,25 @@ impl Written {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Op>,
     written: Arc<Written>,
-    thread: tokio::task::JoinHandle<io::Result<Option<Hashed>>>,
+    /// What the thread ends with, sent as it ends.
+    done: oneshot::Receiver<io::Result<Option<Hashed>>>,
 }
 
 impl Writer {
     /// Starts the thread for `file`, whose streams begin at `starts`.
     /// With `hashed`, the in-order prefix is hashed as it is written;
     /// with `catch_up`, the bytes already in the file up to it are hashed
-    /// first. `record` is deleted on every truncation.
+    /// first. `record`, if any, is deleted on every truncation.
+    ///
+    /// A `file` that is not a regular file (a FIFO, a device) cannot seek:
+    /// it takes one stream's bytes in order, and a truncation that would
+    /// take back bytes already written fails.
     pub(crate) fn start(
         file: Arc<File>,
         starts: &[u64],
         hashed: Option<Hashed>,
         catch_up: Option<u64>,
-        record: PathBuf,
+        record: Option<PathBuf>,
     ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Op>(IN_FLIGHT);
         let written = Arc::new(Written {
@@ -150,7 +156,11 @@ impl Writer {
             error: Mutex::new(None),
         });
         let shared = Arc::clone(&written);
-        let thread = tokio::task::spawn_blocking(move || {
+        let (report, done) = oneshot::channel();
+        // A thread of its own rather than one of tokio's blocking pool: it
+        // lives as long as the streams, and a paused test clock must be
+        // able to move meanwhile.
+        std::thread::spawn(move || {
             // The hasher runs beside the writer, fed the same pieces in
             // the same order; it catches up on earlier bytes first.
             let hasher = hashed.map(|mut h| {
@@ -173,21 +183,49 @@ impl Writer {
                     let _ = tx.send(op);
                 }
             };
+            let seekable = file.metadata().is_ok_and(|m| m.is_file());
+            let mut through = 0u64;
             let mut run = || -> io::Result<()> {
                 while let Some(op) = rx.blocking_recv() {
                     match op {
                         Op::Write { stream, at, data } => {
-                            file.write_all_at(&data, at)?;
+                            if seekable {
+                                file.write_all_at(&data, at)?;
+                            } else if at == through {
+                                (&*file).write_all(&data)?;
+                                through += data.len() as u64;
+                            } else {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::Unsupported,
+                                    format!(
+                                        "bytes from {at} cannot follow the {through} already written: the output cannot seek"
+                                    ),
+                                ));
+                            }
                             if let Some(end) = shared.ends.get(stream) {
                                 end.store(at + data.len() as u64, Ordering::Release);
                             }
                             feed(HashOp::Written { at, data });
                         }
+                        Op::Truncate(len) if !seekable => {
+                            if len < through {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::Unsupported,
+                                    format!(
+                                        "cannot start over: {through} bytes are already written to an output that is not a regular file"
+                                    ),
+                                ));
+                            }
+                        }
                         Op::Truncate(len) => {
                             shared.generation.fetch_add(1, Ordering::AcqRel);
-                            match std::fs::remove_file(&record) {
-                                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                                _ => {}
+                            if let Some(record) = &record {
+                                match std::fs::remove_file(record) {
+                                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                                        return Err(e);
+                                    }
+                                    _ => {}
+                                }
                             }
                             file.set_len(len)?;
                             for end in &shared.ends {
@@ -210,20 +248,18 @@ impl Writer {
                     }
                 }
             };
-            match wrote.and(hashed) {
+            let result = match wrote.and(hashed) {
                 Ok(hashed) => Ok(hashed),
                 Err(e) => {
                     let copy = io::Error::new(e.kind(), e.to_string());
                     *shared.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
                     Err(e)
                 }
-            }
+            };
+            // Nobody waits for a writer that was dropped.
+            let _ = report.send(result);
         });
-        Writer {
-            tx,
-            written,
-            thread,
-        }
+        Writer { tx, written, done }
     }
 
     /// What is written so far, for checkpoints.
@@ -254,9 +290,9 @@ impl Writer {
     /// Waits for every write, and returns the hash state.
     pub(crate) async fn finish(self) -> io::Result<Option<Hashed>> {
         drop(self.tx);
-        self.thread
+        self.done
             .await
-            .map_err(|e| io::Error::other(format!("the writer thread failed: {e}")))?
+            .map_err(|_| io::Error::other("the writer thread stopped without a word"))?
     }
 }
 
