@@ -40,11 +40,11 @@
 //!     .policy(Policy::api().with_max_attempts(3).with_jitter(Jitter::Full))
 //!     .budget(Arc::new(RetryBudget::default()))
 //!     .build()?;
-//! let size = 4 << 30;
-//! client
-//!     .get("https://huggingface.co/gpt2/resolve/main/model.safetensors")
-//!     .policy(Policy::transfer(size).with_deadline(Duration::from_secs(3600)))
-//!     .to_file("model.safetensors")
+//! // A slow listing gets more time; a large file belongs to `backstop_transfer`.
+//! let info: serde_json::Value = client
+//!     .get("https://huggingface.co/api/models/gpt2")
+//!     .policy(Policy::api().with_deadline(Duration::from_secs(600)))
+//!     .json()
 //!     .await?;
 //! # Ok(()) }
 //! ```
