@@ -11,6 +11,8 @@
 //! database or a message bus that goes away for one client), and starts a
 //! real nginx ([`Nginx`]).
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io;

@@ -26,6 +26,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod error;
 mod failure;

@@ -49,6 +49,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod digest;
 mod download;
 mod error;

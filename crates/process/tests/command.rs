@@ -1,17 +1,38 @@
-//! The runner with real processes: output kept, exits, the stall
-//! watchdog, process groups, stdin replay and cancellation.
+//! The supervisor with real processes: output kept, exits, the stall
+//! watchdog, the time limit, process groups, stdin replay, cancellation,
+//! owner marks and death with the owner.
 
 use std::time::Duration;
 
-use backstop_agent::{Command, Exit, Input, Replay};
+use backstop_process::owner::OWNER_ENV;
+use backstop_process::{Command, Exit, Input, Owner, Replay, StopSignal};
 use tokio_util::sync::CancellationToken;
 
 fn sh(script: &str) -> Command {
     Command::new("sh", ["-c", script]).echo(false)
 }
 
-async fn run(cmd: Command) -> backstop_agent::Transcript {
+async fn run(cmd: Command) -> backstop_process::Transcript {
     cmd.run(&CancellationToken::new()).await.expect("spawns")
+}
+
+/// Whether process `pid` runs (a zombie does not).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z ") && !stat.contains(") X "))
+}
+
+/// Waits for process `pid` to be gone, failing after 10 s.
+async fn wait_gone(pid: &str) {
+    assert!(!pid.is_empty(), "no pid printed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process {pid} survived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -60,12 +81,7 @@ async fn the_whole_process_group_is_stopped() {
         run(sh("sleep 30 & echo $!; wait").idle_timeout(Some(Duration::from_millis(300)))).await;
     assert!(t.stalled);
     let pid = String::from_utf8_lossy(t.stdout.bytes()).trim().to_owned();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ");
-    assert!(!alive, "the grandchild {pid} survived");
+    wait_gone(&pid).await;
 }
 
 #[tokio::test]
@@ -135,7 +151,7 @@ async fn long_output_keeps_its_tail() {
     let t = run(sh("i=0; while [ $i -lt 40000 ]; do echo line-$i-padding-padding-padding-padding; i=$((i+1)); done; echo LAST")).await;
     let lines: Vec<String> = t.stdout.lines().collect();
     assert_eq!(lines.last().map(String::as_str), Some("LAST"));
-    assert!(t.stdout.bytes().len() <= backstop_agent::runner::TAIL);
+    assert!(t.stdout.bytes().len() <= backstop_process::TAIL);
     assert!(
         lines[0].starts_with("line-"),
         "no partial first line: {}",
@@ -160,4 +176,113 @@ async fn held_output_is_kept_whole_and_outgrowing_the_limit_streams_it() {
 
     let t = run(sh("echo plain")).await;
     assert_eq!(t.held, None, "not held unless asked");
+}
+
+#[tokio::test]
+async fn a_time_limit_stops_the_whole_group() {
+    let t = run(sh("sleep 30 & echo $!; wait").timeout(Some(Duration::from_millis(300)))).await;
+    assert!(t.timed_out && !t.stalled && !t.interrupted, "{t:?}");
+    assert_eq!(t.exit, Exit::Signal(15), "TERM first");
+    let pid = String::from_utf8_lossy(t.stdout.bytes()).trim().to_owned();
+    wait_gone(&pid).await;
+}
+
+#[tokio::test]
+async fn any_time_limit_or_idle_timeout_is_safe() {
+    let t = run(sh("exit 0")
+        .timeout(Some(Duration::MAX))
+        .idle_timeout(Some(Duration::MAX))
+        .kill_grace(Duration::MAX))
+    .await;
+    assert_eq!(t.exit, Exit::Code(0));
+}
+
+#[tokio::test]
+async fn a_cancel_can_terminate_instead_of_interrupting() {
+    let cancel = CancellationToken::new();
+    let command = sh("echo running; exec sleep 30").cancel_signal(StopSignal::Terminate);
+    let (t, ()) = tokio::join!(command.run(&cancel), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let t = t.expect("spawns");
+    assert!(t.interrupted && !t.timed_out);
+    assert_eq!(t.exit, Exit::Signal(15));
+}
+
+#[tokio::test]
+async fn a_tail_limit_bounds_what_is_kept() {
+    let t =
+        run(sh("head -c 100000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 2").tail_limit(2048))
+            .await;
+    assert_eq!(t.exit, Exit::Code(2));
+    let kept = t.stderr.bytes();
+    assert_eq!(kept.len(), 2048);
+    assert!(
+        kept.ends_with(b"xxxEND\n"),
+        "{:?}",
+        String::from_utf8_lossy(kept)
+    );
+    assert!(t.stderr.truncated);
+}
+
+#[tokio::test]
+async fn an_owned_command_carries_its_owner_s_mark_and_a_removed_mark_is_gone() {
+    let owner = Owner::new(&["test", "cpu-1"]);
+    let t = run(sh("printf %s \"$BACKSTOP_HANDLER_OWNER\"").owner(owner.clone())).await;
+    assert_eq!(t.stdout.bytes(), owner.mark().as_bytes());
+    let t = run(sh("printf %s \"${BACKSTOP_HANDLER_OWNER-unset}\"")
+        .env(OWNER_ENV, "inherited")
+        .env_remove(OWNER_ENV))
+    .await;
+    assert_eq!(t.stdout.bytes(), b"unset");
+}
+
+/// Set in the copy of this test binary that plays the owner in
+/// `a_command_dies_with_its_owner`.
+const OWNER_ROLE: &str = "BACKSTOP_PROCESS_TEST_OWNER";
+
+/// The owner's side of `a_command_dies_with_its_owner`: runs a command
+/// that prints its pid and sleeps; the test kills this process meanwhile.
+#[tokio::test]
+async fn owner_side_of_the_death_test() {
+    if std::env::var_os(OWNER_ROLE).is_none() {
+        return;
+    }
+    let _ = Command::new("sh", ["-c", "echo child-pid=$$; exec sleep 60"])
+        .run(&CancellationToken::new())
+        .await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_command_dies_with_its_owner() {
+    use tokio::io::AsyncBufReadExt;
+    let me = std::env::current_exe().expect("the test binary");
+    let mut owner = tokio::process::Command::new(me)
+        .args([
+            "--exact",
+            "owner_side_of_the_death_test",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(OWNER_ROLE, "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the owner starts");
+    let out = owner.stdout.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    let mut pid = String::new();
+    while let Some(line) = lines.next_line().await.expect("reads") {
+        // The harness prints the test's name on the same line first.
+        if let Some((_, printed)) = line.split_once("child-pid=") {
+            pid = printed.trim().to_owned();
+            break;
+        }
+    }
+    assert!(alive(&pid), "the command {pid:?} runs");
+    owner.start_kill().expect("kills the owner");
+    let _ = owner.wait().await;
+    wait_gone(&pid).await;
 }
