@@ -32,6 +32,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(unsafe_code)]
+
 mod command;
 mod input;
 mod output;

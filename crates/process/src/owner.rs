@@ -70,6 +70,7 @@ impl Owner {
 /// On Linux, `PR_SET_PDEATHSIG` = SIGKILL in the child, and an exit at
 /// once if the parent is already gone.
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and makes
