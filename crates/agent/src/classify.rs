@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::reset_at;
-use crate::runner::{Exit, Transcript};
+use backstop_process::{Exit, Transcript};
 
 /// The longest error message a [`Failure`] keeps, in characters.
 const MAX_MESSAGE: usize = 300;
@@ -218,6 +218,7 @@ impl Diagnosis {
 ///     stdout: Tail::from_bytes(out),
 ///     stderr: Tail::default(),
 ///     stalled: false,
+///     timed_out: false,
 ///     interrupted: false,
 ///     elapsed: Duration::from_secs(1),
 ///     held: None,

@@ -69,6 +69,7 @@ fn transcript(code: i32, stdout: &str) -> Transcript {
         stdout: Tail::from_bytes(stdout),
         stderr: Tail::default(),
         stalled: false,
+        timed_out: false,
         interrupted: false,
         elapsed: Duration::from_secs(1),
         held: Some(Held::from_bytes(stdout)),
@@ -114,6 +115,7 @@ fn success(answer: &str) -> Step {
 fn stalled() -> Step {
     Step::Ran(Transcript {
         stalled: true,
+        timed_out: false,
         ..transcript(143, "")
     })
 }

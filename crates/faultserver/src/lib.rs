@@ -12,6 +12,8 @@
 //! real nginx ([`Nginx`]), alone or as a reverse proxy that buffers
 //! whole requests, and a real OCI registry ([`DockerRegistry`]).
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io;

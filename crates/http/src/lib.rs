@@ -49,6 +49,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod error;
 mod failure;

@@ -30,6 +30,8 @@
 //! assert!(ledger.pick(&[model]).unwrap().available.is_none());
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod credentials;
 mod durations;
 mod entry;

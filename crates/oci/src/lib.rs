@@ -39,6 +39,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod credentials;
 mod error;
 mod manifest;

@@ -18,13 +18,13 @@ use crate::api::{self, ApiState};
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::health::{DEFAULT_STALE_AFTER, Health};
 use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, Intervals, StartUp};
-use crate::owner::{self, Owner};
 use crate::schedule::Schedule;
 use crate::status::Status;
 use crate::store::{Store, StoreError};
 use crate::transport::Transport;
 use crate::transport::local::{LocalNode, LocalTransport};
 use crate::transport::nats::{NatsTransport, Subjects};
+use backstop_process::owner::{self, Owner};
 
 /// How a coordinator runs.
 pub struct CoordinatorConfig {

@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backstop_core::HumanDuration;
 use backstop_core::clock::Clock;
+use backstop_core::{HumanDuration, Policy};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,13 @@ pub struct DispatchConfig {
     pub poll: Duration,
     /// The most deliveries claimed in one round.
     pub batch: u32,
+    /// The backoff between tries to store outcomes the store did not take
+    /// (it cannot be reached): full jitter under a ceiling of 100 ms
+    /// doubling to 5 s by default, so that the coordinators of a fleet do
+    /// not come back to their store at once. Its attempt limit is not
+    /// used: outcomes are offered again for as long as the dispatcher
+    /// runs.
+    pub store_retry: Policy,
 }
 
 impl Default for DispatchConfig {
@@ -55,6 +62,9 @@ impl Default for DispatchConfig {
             lease_grace: Duration::from_secs(60),
             poll: Duration::from_secs(1),
             batch: 512,
+            store_retry: Policy::api()
+                .with_initial_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5)),
         }
     }
 }
@@ -373,12 +383,19 @@ impl Dispatcher {
 
     /// Stores outcomes in batches until every sender is gone. Outcomes the
     /// store does not take (it cannot be reached) are kept and offered
-    /// again with the next batch, after a backoff of 100 ms doubling to
-    /// 5 s, for as long as the dispatcher runs.
+    /// again with the next batch, after a backoff of
+    /// [`DispatchConfig::store_retry`], for as long as the dispatcher runs.
     async fn write_outcomes(self, mut receiver: mpsc::UnboundedReceiver<Finished>) {
         let mut batch = Vec::new();
         let mut unstored = Unstored::default();
-        let mut delay = Duration::from_millis(100);
+        let retry = self
+            .inner
+            .config
+            .store_retry
+            .clone()
+            .with_max_attempts(u32::MAX);
+        let mut delays = retry.delays();
+        let mut delay = Duration::ZERO;
         loop {
             let received = if unstored.is_empty() {
                 receiver.recv_many(&mut batch, 1024).await
@@ -394,10 +411,10 @@ impl Dispatcher {
             self.store_batch(std::mem::take(&mut batch), &mut unstored)
                 .await;
             if unstored.is_empty() {
-                delay = Duration::from_millis(100);
+                delays = retry.delays();
                 self.inner.wake.notify_one();
             } else {
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = delays.next().unwrap_or(delay);
                 if received == 0 {
                     // Every sender is gone; keep trying while the
                     // dispatcher's shutdown waits for the last flush.

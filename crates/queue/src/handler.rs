@@ -2,16 +2,15 @@
 //! [`CommandHandler`], a command run with the payload on its standard
 //! input.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backstop_process::owner::{OWNER_ENV, Owner};
+use backstop_process::{Command, Exit, Input, Replay, StopSignal};
 use futures_util::future::BoxFuture;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{OpId, Outcome, Token};
-use crate::owner::Owner;
 
 /// One attempt, as a handler sees it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,7 +31,8 @@ pub struct Work {
     pub timeout_ms: u64,
     /// Who runs it, set by the transport or worker that runs it (never
     /// sent over the wire): a [`CommandHandler`] marks its processes with
-    /// it, so that they do not outlive their owner ([`crate::owner`]).
+    /// it, so that they do not outlive their owner
+    /// ([`backstop_process::owner`]).
     #[serde(skip)]
     pub owner: Option<Owner>,
 }
@@ -91,9 +91,10 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Exit 0 is success, 75 a temporary failure, anything else (a signal
 /// included) a failure whose standard-error tail becomes the last error.
 /// Past the attempt's timeout, or when stopped, the whole group gets
-/// SIGTERM, then SIGKILL after [`KILL_GRACE`]. With an owner in the
-/// [`Work`], every process of it carries the owner's mark and dies with
-/// its owner ([`crate::owner`]).
+/// SIGTERM, then SIGKILL after [`KILL_GRACE`]; its shell dies with this
+/// process. With an owner in the [`Work`], every process of it carries the
+/// owner's mark, so the owner's next process stops what it left running
+/// ([`backstop_process::owner`]).
 #[derive(Clone, Debug)]
 pub struct CommandHandler {
     command: Arc<str>,
@@ -113,10 +114,10 @@ impl CommandHandler {
     }
 
     async fn run(&self, work: &Work, stop: &CancellationToken) -> Outcome {
-        let mut command = tokio::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg(&*self.command)
+        // The timeout comes over the network: bounded, so that no value of
+        // it can overflow a deadline.
+        let timeout = Duration::from_millis(work.timeout_ms.clamp(1, MAX_TIMEOUT_MS));
+        let mut command = Command::new("sh", ["-c", &*self.command])
             .env("BACKSTOP_OP", work.op.to_string())
             .env("BACKSTOP_KIND", &work.kind)
             .env("BACKSTOP_KEY", work.key.as_deref().unwrap_or(""))
@@ -124,90 +125,37 @@ impl CommandHandler {
             .env("BACKSTOP_DELIVERY", work.token.delivery.to_string())
             .env("BACKSTOP_ATTEMPT", work.token.attempt.to_string())
             .env_remove("BACKSTOP_TOKEN")
-            .env_remove(crate::owner::OWNER_ENV)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        #[cfg(unix)]
-        command.process_group(0);
+            .env_remove(OWNER_ENV)
+            .input(Input::Replay(Replay::fixed(work.payload.as_bytes())))
+            .echo(false)
+            // Stdout is kept only so that a chatty handler never blocks on
+            // a full pipe.
+            .tail_limit(STDERR_TAIL)
+            .timeout(Some(timeout))
+            .cancel_signal(StopSignal::Terminate)
+            .kill_grace(KILL_GRACE);
         if let Some(owner) = &work.owner {
-            owner.bind(&mut command);
+            command = command.owner(owner.clone());
         }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        let run = match command.run(stop).await {
+            Ok(run) => run,
             Err(e) => {
                 return Outcome::Failed(format!("cannot start sh -c {:?}: {e}", self.command));
             }
         };
-        let group = child.id().and_then(|id| i32::try_from(id).ok());
-        if let Some(mut stdin) = child.stdin.take() {
-            let payload = work.payload.clone().into_bytes();
-            // A handler that exits without reading its input closes the
-            // pipe: not an error of ours.
-            tokio::spawn(async move {
-                let _ = stdin.write_all(&payload).await;
-                let _ = stdin.shutdown().await;
-            });
+        if run.timed_out {
+            return Outcome::Failed(format!(
+                "the handler ran past its {} timeout and was stopped",
+                backstop_core::HumanDuration(timeout)
+            ));
         }
-        let stdout = child.stdout.take().map(|out| tokio::spawn(tail(out)));
-        let stderr = child.stderr.take().map(|err| tokio::spawn(tail(err)));
-        // The timeout comes over the network: bounded, so that no value of
-        // it can overflow a deadline.
-        let timeout = Duration::from_millis(work.timeout_ms.clamp(1, MAX_TIMEOUT_MS));
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut ended_by: Option<Outcome> = None;
-        let mut kill_at: Option<tokio::time::Instant> = None;
-        let status = loop {
-            let kill_sleep = async {
-                match kill_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                status = child.wait() => break status,
-                () = tokio::time::sleep_until(deadline), if ended_by.is_none() => {
-                    ended_by = Some(Outcome::Failed(format!(
-                        "the handler ran past its {} timeout and was stopped",
-                        backstop_core::HumanDuration(timeout)
-                    )));
-                    signal_group(group, nix::sys::signal::Signal::SIGTERM);
-                    kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
-                }
-                () = stop.cancelled(), if ended_by.is_none() => {
-                    ended_by = Some(Outcome::Released(
-                        "the node stopped its handler to shut down; not counted as a failure".to_owned(),
-                    ));
-                    signal_group(group, nix::sys::signal::Signal::SIGTERM);
-                    kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
-                }
-                () = kill_sleep => {
-                    signal_group(group, nix::sys::signal::Signal::SIGKILL);
-                    kill_at = None;
-                }
-            }
-        };
-        // Stdout is read only so that a chatty handler never blocks on a
-        // full pipe.
-        if let Some(out) = stdout {
-            let _ = tokio::time::timeout(Duration::from_secs(2), out).await;
+        if run.interrupted {
+            return Outcome::Released(
+                "the node stopped its handler to shut down; not counted as a failure".to_owned(),
+            );
         }
-        let err_tail = match stderr {
-            Some(err) => tokio::time::timeout(Duration::from_secs(2), err)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        if let Some(outcome) = ended_by {
-            return outcome;
-        }
-        let status = match status {
-            Ok(status) => status,
-            Err(e) => return Outcome::Failed(format!("waiting for the handler failed: {e}")),
-        };
+        let err_tail =
+            backstop_core::redact(String::from_utf8_lossy(run.stderr.bytes()).trim(), &[]);
         let with_tail = |head: String| {
             if err_tail.is_empty() {
                 head
@@ -215,15 +163,11 @@ impl CommandHandler {
                 format!("{head}: {err_tail}")
             }
         };
-        match status.code() {
-            Some(0) => Outcome::Done,
-            Some(EXIT_TEMPORARY) => Outcome::Temporary(with_tail("exit 75".to_owned())),
-            Some(code) => Outcome::Failed(with_tail(format!("exit {code}"))),
-            None => {
-                #[cfg(unix)]
-                let signal = std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
-                #[cfg(not(unix))]
-                let signal = 0;
+        match run.exit {
+            Exit::Code(0) => Outcome::Done,
+            Exit::Code(EXIT_TEMPORARY) => Outcome::Temporary(with_tail("exit 75".to_owned())),
+            Exit::Code(code) => Outcome::Failed(with_tail(format!("exit {code}"))),
+            Exit::Signal(signal) => {
                 Outcome::Failed(with_tail(format!("killed by signal {signal}")))
             }
         }
@@ -234,36 +178,6 @@ impl Handler for CommandHandler {
     fn handle<'a>(&'a self, work: &'a Work, stop: &'a CancellationToken) -> BoxFuture<'a, Outcome> {
         Box::pin(self.run(work, stop))
     }
-}
-
-/// Reads a stream to its end, keeping the last [`STDERR_TAIL`] bytes as
-/// trimmed text with credentials scrubbed.
-async fn tail(mut from: impl AsyncRead + Unpin) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > 2 * STDERR_TAIL {
-                    kept.drain(..kept.len() - STDERR_TAIL);
-                }
-            }
-        }
-    }
-    let start = kept.len().saturating_sub(STDERR_TAIL);
-    let text = String::from_utf8_lossy(&kept[start..]);
-    backstop_core::redact(text.trim(), &[])
-}
-
-fn signal_group(group: Option<i32>, signal: nix::sys::signal::Signal) {
-    #[cfg(unix)]
-    if let Some(pgid) = group {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
-    }
-    #[cfg(not(unix))]
-    let _ = (group, signal);
 }
 
 #[cfg(test)]
@@ -319,19 +233,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_tail_of_stderr_is_kept() {
-        let got = run("head -c 100000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 2").await;
-        let Outcome::Failed(e) = got else {
-            panic!("{got:?}")
-        };
-        assert!(
-            e.ends_with("END") && e.len() < STDERR_TAIL + 16,
-            "{}",
-            e.len()
-        );
-    }
-
-    #[tokio::test]
     async fn a_timeout_or_a_stop_ends_the_whole_group() {
         let started = std::time::Instant::now();
         let got = CommandHandler::new("sleep 30 & sleep 30; wait")
@@ -352,28 +253,20 @@ mod tests {
 
     #[tokio::test]
     async fn any_timeout_a_coordinator_sends_is_safe() {
-        for timeout_ms in [0, u64::MAX] {
-            let got = CommandHandler::new("true")
-                .handle(&work(timeout_ms), &CancellationToken::new())
-                .await;
-            assert_eq!(got, Outcome::Done, "{timeout_ms}");
-        }
-    }
-
-    #[tokio::test]
-    async fn an_owned_handler_carries_its_owner_s_mark_and_an_unowned_one_none() {
-        let owner = Owner::new(&["test", "cpu-1"]);
-        let owned = Work {
-            owner: Some(owner.clone()),
-            ..work(10_000)
-        };
-        let check = format!(r#"test "$BACKSTOP_HANDLER_OWNER" = "{}""#, owner.mark());
-        let got = CommandHandler::new(&check)
-            .handle(&owned, &CancellationToken::new())
+        let got = CommandHandler::new("true")
+            .handle(&work(u64::MAX), &CancellationToken::new())
             .await;
         assert_eq!(got, Outcome::Done);
-        let got = run(r#"test -z "$BACKSTOP_HANDLER_OWNER""#).await;
-        assert_eq!(got, Outcome::Done);
+        // No timeout is 1 ms: `true` may or may not finish within it, and
+        // either way the outcome says which.
+        let got = CommandHandler::new("true")
+            .handle(&work(0), &CancellationToken::new())
+            .await;
+        assert!(
+            matches!(&got, Outcome::Done)
+                || matches!(&got, Outcome::Failed(e) if e.ends_with("1 ms timeout and was stopped")),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]

@@ -19,9 +19,11 @@
 //!   each small and driven by an injectable clock; housekeeping runs on one
 //!   coordinator at a time. [`status`]: what a coordinator knows of its own
 //!   store and NATS, for `/healthz`.
-//! - [`owner`]: handlers die with the coordinator or worker that started
-//!   them, or are stopped by its next process before their deliveries are
-//!   offered again — a delivery never runs twice at once.
+//! - [`handler`]: what runs a delivery; a [`CommandHandler`] runs under
+//!   [`backstop_process`], so its processes die with the coordinator or
+//!   worker that started them, or are stopped by its next process before
+//!   their deliveries are offered again — a delivery never runs twice at
+//!   once.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
 //!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
 //!   [`coordinator`] wires it all. [`program`] checks at start-up that each
@@ -47,6 +49,8 @@
 //! assert_eq!(submitted.deliveries, 1);
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod config;
 pub mod coordinator;
@@ -55,7 +59,6 @@ pub mod handler;
 pub mod health;
 pub mod housekeeping;
 pub mod model;
-pub mod owner;
 pub mod program;
 pub mod schedule;
 pub mod status;

@@ -27,11 +27,11 @@ use tokio_util::task::TaskTracker;
 use crate::handler::{Handler, Work};
 use crate::health::DEFAULT_HEARTBEAT;
 use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
-use crate::owner::{self, Owner};
 use crate::transport::nats::{
     DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
     RegisterMsg, ResultAck, ResultMsg, Subjects,
 };
+use backstop_process::owner::{self, Owner};
 
 /// How a worker runs.
 #[derive(Clone)]

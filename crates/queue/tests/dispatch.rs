@@ -16,6 +16,7 @@ use backstop_queue::{
     DeliveryState, DispatchConfig, Dispatcher, NewOp, NodeStatus, Outcome, Schedule, SqliteStore,
     Store,
 };
+use backstop_queue::{Settle, StoreError};
 use tokio_util::sync::CancellationToken;
 
 struct Setup {
@@ -298,4 +299,209 @@ async fn one_slow_handler_never_blocks_the_rest() {
         slow.in_flight, 0,
         "nothing left in flight after a clean stop"
     );
+}
+
+/// A store whose first `fail` writes of outcomes fail as if it could not
+/// be reached, noting when (on tokio's clock) each write was tried.
+struct Unreachable {
+    inner: SqliteStore,
+    fail: AtomicU32,
+    tries: std::sync::Mutex<Vec<tokio::time::Instant>>,
+    stored: tokio::sync::Notify,
+}
+
+impl Store for Unreachable {
+    fn settle(&self, batch: &[Settle]) -> Result<Vec<Settled>, StoreError> {
+        self.tries.lock().unwrap().push(tokio::time::Instant::now());
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Open {
+                location: self.location(),
+                source: "connection refused".into(),
+            });
+        }
+        let settled = self.inner.settle(batch);
+        self.stored.notify_one();
+        settled
+    }
+    fn register(
+        &self,
+        node: &backstop_queue::NodeSpec,
+        now: SystemTime,
+    ) -> Result<backstop_queue::store::Registered, StoreError> {
+        self.inner.register(node, now)
+    }
+    fn retire(
+        &self,
+        transport: &str,
+        keep: &[String],
+        now: SystemTime,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.retire(transport, keep, now)
+    }
+    fn heartbeat(
+        &self,
+        name: &str,
+        session: &str,
+        leaving: bool,
+        now: SystemTime,
+    ) -> Result<backstop_queue::store::Heartbeat, StoreError> {
+        self.inner.heartbeat(name, session, leaving, now)
+    }
+    fn mark_stale(
+        &self,
+        stale_before: SystemTime,
+        now: SystemTime,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.mark_stale(stale_before, now)
+    }
+    fn drain(
+        &self,
+        name: &str,
+        drained: bool,
+        now: SystemTime,
+    ) -> Result<backstop_queue::Node, StoreError> {
+        self.inner.drain(name, drained, now)
+    }
+    fn nodes(&self) -> Result<Vec<backstop_queue::Node>, StoreError> {
+        self.inner.nodes()
+    }
+    fn submit(
+        &self,
+        op: &NewOp,
+        now: SystemTime,
+    ) -> Result<backstop_queue::store::Submitted, StoreError> {
+        self.inner.submit(op, now)
+    }
+    fn ops(
+        &self,
+        filter: &backstop_queue::store::OpFilter,
+    ) -> Result<Vec<backstop_queue::store::OpSummary>, StoreError> {
+        self.inner.ops(filter)
+    }
+    fn op(
+        &self,
+        id: backstop_queue::OpId,
+    ) -> Result<(backstop_queue::Op, Vec<backstop_queue::Delivery>), StoreError> {
+        self.inner.op(id)
+    }
+    fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<backstop_queue::Delivery>, StoreError> {
+        self.inner.deliveries(filter)
+    }
+    fn requeue(&self, which: &Requeue, now: SystemTime) -> Result<u64, StoreError> {
+        self.inner.requeue(which, now)
+    }
+    fn claim(
+        &self,
+        request: &backstop_queue::store::ClaimRequest,
+    ) -> Result<Vec<backstop_queue::Claim>, StoreError> {
+        self.inner.claim(request)
+    }
+    fn rescue(&self, now: SystemTime) -> Result<Vec<backstop_queue::Token>, StoreError> {
+        self.inner.rescue(now)
+    }
+    fn release(
+        &self,
+        tokens: &[backstop_queue::Token],
+        why: &str,
+        now: SystemTime,
+    ) -> Result<Vec<backstop_queue::Token>, StoreError> {
+        self.inner.release(tokens, why, now)
+    }
+    fn prune(&self, now: SystemTime) -> Result<backstop_queue::store::Pruned, StoreError> {
+        self.inner.prune(now)
+    }
+    fn retain(
+        &self,
+        before: SystemTime,
+        limit: u32,
+    ) -> Result<backstop_queue::store::Retained, StoreError> {
+        self.inner.retain(before, limit)
+    }
+    fn next_due(
+        &self,
+        transports: &[String],
+        local: Option<&[String]>,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.next_due(transports, local)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+/// Runs one delivery on a dispatcher whose store refuses the first five
+/// writes of its outcome, with the outcome writer's backoff seeded by
+/// `seed`; the waits between the writes.
+async fn waits_between_outcome_writes(seed: u64) -> Vec<Duration> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Unreachable {
+        inner: SqliteStore::open(dir.path().join("q.db")).unwrap(),
+        fail: AtomicU32::new(5),
+        tries: std::sync::Mutex::new(Vec::new()),
+        stored: tokio::sync::Notify::new(),
+    });
+    let node = LocalNode::new("cpu-1", "cpu", 1).handle(
+        "install",
+        Arc::new(backstop_queue::handler::Noop) as Arc<dyn Handler>,
+    );
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    store.register(&node.spec, clock.now()).unwrap();
+    let transport: Arc<dyn Transport> =
+        Arc::new(LocalTransport::new(&[node], CancellationToken::new()));
+    let config = DispatchConfig {
+        store_retry: DispatchConfig::default().store_retry.with_seed(seed),
+        ..DispatchConfig::default()
+    };
+    let d = Dispatcher::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        vec![transport],
+        schedule(3),
+        Arc::new(clock),
+        config,
+    );
+    store
+        .submit(&NewOp::for_type("install", "cpu"), UNIX_EPOCH)
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let (d, s) = (d.clone(), shutdown.clone());
+        async move { d.run(s).await }
+    });
+    store.stored.notified().await;
+    shutdown.cancel();
+    running.await.unwrap();
+    let done = delivery(&store.inner);
+    assert_eq!(done.state, DeliveryState::Done, "stored at the sixth write");
+    let tries = store.tries.lock().unwrap().clone();
+    assert_eq!(tries.len(), 6, "{tries:?}");
+    tries.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcome_writers_back_off_with_full_jitter_not_in_lockstep() {
+    let one = waits_between_outcome_writes(1).await;
+    let two = waits_between_outcome_writes(2).await;
+    assert_ne!(one, two, "two coordinators retry their store in lockstep");
+    for waits in [&one, &two] {
+        // Full jitter under a ceiling of 100 ms doubling: 100, 200, 400...
+        for (n, wait) in waits.iter().enumerate() {
+            let ceiling = Duration::from_millis(100 << n);
+            assert!(*wait <= ceiling, "wait {n} of {waits:?}");
+        }
+        assert!(
+            waits
+                .iter()
+                .enumerate()
+                .any(|(n, wait)| *wait < Duration::from_millis(100 << n)),
+            "never below the ceiling, so never jittered: {waits:?}"
+        );
+    }
+    assert_eq!(one, waits_between_outcome_writes(1).await, "a seed repeats");
 }

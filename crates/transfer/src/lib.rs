@@ -53,6 +53,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod destination;
 mod digest;
 mod download;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Reply, Transport};
 use crate::handler::{Handler, Work};
 use crate::model::{NodeSpec, Outcome, transport_name};
-use crate::owner::Owner;
+use backstop_process::Owner;
 
 /// The handlers of one local node.
 #[derive(Clone)]

@@ -1,14 +1,14 @@
-//! Handlers that do not outlive the coordinator or worker that started
-//! them.
+//! Commands that do not outlive the process that started them: fan-out
+//! handlers and their coordinator or worker, an agent and `backstop run`.
 //!
-//! A handler runs in a process group of its own, so that a stop or a
-//! timeout reaches everything it started. The same group would go on
-//! running after its owner died (kill -9, the OOM killer), and the owner's
-//! next process would offer the delivery again while the first run still
-//! goes: two runs at once. Two things prevent it:
+//! A [`crate::Command`] runs in a process group of its own, so that a stop
+//! or a timeout reaches everything it started. The same group would go on
+//! running after its owner died (kill -9, the OOM killer): for a fan-out
+//! handler, the owner's next process would offer the delivery again while
+//! the first run still goes: two runs at once. Two things prevent it:
 //!
-//! - Every process of a handler carries its owner's [`Owner`] mark in its
-//!   environment ([`OWNER_ENV`]: which nodes it ran for, and the process id
+//! - Every process of a handler carries its owner's [`Owner`] mark
+//!   ([`crate::Command::owner`]) in its environment ([`OWNER_ENV`]: which nodes it ran for, and the process id
 //!   and start time of the owner). Everything the handler starts inherits
 //!   it, whatever process group or session it moves to. A coordinator or
 //!   worker starting up calls [`stop_leftovers`] before it offers anything:
@@ -17,22 +17,23 @@
 //!   runs is left alone and reported ([`Leftovers::live_owners`]): a
 //!   second process started by mistake for the same node never kills the
 //!   first one's handlers, and refuses to start.
-//! - On Linux the handler's shell also gets `PR_SET_PDEATHSIG` = SIGKILL,
-//!   so that it dies at once with its owner. The kernel ties that signal to
-//!   the thread that forked: handlers are spawned from the async runtime's
-//!   worker threads, which live as long as the owner does (never from a
+//! - On Linux the first process of every command also gets
+//!   `PR_SET_PDEATHSIG` = SIGKILL, so that it dies at once with its owner. The kernel ties that signal to
+//!   the thread that forked: commands are spawned from the async runtime's
+//!   threads, which live as long as the owner does (never from a
 //!   blocking-pool thread, which ends when idle). It reaches only the
-//!   shell; what the shell started is found by its mark at the next start.
+//!   first process; what that started is found by its mark at the next
+//!   start of an owner that marks its commands.
 //!
 //! The search reads `/proc`, so it works on Linux; elsewhere only the
 //! process group remains. A handler that clears its environment (`env -i`)
 //! and leaves its process group escapes both: don't.
 //!
 //! ```
-//! use backstop_queue::owner::Owner;
+//! use backstop_process::owner::Owner;
 //!
 //! let owner = Owner::new(&["serve", "/var/lib/backstop/backstop.db", "gpu-1"]);
-//! let found = backstop_queue::owner::stop_leftovers(&[owner], std::time::Duration::from_secs(5));
+//! let found = backstop_process::owner::stop_leftovers(&[owner], std::time::Duration::from_secs(5));
 //! assert_eq!(found.surviving, 0);
 //! ```
 
@@ -64,19 +65,13 @@ impl Owner {
         let (pid, started) = this_process();
         format!("{}.{pid}.{started}", self.role)
     }
-
-    /// Marks `command` as a handler of this owner and, on Linux, has its
-    /// first process killed when this one dies.
-    pub fn bind(&self, command: &mut tokio::process::Command) {
-        command.env(OWNER_ENV, self.mark());
-        die_with_parent(command);
-    }
 }
 
 /// On Linux, `PR_SET_PDEATHSIG` = SIGKILL in the child, and an exit at
 /// once if the parent is already gone.
 #[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut tokio::process::Command) {
+#[allow(unsafe_code)]
+pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and makes
     // only async-signal-safe system calls (prctl, getppid); it allocates
@@ -93,7 +88,7 @@ fn die_with_parent(command: &mut tokio::process::Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_: &mut tokio::process::Command) {}
+pub(crate) fn die_with_parent(_: &mut tokio::process::Command) {}
 
 /// This process's id and start time (clock ticks since boot, from
 /// `/proc/self/stat`; 0 where there is none).
@@ -107,12 +102,13 @@ fn this_process() -> (u32, u64) {
 
 /// How long a process starting up waits for the handlers its previous
 /// process left running to be gone.
-const LEFTOVER_WAIT: Duration = Duration::from_secs(10);
+pub const LEFTOVER_WAIT: Duration = Duration::from_secs(10);
 
 /// Kills the handlers of `owners` whose owner process is gone (see
-/// [`stop_leftovers`]), says what it did, and returns it. Shared by
-/// coordinators and workers.
-pub(crate) async fn stop_previous(owners: Vec<Owner>) -> Leftovers {
+/// [`stop_leftovers`]), off the async threads, waiting up to
+/// [`LEFTOVER_WAIT`]; logs what it did and returns it. For an owner
+/// starting up (a coordinator, a worker), before it offers anything.
+pub async fn stop_previous(owners: Vec<Owner>) -> Leftovers {
     if owners.is_empty() {
         return Leftovers::default();
     }
