@@ -5,9 +5,6 @@
 mod postgres;
 mod sqlite;
 
-use std::error::Error as StdError;
-use std::time::Duration;
-
 use backstop_core::StateLocation;
 
 pub use self::postgres::PostgresStore;
@@ -35,6 +32,11 @@ pub enum Change {
 /// precision); a store opened by many processes at once never reports
 /// "locked" to its caller while another writer merely holds the lock for a
 /// moment.
+///
+/// Every call blocks the calling thread until the database answers (a
+/// SQLite file waiting out another writer, a PostgreSQL server across the
+/// network): from async code, call it where blocking is allowed
+/// (`tokio::task::spawn_blocking`).
 pub trait Store: Send + Sync {
     /// Reads the entry of `key`, lets `change` decide, and writes the
     /// decision, atomically. `change` may run more than once (when the
@@ -63,67 +65,9 @@ pub trait Store: Send + Sync {
     fn location(&self) -> String;
 }
 
-/// A store that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store could not be opened or reached.
-    #[error("cannot open the ledger at {location}")]
-    Open {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// The location cannot hold a ledger: a file that cannot be created
-    /// or opened (permission denied, a directory in its path that is a
-    /// file). Trying again will not help.
-    #[error("cannot use {location} for the ledger")]
-    Unusable {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// Other writers held the store for longer than backstop waits.
-    #[error("the ledger at {location} stayed locked by other processes for {}", backstop_core::HumanDuration(*waited))]
-    Busy {
-        /// Where.
-        location: String,
-        /// How long backstop waited.
-        waited: Duration,
-    },
-    /// The store holds a schema newer than this backstop knows.
-    #[error(
-        "the ledger at {location} has schema version {found}, newer than the {supported} this backstop knows; upgrade backstop"
-    )]
-    TooNew {
-        /// Where.
-        location: String,
-        /// The version found.
-        found: i64,
-        /// The newest version known here.
-        supported: i64,
-    },
-    /// A read or a write failed.
-    #[error("the ledger at {location} failed")]
-    Failed {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-}
-
-impl StoreError {
-    /// Whether trying again later may succeed (a busy or unreachable
-    /// store), as opposed to a broken one.
-    pub fn is_temporary(&self) -> bool {
-        matches!(self, StoreError::Busy { .. } | StoreError::Open { .. })
-    }
-}
+/// A store that failed: the error every backstop store shares. Its
+/// messages name "the ledger".
+pub type StoreError = backstop_store::StoreError;
 
 /// Opens the store at `location`: PostgreSQL for a URL, else a SQLite
 /// file.

@@ -8,7 +8,6 @@
 mod postgres;
 mod sqlite;
 
-use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
 use backstop_core::StateLocation;
@@ -45,6 +44,11 @@ use crate::schedule::Settle;
 ///   attempts since its last requeue beside its attempt number, and for a
 ///   pending one whose node is drained or parked, [`Hold`].
 /// - Times read back equal times written, at millisecond precision.
+///
+/// Every call blocks the calling thread until the database answers (a
+/// SQLite file waiting out another writer, a PostgreSQL server across the
+/// network): from async code, call it where blocking is allowed
+/// (`tokio::task::spawn_blocking`).
 pub trait Store: Send + Sync {
     /// Registers `node` (or updates it: type, kinds, capacity, session) and
     /// marks it healthy. A new session means the process behind the node
@@ -356,70 +360,9 @@ pub struct Retained {
     pub keys: u64,
 }
 
-/// A store that failed, or refused a request.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The request names something that does not exist, or cannot be
-    /// done; nothing was changed.
-    #[error(transparent)]
-    Rejected(#[from] Rejection),
-    /// The store's location cannot be read (a URL of the wrong shape);
-    /// nothing was tried.
-    #[error("{location} is not a queue location backstop can read")]
-    Location {
-        /// What can be shown of it.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// The store could not be opened or reached.
-    #[error("cannot open the queue at {location}")]
-    Open {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// Other writers held the store for longer than backstop waits.
-    #[error("the queue at {location} stayed locked by other processes for {}", backstop_core::HumanDuration(*waited))]
-    Busy {
-        /// Where.
-        location: String,
-        /// How long backstop waited.
-        waited: Duration,
-    },
-    /// The store holds a schema newer than this backstop knows.
-    #[error(
-        "the queue at {location} has schema version {found}, newer than the {supported} this backstop knows; upgrade backstop"
-    )]
-    TooNew {
-        /// Where.
-        location: String,
-        /// The version found.
-        found: i64,
-        /// The newest version known here.
-        supported: i64,
-    },
-    /// A read or a write failed.
-    #[error("the queue at {location} failed")]
-    Failed {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-}
-
-impl StoreError {
-    /// Whether trying again later may succeed (a busy or unreachable
-    /// store).
-    pub fn is_temporary(&self) -> bool {
-        matches!(self, StoreError::Busy { .. } | StoreError::Open { .. })
-    }
-}
+/// A store that failed, or refused a request ([`Rejection`]): the error
+/// every backstop store shares. Its messages name "the queue".
+pub type StoreError = backstop_store::StoreError<Rejection>;
 
 /// A request refused because of what it names.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -475,15 +418,13 @@ fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {
 
 /// Opens the store at `location`: PostgreSQL for a URL, else a SQLite
 /// file. A SQLite file that cannot be created or opened (permission
-/// denied, a file where a directory should be) is [`StoreError::Failed`]:
-/// unlike an unreachable database, it will not get better by waiting.
+/// denied, a file where a directory should be) is
+/// [`StoreError::Unusable`]: unlike an unreachable database, it will not
+/// get better by waiting.
 pub fn open(location: &StateLocation) -> Result<Box<dyn Store>, StoreError> {
     Ok(match location {
         StateLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
-        StateLocation::Sqlite(path) => Box::new(SqliteStore::open(path).map_err(|e| match e {
-            StoreError::Open { location, source } => StoreError::Failed { location, source },
-            e => e,
-        })?),
+        StateLocation::Sqlite(path) => Box::new(SqliteStore::open(path)?),
     })
 }
 
@@ -701,29 +642,6 @@ impl OpRow {
             live: self.live != 0,
             created: backstop_core::time::from_millis(self.created_ms),
         }
-    }
-}
-
-/// What a store's transaction body can fail with: its driver's error, or a
-/// refusal that rolls the transaction back.
-pub(crate) enum TxError<E> {
-    Sql(E),
-    Rejected(Rejection),
-}
-
-impl<E> TxError<E> {
-    /// The driver's error, if that is what it is.
-    pub(crate) fn sql(&self) -> Option<&E> {
-        match self {
-            TxError::Sql(e) => Some(e),
-            TxError::Rejected(_) => None,
-        }
-    }
-}
-
-impl<E> From<Rejection> for TxError<E> {
-    fn from(r: Rejection) -> Self {
-        TxError::Rejected(r)
     }
 }
 

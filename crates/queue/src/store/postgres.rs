@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use backstop_core::time::{from_millis, to_millis};
-use backstop_postgres::postgres;
-use backstop_postgres::{Database, Failure, MaybePostgres, OpenError, SessionLock, Tx};
+use backstop_store::postgres::{Database, SessionLock, Tx, postgres};
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
@@ -60,17 +59,11 @@ pub struct PostgresStore {
     leader: SessionLock,
 }
 
-type TxError = super::TxError<postgres::Error>;
+type TxError = backstop_store::TxError<postgres::Error, Rejection>;
 
-impl From<postgres::Error> for TxError {
-    fn from(e: postgres::Error) -> Self {
-        TxError::Sql(e)
-    }
-}
-
-impl MaybePostgres for TxError {
-    fn postgres(&self) -> Option<&postgres::Error> {
-        self.sql()
+impl From<Rejection> for TxError {
+    fn from(r: Rejection) -> Self {
+        TxError::Rejected(r)
     }
 }
 
@@ -86,29 +79,19 @@ impl PostgresStore {
 
     /// [`PostgresStore::open`] with at most `connections` open.
     pub fn open_with(url: &str, connections: usize) -> Result<PostgresStore, StoreError> {
-        let db = Database::connect(url, connections).map_err(open_error)?;
+        let db = Database::connect(url, COMPONENT, connections)?;
         let migrations: Vec<String> = MIGRATIONS
             .iter()
             .map(|m| m.replace(ID_COLUMN, "BIGSERIAL PRIMARY KEY"))
             .collect();
         let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
-        db.migrate(COMPONENT, &migrations).map_err(open_error)?;
+        db.migrate(&migrations)?;
         let leader = db.session_lock(LEADER_LOCK);
         Ok(PostgresStore { db, leader })
     }
 
-    fn failed(&self, e: postgres::Error) -> StoreError {
-        StoreError::Failed {
-            location: self.db.location().to_owned(),
-            source: Box::new(e),
-        }
-    }
-
-    fn failed_with(&self, why: &str) -> StoreError {
-        StoreError::Failed {
-            location: self.db.location().to_owned(),
-            source: why.into(),
-        }
+    fn failed(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        self.db.failed(e)
     }
 
     /// Why a submission was refused, with the kinds its target handles.
@@ -157,6 +140,7 @@ impl PostgresStore {
 
     fn unreachable(&self, e: postgres::Error) -> StoreError {
         StoreError::Open {
+            component: COMPONENT,
             location: self.db.location().to_owned(),
             source: Box::new(e),
         }
@@ -164,44 +148,7 @@ impl PostgresStore {
 
     /// Runs `f` in a transaction: whole or not at all.
     fn tx<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
-        self.db.transaction(f).map_err(|e| match e {
-            Failure::Unreachable(e) => self.unreachable(e),
-            Failure::Lost(TxError::Sql(e)) => self.unreachable(e),
-            Failure::Failed(TxError::Sql(e)) => self.failed(e),
-            Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
-                StoreError::Rejected(r)
-            }
-        })
-    }
-}
-
-fn open_error(e: OpenError) -> StoreError {
-    match e {
-        OpenError::Url { location, source } => StoreError::Location {
-            location,
-            source: Box::new(source),
-        },
-        OpenError::Refused { ref location, .. } => StoreError::Failed {
-            location: location.clone(),
-            source: Box::new(e),
-        },
-        OpenError::Failed { location, source } => StoreError::Failed {
-            location,
-            source: Box::new(source),
-        },
-        OpenError::Unreachable { location, source } => StoreError::Open {
-            location,
-            source: Box::new(source),
-        },
-        OpenError::TooNew {
-            location,
-            found,
-            supported,
-        } => StoreError::TooNew {
-            location,
-            found,
-            supported,
-        },
+        self.db.transaction(f)
     }
 }
 
@@ -801,32 +748,26 @@ impl Store for PostgresStore {
         let nodes = (!named.is_empty()).then_some(named);
         let live = node_type.is_some() && !present_only;
         let fingerprint = op.idempotency_key.as_ref().map(|_| op.fingerprint());
-        let rows = self
-            .db
-            .call(
-                "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+        let rows = self.db.call(
+            "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
                  $11, $12)",
-                &[
-                    &op.kind,
-                    &node_type,
-                    &nodes,
-                    &i64::from(present_only),
-                    &op.key,
-                    &op.payload,
-                    &i64::from(live),
-                    &to_millis(now),
-                    &TYPE_LOCK,
-                    &KEY_LOCK,
-                    &op.idempotency_key,
-                    &fingerprint,
-                ],
-            )
-            .map_err(|e| match e {
-                Failure::Unreachable(e) | Failure::Lost(e) => self.unreachable(e),
-                Failure::Failed(e) => self.failed(e),
-            })?;
+            &[
+                &op.kind,
+                &node_type,
+                &nodes,
+                &i64::from(present_only),
+                &op.key,
+                &op.payload,
+                &i64::from(live),
+                &to_millis(now),
+                &TYPE_LOCK,
+                &KEY_LOCK,
+                &op.idempotency_key,
+                &fingerprint,
+            ],
+        )?;
         let Some(row) = rows.first() else {
-            return Err(self.failed_with("the submission returned nothing"));
+            return Err(self.failed("the submission returned nothing"));
         };
         match row.get::<_, Option<String>>(11) {
             None => {
