@@ -159,22 +159,20 @@ pub(crate) const COLUMNS: &str =
 /// versions every backstop component keeps in a shared database.
 pub(crate) const COMPONENT: &str = "ledger";
 
-/// The ledger's migrations, in order; version N is the first N applied.
-/// Plain SQL that SQLite and PostgreSQL both accept. Never edit one that
-/// has shipped: add the next.
-pub(crate) const MIGRATIONS: &[&str] = &[
+/// The ledger's SQLite migrations (`migrations/sqlite/`), in order;
+/// version N is the first N applied ([`backstop_store::sqlite::Database::open`]
+/// keeps the count). Never edit one that has shipped: add the next, for
+/// both backends, so that a version means the same schema in each.
+pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 1: the cooldowns.
-    "CREATE TABLE backstop_cooldowns (
-        key TEXT PRIMARY KEY NOT NULL,
-        reason TEXT NOT NULL,
-        until_ms BIGINT NOT NULL,
-        source TEXT NOT NULL,
-        last_error TEXT,
-        failures BIGINT NOT NULL,
-        fingerprint TEXT,
-        created_ms BIGINT NOT NULL,
-        updated_ms BIGINT NOT NULL
-    )",
+    include_str!("../../migrations/sqlite/0001_cooldowns.sql"),
+];
+
+/// The ledger's PostgreSQL migrations (`migrations/postgres/`), as
+/// [`SQLITE_MIGRATIONS`].
+pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
+    // 1: the cooldowns.
+    include_str!("../../migrations/postgres/0001_cooldowns.sql"),
 ];
 
 /// Writes one entry, inserting or replacing (parameters in [`COLUMNS`] order).
@@ -186,3 +184,42 @@ pub(crate) const UPSERT: &str = "INSERT INTO backstop_cooldowns
         last_error = excluded.last_error, failures = excluded.failures,
         fingerprint = excluded.fingerprint, created_ms = excluded.created_ms,
         updated_ms = excluded.updated_ms";
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use backstop_store::postgres::testing::TestSchema;
+
+    use super::*;
+
+    #[test]
+    fn each_version_exists_for_both_backends() {
+        assert_eq!(SQLITE_MIGRATIONS.len(), POSTGRES_MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_ledger_at_every_earlier_version_migrates_to_the_latest() {
+        for version in 0..SQLITE_MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("l.db");
+            backstop_store::sqlite::Database::open::<Infallible>(
+                &path,
+                COMPONENT,
+                &SQLITE_MIGRATIONS[..version],
+            )
+            .unwrap();
+            let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("from {version}: {e}"));
+            assert!(store.list().unwrap().is_empty());
+
+            let schema = TestSchema::new("ledger_migrate");
+            backstop_store::postgres::Database::connect::<Infallible>(schema.url(), COMPONENT, 1)
+                .unwrap()
+                .migrate::<Infallible>(&POSTGRES_MIGRATIONS[..version])
+                .unwrap();
+            let store =
+                PostgresStore::open(schema.url()).unwrap_or_else(|e| panic!("from {version}: {e}"));
+            assert!(store.list().unwrap().is_empty());
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use backstop_store::postgres::{Database, postgres};
 
-use super::{COLUMNS, COMPONENT, Change, MIGRATIONS, Row, Store, StoreError, UPSERT};
+use super::{COLUMNS, COMPONENT, Change, POSTGRES_MIGRATIONS, Row, Store, StoreError, UPSERT};
 use crate::{Entry, Key};
 
 /// The first key of the advisory locks the ledger takes on updates ("bl");
@@ -26,7 +26,7 @@ impl PostgresStore {
     /// unless the URL says otherwise.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
         let db = Database::connect(url, COMPONENT, 1)?;
-        db.migrate(MIGRATIONS)?;
+        db.migrate(POSTGRES_MIGRATIONS)?;
         Ok(PostgresStore { db })
     }
 

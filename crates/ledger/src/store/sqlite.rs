@@ -7,7 +7,7 @@ use backstop_store::sqlite::rusqlite::{
     self, Connection, OptionalExtension, TransactionBehavior, params_from_iter,
 };
 
-use super::{COLUMNS, COMPONENT, Change, MIGRATIONS, Row, Store, StoreError, UPSERT};
+use super::{COLUMNS, COMPONENT, Change, Row, SQLITE_MIGRATIONS, Store, StoreError, UPSERT};
 use crate::{Entry, Key};
 
 /// A SQLite ledger.
@@ -28,7 +28,7 @@ impl SqliteStore {
     /// Opens (creating if needed, directory included) the ledger at `path`
     /// and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
-        let db = Database::open(path, COMPONENT, MIGRATIONS)?;
+        let db = Database::open(path, COMPONENT, SQLITE_MIGRATIONS)?;
         let location = db.location().to_owned();
         Ok(SqliteStore { db, location })
     }

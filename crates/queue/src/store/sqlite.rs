@@ -12,9 +12,9 @@ use backstop_store::sqlite::rusqlite::{
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
-    DeliveryRow, Heartbeat, ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter,
-    OpRow, OpSummary, POSTGRES_ONLY, Pruned, Registered, Rejection, Requeue, Retained, Settled,
-    Store, StoreError, Submitted, clip, count,
+    DeliveryRow, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned,
+    Registered, Rejection, Requeue, Retained, SQLITE_MIGRATIONS, Settled, Store, StoreError,
+    Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -56,18 +56,7 @@ impl SqliteStore {
     /// Opens (creating if needed, directory included) the queue at `path`
     /// and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
-        let migrations: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|m| {
-                if m.starts_with(POSTGRES_ONLY) {
-                    String::new()
-                } else {
-                    m.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT")
-                }
-            })
-            .collect();
-        let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
-        let db = Database::open(path, COMPONENT, &migrations)?;
+        let db = Database::open(path, COMPONENT, SQLITE_MIGRATIONS)?;
         Ok(SqliteStore { db })
     }
 
