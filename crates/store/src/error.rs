@@ -100,13 +100,35 @@ impl<R> StoreError<R> {
 }
 
 /// What a store's transaction body fails with: its driver's error (`E`),
-/// or a refusal (`R`) that rolls the transaction back.
+/// a column it cannot read, or a refusal (`R`) that rolls the transaction
+/// back.
 #[derive(Debug)]
 pub enum TxError<E, R = Infallible> {
     /// The driver failed.
     Driver(E),
+    /// A row holds what the store cannot read (a schema changed by hand).
+    Unreadable(ColumnError),
     /// The body refused the request.
     Rejected(R),
+}
+
+/// A column that holds what the store cannot read: missing, or of another
+/// type than the store's schema gives it (a table changed by hand, or by
+/// another version). Told as [`StoreError::Failed`], never a panic.
+#[derive(Debug, thiserror::Error)]
+#[error("column {column} cannot be read")]
+pub struct ColumnError {
+    /// The column's name (its position when it has none).
+    pub column: String,
+    /// Why.
+    #[source]
+    pub source: Box<dyn StdError + Send + Sync>,
+}
+
+impl<E, R> From<ColumnError> for TxError<E, R> {
+    fn from(e: ColumnError) -> Self {
+        TxError::Unreadable(e)
+    }
 }
 
 impl<E, R> TxError<E, R> {
@@ -114,7 +136,7 @@ impl<E, R> TxError<E, R> {
     pub fn driver(&self) -> Option<&E> {
         match self {
             TxError::Driver(e) => Some(e),
-            TxError::Rejected(_) => None,
+            TxError::Unreadable(_) | TxError::Rejected(_) => None,
         }
     }
 }

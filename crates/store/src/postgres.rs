@@ -49,10 +49,23 @@ use std::time::Duration;
 use backstop_core::Policy;
 pub use postgres;
 use postgres::error::SqlState;
-use postgres::types::ToSql;
+use postgres::types::{FromSql, ToSql};
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
-use crate::{SCHEMA_TABLE, StoreError, TxError};
+use crate::{ColumnError, SCHEMA_TABLE, StoreError, TxError};
+
+/// Column `idx` of `row` as `T`. A column missing, or of another type than
+/// `T` (a table changed by hand), is a [`ColumnError`] naming it, where
+/// `Row::get` would panic.
+pub fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, ColumnError> {
+    row.try_get(idx).map_err(|e| ColumnError {
+        column: row
+            .columns()
+            .get(idx)
+            .map_or_else(|| format!("#{idx}"), |c| c.name().to_owned()),
+        source: Box::new(e),
+    })
+}
 
 /// The advisory lock every component's migrations take: one for all, since
 /// two components creating `backstop_schema` at once would collide.
@@ -303,6 +316,9 @@ impl Database {
                 }
             }
             Failure::Failed(TxError::Driver(source)) => self.failed(source),
+            Failure::Lost(TxError::Unreadable(e)) | Failure::Failed(TxError::Unreadable(e)) => {
+                self.failed(e)
+            }
             Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
                 StoreError::Rejected(r)
             }

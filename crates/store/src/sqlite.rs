@@ -209,6 +209,7 @@ impl Database {
                     }
                 },
                 Err(TxError::Driver(e)) => return Err(self.failed(e)),
+                Err(TxError::Unreadable(e)) => return Err(self.failed(e)),
                 Err(TxError::Rejected(r)) => return Err(StoreError::Rejected(r)),
             }
         }

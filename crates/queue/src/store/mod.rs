@@ -714,4 +714,44 @@ mod tests {
             assert_eq!(latest, POSTGRES_MIGRATIONS.len() as i64, "from {version}");
         }
     }
+
+    /// What a PostgreSQL store answers when a row holds another type than
+    /// its schema gives the column: an error naming the column.
+    fn unreadable(result: Result<impl std::fmt::Debug, StoreError>, column: &str) {
+        match result {
+            Err(StoreError::Failed { source, .. }) => {
+                let shown = format!("{source}");
+                assert!(shown.contains(column), "{shown}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_postgres_column_of_another_type_is_an_error_naming_it_never_a_panic() {
+        let schema = TestSchema::new("queue_drift");
+        let store = PostgresStore::open(schema.url()).unwrap();
+        // The nodes' table made again by hand, its capacity as text; the
+        // deliveries' attempt narrowed to a 4-byte integer.
+        schema.exec(
+            "DROP TABLE backstop_queue_nodes CASCADE;
+             CREATE TABLE backstop_queue_nodes (
+                 name TEXT PRIMARY KEY NOT NULL, node_type TEXT NOT NULL,
+                 capacity TEXT NOT NULL, transport TEXT NOT NULL, session TEXT NOT NULL,
+                 status TEXT NOT NULL, drained BIGINT NOT NULL, last_heartbeat_ms BIGINT,
+                 registered_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
+             INSERT INTO backstop_queue_nodes VALUES
+                 ('gpu-1', 'gpu', 'four', 'nats', 's1', 'healthy', 0, NULL, 0, 0);
+             ALTER TABLE backstop_queue_deliveries ALTER COLUMN attempt TYPE integer;
+             INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
+                 payload, live, created_ms) VALUES ('install', 'gpu', '', 0, NULL, '{}', 1, 0);
+             INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
+                 failures, tries, next_at_ms, lease_until_ms, last_error, created_ms,
+                 updated_ms, finished_ms)
+                 SELECT id, 'gpu-1', 'install', NULL, 'pending', 0, 0, 0, 0, NULL, NULL, 0, 0,
+                     NULL FROM backstop_queue_ops;",
+        );
+        unreadable(store.nodes(), "capacity");
+        unreadable(store.deliveries(&DeliveryFilter::default()), "attempt");
+    }
 }

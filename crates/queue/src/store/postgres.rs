@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use backstop_core::time::{from_millis, to_millis};
-use backstop_store::postgres::{Database, SessionLock, Tx, postgres};
+use backstop_store::ColumnError;
+use backstop_store::postgres::{Database, SessionLock, Tx, get, postgres};
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
@@ -117,10 +118,10 @@ impl PostgresStore {
                         &[node_type],
                     )?
                     .iter()
-                    .map(|r| r.get(0))
-                    .collect(),
+                    .map(|r| get(r, 0))
+                    .collect::<Result<_, _>>()?,
             };
-            Ok(kinds_of(tx, &nodes)?)
+            kinds_of(tx, &nodes)
         });
         match known {
             Ok(known) => Rejection::UnknownKind {
@@ -147,41 +148,41 @@ impl PostgresStore {
     }
 }
 
-fn read_delivery(r: &postgres::Row) -> DeliveryRow {
-    DeliveryRow {
-        id: r.get(0),
-        op: r.get(1),
-        node: r.get(2),
-        kind: r.get(3),
-        key: r.get(4),
-        state: r.get(5),
-        attempt: r.get(6),
-        failures: r.get(7),
-        tries: r.get(8),
-        next_at_ms: r.get(9),
-        lease_until_ms: r.get(10),
-        last_error: r.get(11),
-        created_ms: r.get(12),
-        updated_ms: r.get(13),
-        finished_ms: r.get(14),
-        requeued_attempt: r.get(15),
-        node_status: r.get(16),
-        node_drained: r.get(17),
-    }
+fn read_delivery(r: &postgres::Row) -> Result<DeliveryRow, ColumnError> {
+    Ok(DeliveryRow {
+        id: get(r, 0)?,
+        op: get(r, 1)?,
+        node: get(r, 2)?,
+        kind: get(r, 3)?,
+        key: get(r, 4)?,
+        state: get(r, 5)?,
+        attempt: get(r, 6)?,
+        failures: get(r, 7)?,
+        tries: get(r, 8)?,
+        next_at_ms: get(r, 9)?,
+        lease_until_ms: get(r, 10)?,
+        last_error: get(r, 11)?,
+        created_ms: get(r, 12)?,
+        updated_ms: get(r, 13)?,
+        finished_ms: get(r, 14)?,
+        requeued_attempt: get(r, 15)?,
+        node_status: get(r, 16)?,
+        node_drained: get(r, 17)?,
+    })
 }
 
-fn read_op(r: &postgres::Row) -> OpRow {
-    OpRow {
-        id: r.get(0),
-        kind: r.get(1),
-        node_type: r.get(2),
-        nodes: r.get(3),
-        present_only: r.get(4),
-        key: r.get(5),
-        payload: r.get(6),
-        live: r.get(7),
-        created_ms: r.get(8),
-    }
+fn read_op(r: &postgres::Row) -> Result<OpRow, ColumnError> {
+    Ok(OpRow {
+        id: get(r, 0)?,
+        kind: get(r, 1)?,
+        node_type: get(r, 2)?,
+        nodes: get(r, 3)?,
+        present_only: get(r, 4)?,
+        key: get(r, 5)?,
+        payload: get(r, 6)?,
+        live: get(r, 7)?,
+        created_ms: get(r, 8)?,
+    })
 }
 
 /// The nodes a target names (none for a type).
@@ -194,7 +195,7 @@ fn named(target: &Target) -> Vec<String> {
 
 /// Serialises, until the transaction ends, the writers of node type
 /// `node_type`.
-fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> Result<(), postgres::Error> {
+fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> TxResult<()> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&TYPE_LOCK, &node_type],
@@ -204,7 +205,7 @@ fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> Result<(), postgres::Error> {
 
 /// Serialises, until the transaction ends, the writers of these operation
 /// keys (taken in order, so two writers never wait on each other).
-fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> Result<(), postgres::Error> {
+fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> TxResult<()> {
     let mut keys = keys.to_vec();
     keys.sort_unstable();
     keys.dedup();
@@ -220,16 +221,16 @@ fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> Result<(), postgres::Error> {
 
 /// Returns the in-flight deliveries to `node` to pending without spending
 /// attempts.
-fn release_node(tx: &mut Tx<'_>, node: &str, why: &str, now: i64) -> Result<u64, postgres::Error> {
-    tx.execute(
+fn release_node(tx: &mut Tx<'_>, node: &str, why: &str, now: i64) -> TxResult<u64> {
+    Ok(tx.execute(
         "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
              lease_until_ms = NULL, last_error = $3, updated_ms = $2
          WHERE node = $1 AND state = 'in_flight'",
         &[&node, &now, &why],
-    )
+    )?)
 }
 
-fn node_exists(tx: &mut Tx<'_>, name: &str) -> Result<bool, postgres::Error> {
+fn node_exists(tx: &mut Tx<'_>, name: &str) -> TxResult<bool> {
     Ok(tx
         .query_opt(
             "SELECT 1 FROM backstop_queue_nodes WHERE name = $1",
@@ -238,7 +239,7 @@ fn node_exists(tx: &mut Tx<'_>, name: &str) -> Result<bool, postgres::Error> {
         .is_some())
 }
 
-fn kinds_of(tx: &mut Tx<'_>, nodes: &[String]) -> Result<Vec<String>, postgres::Error> {
+fn kinds_of(tx: &mut Tx<'_>, nodes: &[String]) -> TxResult<Vec<String>> {
     Ok(tx
         .query(
             "SELECT DISTINCT kind COLLATE \"C\" FROM backstop_queue_node_kinds
@@ -246,11 +247,11 @@ fn kinds_of(tx: &mut Tx<'_>, nodes: &[String]) -> Result<Vec<String>, postgres::
             &[&nodes],
         )?
         .iter()
-        .map(|r| r.get(0))
-        .collect())
+        .map(|r| get(r, 0))
+        .collect::<Result<_, _>>()?)
 }
 
-fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres::Error> {
+fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> TxResult<Vec<Node>> {
     let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in tx.query(
         "SELECT node, kind FROM backstop_queue_node_kinds
@@ -258,7 +259,7 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
          ORDER BY node COLLATE \"C\", kind COLLATE \"C\"",
         &[&only],
     )? {
-        kinds.entry(row.get(0)).or_default().push(row.get(1));
+        kinds.entry(get(&row, 0)?).or_default().push(get(&row, 1)?);
     }
     let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
     for state in ["pending", "in_flight", "dead"] {
@@ -268,8 +269,8 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
              WHERE state = '{state}' AND ($1::text IS NULL OR node = $1) GROUP BY node"
         );
         for row in tx.query(&sql, &[&only])? {
-            let n: i64 = row.get(1);
-            counts.insert((row.get(0), state), u64::try_from(n).unwrap_or(0));
+            let n: i64 = get(&row, 1)?;
+            counts.insert((get(&row, 0)?, state), u64::try_from(n).unwrap_or(0));
         }
     }
     let rows = tx.query(
@@ -281,38 +282,39 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
     )?;
     Ok(rows
         .iter()
-        .map(|r| {
-            let name: String = r.get(0);
-            let status: String = r.get(4);
-            let drained: i64 = r.get(5);
+        .map(|r| -> Result<Node, ColumnError> {
+            let name: String = get(r, 0)?;
+            let status: String = get(r, 4)?;
+            let drained: i64 = get(r, 5)?;
             let n = |state| counts.get(&(name.clone(), state)).copied().unwrap_or(0);
-            Node {
+            Ok(Node {
                 kinds: kinds.remove(&name).unwrap_or_default(),
-                node_type: r.get(1),
-                capacity: count(r.get(2)),
-                transport: r.get(3),
+                node_type: get(r, 1)?,
+                capacity: count(get(r, 2)?),
+                transport: get(r, 3)?,
                 status: status.parse().unwrap_or(NodeStatus::Unhealthy),
                 drained: drained != 0,
-                last_heartbeat: r.get::<_, Option<i64>>(6).map(from_millis),
+                last_heartbeat: get::<Option<i64>>(r, 6)?.map(from_millis),
                 in_flight: n("in_flight"),
                 pending: n("pending"),
                 dead: n("dead"),
-                registered: from_millis(r.get(7)),
-                updated: from_millis(r.get(8)),
-                session: r.get(9),
+                registered: from_millis(get(r, 7)?),
+                updated: from_millis(get(r, 8)?),
+                session: get(r, 9)?,
                 name,
-            }
+            })
         })
-        .collect())
+        .collect::<Result<_, _>>()?)
 }
 
-fn load_op(tx: &mut Tx<'_>, id: OpId) -> Result<Option<Op>, postgres::Error> {
+fn load_op(tx: &mut Tx<'_>, id: OpId) -> TxResult<Option<Op>> {
     Ok(tx
         .query_opt(
             &format!("SELECT {OP_COLUMNS} FROM backstop_queue_ops o WHERE o.id = $1"),
             &[&id],
         )?
-        .map(|r| read_op(&r).into_op()))
+        .map(|r| read_op(&r).map(OpRow::into_op))
+        .transpose()?)
 }
 
 impl Store for PostgresStore {
@@ -327,7 +329,8 @@ impl Store for PostgresStore {
                     "SELECT session FROM backstop_queue_nodes WHERE name = $1 FOR UPDATE",
                     &[&node.name],
                 )?
-                .map(|r| r.get(0));
+                .map(|r| get(&r, 0))
+                .transpose()?;
             tx.execute(
                 "INSERT INTO backstop_queue_nodes (name, node_type, capacity, transport, session,
                      status, drained, last_heartbeat_ms, registered_ms, updated_ms)
@@ -400,8 +403,8 @@ impl Store for PostgresStore {
                     &[&transport, &keep],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             if names.is_empty() {
                 return Ok(names);
             }
@@ -450,7 +453,7 @@ impl Store for PostgresStore {
             let Some(row) = row else {
                 return Ok(Heartbeat::Unknown);
             };
-            let status: String = row.get(0);
+            let status: String = get(&row, 0)?;
             let status = status.parse().unwrap_or(NodeStatus::Unhealthy);
             Ok(if status == NodeStatus::Healthy || leaving {
                 Heartbeat::Recorded
@@ -478,8 +481,8 @@ impl Store for PostgresStore {
                     &[&before, &now],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             for name in &names {
                 let why = format!(
                     "node {name} stopped sending heartbeats while this ran; not counted as a failure"
@@ -509,7 +512,7 @@ impl Store for PostgresStore {
     }
 
     fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        self.tx(|tx| Ok(load_nodes(tx, None)?))
+        self.tx(|tx| load_nodes(tx, None))
     }
 
     fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
@@ -545,18 +548,22 @@ impl Store for PostgresStore {
         let Some(row) = rows.first() else {
             return Err(self.failed("the submission returned nothing"));
         };
-        match row.get::<_, Option<String>>(11) {
-            None => {
-                let superseded: i64 = row.get(9);
-                let delivered: i64 = row.get(10);
-                Ok(Submitted {
-                    op: read_op(row).into_op(),
-                    deliveries: u64::try_from(delivered).unwrap_or(0),
-                    superseded: u64::try_from(superseded).unwrap_or(0),
-                    repeated: row.get(12),
-                })
+        let read = || -> Result<Result<Submitted, String>, ColumnError> {
+            if let Some(problem) = get::<Option<String>>(row, 11)? {
+                return Ok(Err(problem));
             }
-            Some(problem) => Err(self.refusal(op, &problem)),
+            let superseded: i64 = get(row, 9)?;
+            let delivered: i64 = get(row, 10)?;
+            Ok(Ok(Submitted {
+                op: read_op(row)?.into_op(),
+                deliveries: u64::try_from(delivered).unwrap_or(0),
+                superseded: u64::try_from(superseded).unwrap_or(0),
+                repeated: get(row, 12)?,
+            }))
+        };
+        match read().map_err(|e| self.failed(e))? {
+            Ok(submitted) => Ok(submitted),
+            Err(problem) => Err(self.refusal(op, &problem)),
         }
     }
 
@@ -577,8 +584,8 @@ impl Store for PostgresStore {
                     &[&state, &filter.kind, &limit],
                 )?
                 .iter()
-                .map(|r| read_op(r).into_op())
-                .collect();
+                .map(|r| read_op(r).map(OpRow::into_op))
+                .collect::<Result<_, _>>()?;
             let ids: Vec<i64> = ops.iter().map(|o| o.id).collect();
             let mut counts: HashMap<i64, Counts> = HashMap::new();
             for row in tx.query(
@@ -586,11 +593,11 @@ impl Store for PostgresStore {
                  WHERE op = ANY($1) GROUP BY op, state",
                 &[&ids],
             )? {
-                let state: String = row.get(1);
-                let n: i64 = row.get(2);
+                let state: String = get(&row, 1)?;
+                let n: i64 = get(&row, 2)?;
                 if let Ok(state) = state.parse() {
                     counts
-                        .entry(row.get(0))
+                        .entry(get(&row, 0)?)
                         .or_default()
                         .add(state, u64::try_from(n).unwrap_or(0));
                 }
@@ -617,8 +624,8 @@ impl Store for PostgresStore {
                     &[&id],
                 )?
                 .iter()
-                .map(|r| read_delivery(r).into_delivery())
-                .collect();
+                .map(|r| read_delivery(r).map(DeliveryRow::into_delivery))
+                .collect::<Result<_, _>>()?;
             Ok((op, deliveries))
         })
     }
@@ -640,8 +647,8 @@ impl Store for PostgresStore {
                     &[&state, &filter.node, &filter.op, &limit, &filter.id],
                 )?
                 .iter()
-                .map(|r| read_delivery(r).into_delivery())
-                .collect())
+                .map(|r| read_delivery(r).map(DeliveryRow::into_delivery))
+                .collect::<Result<_, _>>()?)
         })
     }
 
@@ -658,7 +665,8 @@ impl Store for PostgresStore {
                             "SELECT state FROM backstop_queue_deliveries WHERE id = $1",
                             &[id],
                         )?
-                        .map(|r| r.get(0))
+                        .map(|r| get(&r, 0))
+                        .transpose()?
                         .ok_or(Rejection::UnknownDelivery(*id))?;
                     let state = state.parse().unwrap_or(DeliveryState::Pending);
                     if state != DeliveryState::Dead {
@@ -715,8 +723,8 @@ impl Store for PostgresStore {
                     &[&request.transports, &now, &request.local],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect();
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
+                .collect::<Result<_, _>>()?;
             if nodes.is_empty() {
                 return Ok(Vec::new());
             }
@@ -728,8 +736,8 @@ impl Store for PostgresStore {
                     &[&names],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, _>>()?;
             let mut left = i64::from(request.limit);
             let mut wants: Vec<(&str, i64)> = Vec::new();
             for (name, _, capacity) in &nodes {
@@ -767,23 +775,23 @@ impl Store for PostgresStore {
             let mut keys: HashSet<(String, String)> = HashSet::new();
             let mut picked = Vec::with_capacity(due.len());
             for r in &due {
-                let node: String = r.get(2);
-                let key: Option<String> = r.get(4);
+                let node: String = get(r, 2)?;
+                let key: Option<String> = get(r, 4)?;
                 if let Some(k) = &key
                     && !keys.insert((node.clone(), k.clone()))
                 {
                     continue;
                 }
-                let id: i64 = r.get(0);
+                let id: i64 = get(r, 0)?;
                 picked.push((
                     id,
-                    r.get::<_, i64>(1),
+                    get::<i64>(r, 1)?,
                     node,
-                    r.get::<_, String>(3),
+                    get::<String>(r, 3)?,
                     key,
-                    r.get::<_, i64>(5),
-                    r.get::<_, i64>(6),
-                    r.get::<_, i64>(7),
+                    get::<i64>(r, 5)?,
+                    get::<i64>(r, 6)?,
+                    get::<i64>(r, 7)?,
                 ));
             }
             if picked.is_empty() {
@@ -801,8 +809,8 @@ impl Store for PostgresStore {
                     &[&ids, &lease_until, &now],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, _>>()?;
             let transports: HashMap<&str, &str> = nodes
                 .iter()
                 .map(|(n, t, _)| (n.as_str(), t.as_str()))
@@ -869,8 +877,8 @@ impl Store for PostgresStore {
                     &[&done_ids, &done_attempts, &done_at],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, _>>()?
             };
             for (i, s) in batch.iter().enumerate() {
                 if let Verdict::Done = s.verdict
@@ -892,8 +900,8 @@ impl Store for PostgresStore {
                         .collect::<Vec<i64>>()],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             lock_keys(tx, &keys)?;
             for &i in &others {
@@ -920,11 +928,13 @@ impl Store for PostgresStore {
                     ],
                 )?
                 .iter()
-                .map(|r| Token {
-                    delivery: r.get(0),
-                    attempt: count(r.get(1)),
+                .map(|r| {
+                    Ok::<_, ColumnError>(Token {
+                        delivery: get(r, 0)?,
+                        attempt: count(get(r, 1)?),
+                    })
                 })
-                .collect())
+                .collect::<Result<_, _>>()?)
         })
     }
 
@@ -948,8 +958,8 @@ impl Store for PostgresStore {
                     &[&ids, &attempts, &now, &why],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect())
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, _>>()?)
         })?;
         Ok(tokens
             .iter()
@@ -1002,8 +1012,8 @@ impl Store for PostgresStore {
                     &[&before, &limit],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             let deliveries = ops.len() as u64;
             let forgotten: Vec<Option<i64>> = tx
                 .query(
@@ -1015,8 +1025,8 @@ impl Store for PostgresStore {
                     &[&before.saturating_sub(IDEMPOTENCY_WINDOW_MS), &limit],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             let keys = forgotten.len() as u64;
             let mut ops = ops;
             ops.extend(forgotten.into_iter().flatten());
@@ -1053,16 +1063,15 @@ impl Store for PostgresStore {
             return Ok(None);
         }
         self.tx(|tx| {
-            let min: Option<i64> = tx
-                .query_one(
-                    "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
+            let row = tx.query_one(
+                "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
                                  WHERE d.node = n.name AND d.state = 'pending'))
                      FROM backstop_queue_nodes n
                      WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport = ANY($1)
                        AND (n.transport <> 'local' OR $2::text[] IS NULL OR n.name = ANY($2))",
-                    &[&transports, &local],
-                )?
-                .get(0);
+                &[&transports, &local],
+            )?;
+            let min: Option<i64> = get(&row, 0)?;
             Ok(min.map(from_millis))
         })
     }
@@ -1073,7 +1082,7 @@ impl Store for PostgresStore {
 }
 
 /// Applies one decision other than success (see [`Store::settle`]).
-fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> Result<Settled, postgres::Error> {
+fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
     let id = settle.token.delivery;
     let at = to_millis(settle.at);
     let Some(row) = tx.query_opt(
@@ -1084,11 +1093,11 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> Result<Settled, postgres::Err
     else {
         return Ok(Settled::Stale);
     };
-    let state: String = row.get(0);
-    let attempt: i64 = row.get(1);
-    let node: String = row.get(2);
-    let key: Option<String> = row.get(3);
-    let op: i64 = row.get(4);
+    let state: String = get(&row, 0)?;
+    let attempt: i64 = get(&row, 1)?;
+    let node: String = get(&row, 2)?;
+    let key: Option<String> = get(&row, 3)?;
+    let op: i64 = get(&row, 4)?;
     if count(attempt) != settle.token.attempt || state != DeliveryState::InFlight.as_str() {
         return Ok(Settled::Stale);
     }
