@@ -99,6 +99,83 @@ impl<R> StoreError<R> {
     }
 }
 
+/// Which store, where: what every [`StoreError`] of one store names.
+#[derive(Clone, Debug)]
+pub struct Place {
+    component: &'static str,
+    location: String,
+}
+
+impl Place {
+    /// `component` ("queue", "ledger") at `location`, which must hold no
+    /// user or password.
+    pub fn new(component: &'static str, location: String) -> Place {
+        Place {
+            component,
+            location,
+        }
+    }
+
+    /// "queue", "ledger".
+    pub fn component(&self) -> &'static str {
+        self.component
+    }
+
+    /// `sqlite:PATH`, `postgres://host:port/db`.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// [`StoreError::Failed`] here.
+    pub fn failed<R>(&self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> StoreError<R> {
+        StoreError::Failed {
+            component: self.component,
+            location: self.location.clone(),
+            source: source.into(),
+        }
+    }
+
+    /// [`StoreError::Open`] here.
+    pub fn unreachable<R>(
+        &self,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> StoreError<R> {
+        StoreError::Open {
+            component: self.component,
+            location: self.location.clone(),
+            source: source.into(),
+        }
+    }
+
+    /// [`StoreError::Unusable`] here.
+    pub fn unusable<R>(&self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> StoreError<R> {
+        StoreError::Unusable {
+            component: self.component,
+            location: self.location.clone(),
+            source: source.into(),
+        }
+    }
+
+    /// [`StoreError::Busy`] here.
+    pub fn busy<R>(&self, waited: Duration) -> StoreError<R> {
+        StoreError::Busy {
+            component: self.component,
+            location: self.location.clone(),
+            waited,
+        }
+    }
+
+    /// [`StoreError::TooNew`] here.
+    pub fn too_new<R>(&self, found: i64, supported: i64) -> StoreError<R> {
+        StoreError::TooNew {
+            component: self.component,
+            location: self.location.clone(),
+            found,
+            supported,
+        }
+    }
+}
+
 /// What a store's transaction body fails with: its driver's error (`E`),
 /// a column it cannot read, or a refusal (`R`) that rolls the transaction
 /// back.

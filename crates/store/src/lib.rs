@@ -27,7 +27,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use backstop_core::{KNOWN_FORMS, LocationError, StateLocation};
-pub use error::{ColumnError, StoreError, TxError};
+pub use error::{ColumnError, Place, StoreError, TxError};
 
 /// Creates the table of component versions when missing. The same
 /// statement serves SQLite and PostgreSQL.

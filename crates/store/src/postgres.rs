@@ -46,7 +46,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
@@ -57,7 +56,7 @@ use postgres::error::SqlState;
 use postgres::types::{FromSql, ToSql};
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
-use crate::{ColumnError, SCHEMA_TABLE, StoreError, TxError};
+use crate::{ColumnError, Place, SCHEMA_TABLE, StoreError, TxError};
 
 /// Column `idx` of `row` as `T`. A column missing, or of another type than
 /// `T` (a table changed by hand), is a [`ColumnError`] naming it, where
@@ -114,13 +113,22 @@ fn refused(e: &postgres::Error) -> bool {
     e.code().is_some_and(|c| c.code().starts_with("28"))
 }
 
+/// The server answered and refused the connection: the role, its password
+/// or its right to connect. Trying again does not help.
+#[derive(Debug, thiserror::Error)]
+#[error("{location} refused the credentials")]
+struct Refused {
+    location: String,
+    #[source]
+    source: postgres::Error,
+}
+
 /// A PostgreSQL database reached through a few connections.
 pub struct Database {
     config: Config,
     pool: Vec<Mutex<Option<Conn>>>,
     next: AtomicUsize,
-    component: &'static str,
-    location: String,
+    place: Place,
 }
 
 /// Why a call failed, before it is told as a [`StoreError`].
@@ -161,33 +169,23 @@ impl Database {
         if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
             config.keepalives_idle(Duration::from_secs(15));
         }
-        let location = describe(&config);
+        let place = Place::new(component, describe(&config));
         Ok(Database {
             config,
             pool: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
-            component,
-            location,
+            place,
         })
     }
 
     /// `postgres://host:port/db`, without user or password.
     pub fn location(&self) -> &str {
-        &self.location
+        self.place.location()
     }
 
-    /// The component whose store this is ("queue", "ledger").
-    pub fn component(&self) -> &'static str {
-        self.component
-    }
-
-    /// A [`StoreError::Failed`] of this store, for an answer it cannot use.
-    pub fn failed<R>(&self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> StoreError<R> {
-        StoreError::Failed {
-            component: self.component,
-            location: self.location.clone(),
-            source: source.into(),
-        }
+    /// Which store this is, where: to tell its errors.
+    pub fn place(&self) -> &Place {
+        &self.place
     }
 
     /// A connection slot: a free one if there is one, else the next in
@@ -295,7 +293,10 @@ impl Database {
                     if reconnected {
                         return Err(Failure::Lost(e));
                     }
-                    tracing::debug!("the connection to {} was lost; reconnecting", self.location);
+                    tracing::debug!(
+                        "the connection to {} was lost; reconnecting",
+                        self.place.location()
+                    );
                     reconnected = true;
                 }
                 Err(e) if e.driver().is_some_and(is_conflict) && conflicts < CONFLICT_RETRIES => {
@@ -310,19 +311,18 @@ impl Database {
     }
 
     fn store_error<R>(&self, e: Failure<TxError<postgres::Error, R>>) -> StoreError<R> {
-        let (component, location) = (self.component, self.location.clone());
+        let place = &self.place;
         match e {
-            Failure::Unreachable(source) if refused(&source) => self.failed(source),
+            Failure::Unreachable(source) if refused(&source) => place.failed(Refused {
+                location: place.location().to_owned(),
+                source,
+            }),
             Failure::Unreachable(source) | Failure::Lost(TxError::Driver(source)) => {
-                StoreError::Open {
-                    component,
-                    location,
-                    source: Box::new(source),
-                }
+                place.unreachable(source)
             }
-            Failure::Failed(TxError::Driver(source)) => self.failed(source),
+            Failure::Failed(TxError::Driver(source)) => place.failed(source),
             Failure::Lost(TxError::Unreadable(e)) | Failure::Failed(TxError::Unreadable(e)) => {
-                self.failed(e)
+                place.failed(e)
             }
             Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
                 StoreError::Rejected(r)
@@ -336,7 +336,7 @@ impl Database {
     /// [`MIGRATION_LOCK`]. A schema newer than `migrations` is
     /// [`StoreError::TooNew`].
     pub fn migrate<R>(&self, migrations: &[&str]) -> Result<(), StoreError<R>> {
-        let component = self.component;
+        let component = self.place.component();
         let supported = migrations.len() as i64;
         let found = self.with_client::<_, R, _>(|client| {
             let mut tx = client.transaction()?;
@@ -368,12 +368,7 @@ impl Database {
             Ok::<_, postgres::Error>(version)
         })?;
         if found > supported {
-            return Err(StoreError::TooNew {
-                component,
-                location: self.location.clone(),
-                found,
-                supported,
-            });
+            return Err(self.place.too_new(found, supported));
         }
         Ok(())
     }
@@ -577,6 +572,7 @@ pub fn describe(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::error::Error as _;
 
     use super::*;
 
@@ -653,6 +649,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(runs, CONFLICT_RETRIES + 1);
+    }
+
+    #[test]
+    fn a_role_the_server_refuses_is_a_failure_that_says_so() {
+        let url = testing::server_url();
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let db =
+            Database::connect::<Infallible>(&format!("{scheme}://no_such_role_bs@{host}"), "x", 1)
+                .unwrap();
+        match db.migrate::<Infallible>(&[]) {
+            Err(e @ StoreError::Failed { .. }) => {
+                let cause = e.source().map(|c| c.to_string()).unwrap_or_default();
+                assert!(cause.ends_with("refused the credentials"), "{cause}");
+                assert!(!e.is_temporary());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 

@@ -34,7 +34,7 @@ use backstop_core::Policy;
 pub use rusqlite;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::{SCHEMA_TABLE, StoreError, TxError};
+use crate::{Place, SCHEMA_TABLE, StoreError, TxError};
 
 /// How long SQLite itself waits for another writer before reporting busy.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,8 +42,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// One SQLite file, one connection, shared by the threads of a process.
 pub struct Database {
     conn: Mutex<Connection>,
-    component: &'static str,
-    location: String,
+    place: Place,
 }
 
 /// Whether SQLite says another writer holds the lock ("busy", "locked").
@@ -69,12 +68,8 @@ impl Database {
         migrations: &[&str],
     ) -> Result<Database, StoreError<R>> {
         let path = path.as_ref();
-        let location = format!("sqlite:{}", path.display());
-        let unusable = |e: Box<dyn StdError + Send + Sync>| StoreError::Unusable {
-            component,
-            location: location.clone(),
-            source: e,
-        };
+        let place = Place::new(component, format!("sqlite:{}", path.display()));
+        let unusable = |e: Box<dyn StdError + Send + Sync>| place.unusable(e);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir).map_err(|e| unusable(Box::new(e)))?;
         }
@@ -87,8 +82,7 @@ impl Database {
             .map_err(|e| unusable(Box::new(e)))?;
         let db = Database {
             conn: Mutex::new(conn),
-            component,
-            location,
+            place,
         };
         db.run::<_, R, _>(|conn| {
             conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
@@ -100,25 +94,16 @@ impl Database {
 
     /// `sqlite:PATH`.
     pub fn location(&self) -> &str {
-        &self.location
+        self.place.location()
     }
 
-    /// The component whose store this is ("queue", "ledger").
-    pub fn component(&self) -> &'static str {
-        self.component
-    }
-
-    /// A [`StoreError::Failed`] of this store, for a row it cannot read.
-    pub fn failed<R>(&self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> StoreError<R> {
-        StoreError::Failed {
-            component: self.component,
-            location: self.location.clone(),
-            source: source.into(),
-        }
+    /// Which store this is, where: to tell its errors.
+    pub fn place(&self) -> &Place {
+        &self.place
     }
 
     fn migrate<R>(&self, migrations: &[&str]) -> Result<(), StoreError<R>> {
-        let component = self.component;
+        let component = self.place.component();
         let supported = migrations.len() as i64;
         // The common case, a schema already up to date, needs no write
         // lock: some commands open the file on every call.
@@ -169,12 +154,7 @@ impl Database {
             Ok::<_, rusqlite::Error>(version)
         })?;
         if found > supported {
-            return Err(StoreError::TooNew {
-                component,
-                location: self.location.clone(),
-                found,
-                supported,
-            });
+            return Err(self.place.too_new(found, supported));
         }
         Ok(())
     }
@@ -201,15 +181,11 @@ impl Database {
                 Err(TxError::Driver(e)) if is_busy(&e) => match delays.next() {
                     Some(delay) => std::thread::sleep(delay),
                     None => {
-                        return Err(StoreError::Busy {
-                            component: self.component,
-                            location: self.location.clone(),
-                            waited: started.elapsed(),
-                        });
+                        return Err(self.place.busy(started.elapsed()));
                     }
                 },
-                Err(TxError::Driver(e)) => return Err(self.failed(e)),
-                Err(TxError::Unreadable(e)) => return Err(self.failed(e)),
+                Err(TxError::Driver(e)) => return Err(self.place.failed(e)),
+                Err(TxError::Unreadable(e)) => return Err(self.place.failed(e)),
                 Err(TxError::Rejected(r)) => return Err(StoreError::Rejected(r)),
             }
         }

@@ -87,7 +87,7 @@ impl PostgresStore {
     }
 
     fn failed(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
-        self.db.failed(e)
+        self.db.place().failed(e)
     }
 
     /// Why a submission was refused, with the kinds its target handles.
@@ -135,11 +135,7 @@ impl PostgresStore {
     }
 
     fn unreachable(&self, e: postgres::Error) -> StoreError {
-        StoreError::Open {
-            component: COMPONENT,
-            location: self.db.location().to_owned(),
-            source: Box::new(e),
-        }
+        self.db.place().unreachable(e)
     }
 
     /// Runs `f` in a transaction: whole or not at all.
