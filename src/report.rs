@@ -176,22 +176,24 @@ impl From<backstop_transfer::FileError> for Report {
     }
 }
 
-impl From<backstop_ledger::StoreError> for Report {
-    fn from(e: backstop_ledger::StoreError) -> Self {
-        let code = if e.is_temporary() {
-            exit::TEMPFAIL
-        } else {
-            exit::FAILURE
+/// Every store's error, the ledger's and the queue's: a refused request or
+/// a broken store is a failure, a location that cannot be read a usage
+/// error, a busy or unreachable store temporary.
+impl<R: std::error::Error + Send + Sync + 'static> From<backstop_store::StoreError<R>> for Report {
+    fn from(e: backstop_store::StoreError<R>) -> Self {
+        use backstop_store::StoreError as E;
+        let code = match &e {
+            E::Location { .. } => exit::USAGE,
+            e if e.is_temporary() => exit::TEMPFAIL,
+            _ => exit::FAILURE,
         };
         let report = Report::from_error(code, &e);
         match &e {
-            backstop_ledger::StoreError::Busy { .. } => {
-                report.hint("other backstop processes are writing to it; try again")
-            }
-            backstop_ledger::StoreError::Open { .. } => {
+            E::Busy { .. } => report.hint("other backstop processes are writing to it; try again"),
+            E::Open { .. } => {
                 report.hint("check --state / BACKSTOP_STATE, and that the database is up")
             }
-            backstop_ledger::StoreError::Unusable { .. } => report.hint(
+            E::Unusable { .. } => report.hint(
                 "check --state / BACKSTOP_STATE: it must be a file backstop can create and write",
             ),
             _ => report,
@@ -206,26 +208,6 @@ impl From<backstop_ledger::Error> for Report {
             invalid @ backstop_ledger::Error::Invalid(_) => {
                 Report::from_error(exit::USAGE, &invalid)
             }
-        }
-    }
-}
-
-impl From<backstop_queue::StoreError> for Report {
-    fn from(e: backstop_queue::StoreError) -> Self {
-        use backstop_queue::StoreError as E;
-        let code = match &e {
-            E::Rejected(_) => exit::FAILURE,
-            E::Location { .. } => exit::USAGE,
-            e if e.is_temporary() => exit::TEMPFAIL,
-            _ => exit::FAILURE,
-        };
-        let report = Report::from_error(code, &e);
-        match &e {
-            E::Busy { .. } => report.hint("other backstop processes are writing to it; try again"),
-            E::Open { .. } => {
-                report.hint("check --state / BACKSTOP_STATE, and that the database is up")
-            }
-            _ => report,
         }
     }
 }

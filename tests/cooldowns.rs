@@ -368,7 +368,7 @@ fn rows_written_by_hand_or_another_version_never_break_pick_or_list() {
         "--for",
         "5m",
     ]);
-    let conn = backstop_sqlite::rusqlite::Connection::open(&l.state).unwrap();
+    let conn = backstop_store::sqlite::rusqlite::Connection::open(&l.state).unwrap();
     conn.execute_batch(
         "INSERT INTO backstop_cooldowns
             (key, reason, until_ms, source, last_error, failures, fingerprint, created_ms, updated_ms)
@@ -430,7 +430,7 @@ fn an_unusable_state_location_is_a_failure_not_a_reason_to_retry() {
             (&["cooldown", "list"], "cannot use sqlite:{} for the ledger"),
             (
                 &["serve", "--listen", "127.0.0.1:0"],
-                "the queue at sqlite:{} failed",
+                "cannot use sqlite:{} for the queue",
             ),
         ] {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backstop_faultserver::Proxy;
-use backstop_postgres::testing::TestSchema;
+use backstop_store::postgres::testing::TestSchema;
 use serde_json::Value;
 
 fn nats_url() -> String {

@@ -14,7 +14,7 @@ use backstop_ledger::{
     Durations, Entry, Failure, Key, Ledger, MAX_COOLDOWN, PostgresStore, Reason, Source,
     SqliteStore, State,
 };
-use backstop_postgres::testing::TestSchema;
+use backstop_store::postgres::testing::TestSchema;
 
 /// A database the suite can open stores on and poke at directly.
 trait Db: Send + Sync {

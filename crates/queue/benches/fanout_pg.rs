@@ -29,12 +29,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use backstop_core::clock::SystemClock;
-use backstop_postgres::postgres::{Client, NoTls};
-use backstop_postgres::testing::TestSchema;
 use backstop_queue::handler::{FnHandler, Handler};
 use backstop_queue::transport::Transport;
 use backstop_queue::transport::local::{LocalNode, LocalTransport};
 use backstop_queue::{DispatchConfig, Dispatcher, NewOp, Outcome, PostgresStore, Schedule, Store};
+use backstop_store::postgres::postgres::{Client, NoTls};
+use backstop_store::postgres::testing::TestSchema;
 use tokio_util::sync::CancellationToken;
 
 type Submitted = Arc<Mutex<HashMap<String, Instant>>>;
@@ -42,7 +42,7 @@ type Submitted = Arc<Mutex<HashMap<String, Instant>>>;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let server = std::env::var("BACKSTOP_BENCH_POSTGRES")
-        .unwrap_or_else(|_| backstop_postgres::testing::server_url());
+        .unwrap_or_else(|_| backstop_store::postgres::testing::server_url());
     let ops = if quick { 1_000 } else { 10_000 };
     let only: Option<usize> = std::env::var("COORDINATORS")
         .ok()

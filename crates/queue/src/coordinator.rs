@@ -206,6 +206,7 @@ impl Coordinator {
             let result = match tokio::task::spawn_blocking(move || attempt()).await {
                 Ok(result) => result,
                 Err(e) => Err(StoreError::Failed {
+                    component: "queue",
                     location: "the queue".to_owned(),
                     source: Box::new(e),
                 }),

@@ -671,6 +671,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
         Err(e) => Err(StoreError::Failed {
+            component: "queue",
             location: "the queue".to_owned(),
             source: Box::new(e),
         }),

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backstop_postgres::testing::TestSchema;
 use backstop_queue::store::{
     ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, PostgresStore, Rejection, Requeue, Retained,
     Settled, Store, StoreError,
@@ -18,6 +17,7 @@ use backstop_queue::{
     Claim, DeliveryState, Hold, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token,
     Verdict,
 };
+use backstop_store::postgres::testing::TestSchema;
 
 /// A database the suite can open stores on and poke at directly.
 trait Db: Send + Sync {

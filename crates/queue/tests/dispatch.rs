@@ -319,6 +319,7 @@ impl Store for Unreachable {
             .is_ok()
         {
             return Err(StoreError::Open {
+                component: "queue",
                 location: self.location(),
                 source: "connection refused".into(),
             });

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use backstop_core::clock::{Clock, ManualClock, SystemClock};
 use backstop_faultserver::Proxy;
-use backstop_postgres::testing::TestSchema;
 use backstop_queue::handler::{FnHandler, Handler, Noop};
 use backstop_queue::housekeeping::{
     self, Housekeeper, Intervals, OFFER_WINDOW, Reconciler, Retention,
@@ -23,6 +22,7 @@ use backstop_queue::{
     DeliveryState, DispatchConfig, Dispatcher, NewOp, NodeSpec, NodeStatus, PostgresStore,
     Schedule, Settle, SqliteStore, Store, Verdict,
 };
+use backstop_store::postgres::testing::TestSchema;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 

@@ -49,6 +49,7 @@ impl Opener {
 
 fn unreachable() -> StoreError {
     StoreError::Open {
+        component: "queue",
         location: "postgres://db.internal:5432/ops".into(),
         source: "connection refused".into(),
     }
@@ -96,6 +97,7 @@ async fn a_coordinator_waits_for_its_store_degraded_meanwhile_then_starts() {
 async fn an_error_waiting_cannot_fix_ends_the_start_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let opener = opener(&dir, || StoreError::Location {
+        component: "queue",
         location: "postgres://(unreadable URL)".into(),
         source: "invalid port".into(),
     });

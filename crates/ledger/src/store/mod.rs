@@ -5,9 +5,6 @@
 mod postgres;
 mod sqlite;
 
-use std::error::Error as StdError;
-use std::time::Duration;
-
 use backstop_core::StateLocation;
 
 pub use self::postgres::PostgresStore;
@@ -35,6 +32,11 @@ pub enum Change {
 /// precision); a store opened by many processes at once never reports
 /// "locked" to its caller while another writer merely holds the lock for a
 /// moment.
+///
+/// Every call blocks the calling thread until the database answers (a
+/// SQLite file waiting out another writer, a PostgreSQL server across the
+/// network): from async code, call it where blocking is allowed
+/// (`tokio::task::spawn_blocking`).
 pub trait Store: Send + Sync {
     /// Reads the entry of `key`, lets `change` decide, and writes the
     /// decision, atomically. `change` may run more than once (when the
@@ -63,67 +65,9 @@ pub trait Store: Send + Sync {
     fn location(&self) -> String;
 }
 
-/// A store that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store could not be opened or reached.
-    #[error("cannot open the ledger at {location}")]
-    Open {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// The location cannot hold a ledger: a file that cannot be created
-    /// or opened (permission denied, a directory in its path that is a
-    /// file). Trying again will not help.
-    #[error("cannot use {location} for the ledger")]
-    Unusable {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// Other writers held the store for longer than backstop waits.
-    #[error("the ledger at {location} stayed locked by other processes for {}", backstop_core::HumanDuration(*waited))]
-    Busy {
-        /// Where.
-        location: String,
-        /// How long backstop waited.
-        waited: Duration,
-    },
-    /// The store holds a schema newer than this backstop knows.
-    #[error(
-        "the ledger at {location} has schema version {found}, newer than the {supported} this backstop knows; upgrade backstop"
-    )]
-    TooNew {
-        /// Where.
-        location: String,
-        /// The version found.
-        found: i64,
-        /// The newest version known here.
-        supported: i64,
-    },
-    /// A read or a write failed.
-    #[error("the ledger at {location} failed")]
-    Failed {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-}
-
-impl StoreError {
-    /// Whether trying again later may succeed (a busy or unreachable
-    /// store), as opposed to a broken one.
-    pub fn is_temporary(&self) -> bool {
-        matches!(self, StoreError::Busy { .. } | StoreError::Open { .. })
-    }
-}
+/// A store that failed: the error every backstop store shares. Its
+/// messages name "the ledger".
+pub type StoreError = backstop_store::StoreError;
 
 /// Opens the store at `location`: PostgreSQL for a URL, else a SQLite
 /// file.
@@ -215,22 +159,20 @@ pub(crate) const COLUMNS: &str =
 /// versions every backstop component keeps in a shared database.
 pub(crate) const COMPONENT: &str = "ledger";
 
-/// The ledger's migrations, in order; version N is the first N applied.
-/// Plain SQL that SQLite and PostgreSQL both accept. Never edit one that
-/// has shipped: add the next.
-pub(crate) const MIGRATIONS: &[&str] = &[
+/// The ledger's SQLite migrations (`migrations/sqlite/`), in order;
+/// version N is the first N applied ([`backstop_store::sqlite::Database::open`]
+/// keeps the count). Never edit one that has shipped: add the next, for
+/// both backends, so that a version means the same schema in each.
+pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 1: the cooldowns.
-    "CREATE TABLE backstop_cooldowns (
-        key TEXT PRIMARY KEY NOT NULL,
-        reason TEXT NOT NULL,
-        until_ms BIGINT NOT NULL,
-        source TEXT NOT NULL,
-        last_error TEXT,
-        failures BIGINT NOT NULL,
-        fingerprint TEXT,
-        created_ms BIGINT NOT NULL,
-        updated_ms BIGINT NOT NULL
-    )",
+    include_str!("../../migrations/sqlite/0001_cooldowns.sql"),
+];
+
+/// The ledger's PostgreSQL migrations (`migrations/postgres/`), as
+/// [`SQLITE_MIGRATIONS`].
+pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
+    // 1: the cooldowns.
+    include_str!("../../migrations/postgres/0001_cooldowns.sql"),
 ];
 
 /// Writes one entry, inserting or replacing (parameters in [`COLUMNS`] order).
@@ -242,3 +184,42 @@ pub(crate) const UPSERT: &str = "INSERT INTO backstop_cooldowns
         last_error = excluded.last_error, failures = excluded.failures,
         fingerprint = excluded.fingerprint, created_ms = excluded.created_ms,
         updated_ms = excluded.updated_ms";
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use backstop_store::postgres::testing::TestSchema;
+
+    use super::*;
+
+    #[test]
+    fn each_version_exists_for_both_backends() {
+        assert_eq!(SQLITE_MIGRATIONS.len(), POSTGRES_MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_ledger_at_every_earlier_version_migrates_to_the_latest() {
+        for version in 0..SQLITE_MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("l.db");
+            backstop_store::sqlite::Database::open::<Infallible>(
+                &path,
+                COMPONENT,
+                &SQLITE_MIGRATIONS[..version],
+            )
+            .unwrap();
+            let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("from {version}: {e}"));
+            assert!(store.list().unwrap().is_empty());
+
+            let schema = TestSchema::new("ledger_migrate");
+            backstop_store::postgres::Database::connect::<Infallible>(schema.url(), COMPONENT, 1)
+                .unwrap()
+                .migrate::<Infallible>(&POSTGRES_MIGRATIONS[..version])
+                .unwrap();
+            let store =
+                PostgresStore::open(schema.url()).unwrap_or_else(|e| panic!("from {version}: {e}"));
+            assert!(store.list().unwrap().is_empty());
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! The ledger in PostgreSQL: one ledger for many machines.
 
-use backstop_postgres::{Database, Failure, OpenError};
+use backstop_store::postgres::{Database, postgres};
 
-use super::{COLUMNS, COMPONENT, Change, MIGRATIONS, Row, Store, StoreError, UPSERT};
+use super::{COLUMNS, COMPONENT, Change, POSTGRES_MIGRATIONS, Row, Store, StoreError, UPSERT};
 use crate::{Entry, Key};
 
 /// The first key of the advisory locks the ledger takes on updates ("bl");
@@ -15,7 +15,7 @@ const LOCK_CLASS: i32 = 0x626c;
 /// advisory lock on the key, so concurrent writers of one key queue up
 /// while writers of other keys go on. Migrations run under an advisory lock
 /// too, so coordinators starting together do not race. A lost connection is
-/// re-established on the next call ([`backstop_postgres`]).
+/// re-established on the next call ([`backstop_store::postgres`]).
 pub struct PostgresStore {
     db: Database,
 }
@@ -25,8 +25,8 @@ impl PostgresStore {
     /// and brings its schema up to date. Connections time out after 10 s
     /// unless the URL says otherwise.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let db = Database::connect(url, 1).map_err(open_error)?;
-        db.migrate(COMPONENT, MIGRATIONS).map_err(open_error)?;
+        let db = Database::connect(url, COMPONENT, 1)?;
+        db.migrate(POSTGRES_MIGRATIONS)?;
         Ok(PostgresStore { db })
     }
 
@@ -36,41 +36,7 @@ impl PostgresStore {
         &self,
         f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let location = || self.db.location().to_owned();
-        self.db.with_client(f).map_err(|e| match e {
-            Failure::Unreachable(e) | Failure::Lost(e) => StoreError::Open {
-                location: location(),
-                source: Box::new(e),
-            },
-            Failure::Failed(e) => StoreError::Failed {
-                location: location(),
-                source: Box::new(e),
-            },
-        })
-    }
-}
-
-fn open_error(e: OpenError) -> StoreError {
-    match e {
-        OpenError::Url { location, source }
-        | OpenError::Refused { location, source }
-        | OpenError::Failed { location, source } => StoreError::Failed {
-            location,
-            source: Box::new(source),
-        },
-        OpenError::Unreachable { location, source } => StoreError::Open {
-            location,
-            source: Box::new(source),
-        },
-        OpenError::TooNew {
-            location,
-            found,
-            supported,
-        } => StoreError::TooNew {
-            location,
-            found,
-            supported,
-        },
+        self.db.with_client(f)
     }
 }
 

@@ -2,23 +2,23 @@
 
 use std::path::{Path, PathBuf};
 
-use backstop_sqlite::rusqlite::{
+use backstop_store::sqlite::Database;
+use backstop_store::sqlite::rusqlite::{
     self, Connection, OptionalExtension, TransactionBehavior, params_from_iter,
 };
-use backstop_sqlite::{Database, OpenError, Retried};
 
-use super::{COLUMNS, COMPONENT, Change, MIGRATIONS, Row, Store, StoreError, UPSERT};
+use super::{COLUMNS, COMPONENT, Change, Row, SQLITE_MIGRATIONS, Store, StoreError, UPSERT};
 use crate::{Entry, Key};
 
 /// A SQLite ledger.
 ///
-/// Opened as every backstop store opens SQLite ([`backstop_sqlite`]): WAL
-/// mode (readers never wait for the writer), `synchronous=FULL`, a busy
-/// timeout, and on top of it retries with jittered backoff, so that many
-/// processes sharing the file wait their turn instead of failing with
-/// "database is locked". Every write transaction begins `IMMEDIATE` (a
-/// deferred transaction that later needs the write lock gets "busy"
-/// without waiting).
+/// Opened as every backstop store opens SQLite
+/// ([`backstop_store::sqlite`]): WAL mode (readers never wait for the
+/// writer), `synchronous=FULL`, a busy timeout, and on top of it retries
+/// with jittered backoff, so that many processes sharing the file wait
+/// their turn instead of failing with "database is locked". Every write
+/// transaction begins `IMMEDIATE` (a deferred transaction that later needs
+/// the write lock gets "busy" without waiting).
 pub struct SqliteStore {
     db: Database,
     location: String,
@@ -28,23 +28,7 @@ impl SqliteStore {
     /// Opens (creating if needed, directory included) the ledger at `path`
     /// and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
-        let db = Database::open(path, COMPONENT, MIGRATIONS).map_err(|e| match e {
-            OpenError::Open { location, source } => StoreError::Unusable { location, source },
-            OpenError::Busy { location, waited } => StoreError::Busy { location, waited },
-            OpenError::TooNew {
-                location,
-                found,
-                supported,
-            } => StoreError::TooNew {
-                location,
-                found,
-                supported,
-            },
-            OpenError::Failed { location, source } => StoreError::Failed {
-                location,
-                source: Box::new(source),
-            },
-        })?;
+        let db = Database::open(path, COMPONENT, SQLITE_MIGRATIONS)?;
         let location = db.location().to_owned();
         Ok(SqliteStore { db, location })
     }
@@ -59,16 +43,7 @@ impl SqliteStore {
         &self,
         f: impl FnMut(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        self.db.with_retries(f).map_err(|e| match e {
-            Retried::Busy { waited } => StoreError::Busy {
-                location: self.location.clone(),
-                waited,
-            },
-            Retried::Failed(e) => StoreError::Failed {
-                location: self.location.clone(),
-                source: Box::new(e),
-            },
-        })
+        self.db.run(f)
     }
 }
 
@@ -76,7 +51,7 @@ impl SqliteStore {
 /// any column): a number where text belongs is its digits, text where a
 /// number belongs is parsed or 0, NULL is empty or 0.
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    use backstop_sqlite::rusqlite::types::Value;
+    use backstop_store::sqlite::rusqlite::types::Value;
     let value = |i: usize| r.get::<_, Value>(i);
     let text = |i: usize| -> rusqlite::Result<Option<String>> {
         Ok(match value(i)? {

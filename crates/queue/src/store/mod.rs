@@ -8,7 +8,6 @@
 mod postgres;
 mod sqlite;
 
-use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
 use backstop_core::StateLocation;
@@ -45,6 +44,11 @@ use crate::schedule::Settle;
 ///   attempts since its last requeue beside its attempt number, and for a
 ///   pending one whose node is drained or parked, [`Hold`].
 /// - Times read back equal times written, at millisecond precision.
+///
+/// Every call blocks the calling thread until the database answers (a
+/// SQLite file waiting out another writer, a PostgreSQL server across the
+/// network): from async code, call it where blocking is allowed
+/// (`tokio::task::spawn_blocking`).
 pub trait Store: Send + Sync {
     /// Registers `node` (or updates it: type, kinds, capacity, session) and
     /// marks it healthy. A new session means the process behind the node
@@ -356,70 +360,9 @@ pub struct Retained {
     pub keys: u64,
 }
 
-/// A store that failed, or refused a request.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The request names something that does not exist, or cannot be
-    /// done; nothing was changed.
-    #[error(transparent)]
-    Rejected(#[from] Rejection),
-    /// The store's location cannot be read (a URL of the wrong shape);
-    /// nothing was tried.
-    #[error("{location} is not a queue location backstop can read")]
-    Location {
-        /// What can be shown of it.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// The store could not be opened or reached.
-    #[error("cannot open the queue at {location}")]
-    Open {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// Other writers held the store for longer than backstop waits.
-    #[error("the queue at {location} stayed locked by other processes for {}", backstop_core::HumanDuration(*waited))]
-    Busy {
-        /// Where.
-        location: String,
-        /// How long backstop waited.
-        waited: Duration,
-    },
-    /// The store holds a schema newer than this backstop knows.
-    #[error(
-        "the queue at {location} has schema version {found}, newer than the {supported} this backstop knows; upgrade backstop"
-    )]
-    TooNew {
-        /// Where.
-        location: String,
-        /// The version found.
-        found: i64,
-        /// The newest version known here.
-        supported: i64,
-    },
-    /// A read or a write failed.
-    #[error("the queue at {location} failed")]
-    Failed {
-        /// Where.
-        location: String,
-        /// Why.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-}
-
-impl StoreError {
-    /// Whether trying again later may succeed (a busy or unreachable
-    /// store).
-    pub fn is_temporary(&self) -> bool {
-        matches!(self, StoreError::Busy { .. } | StoreError::Open { .. })
-    }
-}
+/// A store that failed, or refused a request ([`Rejection`]): the error
+/// every backstop store shares. Its messages name "the queue".
+pub type StoreError = backstop_store::StoreError<Rejection>;
 
 /// A request refused because of what it names.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -475,15 +418,13 @@ fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {
 
 /// Opens the store at `location`: PostgreSQL for a URL, else a SQLite
 /// file. A SQLite file that cannot be created or opened (permission
-/// denied, a file where a directory should be) is [`StoreError::Failed`]:
-/// unlike an unreachable database, it will not get better by waiting.
+/// denied, a file where a directory should be) is
+/// [`StoreError::Unusable`]: unlike an unreachable database, it will not
+/// get better by waiting.
 pub fn open(location: &StateLocation) -> Result<Box<dyn Store>, StoreError> {
     Ok(match location {
         StateLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
-        StateLocation::Sqlite(path) => Box::new(SqliteStore::open(path).map_err(|e| match e {
-            StoreError::Open { location, source } => StoreError::Failed { location, source },
-            e => e,
-        })?),
+        StateLocation::Sqlite(path) => Box::new(SqliteStore::open(path)?),
     })
 }
 
@@ -491,97 +432,48 @@ pub fn open(location: &StateLocation) -> Result<Box<dyn Store>, StoreError> {
 /// versions every backstop component keeps in a shared database.
 pub(crate) const COMPONENT: &str = "queue";
 
-/// Where a migration says "an id column"; each dialect fills in its own.
-pub(crate) const ID_COLUMN: &str = "{id}";
-
-/// Marks a migration only PostgreSQL runs; SQLite records its version and
-/// runs nothing.
-pub(crate) const POSTGRES_ONLY: &str = "-- postgres only";
-
-/// The queue's migrations, in order; version N is the first N applied.
-/// SQL that SQLite and PostgreSQL both accept, but for [`ID_COLUMN`] and
-/// those that begin with [`POSTGRES_ONLY`]. Never edit one that has
-/// shipped: add the next.
-pub(crate) const MIGRATIONS: &[&str] = &[
+/// The queue's SQLite migrations (`migrations/sqlite/`), in order;
+/// version N is the first N applied ([`backstop_store::sqlite::Database::open`]
+/// keeps the count). Never edit one that has shipped: add the next, for
+/// both backends, so that a version means the same schema in each.
+pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 1: nodes, operations, deliveries.
-    "CREATE TABLE backstop_queue_nodes (
-        name TEXT PRIMARY KEY NOT NULL,
-        node_type TEXT NOT NULL,
-        capacity BIGINT NOT NULL,
-        transport TEXT NOT NULL,
-        session TEXT NOT NULL,
-        status TEXT NOT NULL,
-        drained BIGINT NOT NULL,
-        last_heartbeat_ms BIGINT,
-        registered_ms BIGINT NOT NULL,
-        updated_ms BIGINT NOT NULL
-    );
-    CREATE TABLE backstop_queue_node_kinds (
-        node TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        PRIMARY KEY (node, kind)
-    );
-    CREATE TABLE backstop_queue_ops (
-        id {id},
-        kind TEXT NOT NULL,
-        node_type TEXT,
-        nodes TEXT,
-        present_only BIGINT NOT NULL,
-        op_key TEXT,
-        payload TEXT NOT NULL,
-        live BIGINT NOT NULL,
-        created_ms BIGINT NOT NULL
-    );
-    CREATE INDEX backstop_queue_ops_live ON backstop_queue_ops (node_type, op_key) WHERE live = 1;
-    CREATE TABLE backstop_queue_deliveries (
-        id {id},
-        op BIGINT NOT NULL,
-        node TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        op_key TEXT,
-        state TEXT NOT NULL,
-        attempt BIGINT NOT NULL,
-        failures BIGINT NOT NULL,
-        tries BIGINT NOT NULL,
-        next_at_ms BIGINT NOT NULL,
-        lease_until_ms BIGINT,
-        last_error TEXT,
-        created_ms BIGINT NOT NULL,
-        updated_ms BIGINT NOT NULL,
-        finished_ms BIGINT,
-        UNIQUE (op, node)
-    );
-    CREATE INDEX backstop_queue_due ON backstop_queue_deliveries (node, next_at_ms)
-        WHERE state = 'pending';
-    CREATE INDEX backstop_queue_in_flight ON backstop_queue_deliveries (node, op_key)
-        WHERE state = 'in_flight';
-    CREATE INDEX backstop_queue_dead ON backstop_queue_deliveries (node)
-        WHERE state = 'dead';
-    CREATE INDEX backstop_queue_node_key ON backstop_queue_deliveries (node, op_key, op)",
-    // 2: retention finds finished deliveries by age without reading the
-    // rest.
-    "CREATE INDEX backstop_queue_finished ON backstop_queue_deliveries (finished_ms)
-        WHERE state IN ('done', 'superseded')",
-    // 3: a submission in one round trip.
-    postgres::SUBMIT_FUNCTION,
+    include_str!("../../migrations/sqlite/0001_nodes_ops_deliveries.sql"),
+    // 2: retention finds finished deliveries by age without reading the rest.
+    include_str!("../../migrations/sqlite/0002_finished_index.sql"),
+    // 3: a submission in one round trip (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/sqlite/0003_submit_function.sql"),
     // 4: idempotent submissions: each key, unique, with what the first
     // submission answered; `op` is NULL only inside the transaction that
     // writes it.
-    "CREATE TABLE backstop_queue_idempotency (
-        idem_key TEXT PRIMARY KEY NOT NULL,
-        fingerprint TEXT NOT NULL,
-        op BIGINT,
-        deliveries BIGINT NOT NULL,
-        superseded BIGINT NOT NULL,
-        created_ms BIGINT NOT NULL
-    );
-    CREATE INDEX backstop_queue_idempotency_op ON backstop_queue_idempotency (op);
-    CREATE INDEX backstop_queue_idempotency_age ON backstop_queue_idempotency (created_ms)",
-    // 5: the submission in one round trip, with its idempotency key.
-    postgres::SUBMIT_FUNCTION_IDEMPOTENT,
-    // 6: the attempt number at the last requeue, so that attempts since it
-    // can be shown while the attempt number keeps growing.
-    "ALTER TABLE backstop_queue_deliveries ADD COLUMN requeued_attempt BIGINT NOT NULL DEFAULT 0",
+    include_str!("../../migrations/sqlite/0004_idempotency.sql"),
+    // 5: the submission in one round trip, with its idempotency key
+    // (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/sqlite/0005_submit_idempotent.sql"),
+    // 6: the attempt number at the last requeue, so that attempts since it can
+    // be shown while the attempt number keeps growing.
+    include_str!("../../migrations/sqlite/0006_requeued_attempt.sql"),
+];
+
+/// The queue's PostgreSQL migrations (`migrations/postgres/`), as
+/// [`SQLITE_MIGRATIONS`].
+pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
+    // 1: nodes, operations, deliveries.
+    include_str!("../../migrations/postgres/0001_nodes_ops_deliveries.sql"),
+    // 2: retention finds finished deliveries by age without reading the rest.
+    include_str!("../../migrations/postgres/0002_finished_index.sql"),
+    // 3: a submission in one round trip (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/postgres/0003_submit_function.sql"),
+    // 4: idempotent submissions: each key, unique, with what the first
+    // submission answered; `op` is NULL only inside the transaction that
+    // writes it.
+    include_str!("../../migrations/postgres/0004_idempotency.sql"),
+    // 5: the submission in one round trip, with its idempotency key
+    // (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/postgres/0005_submit_idempotent.sql"),
+    // 6: the attempt number at the last requeue, so that attempts since it can
+    // be shown while the attempt number keeps growing.
+    include_str!("../../migrations/postgres/0006_requeued_attempt.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep
@@ -704,29 +596,6 @@ impl OpRow {
     }
 }
 
-/// What a store's transaction body can fail with: its driver's error, or a
-/// refusal that rolls the transaction back.
-pub(crate) enum TxError<E> {
-    Sql(E),
-    Rejected(Rejection),
-}
-
-impl<E> TxError<E> {
-    /// The driver's error, if that is what it is.
-    pub(crate) fn sql(&self) -> Option<&E> {
-        match self {
-            TxError::Sql(e) => Some(e),
-            TxError::Rejected(_) => None,
-        }
-    }
-}
-
-impl<E> From<Rejection> for TxError<E> {
-    fn from(r: Rejection) -> Self {
-        TxError::Rejected(r)
-    }
-}
-
 /// The text kept as a last error: at most this many bytes, from the end.
 pub const MAX_ERROR: usize = 4096;
 
@@ -741,4 +610,148 @@ pub(crate) fn clip(error: &str) -> String {
         start += 1;
     }
     format!("…{}", &error[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::SystemTime;
+
+    use backstop_store::postgres::testing::TestSchema;
+
+    use super::*;
+    use crate::model::NewOp;
+
+    #[test]
+    fn each_version_exists_for_both_backends() {
+        assert_eq!(SQLITE_MIGRATIONS.len(), POSTGRES_MIGRATIONS.len());
+    }
+
+    /// What a store at the latest version answers: every table and the
+    /// submission read and written.
+    fn works(store: &dyn Store) {
+        assert!(store.nodes().unwrap().is_empty());
+        assert!(store.ops(&OpFilter::default()).unwrap().is_empty());
+        assert!(
+            store
+                .deliveries(&DeliveryFilter::default())
+                .unwrap()
+                .is_empty()
+        );
+        let mut op = NewOp::for_type("install", "gpu");
+        op.idempotency_key = Some("k1".to_owned());
+        match store.submit(&op, SystemTime::now()) {
+            Err(StoreError::Rejected(Rejection::UnknownKind { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sqlite_queue_at_every_earlier_version_migrates_to_the_latest() {
+        for version in 0..SQLITE_MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("q.db");
+            backstop_store::sqlite::Database::open::<Infallible>(
+                &path,
+                COMPONENT,
+                &SQLITE_MIGRATIONS[..version],
+            )
+            .unwrap();
+            let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("from {version}: {e}"));
+            works(&store);
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let now: i64 = conn
+                .query_row(
+                    "SELECT version FROM backstop_schema WHERE component = 'queue'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(now, SQLITE_MIGRATIONS.len() as i64, "from {version}");
+        }
+    }
+
+    #[test]
+    fn a_postgres_queue_at_every_earlier_version_migrates_to_the_latest() {
+        for version in 0..POSTGRES_MIGRATIONS.len() {
+            let schema = TestSchema::new("queue_migrate");
+            let db = backstop_store::postgres::Database::connect::<Infallible>(
+                schema.url(),
+                COMPONENT,
+                1,
+            )
+            .unwrap();
+            db.migrate::<Infallible>(&POSTGRES_MIGRATIONS[..version])
+                .unwrap();
+            let now: i64 = db
+                .with_client::<_, Infallible, _>(|c| {
+                    c.query_one(
+                        "SELECT count(*) FROM backstop_schema WHERE component = 'queue' AND version = $1",
+                        &[&(version as i64)],
+                    )?
+                    .try_get(0)
+                })
+                .unwrap();
+            assert_eq!(now, i64::from(version > 0), "at {version}");
+            drop(db);
+            let store =
+                PostgresStore::open(schema.url()).unwrap_or_else(|e| panic!("from {version}: {e}"));
+            works(&store);
+            let latest = backstop_store::postgres::Database::connect::<Infallible>(
+                schema.url(),
+                COMPONENT,
+                1,
+            )
+            .unwrap()
+            .with_client::<_, Infallible, _>(|c| {
+                c.query_one(
+                    "SELECT version FROM backstop_schema WHERE component = 'queue'",
+                    &[],
+                )?
+                .try_get::<_, i64>(0)
+            })
+            .unwrap();
+            assert_eq!(latest, POSTGRES_MIGRATIONS.len() as i64, "from {version}");
+        }
+    }
+
+    /// What a PostgreSQL store answers when a row holds another type than
+    /// its schema gives the column: an error naming the column.
+    fn unreadable(result: Result<impl std::fmt::Debug, StoreError>, column: &str) {
+        match result {
+            Err(StoreError::Failed { source, .. }) => {
+                let shown = format!("{source}");
+                assert!(shown.contains(column), "{shown}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_postgres_column_of_another_type_is_an_error_naming_it_never_a_panic() {
+        let schema = TestSchema::new("queue_drift");
+        let store = PostgresStore::open(schema.url()).unwrap();
+        // The nodes' table made again by hand, its capacity as text; the
+        // deliveries' attempt narrowed to a 4-byte integer.
+        schema.exec(
+            "DROP TABLE backstop_queue_nodes CASCADE;
+             CREATE TABLE backstop_queue_nodes (
+                 name TEXT PRIMARY KEY NOT NULL, node_type TEXT NOT NULL,
+                 capacity TEXT NOT NULL, transport TEXT NOT NULL, session TEXT NOT NULL,
+                 status TEXT NOT NULL, drained BIGINT NOT NULL, last_heartbeat_ms BIGINT,
+                 registered_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
+             INSERT INTO backstop_queue_nodes VALUES
+                 ('gpu-1', 'gpu', 'four', 'nats', 's1', 'healthy', 0, NULL, 0, 0);
+             ALTER TABLE backstop_queue_deliveries ALTER COLUMN attempt TYPE integer;
+             INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
+                 payload, live, created_ms) VALUES ('install', 'gpu', '', 0, NULL, '{}', 1, 0);
+             INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
+                 failures, tries, next_at_ms, lease_until_ms, last_error, created_ms,
+                 updated_ms, finished_ms)
+                 SELECT id, 'gpu-1', 'install', NULL, 'pending', 0, 0, 0, 0, NULL, NULL, 0, 0,
+                     NULL FROM backstop_queue_ops;",
+        );
+        unreadable(store.nodes(), "capacity");
+        unreadable(store.deliveries(&DeliveryFilter::default()), "attempt");
+    }
 }

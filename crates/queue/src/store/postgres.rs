@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use backstop_core::time::{from_millis, to_millis};
-use backstop_postgres::postgres;
-use backstop_postgres::{Database, Failure, MaybePostgres, OpenError, SessionLock, Tx};
+use backstop_store::ColumnError;
+use backstop_store::postgres::{Database, SessionLock, Tx, get, postgres};
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
-    DeliveryRow, Heartbeat, ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter,
-    OpRow, OpSummary, Pruned, Registered, Rejection, Requeue, Retained, Settled, Store, StoreError,
-    Submitted, clip, count,
+    DeliveryRow, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
+    POSTGRES_MIGRATIONS, Pruned, Registered, Rejection, Requeue, Retained, Settled, Store,
+    StoreError, Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -60,17 +60,11 @@ pub struct PostgresStore {
     leader: SessionLock,
 }
 
-type TxError = super::TxError<postgres::Error>;
+type TxError = backstop_store::TxError<postgres::Error, Rejection>;
 
-impl From<postgres::Error> for TxError {
-    fn from(e: postgres::Error) -> Self {
-        TxError::Sql(e)
-    }
-}
-
-impl MaybePostgres for TxError {
-    fn postgres(&self) -> Option<&postgres::Error> {
-        self.sql()
+impl From<Rejection> for TxError {
+    fn from(r: Rejection) -> Self {
+        TxError::Rejected(r)
     }
 }
 
@@ -86,29 +80,14 @@ impl PostgresStore {
 
     /// [`PostgresStore::open`] with at most `connections` open.
     pub fn open_with(url: &str, connections: usize) -> Result<PostgresStore, StoreError> {
-        let db = Database::connect(url, connections).map_err(open_error)?;
-        let migrations: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|m| m.replace(ID_COLUMN, "BIGSERIAL PRIMARY KEY"))
-            .collect();
-        let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
-        db.migrate(COMPONENT, &migrations).map_err(open_error)?;
+        let db = Database::connect(url, COMPONENT, connections)?;
+        db.migrate(POSTGRES_MIGRATIONS)?;
         let leader = db.session_lock(LEADER_LOCK);
         Ok(PostgresStore { db, leader })
     }
 
-    fn failed(&self, e: postgres::Error) -> StoreError {
-        StoreError::Failed {
-            location: self.db.location().to_owned(),
-            source: Box::new(e),
-        }
-    }
-
-    fn failed_with(&self, why: &str) -> StoreError {
-        StoreError::Failed {
-            location: self.db.location().to_owned(),
-            source: why.into(),
-        }
+    fn failed(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        self.db.place().failed(e)
     }
 
     /// Why a submission was refused, with the kinds its target handles.
@@ -139,10 +118,10 @@ impl PostgresStore {
                         &[node_type],
                     )?
                     .iter()
-                    .map(|r| r.get(0))
-                    .collect(),
+                    .map(|r| get(r, 0))
+                    .collect::<Result<_, _>>()?,
             };
-            Ok(kinds_of(tx, &nodes)?)
+            kinds_of(tx, &nodes)
         });
         match known {
             Ok(known) => Rejection::UnknownKind {
@@ -156,310 +135,51 @@ impl PostgresStore {
     }
 
     fn unreachable(&self, e: postgres::Error) -> StoreError {
-        StoreError::Open {
-            location: self.db.location().to_owned(),
-            source: Box::new(e),
-        }
+        self.db.place().unreachable(e)
     }
 
     /// Runs `f` in a transaction: whole or not at all.
     fn tx<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
-        self.db.transaction(f).map_err(|e| match e {
-            Failure::Unreachable(e) => self.unreachable(e),
-            Failure::Lost(TxError::Sql(e)) => self.unreachable(e),
-            Failure::Failed(TxError::Sql(e)) => self.failed(e),
-            Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
-                StoreError::Rejected(r)
-            }
-        })
+        self.db.transaction(f)
     }
 }
 
-fn open_error(e: OpenError) -> StoreError {
-    match e {
-        OpenError::Url { location, source } => StoreError::Location {
-            location,
-            source: Box::new(source),
-        },
-        OpenError::Refused { ref location, .. } => StoreError::Failed {
-            location: location.clone(),
-            source: Box::new(e),
-        },
-        OpenError::Failed { location, source } => StoreError::Failed {
-            location,
-            source: Box::new(source),
-        },
-        OpenError::Unreachable { location, source } => StoreError::Open {
-            location,
-            source: Box::new(source),
-        },
-        OpenError::TooNew {
-            location,
-            found,
-            supported,
-        } => StoreError::TooNew {
-            location,
-            found,
-            supported,
-        },
-    }
+fn read_delivery(r: &postgres::Row) -> Result<DeliveryRow, ColumnError> {
+    Ok(DeliveryRow {
+        id: get(r, 0)?,
+        op: get(r, 1)?,
+        node: get(r, 2)?,
+        kind: get(r, 3)?,
+        key: get(r, 4)?,
+        state: get(r, 5)?,
+        attempt: get(r, 6)?,
+        failures: get(r, 7)?,
+        tries: get(r, 8)?,
+        next_at_ms: get(r, 9)?,
+        lease_until_ms: get(r, 10)?,
+        last_error: get(r, 11)?,
+        created_ms: get(r, 12)?,
+        updated_ms: get(r, 13)?,
+        finished_ms: get(r, 14)?,
+        requeued_attempt: get(r, 15)?,
+        node_status: get(r, 16)?,
+        node_drained: get(r, 17)?,
+    })
 }
 
-fn read_delivery(r: &postgres::Row) -> DeliveryRow {
-    DeliveryRow {
-        id: r.get(0),
-        op: r.get(1),
-        node: r.get(2),
-        kind: r.get(3),
-        key: r.get(4),
-        state: r.get(5),
-        attempt: r.get(6),
-        failures: r.get(7),
-        tries: r.get(8),
-        next_at_ms: r.get(9),
-        lease_until_ms: r.get(10),
-        last_error: r.get(11),
-        created_ms: r.get(12),
-        updated_ms: r.get(13),
-        finished_ms: r.get(14),
-        requeued_attempt: r.get(15),
-        node_status: r.get(16),
-        node_drained: r.get(17),
-    }
+fn read_op(r: &postgres::Row) -> Result<OpRow, ColumnError> {
+    Ok(OpRow {
+        id: get(r, 0)?,
+        kind: get(r, 1)?,
+        node_type: get(r, 2)?,
+        nodes: get(r, 3)?,
+        present_only: get(r, 4)?,
+        key: get(r, 5)?,
+        payload: get(r, 6)?,
+        live: get(r, 7)?,
+        created_ms: get(r, 8)?,
+    })
 }
-
-fn read_op(r: &postgres::Row) -> OpRow {
-    OpRow {
-        id: r.get(0),
-        kind: r.get(1),
-        node_type: r.get(2),
-        nodes: r.get(3),
-        present_only: r.get(4),
-        key: r.get(5),
-        payload: r.get(6),
-        live: r.get(7),
-        created_ms: r.get(8),
-    }
-}
-
-/// Submits an operation in one round trip (see [`Store::submit`]): takes
-/// the type's lock shared and the key's alone, each statement after them
-/// reading what was committed meanwhile; checks the target; and writes the
-/// operation, the end of the older live one of its key, the deliveries it
-/// supersedes and its own. A refused submission writes nothing and says
-/// why in `problem`: `unknown_node:NAME`, `unknown_kind:NAME` (a named
-/// node that does not handle the kind), or `no_handler`.
-pub(super) const SUBMIT_FUNCTION: &str = r#"-- postgres only
-CREATE FUNCTION backstop_queue_submit(
-    p_kind text, p_type text, p_nodes text[], p_present_only bigint, p_key text,
-    p_payload text, p_live bigint, p_now bigint, p_type_lock integer, p_key_lock integer)
-RETURNS TABLE (id bigint, kind text, node_type text, nodes text, present_only bigint,
-    op_key text, payload text, live bigint, created_ms bigint, superseded bigint,
-    delivered bigint, problem text)
-LANGUAGE plpgsql AS $fn$
-#variable_conflict use_column
-DECLARE
-    v_targets text[];
-    v_handling text[];
-    v_name text;
-    v_id bigint;
-    v_superseded bigint := 0;
-    v_delivered bigint := 0;
-BEGIN
-    IF p_type IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock_shared(p_type_lock, hashtext(p_type));
-    END IF;
-    IF p_key IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(p_key_lock, hashtext(p_key));
-    END IF;
-    IF p_type IS NOT NULL THEN
-        SELECT coalesce(array_agg(n.name ORDER BY n.name COLLATE "C"), '{}'),
-               coalesce(array_agg(n.name ORDER BY n.name COLLATE "C") FILTER (
-                   WHERE EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
-                                 WHERE k.node = n.name AND k.kind = p_kind)), '{}')
-        INTO v_targets, v_handling
-        FROM backstop_queue_nodes n WHERE n.node_type = p_type;
-        IF cardinality(v_handling) = 0 THEN
-            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
-                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
-                'no_handler';
-            RETURN;
-        END IF;
-    ELSE
-        SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
-        WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n WHERE n.name = u.name)
-        ORDER BY u.name COLLATE "C" LIMIT 1;
-        IF v_name IS NOT NULL THEN
-            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
-                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
-                'unknown_node:' || v_name;
-            RETURN;
-        END IF;
-        SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
-        WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
-                          WHERE k.node = u.name AND k.kind = p_kind)
-        ORDER BY u.name COLLATE "C" LIMIT 1;
-        IF v_name IS NOT NULL THEN
-            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
-                NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
-                'unknown_kind:' || v_name;
-            RETURN;
-        END IF;
-        v_targets := p_nodes;
-        v_handling := p_nodes;
-    END IF;
-    INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key, payload,
-        live, created_ms)
-    VALUES (p_kind, p_type, array_to_string(p_nodes, ','), p_present_only, p_key, p_payload,
-        p_live, p_now)
-    RETURNING backstop_queue_ops.id INTO v_id;
-    IF p_key IS NOT NULL THEN
-        IF p_type IS NOT NULL THEN
-            UPDATE backstop_queue_ops SET live = 0
-            WHERE live = 1 AND node_type = p_type AND op_key = p_key AND id < v_id;
-        END IF;
-        UPDATE backstop_queue_deliveries SET state = 'superseded', finished_ms = p_now,
-            updated_ms = p_now, lease_until_ms = NULL
-        WHERE node = ANY(v_targets) AND op_key = p_key AND op < v_id
-          AND state IN ('pending', 'dead');
-        GET DIAGNOSTICS v_superseded = ROW_COUNT;
-    END IF;
-    INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures,
-        tries, next_at_ms, created_ms, updated_ms)
-    SELECT v_id, h, p_kind, p_key, 'pending', 0, 0, 0, p_now, p_now, p_now
-    FROM unnest(v_handling) AS h;
-    GET DIAGNOSTICS v_delivered = ROW_COUNT;
-    RETURN QUERY SELECT o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key,
-        o.payload, o.live, o.created_ms, v_superseded, v_delivered, NULL::text
-    FROM backstop_queue_ops o WHERE o.id = v_id;
-END
-$fn$"#;
-
-/// [`SUBMIT_FUNCTION`] with an idempotency key (see [`Store::submit`]),
-/// in its place. After the locks, the key is claimed by inserting it: the
-/// unique constraint decides between concurrent repeats, on any
-/// coordinator, and a repeat waits there until the first commits. A key
-/// already there answers its operation (`repeated`), or `key_reused:OP`
-/// when the request differs; a refused submission removes its claim.
-pub(super) const SUBMIT_FUNCTION_IDEMPOTENT: &str = r#"-- postgres only
-DROP FUNCTION backstop_queue_submit(text, text, text[], bigint, text, text, bigint, bigint,
-    integer, integer);
-CREATE FUNCTION backstop_queue_submit(
-    p_kind text, p_type text, p_nodes text[], p_present_only bigint, p_key text,
-    p_payload text, p_live bigint, p_now bigint, p_type_lock integer, p_key_lock integer,
-    p_idem_key text, p_fingerprint text)
-RETURNS TABLE (id bigint, kind text, node_type text, nodes text, present_only bigint,
-    op_key text, payload text, live bigint, created_ms bigint, superseded bigint,
-    delivered bigint, problem text, repeated boolean)
-LANGUAGE plpgsql AS $fn$
-#variable_conflict use_column
-DECLARE
-    v_targets text[];
-    v_handling text[];
-    v_name text;
-    v_id bigint;
-    v_superseded bigint := 0;
-    v_delivered bigint := 0;
-    v_claimed bigint := 0;
-    v_problem text;
-    v_fingerprint text;
-BEGIN
-    IF p_type IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock_shared(p_type_lock, hashtext(p_type));
-    END IF;
-    IF p_key IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(p_key_lock, hashtext(p_key));
-    END IF;
-    IF p_idem_key IS NOT NULL THEN
-        INSERT INTO backstop_queue_idempotency AS k (idem_key, fingerprint, op, deliveries,
-            superseded, created_ms)
-        VALUES (p_idem_key, p_fingerprint, NULL, 0, 0, p_now)
-        ON CONFLICT (idem_key) DO NOTHING;
-        GET DIAGNOSTICS v_claimed = ROW_COUNT;
-        IF v_claimed = 0 THEN
-            SELECT k.fingerprint, k.op, k.deliveries, k.superseded
-            INTO v_fingerprint, v_id, v_delivered, v_superseded
-            FROM backstop_queue_idempotency k WHERE k.idem_key = p_idem_key;
-            IF v_fingerprint IS DISTINCT FROM p_fingerprint THEN
-                RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text,
-                    NULL::bigint, NULL::text, NULL::text, NULL::bigint, NULL::bigint,
-                    NULL::bigint, NULL::bigint, 'key_reused:' || coalesce(v_id, 0), false;
-                RETURN;
-            END IF;
-            RETURN QUERY SELECT o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key,
-                o.payload, o.live, o.created_ms, v_superseded, v_delivered, NULL::text, true
-            FROM backstop_queue_ops o WHERE o.id = v_id;
-            RETURN;
-        END IF;
-    END IF;
-    IF p_type IS NOT NULL THEN
-        SELECT coalesce(array_agg(n.name ORDER BY n.name COLLATE "C"), '{}'),
-               coalesce(array_agg(n.name ORDER BY n.name COLLATE "C") FILTER (
-                   WHERE EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
-                                 WHERE k.node = n.name AND k.kind = p_kind)), '{}')
-        INTO v_targets, v_handling
-        FROM backstop_queue_nodes n WHERE n.node_type = p_type;
-        IF cardinality(v_handling) = 0 THEN
-            v_problem := 'no_handler';
-        END IF;
-    ELSE
-        SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
-        WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n WHERE n.name = u.name)
-        ORDER BY u.name COLLATE "C" LIMIT 1;
-        IF v_name IS NOT NULL THEN
-            v_problem := 'unknown_node:' || v_name;
-        ELSE
-            SELECT u.name INTO v_name FROM unnest(p_nodes) AS u(name)
-            WHERE NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
-                              WHERE k.node = u.name AND k.kind = p_kind)
-            ORDER BY u.name COLLATE "C" LIMIT 1;
-            IF v_name IS NOT NULL THEN
-                v_problem := 'unknown_kind:' || v_name;
-            END IF;
-        END IF;
-        v_targets := p_nodes;
-        v_handling := p_nodes;
-    END IF;
-    IF v_problem IS NOT NULL THEN
-        IF v_claimed > 0 THEN
-            DELETE FROM backstop_queue_idempotency WHERE idem_key = p_idem_key;
-        END IF;
-        RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
-            NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
-            v_problem, false;
-        RETURN;
-    END IF;
-    INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key, payload,
-        live, created_ms)
-    VALUES (p_kind, p_type, array_to_string(p_nodes, ','), p_present_only, p_key, p_payload,
-        p_live, p_now)
-    RETURNING backstop_queue_ops.id INTO v_id;
-    IF p_key IS NOT NULL THEN
-        IF p_type IS NOT NULL THEN
-            UPDATE backstop_queue_ops SET live = 0
-            WHERE live = 1 AND node_type = p_type AND op_key = p_key AND id < v_id;
-        END IF;
-        UPDATE backstop_queue_deliveries SET state = 'superseded', finished_ms = p_now,
-            updated_ms = p_now, lease_until_ms = NULL
-        WHERE node = ANY(v_targets) AND op_key = p_key AND op < v_id
-          AND state IN ('pending', 'dead');
-        GET DIAGNOSTICS v_superseded = ROW_COUNT;
-    END IF;
-    INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures,
-        tries, next_at_ms, created_ms, updated_ms)
-    SELECT v_id, h, p_kind, p_key, 'pending', 0, 0, 0, p_now, p_now, p_now
-    FROM unnest(v_handling) AS h;
-    GET DIAGNOSTICS v_delivered = ROW_COUNT;
-    IF v_claimed > 0 THEN
-        UPDATE backstop_queue_idempotency SET op = v_id, deliveries = v_delivered,
-            superseded = v_superseded
-        WHERE idem_key = p_idem_key;
-    END IF;
-    RETURN QUERY SELECT o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key,
-        o.payload, o.live, o.created_ms, v_superseded, v_delivered, NULL::text, false
-    FROM backstop_queue_ops o WHERE o.id = v_id;
-END
-$fn$"#;
 
 /// The nodes a target names (none for a type).
 fn named(target: &Target) -> Vec<String> {
@@ -471,7 +191,7 @@ fn named(target: &Target) -> Vec<String> {
 
 /// Serialises, until the transaction ends, the writers of node type
 /// `node_type`.
-fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> Result<(), postgres::Error> {
+fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> TxResult<()> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&TYPE_LOCK, &node_type],
@@ -481,7 +201,7 @@ fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> Result<(), postgres::Error> {
 
 /// Serialises, until the transaction ends, the writers of these operation
 /// keys (taken in order, so two writers never wait on each other).
-fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> Result<(), postgres::Error> {
+fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> TxResult<()> {
     let mut keys = keys.to_vec();
     keys.sort_unstable();
     keys.dedup();
@@ -497,16 +217,16 @@ fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> Result<(), postgres::Error> {
 
 /// Returns the in-flight deliveries to `node` to pending without spending
 /// attempts.
-fn release_node(tx: &mut Tx<'_>, node: &str, why: &str, now: i64) -> Result<u64, postgres::Error> {
-    tx.execute(
+fn release_node(tx: &mut Tx<'_>, node: &str, why: &str, now: i64) -> TxResult<u64> {
+    Ok(tx.execute(
         "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
              lease_until_ms = NULL, last_error = $3, updated_ms = $2
          WHERE node = $1 AND state = 'in_flight'",
         &[&node, &now, &why],
-    )
+    )?)
 }
 
-fn node_exists(tx: &mut Tx<'_>, name: &str) -> Result<bool, postgres::Error> {
+fn node_exists(tx: &mut Tx<'_>, name: &str) -> TxResult<bool> {
     Ok(tx
         .query_opt(
             "SELECT 1 FROM backstop_queue_nodes WHERE name = $1",
@@ -515,7 +235,7 @@ fn node_exists(tx: &mut Tx<'_>, name: &str) -> Result<bool, postgres::Error> {
         .is_some())
 }
 
-fn kinds_of(tx: &mut Tx<'_>, nodes: &[String]) -> Result<Vec<String>, postgres::Error> {
+fn kinds_of(tx: &mut Tx<'_>, nodes: &[String]) -> TxResult<Vec<String>> {
     Ok(tx
         .query(
             "SELECT DISTINCT kind COLLATE \"C\" FROM backstop_queue_node_kinds
@@ -523,11 +243,11 @@ fn kinds_of(tx: &mut Tx<'_>, nodes: &[String]) -> Result<Vec<String>, postgres::
             &[&nodes],
         )?
         .iter()
-        .map(|r| r.get(0))
-        .collect())
+        .map(|r| get(r, 0))
+        .collect::<Result<_, _>>()?)
 }
 
-fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres::Error> {
+fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> TxResult<Vec<Node>> {
     let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in tx.query(
         "SELECT node, kind FROM backstop_queue_node_kinds
@@ -535,7 +255,7 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
          ORDER BY node COLLATE \"C\", kind COLLATE \"C\"",
         &[&only],
     )? {
-        kinds.entry(row.get(0)).or_default().push(row.get(1));
+        kinds.entry(get(&row, 0)?).or_default().push(get(&row, 1)?);
     }
     let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
     for state in ["pending", "in_flight", "dead"] {
@@ -545,8 +265,8 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
              WHERE state = '{state}' AND ($1::text IS NULL OR node = $1) GROUP BY node"
         );
         for row in tx.query(&sql, &[&only])? {
-            let n: i64 = row.get(1);
-            counts.insert((row.get(0), state), u64::try_from(n).unwrap_or(0));
+            let n: i64 = get(&row, 1)?;
+            counts.insert((get(&row, 0)?, state), u64::try_from(n).unwrap_or(0));
         }
     }
     let rows = tx.query(
@@ -558,38 +278,39 @@ fn load_nodes(tx: &mut Tx<'_>, only: Option<&str>) -> Result<Vec<Node>, postgres
     )?;
     Ok(rows
         .iter()
-        .map(|r| {
-            let name: String = r.get(0);
-            let status: String = r.get(4);
-            let drained: i64 = r.get(5);
+        .map(|r| -> Result<Node, ColumnError> {
+            let name: String = get(r, 0)?;
+            let status: String = get(r, 4)?;
+            let drained: i64 = get(r, 5)?;
             let n = |state| counts.get(&(name.clone(), state)).copied().unwrap_or(0);
-            Node {
+            Ok(Node {
                 kinds: kinds.remove(&name).unwrap_or_default(),
-                node_type: r.get(1),
-                capacity: count(r.get(2)),
-                transport: r.get(3),
+                node_type: get(r, 1)?,
+                capacity: count(get(r, 2)?),
+                transport: get(r, 3)?,
                 status: status.parse().unwrap_or(NodeStatus::Unhealthy),
                 drained: drained != 0,
-                last_heartbeat: r.get::<_, Option<i64>>(6).map(from_millis),
+                last_heartbeat: get::<Option<i64>>(r, 6)?.map(from_millis),
                 in_flight: n("in_flight"),
                 pending: n("pending"),
                 dead: n("dead"),
-                registered: from_millis(r.get(7)),
-                updated: from_millis(r.get(8)),
-                session: r.get(9),
+                registered: from_millis(get(r, 7)?),
+                updated: from_millis(get(r, 8)?),
+                session: get(r, 9)?,
                 name,
-            }
+            })
         })
-        .collect())
+        .collect::<Result<_, _>>()?)
 }
 
-fn load_op(tx: &mut Tx<'_>, id: OpId) -> Result<Option<Op>, postgres::Error> {
+fn load_op(tx: &mut Tx<'_>, id: OpId) -> TxResult<Option<Op>> {
     Ok(tx
         .query_opt(
             &format!("SELECT {OP_COLUMNS} FROM backstop_queue_ops o WHERE o.id = $1"),
             &[&id],
         )?
-        .map(|r| read_op(&r).into_op()))
+        .map(|r| read_op(&r).map(OpRow::into_op))
+        .transpose()?)
 }
 
 impl Store for PostgresStore {
@@ -604,7 +325,8 @@ impl Store for PostgresStore {
                     "SELECT session FROM backstop_queue_nodes WHERE name = $1 FOR UPDATE",
                     &[&node.name],
                 )?
-                .map(|r| r.get(0));
+                .map(|r| get(&r, 0))
+                .transpose()?;
             tx.execute(
                 "INSERT INTO backstop_queue_nodes (name, node_type, capacity, transport, session,
                      status, drained, last_heartbeat_ms, registered_ms, updated_ms)
@@ -677,8 +399,8 @@ impl Store for PostgresStore {
                     &[&transport, &keep],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             if names.is_empty() {
                 return Ok(names);
             }
@@ -727,7 +449,7 @@ impl Store for PostgresStore {
             let Some(row) = row else {
                 return Ok(Heartbeat::Unknown);
             };
-            let status: String = row.get(0);
+            let status: String = get(&row, 0)?;
             let status = status.parse().unwrap_or(NodeStatus::Unhealthy);
             Ok(if status == NodeStatus::Healthy || leaving {
                 Heartbeat::Recorded
@@ -755,8 +477,8 @@ impl Store for PostgresStore {
                     &[&before, &now],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             for name in &names {
                 let why = format!(
                     "node {name} stopped sending heartbeats while this ran; not counted as a failure"
@@ -786,7 +508,7 @@ impl Store for PostgresStore {
     }
 
     fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        self.tx(|tx| Ok(load_nodes(tx, None)?))
+        self.tx(|tx| load_nodes(tx, None))
     }
 
     fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
@@ -801,45 +523,43 @@ impl Store for PostgresStore {
         let nodes = (!named.is_empty()).then_some(named);
         let live = node_type.is_some() && !present_only;
         let fingerprint = op.idempotency_key.as_ref().map(|_| op.fingerprint());
-        let rows = self
-            .db
-            .call(
-                "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+        let rows = self.db.call(
+            "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
                  $11, $12)",
-                &[
-                    &op.kind,
-                    &node_type,
-                    &nodes,
-                    &i64::from(present_only),
-                    &op.key,
-                    &op.payload,
-                    &i64::from(live),
-                    &to_millis(now),
-                    &TYPE_LOCK,
-                    &KEY_LOCK,
-                    &op.idempotency_key,
-                    &fingerprint,
-                ],
-            )
-            .map_err(|e| match e {
-                Failure::Unreachable(e) | Failure::Lost(e) => self.unreachable(e),
-                Failure::Failed(e) => self.failed(e),
-            })?;
+            &[
+                &op.kind,
+                &node_type,
+                &nodes,
+                &i64::from(present_only),
+                &op.key,
+                &op.payload,
+                &i64::from(live),
+                &to_millis(now),
+                &TYPE_LOCK,
+                &KEY_LOCK,
+                &op.idempotency_key,
+                &fingerprint,
+            ],
+        )?;
         let Some(row) = rows.first() else {
-            return Err(self.failed_with("the submission returned nothing"));
+            return Err(self.failed("the submission returned nothing"));
         };
-        match row.get::<_, Option<String>>(11) {
-            None => {
-                let superseded: i64 = row.get(9);
-                let delivered: i64 = row.get(10);
-                Ok(Submitted {
-                    op: read_op(row).into_op(),
-                    deliveries: u64::try_from(delivered).unwrap_or(0),
-                    superseded: u64::try_from(superseded).unwrap_or(0),
-                    repeated: row.get(12),
-                })
+        let read = || -> Result<Result<Submitted, String>, ColumnError> {
+            if let Some(problem) = get::<Option<String>>(row, 11)? {
+                return Ok(Err(problem));
             }
-            Some(problem) => Err(self.refusal(op, &problem)),
+            let superseded: i64 = get(row, 9)?;
+            let delivered: i64 = get(row, 10)?;
+            Ok(Ok(Submitted {
+                op: read_op(row)?.into_op(),
+                deliveries: u64::try_from(delivered).unwrap_or(0),
+                superseded: u64::try_from(superseded).unwrap_or(0),
+                repeated: get(row, 12)?,
+            }))
+        };
+        match read().map_err(|e| self.failed(e))? {
+            Ok(submitted) => Ok(submitted),
+            Err(problem) => Err(self.refusal(op, &problem)),
         }
     }
 
@@ -860,8 +580,8 @@ impl Store for PostgresStore {
                     &[&state, &filter.kind, &limit],
                 )?
                 .iter()
-                .map(|r| read_op(r).into_op())
-                .collect();
+                .map(|r| read_op(r).map(OpRow::into_op))
+                .collect::<Result<_, _>>()?;
             let ids: Vec<i64> = ops.iter().map(|o| o.id).collect();
             let mut counts: HashMap<i64, Counts> = HashMap::new();
             for row in tx.query(
@@ -869,11 +589,11 @@ impl Store for PostgresStore {
                  WHERE op = ANY($1) GROUP BY op, state",
                 &[&ids],
             )? {
-                let state: String = row.get(1);
-                let n: i64 = row.get(2);
+                let state: String = get(&row, 1)?;
+                let n: i64 = get(&row, 2)?;
                 if let Ok(state) = state.parse() {
                     counts
-                        .entry(row.get(0))
+                        .entry(get(&row, 0)?)
                         .or_default()
                         .add(state, u64::try_from(n).unwrap_or(0));
                 }
@@ -900,8 +620,8 @@ impl Store for PostgresStore {
                     &[&id],
                 )?
                 .iter()
-                .map(|r| read_delivery(r).into_delivery())
-                .collect();
+                .map(|r| read_delivery(r).map(DeliveryRow::into_delivery))
+                .collect::<Result<_, _>>()?;
             Ok((op, deliveries))
         })
     }
@@ -923,8 +643,8 @@ impl Store for PostgresStore {
                     &[&state, &filter.node, &filter.op, &limit, &filter.id],
                 )?
                 .iter()
-                .map(|r| read_delivery(r).into_delivery())
-                .collect())
+                .map(|r| read_delivery(r).map(DeliveryRow::into_delivery))
+                .collect::<Result<_, _>>()?)
         })
     }
 
@@ -941,7 +661,8 @@ impl Store for PostgresStore {
                             "SELECT state FROM backstop_queue_deliveries WHERE id = $1",
                             &[id],
                         )?
-                        .map(|r| r.get(0))
+                        .map(|r| get(&r, 0))
+                        .transpose()?
                         .ok_or(Rejection::UnknownDelivery(*id))?;
                     let state = state.parse().unwrap_or(DeliveryState::Pending);
                     if state != DeliveryState::Dead {
@@ -998,8 +719,8 @@ impl Store for PostgresStore {
                     &[&request.transports, &now, &request.local],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect();
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
+                .collect::<Result<_, _>>()?;
             if nodes.is_empty() {
                 return Ok(Vec::new());
             }
@@ -1011,8 +732,8 @@ impl Store for PostgresStore {
                     &[&names],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, _>>()?;
             let mut left = i64::from(request.limit);
             let mut wants: Vec<(&str, i64)> = Vec::new();
             for (name, _, capacity) in &nodes {
@@ -1050,23 +771,23 @@ impl Store for PostgresStore {
             let mut keys: HashSet<(String, String)> = HashSet::new();
             let mut picked = Vec::with_capacity(due.len());
             for r in &due {
-                let node: String = r.get(2);
-                let key: Option<String> = r.get(4);
+                let node: String = get(r, 2)?;
+                let key: Option<String> = get(r, 4)?;
                 if let Some(k) = &key
                     && !keys.insert((node.clone(), k.clone()))
                 {
                     continue;
                 }
-                let id: i64 = r.get(0);
+                let id: i64 = get(r, 0)?;
                 picked.push((
                     id,
-                    r.get::<_, i64>(1),
+                    get::<i64>(r, 1)?,
                     node,
-                    r.get::<_, String>(3),
+                    get::<String>(r, 3)?,
                     key,
-                    r.get::<_, i64>(5),
-                    r.get::<_, i64>(6),
-                    r.get::<_, i64>(7),
+                    get::<i64>(r, 5)?,
+                    get::<i64>(r, 6)?,
+                    get::<i64>(r, 7)?,
                 ));
             }
             if picked.is_empty() {
@@ -1084,8 +805,8 @@ impl Store for PostgresStore {
                     &[&ids, &lease_until, &now],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, _>>()?;
             let transports: HashMap<&str, &str> = nodes
                 .iter()
                 .map(|(n, t, _)| (n.as_str(), t.as_str()))
@@ -1152,8 +873,8 @@ impl Store for PostgresStore {
                     &[&done_ids, &done_attempts, &done_at],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, _>>()?
             };
             for (i, s) in batch.iter().enumerate() {
                 if let Verdict::Done = s.verdict
@@ -1175,8 +896,8 @@ impl Store for PostgresStore {
                         .collect::<Vec<i64>>()],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             lock_keys(tx, &keys)?;
             for &i in &others {
@@ -1203,11 +924,13 @@ impl Store for PostgresStore {
                     ],
                 )?
                 .iter()
-                .map(|r| Token {
-                    delivery: r.get(0),
-                    attempt: count(r.get(1)),
+                .map(|r| {
+                    Ok::<_, ColumnError>(Token {
+                        delivery: get(r, 0)?,
+                        attempt: count(get(r, 1)?),
+                    })
                 })
-                .collect())
+                .collect::<Result<_, _>>()?)
         })
     }
 
@@ -1231,8 +954,8 @@ impl Store for PostgresStore {
                     &[&ids, &attempts, &now, &why],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect())
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, _>>()?)
         })?;
         Ok(tokens
             .iter()
@@ -1285,8 +1008,8 @@ impl Store for PostgresStore {
                     &[&before, &limit],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             let deliveries = ops.len() as u64;
             let forgotten: Vec<Option<i64>> = tx
                 .query(
@@ -1298,8 +1021,8 @@ impl Store for PostgresStore {
                     &[&before.saturating_sub(IDEMPOTENCY_WINDOW_MS), &limit],
                 )?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| get(r, 0))
+                .collect::<Result<_, _>>()?;
             let keys = forgotten.len() as u64;
             let mut ops = ops;
             ops.extend(forgotten.into_iter().flatten());
@@ -1336,16 +1059,15 @@ impl Store for PostgresStore {
             return Ok(None);
         }
         self.tx(|tx| {
-            let min: Option<i64> = tx
-                .query_one(
-                    "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
+            let row = tx.query_one(
+                "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
                                  WHERE d.node = n.name AND d.state = 'pending'))
                      FROM backstop_queue_nodes n
                      WHERE n.status = 'healthy' AND n.drained = 0 AND n.transport = ANY($1)
                        AND (n.transport <> 'local' OR $2::text[] IS NULL OR n.name = ANY($2))",
-                    &[&transports, &local],
-                )?
-                .get(0);
+                &[&transports, &local],
+            )?;
+            let min: Option<i64> = get(&row, 0)?;
             Ok(min.map(from_millis))
         })
     }
@@ -1356,7 +1078,7 @@ impl Store for PostgresStore {
 }
 
 /// Applies one decision other than success (see [`Store::settle`]).
-fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> Result<Settled, postgres::Error> {
+fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
     let id = settle.token.delivery;
     let at = to_millis(settle.at);
     let Some(row) = tx.query_opt(
@@ -1367,11 +1089,11 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> Result<Settled, postgres::Err
     else {
         return Ok(Settled::Stale);
     };
-    let state: String = row.get(0);
-    let attempt: i64 = row.get(1);
-    let node: String = row.get(2);
-    let key: Option<String> = row.get(3);
-    let op: i64 = row.get(4);
+    let state: String = get(&row, 0)?;
+    let attempt: i64 = get(&row, 1)?;
+    let node: String = get(&row, 2)?;
+    let key: Option<String> = get(&row, 3)?;
+    let op: i64 = get(&row, 4)?;
     if count(attempt) != settle.token.attempt || state != DeliveryState::InFlight.as_str() {
         return Ok(Settled::Stale);
     }

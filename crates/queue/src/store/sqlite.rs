@@ -5,16 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use backstop_core::time::{from_millis, to_millis};
-use backstop_sqlite::rusqlite::{
+use backstop_store::sqlite::Database;
+use backstop_store::sqlite::rusqlite::{
     self, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
 };
-use backstop_sqlite::{Database, MaybeBusy, OpenError, Retried};
 
 use super::{
     COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
-    DeliveryRow, Heartbeat, ID_COLUMN, IDEMPOTENCY_WINDOW_MS, MIGRATIONS, OP_COLUMNS, OpFilter,
-    OpRow, OpSummary, POSTGRES_ONLY, Pruned, Registered, Rejection, Requeue, Retained, Settled,
-    Store, StoreError, Submitted, clip, count,
+    DeliveryRow, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned,
+    Registered, Rejection, Requeue, Retained, SQLITE_MIGRATIONS, Settled, Store, StoreError,
+    Submitted, clip, count,
 };
 use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
@@ -32,7 +32,7 @@ fn limit(n: u32) -> u32 {
 
 /// A SQLite queue.
 ///
-/// Opened as every backstop store opens SQLite ([`backstop_sqlite`]): WAL,
+/// Opened as every backstop store opens SQLite ([`backstop_store::sqlite`]): WAL,
 /// `synchronous=FULL`, a busy timeout and retries on top of it; every
 /// write transaction begins `IMMEDIATE`. Every query the dispatcher runs
 /// goes through a partial index of the rows it can touch (pending, in
@@ -42,17 +42,11 @@ pub struct SqliteStore {
     db: Database,
 }
 
-type TxError = super::TxError<rusqlite::Error>;
+type TxError = backstop_store::TxError<rusqlite::Error, Rejection>;
 
-impl From<rusqlite::Error> for TxError {
-    fn from(e: rusqlite::Error) -> Self {
-        TxError::Sql(e)
-    }
-}
-
-impl MaybeBusy for TxError {
-    fn sqlite(&self) -> Option<&rusqlite::Error> {
-        self.sql()
+impl From<Rejection> for TxError {
+    fn from(r: Rejection) -> Self {
+        TxError::Rejected(r)
     }
 }
 
@@ -62,58 +56,13 @@ impl SqliteStore {
     /// Opens (creating if needed, directory included) the queue at `path`
     /// and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
-        let migrations: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|m| {
-                if m.starts_with(POSTGRES_ONLY) {
-                    String::new()
-                } else {
-                    m.replace(ID_COLUMN, "INTEGER PRIMARY KEY AUTOINCREMENT")
-                }
-            })
-            .collect();
-        let migrations: Vec<&str> = migrations.iter().map(String::as_str).collect();
-        let db = Database::open(path, COMPONENT, &migrations).map_err(|e| match e {
-            OpenError::Open { location, source } => StoreError::Open { location, source },
-            OpenError::Busy { location, waited } => StoreError::Busy { location, waited },
-            OpenError::TooNew {
-                location,
-                found,
-                supported,
-            } => StoreError::TooNew {
-                location,
-                found,
-                supported,
-            },
-            OpenError::Failed { location, source } => StoreError::Failed {
-                location,
-                source: Box::new(source),
-            },
-        })?;
+        let db = Database::open(path, COMPONENT, SQLITE_MIGRATIONS)?;
         Ok(SqliteStore { db })
     }
 
     /// The file.
     pub fn path(&self) -> PathBuf {
         PathBuf::from(self.db.location().trim_start_matches("sqlite:"))
-    }
-
-    /// Runs `f`, retrying while the database is busy or locked.
-    fn with_retries<T>(
-        &self,
-        f: impl FnMut(&mut rusqlite::Connection) -> TxResult<T>,
-    ) -> Result<T, StoreError> {
-        self.db.with_retries(f).map_err(|e| match e {
-            Retried::Busy { waited } => StoreError::Busy {
-                location: self.db.location().to_owned(),
-                waited,
-            },
-            Retried::Failed(TxError::Rejected(r)) => StoreError::Rejected(r),
-            Retried::Failed(TxError::Sql(e)) => StoreError::Failed {
-                location: self.db.location().to_owned(),
-                source: Box::new(e),
-            },
-        })
     }
 
     /// Runs `f` in a write transaction begun IMMEDIATE: whole or not at
@@ -130,14 +79,9 @@ impl SqliteStore {
     fn transaction<T>(
         &self,
         behavior: TransactionBehavior,
-        mut f: impl FnMut(&Transaction<'_>) -> TxResult<T>,
+        f: impl FnMut(&Transaction<'_>) -> TxResult<T>,
     ) -> Result<T, StoreError> {
-        self.with_retries(|conn| {
-            let tx = conn.transaction_with_behavior(behavior)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
+        self.db.transaction(behavior, f)
     }
 }
 

@@ -1,32 +1,48 @@
-//! The PostgreSQL plumbing every backstop store shares.
+//! PostgreSQL: one database for a fleet.
 //!
 //! - [`Database::connect`]: reads a `postgres://` URL and sets what a fleet
 //!   needs that libpq leaves off: a connect timeout, TCP keepalives and a
 //!   TCP user timeout, so that a cut network ends a call within about half
 //!   a minute instead of the kernel's quarter of an hour. Nothing connects
 //!   until the first call.
-//! - [`Database::with_client`]: runs a call on one of a few connections
-//!   (the sync client does one thing at a time, so a single connection
-//!   behind a mutex would serialise every thread). A connection the server
-//!   dropped (a restart, a cut) is re-established and the call run again,
-//!   once; deadlocks and serialization failures are retried a few times.
+//! - [`Database::with_client`], [`Database::transaction`],
+//!   [`Database::call`]: run a call on one of a few connections (the sync
+//!   client does one thing at a time, so a single connection behind a
+//!   mutex would serialise every thread). A connection the server dropped
+//!   (a restart, a cut) is re-established and the call run again, once;
+//!   deadlocks and serialization failures are run again a few times. Each
+//!   run again waits a delay of [`backstop_core::Policy`] with full
+//!   jitter, so that a fleet that lost its database together does not
+//!   come back in lockstep.
 //! - [`Database::migrate`]: each component keeps its version in
-//!   `backstop_schema` (`component`, `version`), the table every backstop
-//!   component shares in one database, SQLite or PostgreSQL; migrations run
-//!   under one advisory lock, so processes starting together do not race.
+//!   `backstop_schema` ([`SCHEMA_TABLE`]); migrations run under one
+//!   advisory lock, so processes starting together do not race.
 //! - [`SessionLock`]: a session-level advisory lock on a connection of its
 //!   own, to choose one runner among many machines; when its holder dies
 //!   (or loses the database), the server releases it and another takes it.
 //! - [`Database::location`]: `postgres://host:port/db`, never a user or a
 //!   password.
 //!
-//! ```no_run
-//! use backstop_postgres::Database;
+//! Every call blocks the calling thread.
 //!
-//! let db = Database::connect("postgres://backstop@db.internal/ops", 4)?;
-//! db.migrate("demo", &["CREATE TABLE t (x BIGINT)"])?;
-//! let n: i64 = db.with_client(|c| c.query_one("SELECT count(*) FROM t", &[]).map(|r| r.get(0)))?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! The pool and the statement cache are written here rather than taken
+//! from deadpool-postgres or r2d2_postgres. The stores' calls block, and
+//! deadpool-postgres is async (each call would need a runtime to block
+//! on); r2d2_postgres keeps no prepared statements, which the dispatcher's
+//! one round trip per statement relies on. The pool is a handful of
+//! slots, each owning its client and the statements prepared on it; a
+//! lost connection is re-established inside the slot, so that the call
+//! that found it lost runs again on the new one. A replacement is taken
+//! only if the fan-out benchmark (`cargo bench -p backstop-queue --bench
+//! fanout_pg`) stays within 5 % with it.
+//!
+//! ```no_run
+//! use backstop_store::{StoreError, postgres::Database};
+//!
+//! let db = Database::connect("postgres://backstop@db.internal/ops", "demo", 4)?;
+//! db.migrate(&["CREATE TABLE t (x BIGINT)"])?;
+//! let n: i64 = db.with_client(|c| c.query_one("SELECT count(*) FROM t", &[])?.try_get(0))?;
+//! # Ok::<(), StoreError>(())
 //! ```
 
 use std::collections::HashMap;
@@ -34,17 +50,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
+use backstop_core::Policy;
 pub use postgres;
 use postgres::error::SqlState;
-use postgres::types::ToSql;
+use postgres::types::{FromSql, ToSql};
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
-/// Creates the table of component versions when missing. The same
-/// statement serves SQLite.
-pub const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS backstop_schema (
-    component TEXT PRIMARY KEY NOT NULL,
-    version BIGINT NOT NULL
-)";
+use crate::{ColumnError, Place, SCHEMA_TABLE, StoreError, TxError};
+
+/// Column `idx` of `row` as `T`. A column missing, or of another type than
+/// `T` (a table changed by hand), is a [`ColumnError`] naming it, where
+/// `Row::get` would panic.
+pub fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, ColumnError> {
+    row.try_get(idx).map_err(|e| ColumnError {
+        column: row
+            .columns()
+            .get(idx)
+            .map_or_else(|| format!("#{idx}"), |c| c.name().to_owned()),
+        source: Box::new(e),
+    })
+}
 
 /// The advisory lock every component's migrations take: one for all, since
 /// two components creating `backstop_schema` at once would collide.
@@ -60,122 +85,25 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many times a call that hit a deadlock or a serialization failure
 /// runs again.
-const CONFLICT_RETRIES: u32 = 5;
+pub const CONFLICT_RETRIES: u32 = 5;
 
-/// Why a database could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// The URL cannot be read.
-    #[error("{location} is not a PostgreSQL URL backstop can read")]
-    Url {
-        /// What can be shown of it.
-        location: String,
-        /// Why.
-        #[source]
-        source: postgres::Error,
-    },
-    /// The server could not be reached, or dropped the connection.
-    #[error("cannot reach {location}")]
-    Unreachable {
-        /// `postgres://host:port/db`.
-        location: String,
-        /// Why.
-        #[source]
-        source: postgres::Error,
-    },
-    /// The server answered and refused the connection: the role, its
-    /// password or its right to connect (SQLSTATE class 28). Trying again
-    /// does not help.
-    #[error("{location} refused the credentials")]
-    Refused {
-        /// `postgres://host:port/db`.
-        location: String,
-        /// Why.
-        #[source]
-        source: postgres::Error,
-    },
-    /// The database holds a schema newer than this backstop knows.
-    #[error(
-        "{location} has schema version {found}, newer than the {supported} this backstop knows"
-    )]
-    TooNew {
-        /// `postgres://host:port/db`.
-        location: String,
-        /// The version found.
-        found: i64,
-        /// The newest version known here.
-        supported: i64,
-    },
-    /// A statement failed.
-    #[error("{location} failed")]
-    Failed {
-        /// `postgres://host:port/db`.
-        location: String,
-        /// Why.
-        #[source]
-        source: postgres::Error,
-    },
+/// The delays before a call runs again after a lost connection or a
+/// conflict: 5 ms doubling to 200 ms, full jitter, so that the processes
+/// of a fleet that hit the same conflict, or lost the same server, spread
+/// out instead of colliding again.
+pub fn rerun_policy() -> Policy {
+    Policy::api()
+        .with_max_attempts(CONFLICT_RETRIES + 2)
+        .with_initial_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(200))
 }
 
-impl OpenError {
-    /// Whether trying again later may succeed.
-    pub fn is_temporary(&self) -> bool {
-        matches!(self, OpenError::Unreachable { .. })
-    }
-}
-
-/// Why a call through [`Database::with_client`] failed.
-#[derive(Debug)]
-pub enum Failure<E> {
-    /// No connection could be made.
-    Unreachable(postgres::Error),
-    /// The connection was lost during the call, and again after
-    /// reconnecting.
-    Lost(E),
-    /// The call failed otherwise.
-    Failed(E),
-}
-
-impl<E> std::fmt::Display for Failure<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Failure::Unreachable(_) => "cannot connect to PostgreSQL",
-            Failure::Lost(_) => "the connection to PostgreSQL was lost",
-            Failure::Failed(_) => "a PostgreSQL call failed",
-        })
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for Failure<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Failure::Unreachable(e) => Some(e),
-            Failure::Lost(e) | Failure::Failed(e) => Some(e),
-        }
-    }
-}
-
-/// An error that may carry a PostgreSQL error, so that deadlocks and
-/// serialization failures can be told apart and retried.
-pub trait MaybePostgres {
-    /// The PostgreSQL error inside, if any.
-    fn postgres(&self) -> Option<&postgres::Error>;
-
-    /// A deadlock or a serialization failure: running the transaction
-    /// again may succeed.
-    fn is_conflict(&self) -> bool {
-        self.postgres()
-            .and_then(postgres::Error::code)
-            .is_some_and(|c| {
-                *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-            })
-    }
-}
-
-impl MaybePostgres for postgres::Error {
-    fn postgres(&self) -> Option<&postgres::Error> {
-        Some(self)
-    }
+/// A deadlock or a serialization failure: running the transaction again
+/// may succeed.
+fn is_conflict(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
 }
 
 /// Whether a failed connection was refused by the server for who asked
@@ -185,22 +113,53 @@ fn refused(e: &postgres::Error) -> bool {
     e.code().is_some_and(|c| c.code().starts_with("28"))
 }
 
+/// The server answered and refused the connection: the role, its password
+/// or its right to connect. Trying again does not help.
+#[derive(Debug, thiserror::Error)]
+#[error("{location} refused the credentials")]
+struct Refused {
+    location: String,
+    #[source]
+    source: postgres::Error,
+}
+
 /// A PostgreSQL database reached through a few connections.
 pub struct Database {
     config: Config,
     pool: Vec<Mutex<Option<Conn>>>,
     next: AtomicUsize,
-    location: String,
+    place: Place,
+}
+
+/// Why a call failed, before it is told as a [`StoreError`].
+enum Failure<E> {
+    /// No connection could be made.
+    Unreachable(postgres::Error),
+    /// The connection was lost during the call, and again after
+    /// reconnecting.
+    Lost(E),
+    /// The call failed otherwise.
+    Failed(E),
 }
 
 impl Database {
-    /// Reads `url` (`postgres://user@host:port/db?options`) and keeps up to
-    /// `connections` (at least 1) open once used. Connects to nothing yet.
-    pub fn connect(url: &str, connections: usize) -> Result<Database, OpenError> {
-        let mut config: Config = url.trim().parse().map_err(|source| OpenError::Url {
-            location: "postgres://(unreadable URL)".to_owned(),
-            source,
-        })?;
+    /// Reads `url` (`postgres://user@host:port/db?options`) for
+    /// `component` and keeps up to `connections` (at least 1) open once
+    /// used. Connects to nothing yet. A URL that cannot be read is
+    /// [`StoreError::Location`], which shows nothing of it.
+    pub fn connect<R>(
+        url: &str,
+        component: &'static str,
+        connections: usize,
+    ) -> Result<Database, StoreError<R>> {
+        let mut config: Config =
+            url.trim()
+                .parse()
+                .map_err(|source: postgres::Error| StoreError::Location {
+                    component,
+                    location: "postgres://(unreadable URL)".to_owned(),
+                    source: Box::new(source),
+                })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -210,18 +169,23 @@ impl Database {
         if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
             config.keepalives_idle(Duration::from_secs(15));
         }
-        let location = describe(&config);
+        let place = Place::new(component, describe(&config));
         Ok(Database {
             config,
             pool: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
-            location,
+            place,
         })
     }
 
     /// `postgres://host:port/db`, without user or password.
     pub fn location(&self) -> &str {
-        &self.location
+        self.place.location()
+    }
+
+    /// Which store this is, where: to tell its errors.
+    pub fn place(&self) -> &Place {
+        &self.place
     }
 
     /// A connection slot: a free one if there is one, else the next in
@@ -242,13 +206,19 @@ impl Database {
     /// Runs `f` on a live connection. A connection found closed is
     /// re-established first; one lost during `f` is re-established and `f`
     /// run again, once. A deadlock or serialization failure runs `f` again
-    /// up to five times. `f` may therefore run more than once: what it does
-    /// must be whole transactions.
-    pub fn with_client<T, E: MaybePostgres>(
+    /// up to [`CONFLICT_RETRIES`] times. Each run again waits a jittered
+    /// delay of [`rerun_policy`]. `f` may therefore run more than once:
+    /// what it does must be whole transactions.
+    ///
+    /// No connection: [`StoreError::Open`] ([`StoreError::Failed`] when the
+    /// server refused the credentials); a refusal from `f`:
+    /// [`StoreError::Rejected`]; a lost connection, twice:
+    /// [`StoreError::Open`]; anything else: [`StoreError::Failed`].
+    pub fn with_client<T, R, E: Into<TxError<postgres::Error, R>>>(
         &self,
         mut f: impl FnMut(&mut Client) -> Result<T, E>,
-    ) -> Result<T, Failure<E>> {
-        self.with_conn(|conn| f(&mut conn.client))
+    ) -> Result<T, StoreError<R>> {
+        self.with_conn(|conn| f(&mut conn.client).map_err(Into::into))
     }
 
     /// Runs `f` in a transaction on a live connection, as
@@ -256,16 +226,16 @@ impl Database {
     /// run again after a lost connection or a conflict. Statements are
     /// prepared once per connection and kept: one round trip each after the
     /// first.
-    pub fn transaction<T, E: MaybePostgres + From<postgres::Error>>(
+    pub fn transaction<T, R, E: Into<TxError<postgres::Error, R>>>(
         &self,
         mut f: impl FnMut(&mut Tx<'_>) -> Result<T, E>,
-    ) -> Result<T, Failure<E>> {
+    ) -> Result<T, StoreError<R>> {
         self.with_conn(|conn| {
             let mut tx = Tx {
                 inner: conn.client.transaction()?,
                 statements: &mut conn.statements,
             };
-            let value = f(&mut tx)?;
+            let value = f(&mut tx).map_err(Into::into)?;
             tx.inner.commit()?;
             Ok(value)
         })
@@ -274,11 +244,7 @@ impl Database {
     /// Runs one statement on its own, as its own transaction, prepared once
     /// per connection: one round trip. Run again as
     /// [`Database::with_client`] runs a call.
-    pub fn call(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Vec<Row>, Failure<postgres::Error>> {
+    pub fn call<R>(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError<R>> {
         self.with_conn(|conn| {
             let statement = match conn.statements.get(sql) {
                 Some(s) => s.clone(),
@@ -288,14 +254,23 @@ impl Database {
                     s
                 }
             };
-            conn.client.query(&statement, params)
+            Ok(conn.client.query(&statement, params)?)
         })
     }
 
-    fn with_conn<T, E: MaybePostgres>(
+    fn with_conn<T, R>(
         &self,
-        mut f: impl FnMut(&mut Conn) -> Result<T, E>,
-    ) -> Result<T, Failure<E>> {
+        f: impl FnMut(&mut Conn) -> Result<T, TxError<postgres::Error, R>>,
+    ) -> Result<T, StoreError<R>> {
+        self.run(f).map_err(|e| self.store_error(e))
+    }
+
+    fn run<T, R>(
+        &self,
+        mut f: impl FnMut(&mut Conn) -> Result<T, TxError<postgres::Error, R>>,
+    ) -> Result<T, Failure<TxError<postgres::Error, R>>> {
+        let policy = rerun_policy();
+        let mut delays = policy.delays();
         let mut slot = self.slot();
         let mut reconnected = false;
         let mut conflicts = 0;
@@ -318,60 +293,82 @@ impl Database {
                     if reconnected {
                         return Err(Failure::Lost(e));
                     }
-                    tracing::debug!("the connection to {} was lost; reconnecting", self.location);
+                    tracing::debug!(
+                        "the connection to {} was lost; reconnecting",
+                        self.place.location()
+                    );
                     reconnected = true;
                 }
-                Err(e) if e.is_conflict() && conflicts < CONFLICT_RETRIES => {
+                Err(e) if e.driver().is_some_and(is_conflict) && conflicts < CONFLICT_RETRIES => {
                     conflicts += 1;
-                    std::thread::sleep(Duration::from_millis(5 * u64::from(conflicts)));
                 }
                 Err(e) => return Err(Failure::Failed(e)),
+            }
+            if let Some(delay) = delays.next() {
+                std::thread::sleep(delay);
             }
         }
     }
 
-    /// Brings `component`'s schema up to date: applies the `migrations` it
-    /// lacks (version N is the first N applied), each recorded in the
-    /// transaction that applies it, under [`MIGRATION_LOCK`].
-    pub fn migrate(&self, component: &str, migrations: &[&str]) -> Result<(), OpenError> {
+    fn store_error<R>(&self, e: Failure<TxError<postgres::Error, R>>) -> StoreError<R> {
+        let place = &self.place;
+        match e {
+            Failure::Unreachable(source) if refused(&source) => place.failed(Refused {
+                location: place.location().to_owned(),
+                source,
+            }),
+            Failure::Unreachable(source) | Failure::Lost(TxError::Driver(source)) => {
+                place.unreachable(source)
+            }
+            Failure::Failed(TxError::Driver(source)) => place.failed(source),
+            Failure::Lost(TxError::Unreadable(e)) | Failure::Failed(TxError::Unreadable(e)) => {
+                place.failed(e)
+            }
+            Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
+                StoreError::Rejected(r)
+            }
+        }
+    }
+
+    /// Brings this component's schema up to date: applies the
+    /// `migrations` it lacks (version N is the first N applied), each
+    /// recorded in the transaction that applies it, under
+    /// [`MIGRATION_LOCK`]. A schema newer than `migrations` is
+    /// [`StoreError::TooNew`].
+    pub fn migrate<R>(&self, migrations: &[&str]) -> Result<(), StoreError<R>> {
+        let component = self.place.component();
         let supported = migrations.len() as i64;
-        let found = self
-            .with_client(|client| {
-                let mut tx = client.transaction()?;
+        let found = self.with_client::<_, R, _>(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&MIGRATION_LOCK.0, &MIGRATION_LOCK.1],
+            )?;
+            tx.batch_execute(SCHEMA_TABLE)?;
+            let version: i64 = match tx.query_opt(
+                "SELECT version FROM backstop_schema WHERE component = $1",
+                &[&component],
+            )? {
+                Some(row) => row.try_get(0)?,
+                None => 0,
+            };
+            if version > supported {
+                return Ok(version);
+            }
+            let done = usize::try_from(version.max(0)).unwrap_or(usize::MAX);
+            for (n, sql) in migrations.iter().enumerate().skip(done) {
+                tx.batch_execute(sql)?;
                 tx.execute(
-                    "SELECT pg_advisory_xact_lock($1, $2)",
-                    &[&MIGRATION_LOCK.0, &MIGRATION_LOCK.1],
+                    "INSERT INTO backstop_schema (component, version) VALUES ($1, $2)
+                     ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    &[&component, &(n as i64 + 1)],
                 )?;
-                tx.batch_execute(SCHEMA_TABLE)?;
-                let version: i64 = tx
-                    .query_opt(
-                        "SELECT version FROM backstop_schema WHERE component = $1",
-                        &[&component],
-                    )?
-                    .map(|r| r.get(0))
-                    .unwrap_or(0);
-                if version > supported {
-                    return Ok(version);
-                }
-                let done = usize::try_from(version.max(0)).unwrap_or(usize::MAX);
-                for (n, sql) in migrations.iter().enumerate().skip(done) {
-                    tx.batch_execute(sql)?;
-                    tx.execute(
-                        "INSERT INTO backstop_schema (component, version) VALUES ($1, $2)
-                         ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                        &[&component, &(n as i64 + 1)],
-                    )?;
-                }
-                tx.commit()?;
-                Ok(version)
-            })
-            .map_err(|e| self.open_error(e))?;
+            }
+            tx.commit()?;
+            Ok::<_, postgres::Error>(version)
+        })?;
         if found > supported {
-            return Err(OpenError::TooNew {
-                location: self.location.clone(),
-                found,
-                supported,
-            });
+            return Err(self.place.too_new(found, supported));
         }
         Ok(())
     }
@@ -383,19 +380,6 @@ impl Database {
             .filter_map(|slot| slot.get_mut().unwrap_or_else(|p| p.into_inner()).take())
             .map(|conn| conn.client)
             .collect()
-    }
-
-    fn open_error(&self, e: Failure<postgres::Error>) -> OpenError {
-        let location = self.location.clone();
-        match e {
-            Failure::Unreachable(source) if refused(&source) => {
-                OpenError::Refused { location, source }
-            }
-            Failure::Unreachable(source) | Failure::Lost(source) => {
-                OpenError::Unreachable { location, source }
-            }
-            Failure::Failed(source) => OpenError::Failed { location, source },
-        }
     }
 
     /// A session-level advisory lock on `(class, hashtext(current_schema()))`,
@@ -427,7 +411,7 @@ fn close_elsewhere(clients: Vec<Client>) {
         return;
     }
     let spawned = std::thread::Builder::new()
-        .name("backstop-postgres-close".to_owned())
+        .name("backstop-store-close".to_owned())
         .spawn(move || drop(clients));
     if let Err(e) = spawned {
         tracing::debug!("cannot close PostgreSQL connections on a thread of their own: {e}");
@@ -528,11 +512,13 @@ impl SessionLock {
             "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
             &[&self.class],
         );
-        match got {
-            Ok(row) => {
-                state.held = row.get(0);
-                Ok(state.held)
+        match got.and_then(|row| row.try_get(0)) {
+            Ok(held) => {
+                state.held = held;
+                Ok(held)
             }
+            // A lock whose answer cannot be read is let go with its
+            // connection.
             Err(e) => {
                 state.client = None;
                 state.held = false;
@@ -585,14 +571,18 @@ pub fn describe(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+    use std::error::Error as _;
+
     use super::*;
 
     #[test]
     fn locations_show_no_user_or_password() {
-        let db = Database::connect("postgres://u:hunter2@db.internal:6543/ops", 2)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let db =
+            Database::connect::<Infallible>("postgres://u:hunter2@db.internal:6543/ops", "x", 2)
+                .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(db.location(), "postgres://db.internal:6543/ops");
-        let err = Database::connect("postgres://u:hunter2@db:notaport/x", 1)
+        let err = Database::connect::<Infallible>("postgres://u:hunter2@db:notaport/x", "x", 1)
             .err()
             .map(|e| format!("{e} {e:?}"))
             .unwrap_or_default();
@@ -605,18 +595,82 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or(1);
-        let db = Database::connect(&format!("postgres://u:hunter2@127.0.0.1:{port}/db"), 1)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let db = Database::connect::<Infallible>(
+            &format!("postgres://u:hunter2@127.0.0.1:{port}/db"),
+            "x",
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let err = db
-            .migrate("x", &[])
+            .migrate::<Infallible>(&[])
             .err()
             .unwrap_or_else(|| panic!("nothing listens"));
         assert!(err.is_temporary(), "{err}");
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
     }
+
+    #[test]
+    fn reruns_wait_jittered_delays_below_the_cap() {
+        let mut firsts = std::collections::HashSet::new();
+        for seed in 0..32 {
+            let policy = rerun_policy().with_seed(seed);
+            let delays: Vec<Duration> = policy.delays().collect();
+            // Every conflict and the one reconnect wait.
+            assert_eq!(delays.len(), CONFLICT_RETRIES as usize + 1);
+            assert!(
+                delays.iter().all(|d| *d <= Duration::from_millis(200)),
+                "{delays:?}"
+            );
+            firsts.insert(delays[0]);
+        }
+        // Full jitter: processes that hit the same conflict spread out.
+        assert!(firsts.len() > 16, "{firsts:?}");
+    }
+
+    #[test]
+    fn a_conflict_runs_the_call_again_then_fails() {
+        let schema = testing::TestSchema::new("store_conflict");
+        let db = Database::connect::<Infallible>(schema.url(), "x", 1).unwrap();
+        let mut runs = 0;
+        let result = db.with_client::<(), Infallible, _>(|c| {
+            runs += 1;
+            c.batch_execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$",
+            )
+        });
+        match result {
+            Err(StoreError::Failed { source, .. }) => {
+                let code = source
+                    .downcast_ref::<postgres::Error>()
+                    .and_then(postgres::Error::code);
+                assert_eq!(code, Some(&SqlState::T_R_SERIALIZATION_FAILURE));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(runs, CONFLICT_RETRIES + 1);
+    }
+
+    #[test]
+    fn a_role_the_server_refuses_is_a_failure_that_says_so() {
+        let url = testing::server_url();
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let db =
+            Database::connect::<Infallible>(&format!("{scheme}://no_such_role_bs@{host}"), "x", 1)
+                .unwrap();
+        match db.migrate::<Infallible>(&[]) {
+            Err(e @ StoreError::Failed { .. }) => {
+                let cause = e.source().map(|c| c.to_string()).unwrap_or_default();
+                assert!(cause.ends_with("refused the credentials"), "{cause}");
+                assert!(!e.is_temporary());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     //! A schema of its own for each test, on the PostgreSQL server the
     //! tests use: `BACKSTOP_TEST_POSTGRES`, default

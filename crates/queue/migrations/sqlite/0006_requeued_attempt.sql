@@ -1,0 +1,1 @@
+ALTER TABLE backstop_queue_deliveries ADD COLUMN requeued_attempt BIGINT NOT NULL DEFAULT 0
