@@ -23,6 +23,11 @@ pub fn oras_python(dir: &Path) -> PathBuf {
             .status()
             .is_ok_and(|s| s.success())
     };
+    // Test binaries run at once and share `dir`: one makes the
+    // environment while the others wait for it.
+    std::fs::create_dir_all(dir).expect("the venv's folder can be made");
+    let lock = std::fs::File::create(dir.join("oras-venv.lock")).expect("the venv lock opens");
+    lock.lock().expect("the venv lock is taken");
     if !installed() {
         let made = Command::new("python3")
             .args(["-m", "venv"])
@@ -40,5 +45,6 @@ pub fn oras_python(dir: &Path) -> PathBuf {
         assert!(pip.success(), "pip install {ORAS} failed");
         assert!(installed(), "oras does not import after pip install");
     }
+    drop(lock);
     python
 }
