@@ -318,7 +318,7 @@ pub struct Prepared<'c> {
 
 impl Prepared<'_> {
     /// The URL asked for (before any redirect). Never show it as is: use
-    /// [`redact`] or [`Prepared::host`].
+    /// [`redact_url`] or [`Prepared::host`].
     pub fn url(&self) -> &Url {
         &self.url
     }
@@ -481,7 +481,7 @@ fn pieces(
 
 fn parse_url(raw: &str) -> Result<Url, Error> {
     let shown = |url: &str| match Url::parse(url) {
-        Ok(u) => redact(&u),
+        Ok(u) => redact_url(&u),
         Err(_) => url.chars().filter(|c| !c.is_control()).take(200).collect(),
     };
     let url = Url::parse(raw.trim()).map_err(|e| Error::InvalidUrl {
@@ -505,7 +505,7 @@ fn parse_url(raw: &str) -> Result<Url, Error> {
 
 /// A URL as it may be shown: no user name or password, no query (signed
 /// URLs carry their signature there), no fragment.
-pub fn redact(url: &Url) -> String {
+pub fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
@@ -634,7 +634,7 @@ mod tests {
     fn shown_urls_carry_no_credentials() {
         let url =
             Url::parse("https://user:pa55@cdn.example.com/file?X-Amz-Signature=abc#f").unwrap();
-        assert_eq!(redact(&url), "https://cdn.example.com/file");
+        assert_eq!(redact_url(&url), "https://cdn.example.com/file");
         let err = parse_url("gopher://user:pa55@example.com/?token=abc").unwrap_err();
         let shown = err.to_string();
         assert!(!shown.contains("pa55") && !shown.contains("abc"), "{shown}");

@@ -107,7 +107,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
     let (dest, part, record_path) = (&planned.dest, planned.part(), planned.record());
     let keep = !job.options.replace_existing;
 
-    let identity = backstop_http::redact(&item.url);
+    let identity = backstop_http::redact_url(&item.url);
     // Known size, or what a HEAD says, to see whether the file is in place
     // and how many streams it can take; nothing is kept when the caller
     // replaces what is there.
