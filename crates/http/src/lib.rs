@@ -61,7 +61,7 @@ pub use backstop_core::{
 };
 pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, HEADER_TIMEOUT, READ_IDLE_TIMEOUT};
 pub use error::Error;
-pub use failure::Failure;
+pub use failure::HttpFailure;
 pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact_url};
 pub use reqwest::{Method, StatusCode, header};
 pub use signal::server_wait;

@@ -641,7 +641,7 @@ async fn probe_head(
     };
     let resp = match prepared.send_once(conditions).await {
         Ok(resp) => resp,
-        Err(backstop_http::Failure::Status { status, .. })
+        Err(backstop_http::HttpFailure::Status { status, .. })
             if status == StatusCode::NOT_MODIFIED && !conditions.is_empty() =>
         {
             return Probe {

@@ -216,7 +216,7 @@ impl StdError for FileError {
 #[derive(Debug)]
 pub enum Failure {
     /// The request failed: a status, the connection, a timeout.
-    Http(backstop_http::Failure),
+    Http(backstop_http::HttpFailure),
     /// The answer cannot be used (a garbage `Content-Range`, a 206 for
     /// bytes not asked for).
     Answer(String),

@@ -311,7 +311,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
 
     let mut resp = match ctx.prepared.send_once(&extra).await {
         Ok(resp) => resp,
-        Err(backstop_http::Failure::Status { status, .. })
+        Err(backstop_http::HttpFailure::Status { status, .. })
             if status == StatusCode::RANGE_NOT_SATISFIABLE && ranged =>
         {
             let end = stream.end.or(ctx.expected).or(known_total);
@@ -415,7 +415,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
             Ok(Some(chunk)) => chunk,
             Ok(None) => break None,
             Err(e) => {
-                break Some(Failure::Http(backstop_http::Failure::Transport(
+                break Some(Failure::Http(backstop_http::HttpFailure::Transport(
                     e.without_url(),
                 )));
             }
