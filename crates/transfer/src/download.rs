@@ -20,7 +20,8 @@ use crate::stream::{self, FileCtx, Learned, Stream};
 use crate::validators::Validators;
 use crate::writer::{Hashed, Writer, Written};
 use crate::{
-    Event, Failure, FileError, FileReport, Item, Options, Outcome, Planned, Progress, Sha256,
+    Event, FileError, FileReport, Item, Options, Outcome, Planned, Progress, Sha256,
+    TransferFailure,
 };
 
 /// One file of a pull and everything it needs.
@@ -228,7 +229,9 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
             segment.end = segment.end.or(learned_total(&learned));
         }
         if let Err(e) = result {
-            if matches!(e.last_error(), Some(Failure::RangeUnusable(_))) && segments.len() > 1 {
+            if matches!(e.last_error(), Some(TransferFailure::RangeUnusable(_)))
+                && segments.len() > 1
+            {
                 file.set_len(0).map_err(local(&part))?;
                 remove(&record_path).map_err(local(&record_path))?;
                 segments = plan(known, job.options, false);
@@ -538,7 +541,7 @@ async fn round(
     streams: &[Stream],
     segments: &[Segment],
     checkpoint: &Checkpoint<'_>,
-) -> Result<(), RetryError<Failure>> {
+) -> Result<(), RetryError<TransferFailure>> {
     let done = CancellationToken::new();
     let work = async {
         let result = try_join_all(streams.iter().map(|s| stream::run(ctx, s))).await;

@@ -12,7 +12,7 @@
 //! window is off) since it last started. Until then, reconnections belong
 //! to the same attempt, and the window runs across them: a stream that
 //! moves less than its minimum in the window, however many connections
-//! that took, fails the attempt as [`Failure::TooSlow`]. Attempts that
+//! that took, fails the attempt as [`TransferFailure::TooSlow`]. Attempts that
 //! fail (moving nothing, or too slow) are retried with growing backoff,
 //! and only they can exhaust the policy.
 
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::response::{Answer, answer};
 use crate::writer::{Pending, Writer};
-use crate::{Event, Failure, MinProgress, Options, Progress, Sha256};
+use crate::{Event, MinProgress, Options, Progress, Sha256, TransferFailure};
 
 /// How long gathered bytes may wait for more before they are written.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
@@ -170,7 +170,10 @@ fn pause(policy: &Policy) -> Duration {
 
 /// Fetches the stream's bytes, retrying under the options' policy, until
 /// it has them all or the engine gives up.
-pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryError<Failure>> {
+pub(crate) async fn run(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+) -> Result<(), RetryError<TransferFailure>> {
     loop {
         let left = stream
             .end
@@ -250,7 +253,11 @@ async fn reconnect(
 
 /// One attempt: connections, one after another, until the stream has its
 /// bytes, an attempt fails, or it broke after real progress.
-async fn attempt(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy) -> Result<Step, Failure> {
+async fn attempt(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+    policy: &Policy,
+) -> Result<Step, TransferFailure> {
     if stream.fresh_window.swap(false, Ordering::AcqRel) {
         *stream.window.lock().unwrap_or_else(|p| p.into_inner()) = Window {
             started: Instant::now(),
@@ -276,7 +283,7 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy) -> Result<
 
 /// Starts the stream over from byte 0 (one stream only): the partial file
 /// is cut to nothing and its record forgotten.
-async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(), Failure> {
+async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(), TransferFailure> {
     ctx.writer.truncate(0).await?;
     stream.set_pos(0);
     ctx.progress.event(ctx.id, Event::Restart { reason });
@@ -284,7 +291,7 @@ async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(),
 }
 
 /// One request, and as much of its body as arrives.
-async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failure> {
+async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, TransferFailure> {
     let mut pos = stream.pos();
     let (no_range, validator, known_total) = {
         let l = ctx.learned();
@@ -319,7 +326,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
                 return Ok(Connection::Done);
             }
             if ctx.bounded {
-                return Err(Failure::RangeUnusable(
+                return Err(TransferFailure::RangeUnusable(
                     "HTTP 416 for a range of the file".into(),
                 ));
             }
@@ -331,14 +338,14 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
             .await?;
             return Ok(starting_over("starting over"));
         }
-        Err(e) => return Err(Failure::Http(e)),
+        Err(e) => return Err(TransferFailure::Http(e)),
     };
     let answered = match answer(resp.status(), resp.headers()) {
         Ok(answered) => answered,
         Err(why) if ranged && resp.status() == StatusCode::PARTIAL_CONTENT => {
             return wrong_range(ctx, stream, why).await;
         }
-        Err(why) => return Err(Failure::Answer(why)),
+        Err(why) => return Err(TransferFailure::Answer(why)),
     };
     learn(ctx, resp.headers());
 
@@ -346,7 +353,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
     let (at, limit) = match answered {
         Answer::Part { start, end, total } => {
             if !ranged {
-                return Err(Failure::Answer("a 206 for a request without Range".into()));
+                return Err(TransferFailure::Answer(
+                    "a 206 for a request without Range".into(),
+                ));
             }
             if start != pos || stream.end.is_some_and(|e| end >= e) {
                 let why = format!("asked for bytes from {pos}, got {start}-{end}");
@@ -358,7 +367,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
             {
                 // The file changed since the partial file was begun.
                 if ctx.bounded {
-                    return Err(Failure::RangeUnusable("the file changed size".into()));
+                    return Err(TransferFailure::RangeUnusable(
+                        "the file changed size".into(),
+                    ));
                 }
                 ctx.learned().total = Some(t);
                 restart(ctx, stream, "the file changed on the server").await?;
@@ -369,7 +380,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
         Answer::Whole { length } => {
             if ranged {
                 if ctx.bounded {
-                    return Err(Failure::RangeUnusable(
+                    return Err(TransferFailure::RangeUnusable(
                         "the server answered a Range request with the whole file".into(),
                     ));
                 }
@@ -415,9 +426,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
             Ok(Some(chunk)) => chunk,
             Ok(None) => break None,
             Err(e) => {
-                break Some(Failure::Http(backstop_http::HttpFailure::Transport(
-                    e.without_url(),
-                )));
+                break Some(TransferFailure::Http(
+                    backstop_http::HttpFailure::Transport(e.without_url()),
+                ));
             }
         };
         ctx.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -451,7 +462,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
     stream.set_pos(pending.flush().await?);
 
     if let Some(failure) = broke {
-        let progressed = moved > 0 && !matches!(failure, Failure::TooSlow { .. });
+        let progressed = moved > 0 && !matches!(failure, TransferFailure::TooSlow { .. });
         if progressed && failure.verdict().class.is_retryable() {
             return Ok(Connection::Broke {
                 reason: failure.verdict().reason,
@@ -470,7 +481,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
             reason: "the server sent less than the rest".into(),
             at_once: moved >= RESUME_AT_ONCE,
         }),
-        (true, false) => Err(Failure::Short),
+        (true, false) => Err(TransferFailure::Short),
     }
 }
 
@@ -482,9 +493,9 @@ async fn wrong_range(
     ctx: &FileCtx<'_>,
     stream: &Stream,
     why: String,
-) -> Result<Connection, Failure> {
+) -> Result<Connection, TransferFailure> {
     if ctx.bounded {
-        return Err(Failure::RangeUnusable(why));
+        return Err(TransferFailure::RangeUnusable(why));
     }
     ctx.learned().no_range = true;
     restart(ctx, stream, &format!("wrong Content-Range ({why})")).await?;
@@ -500,10 +511,10 @@ fn starting_over(reason: &'static str) -> Connection {
 }
 
 /// Fails when the server's size for the file is not the listing's.
-fn check_total(ctx: &FileCtx<'_>, total: Option<u64>) -> Result<(), Failure> {
+fn check_total(ctx: &FileCtx<'_>, total: Option<u64>) -> Result<(), TransferFailure> {
     match (total, ctx.expected) {
         (Some(server), Some(expected)) if server != expected => {
-            Err(Failure::Size { server, expected })
+            Err(TransferFailure::Size { server, expected })
         }
         _ => Ok(()),
     }
@@ -532,7 +543,7 @@ fn learn(ctx: &FileCtx<'_>, headers: &backstop_http::header::HeaderMap) {
 
 /// Counts `bytes` into the stream's window; the failure when a window
 /// closed with fewer bytes than the minimum.
-fn too_slow(stream: &Stream, min: MinProgress, bytes: u64) -> Option<Failure> {
+fn too_slow(stream: &Stream, min: MinProgress, bytes: u64) -> Option<TransferFailure> {
     let mut w = stream.window.lock().unwrap_or_else(|p| p.into_inner());
     w.bytes += bytes;
     let now = Instant::now();
@@ -540,7 +551,7 @@ fn too_slow(stream: &Stream, min: MinProgress, bytes: u64) -> Option<Failure> {
         return None;
     }
     if w.bytes < min.bytes {
-        return Some(Failure::TooSlow {
+        return Some(TransferFailure::TooSlow {
             bytes: w.bytes,
             window: min.window,
         });
@@ -568,7 +579,7 @@ mod tests {
         assert!(
             matches!(
                 too_slow(&s, min, 10),
-                Some(Failure::TooSlow { bytes: 20, .. })
+                Some(TransferFailure::TooSlow { bytes: 20, .. })
             ),
             "20 bytes in 11 s is too slow"
         );
@@ -602,7 +613,7 @@ mod tests {
             tokio::time::advance(Duration::from_secs(3)).await;
             if let Some(slow) = too_slow(&s, min, 0) {
                 assert!(
-                    matches!(slow, Failure::TooSlow { bytes: 5120, .. }),
+                    matches!(slow, TransferFailure::TooSlow { bytes: 5120, .. }),
                     "{slow}"
                 );
                 return;

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Failure, Sha256};
+use crate::{Sha256, TransferFailure};
 
 /// Writes are gathered to this size before they go to the thread.
 const GATHER: usize = 1 << 20;
@@ -267,7 +267,7 @@ impl Writer {
         &self.written
     }
 
-    async fn send(&self, op: Op) -> Result<(), Failure> {
+    async fn send(&self, op: Op) -> Result<(), TransferFailure> {
         if self.tx.send(op).await.is_ok() {
             return Ok(());
         }
@@ -278,12 +278,12 @@ impl Writer {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_else(|| io::Error::other("the writer stopped"));
-        Err(Failure::Local(error))
+        Err(TransferFailure::Local(error))
     }
 
     /// Cuts the file to `len` bytes (0: starting over), forgetting its
     /// record.
-    pub(crate) async fn truncate(&self, len: u64) -> Result<(), Failure> {
+    pub(crate) async fn truncate(&self, len: u64) -> Result<(), TransferFailure> {
         self.send(Op::Truncate(len)).await
     }
 
@@ -317,7 +317,7 @@ impl<'w> Pending<'w> {
 
     /// Adds bytes; sends the gathered ones when there are enough.
     /// Returns the position up to which bytes are with the writer.
-    pub(crate) async fn push(&mut self, data: &[u8]) -> Result<Option<u64>, Failure> {
+    pub(crate) async fn push(&mut self, data: &[u8]) -> Result<Option<u64>, TransferFailure> {
         self.buf.extend_from_slice(data);
         if self.buf.len() >= GATHER {
             return self.flush().await.map(Some);
@@ -327,7 +327,7 @@ impl<'w> Pending<'w> {
 
     /// Sends what is gathered; returns the position up to which bytes are
     /// with the writer.
-    pub(crate) async fn flush(&mut self) -> Result<u64, Failure> {
+    pub(crate) async fn flush(&mut self) -> Result<u64, TransferFailure> {
         if !self.buf.is_empty() {
             let data = self.buf.split().freeze();
             let len = data.len() as u64;
