@@ -518,7 +518,7 @@ impl<'l, A: Attempts> Fallback<'l, A> {
 
     /// Records `failure` of `model` in the ledger as `reason`.
     fn record(&self, model: &Key, failure: &Failure, reason: Reason) -> Result<Entry, RunError> {
-        let recorded = backstop_ledger::Failure {
+        let recorded = backstop_ledger::LedgerFailure {
             reason,
             wait: failure.reset.map(|at| (at, Source::Tool)),
             message: failure.message.clone(),
