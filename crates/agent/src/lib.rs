@@ -19,6 +19,6 @@ mod reset;
 pub mod runner;
 pub mod template;
 
-pub use classify::{Agent, Diagnosis, Failure, Kind, UnknownAgent, classify};
+pub use classify::{Agent, AgentFailure, Diagnosis, Kind, UnknownAgent, classify};
 pub use reset::reset_at;
 pub use runner::{Command, Exit, Held, Input, MAX_HELD, Replay, Tail, Transcript};
