@@ -286,7 +286,7 @@ pub(crate) fn body_wait(body: &[u8]) -> Option<Duration> {
         if !kind.ends_with("RetryInfo") {
             return None;
         }
-        backstop_core::signal::go_duration(d.get("retryDelay")?.as_str()?)
+        backstop_core::wait::go_duration(d.get("retryDelay")?.as_str()?)
     })
 }
 

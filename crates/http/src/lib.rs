@@ -53,7 +53,7 @@ mod client;
 mod error;
 mod failure;
 mod request;
-mod signal;
+mod wait_headers;
 
 pub use backstop_core::{
     Attempt, AttemptError, Class, Classified, Ending, Jitter, Policy, RetryBudget, RetryError,
@@ -64,5 +64,5 @@ pub use error::Error;
 pub use failure::HttpFailure;
 pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact_url};
 pub use reqwest::{Method, StatusCode, header};
-pub use signal::server_wait;
 pub use tokio_util::sync::CancellationToken;
+pub use wait_headers::server_wait;

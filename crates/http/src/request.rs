@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::failure::{body_wait, detail, says_quota};
-use crate::{Client, Error, HttpFailure, signal};
+use crate::{Client, Error, HttpFailure, wait_headers};
 
 /// Default limit of a body read into memory ([`RequestBuilder::bytes`],
 /// [`RequestBuilder::json`]): 64 MiB. Larger payloads belong on disk.
@@ -553,7 +553,7 @@ async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Http
             )),
         };
     }
-    let mut wait = signal::server_wait(resp.headers(), SystemTime::now());
+    let mut wait = wait_headers::server_wait(resp.headers(), SystemTime::now());
     let prefix = tokio::time::timeout(ERROR_BODY_TIMEOUT, async {
         let mut buf = Vec::new();
         while buf.len() < ERROR_BODY_PREFIX {
