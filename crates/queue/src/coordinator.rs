@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::health::{DEFAULT_STALE_AFTER, Health};
-use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, Intervals, StartUp};
+use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, HousekeeperConfig, Intervals, StartUp};
 use crate::owner::{self, Owner};
 use crate::schedule::Schedule;
 use crate::status::Status;
@@ -298,10 +298,12 @@ impl Coordinator {
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&status),
-            transports.clone(),
-            config.stale_after,
-            config.keep,
-            intervals,
+            HousekeeperConfig {
+                transports: transports.clone(),
+                stale_after: config.stale_after,
+                keep: config.keep,
+                intervals,
+            },
         );
         // The first pass before anything is dispatched: a coordinator that
         // takes the lock prunes and releases what nobody holds first, and

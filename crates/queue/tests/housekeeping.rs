@@ -13,7 +13,7 @@ use backstop_faultserver::Proxy;
 use backstop_postgres::testing::TestSchema;
 use backstop_queue::handler::{FnHandler, Handler, Noop};
 use backstop_queue::housekeeping::{
-    self, Housekeeper, Intervals, OFFER_WINDOW, Reconciler, Retention,
+    self, Housekeeper, HousekeeperConfig, Intervals, OFFER_WINDOW, Reconciler, Retention,
 };
 use backstop_queue::status::Status;
 use backstop_queue::store::{ClaimRequest, DeliveryFilter, Settled};
@@ -49,10 +49,12 @@ fn housekeeper(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> (Housekeeper
         Arc::clone(store),
         clock.clone() as Arc<dyn Clock>,
         Arc::clone(&status),
-        Vec::new(),
-        Duration::from_secs(30),
-        Duration::from_secs(7 * 24 * 3600),
-        Intervals::default(),
+        HousekeeperConfig {
+            transports: Vec::new(),
+            stale_after: Duration::from_secs(30),
+            keep: Duration::from_secs(7 * 24 * 3600),
+            intervals: Intervals::default(),
+        },
     );
     (h, status)
 }
