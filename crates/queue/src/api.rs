@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use crate::dispatch::blocking;
+use crate::blocking::blocking;
 use crate::model::{Delivery, DeliveryState, NewOp, Op, Target};
 use crate::status::Status;
 use crate::store::{DeliveryFilter, OpFilter, Rejection, Requeue, Store, StoreError};

@@ -22,6 +22,7 @@ use backstop_core::clock::Clock;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::blocking::blocking;
 use crate::handler::Work;
 use crate::model::{Claim, DeliveryState, Outcome};
 use crate::schedule::{Schedule, Settle, Verdict};
@@ -644,18 +645,5 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
             }
         }
         (Settled::Applied(_), Verdict::Dead { .. }) => {}
-    }
-}
-
-/// Runs a blocking store call off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(e) => Err(StoreError::Failed {
-            location: "the queue".to_owned(),
-            source: Box::new(e),
-        }),
     }
 }

@@ -19,7 +19,7 @@ use backstop_core::HumanDuration;
 use backstop_core::clock::Clock;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::blocking;
+use crate::blocking::blocking;
 use crate::health::Monitor;
 use crate::model::{DeliveryState, Token, transport_name};
 use crate::status::Status;

@@ -48,6 +48,7 @@
 //! ```
 
 pub mod api;
+mod blocking;
 pub mod config;
 pub mod coordinator;
 pub mod dispatch;
