@@ -15,12 +15,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
+use crate::dependencies::Dependencies;
 use crate::dispatch::{DispatchConfig, Dispatcher};
-use crate::health::{DEFAULT_STALE_AFTER, Health};
 use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, HousekeeperConfig, Intervals, StartUp};
+use crate::node_health::{DEFAULT_STALE_AFTER, Health};
 use crate::owner::{self, Owner};
 use crate::schedule::Schedule;
-use crate::status::Status;
 use crate::store::{Store, StoreError};
 use crate::transport::Transport;
 use crate::transport::local::{LocalNode, LocalTransport};
@@ -112,7 +112,7 @@ pub fn startup_retry() -> Policy {
 
 /// What answers on the API's address while the store does not: `/healthz`
 /// from `status`, 503 for the rest.
-fn waiting_router(status: Arc<Status>) -> axum::Router {
+fn waiting_router(status: Arc<Dependencies>) -> axum::Router {
     let healthz = move || {
         let status = Arc::clone(&status);
         async move { axum::Json(status.report()) }
@@ -140,7 +140,7 @@ pub struct Coordinator {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     startup: StartUp,
-    status: Arc<Status>,
+    status: Arc<Dependencies>,
     location: String,
 }
 
@@ -188,7 +188,7 @@ impl Coordinator {
         let socket = listener.into_std().map_err(listen_error)?;
         let kept = socket.try_clone().map_err(listen_error)?;
         let meanwhile = tokio::net::TcpListener::from_std(socket).map_err(listen_error)?;
-        let status = Arc::new(Status::new(
+        let status = Arc::new(Dependencies::new(
             config.nats.as_ref().map(|(client, _)| client.clone()),
         ));
         let ready = CancellationToken::new();
@@ -286,7 +286,7 @@ impl Coordinator {
         let mut startup = housekeeping::start_up(&store, &clock, &config.local, &session)
             .await
             .map_err(CoordinatorError::StartUp)?;
-        let status = Arc::new(Status::new(nats_client));
+        let status = Arc::new(Dependencies::new(nats_client));
         let mut intervals = config.housekeeping.clone();
         intervals.monitor = intervals
             .monitor
@@ -395,7 +395,7 @@ impl Coordinator {
     }
 
     /// What it knows of its store and NATS now.
-    pub fn status(&self) -> crate::status::Report {
+    pub fn status(&self) -> crate::dependencies::Report {
         self.status.report()
     }
 

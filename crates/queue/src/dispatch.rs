@@ -23,10 +23,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::blocking::blocking;
+use crate::dependencies::Dependencies;
 use crate::handler::Work;
 use crate::model::{Claim, DeliveryState, Outcome};
 use crate::schedule::{Schedule, Settle, Verdict};
-use crate::status::Status;
 use crate::store::{ClaimRequest, DeliveryFilter, Settled, Store, StoreError};
 use crate::transport::{LateReply, Receipt, Transport};
 
@@ -80,7 +80,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: DispatchConfig,
     wake: Arc<Notify>,
-    status: Arc<Status>,
+    status: Arc<Dependencies>,
     outcomes: mpsc::UnboundedSender<Finished>,
     receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
 }
@@ -118,7 +118,7 @@ impl Dispatcher {
             schedule,
             clock,
             config,
-            Arc::new(Status::default()),
+            Arc::new(Dependencies::default()),
         )
     }
 
@@ -130,7 +130,7 @@ impl Dispatcher {
         schedule: Arc<Schedule>,
         clock: Arc<dyn Clock>,
         config: DispatchConfig,
-        status: Arc<Status>,
+        status: Arc<Dependencies>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Dispatcher {

@@ -20,9 +20,9 @@ use backstop_core::clock::Clock;
 use tokio_util::sync::CancellationToken;
 
 use crate::blocking::blocking;
-use crate::health::Monitor;
+use crate::dependencies::Dependencies;
 use crate::model::{DeliveryState, Token, transport_name};
-use crate::status::Status;
+use crate::node_health::Monitor;
 use crate::store::{DeliveryFilter, Pruned, Retained, Store, StoreError};
 use crate::transport::local::LocalNode;
 use crate::transport::nats::ACCEPT_TIMEOUT;
@@ -348,7 +348,7 @@ impl Default for Intervals {
 pub struct Housekeeper {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    status: Arc<Status>,
+    status: Arc<Dependencies>,
     monitor: Monitor,
     rescuer: Rescuer,
     reconciler: Reconciler,
@@ -423,7 +423,7 @@ impl Housekeeper {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        status: Arc<Status>,
+        status: Arc<Dependencies>,
         config: HousekeeperConfig,
     ) -> Self {
         let HousekeeperConfig {

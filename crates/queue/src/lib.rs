@@ -15,9 +15,9 @@
 //! - [`store`]: the [`Store`] trait, its SQLite implementation for one
 //!   machine and its PostgreSQL implementation for a fleet with several
 //!   coordinators.
-//! - [`dispatch`], [`health`], [`housekeeping`]: the coordinator's services,
+//! - [`dispatch`], [`node_health`], [`housekeeping`]: the coordinator's services,
 //!   each small and driven by an injectable clock; housekeeping runs on one
-//!   coordinator at a time. [`status`]: what a coordinator knows of its own
+//!   coordinator at a time. [`dependencies`]: what a coordinator knows of its own
 //!   store and NATS, for `/healthz`.
 //! - [`owner`]: handlers die with the coordinator or worker that started
 //!   them, or are stopped by its next process before their deliveries are
@@ -51,15 +51,15 @@ pub mod api;
 mod blocking;
 pub mod config;
 pub mod coordinator;
+pub mod dependencies;
 pub mod dispatch;
 pub mod handler;
-pub mod health;
 pub mod housekeeping;
 pub mod model;
+pub mod node_health;
 pub mod owner;
 pub mod program;
 pub mod schedule;
-pub mod status;
 pub mod store;
 pub mod transport;
 pub mod worker;

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::{Handler, Work};
-use crate::health::DEFAULT_HEARTBEAT;
 use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
+use crate::node_health::DEFAULT_HEARTBEAT;
 use crate::owner::{self, Owner};
 use crate::transport::nats::{
     DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,

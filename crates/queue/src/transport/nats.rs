@@ -52,8 +52,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Holding, LateReply, Receipt, Reply, Transport};
 use crate::dispatch::LateSender;
 use crate::handler::Work;
-use crate::health::Health;
 use crate::model::{NodeSpec, NodeStatus, Outcome, Token, transport_name};
+use crate::node_health::Health;
 use crate::store::Heartbeat;
 
 /// The subject prefix used unless told otherwise.
