@@ -24,7 +24,8 @@ use crate::schedule::Schedule;
 use crate::store::{Store, StoreError};
 use crate::transport::Transport;
 use crate::transport::local::{LocalNode, LocalTransport};
-use crate::transport::nats::{NatsTransport, Subjects};
+use crate::transport::nats::coordinator::NatsTransport;
+use crate::transport::nats::protocol::Subjects;
 
 /// How a coordinator runs.
 pub struct CoordinatorConfig {

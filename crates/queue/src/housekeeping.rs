@@ -25,7 +25,7 @@ use crate::model::{DeliveryState, Token, transport_name};
 use crate::node_health::Monitor;
 use crate::store::{DeliveryFilter, Pruned, Retained, Store, StoreError};
 use crate::transport::local::LocalNode;
-use crate::transport::nats::ACCEPT_TIMEOUT;
+use crate::transport::nats::protocol::ACCEPT_TIMEOUT;
 use crate::transport::{Holding, Transport};
 
 /// How long finished deliveries are kept by default: 7 days, as River

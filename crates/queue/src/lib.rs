@@ -23,7 +23,7 @@
 //!   them, or are stopped by its next process before their deliveries are
 //!   offered again — a delivery never runs twice at once.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
-//!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
+//!   NATS; [`transport::nats::worker`] is the remote side, [`api`] the operators' HTTP API,
 //!   [`coordinator`] wires it all. [`program`] checks at start-up that each
 //!   handler's program can be started.
 //!
@@ -62,7 +62,6 @@ pub mod program;
 pub mod schedule;
 pub mod store;
 pub mod transport;
-pub mod worker;
 
 pub use config::Config;
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};

@@ -24,14 +24,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::protocol::{
+    DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
+    RegisterMsg, ResultAck, ResultMsg, Subjects,
+};
 use crate::handler::{Handler, Work};
 use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
 use crate::node_health::DEFAULT_HEARTBEAT;
 use crate::owner::{self, Owner};
-use crate::transport::nats::{
-    DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
-    RegisterMsg, ResultAck, ResultMsg, Subjects,
-};
 
 /// How a worker runs.
 #[derive(Clone)]
