@@ -18,7 +18,7 @@ use crate::destination::Destination;
 use crate::record::{Record, Segment};
 use crate::stream::{self, FileCtx, Learned, Stream};
 use crate::validators::Validators;
-use crate::writer::{Hashed, Writer, Written};
+use crate::writer::{Hashed, Writer, WriterConfig, Written};
 use crate::{
     Event, FileError, FileReport, Item, Options, Outcome, Planned, Progress, Sha256,
     TransferFailure,
@@ -198,10 +198,12 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
         };
         let writer = Writer::start(
             Arc::clone(&file),
-            &starts,
-            hashed.take(),
-            catch_up,
-            Some(record_path.clone()),
+            WriterConfig {
+                starts: &starts,
+                hashed: hashed.take(),
+                catch_up,
+                record: Some(record_path.clone()),
+            },
         );
         let streams: Vec<Stream> = segments
             .iter()
@@ -442,7 +444,15 @@ async fn through(
         ..Learned::default()
     });
     let hashed = item.sha256.map(|_| Hashed::default());
-    let writer = Writer::start(Arc::clone(&file), &[0], hashed, None, None);
+    let writer = Writer::start(
+        Arc::clone(&file),
+        WriterConfig {
+            starts: &[0],
+            hashed,
+            catch_up: None,
+            record: None,
+        },
+    );
     let stream = Stream::new(0, item.size, 0);
     let ctx = FileCtx {
         prepared,

@@ -133,22 +133,33 @@ pub(crate) struct Writer {
     done: oneshot::Receiver<io::Result<Option<Hashed>>>,
 }
 
+/// How a [`Writer`] starts: where each stream begins, what it hashes,
+/// and the record it deletes on every truncation.
+pub(crate) struct WriterConfig<'a> {
+    /// Where each stream's bytes begin, one entry per stream.
+    pub(crate) starts: &'a [u64],
+    /// With a hash state, the in-order prefix is hashed as it is written.
+    pub(crate) hashed: Option<Hashed>,
+    /// With `hashed`, the bytes already in the file up to here are hashed
+    /// first.
+    pub(crate) catch_up: Option<u64>,
+    /// The resume record, deleted on every truncation.
+    pub(crate) record: Option<PathBuf>,
+}
+
 impl Writer {
-    /// Starts the thread for `file`, whose streams begin at `starts`.
-    /// With `hashed`, the in-order prefix is hashed as it is written;
-    /// with `catch_up`, the bytes already in the file up to it are hashed
-    /// first. `record`, if any, is deleted on every truncation.
+    /// Starts the thread for `file` as `config` says.
     ///
     /// A `file` that is not a regular file (a FIFO, a device) cannot seek:
     /// it takes one stream's bytes in order, and a truncation that would
     /// take back bytes already written fails.
-    pub(crate) fn start(
-        file: Arc<File>,
-        starts: &[u64],
-        hashed: Option<Hashed>,
-        catch_up: Option<u64>,
-        record: Option<PathBuf>,
-    ) -> Writer {
+    pub(crate) fn start(file: Arc<File>, config: WriterConfig<'_>) -> Writer {
+        let WriterConfig {
+            starts,
+            hashed,
+            catch_up,
+            record,
+        } = config;
         let (tx, mut rx) = mpsc::channel::<Op>(IN_FLIGHT);
         let written = Arc::new(Written {
             ends: starts.iter().map(|s| AtomicU64::new(*s)).collect(),
