@@ -105,54 +105,30 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
     };
     let planned = job.planned;
     let item = &planned.item;
-    let (dest, part, record_path) = (&planned.dest, planned.part(), planned.record());
+    let (part, record_path) = (planned.part(), planned.record());
     let keep = !job.options.replace_existing;
 
     let identity = backstop_http::redact_url(&item.url);
     // Known size, or what a HEAD says, to see whether the file is in place
     // and how many streams it can take; nothing is kept when the caller
     // replaces what is there.
-    let probe = if keep {
-        match look(job, &identity).await {
-            Found::InPlace(bytes) => {
-                job.progress.event(
-                    job.id,
-                    Event::Start {
-                        name: &item.name,
-                        size: Some(bytes),
-                        have: bytes,
-                    },
-                );
-                return Ok(Outcome::AlreadyThere { bytes });
-            }
-            Found::Fetch(probe) => probe,
+    let probe = match look_or_probe(job, &identity, keep).await {
+        Found::InPlace(bytes) => {
+            job.progress.event(
+                job.id,
+                Event::Start {
+                    name: &item.name,
+                    size: Some(bytes),
+                    have: bytes,
+                },
+            );
+            return Ok(Outcome::AlreadyThere { bytes });
         }
-    } else if item.size.is_none() && job.options.streams > 1 {
-        probe_head(job.client, item, &[]).await
-    } else {
-        Probe::default()
+        Found::Fetch(probe) => probe,
     };
     let known = item.size.or(probe.size);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(local(parent))?;
-    }
     let digest_text = item.sha256.map(|d| d.to_string());
-    let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
-    let record = part_len
-        .and_then(|len| Record::load(&record_path, len))
-        .filter(|r| r.describes(&identity, item.size, digest_text.as_deref()));
-    if record.is_none() {
-        remove(&part).map_err(local(&part))?;
-        remove(&record_path).map_err(local(&record_path))?;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&part)
-        .map_err(local(&part))?;
-    let file = Arc::new(file);
+    let (file, record) = open_part(planned, &identity, digest_text.as_deref())?;
 
     let learned = Mutex::new(Learned {
         total: record.as_ref().and_then(|r| r.size).or(known),
@@ -246,16 +222,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
                 );
                 continue;
             }
-            // Keep what arrived, on disk and on record, for the next run;
-            // leave nothing behind when nothing arrived.
-            let have: u64 = segments.iter().map(|s| s.done - s.start).sum();
-            if have > 0 {
-                checkpoint.save_final(&segments).await;
-            } else {
-                drop(file);
-                remove(&part).map_err(local(&part))?;
-                remove(&record_path).map_err(local(&record_path))?;
-            }
+            let have = checkpoint.keep_or_discard(&part, &segments).await?;
             return match e.ending {
                 Ending::Cancelled => Ok(Outcome::Interrupted { have }),
                 _ => Err(FileError::Transfer {
@@ -276,24 +243,23 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
             .sha256
             .or(learned.lock().unwrap_or_else(|p| p.into_inner()).linked);
         let Some(expected) = expected else {
-            break finish(job, &file, &part, &record_path, len, None, resumed_from).await;
+            let downloaded = Outcome::Downloaded {
+                bytes: len,
+                sha256: None,
+                resumed_from,
+            };
+            break finish(job, &file, downloaded).await;
         };
-        let state = hashed.take().unwrap_or_default();
-        let reader = Arc::clone(&file);
-        let actual = blocking(move || state.finish(&reader, len))
+        let actual = digest_of(&file, hashed.take(), len)
             .await
             .map_err(local(&part))?;
         if actual == expected {
-            break finish(
-                job,
-                &file,
-                &part,
-                &record_path,
-                len,
-                Some(actual),
+            let downloaded = Outcome::Downloaded {
+                bytes: len,
+                sha256: Some(actual),
                 resumed_from,
-            )
-            .await;
+            };
+            break finish(job, &file, downloaded).await;
         }
         // A corrupted body is never accepted: start over, unless the same
         // wrong bytes came twice (then the expected digest is what is
@@ -363,6 +329,21 @@ enum Found {
     InPlace(u64),
     /// It must be fetched; what a HEAD said, when one was sent.
     Fetch(Probe),
+}
+
+/// What is known before fetching: with `keep`, whether the file in place
+/// is the one expected ([`look`]); otherwise, for a file of unknown size
+/// that several streams could share, what a HEAD says.
+async fn look_or_probe(job: &Job<'_>, identity: &str, keep: bool) -> Found {
+    if keep {
+        return look(job, identity).await;
+    }
+    let item = &job.planned.item;
+    if item.size.is_none() && job.options.streams > 1 {
+        Found::Fetch(probe_head(job.client, item, &[]).await)
+    } else {
+        Found::Fetch(Probe::default())
+    }
 }
 
 /// Whether the file in place is the one expected: by its hash when one is
@@ -505,17 +486,14 @@ fn learned_total(learned: &Mutex<Learned>) -> Option<u64> {
     learned.lock().unwrap_or_else(|p| p.into_inner()).total
 }
 
-/// Syncs the complete partial file, renames it into place and forgets its
-/// record.
+/// Syncs the complete partial file, renames it into place, forgets its
+/// record, and returns `downloaded`, what the download came to.
 async fn finish(
     job: &Job<'_>,
     file: &Arc<File>,
-    part: &Path,
-    record: &Path,
-    bytes: u64,
-    sha256: Option<Sha256>,
-    resumed_from: u64,
+    downloaded: Outcome,
 ) -> Result<Outcome, FileError> {
+    let (part, record) = (&job.planned.part(), &job.planned.record());
     let synced = Arc::clone(file);
     blocking(move || synced.sync_all())
         .await
@@ -530,11 +508,45 @@ async fn finish(
         let _ = dir.sync_all();
     }
     remove(record).map_err(local(record))?;
-    Ok(Outcome::Downloaded {
-        bytes,
-        sha256,
-        resumed_from,
-    })
+    Ok(downloaded)
+}
+
+/// The SHA-256 of the file's first `len` bytes, from the state hashed as
+/// they were written (catching up on any not hashed yet).
+async fn digest_of(file: &Arc<File>, hashed: Option<Hashed>, len: u64) -> io::Result<Sha256> {
+    let state = hashed.unwrap_or_default();
+    let reader = Arc::clone(file);
+    blocking(move || state.finish(&reader, len)).await
+}
+
+/// Opens the partial file beside `planned.dest` (creating the folder),
+/// with its record when the record describes this download; a partial
+/// file without such a record is started over.
+fn open_part(
+    planned: &Planned,
+    identity: &str,
+    digest: Option<&str>,
+) -> Result<(Arc<File>, Option<Record>), FileError> {
+    let (part, record_path) = (planned.part(), planned.record());
+    if let Some(parent) = planned.dest.parent() {
+        std::fs::create_dir_all(parent).map_err(local(parent))?;
+    }
+    let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
+    let record = part_len
+        .and_then(|len| Record::load(&record_path, len))
+        .filter(|r| r.describes(identity, planned.item.size, digest));
+    if record.is_none() {
+        remove(&part).map_err(local(&part))?;
+        remove(&record_path).map_err(local(&record_path))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)
+        .map_err(local(&part))?;
+    Ok((Arc::new(file), record))
 }
 
 /// Gives the new file the permissions of the one it replaces (a private
@@ -595,6 +607,20 @@ impl Checkpoint<'_> {
             return;
         }
         self.write(segments, &ends);
+    }
+
+    /// After a round that failed: keeps what arrived, on disk and on
+    /// record, for the next run, or leaves nothing behind when nothing
+    /// arrived. Returns how many bytes are kept.
+    async fn keep_or_discard(&self, part: &Path, segments: &[Segment]) -> Result<u64, FileError> {
+        let have: u64 = segments.iter().map(|s| s.done - s.start).sum();
+        if have > 0 {
+            self.save_final(segments).await;
+        } else {
+            remove(part).map_err(local(part))?;
+            remove(&self.path).map_err(local(&self.path))?;
+        }
+        Ok(have)
     }
 
     /// After the streams stopped: everything handed to the writer is
