@@ -63,6 +63,6 @@ pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, HEADER_TIMEOUT, READ_ID
 pub use error::Error;
 pub use failure::HttpFailure;
 pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact_url};
-pub use reqwest::{Method, StatusCode, header};
+pub use reqwest::{Method, Response, StatusCode, header};
 pub use tokio_util::sync::CancellationToken;
 pub use wait_headers::server_wait;

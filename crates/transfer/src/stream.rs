@@ -316,7 +316,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Trans
     }
     let ranged = !extra.is_empty();
 
-    let mut resp = match ctx.prepared.send_once(&extra).await {
+    let resp = match ctx.prepared.send_once(&extra).await {
         Ok(resp) => resp,
         Err(backstop_http::HttpFailure::Status { status, .. })
             if status == StatusCode::RANGE_NOT_SATISFIABLE && ranged =>
@@ -404,6 +404,28 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Trans
         }
     }
 
+    receive(ctx, stream, resp, Span { at, limit }).await
+}
+
+/// Where a body's bytes go in the file: from `at`, stopping before
+/// `limit` (`u64::MAX` when the end is not known).
+#[derive(Clone, Copy)]
+struct Span {
+    at: u64,
+    limit: u64,
+}
+
+/// Reads a body into the file at `span`, handing the bytes to the writer
+/// as they come and after a moment of quiet, until it ends, breaks, or
+/// the stream is too slow. A break after some bytes moved is a
+/// [`Connection::Broke`] to resume from; one before, the attempt's failure.
+async fn receive(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+    mut resp: backstop_http::Response,
+    span: Span,
+) -> Result<Connection, TransferFailure> {
+    let Span { at, limit } = span;
     let mut pending = Pending::new(ctx.writer, stream.index, at);
     let mut here = at;
     let mut moved = 0u64;
