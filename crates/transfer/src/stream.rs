@@ -131,11 +131,15 @@ enum Step {
     /// The stream has all its bytes.
     Done,
     /// The transfer broke after real progress: go again, with the attempt
-    /// count started again; at once when `at_once`, else after a pause.
-    Again {
-        reason: Cow<'static, str>,
-        at_once: bool,
-    },
+    /// count started again.
+    Again(Break),
+}
+
+/// Why a transfer that moved bytes broke off, and whether to reconnect at
+/// once rather than after a pause.
+struct Break {
+    reason: Cow<'static, str>,
+    at_once: bool,
 }
 
 /// How one connection that did not fail ended.
@@ -143,11 +147,8 @@ enum Connection {
     /// The stream has all its bytes.
     Done,
     /// Bytes moved, then the transfer ended early (or must start over):
-    /// reconnect, at once when `at_once`.
-    Broke {
-        reason: Cow<'static, str>,
-        at_once: bool,
-    },
+    /// reconnect.
+    Broke(Break),
 }
 
 /// The bytes a stream moves before its attempt count starts again.
@@ -208,22 +209,16 @@ pub(crate) async fn run(
             .await?;
         match result {
             Step::Done => return Ok(()),
-            Step::Again { reason, at_once } => {
-                reconnect(ctx, stream, &policy, &reason, at_once).await;
-            }
+            Step::Again(broke) => reconnect(ctx, stream, &policy, &broke).await,
         }
     }
 }
 
 /// Says that the stream reconnects from where it stopped, and waits
-/// first unless `at_once`.
-async fn reconnect(
-    ctx: &FileCtx<'_>,
-    stream: &Stream,
-    policy: &Policy,
-    reason: &str,
-    at_once: bool,
-) {
+/// first unless the break says at once.
+async fn reconnect(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy, broke: &Break) {
+    let Break { reason, at_once } = broke;
+    let at_once = *at_once;
     let delay = if at_once {
         Duration::ZERO
     } else {
@@ -265,19 +260,19 @@ async fn attempt(
         };
     }
     loop {
-        let (reason, at_once) = match connect(ctx, stream).await? {
+        let broke = match connect(ctx, stream).await? {
             Connection::Done => return Ok(Step::Done),
-            Connection::Broke { reason, at_once } => (reason, at_once),
+            Connection::Broke(broke) => broke,
         };
         if stream.since_reset.load(Ordering::Acquire) >= real_progress(ctx.options) {
-            return Ok(Step::Again { reason, at_once });
+            return Ok(Step::Again(broke));
         }
         if let Some(min) = ctx.options.min_progress
             && let Some(slow) = too_slow(stream, min, 0)
         {
             return Err(slow);
         }
-        reconnect(ctx, stream, policy, &reason, at_once).await;
+        reconnect(ctx, stream, policy, &broke).await;
     }
 }
 
@@ -486,10 +481,10 @@ async fn receive(
     if let Some(failure) = broke {
         let progressed = moved > 0 && !matches!(failure, TransferFailure::TooSlow { .. });
         if progressed && failure.verdict().class.is_retryable() {
-            return Ok(Connection::Broke {
+            return Ok(Connection::Broke(Break {
                 reason: failure.verdict().reason,
                 at_once: moved >= RESUME_AT_ONCE,
-            });
+            }));
         }
         return Err(failure);
     }
@@ -499,10 +494,10 @@ async fn receive(
     let short = (limit != u64::MAX && here < limit) || goal.is_some_and(|g| here < g);
     match (short, moved > 0) {
         (false, _) => Ok(Connection::Done),
-        (true, true) => Ok(Connection::Broke {
+        (true, true) => Ok(Connection::Broke(Break {
             reason: "the server sent less than the rest".into(),
             at_once: moved >= RESUME_AT_ONCE,
-        }),
+        })),
         (true, false) => Err(TransferFailure::Short),
     }
 }
@@ -526,10 +521,10 @@ async fn wrong_range(
 
 /// After a restart: reconnect at once, from byte 0.
 fn starting_over(reason: &'static str) -> Connection {
-    Connection::Broke {
+    Connection::Broke(Break {
         reason: reason.into(),
         at_once: true,
-    }
+    })
 }
 
 /// Fails when the server's size for the file is not the listing's.
