@@ -202,12 +202,14 @@ impl Coordinator {
     /// How a failed call is told.
     fn report(&self, e: backstop_http::Error) -> Report {
         use backstop_core::AttemptError::Failed;
-        use backstop_http::Failure;
+        use backstop_http::HttpFailure;
         match e.retry_error().and_then(|r| r.last.as_ref()) {
             // The coordinator said no: its sentence is the message. Input
             // it finds invalid (400, 422: an unknown kind, an empty key, a
             // bad name) is a usage error, like a bad flag.
-            Some(Failed(Failure::Status { status, detail, .. })) if status.is_client_error() => {
+            Some(Failed(HttpFailure::Status { status, detail, .. }))
+                if status.is_client_error() =>
+            {
                 let message = format!(
                     "the coordinator refused: {}",
                     detail.clone().unwrap_or_else(|| status.to_string())
@@ -223,10 +225,12 @@ impl Coordinator {
                     report
                 }
             }
-            Some(Failed(Failure::Transport(t))) if t.is_connect() => Report::from(e).hint(format!(
-                "is `backstop serve` running at {}? (--server or BACKSTOP_SERVER)",
-                self.base
-            )),
+            Some(Failed(HttpFailure::Transport(t))) if t.is_connect() => {
+                Report::from(e).hint(format!(
+                    "is `backstop serve` running at {}? (--server or BACKSTOP_SERVER)",
+                    self.base
+                ))
+            }
             _ => Report::from(e),
         }
     }

@@ -236,9 +236,9 @@ impl From<backstop_queue::CoordinatorError> for Report {
     }
 }
 
-impl From<backstop_queue::transport::nats::NatsError> for Report {
-    fn from(e: backstop_queue::transport::nats::NatsError) -> Self {
-        use backstop_queue::transport::nats::NatsError as E;
+impl From<backstop_queue::transport::nats::protocol::NatsError> for Report {
+    fn from(e: backstop_queue::transport::nats::protocol::NatsError) -> Self {
+        use backstop_queue::transport::nats::protocol::NatsError as E;
         match &e {
             E::Connect { .. } => Report::from_error(exit::TEMPFAIL, &e)
                 .hint("check that the NATS server is up and the URL is right"),

@@ -82,7 +82,7 @@ pub async fn run(args: GetArgs) -> Result<(), Report> {
 /// The one file of the download: whatever the URL gives, with the
 /// headers asked for.
 fn item(url: Url, headers: &[(String, String)]) -> Item {
-    let shown = backstop_http::redact(&url);
+    let shown = backstop_http::redact_url(&url);
     Item {
         name: shown.clone(),
         url,

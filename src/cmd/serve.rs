@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backstop_core::StateLocation;
-use backstop_queue::transport::nats::{self, Subjects};
+use backstop_queue::transport::nats::protocol::{self as nats, Subjects};
 use backstop_queue::{Config, Coordinator, CoordinatorConfig, DispatchConfig, Schedule};
 use tokio_util::sync::CancellationToken;
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use backstop_queue::CommandHandler;
-use backstop_queue::transport::nats::{self, Subjects};
-use backstop_queue::worker::{self, WorkerConfig};
+use backstop_queue::transport::nats::protocol::{self as nats, Subjects};
+use backstop_queue::transport::nats::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::WorkerArgs;

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::reset_at;
 use backstop_process::{Exit, Transcript};
 
-/// The longest error message a [`Failure`] keeps, in characters.
+/// The longest error message an [`AgentFailure`] keeps, in characters.
 const MAX_MESSAGE: usize = 300;
 
 /// Which tool's output to read.
@@ -161,7 +161,7 @@ impl fmt::Display for Kind {
 
 /// A failed run, as the tool reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
+pub struct AgentFailure {
     /// What kind of failure.
     pub kind: Kind,
     /// When the tool said its limit resets, if it said.
@@ -177,12 +177,12 @@ pub enum Diagnosis {
     /// The tool did its job.
     Success,
     /// It did not.
-    Failure(Failure),
+    Failure(AgentFailure),
 }
 
 impl Diagnosis {
     fn failed(kind: Kind, reset: Option<SystemTime>, message: Option<&str>) -> Diagnosis {
-        Diagnosis::Failure(Failure {
+        Diagnosis::Failure(AgentFailure {
             kind,
             reset,
             message: message.map(clean).filter(|m| !m.is_empty()),
@@ -190,7 +190,7 @@ impl Diagnosis {
     }
 
     /// The failure, if it was one.
-    pub fn failure(&self) -> Option<&Failure> {
+    pub fn failure(&self) -> Option<&AgentFailure> {
         match self {
             Diagnosis::Success => None,
             Diagnosis::Failure(f) => Some(f),

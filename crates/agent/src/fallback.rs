@@ -33,7 +33,7 @@ use backstop_core::{Ending, HumanDuration, Policy, RetryError, RetryEvent, Verdi
 use backstop_ledger::{Entry, Key, Ledger, Reason, Source, remaining};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Agent, Command, Diagnosis, Exit, Failure, Held, Kind, Transcript, classify};
+use crate::{Agent, AgentFailure, Command, Diagnosis, Exit, Held, Kind, Transcript, classify};
 
 /// Exit code of a run that may succeed later (every model cooling or
 /// failing, the deadline passed): `EX_TEMPFAIL` of sysexits.h.
@@ -281,14 +281,14 @@ pub struct Fallback<'l, A> {
 /// How one model's turn ended, when the engine did not end it.
 enum Turn {
     Succeeded,
-    FallBack(Failure),
+    FallBack(AgentFailure),
 }
 
 /// An attempt that failed.
 #[derive(Debug)]
 enum AttemptError {
     Spawn(io::Error),
-    Failed { failure: Failure, exit: Exit },
+    Failed { failure: AgentFailure, exit: Exit },
 }
 
 impl<'l, A: Attempts> Fallback<'l, A> {
@@ -502,7 +502,7 @@ impl<'l, A: Attempts> Fallback<'l, A> {
         }
         let exit = transcript.exit;
         if transcript.interrupted {
-            let failure = Failure {
+            let failure = AgentFailure {
                 kind: Kind::Failed,
                 reset: None,
                 message: Some("interrupted".to_owned()),
@@ -517,8 +517,13 @@ impl<'l, A: Attempts> Fallback<'l, A> {
     }
 
     /// Records `failure` of `model` in the ledger as `reason`.
-    fn record(&self, model: &Key, failure: &Failure, reason: Reason) -> Result<Entry, RunError> {
-        let recorded = backstop_ledger::Failure {
+    fn record(
+        &self,
+        model: &Key,
+        failure: &AgentFailure,
+        reason: Reason,
+    ) -> Result<Entry, RunError> {
+        let recorded = backstop_ledger::LedgerFailure {
             reason,
             wait: failure.reset.map(|at| (at, Source::Tool)),
             message: failure.message.clone(),
@@ -526,7 +531,7 @@ impl<'l, A: Attempts> Fallback<'l, A> {
         Ok(self.ledger.record(model, &recorded)?)
     }
 
-    fn falling_back(&self, model: &Model, failure: &Failure, entry: &Entry) {
+    fn falling_back(&self, model: &Model, failure: &AgentFailure, entry: &Entry) {
         let said = failure
             .message
             .as_deref()

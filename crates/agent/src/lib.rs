@@ -22,5 +22,5 @@ mod reset;
 pub mod template;
 
 pub use backstop_process::{Command, Exit, Held, Input, MAX_HELD, Replay, Tail, Transcript};
-pub use classify::{Agent, Diagnosis, Failure, Kind, UnknownAgent, classify};
+pub use classify::{Agent, AgentFailure, Diagnosis, Kind, UnknownAgent, classify};
 pub use reset::reset_at;

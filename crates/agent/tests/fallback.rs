@@ -12,7 +12,7 @@ use backstop_agent::fallback::{Attempts, Fallback, Model, Outcome, RunError};
 use backstop_agent::{Agent, Exit, Held, Tail, Transcript};
 use backstop_core::Policy;
 use backstop_core::clock::Clock;
-use backstop_ledger::{Failure, Key, Ledger, Reason, Source, SqliteStore};
+use backstop_ledger::{Key, Ledger, LedgerFailure, Reason, Source, SqliteStore};
 use tokio_util::sync::CancellationToken;
 
 /// 2026-08-01T00:00:00Z, where every test's clock starts.
@@ -307,7 +307,7 @@ async fn with_every_model_cooling_it_waits_within_max_wait_for_the_first_to_free
     let bench = bench();
     let until = epoch() + Duration::from_secs(30);
     for (model, wait) in [("a/x", 30), ("a/y", 50)] {
-        let failure = Failure {
+        let failure = LedgerFailure {
             reason: Reason::RateLimit,
             wait: Some((epoch() + Duration::from_secs(wait), Source::Tool)),
             message: None,
@@ -326,7 +326,7 @@ async fn with_every_model_cooling_it_waits_within_max_wait_for_the_first_to_free
 async fn with_every_model_cooling_beyond_max_wait_it_ends_75_naming_the_first() {
     let bench = bench();
     for (model, wait) in [("a/x", 90), ("a/y", 70)] {
-        let failure = Failure {
+        let failure = LedgerFailure {
             reason: Reason::RateLimit,
             wait: Some((epoch() + Duration::from_secs(wait), Source::Tool)),
             message: None,
@@ -401,7 +401,7 @@ async fn the_deadline_ends_the_run_75() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_wait_ends_the_run_130() {
     let bench = bench();
-    let failure = Failure {
+    let failure = LedgerFailure {
         reason: Reason::RateLimit,
         wait: Some((epoch() + Duration::from_secs(30), Source::Tool)),
         message: None,
@@ -510,7 +510,7 @@ async fn each_held_output_replaced_is_summarised_on_the_log() {
 #[tokio::test(start_paused = true)]
 async fn a_success_decays_the_model_s_escalation() {
     let bench = bench();
-    let failure = Failure {
+    let failure = LedgerFailure {
         reason: Reason::RateLimit,
         wait: Some((epoch() + Duration::from_secs(1), Source::Tool)),
         message: None,

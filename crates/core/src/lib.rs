@@ -11,7 +11,7 @@
 //!   borrows the policy; [`Policy::into_retry`] owns it, for a future to
 //!   return from a function or spawn.
 //! - [`RetryBudget`]: a lock-free token bucket shared by many calls.
-//! - [`signal`]: parsers for Retry-After and the other server wait signals.
+//! - [`wait`]: parsers for Retry-After and the other values servers use to say how long to wait.
 //! - [`StateLocation`]: where a store lives (a SQLite path or a PostgreSQL
 //!   URL), parsed once for every store.
 //!
@@ -43,8 +43,8 @@ mod policy;
 mod redact;
 mod retry;
 mod secret;
-pub mod signal;
 pub mod time;
+pub mod wait;
 
 pub use budget::RetryBudget;
 pub use classify::{

@@ -86,7 +86,7 @@ impl Policy {
     ///
     /// ```
     /// # use std::time::{Duration, SystemTime};
-    /// use backstop_core::{Policy, classify_status, signal::retry_after};
+    /// use backstop_core::{Policy, classify_status, wait::retry_after};
     /// # struct Refused { status: u16, retry_after: Option<&'static str> }
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
@@ -137,7 +137,7 @@ impl Policy {
     ///
     /// ```
     /// # use std::time::{Duration, SystemTime};
-    /// use backstop_core::{Policy, classify_status, signal::retry_after};
+    /// use backstop_core::{Policy, classify_status, wait::retry_after};
     /// # struct Refused { status: u16, retry_after: Option<&'static str> }
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
@@ -242,11 +242,11 @@ impl Policy {
     }
 
     /// The longest server-requested wait (Retry-After and friends) the
-    /// engine will sleep through, at most [`MAX_SIGNAL`](crate::signal::MAX_SIGNAL)
+    /// engine will sleep through, at most [`MAX_SIGNAL`](crate::wait::MAX_SIGNAL)
     /// (a week) whatever is asked here. A longer request ends the call at
     /// once with the wait in the error.
     pub fn with_max_server_wait(mut self, wait: Duration) -> Self {
-        self.max_server_wait = wait.min(crate::signal::MAX_SIGNAL);
+        self.max_server_wait = wait.min(crate::wait::MAX_SIGNAL);
         self
     }
 

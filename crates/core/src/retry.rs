@@ -307,135 +307,134 @@ impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
             graceful,
             error: PhantomData,
         } = self;
-        let policy = policy.borrow();
-        let budget = budget.as_deref();
-        let cancel = cancel.as_ref();
-        let timed = policy.attempt_timeout.is_some() || policy.deadline.is_some();
-        let mut run = Run::<E> {
-            started: timed.then(Instant::now),
-            deadline: None,
-            attempts: u32::from(first.is_some()),
-            waited: Duration::ZERO,
-            reason: None,
-            last: None,
+        let limits = Limits {
+            policy: policy.borrow(),
+            budget: budget.as_deref(),
+            cancel: cancel.as_ref(),
+            graceful,
         };
-        run.deadline = run
-            .started
-            .zip(policy.deadline)
-            .and_then(|(start, d)| start.checked_add(d));
-        let mut backoff: Option<Backoff> = None;
+        let mut run = Run::<E>::new(limits.policy, u32::from(first.is_some()));
         let mut carried = first.map(AttemptError::Failed);
 
         loop {
             let failure = match carried.take() {
                 Some(failure) => failure,
-                None => {
-                    match next_attempt(&mut run, &mut op, policy, budget, cancel, graceful).await {
-                        Ok(Ok(value)) => return Ok(value),
-                        Ok(Err(failure)) => failure,
-                        Err(ending) => return Err(run.end(ending)),
-                    }
-                }
+                None => match next_attempt(&mut run, &mut op, &limits).await {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(failure)) => failure,
+                    Err(ending) => return Err(run.end(ending)),
+                },
             };
-            let number = run.attempts;
-
             let Verdict { class, reason } = match &failure {
                 AttemptError::Failed(e) => classifier.classify(e),
                 AttemptError::TimedOut { .. } => Verdict::transient("attempt timeout"),
             };
-            if let Some(b) = budget {
+            if let Some(b) = limits.budget {
                 b.record_failure();
             }
             let now = Instant::now();
             run.started.get_or_insert(now);
             run.last = Some(failure);
-            if cancel.is_some_and(CancellationToken::is_cancelled) {
-                run.reason = Some(reason);
-                return Err(run.end(Ending::Cancelled));
-            }
-
-            let give_up = match class {
-                Class::RateLimited { wait } => Ending::RateLimited { wait },
-                Class::Overloaded { wait } => Ending::Overloaded { wait },
-                Class::Transient => Ending::Exhausted,
-                Class::QuotaExhausted { reset } => {
+            let delay = match limits.retry_delay(&mut run, class, now) {
+                Ok(delay) => delay,
+                Err(ending) => {
                     run.reason = Some(reason);
-                    return Err(run.end(Ending::QuotaExhausted { reset }));
-                }
-                Class::Auth => {
-                    run.reason = Some(reason);
-                    return Err(run.end(Ending::Auth));
-                }
-                Class::Permanent => {
-                    run.reason = Some(reason);
-                    return Err(run.end(Ending::Permanent));
+                    return Err(run.end(ending));
                 }
             };
-            if number >= policy.max_attempts {
-                run.reason = Some(reason);
-                return Err(run.end(give_up));
-            }
-
-            let server_wait = class.server_wait();
-            let delay = match server_wait {
-                Some(wait) if wait > policy.max_server_wait => {
-                    run.reason = Some(reason);
-                    return Err(run.end(give_up));
-                }
-                Some(wait) => wait,
-                None => backoff
-                    .get_or_insert_with(|| Backoff::new(policy))
-                    .delay(policy, number),
-            };
-            if run
-                .deadline
-                .is_some_and(|d| now.checked_add(delay).is_none_or(|end| end >= d))
-            {
-                run.reason = Some(reason);
-                let ending = if server_wait.is_some() {
-                    give_up
-                } else {
-                    Ending::DeadlineExceeded
-                };
-                return Err(run.end(ending));
-            }
-            if budget.is_some_and(|b| !b.allows_retry()) {
-                run.reason = Some(reason);
-                return Err(run.end(Ending::BudgetExhausted));
-            }
-
             let event = RetryEvent {
-                attempt: number,
-                max_attempts: policy.max_attempts,
+                attempt: run.attempts,
+                max_attempts: limits.policy.max_attempts,
                 class,
                 reason: &reason,
                 delay,
-                server_wait: server_wait.is_some(),
+                server_wait: class.server_wait().is_some(),
             };
-            tracing::debug!(
-                attempt = number,
-                max_attempts = policy.max_attempts,
-                reason = event.reason,
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                "{}; retry {} of {} in {}",
-                event.reason,
-                number,
-                policy.max_attempts - 1,
-                HumanDuration(delay),
-            );
-            notify.notify(&event);
+            announce(&mut notify, &event);
             run.reason = Some(reason);
-
-            if delay >= TIMER_THRESHOLD {
-                let slept_from = Instant::now();
-                let finished = pause(delay, cancel).await;
-                run.waited += Instant::now().saturating_duration_since(slept_from);
-                if !finished {
-                    return Err(run.end(Ending::Cancelled));
-                }
+            if !run.sleep(delay, limits.cancel).await {
+                return Err(run.end(Ending::Cancelled));
             }
         }
     }
+}
+
+/// What bounds one call: its policy, the shared retry budget, and the
+/// caller's cancellation (which cuts an attempt short unless `graceful`).
+#[derive(Clone, Copy)]
+struct Limits<'a> {
+    policy: &'a Policy,
+    budget: Option<&'a RetryBudget>,
+    cancel: Option<&'a CancellationToken>,
+    graceful: bool,
+}
+
+impl Limits<'_> {
+    /// How long to wait before the next attempt after a failure of
+    /// `class`, or how the call ends instead: cancelled, a class that is
+    /// never retried, out of attempts, a server wait longer than the
+    /// policy sits through, past the deadline, or out of budget.
+    fn retry_delay<E>(
+        &self,
+        run: &mut Run<E>,
+        class: Class,
+        now: Instant,
+    ) -> Result<Duration, Ending> {
+        let policy = self.policy;
+        if self.cancel.is_some_and(CancellationToken::is_cancelled) {
+            return Err(Ending::Cancelled);
+        }
+        let give_up = match class {
+            Class::RateLimited { wait } => Ending::RateLimited { wait },
+            Class::Overloaded { wait } => Ending::Overloaded { wait },
+            Class::Transient => Ending::Exhausted,
+            Class::QuotaExhausted { reset } => return Err(Ending::QuotaExhausted { reset }),
+            Class::Auth => return Err(Ending::Auth),
+            Class::Permanent => return Err(Ending::Permanent),
+        };
+        if run.attempts >= policy.max_attempts {
+            return Err(give_up);
+        }
+        let server_wait = class.server_wait();
+        let delay = match server_wait {
+            Some(wait) if wait > policy.max_server_wait => return Err(give_up),
+            Some(wait) => wait,
+            None => run
+                .backoff
+                .get_or_insert_with(|| Backoff::new(policy))
+                .delay(policy, run.attempts),
+        };
+        if run
+            .deadline
+            .is_some_and(|d| now.checked_add(delay).is_none_or(|end| end >= d))
+        {
+            return Err(if server_wait.is_some() {
+                give_up
+            } else {
+                Ending::DeadlineExceeded
+            });
+        }
+        if self.budget.is_some_and(|b| !b.allows_retry()) {
+            return Err(Ending::BudgetExhausted);
+        }
+        Ok(delay)
+    }
+}
+
+/// Tells the debug log and the notify hook about a retry before its wait.
+fn announce<N: Notify>(notify: &mut N, event: &RetryEvent<'_>) {
+    tracing::debug!(
+        attempt = event.attempt,
+        max_attempts = event.max_attempts,
+        reason = event.reason,
+        delay_ms = u64::try_from(event.delay.as_millis()).unwrap_or(u64::MAX),
+        "{}; retry {} of {} in {}",
+        event.reason,
+        event.attempt,
+        event.max_attempts - 1,
+        HumanDuration(event.delay),
+    );
+    notify.notify(event);
 }
 
 /// The bookkeeping of one call.
@@ -446,9 +445,41 @@ struct Run<E> {
     waited: Duration,
     reason: Option<Cow<'static, str>>,
     last: Option<AttemptError<E>>,
+    /// The computed backoff, made on the first wait that needs it.
+    backoff: Option<Backoff>,
 }
 
 impl<E> Run<E> {
+    /// The bookkeeping of a call under `policy` that has made `attempts`
+    /// attempts already.
+    fn new(policy: &Policy, attempts: u32) -> Self {
+        let timed = policy.attempt_timeout.is_some() || policy.deadline.is_some();
+        let started = timed.then(Instant::now);
+        Run {
+            started,
+            deadline: started
+                .zip(policy.deadline)
+                .and_then(|(start, d)| start.checked_add(d)),
+            attempts,
+            waited: Duration::ZERO,
+            reason: None,
+            last: None,
+            backoff: None,
+        }
+    }
+
+    /// Waits `delay` before the next attempt, counting the time waited;
+    /// false when cancelled first. Waits too short for a timer are skipped.
+    async fn sleep(&mut self, delay: Duration, cancel: Option<&CancellationToken>) -> bool {
+        if delay < TIMER_THRESHOLD {
+            return true;
+        }
+        let slept_from = Instant::now();
+        let finished = pause(delay, cancel).await;
+        self.waited += Instant::now().saturating_duration_since(slept_from);
+        finished
+    }
+
     /// The time limit of the next attempt and whether it is the overall
     /// deadline (rather than the per-attempt timeout) that sets it.
     fn attempt_limit(&self, attempt_timeout: Option<Duration>) -> (Option<Duration>, bool) {
@@ -484,15 +515,18 @@ impl<E> Run<E> {
 async fn next_attempt<T, E, Op, Fut>(
     run: &mut Run<E>,
     op: &mut Op,
-    policy: &Policy,
-    budget: Option<&RetryBudget>,
-    cancel: Option<&CancellationToken>,
-    graceful: bool,
+    limits: &Limits<'_>,
 ) -> Result<Result<T, AttemptError<E>>, Ending>
 where
     Op: FnMut(Attempt) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let Limits {
+        policy,
+        budget,
+        cancel,
+        graceful,
+    } = *limits;
     if cancel.is_some_and(|t| t.is_cancelled()) {
         return Err(Ending::Cancelled);
     }

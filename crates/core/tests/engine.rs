@@ -208,7 +208,7 @@ async fn a_wait_beyond_a_week_ends_at_once_whatever_the_policy_allows() {
         let script = Script::new(vec![Err(Class::RateLimited { wait: Some(wait) })]);
         let started = Instant::now();
         let policy = exact().with_max_server_wait(Duration::MAX);
-        assert_eq!(policy.max_server_wait(), backstop_core::signal::MAX_SIGNAL);
+        assert_eq!(policy.max_server_wait(), backstop_core::wait::MAX_SIGNAL);
         let err = policy.retry(script.op()).run().await.unwrap_err();
         assert_eq!(err.ending, Ending::RateLimited { wait: Some(wait) });
         assert_eq!((err.attempts, started.elapsed()), (1, Duration::ZERO));

@@ -5,7 +5,7 @@ use std::fmt;
 
 use backstop_core::{AttemptError, Ending, RetryError};
 
-use crate::Failure;
+use crate::HttpFailure;
 
 /// Why a request did not succeed.
 #[derive(Debug)]
@@ -23,12 +23,12 @@ pub enum Error {
     /// The HTTP client could not be set up (TLS roots, for instance).
     Client(reqwest::Error),
     /// The request was tried and did not succeed; `source` says how it
-    /// ended and carries the last attempt's [`Failure`].
+    /// ended and carries the last attempt's [`HttpFailure`].
     Call {
         /// The host, as shown to people.
         host: String,
         /// How the retried call ended.
-        source: Box<RetryError<Failure>>,
+        source: Box<RetryError<HttpFailure>>,
     },
 }
 
@@ -42,7 +42,7 @@ impl Error {
     }
 
     /// The retry error, when the request was tried.
-    pub fn retry_error(&self) -> Option<&RetryError<Failure>> {
+    pub fn retry_error(&self) -> Option<&RetryError<HttpFailure>> {
         match self {
             Error::Call { source, .. } => Some(source),
             _ => None,

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 
 /// The failure of one attempt.
 #[derive(Debug)]
-pub enum Failure {
+pub enum HttpFailure {
     /// The server answered with a status that is not a success.
     Status {
         /// The status.
@@ -36,7 +36,7 @@ pub enum Failure {
     Invalid(String),
 }
 
-impl Failure {
+impl HttpFailure {
     /// The verdict, knowing whether the request may be repeated safely.
     ///
     /// A request that is not idempotent (POST, PATCH) is retried only when
@@ -48,8 +48,8 @@ impl Failure {
             return verdict;
         }
         let safe = match self {
-            Failure::Status { status, .. } => matches!(status.as_u16(), 429 | 503 | 529),
-            Failure::Transport(e) => e.is_connect(),
+            HttpFailure::Status { status, .. } => matches!(status.as_u16(), 429 | 503 | 529),
+            HttpFailure::Transport(e) => e.is_connect(),
             _ => false,
         };
         if safe {
@@ -68,11 +68,11 @@ impl Failure {
     }
 }
 
-impl Classified for Failure {
+impl Classified for HttpFailure {
     /// The verdict for an idempotent request.
     fn verdict(&self) -> Verdict {
         match self {
-            Failure::Status {
+            HttpFailure::Status {
                 status,
                 wait,
                 quota,
@@ -85,10 +85,10 @@ impl Classified for Failure {
                     verdict
                 }
             }
-            Failure::HeaderTimeout(_) => Verdict::transient("no response headers"),
-            Failure::UploadStalled(_) => Verdict::transient("upload stalled"),
-            Failure::Transport(e) => transport_verdict(e),
-            Failure::Invalid(_) => Verdict::permanent("invalid response"),
+            HttpFailure::HeaderTimeout(_) => Verdict::transient("no response headers"),
+            HttpFailure::UploadStalled(_) => Verdict::transient("upload stalled"),
+            HttpFailure::Transport(e) => transport_verdict(e),
+            HttpFailure::Invalid(_) => Verdict::permanent("invalid response"),
         }
     }
 }
@@ -153,10 +153,10 @@ fn find_source<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Op
     None
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for HttpFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Status { status, detail, .. } => {
+            HttpFailure::Status { status, detail, .. } => {
                 write!(f, "HTTP {}", status.as_u16())?;
                 if let Some(reason) = status.canonical_reason() {
                     write!(f, " {reason}")?;
@@ -166,29 +166,29 @@ impl fmt::Display for Failure {
                 }
                 Ok(())
             }
-            Failure::HeaderTimeout(d) => {
+            HttpFailure::HeaderTimeout(d) => {
                 write!(f, "no response headers within {}", HumanDuration(*d))
             }
-            Failure::UploadStalled(d) => {
+            HttpFailure::UploadStalled(d) => {
                 write!(
                     f,
                     "the server took no request bytes for {}",
                     HumanDuration(*d)
                 )
             }
-            Failure::Transport(e) => {
+            HttpFailure::Transport(e) => {
                 f.write_str(&transport_verdict(e).reason)?;
                 match root_cause(e) {
                     Some(cause) => write!(f, ": {cause}"),
                     None => Ok(()),
                 }
             }
-            Failure::Invalid(why) => write!(f, "invalid response: {why}"),
+            HttpFailure::Invalid(why) => write!(f, "invalid response: {why}"),
         }
     }
 }
 
-impl StdError for Failure {
+impl StdError for HttpFailure {
     /// None: a transport failure's message already ends with its root
     /// cause, and the layers of reqwest and hyper around it say nothing
     /// more.
@@ -286,7 +286,7 @@ pub(crate) fn body_wait(body: &[u8]) -> Option<Duration> {
         if !kind.ends_with("RetryInfo") {
             return None;
         }
-        backstop_core::signal::go_duration(d.get("retryDelay")?.as_str()?)
+        backstop_core::wait::go_duration(d.get("retryDelay")?.as_str()?)
     })
 }
 
@@ -294,8 +294,8 @@ pub(crate) fn body_wait(body: &[u8]) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn status(code: u16) -> Failure {
-        Failure::Status {
+    fn status(code: u16) -> HttpFailure {
+        HttpFailure::Status {
             status: StatusCode::from_u16(code).unwrap(),
             wait: None,
             quota: false,
@@ -310,7 +310,7 @@ mod tests {
         assert_eq!(status(502).verdict_for(false).class, Class::Permanent);
         assert!(status(502).verdict_for(true).class.is_retryable());
         assert_eq!(
-            Failure::HeaderTimeout(Duration::from_secs(1))
+            HttpFailure::HeaderTimeout(Duration::from_secs(1))
                 .verdict_for(false)
                 .class,
             Class::Permanent
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn quota_bodies_override_the_status() {
-        let f = Failure::Status {
+        let f = HttpFailure::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
             wait: None,
             quota: true,

@@ -55,7 +55,7 @@ mod client;
 mod error;
 mod failure;
 mod request;
-mod signal;
+mod wait_headers;
 
 pub use backstop_core::{
     Attempt, AttemptError, Class, Classified, Ending, Jitter, Policy, RetryBudget, RetryError,
@@ -63,8 +63,8 @@ pub use backstop_core::{
 };
 pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, HEADER_TIMEOUT, READ_IDLE_TIMEOUT};
 pub use error::Error;
-pub use failure::Failure;
-pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact};
-pub use reqwest::{Method, StatusCode, header};
-pub use signal::server_wait;
+pub use failure::HttpFailure;
+pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact_url};
+pub use reqwest::{Method, Response, StatusCode, header};
 pub use tokio_util::sync::CancellationToken;
+pub use wait_headers::server_wait;

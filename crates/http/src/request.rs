@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::failure::{body_wait, detail, says_quota};
-use crate::{Client, Error, Failure, signal};
+use crate::{Client, Error, HttpFailure, wait_headers};
 
 /// Default limit of a body read into memory ([`RequestBuilder::bytes`],
 /// [`RequestBuilder::json`]): 64 MiB. Larger payloads belong on disk.
@@ -221,7 +221,7 @@ impl<'c> RequestBuilder<'c> {
         self.execute(move |resp| async move {
             let body = read_limited(resp, limit).await?;
             body.json::<T>()
-                .map_err(|e| Failure::Invalid(format!("not the JSON expected: {e}")))
+                .map_err(|e| HttpFailure::Invalid(format!("not the JSON expected: {e}")))
         })
         .await
     }
@@ -252,7 +252,7 @@ impl<'c> RequestBuilder<'c> {
     async fn execute<T, R, Fut>(mut self, read: R) -> Result<T, Error>
     where
         R: Fn(reqwest::Response) -> Fut,
-        Fut: Future<Output = Result<T, Failure>>,
+        Fut: Future<Output = Result<T, HttpFailure>>,
     {
         let idempotent = self
             .idempotent
@@ -318,7 +318,7 @@ pub struct Prepared<'c> {
 
 impl Prepared<'_> {
     /// The URL asked for (before any redirect). Never show it as is: use
-    /// [`redact`] or [`Prepared::host`].
+    /// [`redact_url`] or [`Prepared::host`].
     pub fn url(&self) -> &Url {
         &self.url
     }
@@ -331,13 +331,13 @@ impl Prepared<'_> {
     /// Sends the request once with `extra` headers added (a `Range`, an
     /// `If-Range`), waiting at most the client's header timeout for the
     /// response headers. A status that is not a success becomes
-    /// [`Failure::Status`] with the wait the server asked for and its
+    /// [`HttpFailure::Status`] with the wait the server asked for and its
     /// message, scrubbed of the request's credentials. The body is left
     /// unread, for the caller to stream.
     pub async fn send_once(
         &self,
         extra: &[(HeaderName, HeaderValue)],
-    ) -> Result<reqwest::Response, Failure> {
+    ) -> Result<reqwest::Response, HttpFailure> {
         let resp = self.send_any(extra).await?;
         if !resp.status().is_success() {
             return Err(self.failure(resp).await);
@@ -348,12 +348,12 @@ impl Prepared<'_> {
     /// Sends the request once, as [`send_once`](Prepared::send_once), but
     /// returns the response whatever its status: for a protocol that reads
     /// the headers of a refusal (a registry's `WWW-Authenticate` challenge
-    /// on a 401). Turn a refusal into its [`Failure`] with
+    /// on a 401). Turn a refusal into its [`HttpFailure`] with
     /// [`Prepared::failure`].
     pub async fn send_any(
         &self,
         extra: &[(HeaderName, HeaderValue)],
-    ) -> Result<reqwest::Response, Failure> {
+    ) -> Result<reqwest::Response, HttpFailure> {
         let streamed = self.body.as_ref().is_some_and(|b| b.len() > STREAMED_BODY);
         let transport = if self.pins_origin {
             &self.client.same_origin
@@ -395,23 +395,23 @@ impl Prepared<'_> {
                     request = request.body(body.clone());
                 }
                 match tokio::time::timeout(header_timeout, request.send()).await {
-                    Err(_) => return Err(Failure::HeaderTimeout(header_timeout)),
+                    Err(_) => return Err(HttpFailure::HeaderTimeout(header_timeout)),
                     Ok(sent) => sent,
                 }
             }
         };
-        sent.map_err(|e| Failure::Transport(e.without_url()))
+        sent.map_err(|e| HttpFailure::Transport(e.without_url()))
     }
 
     /// The failure a response that is not a success stands for, with the
     /// wait the server asked for and its message scrubbed of the request's
     /// credentials.
-    pub async fn failure(&self, resp: reqwest::Response) -> Failure {
+    pub async fn failure(&self, resp: reqwest::Response) -> HttpFailure {
         status_failure(resp, &self.secrets).await
     }
 
     /// The error for a retried call of this request that did not succeed.
-    pub fn call_error(&self, source: RetryError<Failure>) -> Error {
+    pub fn call_error(&self, source: RetryError<HttpFailure>) -> Error {
         Error::Call {
             host: self.host.clone(),
             source: Box::new(source),
@@ -438,17 +438,17 @@ impl BodyProgress {
     /// Resolves with the failure when the connection takes no piece for
     /// `idle`, or when no response headers come within `header` of the
     /// last piece.
-    async fn watch(&self, idle: Duration, header: Duration) -> Failure {
+    async fn watch(&self, idle: Duration, header: Duration) -> HttpFailure {
         let mut seen = self.taken.load(Ordering::Acquire);
         loop {
             if self.done.load(Ordering::Acquire) {
                 tokio::time::sleep(header).await;
-                return Failure::HeaderTimeout(header);
+                return HttpFailure::HeaderTimeout(header);
             }
             tokio::time::sleep(idle).await;
             let now = self.taken.load(Ordering::Acquire);
             if now == seen && !self.done.load(Ordering::Acquire) {
-                return Failure::UploadStalled(idle);
+                return HttpFailure::UploadStalled(idle);
             }
             seen = now;
         }
@@ -481,7 +481,7 @@ fn pieces(
 
 fn parse_url(raw: &str) -> Result<Url, Error> {
     let shown = |url: &str| match Url::parse(url) {
-        Ok(u) => redact(&u),
+        Ok(u) => redact_url(&u),
         Err(_) => url.chars().filter(|c| !c.is_control()).take(200).collect(),
     };
     let url = Url::parse(raw.trim()).map_err(|e| Error::InvalidUrl {
@@ -505,7 +505,7 @@ fn parse_url(raw: &str) -> Result<Url, Error> {
 
 /// A URL as it may be shown: no user name or password, no query (signed
 /// URLs carry their signature there), no fragment.
-pub fn redact(url: &Url) -> String {
+pub fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
@@ -532,7 +532,7 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// The failure of a response whose status is not a success, with the wait
 /// it asks for and the server's message.
-async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Failure {
+async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> HttpFailure {
     let status = resp.status();
     if status.is_redirection() {
         // Only a redirect the client refused to follow gets here.
@@ -543,7 +543,7 @@ async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Fail
             .and_then(|l| resp.url().join(l).ok())
             .map(|u| display_host(&u))
             .unwrap_or_else(|| "another host".to_owned());
-        return Failure::Status {
+        return HttpFailure::Status {
             status,
             wait: None,
             quota: false,
@@ -553,7 +553,7 @@ async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Fail
             )),
         };
     }
-    let mut wait = signal::server_wait(resp.headers(), SystemTime::now());
+    let mut wait = wait_headers::server_wait(resp.headers(), SystemTime::now());
     let prefix = tokio::time::timeout(ERROR_BODY_TIMEOUT, async {
         let mut buf = Vec::new();
         while buf.len() < ERROR_BODY_PREFIX {
@@ -567,7 +567,7 @@ async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Fail
     .await
     .unwrap_or_default();
     wait = wait.or_else(|| body_wait(&prefix));
-    Failure::Status {
+    HttpFailure::Status {
         status,
         wait,
         quota: says_quota(&prefix),
@@ -575,9 +575,9 @@ async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Fail
     }
 }
 
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Body, Failure> {
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Body, HttpFailure> {
     let too_large = |n: u64| {
-        Failure::Invalid(format!(
+        HttpFailure::Invalid(format!(
             "the body ({n} bytes) is larger than the {limit}-byte limit"
         ))
     };
@@ -594,7 +594,7 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Body,
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| Failure::Transport(e.without_url()))?
+        .map_err(|e| HttpFailure::Transport(e.without_url()))?
     {
         if buf.len() + chunk.len() > limit {
             return Err(too_large((buf.len() + chunk.len()) as u64));
@@ -634,7 +634,7 @@ mod tests {
     fn shown_urls_carry_no_credentials() {
         let url =
             Url::parse("https://user:pa55@cdn.example.com/file?X-Amz-Signature=abc#f").unwrap();
-        assert_eq!(redact(&url), "https://cdn.example.com/file");
+        assert_eq!(redact_url(&url), "https://cdn.example.com/file");
         let err = parse_url("gopher://user:pa55@example.com/?token=abc").unwrap_err();
         let shown = err.to_string();
         assert!(!shown.contains("pa55") && !shown.contains("abc"), "{shown}");

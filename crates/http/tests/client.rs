@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backstop_faultserver::{FaultServer, Reply};
 use backstop_http::{
-    CancellationToken, Client, Ending, Error, Failure, Jitter, Method, Policy, RetryEvent,
+    CancellationToken, Client, Ending, Error, HttpFailure, Jitter, Method, Policy, RetryEvent,
     StatusCode,
 };
 
@@ -487,7 +487,7 @@ async fn cancelling_during_a_wait_stops_at_once() {
     // The last attempt's error is still there.
     assert!(matches!(
         err.retry_error().unwrap().last_error(),
-        Some(Failure::Status { .. })
+        Some(HttpFailure::Status { .. })
     ));
 }
 
@@ -626,7 +626,7 @@ async fn a_server_that_takes_none_of_the_body_fails_the_attempt_as_stalled() {
         .await
         .unwrap_err();
     match err.retry_error().and_then(|e| e.last_error()) {
-        Some(Failure::UploadStalled(d)) => assert_eq!(*d, Duration::from_millis(300)),
+        Some(HttpFailure::UploadStalled(d)) => assert_eq!(*d, Duration::from_millis(300)),
         other => panic!("{other:?}"),
     }
 }

@@ -102,7 +102,7 @@ impl Hub {
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
             return Err(Error::Invalid(format!(
                 "the Hub endpoint {} must be an http or https URL",
-                backstop_http::redact(&endpoint)
+                backstop_http::redact_url(&endpoint)
             )));
         }
         if !endpoint.path().ends_with('/') {
@@ -277,7 +277,7 @@ impl Hub {
             tracing::warn!(
                 "{} sent a next-page link to another host ({}); stopping the listing there",
                 self.host(),
-                backstop_http::redact(&next)
+                backstop_http::redact_url(&next)
             );
             None
         }

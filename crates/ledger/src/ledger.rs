@@ -17,7 +17,7 @@ const MAX_MESSAGE: usize = 300;
 
 /// A failure to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
+pub struct LedgerFailure {
     /// What kind of failure.
     pub reason: Reason,
     /// Until when the server or the tool said to wait, and which of them
@@ -28,10 +28,10 @@ pub struct Failure {
     pub message: Option<String>,
 }
 
-impl Failure {
+impl LedgerFailure {
     /// A failure with no wait and no message.
     pub fn new(reason: Reason) -> Self {
-        Failure {
+        LedgerFailure {
             reason,
             wait: None,
             message: None,
@@ -94,13 +94,13 @@ pub enum Set {
 /// The cooldown ledger.
 ///
 /// ```
-/// use backstop_ledger::{Failure, Ledger, Reason, SqliteStore};
+/// use backstop_ledger::{LedgerFailure, Ledger, Reason, SqliteStore};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let ledger = Ledger::new(Box::new(SqliteStore::open(dir.path().join("l.db")).unwrap()));
 /// let sonnet = "anthropic/claude-sonnet-4-5".parse().unwrap();
 /// let gpt: backstop_ledger::Key = "openai/gpt-5".parse().unwrap();
-/// ledger.record(&sonnet, &Failure::new(Reason::RateLimit)).unwrap();
+/// ledger.record(&sonnet, &LedgerFailure::new(Reason::RateLimit)).unwrap();
 /// let pick = ledger.pick(&[sonnet, gpt.clone()]).unwrap();
 /// assert_eq!(pick.available, Some(gpt));
 /// ```
@@ -176,7 +176,7 @@ impl Ledger {
     /// recorded while the key is already cooling is the same episode: it
     /// does not escalate, and it never shortens the cooldown — a shorter
     /// one over a longer live one leaves the longer in place.
-    pub fn record(&self, key: &Key, failure: &Failure) -> Result<Entry, Error> {
+    pub fn record(&self, key: &Key, failure: &LedgerFailure) -> Result<Entry, Error> {
         let key = match failure.reason.scope() {
             crate::Scope::Provider => key.provider_key(),
             crate::Scope::Model => key.clone(),

@@ -20,12 +20,12 @@
 //!   ([`store`]); both pass one conformance suite.
 //!
 //! ```
-//! use backstop_ledger::{Failure, Ledger, Reason, SqliteStore};
+//! use backstop_ledger::{LedgerFailure, Ledger, Reason, SqliteStore};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let ledger = Ledger::new(Box::new(SqliteStore::open(dir.path().join("ledger.db")).unwrap()));
 //! let model = "anthropic/claude-sonnet-4-5".parse().unwrap();
-//! let entry = ledger.record(&model, &Failure::new(Reason::RateLimit)).unwrap();
+//! let entry = ledger.record(&model, &LedgerFailure::new(Reason::RateLimit)).unwrap();
 //! assert_eq!(entry.key, model);
 //! assert!(ledger.pick(&[model]).unwrap().available.is_none());
 //! ```
@@ -44,6 +44,6 @@ pub use credentials::{Credentials, LocalCredentials, StaticCredentials};
 pub use durations::{Defaults, Durations, MAX_COOLDOWN};
 pub use entry::{Entry, State};
 pub use key::{Key, KeyError, Scope};
-pub use ledger::{Error, Failure, Ledger, Pick, Set, deadline, remaining};
+pub use ledger::{Error, Ledger, LedgerFailure, Pick, Set, deadline, remaining};
 pub use reason::{Reason, Source, UnknownReason};
 pub use store::{PostgresStore, SqliteStore, Store, StoreError};

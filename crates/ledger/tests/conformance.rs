@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use backstop_core::clock::ManualClock;
 use backstop_ledger::store::{Change, Store, StoreError};
 use backstop_ledger::{
-    Durations, Entry, Failure, Key, Ledger, MAX_COOLDOWN, PostgresStore, Reason, Source,
+    Durations, Entry, Key, Ledger, LedgerFailure, MAX_COOLDOWN, PostgresStore, Reason, Source,
     SqliteStore, State,
 };
 use backstop_store::postgres::testing::TestSchema;
@@ -324,7 +324,7 @@ fn stored_values_of_any_shape_are_read(db: &dyn Db) {
     );
     // Recording over an odd row heals it.
     let e = ledger
-        .record(&key("a/huge"), &Failure::new(Reason::RateLimit))
+        .record(&key("a/huge"), &LedgerFailure::new(Reason::RateLimit))
         .unwrap();
     assert_eq!(e.until, now + MAX_COOLDOWN);
     assert_eq!(store.get(&[key("a/huge")]).unwrap(), [e]);

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backstop_core::clock::ManualClock;
-use backstop_ledger::{Credentials, Failure, Key, Ledger, Reason, Set, Source, SqliteStore, State};
+use backstop_ledger::{
+    Credentials, Key, Ledger, LedgerFailure, Reason, Set, Source, SqliteStore, State,
+};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -66,8 +68,8 @@ fn key(s: &str) -> Key {
     s.parse().unwrap()
 }
 
-fn wait(until: SystemTime, source: Source) -> Failure {
-    Failure {
+fn wait(until: SystemTime, source: Source) -> LedgerFailure {
+    LedgerFailure {
         reason: Reason::RateLimit,
         wait: Some((until, source)),
         message: None,
@@ -84,7 +86,7 @@ fn a_rate_limit_cools_the_model_and_pick_falls_back() {
     );
     let e = w
         .ledger
-        .record(&sonnet, &Failure::new(Reason::RateLimit))
+        .record(&sonnet, &LedgerFailure::new(Reason::RateLimit))
         .unwrap();
     assert_eq!(e.key, sonnet);
     assert_eq!(e.until, w.now() + MIN);
@@ -109,7 +111,7 @@ fn quota_and_auth_cool_the_whole_provider() {
     );
     let e = w
         .ledger
-        .record(&sonnet, &Failure::new(Reason::Quota))
+        .record(&sonnet, &LedgerFailure::new(Reason::Quota))
         .unwrap();
     assert_eq!(e.key, key("anthropic"));
     let pick = w.ledger.pick(&[sonnet, opus, gpt.clone()]).unwrap();
@@ -152,7 +154,7 @@ fn deadlines_only_lengthen() {
     assert_eq!(e.source, Source::Header);
     let e = w
         .ledger
-        .record(&m, &Failure::new(Reason::Overloaded))
+        .record(&m, &LedgerFailure::new(Reason::Overloaded))
         .unwrap();
     assert_eq!(e.until, long);
     assert_eq!(e.reason, Reason::RateLimit);
@@ -171,14 +173,14 @@ fn repeated_episodes_escalate_and_successes_decay_them() {
     for _ in 0..5 {
         let e = w
             .ledger
-            .record(&m, &Failure::new(Reason::RateLimit))
+            .record(&m, &LedgerFailure::new(Reason::RateLimit))
             .unwrap();
         lengths.push(e.until.duration_since(w.now()).unwrap().as_secs());
         // Reported again during the same episode (another process saw the
         // same 429): no escalation.
         let again = w
             .ledger
-            .record(&m, &Failure::new(Reason::RateLimit))
+            .record(&m, &LedgerFailure::new(Reason::RateLimit))
             .unwrap();
         assert_eq!(again.failures, e.failures);
         w.clock.advance(Duration::from_secs(3600));
@@ -196,7 +198,7 @@ fn repeated_episodes_escalate_and_successes_decay_them() {
     assert_eq!(failures(&w), Some(2));
     let e = w
         .ledger
-        .record(&m, &Failure::new(Reason::RateLimit))
+        .record(&m, &LedgerFailure::new(Reason::RateLimit))
         .unwrap();
     assert_eq!(e.failures, 3);
     assert_eq!(e.until.duration_since(w.now()).unwrap().as_secs(), 240);
@@ -238,7 +240,7 @@ fn server_waits_are_cut_to_the_reasons_cap_and_past_ones_fall_back_to_defaults()
         assert_eq!((e.until, e.source), (w.now() + 15 * MIN, Source::Header));
         w.ledger.clear(&m).unwrap();
     }
-    let quota = Failure {
+    let quota = LedgerFailure {
         reason: Reason::Quota,
         wait: Some((w.now() + Duration::from_secs(7 * 86_400), Source::Tool)),
         message: None,
@@ -318,7 +320,7 @@ fn an_auth_cooldown_ends_when_the_credential_changes() {
         .ledger
         .record(
             &m,
-            &Failure {
+            &LedgerFailure {
                 reason: Reason::Auth,
                 wait: None,
                 message: Some("Invalid API key · Please run /login".into()),
@@ -375,7 +377,7 @@ fn messages_are_stored_without_credentials() {
         .ledger
         .record(
             &m,
-            &Failure {
+            &LedgerFailure {
                 reason: Reason::RateLimit,
                 wait: None,
                 message: Some(
@@ -426,9 +428,11 @@ fn clearing_forgets() {
     let w = world();
     let m = key("openai/gpt-5");
     w.ledger
-        .record(&m, &Failure::new(Reason::RateLimit))
+        .record(&m, &LedgerFailure::new(Reason::RateLimit))
         .unwrap();
-    w.ledger.record(&m, &Failure::new(Reason::Auth)).unwrap();
+    w.ledger
+        .record(&m, &LedgerFailure::new(Reason::Auth))
+        .unwrap();
     assert!(w.ledger.clear(&m).unwrap());
     assert!(!w.ledger.clear(&m).unwrap());
     assert_eq!(w.ledger.clear_all().unwrap(), 1);
@@ -449,7 +453,10 @@ fn jitter_only_shortens_the_default() {
     let mut lengths = std::collections::HashSet::new();
     for n in 0..20 {
         let e = ledger
-            .record(&key(&format!("p/m{n}")), &Failure::new(Reason::RateLimit))
+            .record(
+                &key(&format!("p/m{n}")),
+                &LedgerFailure::new(Reason::RateLimit),
+            )
             .unwrap();
         use backstop_core::clock::Clock;
         let d = e.until.duration_since(clock.now()).unwrap();

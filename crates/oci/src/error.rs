@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use backstop_core::{AttemptError, Class, Classified, RetryError, Verdict};
-use backstop_http::Failure;
+use backstop_http::HttpFailure;
 
 use crate::{ArtifactError, CredentialsError, ReferenceError};
 
@@ -15,7 +15,7 @@ use crate::{ArtifactError, CredentialsError, ReferenceError};
 pub enum Fault {
     /// The request failed or the registry refused it.
     #[error(transparent)]
-    Http(#[from] Failure),
+    Http(#[from] HttpFailure),
     /// The token service named by the registry's `WWW-Authenticate` did
     /// not give a token.
     #[error("the registry's token service gave no token")]

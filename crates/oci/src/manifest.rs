@@ -267,7 +267,7 @@ impl Registry {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| Fault::Http(backstop_http::Failure::Transport(e.without_url())))?
+            .map_err(|e| Fault::Http(backstop_http::HttpFailure::Transport(e.without_url())))?
         {
             if buf.len() + chunk.len() > MAX_MANIFEST {
                 return Err(Fault::Protocol(

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use backstop_core::Secret;
-use backstop_http::{Client, Failure, Method, Prepared, StatusCode};
+use backstop_http::{Client, HttpFailure, Method, Prepared, StatusCode};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -284,7 +284,7 @@ impl Registry {
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let failure = prepared.failure(response).await;
-                if let Failure::Status {
+                if let HttpFailure::Status {
                     wait: Some(wait), ..
                 } = &failure
                 {

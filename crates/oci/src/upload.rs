@@ -661,8 +661,8 @@ impl Uploader<'_> {
     }
 }
 
-fn is_413(failure: &backstop_http::Failure) -> bool {
-    matches!(failure, backstop_http::Failure::Status { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE)
+fn is_413(failure: &backstop_http::HttpFailure) -> bool {
+    matches!(failure, backstop_http::HttpFailure::Status { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {

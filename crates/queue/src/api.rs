@@ -49,9 +49,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use crate::dispatch::blocking;
+use crate::blocking::blocking;
+use crate::dependencies::Dependencies;
 use crate::model::{Delivery, DeliveryState, NewOp, Op, Target};
-use crate::status::Status;
 use crate::store::{DeliveryFilter, OpFilter, Rejection, Requeue, Store, StoreError};
 
 /// What the API serves from.
@@ -61,7 +61,7 @@ pub struct ApiState {
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     token: [u8; 32],
-    status: Arc<Status>,
+    status: Arc<Dependencies>,
 }
 
 impl ApiState {
@@ -78,12 +78,12 @@ impl ApiState {
             clock,
             wake,
             token: Sha256::digest(token.expose().as_bytes()).into(),
-            status: Arc::new(Status::default()),
+            status: Arc::new(Dependencies::default()),
         }
     }
 
     /// Answers `/healthz` from `status`.
-    pub fn reporting(mut self, status: Arc<Status>) -> Self {
+    pub fn reporting(mut self, status: Arc<Dependencies>) -> Self {
         self.status = status;
         self
     }

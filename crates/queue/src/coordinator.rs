@@ -15,15 +15,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
+use crate::dependencies::Dependencies;
 use crate::dispatch::{DispatchConfig, Dispatcher};
-use crate::health::{DEFAULT_STALE_AFTER, Health};
-use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, Intervals, StartUp};
+use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, HousekeeperConfig, Intervals, StartUp};
+use crate::node_health::{DEFAULT_STALE_AFTER, Health};
 use crate::schedule::Schedule;
-use crate::status::Status;
 use crate::store::{Store, StoreError};
 use crate::transport::Transport;
 use crate::transport::local::{LocalNode, LocalTransport};
-use crate::transport::nats::{NatsTransport, Subjects};
+use crate::transport::nats::coordinator::NatsTransport;
+use crate::transport::nats::protocol::Subjects;
 use backstop_process::owner::{self, Owner};
 
 /// How a coordinator runs.
@@ -112,7 +113,7 @@ pub fn startup_retry() -> Policy {
 
 /// What answers on the API's address while the store does not: `/healthz`
 /// from `status`, 503 for the rest.
-fn waiting_router(status: Arc<Status>) -> axum::Router {
+fn waiting_router(status: Arc<Dependencies>) -> axum::Router {
     let healthz = move || {
         let status = Arc::clone(&status);
         async move { axum::Json(status.report()) }
@@ -140,7 +141,7 @@ pub struct Coordinator {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     startup: StartUp,
-    status: Arc<Status>,
+    status: Arc<Dependencies>,
     location: String,
 }
 
@@ -188,7 +189,7 @@ impl Coordinator {
         let socket = listener.into_std().map_err(listen_error)?;
         let kept = socket.try_clone().map_err(listen_error)?;
         let meanwhile = tokio::net::TcpListener::from_std(socket).map_err(listen_error)?;
-        let status = Arc::new(Status::new(
+        let status = Arc::new(Dependencies::new(
             config.nats.as_ref().map(|(client, _)| client.clone()),
         ));
         let ready = CancellationToken::new();
@@ -287,7 +288,7 @@ impl Coordinator {
         let mut startup = housekeeping::start_up(&store, &clock, &config.local, &session)
             .await
             .map_err(CoordinatorError::StartUp)?;
-        let status = Arc::new(Status::new(nats_client));
+        let status = Arc::new(Dependencies::new(nats_client));
         let mut intervals = config.housekeeping.clone();
         intervals.monitor = intervals
             .monitor
@@ -299,10 +300,12 @@ impl Coordinator {
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&status),
-            transports.clone(),
-            config.stale_after,
-            config.keep,
-            intervals,
+            HousekeeperConfig {
+                transports: transports.clone(),
+                stale_after: config.stale_after,
+                keep: config.keep,
+                intervals,
+            },
         );
         // The first pass before anything is dispatched: a coordinator that
         // takes the lock prunes and releases what nobody holds first, and
@@ -394,7 +397,7 @@ impl Coordinator {
     }
 
     /// What it knows of its store and NATS now.
-    pub fn status(&self) -> crate::status::Report {
+    pub fn status(&self) -> crate::dependencies::Report {
         self.status.report()
     }
 

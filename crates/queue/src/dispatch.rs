@@ -22,10 +22,11 @@ use backstop_core::{HumanDuration, Policy};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::blocking::blocking;
+use crate::dependencies::Dependencies;
 use crate::handler::Work;
 use crate::model::{Claim, DeliveryState, Outcome};
 use crate::schedule::{Schedule, Settle, Verdict};
-use crate::status::Status;
 use crate::store::{ClaimRequest, DeliveryFilter, Settled, Store, StoreError};
 use crate::transport::{LateReply, Receipt, Transport};
 
@@ -89,7 +90,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: DispatchConfig,
     wake: Arc<Notify>,
-    status: Arc<Status>,
+    status: Arc<Dependencies>,
     outcomes: mpsc::UnboundedSender<Finished>,
     receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
 }
@@ -127,7 +128,7 @@ impl Dispatcher {
             schedule,
             clock,
             config,
-            Arc::new(Status::default()),
+            Arc::new(Dependencies::default()),
         )
     }
 
@@ -139,7 +140,7 @@ impl Dispatcher {
         schedule: Arc<Schedule>,
         clock: Arc<dyn Clock>,
         config: DispatchConfig,
-        status: Arc<Status>,
+        status: Arc<Dependencies>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Dispatcher {
@@ -661,19 +662,5 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
             }
         }
         (Settled::Applied(_), Verdict::Dead { .. }) => {}
-    }
-}
-
-/// Runs a blocking store call off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(e) => Err(StoreError::Failed {
-            component: "queue",
-            location: "the queue".to_owned(),
-            source: Box::new(e),
-        }),
     }
 }

@@ -19,13 +19,13 @@ use backstop_core::HumanDuration;
 use backstop_core::clock::Clock;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::blocking;
-use crate::health::Monitor;
+use crate::blocking::blocking;
+use crate::dependencies::Dependencies;
 use crate::model::{DeliveryState, Token, transport_name};
-use crate::status::Status;
+use crate::node_health::Monitor;
 use crate::store::{DeliveryFilter, Pruned, Retained, Store, StoreError};
 use crate::transport::local::LocalNode;
-use crate::transport::nats::ACCEPT_TIMEOUT;
+use crate::transport::nats::protocol::ACCEPT_TIMEOUT;
 use crate::transport::{Holding, Transport};
 
 /// How long finished deliveries are kept by default: 7 days, as River
@@ -348,7 +348,7 @@ impl Default for Intervals {
 pub struct Housekeeper {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    status: Arc<Status>,
+    status: Arc<Dependencies>,
     monitor: Monitor,
     rescuer: Rescuer,
     reconciler: Reconciler,
@@ -393,18 +393,45 @@ fn due(last: &mut Option<tokio::time::Instant>, every: Duration) -> bool {
     true
 }
 
+/// What a [`Housekeeper`] does besides its seams: which transports it
+/// asks what their nodes hold, when a node is stale, how long finished
+/// deliveries are kept, and how often each service runs.
+pub struct HousekeeperConfig {
+    /// The transports whose nodes' holdings the release of unheld
+    /// attempts asks about.
+    pub transports: Vec<Arc<dyn Transport>>,
+    /// How long a node may stay silent before the health monitor parks it.
+    pub stale_after: Duration,
+    /// How long finished deliveries are kept ([`DEFAULT_KEEP`]).
+    pub keep: Duration,
+    /// How often each service runs.
+    pub intervals: Intervals,
+}
+
+/// Where this coordinator stands with the housekeeping lock after a
+/// [`Housekeeper`] asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lead {
+    /// It holds the lock.
+    leader: bool,
+    /// It took the lock just now (it did not hold it before).
+    took_over: bool,
+}
+
 impl Housekeeper {
     /// Housekeeping over `store`, reporting in `status`.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        status: Arc<Status>,
-        transports: Vec<Arc<dyn Transport>>,
-        stale_after: Duration,
-        keep: Duration,
-        intervals: Intervals,
+        status: Arc<Dependencies>,
+        config: HousekeeperConfig,
     ) -> Self {
+        let HousekeeperConfig {
+            transports,
+            stale_after,
+            keep,
+            intervals,
+        } = config;
         Housekeeper {
             monitor: Monitor::new(Arc::clone(&store), Arc::clone(&clock), stale_after),
             rescuer: Rescuer::new(Arc::clone(&store), Arc::clone(&clock)),
@@ -419,7 +446,7 @@ impl Housekeeper {
 
     /// Takes the lock if it is free, or checks this coordinator still
     /// holds it; logs every change.
-    async fn lead(&self) -> (bool, bool) {
+    async fn lead(&self) -> Lead {
         let was = self.status.is_leader();
         let store = Arc::clone(&self.store);
         let leader = match blocking(move || store.lead()).await {
@@ -451,13 +478,16 @@ impl Housekeeper {
         } else if was && !leader {
             tracing::info!("another coordinator runs housekeeping now");
         }
-        (leader, leader && !was)
+        Lead {
+            leader,
+            took_over: leader && !was,
+        }
     }
 
     /// Takes (or keeps) the lock and runs, if it holds it, every service
     /// once — all of them, whatever their intervals. Errors are returned.
     pub async fn pass(&self) -> Result<Pass, StoreError> {
-        let (leader, took_over) = self.lead().await;
+        let Lead { leader, took_over } = self.lead().await;
         let mut pass = Pass {
             leader,
             took_over,
@@ -496,7 +526,7 @@ impl Housekeeper {
         let mut last = Last::default();
         let i = &self.intervals;
         loop {
-            let (leader, took_over) = self.lead().await;
+            let Lead { leader, took_over } = self.lead().await;
             if took_over {
                 last = Last::default();
                 report("the prune", prune(&self.store, &self.clock).await);

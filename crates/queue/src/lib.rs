@@ -15,9 +15,9 @@
 //! - [`store`]: the [`Store`] trait, its SQLite implementation for one
 //!   machine and its PostgreSQL implementation for a fleet with several
 //!   coordinators.
-//! - [`dispatch`], [`health`], [`housekeeping`]: the coordinator's services,
+//! - [`dispatch`], [`node_health`], [`housekeeping`]: the coordinator's services,
 //!   each small and driven by an injectable clock; housekeeping runs on one
-//!   coordinator at a time. [`status`]: what a coordinator knows of its own
+//!   coordinator at a time. [`dependencies`]: what a coordinator knows of its own
 //!   store and NATS, for `/healthz`.
 //! - [`handler`]: what runs a delivery; a [`CommandHandler`] runs under
 //!   [`backstop_process`], so its processes die with the coordinator or
@@ -25,7 +25,7 @@
 //!   their deliveries are offered again — a delivery never runs twice at
 //!   once.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
-//!   NATS; [`worker`] is the remote side, [`api`] the operators' HTTP API,
+//!   NATS; [`transport::nats::worker`] is the remote side, [`api`] the operators' HTTP API,
 //!   [`coordinator`] wires it all. [`program`] checks at start-up that each
 //!   handler's program can be started.
 //!
@@ -52,19 +52,19 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod blocking;
 pub mod config;
 pub mod coordinator;
+pub mod dependencies;
 pub mod dispatch;
 pub mod handler;
-pub mod health;
 pub mod housekeeping;
 pub mod model;
+pub mod node_health;
 pub mod program;
 pub mod schedule;
-pub mod status;
 pub mod store;
 pub mod transport;
-pub mod worker;
 
 pub use config::Config;
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};

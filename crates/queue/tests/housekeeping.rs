@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use backstop_core::clock::{Clock, ManualClock, SystemClock};
 use backstop_faultserver::Proxy;
+use backstop_queue::dependencies::Dependencies;
 use backstop_queue::handler::{FnHandler, Handler, Noop};
 use backstop_queue::housekeeping::{
-    self, Housekeeper, Intervals, OFFER_WINDOW, Reconciler, Retention,
+    self, Housekeeper, HousekeeperConfig, Intervals, OFFER_WINDOW, Reconciler, Retention,
 };
-use backstop_queue::status::Status;
 use backstop_queue::store::{ClaimRequest, DeliveryFilter, Settled};
 use backstop_queue::transport::Transport;
 use backstop_queue::transport::local::{LocalNode, LocalTransport};
@@ -43,16 +43,21 @@ fn worker(name: &str) -> NodeSpec {
     }
 }
 
-fn housekeeper(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> (Housekeeper, Arc<Status>) {
-    let status = Arc::new(Status::new(None));
+fn housekeeper(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+) -> (Housekeeper, Arc<Dependencies>) {
+    let status = Arc::new(Dependencies::new(None));
     let h = Housekeeper::new(
         Arc::clone(store),
         clock.clone() as Arc<dyn Clock>,
         Arc::clone(&status),
-        Vec::new(),
-        Duration::from_secs(30),
-        Duration::from_secs(7 * 24 * 3600),
-        Intervals::default(),
+        HousekeeperConfig {
+            transports: Vec::new(),
+            stale_after: Duration::from_secs(30),
+            keep: Duration::from_secs(7 * 24 * 3600),
+            intervals: Intervals::default(),
+        },
     );
     (h, status)
 }
@@ -193,7 +198,7 @@ async fn a_store_outage_fails_no_delivery_and_loses_no_outcome() {
     for _ in 0..5 {
         sync(|| admin.submit(&NewOp::for_type("install", "cpu"), SystemClock.now())).unwrap();
     }
-    let status = Arc::new(Status::new(None));
+    let status = Arc::new(Dependencies::new(None));
     let transport: Arc<dyn Transport> =
         Arc::new(LocalTransport::new(&[node], CancellationToken::new()));
     let d = Dispatcher::reporting(

@@ -18,9 +18,10 @@ use crate::destination::Destination;
 use crate::record::{Record, Segment};
 use crate::stream::{self, FileCtx, Learned, Stream};
 use crate::validators::Validators;
-use crate::writer::{Hashed, Writer, Written};
+use crate::writer::{Hashed, Writer, WriterConfig, Written};
 use crate::{
-    Event, Failure, FileError, FileReport, Item, Options, Outcome, Planned, Progress, Sha256,
+    Event, FileError, FileReport, Item, Options, Outcome, Planned, Progress, Sha256,
+    TransferFailure,
 };
 
 /// One file of a pull and everything it needs.
@@ -104,54 +105,30 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
     };
     let planned = job.planned;
     let item = &planned.item;
-    let (dest, part, record_path) = (&planned.dest, planned.part(), planned.record());
+    let (part, record_path) = (planned.part(), planned.record());
     let keep = !job.options.replace_existing;
 
-    let identity = backstop_http::redact(&item.url);
+    let identity = backstop_http::redact_url(&item.url);
     // Known size, or what a HEAD says, to see whether the file is in place
     // and how many streams it can take; nothing is kept when the caller
     // replaces what is there.
-    let probe = if keep {
-        match look(job, &identity).await {
-            Found::InPlace(bytes) => {
-                job.progress.event(
-                    job.id,
-                    Event::Start {
-                        name: &item.name,
-                        size: Some(bytes),
-                        have: bytes,
-                    },
-                );
-                return Ok(Outcome::AlreadyThere { bytes });
-            }
-            Found::Fetch(probe) => probe,
+    let probe = match look_or_probe(job, &identity, keep).await {
+        Found::InPlace(bytes) => {
+            job.progress.event(
+                job.id,
+                Event::Start {
+                    name: &item.name,
+                    size: Some(bytes),
+                    have: bytes,
+                },
+            );
+            return Ok(Outcome::AlreadyThere { bytes });
         }
-    } else if item.size.is_none() && job.options.streams > 1 {
-        probe_head(job.client, item, &[]).await
-    } else {
-        Probe::default()
+        Found::Fetch(probe) => probe,
     };
     let known = item.size.or(probe.size);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(local(parent))?;
-    }
     let digest_text = item.sha256.map(|d| d.to_string());
-    let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
-    let record = part_len
-        .and_then(|len| Record::load(&record_path, len))
-        .filter(|r| r.describes(&identity, item.size, digest_text.as_deref()));
-    if record.is_none() {
-        remove(&part).map_err(local(&part))?;
-        remove(&record_path).map_err(local(&record_path))?;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&part)
-        .map_err(local(&part))?;
-    let file = Arc::new(file);
+    let (file, record) = open_part(planned, &identity, digest_text.as_deref())?;
 
     let learned = Mutex::new(Learned {
         total: record.as_ref().and_then(|r| r.size).or(known),
@@ -197,10 +174,12 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
         };
         let writer = Writer::start(
             Arc::clone(&file),
-            &starts,
-            hashed.take(),
-            catch_up,
-            Some(record_path.clone()),
+            WriterConfig {
+                starts: &starts,
+                hashed: hashed.take(),
+                catch_up,
+                record: Some(record_path.clone()),
+            },
         );
         let streams: Vec<Stream> = segments
             .iter()
@@ -228,7 +207,9 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
             segment.end = segment.end.or(learned_total(&learned));
         }
         if let Err(e) = result {
-            if matches!(e.last_error(), Some(Failure::RangeUnusable(_))) && segments.len() > 1 {
+            if matches!(e.last_error(), Some(TransferFailure::RangeUnusable(_)))
+                && segments.len() > 1
+            {
                 file.set_len(0).map_err(local(&part))?;
                 remove(&record_path).map_err(local(&record_path))?;
                 segments = plan(known, job.options, false);
@@ -241,16 +222,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
                 );
                 continue;
             }
-            // Keep what arrived, on disk and on record, for the next run;
-            // leave nothing behind when nothing arrived.
-            let have: u64 = segments.iter().map(|s| s.done - s.start).sum();
-            if have > 0 {
-                checkpoint.save_final(&segments).await;
-            } else {
-                drop(file);
-                remove(&part).map_err(local(&part))?;
-                remove(&record_path).map_err(local(&record_path))?;
-            }
+            let have = checkpoint.keep_or_discard(&part, &segments).await?;
             return match e.ending {
                 Ending::Cancelled => Ok(Outcome::Interrupted { have }),
                 _ => Err(FileError::Transfer {
@@ -271,24 +243,23 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
             .sha256
             .or(learned.lock().unwrap_or_else(|p| p.into_inner()).linked);
         let Some(expected) = expected else {
-            break finish(job, &file, &part, &record_path, len, None, resumed_from).await;
+            let downloaded = Outcome::Downloaded {
+                bytes: len,
+                sha256: None,
+                resumed_from,
+            };
+            break finish(job, &file, downloaded).await;
         };
-        let state = hashed.take().unwrap_or_default();
-        let reader = Arc::clone(&file);
-        let actual = blocking(move || state.finish(&reader, len))
+        let actual = digest_of(&file, hashed.take(), len)
             .await
             .map_err(local(&part))?;
         if actual == expected {
-            break finish(
-                job,
-                &file,
-                &part,
-                &record_path,
-                len,
-                Some(actual),
+            let downloaded = Outcome::Downloaded {
+                bytes: len,
+                sha256: Some(actual),
                 resumed_from,
-            )
-            .await;
+            };
+            break finish(job, &file, downloaded).await;
         }
         // A corrupted body is never accepted: start over, unless the same
         // wrong bytes came twice (then the expected digest is what is
@@ -358,6 +329,21 @@ enum Found {
     InPlace(u64),
     /// It must be fetched; what a HEAD said, when one was sent.
     Fetch(Probe),
+}
+
+/// What is known before fetching: with `keep`, whether the file in place
+/// is the one expected ([`look`]); otherwise, for a file of unknown size
+/// that several streams could share, what a HEAD says.
+async fn look_or_probe(job: &Job<'_>, identity: &str, keep: bool) -> Found {
+    if keep {
+        return look(job, identity).await;
+    }
+    let item = &job.planned.item;
+    if item.size.is_none() && job.options.streams > 1 {
+        Found::Fetch(probe_head(job.client, item, &[]).await)
+    } else {
+        Found::Fetch(Probe::default())
+    }
 }
 
 /// Whether the file in place is the one expected: by its hash when one is
@@ -439,7 +425,15 @@ async fn through(
         ..Learned::default()
     });
     let hashed = item.sha256.map(|_| Hashed::default());
-    let writer = Writer::start(Arc::clone(&file), &[0], hashed, None, None);
+    let writer = Writer::start(
+        Arc::clone(&file),
+        WriterConfig {
+            starts: &[0],
+            hashed,
+            catch_up: None,
+            record: None,
+        },
+    );
     let stream = Stream::new(0, item.size, 0);
     let ctx = FileCtx {
         prepared,
@@ -492,17 +486,14 @@ fn learned_total(learned: &Mutex<Learned>) -> Option<u64> {
     learned.lock().unwrap_or_else(|p| p.into_inner()).total
 }
 
-/// Syncs the complete partial file, renames it into place and forgets its
-/// record.
+/// Syncs the complete partial file, renames it into place, forgets its
+/// record, and returns `downloaded`, what the download came to.
 async fn finish(
     job: &Job<'_>,
     file: &Arc<File>,
-    part: &Path,
-    record: &Path,
-    bytes: u64,
-    sha256: Option<Sha256>,
-    resumed_from: u64,
+    downloaded: Outcome,
 ) -> Result<Outcome, FileError> {
+    let (part, record) = (&job.planned.part(), &job.planned.record());
     let synced = Arc::clone(file);
     blocking(move || synced.sync_all())
         .await
@@ -517,11 +508,45 @@ async fn finish(
         let _ = dir.sync_all();
     }
     remove(record).map_err(local(record))?;
-    Ok(Outcome::Downloaded {
-        bytes,
-        sha256,
-        resumed_from,
-    })
+    Ok(downloaded)
+}
+
+/// The SHA-256 of the file's first `len` bytes, from the state hashed as
+/// they were written (catching up on any not hashed yet).
+async fn digest_of(file: &Arc<File>, hashed: Option<Hashed>, len: u64) -> io::Result<Sha256> {
+    let state = hashed.unwrap_or_default();
+    let reader = Arc::clone(file);
+    blocking(move || state.finish(&reader, len)).await
+}
+
+/// Opens the partial file beside `planned.dest` (creating the folder),
+/// with its record when the record describes this download; a partial
+/// file without such a record is started over.
+fn open_part(
+    planned: &Planned,
+    identity: &str,
+    digest: Option<&str>,
+) -> Result<(Arc<File>, Option<Record>), FileError> {
+    let (part, record_path) = (planned.part(), planned.record());
+    if let Some(parent) = planned.dest.parent() {
+        std::fs::create_dir_all(parent).map_err(local(parent))?;
+    }
+    let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
+    let record = part_len
+        .and_then(|len| Record::load(&record_path, len))
+        .filter(|r| r.describes(identity, planned.item.size, digest));
+    if record.is_none() {
+        remove(&part).map_err(local(&part))?;
+        remove(&record_path).map_err(local(&record_path))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)
+        .map_err(local(&part))?;
+    Ok((Arc::new(file), record))
 }
 
 /// Gives the new file the permissions of the one it replaces (a private
@@ -538,7 +563,7 @@ async fn round(
     streams: &[Stream],
     segments: &[Segment],
     checkpoint: &Checkpoint<'_>,
-) -> Result<(), RetryError<Failure>> {
+) -> Result<(), RetryError<TransferFailure>> {
     let done = CancellationToken::new();
     let work = async {
         let result = try_join_all(streams.iter().map(|s| stream::run(ctx, s))).await;
@@ -582,6 +607,20 @@ impl Checkpoint<'_> {
             return;
         }
         self.write(segments, &ends);
+    }
+
+    /// After a round that failed: keeps what arrived, on disk and on
+    /// record, for the next run, or leaves nothing behind when nothing
+    /// arrived. Returns how many bytes are kept.
+    async fn keep_or_discard(&self, part: &Path, segments: &[Segment]) -> Result<u64, FileError> {
+        let have: u64 = segments.iter().map(|s| s.done - s.start).sum();
+        if have > 0 {
+            self.save_final(segments).await;
+        } else {
+            remove(part).map_err(local(part))?;
+            remove(&self.path).map_err(local(&self.path))?;
+        }
+        Ok(have)
     }
 
     /// After the streams stopped: everything handed to the writer is
@@ -641,7 +680,7 @@ async fn probe_head(
     };
     let resp = match prepared.send_once(conditions).await {
         Ok(resp) => resp,
-        Err(backstop_http::Failure::Status { status, .. })
+        Err(backstop_http::HttpFailure::Status { status, .. })
             if status == StatusCode::NOT_MODIFIED && !conditions.is_empty() =>
         {
             return Probe {

@@ -1,5 +1,5 @@
 //! What can go wrong: before a pull starts ([`Error`]), for one file
-//! ([`FileError`]), and in one attempt of one stream ([`Failure`]).
+//! ([`FileError`]), and in one attempt of one stream ([`TransferFailure`]).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -112,7 +112,7 @@ pub enum FileError {
         /// The host asked, as shown to people.
         host: String,
         /// How the retried transfer ended, with the last attempt's failure.
-        source: Box<RetryError<Failure>>,
+        source: Box<RetryError<TransferFailure>>,
     },
     /// All bytes arrived, and they are not the file expected.
     Digest {
@@ -214,9 +214,9 @@ impl StdError for FileError {
 
 /// What one attempt of one stream failed with.
 #[derive(Debug)]
-pub enum Failure {
+pub enum TransferFailure {
     /// The request failed: a status, the connection, a timeout.
-    Http(backstop_http::Failure),
+    Http(backstop_http::HttpFailure),
     /// The answer cannot be used (a garbage `Content-Range`, a 206 for
     /// bytes not asked for).
     Answer(String),
@@ -244,26 +244,28 @@ pub enum Failure {
     Local(io::Error),
 }
 
-impl Classified for Failure {
+impl Classified for TransferFailure {
     fn verdict(&self) -> Verdict {
         match self {
-            Failure::Http(f) => f.verdict(),
-            Failure::Answer(_) => Verdict::transient("unusable answer"),
-            Failure::TooSlow { .. } => Verdict::transient("too slow"),
-            Failure::Short => Verdict::transient("body cut short"),
-            Failure::Size { .. } => Verdict::permanent("size mismatch"),
-            Failure::RangeUnusable(_) => Verdict::permanent("Range not served"),
-            Failure::Local(e) => Verdict::new(Class::Permanent, format!("writing: {}", e.kind())),
+            TransferFailure::Http(f) => f.verdict(),
+            TransferFailure::Answer(_) => Verdict::transient("unusable answer"),
+            TransferFailure::TooSlow { .. } => Verdict::transient("too slow"),
+            TransferFailure::Short => Verdict::transient("body cut short"),
+            TransferFailure::Size { .. } => Verdict::permanent("size mismatch"),
+            TransferFailure::RangeUnusable(_) => Verdict::permanent("Range not served"),
+            TransferFailure::Local(e) => {
+                Verdict::new(Class::Permanent, format!("writing: {}", e.kind()))
+            }
         }
     }
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for TransferFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Http(e) => e.fmt(f),
-            Failure::Answer(why) => write!(f, "the server's answer cannot be used: {why}"),
-            Failure::TooSlow { bytes, window } => {
+            TransferFailure::Http(e) => e.fmt(f),
+            TransferFailure::Answer(why) => write!(f, "the server's answer cannot be used: {why}"),
+            TransferFailure::TooSlow { bytes, window } => {
                 let unit = if *bytes == 1 { "byte" } else { "bytes" };
                 write!(
                     f,
@@ -271,22 +273,24 @@ impl fmt::Display for Failure {
                     HumanDuration(*window)
                 )
             }
-            Failure::Size { server, expected } => write!(
+            TransferFailure::Size { server, expected } => write!(
                 f,
                 "the server's copy is {server} bytes, {expected} expected"
             ),
-            Failure::RangeUnusable(why) => write!(f, "Range requests are not served: {why}"),
-            Failure::Short => f.write_str("the body ended before its end"),
-            Failure::Local(e) => write!(f, "writing the partial file failed: {e}"),
+            TransferFailure::RangeUnusable(why) => {
+                write!(f, "Range requests are not served: {why}")
+            }
+            TransferFailure::Short => f.write_str("the body ended before its end"),
+            TransferFailure::Local(e) => write!(f, "writing the partial file failed: {e}"),
         }
     }
 }
 
-impl StdError for Failure {
+impl StdError for TransferFailure {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Failure::Http(e) => e.source(),
-            Failure::Local(e) => Some(e),
+            TransferFailure::Http(e) => e.source(),
+            TransferFailure::Local(e) => Some(e),
             _ => None,
         }
     }

@@ -74,7 +74,7 @@ mod validators;
 mod writer;
 
 pub use digest::{BadDigest, Sha256};
-pub use error::{Error, Failure, FileError};
+pub use error::{Error, FileError, TransferFailure};
 pub use glob::Pattern;
 pub use options::{AttemptTimeout, MinProgress, Options};
 pub use path::{UnsafeName, confine, confine_on_disk};

@@ -142,7 +142,7 @@ fn percent_decode(s: &str) -> Option<String> {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Url(url) => f.write_str(&backstop_http::redact(url)),
+            Source::Url(url) => f.write_str(&backstop_http::redact_url(url)),
             Source::Hub(h) => {
                 let kind = if h.kind == RepoKind::Dataset {
                     "datasets/"

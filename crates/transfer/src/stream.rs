@@ -12,7 +12,7 @@
 //! window is off) since it last started. Until then, reconnections belong
 //! to the same attempt, and the window runs across them: a stream that
 //! moves less than its minimum in the window, however many connections
-//! that took, fails the attempt as [`Failure::TooSlow`]. Attempts that
+//! that took, fails the attempt as [`TransferFailure::TooSlow`]. Attempts that
 //! fail (moving nothing, or too slow) are retried with growing backoff,
 //! and only they can exhaust the policy.
 
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::response::{Answer, answer};
 use crate::writer::{Pending, Writer};
-use crate::{Event, Failure, MinProgress, Options, Progress, Sha256};
+use crate::{Event, MinProgress, Options, Progress, Sha256, TransferFailure};
 
 /// How long gathered bytes may wait for more before they are written.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
@@ -131,11 +131,15 @@ enum Step {
     /// The stream has all its bytes.
     Done,
     /// The transfer broke after real progress: go again, with the attempt
-    /// count started again; at once when `at_once`, else after a pause.
-    Again {
-        reason: Cow<'static, str>,
-        at_once: bool,
-    },
+    /// count started again.
+    Again(Break),
+}
+
+/// Why a transfer that moved bytes broke off, and whether to reconnect at
+/// once rather than after a pause.
+struct Break {
+    reason: Cow<'static, str>,
+    at_once: bool,
 }
 
 /// How one connection that did not fail ended.
@@ -143,11 +147,8 @@ enum Connection {
     /// The stream has all its bytes.
     Done,
     /// Bytes moved, then the transfer ended early (or must start over):
-    /// reconnect, at once when `at_once`.
-    Broke {
-        reason: Cow<'static, str>,
-        at_once: bool,
-    },
+    /// reconnect.
+    Broke(Break),
 }
 
 /// The bytes a stream moves before its attempt count starts again.
@@ -170,7 +171,10 @@ fn pause(policy: &Policy) -> Duration {
 
 /// Fetches the stream's bytes, retrying under the options' policy, until
 /// it has them all or the engine gives up.
-pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryError<Failure>> {
+pub(crate) async fn run(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+) -> Result<(), RetryError<TransferFailure>> {
     loop {
         let left = stream
             .end
@@ -205,22 +209,16 @@ pub(crate) async fn run(ctx: &FileCtx<'_>, stream: &Stream) -> Result<(), RetryE
             .await?;
         match result {
             Step::Done => return Ok(()),
-            Step::Again { reason, at_once } => {
-                reconnect(ctx, stream, &policy, &reason, at_once).await;
-            }
+            Step::Again(broke) => reconnect(ctx, stream, &policy, &broke).await,
         }
     }
 }
 
 /// Says that the stream reconnects from where it stopped, and waits
-/// first unless `at_once`.
-async fn reconnect(
-    ctx: &FileCtx<'_>,
-    stream: &Stream,
-    policy: &Policy,
-    reason: &str,
-    at_once: bool,
-) {
+/// first unless the break says at once.
+async fn reconnect(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy, broke: &Break) {
+    let Break { reason, at_once } = broke;
+    let at_once = *at_once;
     let delay = if at_once {
         Duration::ZERO
     } else {
@@ -250,7 +248,11 @@ async fn reconnect(
 
 /// One attempt: connections, one after another, until the stream has its
 /// bytes, an attempt fails, or it broke after real progress.
-async fn attempt(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy) -> Result<Step, Failure> {
+async fn attempt(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+    policy: &Policy,
+) -> Result<Step, TransferFailure> {
     if stream.fresh_window.swap(false, Ordering::AcqRel) {
         *stream.window.lock().unwrap_or_else(|p| p.into_inner()) = Window {
             started: Instant::now(),
@@ -258,25 +260,25 @@ async fn attempt(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy) -> Result<
         };
     }
     loop {
-        let (reason, at_once) = match connect(ctx, stream).await? {
+        let broke = match connect(ctx, stream).await? {
             Connection::Done => return Ok(Step::Done),
-            Connection::Broke { reason, at_once } => (reason, at_once),
+            Connection::Broke(broke) => broke,
         };
         if stream.since_reset.load(Ordering::Acquire) >= real_progress(ctx.options) {
-            return Ok(Step::Again { reason, at_once });
+            return Ok(Step::Again(broke));
         }
         if let Some(min) = ctx.options.min_progress
             && let Some(slow) = too_slow(stream, min, 0)
         {
             return Err(slow);
         }
-        reconnect(ctx, stream, policy, &reason, at_once).await;
+        reconnect(ctx, stream, policy, &broke).await;
     }
 }
 
 /// Starts the stream over from byte 0 (one stream only): the partial file
 /// is cut to nothing and its record forgotten.
-async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(), Failure> {
+async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(), TransferFailure> {
     ctx.writer.truncate(0).await?;
     stream.set_pos(0);
     ctx.progress.event(ctx.id, Event::Restart { reason });
@@ -284,7 +286,7 @@ async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(),
 }
 
 /// One request, and as much of its body as arrives.
-async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failure> {
+async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, TransferFailure> {
     let mut pos = stream.pos();
     let (no_range, validator, known_total) = {
         let l = ctx.learned();
@@ -309,9 +311,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
     }
     let ranged = !extra.is_empty();
 
-    let mut resp = match ctx.prepared.send_once(&extra).await {
+    let resp = match ctx.prepared.send_once(&extra).await {
         Ok(resp) => resp,
-        Err(backstop_http::Failure::Status { status, .. })
+        Err(backstop_http::HttpFailure::Status { status, .. })
             if status == StatusCode::RANGE_NOT_SATISFIABLE && ranged =>
         {
             let end = stream.end.or(ctx.expected).or(known_total);
@@ -319,7 +321,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
                 return Ok(Connection::Done);
             }
             if ctx.bounded {
-                return Err(Failure::RangeUnusable(
+                return Err(TransferFailure::RangeUnusable(
                     "HTTP 416 for a range of the file".into(),
                 ));
             }
@@ -331,14 +333,14 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
             .await?;
             return Ok(starting_over("starting over"));
         }
-        Err(e) => return Err(Failure::Http(e)),
+        Err(e) => return Err(TransferFailure::Http(e)),
     };
     let answered = match answer(resp.status(), resp.headers()) {
         Ok(answered) => answered,
         Err(why) if ranged && resp.status() == StatusCode::PARTIAL_CONTENT => {
             return wrong_range(ctx, stream, why).await;
         }
-        Err(why) => return Err(Failure::Answer(why)),
+        Err(why) => return Err(TransferFailure::Answer(why)),
     };
     learn(ctx, resp.headers());
 
@@ -346,7 +348,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
     let (at, limit) = match answered {
         Answer::Part { start, end, total } => {
             if !ranged {
-                return Err(Failure::Answer("a 206 for a request without Range".into()));
+                return Err(TransferFailure::Answer(
+                    "a 206 for a request without Range".into(),
+                ));
             }
             if start != pos || stream.end.is_some_and(|e| end >= e) {
                 let why = format!("asked for bytes from {pos}, got {start}-{end}");
@@ -358,7 +362,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
             {
                 // The file changed since the partial file was begun.
                 if ctx.bounded {
-                    return Err(Failure::RangeUnusable("the file changed size".into()));
+                    return Err(TransferFailure::RangeUnusable(
+                        "the file changed size".into(),
+                    ));
                 }
                 ctx.learned().total = Some(t);
                 restart(ctx, stream, "the file changed on the server").await?;
@@ -369,7 +375,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
         Answer::Whole { length } => {
             if ranged {
                 if ctx.bounded {
-                    return Err(Failure::RangeUnusable(
+                    return Err(TransferFailure::RangeUnusable(
                         "the server answered a Range request with the whole file".into(),
                     ));
                 }
@@ -393,6 +399,28 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
         }
     }
 
+    receive(ctx, stream, resp, Span { at, limit }).await
+}
+
+/// Where a body's bytes go in the file: from `at`, stopping before
+/// `limit` (`u64::MAX` when the end is not known).
+#[derive(Clone, Copy)]
+struct Span {
+    at: u64,
+    limit: u64,
+}
+
+/// Reads a body into the file at `span`, handing the bytes to the writer
+/// as they come and after a moment of quiet, until it ends, breaks, or
+/// the stream is too slow. A break after some bytes moved is a
+/// [`Connection::Broke`] to resume from; one before, the attempt's failure.
+async fn receive(
+    ctx: &FileCtx<'_>,
+    stream: &Stream,
+    mut resp: backstop_http::Response,
+    span: Span,
+) -> Result<Connection, TransferFailure> {
+    let Span { at, limit } = span;
     let mut pending = Pending::new(ctx.writer, stream.index, at);
     let mut here = at;
     let mut moved = 0u64;
@@ -415,9 +443,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
             Ok(Some(chunk)) => chunk,
             Ok(None) => break None,
             Err(e) => {
-                break Some(Failure::Http(backstop_http::Failure::Transport(
-                    e.without_url(),
-                )));
+                break Some(TransferFailure::Http(
+                    backstop_http::HttpFailure::Transport(e.without_url()),
+                ));
             }
         };
         ctx.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -451,12 +479,12 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
     stream.set_pos(pending.flush().await?);
 
     if let Some(failure) = broke {
-        let progressed = moved > 0 && !matches!(failure, Failure::TooSlow { .. });
+        let progressed = moved > 0 && !matches!(failure, TransferFailure::TooSlow { .. });
         if progressed && failure.verdict().class.is_retryable() {
-            return Ok(Connection::Broke {
+            return Ok(Connection::Broke(Break {
                 reason: failure.verdict().reason,
                 at_once: moved >= RESUME_AT_ONCE,
-            });
+            }));
         }
         return Err(failure);
     }
@@ -466,11 +494,11 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
     let short = (limit != u64::MAX && here < limit) || goal.is_some_and(|g| here < g);
     match (short, moved > 0) {
         (false, _) => Ok(Connection::Done),
-        (true, true) => Ok(Connection::Broke {
+        (true, true) => Ok(Connection::Broke(Break {
             reason: "the server sent less than the rest".into(),
             at_once: moved >= RESUME_AT_ONCE,
-        }),
-        (true, false) => Err(Failure::Short),
+        })),
+        (true, false) => Err(TransferFailure::Short),
     }
 }
 
@@ -482,9 +510,9 @@ async fn wrong_range(
     ctx: &FileCtx<'_>,
     stream: &Stream,
     why: String,
-) -> Result<Connection, Failure> {
+) -> Result<Connection, TransferFailure> {
     if ctx.bounded {
-        return Err(Failure::RangeUnusable(why));
+        return Err(TransferFailure::RangeUnusable(why));
     }
     ctx.learned().no_range = true;
     restart(ctx, stream, &format!("wrong Content-Range ({why})")).await?;
@@ -493,17 +521,17 @@ async fn wrong_range(
 
 /// After a restart: reconnect at once, from byte 0.
 fn starting_over(reason: &'static str) -> Connection {
-    Connection::Broke {
+    Connection::Broke(Break {
         reason: reason.into(),
         at_once: true,
-    }
+    })
 }
 
 /// Fails when the server's size for the file is not the listing's.
-fn check_total(ctx: &FileCtx<'_>, total: Option<u64>) -> Result<(), Failure> {
+fn check_total(ctx: &FileCtx<'_>, total: Option<u64>) -> Result<(), TransferFailure> {
     match (total, ctx.expected) {
         (Some(server), Some(expected)) if server != expected => {
-            Err(Failure::Size { server, expected })
+            Err(TransferFailure::Size { server, expected })
         }
         _ => Ok(()),
     }
@@ -532,7 +560,7 @@ fn learn(ctx: &FileCtx<'_>, headers: &backstop_http::header::HeaderMap) {
 
 /// Counts `bytes` into the stream's window; the failure when a window
 /// closed with fewer bytes than the minimum.
-fn too_slow(stream: &Stream, min: MinProgress, bytes: u64) -> Option<Failure> {
+fn too_slow(stream: &Stream, min: MinProgress, bytes: u64) -> Option<TransferFailure> {
     let mut w = stream.window.lock().unwrap_or_else(|p| p.into_inner());
     w.bytes += bytes;
     let now = Instant::now();
@@ -540,7 +568,7 @@ fn too_slow(stream: &Stream, min: MinProgress, bytes: u64) -> Option<Failure> {
         return None;
     }
     if w.bytes < min.bytes {
-        return Some(Failure::TooSlow {
+        return Some(TransferFailure::TooSlow {
             bytes: w.bytes,
             window: min.window,
         });
@@ -568,7 +596,7 @@ mod tests {
         assert!(
             matches!(
                 too_slow(&s, min, 10),
-                Some(Failure::TooSlow { bytes: 20, .. })
+                Some(TransferFailure::TooSlow { bytes: 20, .. })
             ),
             "20 bytes in 11 s is too slow"
         );
@@ -602,7 +630,7 @@ mod tests {
             tokio::time::advance(Duration::from_secs(3)).await;
             if let Some(slow) = too_slow(&s, min, 0) {
                 assert!(
-                    matches!(slow, Failure::TooSlow { bytes: 5120, .. }),
+                    matches!(slow, TransferFailure::TooSlow { bytes: 5120, .. }),
                     "{slow}"
                 );
                 return;

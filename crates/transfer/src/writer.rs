@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Failure, Sha256};
+use crate::{Sha256, TransferFailure};
 
 /// Writes are gathered to this size before they go to the thread.
 const GATHER: usize = 1 << 20;
@@ -133,22 +133,33 @@ pub(crate) struct Writer {
     done: oneshot::Receiver<io::Result<Option<Hashed>>>,
 }
 
+/// How a [`Writer`] starts: where each stream begins, what it hashes,
+/// and the record it deletes on every truncation.
+pub(crate) struct WriterConfig<'a> {
+    /// Where each stream's bytes begin, one entry per stream.
+    pub(crate) starts: &'a [u64],
+    /// With a hash state, the in-order prefix is hashed as it is written.
+    pub(crate) hashed: Option<Hashed>,
+    /// With `hashed`, the bytes already in the file up to here are hashed
+    /// first.
+    pub(crate) catch_up: Option<u64>,
+    /// The resume record, deleted on every truncation.
+    pub(crate) record: Option<PathBuf>,
+}
+
 impl Writer {
-    /// Starts the thread for `file`, whose streams begin at `starts`.
-    /// With `hashed`, the in-order prefix is hashed as it is written;
-    /// with `catch_up`, the bytes already in the file up to it are hashed
-    /// first. `record`, if any, is deleted on every truncation.
+    /// Starts the thread for `file` as `config` says.
     ///
     /// A `file` that is not a regular file (a FIFO, a device) cannot seek:
     /// it takes one stream's bytes in order, and a truncation that would
     /// take back bytes already written fails.
-    pub(crate) fn start(
-        file: Arc<File>,
-        starts: &[u64],
-        hashed: Option<Hashed>,
-        catch_up: Option<u64>,
-        record: Option<PathBuf>,
-    ) -> Writer {
+    pub(crate) fn start(file: Arc<File>, config: WriterConfig<'_>) -> Writer {
+        let WriterConfig {
+            starts,
+            hashed,
+            catch_up,
+            record,
+        } = config;
         let (tx, mut rx) = mpsc::channel::<Op>(IN_FLIGHT);
         let written = Arc::new(Written {
             ends: starts.iter().map(|s| AtomicU64::new(*s)).collect(),
@@ -267,7 +278,7 @@ impl Writer {
         &self.written
     }
 
-    async fn send(&self, op: Op) -> Result<(), Failure> {
+    async fn send(&self, op: Op) -> Result<(), TransferFailure> {
         if self.tx.send(op).await.is_ok() {
             return Ok(());
         }
@@ -278,12 +289,12 @@ impl Writer {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_else(|| io::Error::other("the writer stopped"));
-        Err(Failure::Local(error))
+        Err(TransferFailure::Local(error))
     }
 
     /// Cuts the file to `len` bytes (0: starting over), forgetting its
     /// record.
-    pub(crate) async fn truncate(&self, len: u64) -> Result<(), Failure> {
+    pub(crate) async fn truncate(&self, len: u64) -> Result<(), TransferFailure> {
         self.send(Op::Truncate(len)).await
     }
 
@@ -317,7 +328,7 @@ impl<'w> Pending<'w> {
 
     /// Adds bytes; sends the gathered ones when there are enough.
     /// Returns the position up to which bytes are with the writer.
-    pub(crate) async fn push(&mut self, data: &[u8]) -> Result<Option<u64>, Failure> {
+    pub(crate) async fn push(&mut self, data: &[u8]) -> Result<Option<u64>, TransferFailure> {
         self.buf.extend_from_slice(data);
         if self.buf.len() >= GATHER {
             return self.flush().await.map(Some);
@@ -327,7 +338,7 @@ impl<'w> Pending<'w> {
 
     /// Sends what is gathered; returns the position up to which bytes are
     /// with the writer.
-    pub(crate) async fn flush(&mut self) -> Result<u64, Failure> {
+    pub(crate) async fn flush(&mut self) -> Result<u64, TransferFailure> {
         if !self.buf.is_empty() {
             let data = self.buf.split().freeze();
             let len = data.len() as u64;

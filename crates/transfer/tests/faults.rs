@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use backstop_faultserver::{FaultServer, Reply};
-use backstop_transfer::{Failure, FileError, Item, MinProgress, Options, Outcome, Sha256};
+use backstop_transfer::{FileError, Item, MinProgress, Options, Outcome, Sha256, TransferFailure};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -404,7 +404,7 @@ async fn a_server_that_cuts_every_connection_early_fails_as_too_slow() {
     assert_eq!(source.ending, backstop_core::Ending::Exhausted);
     assert_eq!(source.attempts, 2, "two windows, two attempts");
     assert!(
-        matches!(source.last_error(), Some(Failure::TooSlow { bytes, .. }) if *bytes < 100 << 10),
+        matches!(source.last_error(), Some(TransferFailure::TooSlow { bytes, .. }) if *bytes < 100 << 10),
         "{:?}",
         source.last
     );

@@ -14,7 +14,7 @@ use serde::Serialize;
 /// The state of a coordinator's dependencies. Shared by its services; each
 /// records what its own calls found.
 #[derive(Default)]
-pub struct Status {
+pub struct Dependencies {
     store_down_since: Mutex<Option<SystemTime>>,
     nats: Option<async_nats::Client>,
     leader: AtomicBool,
@@ -40,13 +40,13 @@ pub struct Report {
     pub housekeeping: &'static str,
 }
 
-impl Status {
+impl Dependencies {
     /// The status of a coordinator reaching remote workers through `nats`
     /// (none: no remote workers).
     pub fn new(nats: Option<async_nats::Client>) -> Self {
-        Status {
+        Dependencies {
             nats,
-            ..Status::default()
+            ..Dependencies::default()
         }
     }
 
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn an_outage_is_reported_from_its_start_until_it_ends() {
-        let status = Status::new(None);
+        let status = Dependencies::new(None);
         assert_eq!(status.report().status, "ok");
         assert_eq!(status.report().nats, None);
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);

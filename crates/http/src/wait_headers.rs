@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use backstop_core::signal;
+use backstop_core::wait;
 use reqwest::header::HeaderMap;
 
 /// The wait a response asks for, from the most precise signal present:
@@ -24,21 +24,21 @@ use reqwest::header::HeaderMap;
 /// decides whether to sit through it.
 pub fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(wait) = get("retry-after-ms").and_then(signal::retry_after_ms) {
+    if let Some(wait) = get("retry-after-ms").and_then(wait::retry_after_ms) {
         return Some(wait);
     }
-    if let Some(wait) = get("retry-after").and_then(|v| signal::retry_after(v, now)) {
+    if let Some(wait) = get("retry-after").and_then(|v| wait::retry_after(v, now)) {
         return Some(wait);
     }
-    if let Some(wait) = get("ratelimit").and_then(signal::ratelimit) {
+    if let Some(wait) = get("ratelimit").and_then(wait::ratelimit) {
         return Some(wait);
     }
-    if let Some(wait) = get("ratelimit-reset").and_then(|v| signal::retry_after(v, now)) {
+    if let Some(wait) = get("ratelimit-reset").and_then(|v| wait::retry_after(v, now)) {
         return Some(wait);
     }
     let exhausted = |remaining: Option<&str>| remaining.is_none_or(|r| r.trim() == "0");
     if exhausted(get("x-ratelimit-remaining"))
-        && let Some(wait) = get("x-ratelimit-reset").and_then(|v| signal::reset(v, now))
+        && let Some(wait) = get("x-ratelimit-reset").and_then(|v| wait::reset(v, now))
     {
         return Some(wait);
     }
@@ -56,12 +56,12 @@ fn per_limit_resets(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         let name = name.as_str();
         let (prefix, parse): (&str, Parser) =
             if let Some(limit) = name.strip_prefix("x-ratelimit-reset-") {
-                (limit, signal::reset)
+                (limit, wait::reset)
             } else if let Some(limit) = name
                 .strip_prefix("anthropic-ratelimit-")
                 .and_then(|rest| rest.strip_suffix("-reset"))
             {
-                (limit, signal::rfc3339)
+                (limit, wait::rfc3339)
             } else {
                 continue;
             };

@@ -15,7 +15,7 @@ use backstop_core::HumanDuration;
 use backstop_core::clock::Clock;
 use tokio::sync::Notify;
 
-use crate::dispatch::blocking;
+use crate::blocking::blocking;
 use crate::model::{Node, NodeSpec, NodeStatus};
 use crate::store::{Heartbeat, Registered, Store, StoreError};
 

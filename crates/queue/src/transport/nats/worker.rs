@@ -24,13 +24,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{Handler, Work};
-use crate::health::DEFAULT_HEARTBEAT;
-use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
-use crate::transport::nats::{
+use super::protocol::{
     DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
     RegisterMsg, ResultAck, ResultMsg, Subjects,
 };
+use crate::handler::{Handler, Work};
+use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
+use crate::node_health::DEFAULT_HEARTBEAT;
 use backstop_process::owner::{self, Owner};
 
 /// How a worker runs.

@@ -60,7 +60,7 @@ fn until(at: SystemTime, now: SystemTime) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use backstop_core::signal::retry_after;
+/// use backstop_core::wait::retry_after;
 ///
 /// let now = SystemTime::now();
 /// assert_eq!(retry_after("55", now), Some(Duration::from_secs(55)));
@@ -80,7 +80,7 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use backstop_core::signal::retry_after_ms;
+/// use backstop_core::wait::retry_after_ms;
 ///
 /// assert_eq!(retry_after_ms("1500"), Some(Duration::from_millis(1500)));
 /// assert_eq!(retry_after_ms("20.5"), Some(Duration::from_micros(20_500)));
@@ -99,7 +99,7 @@ pub fn retry_after_ms(value: &str) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use backstop_core::signal::ratelimit;
+/// use backstop_core::wait::ratelimit;
 ///
 /// assert_eq!(ratelimit(r#""api";r=0;t=55"#), Some(Duration::from_secs(55)));
 /// assert_eq!(ratelimit("limit=100, remaining=0, reset=50"), Some(Duration::from_secs(50)));
@@ -153,7 +153,7 @@ pub fn ratelimit(value: &str) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
-/// use backstop_core::signal::reset;
+/// use backstop_core::wait::reset;
 ///
 /// let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
 /// assert_eq!(reset("6m0s", now), Some(Duration::from_secs(360)));
@@ -185,7 +185,7 @@ pub fn reset(value: &str, now: SystemTime) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use backstop_core::signal::go_duration;
+/// use backstop_core::wait::go_duration;
 ///
 /// assert_eq!(go_duration("1h2m3.5s"), Some(Duration::from_millis(3_723_500)));
 /// assert_eq!(go_duration("-1s"), None);
@@ -228,7 +228,7 @@ pub fn go_duration(value: &str) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use backstop_core::signal::rfc3339;
+/// use backstop_core::wait::rfc3339;
 ///
 /// let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000); // 2023-11-14T22:13:20Z
 /// assert_eq!(rfc3339("2023-11-14T22:14:00Z", now), Some(Duration::from_secs(40)));
