@@ -533,6 +533,80 @@ async fn a_blob_download_cut_midway_is_resumed_by_the_pull_that_follows() {
     );
 }
 
+/// The files of `oci://ADDR/models/test:v1` pulled into a new directory
+/// through `client`.
+async fn pull_through(addr: &str) -> (tempfile::TempDir, backstop_transfer::Summary) {
+    let source: backstop_oci::OciSource = format!("oci://{addr}/models/test:v1").parse().unwrap();
+    let client = backstop_http::Client::new().unwrap();
+    let through = Registry::new(client.clone(), source.reference.registry(), true, None).unwrap();
+    let items = backstop_oci::pull_items(&through, &source, &Policy::api())
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plan = backstop_transfer::Plan::new(out.path(), items).unwrap();
+    let summary = backstop_transfer::Pull::new(client)
+        .run(&plan)
+        .await
+        .unwrap();
+    (out, summary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_with_a_flipped_byte_is_fetched_again_and_the_second_copy_kept() {
+    let registry = DockerRegistry::start();
+    let dir = model((3 * MIB) as usize);
+    let addr = registry.addr().to_string();
+    assert_ok(
+        &push(
+            &addr,
+            dir.path(),
+            options(MIB, None),
+            None,
+            &Recorder::default(),
+        )
+        .await,
+    );
+    let proxy = HttpProxy::start(registry.addr());
+    let weights = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let digest = backstop_transfer::Sha256::of(&weights);
+    let blob = format!("/blobs/sha256:{digest}");
+    proxy.flip_next("GET", &blob);
+    let (out, summary) = pull_through(&proxy.addr().to_string()).await;
+    assert!(summary.succeeded(), "{:?}", summary.files);
+    assert_eq!(proxy.matched(), 1, "one copy was corrupted on the way");
+    assert_eq!(
+        std::fs::read(out.path().join("model.safetensors")).unwrap(),
+        weights
+    );
+
+    // A registry that serves the same wrong bytes every time: refused for
+    // good, nothing left in place.
+    proxy.flip_all("GET", &blob);
+    let (out, summary) = pull_through(&proxy.addr().to_string()).await;
+    let weights_report = summary
+        .files
+        .iter()
+        .find(|f| f.name == "model.safetensors")
+        .unwrap();
+    match &weights_report.outcome {
+        backstop_transfer::Outcome::Failed(backstop_transfer::FileError::Digest {
+            expected,
+            repeated: true,
+            ..
+        }) => assert_eq!(*expected, digest),
+        other => panic!("expected a repeated digest mismatch, got {other:?}"),
+    }
+    assert!(
+        !summary.failures_temporary(),
+        "a repeated mismatch is permanent"
+    );
+    assert!(!out.path().join("model.safetensors").exists());
+    assert_eq!(
+        std::fs::read(out.path().join("config.json")).unwrap(),
+        std::fs::read(dir.path().join("config.json")).unwrap()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_refused_as_too_large_are_sent_smaller() {
     let registry = DockerRegistry::start();
