@@ -144,8 +144,12 @@ async fn items(args: &PullArgs, hub: &Hub, client: &Client) -> Result<Vec<Item>,
         let found = credentials
             .lookup(registry_name)
             .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
-        let registry =
-            backstop_oci::Registry::new(client.clone(), registry_name, args.plain_http, found)?;
+        let registry = Arc::new(backstop_oci::Registry::new(
+            client.clone(),
+            registry_name,
+            args.plain_http,
+            found,
+        )?);
         items.extend(backstop_oci::pull_items(&registry, oci, &args.retry.policy()).await?);
     }
     Ok(items)

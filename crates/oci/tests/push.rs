@@ -2,8 +2,8 @@
 //! `docker-registry`), with faults injected between client and registry.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backstop_core::{Ending, Policy};
@@ -511,20 +511,7 @@ async fn a_blob_download_cut_midway_is_resumed_by_the_pull_that_follows() {
         .await,
     );
     let link = Proxy::cutting(registry.addr(), MIB);
-    let source: backstop_oci::OciSource = format!("oci://{}/models/test:v1", link.addr())
-        .parse()
-        .unwrap();
-    let client = backstop_http::Client::new().unwrap();
-    let through = Registry::new(client.clone(), source.reference.registry(), true, None).unwrap();
-    let items = backstop_oci::pull_items(&through, &source, &Policy::api())
-        .await
-        .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let plan = backstop_transfer::Plan::new(out.path(), items).unwrap();
-    let summary = backstop_transfer::Pull::new(client)
-        .run(&plan)
-        .await
-        .unwrap();
+    let (out, summary) = pull_through(&link.addr().to_string()).await;
     assert!(summary.succeeded(), "{:?}", summary.files);
     assert!(link.connections() > 3, "the link was cut");
     assert_eq!(
@@ -533,12 +520,12 @@ async fn a_blob_download_cut_midway_is_resumed_by_the_pull_that_follows() {
     );
 }
 
-/// The files of `oci://ADDR/models/test:v1` pulled into a new directory
-/// through `client`.
+/// The files of `oci://ADDR/models/test:v1` pulled into a new directory.
 async fn pull_through(addr: &str) -> (tempfile::TempDir, backstop_transfer::Summary) {
     let source: backstop_oci::OciSource = format!("oci://{addr}/models/test:v1").parse().unwrap();
     let client = backstop_http::Client::new().unwrap();
-    let through = Registry::new(client.clone(), source.reference.registry(), true, None).unwrap();
+    let through =
+        Arc::new(Registry::new(client.clone(), source.reference.registry(), true, None).unwrap());
     let items = backstop_oci::pull_items(&through, &source, &Policy::api())
         .await
         .unwrap();

@@ -242,6 +242,9 @@ pub enum Failure {
     Short,
     /// Writing the partial file failed.
     Local(io::Error),
+    /// The file's [`Authorizer`](crate::Authorizer) gave no
+    /// `Authorization` for the request (a token service that failed).
+    Authorization(String),
 }
 
 impl Classified for Failure {
@@ -254,6 +257,7 @@ impl Classified for Failure {
             Failure::Size { .. } => Verdict::permanent("size mismatch"),
             Failure::RangeUnusable(_) => Verdict::permanent("Range not served"),
             Failure::Local(e) => Verdict::new(Class::Permanent, format!("writing: {}", e.kind())),
+            Failure::Authorization(_) => Verdict::transient("no credentials"),
         }
     }
 }
@@ -278,6 +282,7 @@ impl fmt::Display for Failure {
             Failure::RangeUnusable(why) => write!(f, "Range requests are not served: {why}"),
             Failure::Short => f.write_str("the body ended before its end"),
             Failure::Local(e) => write!(f, "writing the partial file failed: {e}"),
+            Failure::Authorization(why) => write!(f, "cannot get the credentials to send: {why}"),
         }
     }
 }

@@ -33,6 +33,9 @@
 //!   - a 401/403 stops the other files of the same `hf://` repository,
 //!     and a second one in a row the other URLs of the same origin.
 //! - [`Progress`]: the seam a progress display plugs into.
+//! - [`Authorizer`]: the seam a changing credential plugs into, asked for
+//!   the `Authorization` of every request of a file (a registry's bearer
+//!   token, which expires during a long pull).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,6 +56,7 @@
 //! # Ok(()) }
 //! ```
 
+mod authorize;
 mod destination;
 mod digest;
 mod download;
@@ -71,6 +75,7 @@ mod stream;
 mod validators;
 mod writer;
 
+pub use authorize::{AuthorizationFuture, Authorize, Authorizer};
 pub use digest::{BadDigest, Sha256};
 pub use error::{Error, Failure, FileError};
 pub use glob::Pattern;

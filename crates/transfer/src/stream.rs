@@ -72,6 +72,8 @@ pub(crate) struct FileCtx<'a> {
     pub fetched: &'a AtomicU64,
     /// Several streams share the file: each must get exactly its range.
     pub bounded: bool,
+    /// Where each request's `Authorization` comes from, when it changes.
+    pub authorizer: Option<&'a crate::Authorizer>,
 }
 
 impl FileCtx<'_> {
@@ -283,6 +285,25 @@ async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(),
     Ok(())
 }
 
+/// The `Authorization` header `authorizer` gives for the next request, as
+/// a sensitive value (never logged).
+pub(crate) async fn authorization(
+    authorizer: &crate::Authorizer,
+) -> Result<Option<(HeaderName, HeaderValue)>, Failure> {
+    let Some(value) = authorizer
+        .authorization()
+        .await
+        .map_err(Failure::Authorization)?
+    else {
+        return Ok(None);
+    };
+    let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+        Failure::Authorization("the credentials have characters a header cannot carry".into())
+    })?;
+    value.set_sensitive(true);
+    Ok(Some((backstop_http::header::AUTHORIZATION, value)))
+}
+
 /// One request, and as much of its body as arrives.
 async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failure> {
     let mut pos = stream.pos();
@@ -308,6 +329,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Failu
         }
     }
     let ranged = !extra.is_empty();
+    if let Some(authorizer) = ctx.authorizer {
+        extra.extend(authorization(authorizer).await?);
+    }
 
     let mut resp = match ctx.prepared.send_once(&extra).await {
         Ok(resp) => resp,
