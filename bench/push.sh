@@ -168,7 +168,7 @@ oras.client.OrasClient(insecure=True).pull(target=sys.argv[1], outdir=sys.argv[2
 # One push of the model by TOOL to HOST/REPO:v1; 0 when it got there.
 push() { # TOOL HOST REPO
   case $1 in
-  backstop) "$bin" -q push "$model" "oci://$2/$3:v1" --plain-http --chunk-size ${chunk_mib}MiB ;;
+  backstop) "$bin" -q push "$model" "oci://$2/$3:v1" --plain-http --chunk-size ${chunk_mib}MiB >/dev/null ;;
   oras) for _ in $(seq "$tries"); do
       (cd "$model" && "$py" -c "$ORAS_PUSH" "$2/$3:v1" "$work/oras-files.json" $((chunk_mib << 20))) >/dev/null 2>&1 && return 0
     done; return 1 ;;
