@@ -174,6 +174,10 @@ pub struct PullArgs {
     /// Speak plain HTTP to the registries of oci:// sources (local ones).
     #[arg(long)]
     pub plain_http: bool,
+    /// Trust the certificate authorities of this PEM file too (a private
+    /// registry's or server's), for every source of the pull.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub retry: RetryArgs,
 }

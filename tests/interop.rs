@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use backstop_faultserver::{DockerRegistry, oras_python};
+use backstop_faultserver::{DockerRegistry, HttpProxy, oras_python};
 use common::{backstop, run, stderr};
 
 const PUSH: &str = r#"
@@ -140,7 +140,7 @@ fn a_tar_layer_is_unpacked_under_the_destination_and_a_hostile_one_is_refused() 
     );
 
     let dest = tempfile::tempdir().unwrap();
-    let pull = |reference: &str| {
+    let pull_from = |host: &str, reference: &str| {
         run(backstop()
             .args([
                 "pull",
@@ -151,20 +151,45 @@ fn a_tar_layer_is_unpacked_under_the_destination_and_a_hostile_one_is_refused() 
             .arg(dest.path())
             .env("DOCKER_CONFIG", dest.path().join(".docker")))
     };
+    let pull = |reference: &str| pull_from(&host, reference);
+    let unpacked = || {
+        assert_eq!(
+            std::fs::read(dest.path().join("docs/api/index.md")).unwrap(),
+            b"# api\n"
+        );
+        assert_eq!(
+            std::fs::read(dest.path().join("docs/guide.md")).unwrap(),
+            b"# guide\n"
+        );
+        assert!(
+            !dest.path().join("docs.oci-layer.tar").exists(),
+            "the archive is removed"
+        );
+    };
     let out = pull("tar/m:v1");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        std::fs::read(dest.path().join("docs/api/index.md")).unwrap(),
-        b"# api\n"
-    );
-    assert_eq!(
-        std::fs::read(dest.path().join("docs/guide.md")).unwrap(),
-        b"# guide\n"
-    );
-    assert!(
-        !dest.path().join("docs.oci-layer.tar").exists(),
-        "the archive is removed"
-    );
+    unpacked();
+
+    // Unpacked and unchanged: not fetched again. Through a proxy that
+    // would corrupt any blob it carried, so that a fetch could not pass.
+    let proxy = HttpProxy::start(registry.addr());
+    proxy.flip_all("GET", "/blobs/");
+    let through = proxy.addr().to_string();
+    let out = pull_from(&through, "tar/m:v1");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("1 already there"), "{err}");
+    assert_eq!(proxy.matched(), 0, "no blob was asked for");
+    unpacked();
+
+    // One of its files edited: the layer is fetched and unpacked again.
+    std::fs::write(dest.path().join("docs/guide.md"), b"# mine\n").unwrap();
+    proxy.clear();
+    let out = pull_from(&through, "tar/m:v1");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("1 downloaded"), "{err}");
+    unpacked();
 
     let out = pull("tar/evil:v1");
     let err = stderr(&out);

@@ -402,3 +402,137 @@ fn pull_oci_fetches_what_push_sent_and_refuses_a_hostile_manifest() {
         "nothing written"
     );
 }
+
+/// A certificate authority and a certificate for 127.0.0.1 it signed, as
+/// PEM files in `dir`: (authority, certificate, key).
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = run(Command::new("openssl").current_dir(dir).args(args));
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=backstop test authority",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[test]
+fn push_and_pull_trust_a_private_registry_by_its_ca_file() {
+    let registry = DockerRegistry::start();
+    let pki = tempfile::tempdir().unwrap();
+    let (authority, certificate, key) = certificates(pki.path());
+    let tls = backstop_faultserver::Nginx::tls_reverse_proxy(registry.addr(), &certificate, &key);
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    model(src.path(), 2 * MIB);
+    let target = format!("oci://{}/models/t:v1", tls.addr());
+
+    let out = run(cmd(home.path()).arg("push").arg(src.path()).args([&target]));
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("certificate"),
+        "an unknown authority is refused: {err}"
+    );
+
+    let out = run(cmd(home.path())
+        .arg("push")
+        .arg(src.path())
+        .args([&target, "--chunk-size", "1MiB", "--ca-file"])
+        .arg(&authority));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let dest = tempfile::tempdir().unwrap();
+    let out = run(cmd(home.path())
+        .args(["pull", &target, "--dir"])
+        .arg(dest.path()));
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("certificate"),
+        "an unknown authority is refused: {err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dest.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    let out = run(cmd(home.path())
+        .args(["pull", &target, "--ca-file"])
+        .arg(&authority)
+        .arg("--dir")
+        .arg(dest.path()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("pulled 3 of 3 files"), "{err}");
+    for name in ["model.safetensors", "config.json", "README.md"] {
+        assert_eq!(
+            std::fs::read(dest.path().join(name)).unwrap(),
+            std::fs::read(src.path().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}

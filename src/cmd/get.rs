@@ -90,6 +90,7 @@ fn item(url: Url, headers: &[(String, String)]) -> Item {
         sha256: None,
         token: None,
         headers: headers.to_vec(),
+        authorizer: None,
         origin: shown,
         repo: None,
     }

@@ -19,7 +19,7 @@ use crate::progress::{Bars, Lines, Notice, outcome, shown};
 use crate::report::{Report, exit, plural};
 
 pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
-    let client = args.retry.client()?;
+    let client = super::login::client(&args.retry, args.ca_file.as_deref())?;
     let hub = Hub::from_env(client.clone())?;
     let token = CancellationToken::new();
     let deadline_passed = Arc::new(AtomicBool::new(false));
@@ -39,7 +39,7 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
         () = crate::interrupted() => return Err(stopped(&deadline_passed, "before any download started")),
         () = token.cancelled() => return Err(stopped(&deadline_passed, "before any download started")),
     };
-    let plan = Plan::new(&args.dir, items)?;
+    let (plan, unchanged) = unchanged_tar_layers(Plan::new(&args.dir, items)?, &args.dir);
 
     let names: Vec<String> = plan.files.iter().map(|f| f.item.name.clone()).collect();
     let (progress, notice): (Arc<dyn Progress>, Arc<dyn Notice>) = if quiet {
@@ -52,32 +52,69 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
         (lines.clone(), lines)
     };
     watch_signals(token.clone(), notice);
-    let summary = Pull::new(client)
+    let mut summary = Pull::new(client)
         .options(options(&args))
         .progress(progress)
         .cancel_on(token)
         .run(&plan)
         .await?;
+    let unpacked = unpack_tar_layers(&summary, &plan, &args.dir);
+    summary.files.extend(unchanged);
     print_summary(&summary, quiet);
-    unpack_tar_layers(&summary, &args.dir)?;
+    unpacked?;
     verdict(&summary, &deadline_passed)
 }
 
+/// The plan without the tar layers of oci:// sources that an earlier pull
+/// unpacked under `dir` and whose files are unchanged since
+/// ([`backstop_oci::UnpackedLayer`]), and a report of each left out.
+fn unchanged_tar_layers(plan: Plan, dir: &std::path::Path) -> (Plan, Vec<FileReport>) {
+    let (unchanged, files): (Vec<_>, Vec<_>) = plan.files.into_iter().partition(|planned| {
+        let item = &planned.item;
+        item.name.ends_with(backstop_oci::TAR_SUFFIX)
+            && item.sha256.is_some_and(|digest| {
+                backstop_oci::UnpackedLayer::is_current(&planned.validators, dir, digest)
+            })
+    });
+    let reports = unchanged
+        .into_iter()
+        .map(|planned| FileReport {
+            name: planned.item.name,
+            dest: planned.dest,
+            fetched: 0,
+            outcome: Outcome::AlreadyThere {
+                bytes: planned.item.size.unwrap_or(0),
+            },
+        })
+        .collect();
+    (Plan { files }, reports)
+}
+
 /// Unpacks each tar layer of an oci:// source that arrived, under `dir`,
-/// then removes the archive.
-fn unpack_tar_layers(summary: &Summary, dir: &std::path::Path) -> Result<(), Report> {
-    for file in &summary.files {
+/// removes the archive and records what it wrote, so that the next pull
+/// leaves it alone while its files are unchanged.
+fn unpack_tar_layers(summary: &Summary, plan: &Plan, dir: &std::path::Path) -> Result<(), Report> {
+    for (file, planned) in summary.files.iter().zip(&plan.files) {
         if !file.name.ends_with(backstop_oci::TAR_SUFFIX) || !file.outcome.is_success() {
             continue;
         }
-        let archive = dir.join(&file.name);
-        let unpacked = backstop_oci::unpack(&archive, dir);
+        let archive = &file.dest;
+        let unpacked = backstop_oci::unpack(archive, dir);
         // Refused or not, the archive is not a file of the model.
-        let _ = std::fs::remove_file(&archive);
+        let _ = std::fs::remove_file(archive);
         let written = unpacked.map_err(|e| {
             Report::from_error(exit::FAILURE, &e).detail(format!("the layer {}", shown(&file.name)))
         })?;
         tracing::debug!("{}: unpacked {} files", file.name, written.len());
+        // Without the record the layer is fetched again next time: a cost,
+        // not a fault.
+        if let Some(digest) = planned.item.sha256 {
+            let kept = backstop_oci::UnpackedLayer::of(dir, digest, &written)
+                .and_then(|layer| layer.save(&planned.validators));
+            if let Err(e) = kept {
+                tracing::debug!("cannot record what {} unpacked: {e}", file.name);
+            }
+        }
     }
     Ok(())
 }
@@ -107,8 +144,12 @@ async fn items(args: &PullArgs, hub: &Hub, client: &Client) -> Result<Vec<Item>,
         let found = credentials
             .lookup(registry_name)
             .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
-        let registry =
-            backstop_oci::Registry::new(client.clone(), registry_name, args.plain_http, found)?;
+        let registry = Arc::new(backstop_oci::Registry::new(
+            client.clone(),
+            registry_name,
+            args.plain_http,
+            found,
+        )?);
         items.extend(backstop_oci::pull_items(&registry, oci, &args.retry.policy()).await?);
     }
     Ok(items)

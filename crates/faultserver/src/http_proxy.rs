@@ -27,6 +27,9 @@ enum Action {
     Delay(std::time::Duration),
     /// Held, never forwarded, never answered (until a 2-minute guard).
     Stall,
+    /// Forwarded; the answer's body arrives with its middle byte flipped
+    /// (a link or a cache that corrupts what it carries).
+    Flip,
 }
 
 #[derive(Debug)]
@@ -153,6 +156,19 @@ impl HttpProxy {
         self.add(method, path, Action::Stall);
     }
 
+    /// Forwards the next `method` request whose path and query contain
+    /// `path`, and flips the middle byte of its answer's body.
+    pub fn flip_next(&self, method: &str, path: &str) {
+        self.add(method, path, Action::Flip);
+    }
+
+    /// Flips the middle byte of the answer to every `method` request whose
+    /// path and query contain `path`, until [`HttpProxy::clear`]: a server
+    /// that serves the same wrong bytes every time.
+    pub fn flip_all(&self, method: &str, path: &str) {
+        self.push_rule(method, path, Action::Flip, false);
+    }
+
     /// Requests held by [`HttpProxy::stall_next`] so far.
     pub fn stalled(&self) -> u64 {
         self.shared.stalled.load(Ordering::SeqCst)
@@ -264,6 +280,12 @@ async fn handle(
         return Err(io::Error::other("answer lost on purpose"));
     }
     let (parts, body) = answer.into_parts();
-    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let mut body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    if action == Some(Action::Flip) && !body.is_empty() {
+        let mut flipped = body.to_vec();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0xff;
+        body = Bytes::from(flipped);
+    }
     Ok(Response::from_parts(parts, Full::new(body)))
 }

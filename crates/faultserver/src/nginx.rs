@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `server` lines of a reverse proxy to `upstream` that buffers each
+/// request body whole.
+fn proxy_to(upstream: SocketAddr) -> String {
+    format!(
+        "client_max_body_size 0;\n    proxy_request_buffering on;\n    \
+         location / {{ proxy_pass http://{upstream}; proxy_set_header Host $http_host; \
+         proxy_set_header X-Forwarded-Proto $scheme; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }}"
+    )
+}
+
 /// A running nginx. It is killed when dropped.
 ///
 /// Requests carrying an `X-Slow` header are served at 1 MiB/s, so that a
@@ -34,10 +44,13 @@ impl Nginx {
     /// installs it) or does not start: a test that needs it must fail,
     /// never skip.
     pub fn start(root: &Path) -> Nginx {
-        Self::launch(&format!(
-            "root {};\n    location / {{ limit_rate $rate; }}",
-            root.display()
-        ))
+        Self::launch(
+            "",
+            &format!(
+                "root {};\n    location / {{ limit_rate $rate; }}",
+                root.display()
+            ),
+        )
     }
 
     /// Starts nginx as a reverse proxy to `upstream`, the way Harbor puts
@@ -48,14 +61,29 @@ impl Nginx {
     /// # Panics
     /// As [`Nginx::start`].
     pub fn reverse_proxy(upstream: SocketAddr) -> Nginx {
-        Self::launch(&format!(
-            "client_max_body_size 0;\n    proxy_request_buffering on;\n    \
-             location / {{ proxy_pass http://{upstream}; proxy_set_header Host $http_host; \
-             proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }}"
-        ))
+        Self::launch("", &proxy_to(upstream))
     }
 
-    fn launch(server: &str) -> Nginx {
+    /// [`Nginx::reverse_proxy`] over HTTPS, with the certificate (chain)
+    /// and key of these PEM files: a private registry whose certificate
+    /// authority only its users trust. [`Nginx::url`] still says
+    /// `http://`; the address is what a caller needs.
+    ///
+    /// # Panics
+    /// As [`Nginx::start`].
+    pub fn tls_reverse_proxy(upstream: SocketAddr, certificate: &Path, key: &Path) -> Nginx {
+        Self::launch(
+            " ssl",
+            &format!(
+                "ssl_certificate {};\n    ssl_certificate_key {};\n    {}",
+                certificate.display(),
+                key.display(),
+                proxy_to(upstream)
+            ),
+        )
+    }
+
+    fn launch(listen: &str, server: &str) -> Nginx {
         let binary = find().unwrap_or_else(|| {
             panic!("nginx is not installed: `apt-get install -y nginx` (.ci/run installs it)")
         });
@@ -73,7 +101,7 @@ impl Nginx {
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  sendfile on;\n  \
              default_type application/octet-stream;\n  \
              map $http_x_slow $rate {{ default 0; \"~.\" 1m; }}\n  \
-             server {{\n    listen 127.0.0.1:{port};\n    {server}\n  }}\n}}\n"
+             server {{\n    listen 127.0.0.1:{port}{listen};\n    {server}\n  }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("nginx configuration");

@@ -50,6 +50,7 @@ mod push;
 mod reference;
 mod registry;
 mod session;
+mod unpacked;
 mod untar;
 mod upload;
 
@@ -69,5 +70,6 @@ pub use push::{BlobReport, PushOptions, PushProgress, PushSummary, Pusher};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference, ReferenceError};
 pub use registry::{Answer, Call, Challenge, Registry, pull_scope, push_scope};
 pub use session::{SessionRecord, SessionStore};
+pub use unpacked::UnpackedLayer;
 pub use untar::{UnpackError, unpack};
 pub use upload::{Blob, BlobOutcome, Content, DEFAULT_CHUNK_SIZE, UploadOptions, Uploader};

@@ -1,8 +1,10 @@
 //! The files of a model artifact, as `backstop pull` fetches them: one
 //! [`Item`] per layer, named by its file path, checked by its digest.
 
+use std::sync::Arc;
+
 use backstop_core::{Policy, Secret};
-use backstop_transfer::{Item, Pattern};
+use backstop_transfer::{AuthorizationFuture, Authorize, Authorizer, Item, Pattern};
 
 use crate::manifest::{LayerFormat, parse_manifest};
 use crate::registry::pull_scope;
@@ -71,9 +73,11 @@ impl std::fmt::Display for OciSource {
 /// The items of `source`: its manifest fetched (retried under `policy`),
 /// checked ([`parse_manifest`]), each raw layer an item with its digest,
 /// size and the registry's credential (a tar layer named with
-/// [`TAR_SUFFIX`]). Fails before anything is downloaded.
+/// [`TAR_SUFFIX`]): a bearer token is asked of `registry` before every
+/// request, so that one that expires during a long pull is replaced.
+/// Fails before anything is downloaded.
 pub async fn pull_items(
-    registry: &Registry,
+    registry: &Arc<Registry>,
     source: &OciSource,
     policy: &Policy,
 ) -> Result<Vec<Item>, Error> {
@@ -120,23 +124,28 @@ pub async fn pull_items(
                 layer.digest
             ))
             .map_err(Error::Invalid)?;
-        let (token, headers) = match &authorization {
-            Some(a) => match a.expose().strip_prefix("Bearer ") {
-                Some(t) => (Some(Secret::new(t)), Vec::new()),
-                None => (
-                    None,
-                    vec![("authorization".to_owned(), a.expose().to_owned())],
-                ),
-            },
-            None => (None, Vec::new()),
+        let (headers, authorizer) = match &authorization {
+            Some(a) if a.expose().starts_with("Bearer ") => (
+                Vec::new(),
+                Some(Authorizer::new(RegistryAuthorization {
+                    registry: Arc::clone(registry),
+                    scope: scope.clone(),
+                })),
+            ),
+            Some(a) => (
+                vec![("authorization".to_owned(), a.expose().to_owned())],
+                None,
+            ),
+            None => (Vec::new(), None),
         };
         items.push(Item {
             name,
             url,
             size: Some(layer.size),
             sha256: Some(layer.digest),
-            token,
+            token: None,
             headers,
+            authorizer,
             origin: shown.clone(),
             repo: Some(format!(
                 "oci://{}/{}",
@@ -152,6 +161,24 @@ pub async fn pull_items(
         });
     }
     Ok(items)
+}
+
+/// A registry's bearer token for one scope, from its cache while it is
+/// good, from the realm again when it is near expiry.
+struct RegistryAuthorization {
+    registry: Arc<Registry>,
+    scope: String,
+}
+
+impl Authorize for RegistryAuthorization {
+    fn authorization(&self) -> AuthorizationFuture<'_> {
+        Box::pin(async move {
+            self.registry
+                .authorization(&self.scope)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 impl Registry {

@@ -154,3 +154,70 @@ async fn a_manifest_is_read_within_its_limit_and_checked_against_the_digest_aske
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expires_during_a_pull_is_replaced_before_the_next_request() {
+    let registry = FaultServer::start();
+    let weights: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = backstop_transfer::Sha256::of(&weights);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.model.config.v1+json",
+                   "digest": format!("sha256:{}", backstop_transfer::Sha256::of(b"{}")), "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw",
+                    "digest": format!("sha256:{digest}"), "size": weights.len(),
+                    "annotations": {"org.cncf.model.filepath": "w.bin"}}]
+    });
+    let challenge = format!(
+        "Bearer realm=\"{}\",service=\"test-registry\"",
+        registry.url("/token")
+    );
+    registry.script(
+        "/v2/",
+        [Reply::status(401).header("www-authenticate", &challenge)],
+    );
+    registry.always("/v2/", Reply::status(200));
+    // The first token lives 2 s (17 s less the 15 s kept in hand), less
+    // than the registry then asks the blob's download to wait.
+    registry.script("/token", [Reply::json(r#"{"token":"t1","expires_in":17}"#)]);
+    registry.always("/token", Reply::json(r#"{"token":"t2","expires_in":300}"#));
+    registry.always(
+        "/v2/m/manifests/v1",
+        Reply::ok(manifest.to_string())
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json"),
+    );
+    let blob = format!("/v2/m/blobs/sha256:{digest}");
+    registry.script(&blob, [Reply::status(503).header("retry-after", "3")]);
+    registry.always(&blob, Reply::file(weights.clone()));
+
+    let source: backstop_oci::OciSource =
+        format!("oci://{}/m:v1", registry.addr()).parse().unwrap();
+    let client = backstop_http::Client::new().unwrap();
+    let through = std::sync::Arc::new(
+        Registry::new(client.clone(), source.reference.registry(), true, None).unwrap(),
+    );
+    let items = backstop_oci::pull_items(&through, &source, &backstop_core::Policy::api())
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plan = backstop_transfer::Plan::new(out.path(), items).unwrap();
+    let summary = backstop_transfer::Pull::new(client)
+        .run(&plan)
+        .await
+        .unwrap();
+    assert!(summary.succeeded(), "{:?}", summary.files);
+    assert_eq!(std::fs::read(out.path().join("w.bin")).unwrap(), weights);
+    let sent: Vec<Option<String>> = registry
+        .requests()
+        .iter()
+        .filter(|r| r.uri == blob)
+        .map(|r| r.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        sent,
+        [Some("Bearer t1".to_owned()), Some("Bearer t2".to_owned())],
+        "the retry after the wait carries a fresh token"
+    );
+}

@@ -2,8 +2,8 @@
 //! `docker-registry`), with faults injected between client and registry.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backstop_core::{Ending, Policy};
@@ -511,11 +511,21 @@ async fn a_blob_download_cut_midway_is_resumed_by_the_pull_that_follows() {
         .await,
     );
     let link = Proxy::cutting(registry.addr(), MIB);
-    let source: backstop_oci::OciSource = format!("oci://{}/models/test:v1", link.addr())
-        .parse()
-        .unwrap();
+    let (out, summary) = pull_through(&link.addr().to_string()).await;
+    assert!(summary.succeeded(), "{:?}", summary.files);
+    assert!(link.connections() > 3, "the link was cut");
+    assert_eq!(
+        std::fs::read(out.path().join("model.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("model.safetensors")).unwrap()
+    );
+}
+
+/// The files of `oci://ADDR/models/test:v1` pulled into a new directory.
+async fn pull_through(addr: &str) -> (tempfile::TempDir, backstop_transfer::Summary) {
+    let source: backstop_oci::OciSource = format!("oci://{addr}/models/test:v1").parse().unwrap();
     let client = backstop_http::Client::new().unwrap();
-    let through = Registry::new(client.clone(), source.reference.registry(), true, None).unwrap();
+    let through =
+        Arc::new(Registry::new(client.clone(), source.reference.registry(), true, None).unwrap());
     let items = backstop_oci::pull_items(&through, &source, &Policy::api())
         .await
         .unwrap();
@@ -525,11 +535,62 @@ async fn a_blob_download_cut_midway_is_resumed_by_the_pull_that_follows() {
         .run(&plan)
         .await
         .unwrap();
+    (out, summary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_with_a_flipped_byte_is_fetched_again_and_the_second_copy_kept() {
+    let registry = DockerRegistry::start();
+    let dir = model((3 * MIB) as usize);
+    let addr = registry.addr().to_string();
+    assert_ok(
+        &push(
+            &addr,
+            dir.path(),
+            options(MIB, None),
+            None,
+            &Recorder::default(),
+        )
+        .await,
+    );
+    let proxy = HttpProxy::start(registry.addr());
+    let weights = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let digest = backstop_transfer::Sha256::of(&weights);
+    let blob = format!("/blobs/sha256:{digest}");
+    proxy.flip_next("GET", &blob);
+    let (out, summary) = pull_through(&proxy.addr().to_string()).await;
     assert!(summary.succeeded(), "{:?}", summary.files);
-    assert!(link.connections() > 3, "the link was cut");
+    assert_eq!(proxy.matched(), 1, "one copy was corrupted on the way");
     assert_eq!(
         std::fs::read(out.path().join("model.safetensors")).unwrap(),
-        std::fs::read(dir.path().join("model.safetensors")).unwrap()
+        weights
+    );
+
+    // A registry that serves the same wrong bytes every time: refused for
+    // good, nothing left in place.
+    proxy.flip_all("GET", &blob);
+    let (out, summary) = pull_through(&proxy.addr().to_string()).await;
+    let weights_report = summary
+        .files
+        .iter()
+        .find(|f| f.name == "model.safetensors")
+        .unwrap();
+    match &weights_report.outcome {
+        backstop_transfer::Outcome::Failed(backstop_transfer::FileError::Digest {
+            expected,
+            repeated: true,
+            ..
+        }) => assert_eq!(*expected, digest),
+        other => panic!("expected a repeated digest mismatch, got {other:?}"),
+    }
+    assert!(
+        !summary.failures_temporary(),
+        "a repeated mismatch is permanent"
+    );
+    assert!(!out.path().join("model.safetensors").exists());
+    assert_eq!(
+        std::fs::read(out.path().join("config.json")).unwrap(),
+        std::fs::read(dir.path().join("config.json")).unwrap()
     );
 }
 

@@ -198,6 +198,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
                 learned: &learned,
                 fetched,
                 bounded: segments.len() > 1,
+                authorizer: item.authorizer.as_ref(),
             };
             round(&ctx, &streams, &segments, &checkpoint).await
         };
@@ -446,6 +447,7 @@ async fn through(
         learned: &learned,
         fetched,
         bounded: false,
+        authorizer: item.authorizer.as_ref(),
     };
     let result = stream::run(&ctx, &stream).await;
     let hashed = writer.finish().await.map_err(local(dest))?;
@@ -678,7 +680,14 @@ async fn probe_head(
     let Ok(prepared) = request(client, Method::HEAD, item).prepare() else {
         return Probe::default();
     };
-    let resp = match prepared.send_once(conditions).await {
+    let mut extra = conditions.to_vec();
+    if let Some(authorizer) = &item.authorizer {
+        match crate::stream::authorization(authorizer).await {
+            Ok(header) => extra.extend(header),
+            Err(_) => return Probe::default(),
+        }
+    }
+    let resp = match prepared.send_once(&extra).await {
         Ok(resp) => resp,
         Err(backstop_http::HttpFailure::Status { status, .. })
             if status == StatusCode::NOT_MODIFIED && !conditions.is_empty() =>

@@ -242,6 +242,9 @@ pub enum TransferFailure {
     Short,
     /// Writing the partial file failed.
     Local(io::Error),
+    /// The file's [`Authorizer`](crate::Authorizer) gave no
+    /// `Authorization` for the request (a token service that failed).
+    Authorization(String),
 }
 
 impl Classified for TransferFailure {
@@ -256,6 +259,7 @@ impl Classified for TransferFailure {
             TransferFailure::Local(e) => {
                 Verdict::new(Class::Permanent, format!("writing: {}", e.kind()))
             }
+            TransferFailure::Authorization(_) => Verdict::transient("no credentials"),
         }
     }
 }
@@ -282,6 +286,9 @@ impl fmt::Display for TransferFailure {
             }
             TransferFailure::Short => f.write_str("the body ended before its end"),
             TransferFailure::Local(e) => write!(f, "writing the partial file failed: {e}"),
+            TransferFailure::Authorization(why) => {
+                write!(f, "cannot get the credentials to send: {why}")
+            }
         }
     }
 }

@@ -33,6 +33,9 @@
 //!   - a 401/403 stops the other files of the same `hf://` repository,
 //!     and a second one in a row the other URLs of the same origin.
 //! - [`Progress`]: the seam a progress display plugs into.
+//! - [`Authorizer`]: the seam a changing credential plugs into, asked for
+//!   the `Authorization` of every request of a file (a registry's bearer
+//!   token, which expires during a long pull).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,6 +58,7 @@
 
 #![forbid(unsafe_code)]
 
+mod authorize;
 mod destination;
 mod digest;
 mod download;
@@ -73,6 +77,7 @@ mod stream;
 mod validators;
 mod writer;
 
+pub use authorize::{AuthorizationFuture, Authorize, Authorizer};
 pub use digest::{BadDigest, Sha256};
 pub use error::{Error, FileError, TransferFailure};
 pub use glob::Pattern;

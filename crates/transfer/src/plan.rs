@@ -124,6 +124,7 @@ mod tests {
             sha256: None,
             token: None,
             headers: Vec::new(),
+            authorizer: None,
             origin: origin.to_owned(),
             repo: None,
         }

@@ -177,6 +177,10 @@ pub struct Item {
     pub token: Option<Secret>,
     /// Extra request headers, `(name, value)`.
     pub headers: Vec<(String, String)>,
+    /// Asked for the `Authorization` of every request of the file, when
+    /// it may change during the pull (a registry's bearer token, which
+    /// expires); it replaces `token` and any `authorization` header.
+    pub authorizer: Option<crate::Authorizer>,
     /// Where the item comes from, for messages ("hf://org/repo@main").
     pub origin: String,
     /// The Hub repository the file belongs to (`hf://ORG/NAME`,
@@ -224,6 +228,7 @@ pub async fn resolve(
                 sha256: digests.next().copied(),
                 token: None,
                 headers: headers.to_vec(),
+                authorizer: None,
                 origin: source.to_string(),
                 repo: None,
             }),
@@ -277,6 +282,7 @@ async fn hub_items(source: &HubSource, hub: &Hub, origin: &str) -> Result<Vec<It
             sha256,
             token: hub.token().cloned(),
             headers: Vec::new(),
+            authorizer: None,
             origin: origin.to_owned(),
             repo: Some(repo.clone()),
         });

@@ -72,6 +72,8 @@ pub(crate) struct FileCtx<'a> {
     pub fetched: &'a AtomicU64,
     /// Several streams share the file: each must get exactly its range.
     pub bounded: bool,
+    /// Where each request's `Authorization` comes from, when it changes.
+    pub authorizer: Option<&'a crate::Authorizer>,
 }
 
 impl FileCtx<'_> {
@@ -285,6 +287,27 @@ async fn restart(ctx: &FileCtx<'_>, stream: &Stream, reason: &str) -> Result<(),
     Ok(())
 }
 
+/// The `Authorization` header `authorizer` gives for the next request, as
+/// a sensitive value (never logged).
+pub(crate) async fn authorization(
+    authorizer: &crate::Authorizer,
+) -> Result<Option<(HeaderName, HeaderValue)>, TransferFailure> {
+    let Some(value) = authorizer
+        .authorization()
+        .await
+        .map_err(TransferFailure::Authorization)?
+    else {
+        return Ok(None);
+    };
+    let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+        TransferFailure::Authorization(
+            "the credentials have characters a header cannot carry".into(),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(Some((backstop_http::header::AUTHORIZATION, value)))
+}
+
 /// One request, and as much of its body as arrives.
 async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, TransferFailure> {
     let mut pos = stream.pos();
@@ -310,6 +333,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Trans
         }
     }
     let ranged = !extra.is_empty();
+    if let Some(authorizer) = ctx.authorizer {
+        extra.extend(authorization(authorizer).await?);
+    }
 
     let resp = match ctx.prepared.send_once(&extra).await {
         Ok(resp) => resp,

@@ -59,6 +59,7 @@ pub fn item(url: &str, name: &str, size: Option<u64>, sha256: Option<Sha256>) ->
         sha256,
         token: None,
         headers: Vec::new(),
+        authorizer: None,
         origin: url.to_owned(),
         repo: None,
     }
