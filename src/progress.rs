@@ -330,6 +330,69 @@ fn event_text(name: &str, event: &Event<'_>) -> Option<String> {
     })
 }
 
+/// How the items of a `pull` or a `push` ended, for the run's one total
+/// line on stderr.
+pub struct Tally<'a> {
+    /// "pulled", "pushed".
+    pub verb: &'a str,
+    /// What the items are: ("file", "files"), ("blob", "blobs").
+    pub noun: (&'a str, &'a str),
+    /// How a moved item is counted: "downloaded", "pushed".
+    pub moved: &'a str,
+    /// How its bytes are counted: "fetched", "sent".
+    pub bytes_verb: &'a str,
+    /// Items in all.
+    pub total: usize,
+    /// Items moved this run.
+    pub done: usize,
+    /// Items already in place (or mounted).
+    pub there: usize,
+    /// Items that failed.
+    pub failed: usize,
+    /// Items stopped by Ctrl-C or the deadline.
+    pub interrupted: usize,
+    /// Bytes moved over the network.
+    pub bytes: u64,
+}
+
+impl Tally<'_> {
+    /// "backstop: pulled 3 of 4 files: 2 downloaded, 1 already there,
+    /// 1 failed (fetched 1.2 GiB)": the counts that are not zero.
+    pub fn line(&self) -> String {
+        let mut parts = vec![format!("{} {}", self.done, self.moved)];
+        for (n, what) in [
+            (self.there, "already there"),
+            (self.failed, "failed"),
+            (self.interrupted, "interrupted"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        format!(
+            "backstop: {} {} of {}: {} ({} {})",
+            self.verb,
+            self.done + self.there,
+            crate::report::plural(self.total as u64, self.noun.0, self.noun.1),
+            parts.join(", "),
+            self.bytes_verb,
+            indicatif::HumanBytes(self.bytes)
+        )
+    }
+}
+
+/// `error` and its chain of sources on one line, for an item's line
+/// under a total: "failed: HTTP 503; caused by: ...".
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!("; caused by: {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +426,37 @@ mod tests {
             "no size to tell"
         );
         assert_eq!(shown(&"x".repeat(50)).chars().count(), 40);
+    }
+
+    #[test]
+    fn a_tally_names_only_the_counts_that_are_not_zero() {
+        let tally = Tally {
+            verb: "pushed",
+            noun: ("blob", "blobs"),
+            moved: "pushed",
+            bytes_verb: "sent",
+            total: 1,
+            done: 1,
+            there: 0,
+            failed: 0,
+            interrupted: 0,
+            bytes: 2048,
+        };
+        assert_eq!(
+            tally.line(),
+            "backstop: pushed 1 of 1 blob: 1 pushed (sent 2.00 KiB)"
+        );
+        let tally = Tally {
+            total: 4,
+            done: 1,
+            there: 1,
+            failed: 1,
+            interrupted: 1,
+            ..tally
+        };
+        assert_eq!(
+            tally.line(),
+            "backstop: pushed 2 of 4 blobs: 1 pushed, 1 already there, 1 failed, 1 interrupted (sent 2.00 KiB)"
+        );
     }
 }

@@ -11,11 +11,10 @@ use backstop_hub::Hub;
 use backstop_transfer::{
     FileReport, Item, MinProgress, Options, Outcome, Plan, Progress, Pull, Source, Summary, resolve,
 };
-use indicatif::HumanBytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{PullArgs, PullSource};
-use crate::progress::{Bars, Lines, Notice, outcome, shown};
+use crate::progress::{Bars, Lines, Notice, Tally, outcome, shown, with_causes};
 use crate::report::{Report, exit, plural};
 
 pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
@@ -205,23 +204,19 @@ fn print_summary(summary: &Summary, quiet: bool) {
     if quiet && failed == 0 {
         return;
     }
-    let mut parts = vec![format!("{downloaded} downloaded")];
-    if there > 0 {
-        parts.push(format!("{there} already there"));
-    }
-    if failed > 0 {
-        parts.push(format!("{failed} failed"));
-    }
-    if interrupted > 0 {
-        parts.push(format!("{interrupted} interrupted"));
-    }
-    eprintln!(
-        "backstop: pulled {} of {}: {} (fetched {})",
-        downloaded + there,
-        plural(summary.files.len() as u64, "file", "files"),
-        parts.join(", "),
-        HumanBytes(summary.fetched())
-    );
+    let tally = Tally {
+        verb: "pulled",
+        noun: ("file", "files"),
+        moved: "downloaded",
+        bytes_verb: "fetched",
+        total: summary.files.len(),
+        done: downloaded,
+        there,
+        failed,
+        interrupted,
+        bytes: summary.fetched(),
+    };
+    eprintln!("{}", tally.line());
     for file in &summary.files {
         let shown = match file.outcome {
             Outcome::Failed(_) => true,
@@ -235,15 +230,11 @@ fn print_summary(summary: &Summary, quiet: bool) {
 }
 
 fn summary_line(file: &FileReport) -> String {
-    let mut text = format!("  {}: {}", shown(&file.name), outcome(&file.outcome));
-    if let Outcome::Failed(e) = &file.outcome {
-        let mut source = std::error::Error::source(e);
-        while let Some(cause) = source {
-            text.push_str(&format!("; caused by: {cause}"));
-            source = cause.source();
-        }
-    }
-    text
+    let text = match &file.outcome {
+        Outcome::Failed(e) => format!("failed: {}", with_causes(e)),
+        done => outcome(done),
+    };
+    format!("  {}: {text}", shown(&file.name))
 }
 
 /// The exit code and message for how the files ended.

@@ -15,7 +15,7 @@ use indicatif::HumanBytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PushArgs;
-use crate::progress::{Bars, Finish, Lines, Notice, line_of, shown};
+use crate::progress::{Bars, Finish, Lines, Notice, Tally, line_of, shown, with_causes};
 use crate::report::{Report, exit, plural};
 
 pub async fn run(args: PushArgs, state: Option<&str>, quiet: bool) -> Result<(), Report> {
@@ -182,32 +182,22 @@ fn print_summary(summary: &PushSummary, quiet: bool) {
     if (quiet && failed == 0) || summary.blobs.is_empty() {
         return;
     }
-    let mut parts = vec![format!("{pushed} pushed")];
-    if there > 0 {
-        parts.push(format!("{there} already there"));
-    }
-    if failed > 0 {
-        parts.push(format!("{failed} failed"));
-    }
-    if interrupted > 0 {
-        parts.push(format!("{interrupted} interrupted"));
-    }
-    eprintln!(
-        "backstop: pushed {} of {}: {} (sent {})",
-        pushed + there,
-        plural(summary.blobs.len() as u64, "blob", "blobs"),
-        parts.join(", "),
-        HumanBytes(summary.sent())
-    );
+    let tally = Tally {
+        verb: "pushed",
+        noun: ("blob", "blobs"),
+        moved: "pushed",
+        bytes_verb: "sent",
+        total: summary.blobs.len(),
+        done: pushed,
+        there,
+        failed,
+        interrupted,
+        bytes: summary.sent(),
+    };
+    eprintln!("{}", tally.line());
     for blob in &summary.blobs {
         if let BlobOutcome::Failed(e) = &blob.outcome {
-            let mut text = format!("  {}: failed: {e}", shown(&blob.name));
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                text.push_str(&format!("; caused by: {cause}"));
-                source = cause.source();
-            }
-            eprintln!("{text}");
+            eprintln!("  {}: failed: {}", shown(&blob.name), with_causes(e));
         }
     }
 }
