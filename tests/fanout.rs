@@ -499,8 +499,8 @@ fn only_nodes_of_the_type_that_handle_the_kind_receive_it() {
     let touch = |n: &str| format!("touch {}", marker(n).display());
     let _gpu = f.worker("gpu-1", "gpu", &[("install", &touch("gpu-1"))]);
     let _cpu = f.worker("cpu-1", "cpu", &[("install", &touch("cpu-1"))]);
-    // A node of the type that does not handle the kind (the seed's agent
-    // nodes, which looped forever).
+    // A node of the type that does not handle the kind: it must not be
+    // offered the delivery, nor loop on it.
     let _agent = f.worker("agent-1", "gpu", &[("chat", &touch("agent-1"))]);
     let op = f.submit("install", "gpu", &[]);
     f.wait_state(op, "gpu-1", "done");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::HumanDuration;
 
-/// Why the engine stopped without a success. Match on it the way a caller
-/// of the seed's client tests `errors.Is(err, ErrRateLimited)`.
+/// Why the engine stopped without a success, for a caller to match on:
+/// `Ending::RateLimited` is the "skip this run, try later" case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
     /// Rate limited, and either the attempts ran out or the server asked for

@@ -127,9 +127,8 @@ impl Policy {
     ///   [`Policy::transfer_attempt_timeout`]; the waits between attempts do
     ///   *not* depend on the size, so a slow first attempt on a huge file
     ///   cannot eat the time its retries need.
-    /// - Full jitter applied after the cap (the jitter of the seed this
-    ///   preset comes from was capped together with the delay, so clients at
-    ///   the cap retried in lockstep).
+    /// - Full jitter applied after the cap (jitter capped together with the
+    ///   delay leaves every client at the cap retrying in lockstep).
     /// - Server waits honoured up to the 2 min cap.
     ///
     /// Retry a download of `size` bytes with this preset, honouring the

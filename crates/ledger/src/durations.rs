@@ -29,7 +29,7 @@ pub struct Defaults {
 ///
 /// | reason | base | cap | why |
 /// |---|---|---|---|
-/// | rate_limit | 1 min | 15 min | provider windows are mostly a minute long (the seed's 15 min default was cut to 60 s for that reason); 15 min, its old default, bounds a persistent limit |
+/// | rate_limit | 1 min | 15 min | provider windows are mostly a minute long, so a fixed 15 min first cooldown would idle a model for 14 minutes it could serve; 15 min bounds a persistent limit |
 /// | overloaded | 30 s | 5 min | an overload is provider-wide and short; Envoy ejects for 30 s doubling to 5 min |
 /// | error | 1 min | 10 min | a provider's 5xx; retried soon, but not in a loop |
 /// | quota | 1 h | 24 h | a used-up allowance returns at a reset, usually printed by the tool (then that is used, up to the cap); daily quotas bound it, and a weekly one is tried again once a day |
