@@ -87,11 +87,7 @@ impl Report {
     }
 }
 
-/// A count with its noun, as every message of the binary writes one:
-/// "1 file", "2 files", "1 delivery", "3 deliveries".
-pub fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+pub use backstop_core::plural;
 
 /// The exit code for how a retried call ended.
 pub fn code_for(ending: Ending) -> u8 {

@@ -19,6 +19,17 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// A count with its noun, as every message of backstop writes one:
+/// "1 file", "2 files", "1 delivery", "3 deliveries".
+///
+/// ```
+/// assert_eq!(backstop_core::plural(1, "delivery", "deliveries"), "1 delivery");
+/// assert_eq!(backstop_core::plural(0, "file", "files"), "0 files");
+/// ```
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.0;

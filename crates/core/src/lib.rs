@@ -51,7 +51,7 @@ pub use classify::{
     ByType, Class, Classified, Classify, Verdict, classify_io_kind, classify_status,
 };
 pub use error::{AttemptError, Ending, RetryError};
-pub use human::HumanDuration;
+pub use human::{HumanDuration, plural};
 pub use location::{KNOWN_FORMS, LocationError, StateLocation};
 pub use policy::{
     Delays, Jitter, Policy, TRANSFER_FLOOR_BYTES_PER_SEC, TRANSFER_MAX_ATTEMPT,

@@ -32,6 +32,7 @@
 //! [`Op`], [`Delivery`], [`Node`](crate::model::Node) and [`crate::store::OpSummary`] — what a
 //! client such as `backstop ops` deserializes.
 
+use backstop_core::plural;
 use std::sync::Arc;
 
 use axum::Router;
@@ -344,10 +345,10 @@ async fn submit(
     }
     state.wake.notify_one();
     tracing::info!(
-        "operation {} ({}) submitted: {} deliveries{}",
+        "operation {} ({}) submitted: {}{}",
         answer.op.id,
         answer.op.kind,
-        answer.deliveries,
+        plural(answer.deliveries as u64, "delivery", "deliveries"),
         if answer.superseded > 0 {
             format!(", {} older ones superseded", answer.superseded)
         } else {

@@ -13,6 +13,7 @@
 //! into a failure, none is dropped (outcomes from remote workers are not
 //! confirmed until stored, so the worker keeps them too).
 
+use backstop_core::plural;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -620,8 +621,9 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
             },
         ) => {
             tracing::error!(
-                "{what} is dead after {failures} failures; last error: {error}. \
+                "{what} is dead after {}; last error: {error}. \
                  Requeue it with `backstop ops requeue --delivery {}` once fixed",
+                plural(u64::from(*failures), "failure", "failures"),
                 claim.token.delivery
             );
         }
@@ -641,8 +643,9 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
         ) => {
             let wait = next_at.duration_since(settle.at).unwrap_or(Duration::ZERO);
             tracing::warn!(
-                "{what} failed (attempt {}, {failures} failures so far): {error}; retrying in {}",
+                "{what} failed (attempt {}, {} so far): {error}; retrying in {}",
                 claim.token.attempt,
+                plural(u64::from(*failures), "failure", "failures"),
                 HumanDuration(wait)
             );
         }

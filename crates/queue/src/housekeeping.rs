@@ -11,6 +11,7 @@
 //! lock moves does no harm: every step is one transaction that another
 //! coordinator repeating it finds already done.
 
+use backstop_core::plural;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -94,9 +95,9 @@ pub async fn start_up(
     }
     if done.released > 0 {
         tracing::info!(
-            "{} deliveries were in flight on this coordinator's local nodes when its previous \
-             process stopped; they run again, not counted as failures",
-            done.released
+            "{} in flight on this coordinator's local nodes when its previous process \
+             stopped: they run again, not counted as failures",
+            plural(done.released as u64, "delivery was", "deliveries were")
         );
     }
     Ok(done)
@@ -111,8 +112,8 @@ pub async fn prune(store: &Arc<dyn Store>, clock: &Arc<dyn Clock>) -> Result<Pru
     let pruned = blocking(move || s.prune(now)).await?;
     if pruned != Pruned::default() {
         tracing::warn!(
-            "removed {} deliveries to nodes that are gone and {} of kinds their node no longer handles",
-            pruned.gone_nodes,
+            "removed {} to nodes that are gone and {} of kinds their node no longer handles",
+            plural(pruned.gone_nodes as u64, "delivery", "deliveries"),
             pruned.unhandled_kinds
         );
     }
@@ -305,8 +306,9 @@ impl Reconciler {
         }
         if released > 0 {
             tracing::info!(
-                "{released} deliveries were in flight for a coordinator that stopped and their \
-                 nodes do not hold them; they run again, not counted as failures"
+                "{} in flight for a coordinator that stopped and their nodes do not \
+                 hold them: they run again, not counted as failures",
+                plural(released as u64, "delivery was", "deliveries were")
             );
         }
         Ok(released)

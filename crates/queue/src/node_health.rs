@@ -8,6 +8,7 @@
 //! way its deliveries wait, and the next heartbeat over the same transport
 //! makes it healthy again.
 
+use backstop_core::plural;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,18 +50,18 @@ impl Health {
         let kinds = spec.kinds.join(", ");
         let done = blocking(move || store.register(&spec, now)).await?;
         tracing::info!(
-            "node {name} registered (handles {kinds}); {} new deliveries for it",
-            done.delivered
+            "node {name} registered (handles {kinds}); {} for it",
+            plural(done.delivered as u64, "new delivery", "new deliveries")
         );
         if done.released > 0 {
             tracing::info!(
-                "node {name} restarted: {} deliveries it was running wait for another attempt, none counted as failed",
-                done.released
+                "node {name} restarted: {} it was running get another attempt, none counted as failed",
+                plural(done.released as u64, "delivery", "deliveries")
             );
         }
         if done.removed > 0 {
             tracing::warn!(
-                "node {name} no longer handles some kinds: {} of its unfinished deliveries were removed",
+                "node {name} no longer handles some kinds: removed {} of its unfinished deliveries",
                 done.removed
             );
         }
