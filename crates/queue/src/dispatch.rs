@@ -27,7 +27,7 @@ use crate::blocking::blocking;
 use crate::dependencies::Dependencies;
 use crate::handler::Work;
 use crate::model::{Claim, DeliveryState, Outcome};
-use crate::schedule::{Schedule, Settle, Verdict};
+use crate::schedule::{Decision, Schedule, Settle};
 use crate::store::{ClaimRequest, DeliveryFilter, Settled, Store, StoreError};
 use crate::transport::{LateReply, Receipt, Transport};
 
@@ -616,7 +616,7 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
         ),
         (
             Settled::Applied(DeliveryState::Dead),
-            Verdict::Dead {
+            Decision::Dead {
                 failures, error, ..
             },
         ) => {
@@ -631,10 +631,10 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
             "{what} ended ({}) after a newer operation with the same key replaced it",
             outcome.describe()
         ),
-        (Settled::Applied(_), Verdict::Done) => tracing::debug!("{what}: done"),
+        (Settled::Applied(_), Decision::Done) => tracing::debug!("{what}: done"),
         (
             Settled::Applied(_),
-            Verdict::Retry {
+            Decision::Retry {
                 next_at,
                 failures,
                 error,
@@ -651,7 +651,7 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
         }
         (
             Settled::Applied(_),
-            Verdict::Release {
+            Decision::Release {
                 error, unreachable, ..
             },
         ) => {
@@ -664,6 +664,6 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
                 tracing::info!("{what} was handed back ({error}); it waits for another attempt");
             }
         }
-        (Settled::Applied(_), Verdict::Dead { .. }) => {}
+        (Settled::Applied(_), Decision::Dead { .. }) => {}
     }
 }

@@ -74,7 +74,7 @@ pub use model::{
     Claim, Delivery, DeliveryId, DeliveryState, Hold, Invalid, NewOp, Node, NodeSpec, NodeStatus,
     Op, OpId, Outcome, Target, Token,
 };
-pub use schedule::{Schedule, Settle, Verdict};
+pub use schedule::{Decision, Schedule, Settle};
 pub use store::{PostgresStore, SqliteStore, Store, StoreError};
 
 /// An error and its sources on one line: "a: b: c".

@@ -67,12 +67,12 @@ pub struct Settle {
     /// When it was decided.
     pub at: SystemTime,
     /// The decision.
-    pub verdict: Verdict,
+    pub verdict: Decision,
 }
 
 /// The decision for one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Decision {
     /// Succeeded.
     Done,
     /// Try again at `next_at`, with these counters.
@@ -151,18 +151,18 @@ impl Schedule {
     /// until a late reply or the end of its lease.
     pub fn decide(&self, claim: &Claim, outcome: &Outcome, now: SystemTime) -> Option<Settle> {
         let verdict = match outcome {
-            Outcome::Done => Verdict::Done,
+            Outcome::Done => Decision::Done,
             Outcome::Failed(error) => {
                 let failures = claim.failures.saturating_add(1);
                 let tries = claim.tries.saturating_add(1);
                 if failures >= self.max_failures {
-                    Verdict::Dead {
+                    Decision::Dead {
                         failures,
                         tries,
                         error: error.clone(),
                     }
                 } else {
-                    Verdict::Retry {
+                    Decision::Retry {
                         next_at: now + self.wait(tries),
                         failures,
                         tries,
@@ -172,19 +172,19 @@ impl Schedule {
             }
             Outcome::Temporary(error) => {
                 let tries = claim.tries.saturating_add(1);
-                Verdict::Retry {
+                Decision::Retry {
                     next_at: now + self.wait(tries),
                     failures: claim.failures,
                     tries,
                     error: format!("temporary: {error}"),
                 }
             }
-            Outcome::Unreachable(error) => Verdict::Release {
+            Outcome::Unreachable(error) => Decision::Release {
                 next_at: now,
                 error: error.clone(),
                 unreachable: true,
             },
-            Outcome::Released(error) => Verdict::Release {
+            Outcome::Released(error) => Decision::Release {
                 next_at: now + RELEASE_DELAY,
                 error: error.clone(),
                 unreachable: false,
@@ -237,7 +237,7 @@ mod tests {
         for n in 1..DEFAULT_MAX_FAILURES {
             let Some(Settle {
                 verdict:
-                    Verdict::Retry {
+                    Decision::Retry {
                         next_at,
                         failures,
                         tries,
@@ -256,7 +256,7 @@ mod tests {
         let settle = s.decide(&c, &Outcome::Failed("still boom".into()), now);
         assert_eq!(
             settle.map(|s| s.verdict),
-            Some(Verdict::Dead {
+            Some(Decision::Dead {
                 failures: 10,
                 tries: 10,
                 error: "still boom".into()
@@ -278,7 +278,7 @@ mod tests {
         assert!(
             matches!(
                 v,
-                Some(Verdict::Retry {
+                Some(Decision::Retry {
                     failures: 9,
                     tries: 13,
                     ..
@@ -301,7 +301,7 @@ mod tests {
             .map(|s| s.verdict);
         assert_eq!(
             v,
-            Some(Verdict::Release {
+            Some(Decision::Release {
                 next_at: now,
                 error: "no responders".into(),
                 unreachable: true
@@ -312,7 +312,7 @@ mod tests {
             .map(|s| s.verdict);
         assert!(matches!(
             v,
-            Some(Verdict::Release {
+            Some(Decision::Release {
                 unreachable: false,
                 ..
             })
@@ -333,7 +333,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let v = s.decide(&claim(0, 60), &Outcome::Failed("x".into()), now);
         assert!(
-            matches!(v.map(|s| s.verdict), Some(Verdict::Retry { next_at, .. }) if next_at <= now + MAX_CAP)
+            matches!(v.map(|s| s.verdict), Some(Decision::Retry { next_at, .. }) if next_at <= now + MAX_CAP)
         );
     }
 
@@ -342,6 +342,6 @@ mod tests {
         let s = schedule().max_failures(0);
         assert_eq!(s.get_max_failures(), 1);
         let v = s.decide(&claim(0, 0), &Outcome::Failed("x".into()), UNIX_EPOCH);
-        assert!(matches!(v.map(|s| s.verdict), Some(Verdict::Dead { .. })));
+        assert!(matches!(v.map(|s| s.verdict), Some(Decision::Dead { .. })));
     }
 }

@@ -14,8 +14,8 @@ use backstop_queue::store::{
     Settled, Store, StoreError,
 };
 use backstop_queue::{
-    Claim, DeliveryState, Hold, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target, Token,
-    Verdict,
+    Claim, Decision, DeliveryState, Hold, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target,
+    Token,
 };
 use backstop_store::postgres::testing::TestSchema;
 
@@ -96,7 +96,7 @@ fn claim_all(store: &dyn Store, now: SystemTime) -> Vec<Claim> {
         .unwrap()
 }
 
-fn settle(store: &dyn Store, token: Token, at: SystemTime, verdict: Verdict) -> Settled {
+fn settle(store: &dyn Store, token: Token, at: SystemTime, verdict: Decision) -> Settled {
     store
         .settle(&[Settle { token, at, verdict }])
         .unwrap()
@@ -104,8 +104,8 @@ fn settle(store: &dyn Store, token: Token, at: SystemTime, verdict: Verdict) -> 
         .unwrap()
 }
 
-fn failed(next_at: SystemTime, failures: u32) -> Verdict {
-    Verdict::Retry {
+fn failed(next_at: SystemTime, failures: u32) -> Decision {
+    Decision::Retry {
         next_at,
         failures,
         tries: failures,
@@ -240,7 +240,7 @@ fn claims_respect_capacity_health_drain_and_transport(db: &dyn Db) {
     let first = store.claim(&request(&["nats"])).unwrap();
     assert_eq!(first.len(), 2, "capacity 2");
     assert!(store.claim(&request(&["nats"])).unwrap().is_empty(), "full");
-    settle(&*store, first[0].token, t(2), Verdict::Done);
+    settle(&*store, first[0].token, t(2), Decision::Done);
     store.drain("gpu-1", true, t(2)).unwrap();
     assert!(
         store.claim(&request(&["nats"])).unwrap().is_empty(),
@@ -355,12 +355,12 @@ fn late_and_stale_replies_never_overwrite_a_newer_attempt(db: &dyn Db) {
     let second = claim_all(&*store, t(62)).remove(0);
     assert_eq!(second.token.attempt, 2);
     assert_eq!(
-        settle(&*store, first.token, t(63), Verdict::Done),
+        settle(&*store, first.token, t(63), Decision::Done),
         Settled::Stale
     );
     assert_eq!(state_of(&*store, op.id, "gpu-1"), DeliveryState::InFlight);
     assert_eq!(
-        settle(&*store, second.token, t(64), Verdict::Done),
+        settle(&*store, second.token, t(64), Decision::Done),
         Settled::Applied(DeliveryState::Done)
     );
     // Settling twice is harmless.
@@ -374,7 +374,10 @@ fn late_and_stale_replies_never_overwrite_a_newer_attempt(db: &dyn Db) {
         delivery: 999,
         attempt: 1,
     };
-    assert_eq!(settle(&*store, ghost, t(66), Verdict::Done), Settled::Stale);
+    assert_eq!(
+        settle(&*store, ghost, t(66), Decision::Done),
+        Settled::Stale
+    );
 }
 
 fn a_late_success_of_the_current_attempt_still_counts(db: &dyn Db) {
@@ -389,7 +392,7 @@ fn a_late_success_of_the_current_attempt_still_counts(db: &dyn Db) {
     let c = claim_all(&*store, t(0)).remove(0);
     store.rescue(t(100)).unwrap();
     assert_eq!(
-        settle(&*store, c.token, t(101), Verdict::Done),
+        settle(&*store, c.token, t(101), Decision::Done),
         Settled::Applied(DeliveryState::Done)
     );
     assert_eq!(state_of(&*store, op.id, "gpu-1"), DeliveryState::Done);
@@ -412,7 +415,7 @@ fn dead_deliveries_stay_and_requeue_resets_attempts(db: &dyn Db) {
         .unwrap()
         .op;
     for c in claim_all(&*store, t(0)) {
-        let dead = Verdict::Dead {
+        let dead = Decision::Dead {
             failures: 10,
             tries: 10,
             error: format!("poison {}", c.node),
@@ -506,10 +509,10 @@ fn what_a_delivery_shows_is_what_holds_now(db: &dyn Db) {
     // gpu-1 fails once, then succeeds: done shows no error.
     settle(&*store, on("gpu-1"), t(1), failed(t(2), 1));
     let retry = claim_all(&*store, t(2)).remove(0);
-    settle(&*store, retry.token, t(3), Verdict::Done);
+    settle(&*store, retry.token, t(3), Decision::Done);
     // gpu-2 could not be reached; gpu-3 stops sending heartbeats; gpu-4
     // fails and is then drained.
-    let unreachable = Verdict::Release {
+    let unreachable = Decision::Release {
         next_at: t(1),
         error: "no responders".into(),
         unreachable: true,
@@ -594,7 +597,7 @@ fn a_newer_op_with_the_same_key_supersedes_undelivered_ones(db: &dyn Db) {
     );
     // A dead delivery is superseded too, so a requeue can never run it
     // backwards.
-    let dead = Verdict::Dead {
+    let dead = Decision::Dead {
         failures: 10,
         tries: 10,
         error: "x".into(),
@@ -681,7 +684,7 @@ fn health_parks_nodes_without_spending_attempts(db: &dyn Db) {
     let running = claim_all(&*store, t(0));
     assert_eq!(running.len(), 2);
     // The node could not be reached for the first: parked, nothing spent.
-    let unreachable = Verdict::Release {
+    let unreachable = Decision::Release {
         next_at: t(1),
         error: "no responders".into(),
         unreachable: true,
@@ -817,7 +820,7 @@ fn housekeeping_prunes_what_can_never_be_delivered(db: &dyn Db) {
         .unwrap();
     let done = claim_all(&*store, t(0));
     let first = done.iter().find(|c| c.node == "cpu-2").unwrap();
-    settle(&*store, first.token, t(1), Verdict::Done);
+    settle(&*store, first.token, t(1), Decision::Done);
     // cpu-2 leaves the configuration; its finished history stays.
     assert_eq!(
         store.retire("local", &["cpu-1".into()], t(2)).unwrap(),
@@ -942,7 +945,7 @@ fn long_errors_are_clipped_from_the_front(db: &dyn Db) {
         &*store,
         c.token,
         t(1),
-        Verdict::Retry {
+        Decision::Retry {
             next_at: t(2),
             failures: 1,
             tries: 1,
@@ -994,13 +997,13 @@ fn retention_removes_old_history_but_not_the_desired_state_or_the_dead(db: &dyn 
     assert_eq!(claims.len(), 5, "the replaced install never runs");
     for c in &claims {
         let verdict = if c.op == poison.id {
-            Verdict::Dead {
+            Decision::Dead {
                 failures: 10,
                 tries: 10,
                 error: "poison".into(),
             }
         } else {
-            Verdict::Done
+            Decision::Done
         };
         settle(&*store, c.token, t(1), verdict);
     }
@@ -1129,7 +1132,7 @@ fn idempotency_keys_outlive_a_short_retention_by_a_day(db: &dyn Db) {
     let op = NewOp::for_type("install", "gpu").idempotency_key("5eed");
     let first = store.submit(&op, t(0)).unwrap().op;
     let c = claim_all(&*store, t(0)).remove(0);
-    settle(&*store, c.token, t(1), Verdict::Done);
+    settle(&*store, c.token, t(1), Decision::Done);
     // A retention of one second, an hour on: the history goes, the
     // operation its key names stays, and a repeat still finds it.
     let hour = store.retain(t(3599), 100).unwrap();

@@ -19,8 +19,8 @@ use backstop_queue::store::{ClaimRequest, DeliveryFilter, Settled};
 use backstop_queue::transport::Transport;
 use backstop_queue::transport::local::{LocalNode, LocalTransport};
 use backstop_queue::{
-    DeliveryState, DispatchConfig, Dispatcher, NewOp, NodeSpec, NodeStatus, PostgresStore,
-    Schedule, Settle, SqliteStore, Store, Verdict,
+    Decision, DeliveryState, DispatchConfig, Dispatcher, NewOp, NodeSpec, NodeStatus,
+    PostgresStore, Schedule, Settle, SqliteStore, Store,
 };
 use backstop_store::postgres::testing::TestSchema;
 use tokio::sync::Semaphore;
@@ -136,7 +136,7 @@ async fn retention_keeps_finished_deliveries_for_the_configured_time() {
     let done = Settle {
         token: claim.token,
         at: clock.now(),
-        verdict: Verdict::Done,
+        verdict: Decision::Done,
     };
     assert_eq!(
         store.settle(&[done]).unwrap(),

@@ -18,7 +18,7 @@ use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
     transport_name,
 };
-use crate::schedule::{Settle, Verdict};
+use crate::schedule::{Decision, Settle};
 
 /// The default number of rows a listing returns.
 const DEFAULT_LIMIT: i64 = 100;
@@ -849,7 +849,7 @@ impl Store for PostgresStore {
         let mut done_at = Vec::new();
         let mut others: Vec<usize> = Vec::new();
         for (i, s) in batch.iter().enumerate() {
-            if let Verdict::Done = s.verdict {
+            if let Decision::Done = s.verdict {
                 done_ids.push(s.token.delivery);
                 done_attempts.push(i64::from(s.token.attempt));
                 done_at.push(to_millis(s.at));
@@ -877,7 +877,7 @@ impl Store for PostgresStore {
                 .collect::<Result<_, _>>()?
             };
             for (i, s) in batch.iter().enumerate() {
-                if let Verdict::Done = s.verdict
+                if let Decision::Done = s.verdict
                     && applied.contains(&(s.token.delivery, i64::from(s.token.attempt)))
                 {
                     out[i] = Settled::Applied(DeliveryState::Done);
@@ -1116,7 +1116,7 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
         return Ok(Settled::Applied(DeliveryState::Superseded));
     }
     let applied = match &settle.verdict {
-        Verdict::Done => {
+        Decision::Done => {
             tx.execute(
                 "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = $2,
                      updated_ms = $2, lease_until_ms = NULL, last_error = NULL WHERE id = $1",
@@ -1124,7 +1124,7 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
             )?;
             DeliveryState::Done
         }
-        Verdict::Retry {
+        Decision::Retry {
             next_at,
             failures,
             tries,
@@ -1145,7 +1145,7 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
             )?;
             DeliveryState::Pending
         }
-        Verdict::Dead {
+        Decision::Dead {
             failures,
             tries,
             error,
@@ -1164,7 +1164,7 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
             )?;
             DeliveryState::Dead
         }
-        Verdict::Release {
+        Decision::Release {
             next_at,
             error,
             unreachable,

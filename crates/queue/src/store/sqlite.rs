@@ -20,7 +20,7 @@ use crate::model::{
     Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
     transport_name,
 };
-use crate::schedule::{Settle, Verdict};
+use crate::schedule::{Decision, Settle};
 
 /// The default number of rows a listing returns.
 const DEFAULT_LIMIT: u32 = 100;
@@ -880,7 +880,7 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let id = settle.token.delivery;
-                if let Verdict::Done = settle.verdict {
+                if let Decision::Done = settle.verdict {
                     if matches!(state, DeliveryState::InFlight | DeliveryState::Pending) {
                         tx.execute(
                             "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = ?2,
@@ -915,8 +915,8 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let applied = match &settle.verdict {
-                    Verdict::Done => DeliveryState::Done,
-                    Verdict::Retry {
+                    Decision::Done => DeliveryState::Done,
+                    Decision::Retry {
                         next_at,
                         failures,
                         tries,
@@ -937,7 +937,7 @@ impl Store for SqliteStore {
                         )?;
                         DeliveryState::Pending
                     }
-                    Verdict::Dead {
+                    Decision::Dead {
                         failures,
                         tries,
                         error,
@@ -950,7 +950,7 @@ impl Store for SqliteStore {
                         )?;
                         DeliveryState::Dead
                     }
-                    Verdict::Release {
+                    Decision::Release {
                         next_at,
                         error,
                         unreachable,
