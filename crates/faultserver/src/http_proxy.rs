@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// What happens to a matched request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,23 +96,7 @@ impl HttpProxy {
             stalled: AtomicU64::new(0),
         });
         let s = Arc::clone(&shared);
-        runtime.spawn(async move {
-            let Ok(listener) = TcpListener::from_std(listener) else {
-                return;
-            };
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let shared = Arc::clone(&s);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        crate::serve_http(&runtime, listener, s, handle);
         HttpProxy {
             addr,
             shared,

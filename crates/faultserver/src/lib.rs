@@ -282,23 +282,7 @@ impl FaultServer {
         let addr = listener.local_addr().expect("fault server address");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = Arc::clone(&state);
-        runtime.spawn(async move {
-            let Ok(listener) = TcpListener::from_std(listener) else {
-                return;
-            };
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(Arc::clone(&state), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        serve_http(&runtime, listener, shared, answer);
         FaultServer {
             addr,
             state,
@@ -346,6 +330,42 @@ impl FaultServer {
 }
 
 type Body = BoxBody<Bytes, io::Error>;
+
+/// Serves HTTP/1.1 on `listener` from `runtime`, each request answered by
+/// `handle` with its own handle on `state`: the accept loop every server
+/// of this crate runs.
+pub(crate) fn serve_http<S, F, Fut, B, E>(
+    runtime: &tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
+    state: Arc<S>,
+    handle: F,
+) where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    runtime.spawn(async move {
+        let Ok(listener) = TcpListener::from_std(listener) else {
+            return;
+        };
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(Arc::clone(&state), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
 
 async fn answer(
     state: Arc<Mutex<State>>,
