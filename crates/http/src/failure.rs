@@ -104,8 +104,9 @@ fn transport_verdict(e: &reqwest::Error) -> Verdict {
     }
     if let Some(io) = find_source::<io::Error>(e) {
         let v = classify_io_kind(io.kind());
-        if io.kind() == io::ErrorKind::InvalidData {
-            // rustls reports certificate and handshake failures this way.
+        if innermost(io).kind() == io::ErrorKind::InvalidData {
+            // rustls reports certificate and handshake failures this way,
+            // inside the connector's own error.
             return Verdict::permanent("TLS error");
         }
         if io.kind() == io::ErrorKind::UnexpectedEof {
@@ -140,6 +141,16 @@ fn transport_verdict(e: &reqwest::Error) -> Verdict {
     // A network failure of a kind not listed above: the attempt count
     // bounds the cost of trying again.
     Verdict::transient("network error")
+}
+
+/// The I/O error `io` wraps, however deep: the connector wraps the
+/// TLS layer's (whose kind says what happened) in one of its own, and an
+/// I/O error's `source` skips the error it wraps.
+fn innermost(mut io: &io::Error) -> &io::Error {
+    while let Some(inner) = io.get_ref().and_then(|e| e.downcast_ref::<io::Error>()) {
+        io = inner;
+    }
+    io
 }
 
 fn find_source<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
@@ -293,6 +304,17 @@ pub(crate) fn body_wait(body: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kind_of_an_io_error_is_its_innermost_one() {
+        // How a refused certificate reaches reqwest: rustls's error in an
+        // InvalidData I/O error, in the connector's Other one.
+        let tls = io::Error::new(io::ErrorKind::InvalidData, "invalid peer certificate");
+        let wrapped = io::Error::other(tls);
+        assert_eq!(innermost(&wrapped).kind(), io::ErrorKind::InvalidData);
+        let plain = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(innermost(&plain).kind(), io::ErrorKind::ConnectionRefused);
+    }
 
     fn status(code: u16) -> HttpFailure {
         HttpFailure::Status {

@@ -336,7 +336,8 @@ async fn the_root_cause_is_in_the_message() {
         "{shown}"
     );
 
-    // A server that answers the handshake in plain HTTP.
+    // A server that answers the handshake in plain HTTP: a TLS error,
+    // which trying again does not mend.
     let port = raw_server(|mut conn| {
         use std::io::{Read, Write};
         let mut buf = [0u8; 1024];
@@ -346,8 +347,7 @@ async fn the_root_cause_is_in_the_message() {
     let err = once(&format!("https://127.0.0.1:{port}/")).await;
     let shown = chain(&err);
     assert!(
-        shown
-            .ends_with(" | could not connect: received corrupt message of type InvalidContentType"),
+        shown.ends_with(" | TLS error: received corrupt message of type InvalidContentType"),
         "{shown}"
     );
 }
