@@ -452,9 +452,26 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where the API listens, HOST:PORT (a name is resolved). Anything but
-    /// loopback should sit behind TLS.
+    /// loopback should be served over TLS (--tls-cert, --tls-key).
     #[arg(long, env = "BACKSTOP_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: std::net::SocketAddr,
+    /// Serve the API over HTTPS with this certificate chain (PEM, the
+    /// server's certificate first).
+    #[arg(
+        long,
+        env = "BACKSTOP_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "BACKSTOP_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// The local nodes and their handlers [default: ./backstop.toml when it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -466,6 +483,8 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub nats: Option<String>,
+    #[command(flatten)]
+    pub nats_auth: NatsArgs,
     /// Subject prefix on NATS (one per fleet sharing a server).
     #[arg(long, value_name = "PREFIX", default_value = "backstop")]
     pub subject_prefix: String,
@@ -505,6 +524,8 @@ pub struct WorkerArgs {
         hide_env_values = true
     )]
     pub nats: String,
+    #[command(flatten)]
+    pub nats_auth: NatsArgs,
     /// This node's name, unique in the fleet.
     #[arg(long, value_name = "NAME")]
     pub name: String,
@@ -531,6 +552,57 @@ pub struct WorkerArgs {
     pub subject_prefix: String,
 }
 
+/// How `serve` and `worker` prove who they are to NATS, and its TLS.
+/// Secrets come from files or the environment, never from the command
+/// line, where `ps` shows them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "NATS credentials and TLS")]
+pub struct NatsArgs {
+    /// The NATS user; its password comes from --nats-password-file or
+    /// BACKSTOP_NATS_PASSWORD.
+    #[arg(long, env = "BACKSTOP_NATS_USER", value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// A file holding the NATS user's password.
+    #[arg(
+        long,
+        env = "BACKSTOP_NATS_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "nats_user"
+    )]
+    pub nats_password_file: Option<PathBuf>,
+    /// A file holding a NATS token (or BACKSTOP_NATS_TOKEN).
+    #[arg(long, env = "BACKSTOP_NATS_TOKEN_FILE", value_name = "FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// A file holding an NKey seed (SU...) the server knows the public key
+    /// of.
+    #[arg(long, env = "BACKSTOP_NATS_NKEY_FILE", value_name = "FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// A .creds file (a user JWT and its NKey seed) for a server in
+    /// operator mode.
+    #[arg(long, env = "BACKSTOP_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// Trust the certificate authorities of this PEM file for NATS,
+    /// instead of the system's; TLS is then required.
+    #[arg(long, env = "BACKSTOP_NATS_CA_FILE", value_name = "FILE")]
+    pub nats_ca_file: Option<PathBuf>,
+    /// Present this client certificate (PEM) to NATS; TLS is then required.
+    #[arg(
+        long,
+        env = "BACKSTOP_NATS_CERT",
+        value_name = "FILE",
+        requires = "nats_key"
+    )]
+    pub nats_cert: Option<PathBuf>,
+    /// The private key of --nats-cert (PEM).
+    #[arg(
+        long,
+        env = "BACKSTOP_NATS_KEY",
+        value_name = "FILE",
+        requires = "nats_cert"
+    )]
+    pub nats_key: Option<PathBuf>,
+}
+
 /// How `ops` and `nodes` reach the coordinator.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -544,6 +616,10 @@ pub struct ServerArgs {
         global = true
     )]
     pub server: String,
+    /// Trust the certificate authorities of this PEM file too, for an
+    /// https:// server whose certificate the system does not trust.
+    #[arg(long, env = "BACKSTOP_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,9 +1,10 @@
 //! How the retry flags become a policy and an HTTP client, and the client
 //! of the coordinator's API that `ops` and `nodes` use.
 
+use std::path::Path;
 use std::time::Duration;
 
-use backstop_core::{Policy, Secret};
+use backstop_core::{Class, Classified, Policy, Secret};
 use backstop_http::{Client, ClientBuilder, Method, RequestBuilder};
 use backstop_queue::api::{OpDetail, RequeueAnswer, RequeueRequest, SubmitAnswer, SubmitRequest};
 use backstop_queue::model::{Delivery, Node};
@@ -99,7 +100,11 @@ impl Coordinator {
             .with_max_attempts(3)
             .with_initial_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(2));
-        let client = Client::builder().policy(policy).build()?;
+        let mut builder = Client::builder().policy(policy);
+        if let Some(path) = &server.ca_file {
+            builder = builder.root_certificates_pem(read_ca_file(path)?);
+        }
+        let client = builder.build()?;
         Ok(Coordinator {
             client,
             base: server.server.trim_end_matches('/').to_owned(),
@@ -225,15 +230,31 @@ impl Coordinator {
                     report
                 }
             }
-            Some(Failed(HttpFailure::Transport(t))) if t.is_connect() => {
-                Report::from(e).hint(format!(
-                    "is `backstop serve` running at {}? (--server or BACKSTOP_SERVER)",
-                    self.base
-                ))
+            // A certificate it does not trust: permanent, unlike a
+            // coordinator that is not up.
+            Some(Failed(f @ HttpFailure::Transport(t))) if t.is_connect() => {
+                let hint = if f.verdict().class == Class::Permanent {
+                    "if the coordinator's certificate is signed by an authority of your own, \
+                     trust it with --ca-file (or BACKSTOP_CA_FILE)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "is `backstop serve` running at {}? (--server or BACKSTOP_SERVER)",
+                        self.base
+                    )
+                };
+                Report::from(e).hint(hint)
             }
             _ => Report::from(e),
         }
     }
+}
+
+/// The PEM bundle of `--ca-file`.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, Report> {
+    std::fs::read(path).map_err(|e| {
+        Report::from_error(exit::USAGE, &e).detail(format!("--ca-file {}", path.display()))
+    })
 }
 
 /// A request body as JSON text.

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod cmd;
 mod logging;
+mod nats;
 mod progress;
 mod report;
 mod state;

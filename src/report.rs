@@ -238,9 +238,13 @@ impl From<backstop_queue::transport::nats::protocol::NatsError> for Report {
         match &e {
             E::Connect { .. } => Report::from_error(exit::TEMPFAIL, &e)
                 .hint("check that the NATS server is up and the URL is right"),
-            E::Url { .. } => Report::from_error(exit::USAGE, &e),
-            E::Refused { .. } => Report::from_error(exit::FAILURE, &e)
-                .hint("check the user and password (or token) in the NATS URL"),
+            E::Url { .. } | E::Credentials { .. } | E::TwoCredentials { .. } | E::Tls { .. } => {
+                Report::from_error(exit::USAGE, &e)
+            }
+            E::Refused { .. } => Report::from_error(exit::FAILURE, &e).hint(
+                "check the NATS credentials (--nats-user, --nats-token-file, --nats-nkey-file, \
+                 --nats-creds) and TLS (--nats-ca-file, --nats-cert)",
+            ),
             E::Prefix(_) => Report::from_error(exit::USAGE, &e),
             E::Subscribe { .. } => Report::from_error(exit::TEMPFAIL, &e),
         }

@@ -20,6 +20,9 @@ use backstop_faultserver::Proxy;
 use backstop_store::postgres::testing::TestSchema;
 use serde_json::Value;
 
+#[path = "fanout/secure.rs"]
+mod secure;
+
 fn nats_url() -> String {
     let url =
         std::env::var("BACKSTOP_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
@@ -253,14 +256,20 @@ impl Fleet {
             .args(["--subject-prefix", &self.prefix])
             .args(QUICK_SERVE)
             .args(extra);
+        self.serving(cmd)
+    }
+
+    /// Starts `cmd`, a `backstop serve`; waits until it serves and
+    /// remembers its URL.
+    fn serving(&self, cmd: Command) -> Proc {
         let mut proc = Proc::spawn(cmd, "backstop serve");
-        let line = proc.wait_for("serving the fan-out API on http://");
-        let addr = line
-            .split("http://")
+        let line = proc.wait_for("serving the fan-out API on ");
+        let url = line
+            .split("API on ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap();
-        *self.server.lock().unwrap() = format!("http://{addr}");
+        *self.server.lock().unwrap() = url.to_owned();
         proc
     }
 

@@ -12,12 +12,7 @@ use crate::report::{Report, exit};
 
 /// The HTTP client of the retry flags, trusting `ca_file` too.
 pub fn client(retry: &RetryArgs, ca_file: Option<&Path>) -> Result<backstop_http::Client, Report> {
-    let pem = match ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            Report::from_error(exit::USAGE, &e).detail(format!("--ca-file {}", path.display()))
-        })?),
-        None => None,
-    };
+    let pem = ca_file.map(crate::client::read_ca_file).transpose()?;
     retry.client_with(|builder| match pem {
         Some(pem) => builder.root_certificates_pem(pem),
         None => builder,

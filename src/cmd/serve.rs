@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backstop_core::StateLocation;
-use backstop_queue::transport::nats::protocol::{self as nats, Subjects};
+use backstop_queue::listener::ApiTls;
+use backstop_queue::transport::nats::protocol::Subjects;
 use backstop_queue::{Config, Coordinator, CoordinatorConfig, DispatchConfig, Schedule};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,17 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
     config.check_handlers()?;
     let local = config.local_nodes()?;
     let subjects = Subjects::new(&args.subject_prefix)?;
+    let nats = match &args.nats {
+        Some(url) => Some(crate::nats::server(url, &args.nats_auth)?),
+        None => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            ApiTls::from_pem_files(cert, key)
+                .map_err(|e| Report::from_error(crate::report::exit::USAGE, &e))?,
+        ),
+        _ => None,
+    };
     if local.is_empty() && args.nats.is_none() {
         tracing::warn!(
             "no local nodes (no backstop.toml here, and no --config) and no --nats: \
@@ -44,14 +56,16 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
         crate::interrupted().await;
         stop.cancel();
     });
-    let nats = match &args.nats {
-        Some(url) => {
-            let client = nats::connect(url, "backstop serve").await?;
-            Some((client, subjects))
+    let nats_url = nats.as_ref().map(|server| server.url());
+    let nats = match nats {
+        Some(server) => {
+            let connection = server.connect("backstop serve").await?;
+            Some((connection.into_client(), subjects))
         }
         None => None,
     };
     let mut coordinator = CoordinatorConfig::new(args.listen, token);
+    coordinator.tls = tls;
     coordinator.local = local;
     coordinator.nats = nats;
     coordinator.stale_after = args.stale_after;
@@ -87,20 +101,16 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
     };
     let location = running.location();
     tracing::info!(
-        "serving the fan-out API on http://{} (token from {token_from}); queue at {location}; \
+        "serving the fan-out API on {} (token from {token_from}); queue at {location}; \
          local nodes: {}{}",
-        running.addr(),
+        running.url(),
         if local_names.is_empty() {
             "none".to_owned()
         } else {
             local_names.join(", ")
         },
-        match &args.nats {
-            Some(url) => format!(
-                "; remote workers on {} under {}",
-                nats::shown_url(url),
-                args.subject_prefix
-            ),
+        match &nats_url {
+            Some(url) => format!("; remote workers on {url} under {}", args.subject_prefix),
             None => String::new(),
         }
     );

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use backstop_queue::CommandHandler;
-use backstop_queue::transport::nats::protocol::{self as nats, Subjects};
+use backstop_queue::transport::nats::protocol::Subjects;
 use backstop_queue::transport::nats::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -12,6 +12,7 @@ use crate::report::Report;
 
 pub async fn run(args: WorkerArgs) -> Result<(), Report> {
     let subjects = Subjects::new(&args.subject_prefix)?;
+    let server = crate::nats::server(&args.nats, &args.nats_auth)?;
     let mut config = WorkerConfig::new(&args.name, &args.node_type);
     for (kind, command) in &args.handlers {
         backstop_queue::program::check_handler(&args.name, kind, command)?;
@@ -29,17 +30,19 @@ pub async fn run(args: WorkerArgs) -> Result<(), Report> {
         stop.cancel();
     });
     // Until NATS answers, each failure is logged and tried again.
-    let name = format!("backstop worker {}", args.name);
-    let Some(client) = nats::connect_when_ready(&args.nats, &name, &shutdown).await? else {
-        return Ok(());
-    };
-    worker::run(client, subjects, config, shutdown)
+    worker::run(&server, subjects, config, shutdown)
         .await
         .map_err(|e| match e {
             worker::WorkerError::Invalid(e) => Report::from(e),
             worker::WorkerError::Nats(e) => Report::from(e),
             taken @ worker::WorkerError::NameTaken(_) => {
                 Report::from_error(crate::report::exit::USAGE, &taken)
+            }
+            denied @ worker::WorkerError::Denied { .. } => {
+                Report::from_error(crate::report::exit::FAILURE, &denied).hint(
+                    "give this worker the credentials of its --name, or the server's \
+                     permissions for it (see `backstop worker` in the README)",
+                )
             }
         })?;
     Ok(())

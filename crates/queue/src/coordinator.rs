@@ -18,6 +18,7 @@ use crate::api::{self, ApiState};
 use crate::dependencies::Dependencies;
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::housekeeping::{self, DEFAULT_KEEP, Housekeeper, HousekeeperConfig, Intervals, StartUp};
+use crate::listener::{self, ApiTls};
 use crate::node_health::{DEFAULT_STALE_AFTER, Health};
 use crate::schedule::Schedule;
 use crate::store::{Store, StoreError};
@@ -31,6 +32,9 @@ use backstop_process::owner::{self, Owner};
 pub struct CoordinatorConfig {
     /// Where the API listens.
     pub listen: SocketAddr,
+    /// Its certificate and key, to serve it over HTTPS; plain HTTP
+    /// without.
+    pub tls: Option<ApiTls>,
     /// The bearer token the API asks for.
     pub token: Secret,
     /// Nodes inside the coordinator.
@@ -57,6 +61,7 @@ impl CoordinatorConfig {
     pub fn new(listen: SocketAddr, token: Secret) -> Self {
         CoordinatorConfig {
             listen,
+            tls: None,
             token,
             local: Vec::new(),
             nats: None,
@@ -129,6 +134,10 @@ fn waiting_router(status: Arc<Dependencies>) -> axum::Router {
         })
 }
 
+fn api_url(addr: SocketAddr, https: bool) -> String {
+    format!("{}://{addr}", if https { "https" } else { "http" })
+}
+
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, CoordinatorError> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -138,6 +147,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, CoordinatorEr
 /// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
+    https: bool,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     startup: StartUp,
@@ -193,11 +203,13 @@ impl Coordinator {
             config.nats.as_ref().map(|(client, _)| client.clone()),
         ));
         let ready = CancellationToken::new();
-        let answering = tokio::spawn(
-            axum::serve(meanwhile, waiting_router(Arc::clone(&status)))
-                .with_graceful_shutdown(ready.clone().cancelled_owned())
-                .into_future(),
-        );
+        let answering = tokio::spawn(listener::serve(
+            meanwhile,
+            config.tls.clone(),
+            waiting_router(Arc::clone(&status)),
+            ready.clone().cancelled_owned(),
+        ));
+        let url = api_url(addr, config.tls.is_some());
         let open = Arc::new(open);
         let policy = startup_retry();
         let mut rng = fastrand::Rng::new();
@@ -219,7 +231,7 @@ impl Coordinator {
                     let wait = policy.delay_after(retry, &mut rng);
                     retry = retry.saturating_add(1);
                     tracing::warn!(
-                        "{}; trying again in {} (GET /healthz on http://{addr} answers degraded \
+                        "{}; trying again in {} (GET /healthz on {url} answers degraded \
                          meanwhile)",
                         crate::error_chain(&e),
                         backstop_core::HumanDuration(wait)
@@ -363,16 +375,17 @@ impl Coordinator {
         .reporting(Arc::clone(&status));
         let app = api::router(state);
         let s = shutdown.clone();
+        let tls = config.tls;
+        let https = tls.is_some();
         tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
+            let served = listener::serve(listener, tls, app, s.cancelled_owned()).await;
             if let Err(e) = served {
                 tracing::error!("the API stopped: {e}");
             }
         }));
         Ok(Coordinator {
             addr,
+            https,
             shutdown,
             tasks,
             startup,
@@ -384,6 +397,12 @@ impl Coordinator {
     /// Where the API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The API's URL: `https://ADDR` when served over TLS, else
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        api_url(self.addr, self.https)
     }
 
     /// Where its store is, for messages; never a password.

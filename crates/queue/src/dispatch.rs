@@ -499,7 +499,8 @@ impl Dispatcher {
     }
 
     /// The decision for a late outcome, from the delivery as stored;
-    /// `None` when it is stale. An error when the store cannot say.
+    /// `None` when it is stale, or sent by another node than the
+    /// delivery's. An error when the store cannot say.
     async fn decide_late(&self, late: &LateReply) -> Result<Option<(Claim, Settle)>, StoreError> {
         let store = Arc::clone(&self.inner.store);
         let id = late.token.delivery;
@@ -511,7 +512,8 @@ impl Dispatcher {
         })
         .await?
         .pop();
-        let Some(found) = found.filter(|f| f.attempt == late.token.attempt) else {
+        let Some(found) = found.filter(|f| f.attempt == late.token.attempt && f.node == late.node)
+        else {
             return Ok(None);
         };
         let claim = Claim {

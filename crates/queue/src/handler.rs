@@ -83,10 +83,22 @@ pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 /// How long a stopped handler has between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// The variables of backstop's own secrets (the API token, NATS
+/// credentials), never passed on to a handler.
+pub const SECRET_ENV: &[&str] = &[
+    "BACKSTOP_TOKEN",
+    "BACKSTOP_NATS",
+    "BACKSTOP_NATS_PASSWORD",
+    "BACKSTOP_NATS_TOKEN",
+];
+
 /// A shell command run per delivery: `sh -c COMMAND`, in its own process
 /// group, with the payload as JSON on standard input and the attempt in
 /// the environment (`BACKSTOP_OP`, `BACKSTOP_KIND`, `BACKSTOP_KEY`,
 /// `BACKSTOP_NODE`, `BACKSTOP_DELIVERY`, `BACKSTOP_ATTEMPT`).
+///
+/// backstop's own secrets ([`SECRET_ENV`]) are taken out of its
+/// environment.
 ///
 /// Exit 0 is success, 75 a temporary failure, anything else (a signal
 /// included) a failure whose standard-error tail becomes the last error.
@@ -124,7 +136,6 @@ impl CommandHandler {
             .env("BACKSTOP_NODE", &work.node)
             .env("BACKSTOP_DELIVERY", work.token.delivery.to_string())
             .env("BACKSTOP_ATTEMPT", work.token.attempt.to_string())
-            .env_remove("BACKSTOP_TOKEN")
             .env_remove(OWNER_ENV)
             .input(Input::Replay(Replay::fixed(work.payload.as_bytes())))
             .echo(false)
@@ -134,6 +145,9 @@ impl CommandHandler {
             .timeout(Some(timeout))
             .cancel_signal(StopSignal::Terminate)
             .kill_grace(KILL_GRACE);
+        for secret in SECRET_ENV {
+            command = command.env_remove(secret);
+        }
         if let Some(owner) = &work.owner {
             command = command.owner(owner.clone());
         }

@@ -25,8 +25,8 @@
 //!   their deliveries are offered again — a delivery never runs twice at
 //!   once.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
-//!   NATS; [`transport::nats::worker`] is the remote side, [`api`] the operators' HTTP API,
-//!   [`coordinator`] wires it all. [`program`] checks at start-up that each
+//!   NATS; [`transport::nats::worker`] is the remote side, [`api`] the operators' HTTP API
+//!   (over HTTPS with [`listener`]), [`coordinator`] wires it all. [`program`] checks at start-up that each
 //!   handler's program can be started.
 //!
 //! ```
@@ -59,6 +59,7 @@ pub mod dependencies;
 pub mod dispatch;
 pub mod handler;
 pub mod housekeeping;
+pub mod listener;
 pub mod model;
 pub mod node_health;
 pub mod program;

@@ -112,6 +112,9 @@ impl Receipt {
 pub struct LateReply {
     /// The attempt.
     pub token: Token,
+    /// The node that sent it: an outcome for a delivery to another node is
+    /// ignored.
+    pub node: String,
     /// What it came to.
     pub outcome: Outcome,
     /// Confirmed once stored (or found stale).

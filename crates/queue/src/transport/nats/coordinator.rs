@@ -21,12 +21,19 @@ use crate::store::Heartbeat;
 use crate::transport::{Holding, LateReply, Receipt, Reply, Transport};
 
 use super::protocol::{
-    ACCEPT_TIMEOUT, COORDINATORS, DeliverAck, HeartbeatMsg, HoldingMsg, LIVE_PROBE, NatsError,
-    NodeAck, Offer, REPLY_MARGIN, RESULT_WAIT, Refusal, RegisterMsg, ResultAck, ResultMsg,
-    Subjects,
+    ACCEPT_TIMEOUT, ANY_NODE, COORDINATORS, DeliverAck, HeartbeatMsg, HoldingMsg, LIVE_PROBE,
+    NatsError, NodeAck, Offer, REPLY_MARGIN, RESULT_WAIT, Refusal, RegisterMsg, ResultAck,
+    ResultMsg, Subjects,
 };
 
-type Waiters = Arc<Mutex<HashMap<Token, oneshot::Sender<(Outcome, Receipt)>>>>;
+/// An attempt offered and not yet answered: the node it was offered to,
+/// and where its outcome goes.
+struct Waiter {
+    node: String,
+    outcome: oneshot::Sender<(Outcome, Receipt)>,
+}
+
+type Waiters = Arc<Mutex<HashMap<Token, Waiter>>>;
 
 /// The coordinator's side: offers attempts to workers and serves their
 /// registrations, heartbeats and outcomes.
@@ -49,9 +56,7 @@ impl NatsTransport {
         }
     }
 
-    fn waiters(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Token, oneshot::Sender<(Outcome, Receipt)>>> {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<Token, Waiter>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -76,11 +81,11 @@ impl NatsTransport {
                 subscribed.map_err(|source| NatsError::Subscribe { subject, source })
             }
         };
-        let mut registrations = subscribe(self.subjects.register(), true).await?;
-        let mut heartbeats = subscribe(self.subjects.heartbeat(), true).await?;
+        let mut registrations = subscribe(self.subjects.register(ANY_NODE), true).await?;
+        let mut heartbeats = subscribe(self.subjects.heartbeat(ANY_NODE), true).await?;
         let mut results = futures_util::stream::select(
-            subscribe(self.subjects.results(), true).await?,
-            subscribe(self.subjects.results_for(&self.id), false).await?,
+            subscribe(self.subjects.results(ANY_NODE), true).await?,
+            subscribe(self.subjects.results_for(ANY_NODE, &self.id), false).await?,
         );
         let tasks = tokio_util::task::TaskTracker::new();
         loop {
@@ -93,13 +98,17 @@ impl NatsTransport {
                 }
                 Some(msg) = heartbeats.next() => {
                     let (client, health) = (self.client.clone(), health.clone());
-                    tasks.spawn(async move { on_heartbeat(client, health, msg).await });
+                    let subjects = self.subjects.clone();
+                    tasks.spawn(async move { on_heartbeat(client, subjects, health, msg).await });
                 }
                 Some(msg) = results.next() => {
                     let client = self.client.clone();
+                    let subjects = self.subjects.clone();
                     let waiting = Arc::clone(&self.waiting);
                     let late = late.clone();
-                    tasks.spawn(async move { on_result(client, waiting, late, msg).await });
+                    tasks.spawn(async move {
+                        on_result(client, subjects, waiting, late, msg).await
+                    });
                 }
                 else => break,
             }
@@ -162,7 +171,7 @@ impl Transport for NatsTransport {
             }
             let offer = Offer {
                 work: work.clone(),
-                report_to: Some(self.subjects.results_for(&self.id)),
+                report_to: Some(self.subjects.results_for(&work.node, &self.id)),
             };
             let body = match serde_json::to_vec(&offer) {
                 Ok(body) => Bytes::from(body),
@@ -173,7 +182,13 @@ impl Transport for NatsTransport {
             // Waiting before offering: the outcome of a quick handler may
             // arrive before the acceptance does.
             let (tx, rx) = oneshot::channel();
-            self.waiters().insert(work.token, tx);
+            self.waiters().insert(
+                work.token,
+                Waiter {
+                    node: work.node.clone(),
+                    outcome: tx,
+                },
+            );
             let subject = self.subjects.deliver(&work.node);
             let request = async_nats::Request::new()
                 .payload(body)
@@ -294,6 +309,23 @@ async fn holder_of(
     )))
 }
 
+/// Why a message that names `node` in its body may not be heeded: it came
+/// on the subjects of another node (or of none), which the server lets
+/// its sender use. `None` when it came from `node` itself.
+fn impostor(subjects: &Subjects, msg: &async_nats::Message, node: &str) -> Option<String> {
+    let sender = subjects.sender(msg.subject.as_str());
+    if sender == Some(node) {
+        return None;
+    }
+    let why = format!(
+        "a message for node {node} arrived on {}, a subject of {}; ignored",
+        msg.subject,
+        sender.map_or_else(|| "no node".to_owned(), |s| format!("node {s}"))
+    );
+    tracing::warn!("{why}");
+    Some(why)
+}
+
 async fn on_register(
     client: async_nats::Client,
     subjects: Subjects,
@@ -302,6 +334,10 @@ async fn on_register(
 ) {
     let ack = match serde_json::from_slice::<RegisterMsg>(&msg.payload) {
         Err(e) => refused(format!("unreadable registration: {e}")),
+        Ok(r) if impostor(&subjects, &msg, &r.name).is_some() => refused(format!(
+            "node {} registers on its own subjects only",
+            r.name
+        )),
         Ok(r) => {
             let spec = NodeSpec {
                 name: r.name,
@@ -344,9 +380,18 @@ async fn on_register(
     answer(&client, &msg, &ack).await;
 }
 
-async fn on_heartbeat(client: async_nats::Client, health: Health, msg: async_nats::Message) {
+async fn on_heartbeat(
+    client: async_nats::Client,
+    subjects: Subjects,
+    health: Health,
+    msg: async_nats::Message,
+) {
     let ack = match serde_json::from_slice::<HeartbeatMsg>(&msg.payload) {
         Err(e) => refused(format!("unreadable heartbeat: {e}")),
+        Ok(h) if impostor(&subjects, &msg, &h.name).is_some() => refused(format!(
+            "node {} sends heartbeats on its own subjects only",
+            h.name
+        )),
         Ok(h) => match health.heartbeat(&h.name, &h.session, h.leaving).await {
             Ok(Heartbeat::Unknown) => NodeAck {
                 ok: false,
@@ -371,37 +416,59 @@ async fn on_heartbeat(client: async_nats::Client, health: Health, msg: async_nat
 
 async fn on_result(
     client: async_nats::Client,
+    subjects: Subjects,
     waiting: Waiters,
     late: LateSender,
     msg: async_nats::Message,
 ) {
+    // Stored is a lie only in the sense that nothing can be done with an
+    // outcome that cannot be read or that speaks for another node: asking
+    // again would bring the same bytes.
     let result = match serde_json::from_slice::<ResultMsg>(&msg.payload) {
+        Ok(r) if impostor(&subjects, &msg, &r.node).is_some() => {
+            answer(&client, &msg, &ResultAck { stored: true }).await;
+            return;
+        }
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("an unreadable outcome arrived on NATS ({e}); ignored");
-            // Stored is a lie only in the sense that nothing can be done
-            // with it: asking again would bring the same bytes.
             answer(&client, &msg, &ResultAck { stored: true }).await;
             return;
         }
     };
     let (receipt, stored) = Receipt::new();
-    let waiter = waiting
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&result.token);
+    let waiter = {
+        let mut waiting = waiting.lock().unwrap_or_else(|p| p.into_inner());
+        match waiting.get(&result.token) {
+            Some(w) if w.node != result.node => Err(w.node.clone()),
+            Some(_) => Ok(waiting.remove(&result.token)),
+            None => Ok(None),
+        }
+    };
     match waiter {
-        Some(tx) => {
-            if let Err((outcome, receipt)) = tx.send((result.outcome, receipt)) {
+        Err(offered_to) => {
+            tracing::warn!(
+                "node {} reported an outcome for {}, which was offered to node {offered_to}; \
+                 ignored",
+                result.node,
+                result.token,
+            );
+            answer(&client, &msg, &ResultAck { stored: true }).await;
+            return;
+        }
+        Ok(Some(w)) => {
+            if let Err((outcome, receipt)) = w.outcome.send((result.outcome, receipt)) {
                 late.send(LateReply {
                     token: result.token,
+                    node: result.node,
                     outcome,
                     receipt: Some(receipt),
                 });
             }
         }
-        None => late.send(LateReply {
+        Ok(None) => late.send(LateReply {
             token: result.token,
+            node: result.node,
             outcome: result.outcome,
             receipt: Some(receipt),
         }),

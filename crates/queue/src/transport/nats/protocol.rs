@@ -1,10 +1,9 @@
 //! The wire protocol of remote workers over NATS, shared by the
-//! coordinator's side and the worker's: subjects, messages, connecting.
+//! coordinator's side and the worker's: subjects and messages.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 use crate::handler::Work;
 use crate::model::{Outcome, Token};
@@ -73,28 +72,64 @@ impl Subjects {
     pub fn deliver(&self, node: &str) -> String {
         format!("{}.node.{node}.deliver", self.prefix)
     }
+
     /// Where `node` says which attempts it holds.
     pub fn holding(&self, node: &str) -> String {
         format!("{}.node.{node}.holding", self.prefix)
     }
-    /// Where workers report outcomes any coordinator may store.
-    pub fn results(&self) -> String {
-        format!("{}.results", self.prefix)
+
+    /// Where `node` receives the answers to its own requests (its inbox
+    /// prefix): under its own subjects, so that the server can confine it
+    /// to them.
+    pub fn inbox(&self, node: &str) -> String {
+        format!("{}.node.{node}.inbox", self.prefix)
     }
-    /// Where workers report the outcomes of attempts `coordinator`
+
+    /// Every subject `node` receives on: `PREFIX.node.NAME.>`.
+    pub fn to_node(&self, node: &str) -> String {
+        format!("{}.node.{node}.>", self.prefix)
+    }
+
+    /// Every subject `node` sends on: `PREFIX.from.NAME.>`.
+    pub fn from_node(&self, node: &str) -> String {
+        format!("{}.from.{node}.>", self.prefix)
+    }
+
+    /// Where `node` reports outcomes any coordinator may store.
+    pub fn results(&self, node: &str) -> String {
+        format!("{}.from.{node}.results", self.prefix)
+    }
+
+    /// Where `node` reports the outcomes of attempts `coordinator`
     /// offered.
-    pub fn results_for(&self, coordinator: &str) -> String {
-        format!("{}.results.{coordinator}", self.prefix)
+    pub fn results_for(&self, node: &str, coordinator: &str) -> String {
+        format!("{}.from.{node}.results.{coordinator}", self.prefix)
     }
-    /// Where workers register.
-    pub fn register(&self) -> String {
-        format!("{}.register", self.prefix)
+
+    /// Where `node` registers.
+    pub fn register(&self, node: &str) -> String {
+        format!("{}.from.{node}.register", self.prefix)
     }
-    /// Where workers send heartbeats.
-    pub fn heartbeat(&self) -> String {
-        format!("{}.heartbeat", self.prefix)
+
+    /// Where `node` sends heartbeats.
+    pub fn heartbeat(&self, node: &str) -> String {
+        format!("{}.from.{node}.heartbeat", self.prefix)
+    }
+
+    /// The node a message on one of the subjects it sends on
+    /// (`PREFIX.from.NAME...`) came from: the name the server let it use.
+    pub fn sender<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".from.")?;
+        let name = rest.split('.').next()?;
+        (!name.is_empty()).then_some(name)
     }
 }
+
+/// In a subject of [`Subjects`], any node (for the coordinators'
+/// subscriptions).
+pub const ANY_NODE: &str = "*";
 
 /// An attempt offered to a worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,13 +254,12 @@ pub enum NatsError {
         source: async_nats::ConnectError,
     },
     /// The URL cannot be read; nothing was tried.
-    #[error("{url} is not a NATS URL backstop can read")]
+    #[error("{url} is not a NATS URL backstop can read: {why}")]
     Url {
         /// The URL, without credentials.
         url: String,
-        /// Why.
-        #[source]
-        source: async_nats::ConnectError,
+        /// Why, quoting no part of it.
+        why: String,
     },
     /// The server answered and refused this client: its credentials, or
     /// TLS. Trying again does not help.
@@ -236,6 +270,33 @@ pub enum NatsError {
         /// Why.
         #[source]
         source: async_nats::ConnectError,
+    },
+    /// Credentials that cannot be used (a seed or a credentials file that
+    /// does not parse); nothing was tried. Never shows them.
+    #[error("the NATS credentials ({kind}) cannot be used")]
+    Credentials {
+        /// What kind they are.
+        kind: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Two kinds of credentials at once: which one was meant cannot be
+    /// told.
+    #[error("NATS credentials given twice: {first} and {second}; give one")]
+    TwoCredentials {
+        /// The first.
+        first: &'static str,
+        /// The second.
+        second: &'static str,
+    },
+    /// A TLS file that cannot be used; nothing was tried.
+    #[error("cannot use {} for TLS to NATS: {why}", file.display())]
+    Tls {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Why.
+        why: String,
     },
     /// A subscription failed.
     #[error("cannot subscribe to {subject}")]
@@ -251,86 +312,6 @@ pub enum NatsError {
     Prefix(String),
 }
 
-/// Connects to the NATS server at `url`, retrying reconnections forever
-/// once connected.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5))
-        .max_reconnects(None)
-        .connect(url)
-        .await
-        .map_err(|source| {
-            use async_nats::ConnectErrorKind as K;
-            let url = shown_url(url);
-            match source.kind() {
-                K::ServerParse => NatsError::Url { url, source },
-                K::Authentication | K::AuthorizationViolation | K::Tls => {
-                    NatsError::Refused { url, source }
-                }
-                _ => NatsError::Connect { url, source },
-            }
-        })
-}
-
-/// [`connect`], waiting for a server that does not answer yet: each
-/// failure is logged and the connection tried again after a backoff with
-/// full jitter ([`crate::coordinator::startup_retry`]), until the server
-/// answers or `shutdown` fires (`Ok(None)`). A URL of the wrong shape
-/// ([`NatsError::Url`]) or a refusal ([`NatsError::Refused`]) is returned
-/// at once.
-pub async fn connect_when_ready(
-    url: &str,
-    name: &str,
-    shutdown: &CancellationToken,
-) -> Result<Option<async_nats::Client>, NatsError> {
-    let policy = crate::coordinator::startup_retry();
-    let mut rng = fastrand::Rng::new();
-    let mut retry = 0;
-    loop {
-        let tried = tokio::select! {
-            tried = connect(url, name) => tried,
-            () = shutdown.cancelled() => return Ok(None),
-        };
-        match tried {
-            Ok(client) => {
-                if retry > 0 {
-                    tracing::info!("NATS at {} answers", shown_url(url));
-                }
-                return Ok(Some(client));
-            }
-            Err(e @ NatsError::Connect { .. }) => {
-                let wait = policy.delay_after(retry, &mut rng);
-                retry = retry.saturating_add(1);
-                tracing::warn!(
-                    "{}; trying again in {}",
-                    crate::error_chain(&e),
-                    backstop_core::HumanDuration(wait)
-                );
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(wait) => {}
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// `url` without any user or password.
-pub fn shown_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://{host}"),
-            None => url.to_owned(),
-        },
-        None => match url.rsplit_once('@') {
-            Some((_, host)) => host.to_owned(),
-            None => url.to_owned(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,20 +320,21 @@ mod tests {
     fn subjects_and_prefixes() {
         let s = Subjects::new("backstop.test-1").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.deliver("gpu-1"), "backstop.test-1.node.gpu-1.deliver");
-        assert_eq!(s.results(), "backstop.test-1.results");
+        assert_eq!(s.results("gpu-1"), "backstop.test-1.from.gpu-1.results");
+        for sent in [
+            s.register("gpu-1"),
+            s.heartbeat("gpu-1"),
+            s.results("gpu-1"),
+            s.results_for("gpu-1", "c0ffee"),
+        ] {
+            assert_eq!(s.sender(&sent), Some("gpu-1"), "{sent}");
+        }
+        assert_eq!(s.sender("backstop.test-1.node.gpu-1.deliver"), None);
+        assert_eq!(s.sender("backstop.test-1x.from.gpu-1.register"), None);
+        assert_eq!(s.sender("backstop.test-1.from..register"), None);
         for bad in ["", "a..b", "a b", "a.*", ">", ".a"] {
             assert!(Subjects::new(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn urls_are_shown_without_credentials() {
-        assert_eq!(
-            shown_url("nats://u:hunter2@10.0.0.1:4222"),
-            "nats://10.0.0.1:4222"
-        );
-        assert_eq!(shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(shown_url("tok@host:4222"), "host:4222");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::connection::{NatsConnection, NatsServer};
 use super::protocol::{
     DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
     RegisterMsg, ResultAck, ResultMsg, Subjects,
@@ -98,6 +99,18 @@ pub enum WorkerError {
     /// took the name over while this one could not be heard).
     #[error("{0}")]
     NameTaken(String),
+    /// The NATS server refuses this worker a subject of its own name: its
+    /// credentials are confined to another name or prefix.
+    #[error(
+        "NATS does not let this worker use the subjects of node {name} ({said}); its \
+         credentials are confined to another name or subject prefix"
+    )]
+    Denied {
+        /// The node's name.
+        name: String,
+        /// What the server said.
+        said: String,
+    },
 }
 
 struct Shared {
@@ -126,16 +139,46 @@ struct Shared {
     give_up: CancellationToken,
 }
 
-/// Runs a worker on a connected NATS `client` until `shutdown`, then shuts
-/// down as the module documentation says.
+/// Connects to the NATS `server` — waiting for it, as
+/// [`NatsServer::connect_when_ready`] does — with its inbox under the
+/// node's own subjects ([`Subjects::inbox`]), then runs a worker until
+/// `shutdown` and shuts down as the module documentation says. A server
+/// that refuses it a subject of its own name ends it
+/// ([`WorkerError::Denied`]).
 pub async fn run(
-    client: async_nats::Client,
+    server: &NatsServer,
     subjects: Subjects,
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let session = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let spec = config.spec(&session)?;
+    let server = server.clone().with_inbox_prefix(subjects.inbox(&spec.name));
+    let name = format!("backstop worker {}", spec.name);
+    let Some(connection) = server.connect_when_ready(&name, &shutdown).await? else {
+        return Ok(());
+    };
+    let denied = async {
+        WorkerError::Denied {
+            name: spec.name.clone(),
+            said: connection.denied().await,
+        }
+    };
+    tokio::select! {
+        ran = serve(&connection, subjects, config, &spec, shutdown) => ran,
+        denied = denied => Err(denied),
+    }
+}
+
+async fn serve(
+    connection: &NatsConnection,
+    subjects: Subjects,
+    config: WorkerConfig,
+    spec: &NodeSpec,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let client = connection.client().clone();
+    let session = spec.session.clone();
     // Handlers a previous process of this worker left running (it was
     // killed) go before anything is offered: their deliveries run again.
     let owner = owner_of(&subjects, &spec.name);
@@ -190,7 +233,7 @@ pub async fn run(
         })?;
     let alive = tokio::spawn(answer_alive(Arc::clone(&shared), probes));
     let registered = tokio::select! {
-        r = register(&shared, &spec) => r,
+        r = register(&shared, spec) => r,
         () = shutdown.cancelled() => Ok(()),
     };
     if let Err(taken) = registered {
@@ -229,7 +272,7 @@ pub async fn run(
         session: shared.session.clone(),
         leaving: true,
     };
-    let _ = request::<NodeAck>(&shared, shared.subjects.heartbeat(), &leaving).await;
+    let _ = request::<NodeAck>(&shared, shared.subjects.heartbeat(&spec.name), &leaving).await;
     handlers.close();
     let count = shared.running.lock().map(|r| r.len()).unwrap_or(0);
     if count > 0 {
@@ -320,7 +363,7 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) -> Result<(), String> {
     let mut said = false;
     let mut retry = 0;
     loop {
-        match request::<NodeAck>(shared, shared.subjects.register(), &msg).await {
+        match request::<NodeAck>(shared, shared.subjects.register(&spec.name), &msg).await {
             Ok(ack) if ack.ok => {
                 shared.registered.store(true, Ordering::SeqCst);
                 tracing::info!(
@@ -366,7 +409,7 @@ async fn heartbeats(shared: Arc<Shared>, spec: NodeSpec, shutdown: CancellationT
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(shared.config.heartbeat) => {}
         }
-        match request::<NodeAck>(&shared, shared.subjects.heartbeat(), &msg).await {
+        match request::<NodeAck>(&shared, shared.subjects.heartbeat(&spec.name), &msg).await {
             Ok(ack) if ack.register => {
                 tracing::info!("the coordinator does not know this node; registering again");
                 // Another process may hold the name now: no offer is taken
@@ -510,17 +553,24 @@ async fn report(shared: &Arc<Shared>, result: ResultMsg, to: Option<String>) {
         .with_max_delay(Duration::from_secs(5));
     let mut rng = fastrand::Rng::new();
     let mut retry = 0;
-    let mut subject = to.unwrap_or_else(|| shared.subjects.results());
+    let any = shared.subjects.results(&shared.config.name);
+    // Only a subject of this node's own: the server may allow no other.
+    let mut subject = to
+        .filter(|to| {
+            to.strip_prefix(any.as_str())
+                .is_some_and(|c| c.starts_with('.'))
+        })
+        .unwrap_or_else(|| any.clone());
     loop {
         let answer = request::<ResultAck>(shared, subject.clone(), &result).await;
         match answer {
             Ok(ResultAck { stored: true }) => break,
-            Err(RequestError::NoResponders) if subject != shared.subjects.results() => {
+            Err(RequestError::NoResponders) if subject != any => {
                 tracing::debug!(
                     "the coordinator that offered {} is gone; reporting to any",
                     result.token
                 );
-                subject = shared.subjects.results();
+                subject = any.clone();
                 continue;
             }
             _ => {}
@@ -572,7 +622,7 @@ async fn request<T: serde::de::DeserializeOwned>(
     subject: String,
     body: &impl serde::Serialize,
 ) -> Result<T, RequestError> {
-    let timeout = if subject.starts_with(&shared.subjects.results()) {
+    let timeout = if subject.starts_with(&shared.subjects.results(&shared.config.name)) {
         RESULT_WAIT + Duration::from_secs(1)
     } else {
         Duration::from_secs(5)
