@@ -834,6 +834,19 @@ fn the_api_over_tls_is_trusted_with_its_ca_and_refused_without() {
         assert!(err.contains("--ca-file"), "{extra:?}: {err}");
         assert_secret_free("a refusal", &err, &[&f.token]);
     }
+    // A key that is not one is told at start-up (exit 2).
+    let out = f.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &path("api.pem"),
+        "--tls-key",
+        &path("ca.pem"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("for the API's TLS"), "{err}");
     // Plain HTTP on the TLS port gets nothing.
     let plain = url.replace("https://", "http://");
     let out = f.run(&["ops", "list", "--server", &plain]);
