@@ -126,10 +126,15 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-backstop pull https://example.com/model.gguf --sha256 9f86d08...\n  \
+backstop pull 'hf://Qwen/Qwen3-8B-GGUF/*Q4_K_M*'        (into the Hugging Face cache)\n  \
+backstop pull hf://datasets/org/data@v1.0 --jobs 8 --streams 4\n  \
 backstop pull 'hf://Qwen/Qwen3-8B-GGUF/*Q4_K_M*' --dir models\n  \
-backstop pull hf://datasets/org/data@v1.0 --jobs 8 --streams 4\n\n\
-Ctrl-C keeps partial files (NAME.part); the same command resumes them.\n\
+backstop pull https://example.com/model.gguf --sha256 9f86d08...\n\n\
+hf:// sources go to the Hugging Face cache (HF_HUB_CACHE, else $HF_HOME/hub, else \
+~/.cache/huggingface/hub) unless --dir is given, where transformers, vLLM and \
+huggingface_hub find them; other sources go to --dir (default: the current folder).\n\
+Ctrl-C keeps partial files (NAME.part, or blobs/<etag>.incomplete in the cache); \
+the same command resumes them.\n\
 Exit codes: 0 every file in place; 75 every failure temporary, try later; 1 otherwise; 130 interrupted.")]
 #[command(
     mut_arg("attempts", |a| a.help("Attempts per file in all, the first included; counted afresh whenever bytes flow [default: 6]")),
@@ -144,9 +149,14 @@ pub struct PullArgs {
     /// oci://REGISTRY/REPOSITORY(:TAG|@sha256:DIGEST)[/PATTERN].
     #[arg(value_name = "SOURCE", required = true, value_parser = parse_source)]
     pub sources: Vec<PullSource>,
-    /// Where the files go; folders of the repository are kept.
-    #[arg(short, long, value_name = "DIR", default_value = ".")]
-    pub dir: PathBuf,
+    /// Where the files go, folders of the repository kept [default: the
+    /// Hugging Face cache for hf:// sources, else the current folder].
+    #[arg(short, long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Put hf:// sources in the Hugging Face cache, laid out as
+    /// huggingface_hub lays it out (the default without --dir).
+    #[arg(long, conflicts_with = "dir")]
+    pub cache: bool,
     /// Files downloaded at once.
     #[arg(short, long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
@@ -264,22 +274,31 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum HubCommand {
-    /// List models (GET /api/models).
+    /// List models, or datasets (GET /api/models, /api/datasets).
     Search(SearchArgs),
+    /// Describe a repository at a revision: its commit, when it was made,
+    /// whether it is private or gated, downloads, likes, files and size.
+    Info(RepoArgs),
+    /// List a repository's files at a revision: path, size, and the
+    /// sha256 of LFS files.
+    Files(RepoArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Free-text search over model ids.
+    /// List datasets instead of models.
+    #[arg(long)]
+    pub datasets: bool,
+    /// Free-text search over repository ids.
     #[arg(long, value_name = "Q")]
     pub search: Option<String>,
-    /// Only this user's or organisation's models.
+    /// Only this user's or organisation's repositories.
     #[arg(long, value_name = "A")]
     pub author: Option<String>,
     /// Order, most first.
     #[arg(long, value_enum)]
     pub sort: Option<SortArg>,
-    /// How many models at most (1 to 100000).
+    /// How many at most (1 to 100000).
     #[arg(long, default_value_t = 20, value_parser = parse_limit)]
     pub limit: u32,
     /// One JSON object per line, as the Hub sent it.
@@ -291,6 +310,32 @@ pub struct SearchArgs {
     pub skip_on_rate_limit: bool,
     #[command(flatten)]
     pub retry: RetryArgs,
+}
+
+/// `hub info` and `hub files`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+backstop hub info Qwen/Qwen3-8B-GGUF\n  \
+backstop hub files datasets/HuggingFaceFW/fineweb@v1.2.0 --json\n  \
+backstop hub info spaces/org/demo")]
+pub struct RepoArgs {
+    /// [datasets/|spaces/]ORG/NAME[@REVISION]: a model unless prefixed;
+    /// the default branch unless a branch, tag or commit is given.
+    #[arg(value_name = "REPO[@REV]", value_parser = parse_repo)]
+    pub repo: backstop_hub::RepoRef,
+    /// JSON on stdout: for info the Hub's record, for files one object per
+    /// line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+/// A repository, as `hub info` and `hub files` take it.
+pub fn parse_repo(value: &str) -> Result<backstop_hub::RepoRef, String> {
+    value
+        .parse()
+        .map_err(|e: backstop_hub::Error| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, HubCommand};
+use cli::{Cli, Command};
 use report::{Report, exit};
 
 fn main() -> ExitCode {
@@ -49,9 +49,7 @@ fn main() -> ExitCode {
         Command::Login(args) => run_interruptible(cmd::login::login(args)),
         Command::Logout(args) => cmd::login::logout(args),
         Command::Get(args) => run_async(cmd::get::run(args)),
-        Command::Hub {
-            command: HubCommand::Search(args),
-        } => run_interruptible(cmd::hub::search(args)),
+        Command::Hub { command } => run_interruptible(cmd::hub::run(command)),
         Command::Demo => run_interruptible(cmd::demo::run()),
         Command::Ops { command } => run_interruptible(cmd::ops::ops(command, state)),
         Command::Nodes { command } => run_interruptible(cmd::ops::nodes(command, state)),

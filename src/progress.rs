@@ -153,6 +153,13 @@ impl Progress for Bars {
                     bar.set_message(format!("restarted · {reason}"));
                 }
             }
+            Event::Waiting { reason } => match self.bar(file) {
+                Some(bar) => bar.set_message(reason.to_owned()),
+                None => {
+                    let name = self.names.get(file).map(String::as_str).unwrap_or("?");
+                    let _ = self.multi.println(format!("{}: {reason}", shown(name)));
+                }
+            },
             Event::Verify => {
                 if let Some(bar) = self.bar(file) {
                     bar.set_message("checking");
@@ -326,6 +333,7 @@ fn event_text(name: &str, event: &Event<'_>) -> Option<String> {
             )
         }
         Event::Restart { reason } => format!("{name}: starting over: {reason}"),
+        Event::Waiting { reason } => format!("{name}: {reason}"),
         Event::Start { .. } | Event::Size(_) | Event::Verify | Event::Finish(_) => return None,
     })
 }

@@ -4,6 +4,17 @@
 /// Renders `rows` under `header`, two spaces between columns, trailing
 /// spaces trimmed.
 pub fn render(header: &[&str], rows: &[Vec<String>], terminal: bool) -> String {
+    render_aligned(header, rows, &[], terminal)
+}
+
+/// [`render`], with the columns numbered in `right` (from 0) aligned to
+/// the right, as numbers read best.
+pub fn render_aligned(
+    header: &[&str],
+    rows: &[Vec<String>],
+    right: &[usize],
+    terminal: bool,
+) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -16,9 +27,15 @@ pub fn render(header: &[&str], rows: &[Vec<String>], terminal: bool) -> String {
             if i > 0 {
                 text.push_str("  ");
             }
-            text.push_str(cell);
             let pad = widths.get(i).copied().unwrap_or(0);
-            text.push_str(&" ".repeat(pad.saturating_sub(cell.chars().count())));
+            let pad = " ".repeat(pad.saturating_sub(cell.chars().count()));
+            if right.contains(&i) {
+                text.push_str(&pad);
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                text.push_str(&pad);
+            }
         }
         text.trim_end().to_owned()
     };
@@ -50,5 +67,10 @@ mod tests {
             "NAME   STATUS       NOTE\ngpu-1  healthy\na      unreachable  x\n"
         );
         assert!(render(&["A"], &[], true).starts_with("\x1b[1mA"));
+        let rows = vec![vec!["a".to_owned(), "1,000".to_owned()]];
+        assert_eq!(
+            render_aligned(&["NAME", "N"], &rows, &[1], false),
+            "NAME      N\na     1,000\n"
+        );
     }
 }

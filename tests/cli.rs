@@ -5,7 +5,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backstop_faultserver::{FaultServer, Reply};
+use backstop_faultserver::{FaultServer, HubFile, Reply};
 
 mod common;
 
@@ -613,6 +613,111 @@ mod hub {
             }
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn datasets_are_searched_with_their_own_columns() {
+        let server = FaultServer::start();
+        server.script(
+            "/api/datasets",
+            [
+                Reply::status(429).header("Retry-After", "0"),
+                Reply::json(
+                    r#"[{"id":"HuggingFaceFW/fineweb","downloads":1234567,"likes":2100,"createdAt":"2024-04-18T00:00:00.000Z"}]"#,
+                ),
+            ],
+        );
+        let out = run(search(&server).args(["--datasets", "--search", "fineweb"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "DATASET                DOWNLOADS  LIKES  CREATED\n\
+             HuggingFaceFW/fineweb  1,234,567  2,100  2024-04-18\n"
+        );
+        assert_eq!(server.hits("/api/datasets"), 2, "the 429 was retried");
+    }
+
+    fn repo_command(server: &FaultServer, args: &[&str]) -> std::process::Output {
+        run(backstop()
+            .env("HF_ENDPOINT", server.url(""))
+            .arg("hub")
+            .args(args)
+            .args(QUICK))
+    }
+
+    #[test]
+    fn info_and_files_describe_a_repository_at_a_revision() {
+        let server = FaultServer::start();
+        let files = [
+            HubFile::lfs("model-Q4_K_M.gguf", vec![7u8; 3000]),
+            HubFile::git("config.json", &b"{}"[..]),
+        ];
+        server.hub_repo("models", "org/repo", "v1", "c0ffee", &files, None);
+        let listing = "/api/models/org/repo/revision/v1";
+        server.script(listing, [Reply::status(503)]);
+
+        let out = repo_command(&server, &["info", "org/repo@v1"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "id             org/repo\n\
+             revision       v1\n\
+             sha            c0ffee\n\
+             last modified  2026-05-02T11:00:00.000Z\n\
+             private        no\n\
+             gated          no\n\
+             downloads      1,234\n\
+             likes          5\n\
+             files          2\n\
+             total size     2.93 KiB (3,002 bytes)\n"
+        );
+        assert_eq!(server.hits(listing), 2, "the 503 was retried");
+
+        let out = repo_command(&server, &["files", "org/repo@v1"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let sha = files[0].sha256();
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "PATH                SIZE  LFS SHA256\n\
+                 model-Q4_K_M.gguf  3,000  {sha}\n\
+                 config.json            2  -\n"
+            )
+        );
+        let out = repo_command(&server, &["files", "org/repo@v1", "--json"]);
+        let lines: Vec<serde_json::Value> = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["path"], "model-Q4_K_M.gguf");
+        assert_eq!(lines[0]["size"], 3000);
+        assert_eq!(lines[0]["sha256"], sha);
+        assert_eq!(lines[1]["sha256"], serde_json::Value::Null);
+        assert_eq!(lines[1]["blob_id"], files[1].blob_id());
+        let out = repo_command(&server, &["info", "org/repo@v1", "--json"]);
+        let info: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(info["sha"], "c0ffee");
+
+        // A dataset, at its default branch.
+        server.hub_repo("datasets", "org/data", "main", "d00d", &files[1..], None);
+        let out = repo_command(&server, &["files", "datasets/org/data"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains("config.json"), "{}", stdout(&out));
+        assert!(server.hits("/api/datasets/org/data") == 1);
+
+        // A repository that is not there, and one that is not a name.
+        let out = repo_command(&server, &["info", "org/missing", "--attempts", "1"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let before = server.requests().len();
+        for bad in ["org", "org/na me", "../etc", "org/repo@"] {
+            let out = repo_command(&server, &["info", bad]);
+            assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        }
+        assert_eq!(
+            server.requests().len(),
+            before,
+            "nothing sent for a bad name"
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! `backstop pull` as users run it: exit codes, progress lines, the
 //! summary, bad input, the Hub, and Ctrl-C followed by a resume.
 
+use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backstop_faultserver::{FaultServer, HubFile, Nginx, Reply};
+use backstop_faultserver::{FaultServer, HubFile, Nginx, Reply, cdn_path};
 
 mod common;
 
@@ -435,4 +436,158 @@ fn ctrl_c_keeps_the_partial_file_and_the_next_run_resumes_it() {
     assert!(err.contains("big.bin: resuming at "), "{err}");
     assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), body);
     assert!(nginx.access_log().contains("\"GET /big.bin HTTP/1.1\" 206"));
+}
+
+#[test]
+fn hf_sources_go_to_the_hugging_face_cache_unless_a_dir_is_given() {
+    let hub = FaultServer::start();
+    let cdn = FaultServer::start();
+    let files = [
+        HubFile::lfs("sub/w.bin", data(30_000)),
+        HubFile::git("config.json", &b"{}"[..]),
+    ];
+    hub.hub_repo("models", "org/repo", "main", "c0ffee", &files, Some(&cdn));
+    let home = tempfile::tempdir().unwrap();
+    // HF_HUB_CACHE, else $HF_HOME/hub, as huggingface_hub has it.
+    let out = run(backstop()
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HOME", home.path().join("hf"))
+        .env("HF_ENDPOINT", hub.url(""))
+        .args(["pull", "hf://org/repo"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let snapshot = home
+        .path()
+        .join("hf/hub/models--org--repo/snapshots/c0ffee");
+    assert!(
+        err.contains(&format!(
+            "in the Hugging Face cache: {}",
+            snapshot.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(snapshot.join("sub/w.bin")).unwrap(),
+        data(30_000)
+    );
+    assert_eq!(std::fs::read(snapshot.join("config.json")).unwrap(), b"{}");
+
+    // Again: every blob is there, nothing is fetched.
+    let cdn_before = cdn.requests().len();
+    let out = run(backstop()
+        .env("HF_HUB_CACHE", home.path().join("hf/hub"))
+        .env("HF_ENDPOINT", hub.url(""))
+        .args(["pull", "hf://org/repo", "--cache"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("2 already there"), "{err}");
+    assert_eq!(cdn.requests().len(), cdn_before);
+}
+
+#[test]
+fn a_run_that_would_split_between_the_cache_and_a_folder_is_refused() {
+    let server = FaultServer::start();
+    let cache = tempfile::tempdir().unwrap();
+    let url = server.url("/a.bin");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["pull", "hf://org/repo", &url],
+            "cannot go to the Hugging Face cache: it holds hf:// sources only",
+        ),
+        (
+            &["pull", &url, "--cache"],
+            "cannot go to the Hugging Face cache: it holds hf:// sources only",
+        ),
+        (
+            &["pull", "hf://org/repo", "--cache", "--dir", "x"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = run(backstop()
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_ENDPOINT", server.url(""))
+            .args(*args));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    assert!(server.requests().is_empty());
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn two_pulls_of_the_same_blob_at_once_fetch_it_once_and_both_succeed() {
+    let hub = FaultServer::start();
+    let cdn = FaultServer::start();
+    let weights = HubFile::lfs("weights.bin", data(1 << 20));
+    hub.hub_repo(
+        "models",
+        "org/repo",
+        "main",
+        "c0ffee",
+        std::slice::from_ref(&weights),
+        Some(&cdn),
+    );
+    // The first pull's download trickles, so that the second one comes
+    // while the first holds the blob's lock.
+    let blob_path = cdn_path(&weights.sha256());
+    cdn.script(
+        &blob_path,
+        [Reply::file(weights.bytes.clone()).trickle(64 << 10, Duration::from_millis(150))],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let pull = || {
+        backstop()
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_ENDPOINT", hub.url(""))
+            .args(["pull", "hf://org/repo"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = pull();
+    let start = Instant::now();
+    while cdn.hits(&blob_path) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first pull never asked"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut second = pull();
+    let mut said = String::new();
+    let mut lines = std::io::BufReader::new(second.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("waiting for its lock") {
+            break;
+        }
+    }
+    assert!(
+        said.contains("weights.bin: another download is writing this blob"),
+        "{said}"
+    );
+    let first = first.wait_with_output().unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let second = second.wait().unwrap();
+    let (first_err, second_err) = (stderr(&first), rest.join("\n"));
+    assert_eq!(first.status.code(), Some(0), "{first_err}");
+    assert_eq!(second.code(), Some(0), "{said}{second_err}");
+    assert!(first_err.contains("1 downloaded"), "{first_err}");
+    assert!(second_err.contains("1 already there"), "{second_err}");
+    let gets = cdn.requests().iter().filter(|r| r.method == "GET").count();
+    assert_eq!(gets, 1, "the blob was fetched once");
+    let blobs = cache.path().join("models--org--repo/blobs");
+    assert_eq!(
+        std::fs::read(blobs.join(weights.sha256())).unwrap(),
+        weights.bytes
+    );
+    assert_eq!(
+        std::fs::read_dir(&blobs).unwrap().count(),
+        1,
+        "no partial file left"
+    );
 }

@@ -38,6 +38,7 @@ pub async fn run() -> Result<(), Report> {
     let client = Client::builder().policy(policy).build()?;
     let hub = super::hub::hub_at(client, &server.url(""))?;
     let args = SearchArgs {
+        datasets: false,
         search: Some("gguf".into()),
         author: None,
         sort: Some(SortArg::Trending),

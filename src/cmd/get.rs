@@ -93,6 +93,7 @@ fn item(url: Url, headers: &[(String, String)]) -> Item {
         authorizer: None,
         origin: shown,
         repo: None,
+        hub: None,
     }
 }
 

@@ -2,14 +2,16 @@
 //! by Range, checked by hash.
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use backstop_core::Policy;
 use backstop_http::Client;
-use backstop_hub::Hub;
+use backstop_hub::{Cache, Hub};
 use backstop_transfer::{
-    FileReport, Item, MinProgress, Options, Outcome, Plan, Progress, Pull, Source, Summary, resolve,
+    FileReport, Item, MinProgress, Options, Outcome, Placement, Plan, Progress, Pull, Source,
+    Summary, resolve,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +20,7 @@ use crate::progress::{Bars, Lines, Notice, Tally, outcome, shown, with_causes};
 use crate::report::{Report, exit, plural};
 
 pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
+    let place = Place::of(&args)?;
     let client = super::login::client(&args.retry, args.ca_file.as_deref())?;
     let hub = Hub::from_env(client.clone())?;
     let token = CancellationToken::new();
@@ -38,7 +41,10 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
         () = crate::interrupted() => return Err(stopped(&deadline_passed, "before any download started")),
         () = token.cancelled() => return Err(stopped(&deadline_passed, "before any download started")),
     };
-    let (plan, unchanged) = unchanged_tar_layers(Plan::new(&args.dir, items)?, &args.dir);
+    let (plan, unchanged) = match &place {
+        Place::Folder(dir) => unchanged_tar_layers(Plan::new(dir, items)?, dir),
+        Place::HubCache(cache) => (Plan::in_hub_cache(cache, items)?, Vec::new()),
+    };
 
     let names: Vec<String> = plan.files.iter().map(|f| f.item.name.clone()).collect();
     let (progress, notice): (Arc<dyn Progress>, Arc<dyn Notice>) = if quiet {
@@ -57,23 +63,95 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
         .cancel_on(token)
         .run(&plan)
         .await?;
-    let unpacked = unpack_tar_layers(&summary, &plan, &args.dir);
+    let unpacked = match &place {
+        Place::Folder(dir) => unpack_tar_layers(&summary, &plan, dir),
+        Place::HubCache(_) => Ok(()),
+    };
     summary.files.extend(unchanged);
     print_summary(&summary, quiet);
+    if !quiet {
+        print_snapshots(&plan, &summary);
+    }
     unpacked?;
     verdict(&summary, &deadline_passed)
+}
+
+/// Where the files of a pull go.
+enum Place {
+    /// Under a folder, named after their sources.
+    Folder(PathBuf),
+    /// In the Hugging Face cache, as huggingface_hub keeps it.
+    HubCache(Cache),
+}
+
+impl Place {
+    /// `--dir`, or the Hugging Face cache with `--cache` or when every
+    /// source is an hf:// one, or else the current folder. A run that
+    /// mixes hf:// and other sources without `--dir` is refused: half of
+    /// it would land where the user did not look.
+    fn of(args: &PullArgs) -> Result<Place, Report> {
+        let is_hub = |s: &&PullSource| matches!(s, PullSource::Transfer(Source::Hub(_)));
+        let other = args.sources.iter().find(|s| !is_hub(s));
+        let any_hub = args.sources.iter().any(|s| is_hub(&s));
+        match (&args.dir, other) {
+            (Some(dir), _) => Ok(Place::Folder(dir.clone())),
+            (None, None) => Ok(Place::HubCache(Cache::from_env()?)),
+            (None, Some(_)) if !args.cache && !any_hub => Ok(Place::Folder(PathBuf::from("."))),
+            (None, Some(other)) => Err(Report::new(
+                exit::USAGE,
+                format!(
+                    "{} cannot go to the Hugging Face cache: it holds hf:// sources only",
+                    source_name(other)
+                ),
+            )
+            .hint("give --dir DIR to put every source in DIR, or pull the hf:// sources in a run of their own")),
+        }
+    }
+}
+
+fn source_name(source: &PullSource) -> String {
+    match source {
+        PullSource::Transfer(t) => t.to_string(),
+        PullSource::Oci(o) => o.to_string(),
+    }
+}
+
+/// For a pull into the Hugging Face cache, one line per snapshot whose
+/// files all arrived: where transformers and vLLM find it.
+fn print_snapshots(plan: &Plan, summary: &Summary) {
+    let mut snapshots: Vec<(&Path, bool)> = Vec::new();
+    for (planned, report) in plan.files.iter().zip(&summary.files) {
+        let Placement::HubCache(slot) = &planned.placement else {
+            continue;
+        };
+        let depth = planned.item.name.split('/').count();
+        let Some(snapshot) = slot.pointer.ancestors().nth(depth) else {
+            continue;
+        };
+        let arrived = report.outcome.is_success();
+        match snapshots.iter_mut().find(|(s, _)| *s == snapshot) {
+            Some((_, all)) => *all &= arrived,
+            None => snapshots.push((snapshot, arrived)),
+        }
+    }
+    for (snapshot, _) in snapshots.iter().filter(|(_, all)| *all) {
+        eprintln!("  in the Hugging Face cache: {}", snapshot.display());
+    }
 }
 
 /// The plan without the tar layers of oci:// sources that an earlier pull
 /// unpacked under `dir` and whose files are unchanged since
 /// ([`backstop_oci::UnpackedLayer`]), and a report of each left out.
-fn unchanged_tar_layers(plan: Plan, dir: &std::path::Path) -> (Plan, Vec<FileReport>) {
+fn unchanged_tar_layers(plan: Plan, dir: &Path) -> (Plan, Vec<FileReport>) {
     let (unchanged, files): (Vec<_>, Vec<_>) = plan.files.into_iter().partition(|planned| {
         let item = &planned.item;
         item.name.ends_with(backstop_oci::TAR_SUFFIX)
-            && item.sha256.is_some_and(|digest| {
-                backstop_oci::UnpackedLayer::is_current(&planned.validators, dir, digest)
-            })
+            && item
+                .sha256
+                .zip(planned.validators())
+                .is_some_and(|(digest, validators)| {
+                    backstop_oci::UnpackedLayer::is_current(validators, dir, digest)
+                })
     });
     let reports = unchanged
         .into_iter()
@@ -92,7 +170,7 @@ fn unchanged_tar_layers(plan: Plan, dir: &std::path::Path) -> (Plan, Vec<FileRep
 /// Unpacks each tar layer of an oci:// source that arrived, under `dir`,
 /// removes the archive and records what it wrote, so that the next pull
 /// leaves it alone while its files are unchanged.
-fn unpack_tar_layers(summary: &Summary, plan: &Plan, dir: &std::path::Path) -> Result<(), Report> {
+fn unpack_tar_layers(summary: &Summary, plan: &Plan, dir: &Path) -> Result<(), Report> {
     for (file, planned) in summary.files.iter().zip(&plan.files) {
         if !file.name.ends_with(backstop_oci::TAR_SUFFIX) || !file.outcome.is_success() {
             continue;
@@ -107,9 +185,9 @@ fn unpack_tar_layers(summary: &Summary, plan: &Plan, dir: &std::path::Path) -> R
         tracing::debug!("{}: unpacked {} files", file.name, written.len());
         // Without the record the layer is fetched again next time: a cost,
         // not a fault.
-        if let Some(digest) = planned.item.sha256 {
+        if let Some((digest, validators)) = planned.item.sha256.zip(planned.validators()) {
             let kept = backstop_oci::UnpackedLayer::of(dir, digest, &written)
-                .and_then(|layer| layer.save(&planned.validators));
+                .and_then(|layer| layer.save(validators));
             if let Err(e) = kept {
                 tracing::debug!("cannot record what {} unpacked: {e}", file.name);
             }

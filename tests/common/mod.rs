@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 /// Fast retries, so that tests spend no time sleeping.
 pub const QUICK: &[&str] = &["--base-delay", "1ms", "--max-delay", "5ms"];
 
-/// The binary, with none of the caller's Hub or backstop settings and
-/// never the developer's own token file.
+/// The binary, with none of the caller's Hub or backstop settings, and
+/// never the developer's own token file or Hugging Face cache.
 pub fn backstop() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
     for var in [
@@ -19,6 +19,8 @@ pub fn backstop() -> Command {
         "HUGGING_FACE_HUB_TOKEN",
         "HF_ENDPOINT",
         "HF_HOME",
+        "HUGGINGFACE_HUB_CACHE",
+        "XDG_CACHE_HOME",
         "BACKSTOP_LOG",
         "BACKSTOP_MODELS",
         "BACKSTOP_STATE",
@@ -26,6 +28,8 @@ pub fn backstop() -> Command {
         cmd.env_remove(var);
     }
     cmd.env("HF_TOKEN_PATH", "/nonexistent/backstop-test-token");
+    // A test that means the Hugging Face cache names one of its own.
+    cmd.env("HF_HUB_CACHE", "/nonexistent/backstop-test-cache");
     cmd
 }
 

@@ -1,7 +1,10 @@
-//! A fake Hugging Face Hub: a repository's revision listing, its resolve
-//! URLs redirecting to a CDN, and the CDN serving the files with Range.
+//! A fake Hugging Face Hub that answers as the real one does: a
+//! repository's revision listing and file tree, its resolve URLs with
+//! `X-Repo-Commit` and the ETags huggingface_hub names its cache's blobs
+//! by, LFS files redirected to a CDN, and the CDN serving them with Range.
 
 use bytes::Bytes;
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::{FaultServer, Reply};
@@ -41,6 +44,25 @@ impl HubFile {
     pub fn sha256(&self) -> String {
         hex(&Sha256::digest(&self.bytes))
     }
+
+    /// The git blob id: the sha1 of `blob <size>\0` and the content.
+    pub fn blob_id(&self) -> String {
+        let mut git = Sha1::new();
+        git.update(format!("blob {}\0", self.bytes.len()));
+        git.update(&self.bytes);
+        hex(&git.finalize())
+    }
+
+    /// The ETag the Hub gives the file, by which huggingface_hub names its
+    /// blob in the cache: the sha256 of an LFS file (`X-Linked-Etag`),
+    /// else the git blob id (`ETag`).
+    pub fn etag(&self) -> String {
+        if self.lfs {
+            self.sha256()
+        } else {
+            self.blob_id()
+        }
+    }
 }
 
 /// Where the fake CDN serves content with this sha256.
@@ -55,17 +77,23 @@ fn hex(bytes: &[u8]) -> String {
 impl FaultServer {
     /// Serves a repository as the Hub does:
     ///
-    /// - `/api/{kind}/{repo}/revision/{revision}` lists `files` with their
-    ///   sizes, the sha256 of LFS files, and `commit` as the `sha`;
-    /// - `/{repo}/resolve/{commit}/{path}` (`/datasets/{repo}/...` for a
-    ///   dataset) redirects an LFS file to `cdn` (this server when `None`)
-    ///   at [`cdn_path`] with `X-Linked-Etag` and `X-Linked-Size`, and
-    ///   serves a git file itself;
+    /// - `/api/{kind}/{repo}/revision/{revision}` (and the same with the
+    ///   commit, and `/api/{kind}/{repo}` for `main`) lists `files` with
+    ///   their sizes, git blob ids, the sha256 of LFS files, and `commit`
+    ///   as the `sha`; `/api/{kind}/{repo}/tree/{revision}` (or the commit)
+    ///   lists them as huggingface_hub's `list_repo_tree` reads them;
+    /// - `/{repo}/resolve/{revision}/{path}` (or the commit;
+    ///   `/datasets/{repo}/...` for a dataset) answers with
+    ///   `X-Repo-Commit`: for an LFS file, a redirect to `cdn` (this server
+    ///   when `None`) at [`cdn_path`] with `X-Linked-Etag` and
+    ///   `X-Linked-Size`; for a git file, the file itself with its blob id
+    ///   as `ETag`;
     /// - the CDN serves each LFS file with Range support.
     ///
-    /// `kind` is "models" or "datasets". Paths are used as given, so keep
-    /// them to characters a URL carries unencoded. Scripted replies queued
-    /// on the same paths go first.
+    /// huggingface_hub follows a redirect to the Hub's own host, so give
+    /// it a `cdn` of its own. `kind` is "models" or "datasets". Paths are
+    /// used as given, so keep them to characters a URL carries unencoded.
+    /// Scripted replies queued on the same paths go first.
     pub fn hub_repo(
         &self,
         kind: &str,
@@ -78,35 +106,52 @@ impl FaultServer {
         let siblings: Vec<String> = files
             .iter()
             .map(|f| {
-                let size = f.bytes.len();
-                let lfs = if f.lfs {
-                    format!(
-                        r#","lfs":{{"sha256":"{}","size":{size},"pointerSize":134}}"#,
-                        f.sha256()
-                    )
-                } else {
-                    String::new()
-                };
                 format!(
-                    r#"{{"rfilename":{},"size":{size}{lfs}}}"#,
-                    json_string(&f.path)
+                    r#"{{"rfilename":{},"size":{},"blobId":"{}"{}}}"#,
+                    json_string(&f.path),
+                    f.bytes.len(),
+                    f.blob_id(),
+                    lfs_field(f, "sha256")
                 )
             })
             .collect();
         let listing = format!(
-            r#"{{"id":{},"sha":"{commit}","siblings":[{}]}}"#,
+            r#"{{"id":{},"sha":"{commit}","lastModified":"2026-05-02T11:00:00.000Z","private":false,"gated":false,"downloads":1234,"likes":5,"siblings":[{}]}}"#,
             json_string(repo),
             siblings.join(",")
         );
-        self.always(
-            &format!("/api/{kind}/{repo}/revision/{revision}"),
-            Reply::json(listing),
-        );
+        let tree: Vec<String> = files
+            .iter()
+            .map(|f| {
+                format!(
+                    r#"{{"type":"file","oid":"{}","size":{},"path":{}{}}}"#,
+                    f.blob_id(),
+                    f.bytes.len(),
+                    json_string(&f.path),
+                    lfs_field(f, "oid")
+                )
+            })
+            .collect();
+        let tree = format!("[{}]", tree.join(","));
+        let api = format!("/api/{kind}/{repo}");
+        let mut names = vec![revision];
+        if commit != revision {
+            names.push(commit);
+        }
+        if revision == "main" {
+            self.always(&api, Reply::json(listing.clone()));
+        }
+        for name in &names {
+            self.always(
+                &format!("{api}/revision/{name}"),
+                Reply::json(listing.clone()),
+            );
+            self.always(&format!("{api}/tree/{name}"), Reply::json(tree.clone()));
+        }
         let prefix = if kind == "datasets" { "/datasets" } else { "" };
         let cdn = cdn.unwrap_or(self);
         for f in files {
-            let resolve = format!("{prefix}/{repo}/resolve/{commit}/{}", f.path);
-            if f.lfs {
+            let reply = if f.lfs {
                 let sha = f.sha256();
                 let target = cdn_path(&sha);
                 let location = if std::ptr::eq(cdn, self) {
@@ -114,24 +159,37 @@ impl FaultServer {
                 } else {
                     cdn.url(&target)
                 };
-                self.always(
-                    &resolve,
-                    Reply::redirect(302, &location)
-                        .header("X-Linked-Etag", &format!("\"{sha}\""))
-                        .header("X-Linked-Size", &f.bytes.len().to_string())
-                        .header("X-Repo-Commit", commit),
-                );
                 cdn.always(
                     &target,
                     Reply::file(f.bytes.clone()).header("ETag", &format!("\"{sha}\"")),
                 );
+                Reply::redirect(302, &location)
+                    .header("X-Linked-Etag", &format!("\"{sha}\""))
+                    .header("X-Linked-Size", &f.bytes.len().to_string())
             } else {
+                Reply::file(f.bytes.clone()).header("ETag", &format!("\"{}\"", f.blob_id()))
+            };
+            for name in &names {
                 self.always(
-                    &resolve,
-                    Reply::file(f.bytes.clone()).header("X-Repo-Commit", commit),
+                    &format!("{prefix}/{repo}/resolve/{name}/{}", f.path),
+                    reply.clone().header("X-Repo-Commit", commit),
                 );
             }
         }
+    }
+}
+
+/// The `"lfs"` member of a listing entry, the sha256 under `key` ("sha256"
+/// in a revision's siblings, "oid" in a tree); empty for a git file.
+fn lfs_field(f: &HubFile, key: &str) -> String {
+    if f.lfs {
+        format!(
+            r#","lfs":{{"{key}":"{}","size":{},"pointerSize":134}}"#,
+            f.sha256(),
+            f.bytes.len()
+        )
+    } else {
+        String::new()
     }
 }
 

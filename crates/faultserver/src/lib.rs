@@ -33,16 +33,16 @@ use tokio::net::TcpListener;
 mod http_proxy;
 mod hub;
 mod nginx;
-mod oras;
 mod proxy;
+mod python;
 mod range;
 mod registry;
 
 pub use http_proxy::HttpProxy;
 pub use hub::{HubFile, cdn_path};
 pub use nginx::Nginx;
-pub use oras::{ORAS, oras_python};
 pub use proxy::Proxy;
+pub use python::{HUGGINGFACE_HUB, ORAS, huggingface_hub_python, oras_python, venv_python};
 pub use registry::DockerRegistry;
 
 /// How long a stalled reply hangs before giving up on its own, so that a

@@ -5,15 +5,16 @@
 //! Configuration follows huggingface_hub: `HF_ENDPOINT` (default
 //! `https://huggingface.co`), and the token from `HF_TOKEN`, the older
 //! `HUGGING_FACE_HUB_TOKEN`, or the token file (`HF_TOKEN_PATH`, else
-//! `$HF_HOME/token`, else `~/.cache/huggingface/token`).
+//! `$HF_HOME/token`, else `~/.cache/huggingface/token`). [`Cache`] names
+//! the files of huggingface_hub's cache (`HF_HUB_CACHE`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), backstop_hub::Error> {
-//! use backstop_hub::{Hub, ModelQuery, Sort};
+//! use backstop_hub::{Hub, Query, RepoKind, Sort};
 //!
 //! let hub = Hub::from_env(backstop_http::Client::new()?)?;
-//! let query = ModelQuery { search: Some("gguf".into()), sort: Some(Sort::Trending), limit: 5, ..Default::default() };
-//! for model in hub.search_models(&query).await? {
+//! let query = Query { search: Some("gguf".into()), sort: Some(Sort::Trending), limit: 5, ..Default::default() };
+//! for model in hub.search(RepoKind::Model, &query).await? {
 //!     println!("{} ({} downloads)", model.id, model.downloads.unwrap_or(0));
 //! }
 //! # Ok(()) }
@@ -21,38 +22,23 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod config;
-mod model;
+mod record;
+mod repo;
 
 use backstop_core::Secret;
 use backstop_http::{Client, display_host};
 use url::Url;
 
-pub use config::{DEFAULT_ENDPOINT, token_from_env};
-pub use model::{LfsInfo, Model, ModelInfo, ModelQuery, Sibling, Sort};
+pub use cache::{CACHEDIR_TAG, Cache, CachedRepo, is_blob_name, normalize_etag};
+pub use config::{DEFAULT_ENDPOINT, hub_cache_from_env, token_from_env};
+pub use record::{LfsInfo, Query, Repo, RepoInfo, Sibling, Sort};
+pub use repo::{RepoKind, RepoRef, check_repo_id, check_revision};
 
-/// What kind of repository a name refers to: the Hub keeps models and
-/// datasets under different paths.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum RepoKind {
-    /// `/api/models/...`, `/{repo}/resolve/...`.
-    #[default]
-    Model,
-    /// `/api/datasets/...`, `/datasets/{repo}/resolve/...`.
-    Dataset,
-}
+use repo::split_repo;
 
-impl RepoKind {
-    /// The API's collection name: "models" or "datasets".
-    pub fn api_name(self) -> &'static str {
-        match self {
-            RepoKind::Model => "models",
-            RepoKind::Dataset => "datasets",
-        }
-    }
-}
-
-/// The Hub returns at most this many models per page.
+/// The Hub returns at most this many repositories per page.
 const PAGE: usize = 1000;
 
 /// Why a Hub call failed.
@@ -141,11 +127,12 @@ impl Hub {
         self.token.is_some()
     }
 
-    /// Lists models (`GET /api/models`), following the Hub's next-page
-    /// links until `query.limit` models are in hand. Each page is its own
-    /// retried call.
-    pub async fn search_models(&self, query: &ModelQuery) -> Result<Vec<Model>, Error> {
-        let mut url = self.api_url(&["api", "models"]);
+    /// Lists models or datasets (`GET /api/models`, `/api/datasets`),
+    /// following the Hub's next-page links until `query.limit` of them are
+    /// in hand. Each page is its own retried call.
+    pub async fn search(&self, kind: RepoKind, query: &Query) -> Result<Vec<Repo>, Error> {
+        let collection = kind.api_name();
+        let mut url = self.api_url(&["api", collection]);
         {
             let mut pairs = url.query_pairs_mut();
             if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
@@ -160,71 +147,71 @@ impl Hub {
             }
             pairs.append_pair("limit", &query.limit.clamp(1, PAGE).to_string());
         }
-        let mut models = Vec::new();
+        let mut repos = Vec::new();
         let mut next = Some(url);
         while let Some(page) = next.take() {
-            if models.len() >= query.limit {
+            if repos.len() >= query.limit {
                 break;
             }
             let body = self.get(&page).bytes().await?;
-            let batch: Vec<Model> = body.json().map_err(|e| {
+            let batch: Vec<Repo> = body.json().map_err(|e| {
                 Error::Answer(format!(
-                    "{} answered /api/models with something that is not a model list: {e}",
+                    "{} answered /api/{collection} with something that is not a list of {collection}: {e}",
                     self.host()
                 ))
             })?;
             if batch.is_empty() {
                 break;
             }
-            for model in batch {
-                match model.named() {
-                    Some(model) => models.push(model),
+            for repo in batch {
+                match repo.named() {
+                    Some(repo) => repos.push(repo),
                     None => tracing::warn!(
-                        "{} listed a model without an id; it is left out",
+                        "{} listed one of its {collection} without an id; it is left out",
                         self.host()
                     ),
                 }
             }
             next = next_link(&body.headers).and_then(|link| self.same_origin(&page, &link));
         }
-        models.truncate(query.limit);
-        Ok(models)
+        repos.truncate(query.limit);
+        Ok(repos)
     }
 
-    /// A model's files at a revision (`GET
-    /// /api/models/{repo}/revision/{revision}?blobs=true`), with sizes and
-    /// the sha256 of LFS files.
-    pub async fn model_revision(&self, repo: &str, revision: &str) -> Result<ModelInfo, Error> {
-        self.revision(RepoKind::Model, repo, revision).await
-    }
-
-    /// A model's or a dataset's files at a revision (`GET
-    /// /api/{models|datasets}/{repo}/revision/{revision}?blobs=true`), with
-    /// sizes, the sha256 of LFS files, and the commit the revision names.
-    pub async fn revision(
+    /// A repository at a revision, or at its default branch when
+    /// `revision` is `None` (`GET /api/{models|datasets|spaces}/{repo}[/revision/{revision}]?blobs=true`):
+    /// the commit it names, when it was made, and its files with their
+    /// sizes, git blob ids and the sha256 of LFS files.
+    pub async fn info(
         &self,
         kind: RepoKind,
         repo: &str,
-        revision: &str,
-    ) -> Result<ModelInfo, Error> {
+        revision: Option<&str>,
+    ) -> Result<RepoInfo, Error> {
         let (org, name) = split_repo(repo)?;
-        check_revision(revision)?;
-        let mut url = self.api_url(&["api", kind.api_name(), org, name, "revision", revision]);
+        let mut segments = vec!["api", kind.api_name(), org, name];
+        if let Some(revision) = revision {
+            check_revision(revision)?;
+            segments.extend(["revision", revision]);
+        }
+        let mut url = self.api_url(&segments);
         url.query_pairs_mut().append_pair("blobs", "true");
         let body = self.get(&url).bytes().await?;
-        let mut info: ModelInfo = body.json().map_err(|e| {
+        let mut info: RepoInfo = body.json().map_err(|e| {
             Error::Answer(format!(
-                "{} answered for {repo}@{revision} with something that is not repository info: {e}",
-                self.host()
+                "{} answered for {}{repo}@{} with something that is not repository info: {e}",
+                self.host(),
+                kind.url_prefix(),
+                revision.unwrap_or("(default branch)")
             ))
         })?;
-        model::record_id(&mut info.id, &info.extra);
+        record::record_id(&mut info.id, &info.extra);
         Ok(info)
     }
 
     /// Where one file of a repository is downloaded from:
-    /// `{endpoint}/{repo}/resolve/{revision}/{path}` (with `datasets/`
-    /// before the repository for a dataset). The Hub answers with a
+    /// `{endpoint}/{repo}/resolve/{revision}/{path}` (with `datasets/` or
+    /// `spaces/` before the repository). The Hub answers with a
     /// redirect to its CDN and the file's sha256 in `X-Linked-Etag`. Every
     /// segment of `path` is percent-encoded; the path itself is not checked
     /// here (confining it on disk is the caller's job).
@@ -238,8 +225,8 @@ impl Hub {
         let (org, name) = split_repo(repo)?;
         check_revision(revision)?;
         let mut segments: Vec<&str> = Vec::new();
-        if kind == RepoKind::Dataset {
-            segments.push("datasets");
+        if kind != RepoKind::Model {
+            segments.push(kind.api_name());
         }
         segments.extend([org, name, "resolve", revision]);
         segments.extend(path.split('/'));
@@ -303,52 +290,6 @@ fn next_link(headers: &backstop_http::header::HeaderMap) -> Option<String> {
         })
 }
 
-/// Refuses a revision that cannot be one (empty, too long, control
-/// characters), before anything is sent.
-///
-/// ```
-/// assert!(backstop_hub::check_revision("refs/pr/3").is_ok());
-/// assert!(backstop_hub::check_revision("main\n").is_err());
-/// ```
-pub fn check_revision(revision: &str) -> Result<(), Error> {
-    if revision.is_empty() || revision.len() > 256 || revision.chars().any(char::is_control) {
-        return Err(Error::Invalid(format!("{revision:?} is not a revision")));
-    }
-    Ok(())
-}
-
-/// Refuses anything that is not a plain repository id `ORG/NAME` (ASCII
-/// letters, digits, `-`, `_` and `.`, neither part `.` or `..`), before
-/// anything is sent.
-///
-/// ```
-/// assert!(backstop_hub::check_repo_id("Qwen/Qwen3-8B-GGUF").is_ok());
-/// assert!(backstop_hub::check_repo_id("acme/ti ny").is_err());
-/// assert!(backstop_hub::check_repo_id("../etc").is_err());
-/// ```
-pub fn check_repo_id(repo: &str) -> Result<(), Error> {
-    split_repo(repo).map(|_| ())
-}
-
-/// Splits `org/name`, refusing anything that is not a plain repository id.
-fn split_repo(repo: &str) -> Result<(&str, &str), Error> {
-    let valid = |part: &str| {
-        !part.is_empty()
-            && part.len() <= 96
-            && part != "."
-            && part != ".."
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    match repo.split_once('/') {
-        Some((org, name)) if valid(org) && valid(name) => Ok((org, name)),
-        _ => Err(Error::Invalid(format!(
-            "{repo:?} is not a repository id (expected ORG/NAME)"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,17 +317,6 @@ mod tests {
         assert_eq!(next_link(&h).as_deref(), Some("/api/models?cursor=2"));
         h.insert("link", HeaderValue::from_static("garbage"));
         assert_eq!(next_link(&h), None);
-    }
-
-    #[test]
-    fn repository_ids() {
-        assert!(split_repo("TheBloke/Llama-2-7B-GGUF").is_ok());
-        assert!(split_repo("google/gemma-2b.v1_0").is_ok());
-        for bad in [
-            "", "noslash", "a/b/c", "../etc", "a/..", "a/", "/b", "a b/c", "a/b?x=1",
-        ] {
-            assert!(split_repo(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub async fn pull_items(
                 reference.registry(),
                 reference.repository()
             )),
+            hub: None,
         });
     }
     if items.is_empty() {

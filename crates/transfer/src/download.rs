@@ -20,7 +20,7 @@ use crate::stream::{self, FileCtx, Learned, Stream};
 use crate::validators::Validators;
 use crate::writer::{Hashed, Writer, WriterConfig, Written};
 use crate::{
-    Event, FileError, FileReport, Item, Options, Outcome, Planned, Progress, Sha256,
+    Event, FileError, FileReport, Item, Options, Outcome, Placement, Planned, Progress, Sha256,
     TransferFailure,
 };
 
@@ -62,14 +62,14 @@ pub(crate) async fn download(job: &Job<'_>) -> FileReport {
     }
 }
 
-fn local(path: &Path) -> impl Fn(io::Error) -> FileError + '_ {
+pub(crate) fn local(path: &Path) -> impl Fn(io::Error) -> FileError + '_ {
     move |source| FileError::Local {
         path: path.to_owned(),
         source,
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
@@ -77,7 +77,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("a blocking task failed: {e}")))?
 }
 
-fn remove(path: &Path) -> io::Result<()> {
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -88,15 +88,28 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
     let prepared = request(job.client, Method::GET, &job.planned.item)
         .prepare()
         .map_err(FileError::Request)?;
+    match &job.planned.placement {
+        Placement::HubCache(slot) => crate::cache::fetch(job, slot, &prepared, fetched).await,
+        Placement::Folder { .. } => into_folder(job, &prepared, fetched).await,
+    }
+}
+
+/// A file of a folder: kept when proven current, else downloaded and
+/// renamed into place, with its validators kept for the next pull.
+async fn into_folder(
+    job: &Job<'_>,
+    prepared: &Prepared<'_>,
+    fetched: &AtomicU64,
+) -> Result<Outcome, FileError> {
     // The destination decides how the bytes get there: a symbolic link
     // has its target replaced, a device or a FIFO is written through.
     let asked = &job.planned.dest;
     let resolved = match Destination::of(asked).map_err(local(asked))? {
-        Destination::Through => return through(job, &prepared, fetched).await,
+        Destination::Through => return through(job, prepared, fetched).await,
         Destination::Replace(target) => Planned {
             item: job.planned.item.clone(),
             dest: target,
-            validators: job.planned.validators.clone(),
+            placement: job.planned.placement.clone(),
         },
     };
     let job = &Job {
@@ -105,14 +118,18 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
     };
     let planned = job.planned;
     let item = &planned.item;
-    let (part, record_path) = (planned.part(), planned.record());
     let keep = !job.options.replace_existing;
 
     let identity = backstop_http::redact_url(&item.url);
     // Known size, or what a HEAD says, to see whether the file is in place
     // and how many streams it can take; nothing is kept when the caller
     // replaces what is there.
-    let probe = match look_or_probe(job, &identity, keep).await {
+    let found = if keep {
+        look(job, &identity).await
+    } else {
+        Found::Fetch(probe(job).await)
+    };
+    let probe = match found {
         Found::InPlace(bytes) => {
             job.progress.event(
                 job.id,
@@ -126,18 +143,40 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
         }
         Found::Fetch(probe) => probe,
     };
+    let learned = Mutex::new(Learned::default());
+    let finished = receive(job, prepared, probe, &identity, &learned, fetched).await;
+    if keep && matches!(finished, Ok(Outcome::Downloaded { .. })) {
+        keep_validators(planned, &identity, &learned);
+    }
+    finished
+}
+
+/// Downloads the file into its partial file, resuming what a record
+/// describes as `identity`'s bytes, and renames it onto the destination
+/// once its size and hash are right. `learned` collects what the server
+/// said.
+pub(crate) async fn receive(
+    job: &Job<'_>,
+    prepared: &Prepared<'_>,
+    probe: Probe,
+    identity: &str,
+    learned: &Mutex<Learned>,
+    fetched: &AtomicU64,
+) -> Result<Outcome, FileError> {
+    let planned = job.planned;
+    let item = &planned.item;
+    let (part, record_path) = (planned.part(), planned.record());
     let known = item.size.or(probe.size);
     let digest_text = item.sha256.map(|d| d.to_string());
-    let (file, record) = open_part(planned, &identity, digest_text.as_deref())?;
-
-    let learned = Mutex::new(Learned {
-        total: record.as_ref().and_then(|r| r.size).or(known),
-        validator: record
+    let (file, record) = open_part(planned, identity, digest_text.as_deref())?;
+    {
+        let mut l = learned.lock().unwrap_or_else(|p| p.into_inner());
+        l.total = record.as_ref().and_then(|r| r.size).or(known);
+        l.validator = record
             .as_ref()
             .and_then(|r| r.validator.as_deref())
-            .and_then(|v| HeaderValue::from_str(v).ok()),
-        ..Learned::default()
-    });
+            .and_then(|v| HeaderValue::from_str(v).ok());
+    }
     let ranges_ok = item.size.is_some() || probe.ranges;
     let mut segments = match &record {
         Some(r) => r.segments.clone(),
@@ -152,7 +191,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
         job.id,
         Event::Start {
             name: &item.name,
-            size: known.or(learned_total(&learned)),
+            size: known.or(learned_total(learned)),
             have: resumed_from,
         },
     );
@@ -160,13 +199,13 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
     let checkpoint = Checkpoint {
         file: Arc::clone(&file),
         path: record_path.clone(),
-        base: Record::new(identity.clone(), item.size, digest_text),
-        learned: &learned,
+        base: Record::new(identity.to_owned(), item.size, digest_text),
+        learned,
     };
     let mut hashed = item.sha256.map(|_| Hashed::default());
     let mut mismatches: Vec<Sha256> = Vec::new();
     let policy = job.options.policy_for(None);
-    let finished = loop {
+    loop {
         let starts: Vec<u64> = segments.iter().map(|s| s.done).collect();
         let catch_up = match segments.as_slice() {
             [only] if only.start == 0 && hashed.is_some() => Some(only.done),
@@ -188,14 +227,14 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
             .collect();
         let result = {
             let ctx = FileCtx {
-                prepared: &prepared,
+                prepared,
                 options: job.options,
                 progress: job.progress,
                 id: job.id,
                 cancel: job.cancel,
                 writer: &writer,
                 expected: item.size,
-                learned: &learned,
+                learned,
                 fetched,
                 bounded: segments.len() > 1,
                 authorizer: item.authorizer.as_ref(),
@@ -205,7 +244,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
         hashed = writer.finish().await.map_err(local(&part))?;
         for (segment, stream) in segments.iter_mut().zip(&streams) {
             segment.done = stream.pos();
-            segment.end = segment.end.or(learned_total(&learned));
+            segment.end = segment.end.or(learned_total(learned));
         }
         if let Err(e) = result {
             if matches!(e.last_error(), Some(TransferFailure::RangeUnusable(_)))
@@ -249,7 +288,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
                 sha256: None,
                 resumed_from,
             };
-            break finish(job, &file, downloaded).await;
+            return finish(job, &file, downloaded).await;
         };
         let actual = digest_of(&file, hashed.take(), len)
             .await
@@ -260,7 +299,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
                 sha256: Some(actual),
                 resumed_from,
             };
-            break finish(job, &file, downloaded).await;
+            return finish(job, &file, downloaded).await;
         }
         // A corrupted body is never accepted: start over, unless the same
         // wrong bytes came twice (then the expected digest is what is
@@ -287,11 +326,7 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
                 reason: "sha256 mismatch: the bytes are not the file expected",
             },
         );
-    };
-    if finished.is_ok() && keep {
-        keep_validators(planned, &identity, &learned);
     }
-    finished
 }
 
 /// Records what the file in place was downloaded as, so that the next
@@ -299,6 +334,9 @@ async fn fetch(job: &Job<'_>, fetched: &AtomicU64) -> Result<Outcome, FileError>
 /// and one whose server sent no validator can only be fetched again.
 /// Losing the record costs a download, not data: failures are logged.
 fn keep_validators(planned: &Planned, identity: &str, learned: &Mutex<Learned>) {
+    let Some(path) = planned.validators() else {
+        return;
+    };
     let record = match planned.item.sha256 {
         Some(_) => None,
         None => {
@@ -312,14 +350,14 @@ fn keep_validators(planned: &Planned, identity: &str, learned: &Mutex<Learned>) 
         }
     };
     let kept = match record {
-        Some(record) => record.save(&planned.validators),
-        None => remove(&planned.validators),
+        Some(record) => record.save(path),
+        None => remove(path),
     };
     if let Err(e) = kept {
         tracing::debug!(
             "cannot keep the validators of {} in {}: {e}",
             planned.dest.display(),
-            planned.validators.display()
+            path.display()
         );
     }
 }
@@ -332,18 +370,14 @@ enum Found {
     Fetch(Probe),
 }
 
-/// What is known before fetching: with `keep`, whether the file in place
-/// is the one expected ([`look`]); otherwise, for a file of unknown size
-/// that several streams could share, what a HEAD says.
-async fn look_or_probe(job: &Job<'_>, identity: &str, keep: bool) -> Found {
-    if keep {
-        return look(job, identity).await;
-    }
+/// What is worth knowing before fetching a file not kept: for a file of
+/// unknown size that several streams could share, what a HEAD says.
+pub(crate) async fn probe(job: &Job<'_>) -> Probe {
     let item = &job.planned.item;
     if item.size.is_none() && job.options.streams > 1 {
-        Found::Fetch(probe_head(job.client, item, &[]).await)
+        probe_head(job.client, item, &[]).await
     } else {
-        Found::Fetch(Probe::default())
+        Probe::default()
     }
 }
 
@@ -360,9 +394,9 @@ async fn look(job: &Job<'_>, identity: &str) -> Found {
         .ok()
         .filter(std::fs::Metadata::is_file)
         .map(|m| m.len());
-    let validators = match on_disk {
-        Some(_) if item.sha256.is_none() && !options.skip_existing => {
-            Validators::load(&planned.validators, identity, dest)
+    let validators = match (on_disk, planned.validators()) {
+        (Some(_), Some(path)) if item.sha256.is_none() && !options.skip_existing => {
+            Validators::load(path, identity, dest)
         }
         _ => None,
     };
@@ -523,7 +557,8 @@ async fn digest_of(file: &Arc<File>, hashed: Option<Hashed>, len: u64) -> io::Re
 
 /// Opens the partial file beside `planned.dest` (creating the folder),
 /// with its record when the record describes this download; a partial
-/// file without such a record is started over.
+/// file without such a record is started over, unless it is one
+/// huggingface_hub left in its cache ([`adopted`]).
 fn open_part(
     planned: &Planned,
     identity: &str,
@@ -534,9 +569,11 @@ fn open_part(
         std::fs::create_dir_all(parent).map_err(local(parent))?;
     }
     let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
-    let record = part_len
-        .and_then(|len| Record::load(&record_path, len))
-        .filter(|r| r.describes(identity, planned.item.size, digest));
+    let record = part_len.and_then(|len| {
+        Record::load(&record_path, len)
+            .filter(|r| r.describes(identity, planned.item.size, digest))
+            .or_else(|| adopted(planned, len, identity))
+    });
     if record.is_none() {
         remove(&part).map_err(local(&part))?;
         remove(&record_path).map_err(local(&record_path))?;
@@ -549,6 +586,30 @@ fn open_part(
         .open(&part)
         .map_err(local(&part))?;
     Ok((Arc::new(file), record))
+}
+
+/// A record for a blob's `<etag>.incomplete` that has none: one that
+/// huggingface_hub (before 2026) left when stopped, which it wrote in
+/// order from byte 0, under the lock now held. It is taken up from its
+/// length when the blob's sha256 is known, so that the whole file is
+/// checked before it is used; anything else starts over.
+fn adopted(planned: &Planned, len: u64, identity: &str) -> Option<Record> {
+    let item = &planned.item;
+    let (Placement::HubCache(_), Some(sha256), Some(size)) =
+        (&planned.placement, item.sha256, item.size)
+    else {
+        return None;
+    };
+    if len == 0 || len > size {
+        return None;
+    }
+    let mut record = Record::new(identity.to_owned(), Some(size), Some(sha256.to_string()));
+    record.segments = vec![Segment {
+        start: 0,
+        end: Some(size),
+        done: len,
+    }];
+    Some(record)
 }
 
 /// Gives the new file the permissions of the one it replaces (a private
@@ -662,7 +723,7 @@ impl Checkpoint<'_> {
 
 /// What a HEAD request says about a URL.
 #[derive(Default)]
-struct Probe {
+pub(crate) struct Probe {
     size: Option<u64>,
     ranges: bool,
     /// 304 to the conditions sent: the file has not changed.

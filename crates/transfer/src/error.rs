@@ -67,6 +67,28 @@ pub enum Error {
     /// A request cannot be built (a malformed header).
     #[error(transparent)]
     Request(backstop_http::Error),
+    /// A source that is not a Hub repository was to go to the Hugging
+    /// Face cache.
+    #[error(
+        "{origin} is not a file of a Hub repository: only hf:// sources go to the Hugging Face cache"
+    )]
+    NotForCache {
+        /// The source.
+        origin: String,
+    },
+    /// A listing does not say what the Hugging Face cache names a file
+    /// by: the commit of its snapshot, or the ETag of its blob.
+    #[error(
+        "{origin} lists {name:?} without {missing}, which names it in the Hugging Face cache; pull it with --dir instead"
+    )]
+    Unnamed {
+        /// The repository.
+        origin: String,
+        /// The file.
+        name: String,
+        /// "the commit of the revision", "a blob id or sha256".
+        missing: &'static str,
+    },
     /// `--sha256` values do not pair up with the URLs.
     #[error(
         "{digests} sha256 {} for {urls} {}: give one per URL, in order, or none",
@@ -91,6 +113,7 @@ impl Error {
                 | Error::DigestCount { .. }
                 | Error::Collision { .. }
                 | Error::Request(_)
+                | Error::NotForCache { .. }
         )
     }
 

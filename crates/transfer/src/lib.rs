@@ -59,6 +59,7 @@
 #![forbid(unsafe_code)]
 
 mod authorize;
+mod cache;
 mod destination;
 mod digest;
 mod download;
@@ -83,8 +84,8 @@ pub use error::{Error, FileError, TransferFailure};
 pub use glob::Pattern;
 pub use options::{AttemptTimeout, MinProgress, Options};
 pub use path::{UnsafeName, confine, confine_on_disk};
-pub use plan::{Plan, Planned, STATE_DIR};
+pub use plan::{CacheSlot, Placement, Plan, Planned, RefFile, STATE_DIR};
 pub use progress::{Event, Progress};
 pub use pull::{FileReport, Outcome, Pull, Summary};
-pub use source::{HubSource, Item, Source, resolve};
+pub use source::{HubEntry, HubSource, Item, Source, resolve};
 pub use stream::RESUME_AT_ONCE;

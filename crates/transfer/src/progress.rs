@@ -63,6 +63,13 @@ pub enum Event<'a> {
         /// Why ("the server ignored the Range request", "sha256 mismatch").
         reason: &'a str,
     },
+    /// The file waits, sending nothing, for something another download
+    /// holds (the lock of a blob of the Hugging Face cache, which another
+    /// process is writing).
+    Waiting {
+        /// What it waits for.
+        reason: &'a str,
+    },
     /// All bytes are in; the size and hash are being checked.
     Verify,
     /// The file is done, one way or another.

@@ -210,7 +210,8 @@ impl Pull {
                     outcome: Outcome::Interrupted { have: 0 },
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        crate::cache::record_refs(&plan.files, &files);
         Ok(Summary { files })
     }
 }

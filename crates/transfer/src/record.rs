@@ -83,14 +83,32 @@ impl Record {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically: a temporary beside it, then
-/// a rename, so a reader sees the old record or the new one, never half.
+/// Writes `value` as JSON to `path` atomically (see [`write_atomically`]).
 pub(crate) fn save_json(value: &impl serde::Serialize, path: &Path) -> io::Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
     let json = serde_json::to_vec(value).map_err(io::Error::other)?;
-    std::fs::write(&temp, json)?;
-    std::fs::rename(&temp, path)
+    write_atomically(path, &json)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file of its own beside
+/// it, then a rename, so that a reader sees the old content or the new,
+/// never half, and two processes writing at once never share a
+/// temporary. The file gets the permissions a new file gets (the umask's).
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -71,15 +71,10 @@ impl FromStr for Source {
 }
 
 fn parse_hub(rest: &str) -> Result<HubSource, String> {
-    let (kind, rest) = if let Some(r) = rest.strip_prefix("datasets/") {
-        (RepoKind::Dataset, r)
-    } else if let Some(r) = rest.strip_prefix("models/") {
-        (RepoKind::Model, r)
-    } else if rest.starts_with("spaces/") {
+    let (kind, rest) = RepoKind::split_prefix(rest);
+    if kind == RepoKind::Space {
         return Err("Spaces are not supported; pull a model or a dataset".into());
-    } else {
-        (RepoKind::Model, rest)
-    };
+    }
     let mut parts = rest.splitn(3, '/');
     let org = parts.next().unwrap_or_default();
     let name_rev = parts.next().unwrap_or_default();
@@ -144,12 +139,7 @@ impl fmt::Display for Source {
         match self {
             Source::Url(url) => f.write_str(&backstop_http::redact_url(url)),
             Source::Hub(h) => {
-                let kind = if h.kind == RepoKind::Dataset {
-                    "datasets/"
-                } else {
-                    ""
-                };
-                write!(f, "hf://{kind}{}@{}", h.repo, h.revision)?;
+                write!(f, "hf://{}{}@{}", h.kind.url_prefix(), h.repo, h.revision)?;
                 if let Some(p) = &h.pattern {
                     write!(f, "/{p}")?;
                 }
@@ -188,6 +178,29 @@ pub struct Item {
     /// one of its files stops the others at once. `None` for a URL, whose
     /// origin's other files stop only after a second refusal in a row.
     pub repo: Option<String>,
+    /// Where the file belongs in the Hugging Face cache, when it comes
+    /// from a Hub repository (see [`crate::Plan::in_hub_cache`]).
+    pub hub: Option<HubEntry>,
+}
+
+/// What places a file of a Hub repository in the Hugging Face cache: its
+/// repository, the revision asked for and the commit it named, and the
+/// blob it is. The file's path in the repository is the item's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubEntry {
+    /// A model or a dataset.
+    pub kind: RepoKind,
+    /// `ORG/NAME`.
+    pub repo: String,
+    /// The revision asked for (`main`, a tag, a commit).
+    pub revision: String,
+    /// The commit the listing says the revision names; `None` when it did
+    /// not say.
+    pub commit: Option<String>,
+    /// The blob's name: the file's ETag as huggingface_hub names it (see
+    /// [`backstop_hub::Sibling::etag`]); `None` when the listing gives
+    /// none.
+    pub etag: Option<String>,
 }
 
 /// Resolves sources into the files to download, in order: URLs as they
@@ -231,6 +244,7 @@ pub async fn resolve(
                 authorizer: None,
                 origin: source.to_string(),
                 repo: None,
+                hub: None,
             }),
             Source::Hub(h) => items.extend(hub_items(h, hub, &source.to_string()).await?),
         }
@@ -240,20 +254,17 @@ pub async fn resolve(
 
 async fn hub_items(source: &HubSource, hub: &Hub, origin: &str) -> Result<Vec<Item>, Error> {
     let info = hub
-        .revision(source.kind, &source.repo, &source.revision)
+        .info(source.kind, &source.repo, Some(&source.revision))
         .await?;
     // Pin every file to the commit the listing describes, so that a push
     // during a long pull cannot mix two versions.
-    let commit = info
+    let listed_commit = info
         .sha
         .as_deref()
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .unwrap_or(&source.revision);
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let commit = listed_commit.unwrap_or(&source.revision);
     let listed = info.siblings.len();
-    let repo = match source.kind {
-        RepoKind::Dataset => format!("hf://datasets/{}", source.repo),
-        _ => format!("hf://{}", source.repo),
-    };
+    let repo = format!("hf://{}{}", source.kind.url_prefix(), source.repo);
     let mut items = Vec::new();
     for file in info.siblings {
         if source
@@ -274,17 +285,24 @@ async fn hub_items(source: &HubSource, hub: &Hub, origin: &str) -> Result<Vec<It
             ),
             None => None,
         };
-        let size = file.lfs.as_ref().map(|l| l.size).or(file.size);
+        let entry = HubEntry {
+            kind: source.kind,
+            repo: source.repo.clone(),
+            revision: source.revision.clone(),
+            commit: listed_commit.map(str::to_owned),
+            etag: file.etag().map(str::to_owned),
+        };
         items.push(Item {
             url: hub.file_url(source.kind, &source.repo, commit, &file.rfilename)?,
+            size: file.content_size(),
             name: file.rfilename,
-            size,
             sha256,
             token: hub.token().cloned(),
             headers: Vec::new(),
             authorizer: None,
             origin: origin.to_owned(),
             repo: Some(repo.clone()),
+            hub: Some(entry),
         });
     }
     if items.is_empty() {

@@ -62,6 +62,7 @@ pub fn item(url: &str, name: &str, size: Option<u64>, sha256: Option<Sha256>) ->
         authorizer: None,
         origin: url.to_owned(),
         repo: None,
+        hub: None,
     }
 }
 

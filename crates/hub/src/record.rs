@@ -1,10 +1,11 @@
-//! The Hub's model records, read leniently: a field the Hub adds, drops or
-//! sends as null never breaks a listing.
+//! The Hub's records of repositories and their files, read leniently: a
+//! field the Hub adds, drops or sends as null never breaks a listing.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// How `/api/models` orders its results (always descending).
+/// How `/api/models` and `/api/datasets` order their results (always
+/// descending).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sort {
     /// By the Hub's trending score.
@@ -31,20 +32,20 @@ impl Sort {
 
 /// What to list.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelQuery {
-    /// Free-text search over model ids.
+pub struct Query {
+    /// Free-text search over repository ids.
     pub search: Option<String>,
-    /// Only this user's or organisation's models.
+    /// Only this user's or organisation's repositories.
     pub author: Option<String>,
     /// The order.
     pub sort: Option<Sort>,
-    /// How many models at most.
+    /// How many repositories at most.
     pub limit: usize,
 }
 
-impl Default for ModelQuery {
+impl Default for Query {
     fn default() -> Self {
-        ModelQuery {
+        Query {
             search: None,
             author: None,
             sort: None,
@@ -53,10 +54,11 @@ impl Default for ModelQuery {
     }
 }
 
-/// One model of a listing. Fields backstop does not use are kept in
-/// `extra`, so serialising a model gives back everything the Hub sent.
+/// One repository of a listing (a model or a dataset). Fields backstop
+/// does not use are kept in `extra`, so serialising one gives back
+/// everything the Hub sent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Model {
+pub struct Repo {
     /// `ORG/NAME` (from `modelId` when the Hub sends only that).
     #[serde(default)]
     pub id: String,
@@ -76,10 +78,10 @@ pub struct Model {
         skip_serializing_if = "Option::is_none"
     )]
     pub trending_score: Option<f64>,
-    /// The task ("text-generation").
+    /// The task ("text-generation"); models only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_tag: Option<String>,
-    /// The library ("gguf", "transformers").
+    /// The library ("gguf", "transformers"); models only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub library_name: Option<String>,
     /// Creation time, RFC 3339.
@@ -99,24 +101,44 @@ pub(crate) fn record_id(id: &mut String, extra: &Map<String, Value>) {
     }
 }
 
-impl Model {
+impl Repo {
     /// Fills `id` from `modelId` when needed; `None` when the record has
-    /// neither and so names no model.
-    pub(crate) fn named(mut self) -> Option<Model> {
+    /// neither and so names no repository.
+    pub(crate) fn named(mut self) -> Option<Repo> {
         record_id(&mut self.id, &self.extra);
         (!self.id.is_empty()).then_some(self)
     }
 }
 
-/// A model at one revision, with its files.
+/// A repository at one revision, with its files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
+pub struct RepoInfo {
     /// `ORG/NAME` (from `modelId` when the Hub sends only that).
     #[serde(default)]
     pub id: String,
     /// The commit the revision resolved to.
     #[serde(default)]
     pub sha: Option<String>,
+    /// When the revision's commit was made, RFC 3339.
+    #[serde(
+        default,
+        rename = "lastModified",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_modified: Option<String>,
+    /// Readable only with a token that has access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
+    /// `false`, or how access to a gated repository is granted: `"auto"`,
+    /// `"manual"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gated: Option<Value>,
+    /// Downloads over the last 30 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloads: Option<u64>,
+    /// Likes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub likes: Option<u64>,
     /// The files.
     #[serde(default)]
     pub siblings: Vec<Sibling>,
@@ -125,18 +147,42 @@ pub struct ModelInfo {
     pub extra: Map<String, Value>,
 }
 
-/// One file of a model. Its name comes from the server: confine it before
-/// using it as a path.
+/// One file of a repository. Its name comes from the server: confine it
+/// before using it as a path.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sibling {
     /// The path inside the repository.
     pub rfilename: String,
     /// Its size, when the Hub was asked for blobs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// The git blob id, when the Hub was asked for blobs.
+    #[serde(default, rename = "blobId", skip_serializing_if = "Option::is_none")]
+    pub blob_id: Option<String>,
     /// LFS details (large files).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lfs: Option<LfsInfo>,
+}
+
+impl Sibling {
+    /// The ETag the Hub gives the file, normalised as huggingface_hub
+    /// does to name its blob in the cache: the LFS sha256 (`X-Linked-Etag`)
+    /// of a large file, else the git blob id (`ETag`). `None` when the
+    /// listing has neither, or one that cannot name a file (see
+    /// [`is_blob_name`](crate::is_blob_name)).
+    pub fn etag(&self) -> Option<&str> {
+        let etag = match &self.lfs {
+            Some(lfs) => &lfs.sha256,
+            None => self.blob_id.as_ref()?,
+        };
+        Some(crate::normalize_etag(etag)).filter(|e| crate::is_blob_name(e))
+    }
+
+    /// The size of the content: the LFS size of a large file, else the
+    /// listed size.
+    pub fn content_size(&self) -> Option<u64> {
+        self.lfs.as_ref().map(|l| l.size).or(self.size)
+    }
 }
 
 /// The LFS pointer of a large file.
@@ -155,10 +201,10 @@ mod tests {
     #[test]
     fn real_listing_shapes_parse() {
         let body = include_str!("../tests/fixtures/models-page.json");
-        let models: Vec<Model> = serde_json::from_str::<Vec<Model>>(body)
+        let models: Vec<Repo> = serde_json::from_str::<Vec<Repo>>(body)
             .unwrap()
             .into_iter()
-            .filter_map(Model::named)
+            .filter_map(Repo::named)
             .collect();
         assert_eq!(models.len(), 3);
         assert_eq!(models[0].id, "Qwen/Qwen3-8B-GGUF");
@@ -169,7 +215,7 @@ mod tests {
         assert_eq!(models[2].id, "someone/minimal");
         assert_eq!(models[2].downloads, None);
         assert_eq!(
-            Model::named(serde_json::from_str(r#"{"likes":1}"#).unwrap()),
+            Repo::named(serde_json::from_str(r#"{"likes":1}"#).unwrap()),
             None
         );
         // Round trip keeps the fields backstop does not model.
@@ -181,11 +227,33 @@ mod tests {
     #[test]
     fn revision_info_parses() {
         let body = include_str!("../tests/fixtures/model-revision.json");
-        let info: ModelInfo = serde_json::from_str(body).unwrap();
+        let info: RepoInfo = serde_json::from_str(body).unwrap();
         assert_eq!(info.id, "Qwen/Qwen3-8B-GGUF");
+        assert_eq!(
+            info.last_modified.as_deref(),
+            Some("2026-05-02T11:00:00.000Z")
+        );
+        assert_eq!(
+            (info.private, info.gated.clone()),
+            (Some(false), Some(Value::Bool(false)))
+        );
+        assert_eq!((info.downloads, info.likes), (Some(152_311), Some(312)));
         assert_eq!(info.siblings.len(), 3);
         let lfs = info.siblings[1].lfs.as_ref().unwrap();
         assert_eq!(lfs.size, 5_027_783_488);
         assert_eq!(lfs.sha256.len(), 64);
+        // A blob is named by the LFS sha256, else by the git blob id.
+        assert_eq!(info.siblings[1].etag(), Some(lfs.sha256.as_str()));
+        assert_eq!(
+            info.siblings[0].etag(),
+            Some("a6344aac8c09253b3b630fb776ae94478aa0275b")
+        );
+        assert_eq!(info.siblings[1].content_size(), Some(5_027_783_488));
+        let bare: Sibling = serde_json::from_str(r#"{"rfilename":"a","blobId":"../x"}"#).unwrap();
+        assert_eq!(bare.etag(), None, "a blob id that cannot name a file");
+        // Round trip keeps what backstop does not model.
+        let again = serde_json::to_value(&info).unwrap();
+        assert_eq!(again["usedStorage"], 30_912_457_728u64);
+        assert_eq!(again["gated"], false);
     }
 }
