@@ -114,9 +114,10 @@ enum Held {
 
 /// Takes the blob's lock as huggingface_hub's `filelock` does on Linux:
 /// an exclusive `flock(2)` on the lock file, which stays in place. While
-/// another process holds it, says so and waits. A file system without
-/// locks gets a warning and no lock, as huggingface_hub goes on without
-/// one.
+/// another process holds it, says so and waits (a wait the pull stops
+/// leaves its blocking thread until the lock is free, which it then lets
+/// go at once). A file system without locks gets a warning and no lock,
+/// as huggingface_hub goes on without one.
 async fn hold(job: &Job<'_>, path: &Path) -> Result<Held, FileError> {
     let file = OpenOptions::new()
         .read(true)

@@ -413,3 +413,35 @@ async fn remote_names_stay_inside_the_cache() {
     assert!(err.is_usage());
     assert!(!bed.dir.path().join("hub").exists(), "nothing was written");
 }
+
+#[tokio::test]
+async fn a_pull_stopped_while_it_waits_for_a_lock_ends_at_once_as_interrupted() {
+    let bed = Bed::new();
+    let weights = HubFile::lfs("weights.bin", data(10_000));
+    bed.serve("org/repo", "main", "c0ffee", std::slice::from_ref(&weights));
+    let locks = bed.dir.path().join("hub/.locks/models--org--repo");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock = std::fs::File::create(locks.join(format!("{}.lock", weights.sha256()))).unwrap();
+    lock.lock().unwrap();
+
+    let plan = bed.plan("hf://org/repo").await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pull = Pull::new(client())
+        .options(options())
+        .progress(Arc::new(Events(tx)))
+        .cancel_on(stop.clone());
+    let waiting = async {
+        while let Some(event) = rx.recv().await {
+            if event.contains("Waiting") {
+                stop.cancel();
+                return;
+            }
+        }
+    };
+    let (summary, ()) = tokio::join!(pull.run(&plan), waiting);
+    let summary = summary.unwrap();
+    assert!(summary.interrupted(), "{:?}", summary.files);
+    assert_eq!(bed.fetches(&weights), 0);
+    drop(lock);
+}
