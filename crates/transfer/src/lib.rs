@@ -5,7 +5,11 @@
 //!   [`resolve`]d into [`Item`]s through the Hub API (pinned to the commit
 //!   the revision names, with sizes and LFS sha256s).
 //! - [`Plan`]: every item placed under the destination, names confined to
-//!   it ([`confine`]), collisions refused, before anything is written.
+//!   it ([`confine`]), collisions refused, before anything is written; or,
+//!   for `hf://` items, in the Hugging Face cache exactly as
+//!   huggingface_hub keeps it ([`Plan::in_hub_cache`]): blobs named by
+//!   their ETag, shared and never fetched twice, written under
+//!   huggingface_hub's own lock, linked from the snapshot of their commit.
 //! - [`Pull`]: the files at most [`Options::jobs`] at once, each in one or
 //!   several Range streams under the retry engine of `backstop-core`:
 //!   - a transfer that breaks after moving bytes resumes from the last

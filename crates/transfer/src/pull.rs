@@ -162,6 +162,9 @@ impl Pull {
     /// URLs of an origin once a second one of them has been refused with
     /// no success in between.
     ///
+    /// A pull into the Hugging Face cache then records each revision's
+    /// ref (`refs/main`) once every one of its files is in place.
+    ///
     /// Fails only before anything is sent, when a request cannot be built
     /// (a malformed header).
     pub async fn run(&self, plan: &Plan) -> Result<Summary, Error> {
