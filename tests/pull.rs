@@ -591,3 +591,37 @@ fn two_pulls_of_the_same_blob_at_once_fetch_it_once_and_both_succeed() {
         "no partial file left"
     );
 }
+
+#[test]
+fn the_cache_is_found_where_huggingface_hub_looks() {
+    let hub = FaultServer::start();
+    let files = [HubFile::git("config.json", &b"{}"[..])];
+    hub.hub_repo("models", "org/repo", "main", "c0ffee", &files, None);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let xdg = h.join("xdg").display().to_string();
+    let cases = [
+        (Some(("HF_HUB_CACHE", "~/hc")), h.join("hc")),
+        (Some(("HUGGINGFACE_HUB_CACHE", "~/old")), h.join("old")),
+        (Some(("HF_HOME", "~/hf")), h.join("hf/hub")),
+        (
+            Some(("XDG_CACHE_HOME", xdg.as_str())),
+            h.join("xdg/huggingface/hub"),
+        ),
+        (None, h.join(".cache/huggingface/hub")),
+    ];
+    for (var, root) in cases {
+        let mut cmd = backstop();
+        cmd.env_remove("HF_HUB_CACHE")
+            .env("HOME", h)
+            .env("HF_ENDPOINT", hub.url(""))
+            .args(["pull", "hf://org/repo"]);
+        if let Some((name, value)) = var {
+            cmd.env(name, value);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(0), "{var:?}: {}", stderr(&out));
+        let pointer = root.join("models--org--repo/snapshots/c0ffee/config.json");
+        assert_eq!(std::fs::read(&pointer).unwrap(), b"{}", "{var:?}");
+    }
+}
