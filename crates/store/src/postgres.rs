@@ -243,7 +243,9 @@ impl Database {
 
     /// Runs one statement on its own, as its own transaction, prepared once
     /// per connection: one round trip. Run again as
-    /// [`Database::with_client`] runs a call.
+    /// [`Database::with_client`] runs a call. A statement the server no
+    /// longer accepts as prepared (a table altered since: "cached plan must
+    /// not change result type") is prepared again, once.
     pub fn call<R>(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError<R>> {
         self.with_conn(|conn| {
             let statement = match conn.statements.get(sql) {
@@ -254,7 +256,14 @@ impl Database {
                     s
                 }
             };
-            Ok(conn.client.query(&statement, params)?)
+            match conn.client.query(&statement, params) {
+                Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+                    let s = conn.client.prepare(sql)?;
+                    conn.statements.insert(sql.to_owned(), s.clone());
+                    Ok(conn.client.query(&s, params)?)
+                }
+                answer => Ok(answer?),
+            }
         })
     }
 
@@ -649,6 +658,28 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(runs, CONFLICT_RETRIES + 1);
+    }
+
+    #[test]
+    fn a_prepared_statement_survives_a_table_altered_under_it() {
+        let schema = testing::TestSchema::new("store_altered");
+        let db = Database::connect::<Infallible>(schema.url(), "x", 1).unwrap();
+        db.with_client::<(), Infallible, _>(|c| {
+            c.batch_execute("CREATE TABLE t (k TEXT, v BIGINT); INSERT INTO t VALUES ('a', 7)")
+        })
+        .unwrap();
+        let sql = "SELECT v FROM t WHERE k = $1";
+        let read = |db: &Database| -> String {
+            let rows = db.call::<Infallible>(sql, &[&"a"]).unwrap();
+            rows[0]
+                .try_get::<_, i64>(0)
+                .map(|v| v.to_string())
+                .or_else(|_| rows[0].try_get::<_, String>(0))
+                .unwrap()
+        };
+        assert_eq!(read(&db), "7");
+        schema.exec("ALTER TABLE t ALTER COLUMN v TYPE TEXT");
+        assert_eq!(read(&db), "7", "prepared again, not an error");
     }
 
     #[test]

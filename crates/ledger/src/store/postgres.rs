@@ -145,12 +145,12 @@ impl Store for PostgresStore {
 
     fn get(&self, keys: &[Key]) -> Result<Vec<Entry>, StoreError> {
         let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        let rows = self.with_client(|client| {
-            client.query(
-                &format!("SELECT {COLUMNS} FROM backstop_cooldowns WHERE key = ANY($1)"),
-                &[&names],
-            )
-        })?;
+        // Prepared once per connection: one round trip, for `pick` and for
+        // the HTTP client's look before every request to a host.
+        let rows = self.db.call(
+            &format!("SELECT {COLUMNS} FROM backstop_cooldowns WHERE key = ANY($1)"),
+            &[&names],
+        )?;
         Ok(rows
             .iter()
             .filter_map(|r| read_row(r).into_entry(self.db.location()))
