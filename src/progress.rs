@@ -390,16 +390,8 @@ impl Tally<'_> {
 }
 
 /// `error` and its chain of sources on one line, for an item's line
-/// under a total: "failed: HTTP 503; caused by: ...".
-pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!("; caused by: {cause}"));
-        source = cause.source();
-    }
-    text
-}
+/// under a total.
+pub use backstop_core::with_causes;
 
 #[cfg(test)]
 mod tests {

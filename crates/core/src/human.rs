@@ -30,6 +30,23 @@ pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// An error and its chain of sources on one line, as backstop's item
+/// lines and warnings show one: "failed: HTTP 503; caused by: ...".
+///
+/// ```
+/// let e = std::io::Error::other("the ledger at sqlite:/x cannot be opened");
+/// assert_eq!(backstop_core::with_causes(&e), "the ledger at sqlite:/x cannot be opened");
+/// ```
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!("; caused by: {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.0;

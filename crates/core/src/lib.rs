@@ -12,6 +12,8 @@
 //!   return from a function or spawn.
 //! - [`RetryBudget`]: a lock-free token bucket shared by many calls.
 //! - [`wait`]: parsers for Retry-After and the other values servers use to say how long to wait.
+//! - [`hosts`]: the seam through which processes share the waits hosts
+//!   asked for ([`hosts::HostCooldowns`]).
 //! - [`StateLocation`]: where a store lives (a SQLite path or a PostgreSQL
 //!   URL), parsed once for every store.
 //!
@@ -37,6 +39,7 @@ mod budget;
 mod classify;
 pub mod clock;
 mod error;
+pub mod hosts;
 mod human;
 mod location;
 mod policy;
@@ -51,7 +54,7 @@ pub use classify::{
     ByType, Class, Classified, Classify, Verdict, classify_io_kind, classify_status,
 };
 pub use error::{AttemptError, Ending, RetryError};
-pub use human::{HumanDuration, plural};
+pub use human::{HumanDuration, plural, with_causes};
 pub use location::{KNOWN_FORMS, LocationError, StateLocation};
 pub use policy::{
     Delays, Jitter, Policy, TRANSFER_FLOOR_BYTES_PER_SEC, TRANSFER_MAX_ATTEMPT,

@@ -2,7 +2,8 @@
 //!
 //! Each path has a queue of [`Reply`]s, used once each in order, and an
 //! optional reply for when the queue is empty; anything else gets a 404.
-//! Every request is recorded so a test can assert what the client sent.
+//! Every request is recorded so a test can assert what the client sent, and
+//! when.
 //!
 //! Besides scripted replies it serves files with or without honouring
 //! `Range` ([`Reply::file`]), a fake Hugging Face Hub
@@ -19,7 +20,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -219,6 +220,9 @@ pub struct Recorded {
     pub uri: String,
     /// Every header, names in lower case.
     pub headers: Vec<(String, String)>,
+    /// When its headers arrived, by the wall clock: requests from several
+    /// processes compare.
+    pub at: SystemTime,
 }
 
 impl Recorded {
@@ -375,6 +379,7 @@ async fn answer(
     let reply = {
         let mut state = lock(&state);
         state.requests.push(Recorded {
+            at: SystemTime::now(),
             method: req.method().to_string(),
             uri: req
                 .uri()

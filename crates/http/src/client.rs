@@ -7,7 +7,7 @@ use std::time::Duration;
 use backstop_core::{Policy, RetryBudget};
 use reqwest::Method;
 
-use crate::{Error, RequestBuilder};
+use crate::{Error, HostBoard, RequestBuilder};
 
 /// Default time to establish a TCP and TLS connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +44,8 @@ pub struct Client {
     pub(crate) header_timeout: Duration,
     pub(crate) read_idle_timeout: Duration,
     pub(crate) budget: Option<Arc<RetryBudget>>,
+    /// Hosts that asked to be left alone: consulted before every request.
+    pub(crate) hosts: Arc<HostBoard>,
 }
 
 impl Client {
@@ -72,6 +74,11 @@ impl Client {
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
+
+    /// The board of hosts' cooldowns every request consults.
+    pub fn host_board(&self) -> &Arc<HostBoard> {
+        &self.hosts
+    }
 }
 
 /// Builds a [`Client`].
@@ -84,6 +91,7 @@ pub struct ClientBuilder {
     user_agent: String,
     budget: Option<Arc<RetryBudget>>,
     roots: Vec<Vec<u8>>,
+    hosts: Option<Arc<HostBoard>>,
 }
 
 impl Default for ClientBuilder {
@@ -96,6 +104,7 @@ impl Default for ClientBuilder {
             user_agent: concat!("backstop/", env!("CARGO_PKG_VERSION")).to_owned(),
             budget: None,
             roots: Vec::new(),
+            hosts: None,
         }
     }
 }
@@ -138,6 +147,15 @@ impl ClientBuilder {
     /// other holder of the same `Arc`).
     pub fn budget(mut self, budget: Arc<RetryBudget>) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// The board of hosts' cooldowns to consult before every request and
+    /// tell after every answer; share one between clients (and give it the
+    /// cooldown ledger, [`HostBoard::with_shared`]) so that a host's 429
+    /// holds all of them. Default: a board of this client's own, in memory.
+    pub fn host_board(mut self, board: Arc<HostBoard>) -> Self {
+        self.hosts = Some(board);
         self
     }
 
@@ -189,6 +207,7 @@ impl ClientBuilder {
             header_timeout: self.header_timeout,
             read_idle_timeout: self.read_idle_timeout,
             budget: self.budget,
+            hosts: self.hosts.unwrap_or_default(),
         })
     }
 }

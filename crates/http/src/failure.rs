@@ -3,10 +3,13 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use backstop_core::time::format_rfc3339;
 use backstop_core::{Class, Classified, HumanDuration, Verdict, classify_io_kind, classify_status};
 use reqwest::StatusCode;
+
+use crate::hosts::Cooling;
 
 /// The failure of one attempt.
 #[derive(Debug)]
@@ -34,6 +37,29 @@ pub enum HttpFailure {
     /// The body was complete but not what was expected (invalid JSON, too
     /// large).
     Invalid(String),
+    /// Nothing was sent: the host asked to be left alone until `until`
+    /// (this process or another one sharing the cooldown ledger was told
+    /// so by a 429, 503 or 529), and that is `wait` away. Classified as
+    /// rate limited with that wait: the retry engine sits through it when
+    /// its policy allows, and ends the call at once otherwise.
+    CoolingDown {
+        /// The host, as shown to people.
+        host: String,
+        /// When its cooldown ends.
+        until: SystemTime,
+        /// How long that was from the moment the request was held back.
+        wait: Duration,
+    },
+}
+
+impl From<Cooling> for HttpFailure {
+    fn from(c: Cooling) -> Self {
+        HttpFailure::CoolingDown {
+            host: c.host,
+            until: c.until,
+            wait: c.wait,
+        }
+    }
 }
 
 impl HttpFailure {
@@ -50,6 +76,7 @@ impl HttpFailure {
         let safe = match self {
             HttpFailure::Status { status, .. } => matches!(status.as_u16(), 429 | 503 | 529),
             HttpFailure::Transport(e) => e.is_connect(),
+            HttpFailure::CoolingDown { .. } => true,
             _ => false,
         };
         if safe {
@@ -89,6 +116,10 @@ impl Classified for HttpFailure {
             HttpFailure::UploadStalled(_) => Verdict::transient("upload stalled"),
             HttpFailure::Transport(e) => transport_verdict(e),
             HttpFailure::Invalid(_) => Verdict::permanent("invalid response"),
+            HttpFailure::CoolingDown { until, wait, .. } => Verdict::new(
+                Class::RateLimited { wait: Some(*wait) },
+                format!("cooling down until {}", format_rfc3339(*until)),
+            ),
         }
     }
 }
@@ -195,6 +226,12 @@ impl fmt::Display for HttpFailure {
                 }
             }
             HttpFailure::Invalid(why) => write!(f, "invalid response: {why}"),
+            HttpFailure::CoolingDown { host, until, wait } => write!(
+                f,
+                "{host} is cooling down until {}, {} away; nothing was sent",
+                format_rfc3339(*until),
+                HumanDuration(*wait)
+            ),
         }
     }
 }
@@ -336,6 +373,29 @@ mod tests {
                 .verdict_for(false)
                 .class,
             Class::Permanent
+        );
+    }
+
+    #[test]
+    fn a_cooling_host_is_a_rate_limit_with_its_wait_and_nothing_sent() {
+        let until = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let f = HttpFailure::CoolingDown {
+            host: "hf.co".into(),
+            until,
+            wait: Duration::from_secs(42),
+        };
+        let verdict = f.verdict_for(false);
+        assert_eq!(
+            verdict.class,
+            Class::RateLimited {
+                wait: Some(Duration::from_secs(42))
+            },
+            "retried even when not idempotent: nothing was sent"
+        );
+        assert_eq!(verdict.reason, "cooling down until 2027-01-15T08:00:00Z");
+        assert_eq!(
+            f.to_string(),
+            "hf.co is cooling down until 2027-01-15T08:00:00Z, 42 s away; nothing was sent"
         );
     }
 

@@ -9,6 +9,11 @@
 //!   (seconds or date), `retry-after-ms`, the IETF `RateLimit` header,
 //!   `x-ratelimit-reset` (OpenAI durations, GitHub epochs), Anthropic's
 //!   reset instants and Google's `RetryInfo`.
+//! - Hosts that asked to wait are left alone until then ([`HostBoard`]): a
+//!   429 or 503 with a wait holds every later request to that host, in
+//!   this process and, through a shared store such as the cooldown
+//!   ledger, in every process that shares it. Nothing is sent to a host
+//!   cooling down; the retry engine waits it out like a `Retry-After`.
 //! - Connect, response-header and read-idle timeouts always on.
 //! - Credentials never reach a message: sensitive headers are marked,
 //!   server messages are scrubbed, URLs are shown without query or
@@ -54,9 +59,11 @@
 mod client;
 mod error;
 mod failure;
+mod hosts;
 mod request;
 mod wait_headers;
 
+pub use backstop_core::hosts::{HostCooldowns, HostRefusal, HostsError};
 pub use backstop_core::{
     Attempt, AttemptError, Class, Classified, Ending, Jitter, Policy, RetryBudget, RetryError,
     RetryEvent, Secret, Verdict,
@@ -64,6 +71,7 @@ pub use backstop_core::{
 pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, HEADER_TIMEOUT, READ_IDLE_TIMEOUT};
 pub use error::Error;
 pub use failure::HttpFailure;
+pub use hosts::{Cooling, HostBoard, Look, SHARED_TIMEOUT};
 pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact_url};
 pub use reqwest::{Method, Response, StatusCode, header};
 pub use tokio_util::sync::CancellationToken;

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::failure::{body_wait, detail, says_quota};
-use crate::{Client, Error, HttpFailure, wait_headers};
+use crate::hosts::Look;
+use crate::{Client, Error, HostRefusal, HttpFailure, wait_headers};
 
 /// Default limit of a body read into memory ([`RequestBuilder::bytes`],
 /// [`RequestBuilder::json`]): 64 MiB. Larger payloads belong on disk.
@@ -354,6 +355,45 @@ impl Prepared<'_> {
         &self,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, HttpFailure> {
+        let look = self.client.hosts.before(&self.host).await?;
+        let resp = self.transmit(extra).await?;
+        self.heard(look, &resp).await;
+        Ok(resp)
+    }
+
+    /// Tells the host board what the host answered: a success ends the
+    /// cooldown it waited out, a 429, 503 or 529 whose headers ask for a
+    /// wait starts one.
+    async fn heard(&self, look: Look, resp: &reqwest::Response) {
+        let status = resp.status();
+        let hosts = &self.client.hosts;
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            hosts.answered(&self.host, look).await;
+        } else if asks_to_wait(status)
+            && let Some(wait) = wait_headers::server_wait(resp.headers(), SystemTime::now())
+        {
+            let shown = HttpFailure::Status {
+                status,
+                wait: None,
+                quota: false,
+                detail: None,
+            };
+            hosts
+                .refused(
+                    &self.host,
+                    status.as_u16(),
+                    hosts.deadline(wait),
+                    &shown.to_string(),
+                )
+                .await;
+        }
+    }
+
+    /// Sends the request once, the host board left aside.
+    async fn transmit(
+        &self,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, HttpFailure> {
         let streamed = self.body.as_ref().is_some_and(|b| b.len() > STREAMED_BODY);
         let transport = if self.pins_origin {
             &self.client.same_origin
@@ -406,8 +446,32 @@ impl Prepared<'_> {
     /// The failure a response that is not a success stands for, with the
     /// wait the server asked for and its message scrubbed of the request's
     /// credentials.
+    ///
+    /// A wait found only in the body (Google's `RetryInfo`) of a 429, 503
+    /// or 529 cools the host as a header's does when the response arrives.
     pub async fn failure(&self, resp: reqwest::Response) -> HttpFailure {
-        status_failure(resp, &self.secrets).await
+        let in_headers = wait_headers::server_wait(resp.headers(), SystemTime::now()).is_some();
+        let failure = status_failure(resp, &self.secrets).await;
+        if let HttpFailure::Status {
+            status,
+            wait: Some(wait),
+            quota,
+            ..
+        } = &failure
+            && asks_to_wait(*status)
+            && !in_headers
+        {
+            let hosts = &self.client.hosts;
+            let refusal = HostRefusal {
+                status: status.as_u16(),
+                quota: *quota,
+                until: hosts.deadline(*wait),
+                from_body: true,
+                message: failure.to_string(),
+            };
+            hosts.record(&self.host, refusal).await;
+        }
+        failure
     }
 
     /// The error for a retried call of this request that did not succeed.
@@ -521,6 +585,12 @@ pub fn display_host(url: &Url) -> String {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     }
+}
+
+/// The statuses whose wait holds every request to the host: a rate limit
+/// and an overload.
+fn asks_to_wait(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 503 | 529)
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -1,12 +1,13 @@
-//! One registry: its base URL, its credentials, the tokens its realm gave
-//! and the rate limit it asked for, shared by every request of a push.
+//! One registry: its base URL, its credentials and the tokens its realm
+//! gave, shared by every request of a push. The rate limit it asks for is
+//! kept by the client's host board, as for every host.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use backstop_core::Secret;
-use backstop_http::{Client, HttpFailure, Method, Prepared, StatusCode};
+use backstop_http::{Client, Method, Prepared, StatusCode};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -173,9 +174,6 @@ pub struct Registry {
     host: String,
     credentials: Option<Credentials>,
     auth: Mutex<AuthState>,
-    /// No request goes out before this: the registry asked all of us to
-    /// wait (a 429 with its wait).
-    paused_until: Mutex<Option<Instant>>,
 }
 
 impl Registry {
@@ -199,7 +197,6 @@ impl Registry {
             base,
             credentials,
             auth: Mutex::new(AuthState::default()),
-            paused_until: Mutex::new(None),
         })
     }
 
@@ -240,14 +237,18 @@ impl Registry {
         }
     }
 
-    /// Sends `call` once, authenticated as the registry last asked, after
-    /// any rate-limit pause the registry asked for. A 401 makes it learn
-    /// the challenge, get a fresh token and send once more; a 401 again,
-    /// or a 429, is returned as a fault (a 429 first pauses every request
-    /// to this registry for the wait it asks). Any other status is
+    /// Sends `call` once, authenticated as the registry last asked. A 401
+    /// makes it learn the challenge, get a fresh token and send once more;
+    /// a 401 again, or a 429, is returned as a fault. Any other status is
     /// returned for the caller to read.
+    ///
+    /// A 429 (or 503) with a wait holds every later request to the
+    /// registry's host until then, through the client's
+    /// [`HostBoard`](backstop_http::HostBoard): a request held back fails
+    /// at once with nothing sent
+    /// ([`HttpFailure::CoolingDown`](backstop_http::HttpFailure::CoolingDown)),
+    /// for the caller's retry to wait out within its policy.
     pub async fn send(&self, call: Call<'_>) -> Result<Answer<'_>, Fault> {
-        self.wait_pause().await;
         let mut challenged = false;
         loop {
             let authorization = self.authorization(call.scope).await?;
@@ -283,14 +284,7 @@ impl Registry {
                 }
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
-                let failure = prepared.failure(response).await;
-                if let HttpFailure::Status {
-                    wait: Some(wait), ..
-                } = &failure
-                {
-                    self.pause_for(*wait);
-                }
-                return Err(Fault::Http(failure));
+                return Err(Fault::Http(prepared.failure(response).await));
             }
             return Ok(Answer { response, prepared });
         }
@@ -298,24 +292,6 @@ impl Registry {
 
     fn lock_auth(&self) -> std::sync::MutexGuard<'_, AuthState> {
         self.auth.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn pause_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        if paused.is_none_or(|p| p < until) {
-            *paused = Some(until);
-        }
-    }
-
-    async fn wait_pause(&self) {
-        loop {
-            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-            match until {
-                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
-                _ => return,
-            }
-        }
     }
 
     /// The `Authorization` value for `scope`, fetching a token when the
