@@ -1,4 +1,5 @@
-//! Ledger keys: `provider` and `provider/model`.
+//! Ledger keys: `provider`, `provider/model`, and `host:HOST` for a
+//! server that asked every client to wait.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,15 +11,24 @@ pub enum Scope {
     Provider,
     /// One model (`anthropic/claude-sonnet-4-5`).
     Model,
+    /// One HTTP host (`host:huggingface.co`, `host:127.0.0.1:8080`): every
+    /// request to it waits.
+    Host,
 }
 
-/// A ledger key: `provider` or `provider/model`.
+/// A ledger key: `provider`, `provider/model` or `host:HOST`.
 ///
 /// The provider is lower-cased and made of letters, digits, `-`, `_` and
 /// `.`; the model is everything after the first `/` (it may hold more
 /// slashes, as OpenRouter's `openrouter/meta-llama/llama-3.1-70b` does) and
 /// may also use `:`, `@` and `+`. No spaces, no control characters, at most
 /// 256 bytes.
+///
+/// A host key is `host:` and the host as it is shown: the name (or IP
+/// address, an IPv6 one in brackets) in lower case, followed by `:PORT`
+/// when the port is not the scheme's default. http and https on their
+/// default ports share one key; other ports of one name are other
+/// servers, each its own key.
 ///
 /// ```
 /// use backstop_ledger::{Key, Scope};
@@ -28,13 +38,18 @@ pub enum Scope {
 /// assert_eq!(key.scope(), Scope::Model);
 /// assert_eq!(key.provider_key().as_str(), "anthropic");
 /// assert!("bad key".parse::<Key>().is_err());
+///
+/// let host = Key::host("HuggingFace.co").unwrap();
+/// assert_eq!(host.as_str(), "host:huggingface.co");
+/// assert_eq!(host.scope(), Scope::Host);
+/// assert_eq!(Key::host("127.0.0.1:8080").unwrap().as_str(), "host:127.0.0.1:8080");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(String);
 
 /// Why a key was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{key:?} is not a ledger key: {why} (expected PROVIDER or PROVIDER/MODEL)")]
+#[error("{key:?} is not a ledger key: {why} (expected PROVIDER, PROVIDER/MODEL or host:HOST)")]
 pub struct KeyError {
     key: String,
     why: &'static str,
@@ -46,7 +61,18 @@ impl Key {
         &self.0
     }
 
-    /// The provider part.
+    /// The key of the host `host` (`huggingface.co`, `127.0.0.1:8080`,
+    /// `[::1]:8080`), as the HTTP client shows it.
+    pub fn host(host: &str) -> Result<Key, KeyError> {
+        format!("{HOST_PREFIX}{host}").parse()
+    }
+
+    /// The host of a host key.
+    pub fn host_name(&self) -> Option<&str> {
+        self.0.strip_prefix(HOST_PREFIX)
+    }
+
+    /// The provider part (a host key is its own provider).
     pub fn provider(&self) -> &str {
         self.0.split_once('/').map_or(&self.0, |(p, _)| p)
     }
@@ -56,9 +82,11 @@ impl Key {
         self.0.split_once('/').map(|(_, m)| m)
     }
 
-    /// Whether it names a provider or a model.
+    /// Whether it names a provider, a model or a host.
     pub fn scope(&self) -> Scope {
-        if self.0.contains('/') {
+        if self.0.starts_with(HOST_PREFIX) {
+            Scope::Host
+        } else if self.0.contains('/') {
             Scope::Model
         } else {
             Scope::Provider
@@ -83,6 +111,9 @@ impl Key {
     }
 }
 
+/// What starts a host key.
+const HOST_PREFIX: &str = "host:";
+
 impl FromStr for Key {
     type Err = KeyError;
 
@@ -96,6 +127,13 @@ impl FromStr for Key {
         }
         if text.len() > 256 {
             return Err(fail("it is longer than 256 bytes"));
+        }
+        if let Some(host) = strip_prefix_ignore_case(text, HOST_PREFIX) {
+            return parse_host(host)
+                .map(|host| Key(format!("{HOST_PREFIX}{host}")))
+                .ok_or_else(|| {
+                    fail("a host is a name or an IP address, with :PORT when not the default")
+                });
         }
         let (provider, model) = match text.split_once('/') {
             Some((p, m)) => (p, Some(m)),
@@ -131,6 +169,56 @@ impl FromStr for Key {
         }
         Ok(Key(key))
     }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// A host as the HTTP client shows it, lower-cased: a name or an IPv4
+/// address (letters, digits, `-`, `_`, `.`), or an IPv6 address in
+/// brackets, then `:PORT` (1 to 65535) or nothing.
+fn parse_host(text: &str) -> Option<String> {
+    let (name, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let ok = !inside.is_empty()
+            && inside
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'));
+        if !ok {
+            return None;
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (&text[..inside.len() + 2], port)
+    } else {
+        match text.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (text, None),
+        }
+    };
+    if name.is_empty()
+        || !name.starts_with('[')
+            && !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return None;
+    }
+    if let Some(port) = port {
+        let ok = !port.is_empty()
+            && port.len() <= 5
+            && port.chars().all(|c| c.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+        if !ok {
+            return None;
+        }
+    }
+    Some(text.to_ascii_lowercase())
 }
 
 impl fmt::Display for Key {
@@ -184,7 +272,53 @@ mod tests {
         }
         assert!("x".repeat(300).parse::<Key>().is_err());
         assert!(Key::model_key("anthropic").is_err());
+        assert!(Key::model_key("host:hf.co").is_err());
         assert!(Key::model_key("anthropic/x").is_ok());
+    }
+
+    #[test]
+    fn hosts() {
+        let good = [
+            ("host:huggingface.co", "host:huggingface.co"),
+            ("HOST:HuggingFace.CO", "host:huggingface.co"),
+            ("host:127.0.0.1:8080", "host:127.0.0.1:8080"),
+            ("host:[::1]", "host:[::1]"),
+            ("host:[::1]:5000", "host:[::1]:5000"),
+            ("host:[2001:DB8::1]:443", "host:[2001:db8::1]:443"),
+            ("host:xn--bcher-kva.example", "host:xn--bcher-kva.example"),
+            ("host:registry-1.docker.io", "host:registry-1.docker.io"),
+        ];
+        for (text, normal) in good {
+            let key: Key = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(key.as_str(), normal);
+            assert_eq!(key.scope(), Scope::Host);
+            assert_eq!(key.provider_key(), key, "a host is its own provider");
+            assert_eq!(key.model(), None);
+        }
+        assert_eq!(
+            Key::host("127.0.0.1:8080").unwrap().host_name(),
+            Some("127.0.0.1:8080")
+        );
+        let bad = [
+            "host:",
+            "host::80",
+            "host:a:",
+            "host:a:0",
+            "host:a:65536",
+            "host:a:80:80",
+            "host:a b",
+            "host:a/b",
+            "host:[::1",
+            "host:[]",
+            "host:[::1]x",
+            "host:[zz::1]",
+            "host:a\n",
+            "host:é.example",
+        ];
+        for text in bad {
+            assert!(text.parse::<Key>().is_err(), "{text:?}");
+        }
+        assert_eq!("hosting".parse::<Key>().unwrap().scope(), Scope::Provider);
     }
 
     #[test]

@@ -177,9 +177,10 @@ impl Ledger {
     /// does not escalate, and it never shortens the cooldown — a shorter
     /// one over a longer live one leaves the longer in place.
     pub fn record(&self, key: &Key, failure: &LedgerFailure) -> Result<Entry, Error> {
+        // A host key is its own provider: a host cools whatever the reason.
         let key = match failure.reason.scope() {
             crate::Scope::Provider => key.provider_key(),
-            crate::Scope::Model => key.clone(),
+            crate::Scope::Model | crate::Scope::Host => key.clone(),
         };
         let now = self.now();
         let credential = self.credentials.fingerprint(key.provider());
@@ -352,6 +353,33 @@ impl Ledger {
     /// Forgets everything; how many entries there were.
     pub fn clear_all(&self) -> Result<u64, Error> {
         Ok(self.store.remove_all()?)
+    }
+
+    /// When the cooldown of `key` ends as stored — in the past too, while
+    /// the entry is kept — or `None` when there is no entry: one indexed
+    /// read. For a host's key, what the HTTP client asks before every
+    /// request.
+    pub fn until(&self, key: &Key) -> Result<Option<SystemTime>, Error> {
+        let now = self.now();
+        Ok(self
+            .store
+            .get(std::slice::from_ref(key))?
+            .into_iter()
+            .find(|e| e.key == *key)
+            .map(|e| bounded(e, now).until))
+    }
+
+    /// Forgets the entry of `key` if its cooldown ends no later than
+    /// `seen`: a host answered a request sent once the cooldown it read
+    /// was over. An entry that ends later was written since (another
+    /// process was refused again) and is kept. Whether it was forgotten.
+    pub fn clear_if_over(&self, key: &Key, seen: SystemTime) -> Result<bool, Error> {
+        let mut forgot = false;
+        self.store.update(key, &mut |old| {
+            forgot = old.as_ref().is_some_and(|e| e.until <= seen);
+            if forgot { Change::Remove } else { Change::Keep }
+        })?;
+        Ok(forgot)
     }
 
     /// Every entry with where it stands now.

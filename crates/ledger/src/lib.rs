@@ -16,6 +16,9 @@
 //!   [`MAX_COOLDOWN`].
 //! - An auth cooldown remembers the fingerprint of the refused credential
 //!   and ends as soon as the credential in use changes ([`Credentials`]).
+//! - Hosts cool too (`host:huggingface.co`, [`Key::host`]): a server's 429
+//!   or 503 recorded by one process holds every process that reads the
+//!   ledger, through the HTTP client's seam ([`HostLedger`]).
 //! - Stored in SQLite by default, or PostgreSQL for many machines
 //!   ([`store`]); both pass one conformance suite.
 //!
@@ -35,6 +38,7 @@
 mod credentials;
 mod durations;
 mod entry;
+mod hosts;
 mod key;
 mod ledger;
 mod reason;
@@ -43,6 +47,7 @@ pub mod store;
 pub use credentials::{Credentials, LocalCredentials, StaticCredentials};
 pub use durations::{Defaults, Durations, MAX_COOLDOWN};
 pub use entry::{Entry, State};
+pub use hosts::HostLedger;
 pub use key::{Key, KeyError, Scope};
 pub use ledger::{Error, Ledger, LedgerFailure, Pick, Set, deadline, remaining};
 pub use reason::{Reason, Source, UnknownReason};

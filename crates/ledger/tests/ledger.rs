@@ -465,3 +465,63 @@ fn jitter_only_shortens_the_default() {
     }
     assert!(lengths.len() > 10, "spread, not lockstep");
 }
+
+#[test]
+fn a_host_cools_until_its_wait_and_a_success_clears_only_what_it_waited_out() {
+    let w = world();
+    let host = Key::host("huggingface.co").unwrap();
+    assert_eq!(w.ledger.until(&host).unwrap(), None);
+    let first = w.now() + 55 * Duration::from_secs(1);
+    w.ledger
+        .record(&host, &wait(first, Source::Header))
+        .unwrap();
+    assert_eq!(w.ledger.until(&host).unwrap(), Some(first));
+    let sonnet = key("anthropic/claude-sonnet-4-5");
+    assert_eq!(
+        w.ledger
+            .pick(std::slice::from_ref(&sonnet))
+            .unwrap()
+            .available,
+        Some(sonnet),
+        "a host holds no model"
+    );
+
+    w.clock.advance(MIN);
+    assert_eq!(
+        w.ledger.until(&host).unwrap(),
+        Some(first),
+        "an entry that is over is still read, to be cleared"
+    );
+    let seen = first;
+    // Another process is refused again before this one's success lands.
+    let second = w.now() + 30 * Duration::from_secs(1);
+    w.ledger
+        .record(&host, &wait(second, Source::Header))
+        .unwrap();
+    assert!(!w.ledger.clear_if_over(&host, seen).unwrap());
+    assert_eq!(w.ledger.until(&host).unwrap(), Some(second));
+
+    w.clock.advance(MIN);
+    assert!(w.ledger.clear_if_over(&host, second).unwrap());
+    assert_eq!(w.ledger.until(&host).unwrap(), None);
+    assert!(!w.ledger.clear_if_over(&host, second).unwrap());
+}
+
+#[test]
+fn a_hosts_wait_is_held_to_the_reasons_cap() {
+    let w = world();
+    let host = Key::host("127.0.0.1:8080").unwrap();
+    let entry = w
+        .ledger
+        .record(&host, &wait(w.now() + 24 * 60 * MIN, Source::Header))
+        .unwrap();
+    assert_eq!(entry.until, w.now() + 15 * MIN);
+    let quota = LedgerFailure {
+        reason: Reason::Quota,
+        wait: Some((w.now() + 60 * MIN, Source::Body)),
+        message: Some("insufficient_quota".into()),
+    };
+    let entry = w.ledger.record(&host, &quota).unwrap();
+    assert_eq!(entry.key, host, "a host is its own provider");
+    assert_eq!(entry.until, w.now() + 60 * MIN);
+}
