@@ -34,6 +34,16 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub state: Option<String>,
+    /// Keep hosts' cooldowns to this process: a 429 or 503 it gets is not
+    /// recorded in the state for other processes, and what they recorded
+    /// is not read (`get`, `pull`, `push`, `login`, `hub`).
+    #[arg(
+        long,
+        global = true,
+        env = "BACKSTOP_NO_SHARED_COOLDOWN",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub no_shared_cooldown: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -445,7 +455,8 @@ impl From<AgentArg> for backstop_agent::Agent {
 
 #[derive(Debug, Subcommand)]
 pub enum CooldownCommand {
-    /// List the keys cooling down.
+    /// List the keys cooling down: models, providers, and hosts
+    /// (host:NAME[:PORT]) that answered a 429 or 503 with a wait.
     List {
         /// Also list entries that are over (kept to remember escalation).
         #[arg(long)]
@@ -462,7 +473,8 @@ Defaults when neither --for nor --until is given: rate_limit 1 min, overloaded 3
 error 1 min, quota 1 h, auth 1 h, each doubling with consecutive failures up to 15 min, \
 5 min, 10 min, 24 h, 24 h.")]
     Set {
-        /// PROVIDER or PROVIDER/MODEL.
+        /// PROVIDER, PROVIDER/MODEL, or host:NAME[:PORT] (every backstop
+        /// call to that host waits).
         #[arg(value_parser = parse_key)]
         key: Key,
         /// Why.

@@ -2,10 +2,12 @@
 //! of the coordinator's API that `ops` and `nodes` use.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use backstop_core::{Class, Classified, Policy, Secret};
-use backstop_http::{Client, ClientBuilder, Method, RequestBuilder};
+use backstop_http::{Client, ClientBuilder, HostBoard, Method, RequestBuilder};
+use backstop_ledger::HostLedger;
 use backstop_queue::api::{OpDetail, RequeueAnswer, RequeueRequest, SubmitAnswer, SubmitRequest};
 use backstop_queue::model::{Delivery, Node};
 use backstop_queue::store::OpSummary;
@@ -70,7 +72,10 @@ impl RetryArgs {
         &self,
         more: impl FnOnce(ClientBuilder) -> ClientBuilder,
     ) -> Result<Client, Report> {
-        let mut builder = more(Client::builder().policy(self.policy()));
+        let builder = Client::builder()
+            .policy(self.policy())
+            .host_board(host_board());
+        let mut builder = more(builder);
         if let Some(d) = self.connect_timeout {
             builder = builder.connect_timeout(d);
         }
@@ -79,6 +84,52 @@ impl RetryArgs {
         }
         Ok(builder.build()?)
     }
+}
+
+/// Where this process shares hosts' cooldowns: the state location
+/// (`--state`), unless `--no-shared-cooldown`. Set once by `main`.
+struct Sharing {
+    state: Option<String>,
+    shared: bool,
+}
+
+static SHARING: OnceLock<Sharing> = OnceLock::new();
+
+/// The one host board of this process, made by the first client.
+static HOST_BOARD: OnceLock<Arc<HostBoard>> = OnceLock::new();
+
+/// Says where the clients of this process share hosts' cooldowns: the
+/// ledger at `state` when `shared`, else nowhere (each process keeps its
+/// own). Nothing is opened until a client first sends a request.
+pub fn share_host_cooldowns(state: Option<&str>, shared: bool) {
+    let _ = SHARING.set(Sharing {
+        state: state.map(str::to_owned),
+        shared,
+    });
+}
+
+/// The host board every client of this process consults: a 429 to one
+/// request holds the host for all of them, and, through the ledger, for
+/// every process that shares it. A state location that cannot be used is
+/// a warning: the board then keeps to this process.
+fn host_board() -> Arc<HostBoard> {
+    let board = HOST_BOARD.get_or_init(|| {
+        let board = HostBoard::new();
+        let Some(sharing) = SHARING.get().filter(|s| s.shared) else {
+            return Arc::new(board);
+        };
+        match crate::state::resolve(sharing.state.as_deref()) {
+            Ok(location) => Arc::new(board.with_shared(Arc::new(HostLedger::new(location)))),
+            Err(report) => {
+                tracing::warn!(
+                    "hosts' cooldowns are not shared by this process: {}",
+                    report.summary()
+                );
+                Arc::new(board)
+            }
+        }
+    });
+    Arc::clone(board)
 }
 
 /// A client of one coordinator's API (`backstop serve`), speaking the

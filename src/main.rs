@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.quiet);
     let state = cli.state.as_deref();
+    client::share_host_cooldowns(state, !cli.no_shared_cooldown);
     let outcome = match cli.command {
         // The ledger commands run without an async runtime: `pick` is
         // called from scripts in loops, and starts in a few milliseconds.

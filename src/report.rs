@@ -71,6 +71,14 @@ impl Report {
         self
     }
 
+    /// The message and its causes on one line, for a warning.
+    pub fn summary(&self) -> String {
+        std::iter::once(self.message.as_str())
+            .chain(self.causes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join("; caused by: ")
+    }
+
     /// The text printed on stderr.
     pub fn render(&self) -> String {
         let mut out = format!("backstop: error: {}\n", self.message);

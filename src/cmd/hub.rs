@@ -47,7 +47,7 @@ pub async fn list(hub: &Hub, args: &SearchArgs) -> Result<(), Report> {
             if args.skip_on_rate_limit
                 && matches!(e.ending(), Some(Ending::RateLimited { .. })) =>
         {
-            eprintln!("backstop: skipped: {e}");
+            eprintln!("backstop: skipped: {}", backstop_core::with_causes(&e));
             return Ok(());
         }
         Err(e) => return Err(e.into()),

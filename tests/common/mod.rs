@@ -10,9 +10,13 @@ use std::process::{Command, Output, Stdio};
 /// Fast retries, so that tests spend no time sleeping.
 pub const QUICK: &[&str] = &["--base-delay", "1ms", "--max-delay", "5ms"];
 
-/// The binary, with none of the caller's Hub or backstop settings, and
-/// never the developer's own token file or Hugging Face cache.
+/// The binary, with none of the caller's Hub or backstop settings, never
+/// the developer's own token file or Hugging Face cache, and a default
+/// state of its own (a directory made only if the command writes there):
+/// hosts' cooldowns recorded by one test never hold another.
 pub fn backstop() -> Command {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static STATES: AtomicUsize = AtomicUsize::new(0);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
     for var in [
         "HF_TOKEN",
@@ -24,12 +28,19 @@ pub fn backstop() -> Command {
         "BACKSTOP_LOG",
         "BACKSTOP_MODELS",
         "BACKSTOP_STATE",
+        "BACKSTOP_NO_SHARED_COOLDOWN",
     ] {
         cmd.env_remove(var);
     }
     cmd.env("HF_TOKEN_PATH", "/nonexistent/backstop-test-token");
     // A test that means the Hugging Face cache names one of its own.
     cmd.env("HF_HUB_CACHE", "/nonexistent/backstop-test-cache");
+    let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "state-{}-{}",
+        std::process::id(),
+        STATES.fetch_add(1, Ordering::Relaxed)
+    ));
+    cmd.env("XDG_STATE_HOME", state);
     cmd
 }
 
