@@ -152,9 +152,32 @@ impl Proc {
     }
 }
 
+/// How many lines of each process's stderr a failing test prints.
+const TAIL: usize = 60;
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // What it wrote last, unless a process it left holds its
+            // stderr open.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.reader.as_ref().is_some_and(|r| !r.is_finished())
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- {} (pid {}): the last {} of {} lines of its stderr ---\n{}",
+                self.what,
+                self.child.id(),
+                lines.len().min(TAIL),
+                lines.len(),
+                lines[lines.len().saturating_sub(TAIL)..].join("\n")
+            );
+        }
     }
 }
 
