@@ -209,7 +209,10 @@ impl Retention {
 
 /// Asks the remote nodes with attempts in flight which ones they hold,
 /// and returns to pending those nobody holds: claimed by a coordinator
-/// that died before offering them, or offered to a worker that restarted.
+/// that died before offering them, or offered to a worker process that is
+/// gone (NATS answers that nothing listens for it) or restarted. This, not
+/// a late heartbeat, is how the attempts of a worker that died return to
+/// pending: a node parked for silence may still run them.
 /// Only attempts claimed more than [`OFFER_WINDOW`] ago are judged, since
 /// another coordinator may still be offering a younger one. Nodes inside a
 /// coordinator are never judged here: their attempts are their
@@ -297,8 +300,8 @@ impl Reconciler {
             let s = Arc::clone(&self.store);
             let now = self.clock.now();
             let why = format!(
-                "a coordinator stopped while this was in flight and node {node} does not hold it; \
-                 not counted as a failure"
+                "node {node} does not hold this attempt (its worker process is gone, or the \
+                 coordinator that claimed it stopped before offering it); not counted as a failure"
             );
             released += blocking(move || s.release(&orphans, &why, now))
                 .await?
@@ -306,8 +309,8 @@ impl Reconciler {
         }
         if released > 0 {
             tracing::info!(
-                "{} in flight for a coordinator that stopped and their nodes do not \
-                 hold them: they run again, not counted as failures",
+                "{} in flight but not held by their nodes (a worker process is gone, or a \
+                 coordinator stopped before offering them): they run again, not counted as failures",
                 plural(released as u64, "delivery was", "deliveries were")
             );
         }

@@ -2,11 +2,15 @@
 //! nodes whose heartbeats stopped.
 //!
 //! A node is healthy while its heartbeats arrive. When they stop for
-//! longer than the staleness limit it becomes unhealthy, and its deliveries
-//! in flight go back to pending without spending attempts. A node a
-//! delivery could not reach is unreachable (see the dispatcher). Either
-//! way its deliveries wait, and the next heartbeat over the same transport
-//! makes it healthy again.
+//! longer than the staleness limit it becomes unhealthy: nothing new is
+//! claimed for it. What it runs stays in flight, since silence does not
+//! prove a handler stopped (a loaded machine answers late): its outcome is
+//! stored when it comes, and an attempt runs again only once the node's
+//! process is known gone — it registers anew, or says (or NATS says for
+//! it) that it does not hold the attempt — or the attempt's lease ends. A
+//! node a delivery could not reach is unreachable (see the dispatcher).
+//! Either way its deliveries wait, and the next heartbeat over the same
+//! transport makes it healthy again.
 
 use backstop_core::plural;
 use std::sync::Arc;
@@ -152,7 +156,8 @@ impl Monitor {
             .inspect_err(|_| self.restart())?;
         for name in &parked {
             tracing::warn!(
-                "node {name} sent no heartbeat for {}: {}; its deliveries wait for it without spending attempts",
+                "node {name} sent no heartbeat for {}: {}; its deliveries wait for it without \
+                 spending attempts, and what it runs stays its own",
                 HumanDuration(self.stale_after),
                 NodeStatus::Unhealthy
             );

@@ -700,17 +700,33 @@ fn health_parks_nodes_without_spending_attempts(db: &dyn Db) {
         store.heartbeat("gpu-1", "s1", false, t(3)).unwrap(),
         Heartbeat::Recovered(NodeStatus::Unreachable)
     );
-    assert_eq!(claim_all(&*store, t(3)).len(), 1);
-    // Heartbeats stop: unhealthy, and its work in flight waits, unspent.
+    let again = claim_all(&*store, t(3));
+    assert_eq!(again.len(), 1);
+    // Heartbeats stop: unhealthy. What it runs stays its own — silence
+    // does not prove a handler stopped — and its outcome counts when it
+    // comes; nothing new is claimed for it.
     assert!(store.mark_stale(t(3), t(10)).unwrap().is_empty(), "fresh");
     assert_eq!(store.mark_stale(t(4), t(10)).unwrap(), ["gpu-1"]);
     let all = store.deliveries(&DeliveryFilter::default()).unwrap();
     assert!(
         all.iter()
-            .all(|d| d.state == DeliveryState::Pending && d.failures == 0),
+            .all(|d| d.state == DeliveryState::InFlight && d.failures == 0),
         "{all:?}"
     );
-    assert!(claim_all(&*store, t(11)).is_empty());
+    assert_eq!(
+        settle(&*store, again[0].token, t(11), Decision::Done),
+        Settled::Applied(DeliveryState::Done)
+    );
+    let handed_back = Decision::Release {
+        next_at: t(11),
+        error: "stopping".into(),
+        unreachable: false,
+    };
+    assert_eq!(
+        settle(&*store, running[1].token, t(11), handed_back),
+        Settled::Applied(DeliveryState::Pending)
+    );
+    assert!(claim_all(&*store, t(11)).is_empty(), "parked");
     assert_eq!(
         store.heartbeat("gpu-1", "s1", false, t(12)).unwrap(),
         Heartbeat::Recovered(NodeStatus::Unhealthy)

@@ -8,15 +8,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backstop_core::clock::{Clock, ManualClock, SystemClock};
-use backstop_queue::handler::{FnHandler, Handler};
-use backstop_queue::store::{DeliveryFilter, Requeue, Settled};
-use backstop_queue::transport::Transport;
+use backstop_queue::handler::{FnHandler, Handler, Work};
+use backstop_queue::node_health::Monitor;
+use backstop_queue::store::{DeliveryFilter, Heartbeat, Requeue, Settled};
 use backstop_queue::transport::local::{LocalNode, LocalTransport};
+use backstop_queue::transport::{Reply, Transport};
 use backstop_queue::{
-    DeliveryState, DispatchConfig, Dispatcher, NewOp, NodeStatus, Outcome, Schedule, SqliteStore,
-    Store,
+    DeliveryState, DispatchConfig, Dispatcher, NewOp, NodeSpec, NodeStatus, Outcome, Schedule,
+    SqliteStore, Store, Token,
 };
 use backstop_queue::{Settle, StoreError};
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 struct Setup {
@@ -505,4 +507,103 @@ async fn outcome_writers_back_off_with_full_jitter_not_in_lockstep() {
         );
     }
     assert_eq!(one, waits_between_outcome_writes(1).await, "a seed repeats");
+}
+
+/// A remote node: its first attempt runs until the test lets it end (the
+/// node is slow, not gone); any later one ends at once. Every offer is
+/// recorded.
+#[derive(Default)]
+struct SlowRemote {
+    offered: std::sync::Mutex<Vec<Token>>,
+    first_runs: tokio::sync::Notify,
+    first_ends: tokio::sync::Notify,
+}
+
+impl Transport for SlowRemote {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn deliver<'a>(&'a self, work: &'a Work) -> BoxFuture<'a, Reply> {
+        Box::pin(async move {
+            let first = {
+                let mut offered = self.offered.lock().unwrap();
+                offered.push(work.token);
+                offered.len() == 1
+            };
+            if first {
+                self.first_runs.notify_one();
+                self.first_ends.notified().await;
+            }
+            Reply::new(Outcome::Done)
+        })
+    }
+}
+
+/// A heartbeat that comes late under load parks the node, but does not
+/// take the attempt it runs away from it: nothing is offered again while
+/// it runs, and its outcome is stored when it comes — the handler runs
+/// once.
+#[tokio::test]
+async fn a_node_parked_for_a_late_heartbeat_keeps_the_attempt_it_runs() {
+    let s = setup();
+    let remote = Arc::new(SlowRemote::default());
+    let spec = NodeSpec {
+        name: "gpu-1".into(),
+        node_type: "gpu".into(),
+        kinds: vec!["install".into()],
+        capacity: 1,
+        transport: "nats".into(),
+        session: "s1".into(),
+    };
+    s.store.register(&spec, s.clock.now()).unwrap();
+    let d = Dispatcher::new(
+        Arc::clone(&s.store),
+        vec![Arc::clone(&remote) as Arc<dyn Transport>],
+        schedule(3),
+        s.clock.clone() as Arc<dyn Clock>,
+        DispatchConfig::default(),
+    );
+    let monitor = Monitor::new(
+        Arc::clone(&s.store),
+        s.clock.clone() as Arc<dyn Clock>,
+        Duration::from_secs(1),
+    );
+    s.store
+        .submit(&NewOp::for_type("install", "gpu"), s.clock.now())
+        .unwrap();
+    let first_round = tokio::spawn({
+        let d = d.clone();
+        async move { d.step().await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), remote.first_runs.notified())
+        .await
+        .unwrap();
+    // Its heartbeat is late: parked.
+    s.clock.advance(Duration::from_secs(2));
+    assert_eq!(monitor.tick().await.unwrap(), ["gpu-1"]);
+    assert_eq!(s.store.nodes().unwrap()[0].status, NodeStatus::Unhealthy);
+    // The next one comes while the handler still runs.
+    assert_eq!(
+        s.store
+            .heartbeat("gpu-1", "s1", false, s.clock.now())
+            .unwrap(),
+        Heartbeat::Recovered(NodeStatus::Unhealthy)
+    );
+    let meanwhile = d.step().await.unwrap();
+    assert!(
+        meanwhile.is_empty(),
+        "offered again while the node runs it: {meanwhile:?}"
+    );
+    remote.first_ends.notify_one();
+    let first = first_round.await.unwrap().unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].2, Settled::Applied(DeliveryState::Done));
+    let done = delivery(&*s.store);
+    assert_eq!((done.state, done.attempt), (DeliveryState::Done, 1));
+    assert_eq!(
+        remote.offered.lock().unwrap().len(),
+        1,
+        "the handler ran once"
+    );
 }

@@ -81,8 +81,13 @@ pub trait Store: Send + Sync {
 
     /// Marks unhealthy every healthy node whose last heartbeat is older
     /// than `stale_before` (nodes inside the coordinator send none and are
-    /// never stale), and returns their deliveries in flight to pending
-    /// without spending attempts. Returns the names.
+    /// never stale), so that nothing new is claimed for them. Returns the
+    /// names. Their attempts in flight stay theirs: a late heartbeat does
+    /// not prove a handler stopped, and its outcome is stored when it
+    /// comes. They return to pending only on a sign that nothing runs
+    /// them — the node registers anew ([`Store::register`]), says it does
+    /// not hold them ([`Store::release`]), or their lease ends
+    /// ([`Store::rescue`]).
     fn mark_stale(
         &self,
         stale_before: SystemTime,
@@ -138,8 +143,9 @@ pub trait Store: Send + Sync {
     fn rescue(&self, now: SystemTime) -> Result<Vec<Token>, StoreError>;
 
     /// Returns these attempts to pending, without spending attempts, if
-    /// they are still in flight (a coordinator that stopped had claimed
-    /// them, and their node does not hold them). Returns those released.
+    /// they are still in flight (their node does not hold them: its worker
+    /// process is gone, or a coordinator that stopped had claimed them).
+    /// Returns those released.
     fn release(
         &self,
         tokens: &[Token],

@@ -466,7 +466,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<String>, StoreError> {
         let (before, now) = (to_millis(stale_before), to_millis(now));
         self.tx(|tx| {
-            let names: Vec<String> = tx
+            let mut names: Vec<String> = tx
                 .query(
                     "UPDATE backstop_queue_nodes SET status = 'unhealthy', updated_ms = $2
                      WHERE name IN (SELECT name FROM backstop_queue_nodes
@@ -479,13 +479,6 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|r| get(r, 0))
                 .collect::<Result<_, _>>()?;
-            for name in &names {
-                let why = format!(
-                    "node {name} stopped sending heartbeats while this ran; not counted as a failure"
-                );
-                release_node(tx, name, &why, now)?;
-            }
-            let mut names = names;
             names.sort();
             Ok(names)
         })

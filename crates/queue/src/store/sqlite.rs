@@ -452,10 +452,6 @@ impl Store for SqliteStore {
                      WHERE name = ?1",
                     params![name, now],
                 )?;
-                let why = format!(
-                    "node {name} stopped sending heartbeats while this ran; not counted as a failure"
-                );
-                release_where(tx, "d.node = ?1", &[name], &why, now)?;
             }
             Ok(names)
         })
