@@ -157,8 +157,26 @@ pub struct PullArgs {
     /// http(s) URLs, hf://[datasets/]ORG/REPO[@REVISION][/PATTERN]
     /// (PATTERN as huggingface_hub's allow_patterns: *.gguf, onnx/), and
     /// oci://REGISTRY/REPOSITORY(:TAG|@sha256:DIGEST)[/PATTERN].
-    #[arg(value_name = "SOURCE", required = true, value_parser = parse_source)]
+    #[arg(value_name = "SOURCE", required_unless_present = "input_file", value_parser = parse_source)]
     pub sources: Vec<PullSource>,
+    /// Read more sources from FILE (- for standard input), one a line:
+    /// SOURCE [sha256=HEX] [out=PATH], PATH under --dir; # starts a
+    /// comment.
+    #[arg(short = 'i', long = "input-file", value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+    /// Check each file against this sha256sum list (HEX  NAME, HEX
+    /// *NAME), NAME being its path under --dir; every URL's file must be
+    /// listed.
+    #[arg(long, value_name = "FILE")]
+    pub sha256sums: Option<PathBuf>,
+    /// Print each file's result as it ends, then a total, as JSON Lines
+    /// on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Bytes per second for the whole run, every file and stream
+    /// together: 500K, 10M, 1G (K = 1024, as curl), or a plain number.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<std::num::NonZeroU64>,
     /// Where the files go, folders of the repository kept [default: the
     /// Hugging Face cache for hf:// sources, else the current folder].
     #[arg(short, long, value_name = "DIR")]
@@ -252,6 +270,37 @@ pub fn parse_min_progress(value: &str) -> Result<MinProgressArg, String> {
         bytes,
         window,
     })))
+}
+
+/// A rate in bytes per second, as curl's `--limit-rate` takes it: a
+/// number, with K, M, G or T for powers of 1024 ("500K", "10M"), or a
+/// unit of [`parse_size`] ("1MiB", "10MB"); "/s" may follow.
+pub fn parse_rate(value: &str) -> Result<std::num::NonZeroU64, String> {
+    let text = value.trim();
+    let text = text.strip_suffix("/s").unwrap_or(text);
+    let curl = text
+        .strip_suffix(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T'])
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|n| {
+            let power = match text.as_bytes()[text.len() - 1].to_ascii_lowercase() {
+                b'k' => 1,
+                b'm' => 2,
+                b'g' => 3,
+                _ => 4,
+            };
+            n.checked_mul(1u64 << (10 * power))
+        });
+    let bytes = match curl {
+        Some(bytes) => bytes,
+        None => parse_size(text).ok(),
+    };
+    match bytes {
+        Some(0) => Err("the rate must be more than 0".to_owned()),
+        Some(n) => Ok(std::num::NonZeroU64::new(n).unwrap_or(std::num::NonZeroU64::MIN)),
+        None => Err(format!(
+            "{value:?} is not a rate in bytes per second (examples: 500K, 10M, 1G)"
+        )),
+    }
 }
 
 /// "1048576", "512KiB", "1MiB", "10MB", "2GiB".
@@ -1033,6 +1082,10 @@ pub struct PushArgs {
     /// always give the same manifest.
     #[arg(long, value_name = "TIME", value_parser = parse_created)]
     pub created: Option<String>,
+    /// Print each blob's result as it ends, then a total with the pushed
+    /// reference, as JSON Lines on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub retry: RetryArgs,
 }
@@ -1157,6 +1210,28 @@ mod tests {
         assert!(parse_min_progress("0").unwrap().0.is_none());
         assert!(parse_min_progress("1MiB").is_err());
         assert!(parse_min_progress("1MiB/0s").is_err());
+    }
+
+    #[test]
+    fn rates_as_curl_writes_them() {
+        let rate = |v: &str| parse_rate(v).map(std::num::NonZeroU64::get);
+        assert_eq!(rate("500K"), Ok(500 << 10));
+        assert_eq!(rate("500k"), Ok(500 << 10));
+        assert_eq!(rate("10M"), Ok(10 << 20));
+        assert_eq!(rate("1G"), Ok(1 << 30));
+        assert_eq!(rate("2T"), Ok(2 << 40));
+        assert_eq!(rate("123456"), Ok(123_456));
+        assert_eq!(rate("10M/s"), Ok(10 << 20));
+        assert_eq!(rate("1MiB"), Ok(1 << 20));
+        assert_eq!(rate("10MB"), Ok(10_000_000));
+        assert_eq!(
+            rate("0"),
+            Err("the rate must be more than 0".to_owned()),
+            "curl reads 0 as no limit; leaving the flag out says that"
+        );
+        for bad in ["", "fast", "-1K", "1.5M", "99999999999T", "K"] {
+            assert!(rate(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

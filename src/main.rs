@@ -8,6 +8,7 @@ mod logging;
 mod nats;
 mod progress;
 mod report;
+mod results;
 mod state;
 mod table;
 

@@ -286,6 +286,7 @@ mod tests {
             authorizer: None,
             origin: "https://example.com/x".to_owned(),
             repo: repo.map(str::to_owned),
+            hub: None,
         }
     }
 
