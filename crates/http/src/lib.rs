@@ -60,6 +60,7 @@ mod client;
 mod error;
 mod failure;
 mod hosts;
+mod payload;
 mod request;
 mod wait_headers;
 
@@ -72,7 +73,8 @@ pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, HEADER_TIMEOUT, READ_ID
 pub use error::Error;
 pub use failure::HttpFailure;
 pub use hosts::{Cooling, HostBoard, Look, SHARED_TIMEOUT};
+pub use payload::{FileBody, Payload};
 pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact_url};
 pub use reqwest::{Method, Response, StatusCode, header};
 pub use tokio_util::sync::CancellationToken;
-pub use wait_headers::server_wait;
+pub use wait_headers::{server_wait, spent_quota};

@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::failure::{body_wait, detail, says_quota};
 use crate::hosts::Look;
-use crate::{Client, Error, HostRefusal, HttpFailure, wait_headers};
+use crate::{Client, Error, HostRefusal, HttpFailure, Payload, wait_headers};
 
 /// Default limit of a body read into memory ([`RequestBuilder::bytes`],
 /// [`RequestBuilder::json`]): 64 MiB. Larger payloads belong on disk.
@@ -77,7 +77,7 @@ pub struct RequestBuilder<'c> {
     secrets: Vec<String>,
     /// Carries a credential reqwest would forward to another origin.
     pins_origin: bool,
-    body: Option<Bytes>,
+    body: Option<Payload>,
     policy: Option<Policy>,
     idempotent: Option<bool>,
     cancel: Option<CancellationToken>,
@@ -164,7 +164,14 @@ impl<'c> RequestBuilder<'c> {
 
     /// The request body, sent again on every attempt.
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
-        self.body = Some(body.into());
+        self.body = Some(Payload::Bytes(body.into()));
+        self
+    }
+
+    /// The request body as bytes or as part of a file ([`FileBody`](crate::FileBody), read
+    /// again on every attempt and never held in memory whole).
+    pub fn payload(mut self, payload: impl Into<Payload>) -> Self {
+        self.body = Some(payload.into());
         self
     }
 
@@ -314,7 +321,7 @@ pub struct Prepared<'c> {
     headers: HeaderMap,
     secrets: Vec<String>,
     pins_origin: bool,
-    body: Option<Bytes>,
+    body: Option<Payload>,
 }
 
 impl Prepared<'_> {
@@ -394,7 +401,11 @@ impl Prepared<'_> {
         &self,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, HttpFailure> {
-        let streamed = self.body.as_ref().is_some_and(|b| b.len() > STREAMED_BODY);
+        let streamed = match &self.body {
+            Some(Payload::Bytes(b)) => b.len() > STREAMED_BODY,
+            Some(Payload::File(_)) => true,
+            None => false,
+        };
         let transport = if self.pins_origin {
             &self.client.same_origin
         } else if streamed {
@@ -416,14 +427,17 @@ impl Prepared<'_> {
             // only a server that takes none of it for the idle timeout
             // fails the attempt. (A streamed body is not sent again on a
             // 307 or 308: small ones stay replayable.)
-            Some(body) if body.len() > STREAMED_BODY => {
+            Some(body) if streamed => {
                 let progress = Arc::new(BodyProgress::default());
+                let stream: BodyStream = match body {
+                    Payload::Bytes(bytes) => Box::pin(pieces(bytes.clone(), Arc::clone(&progress))),
+                    Payload::File(file) => {
+                        Box::pin(counted(file.pieces(), file.len(), Arc::clone(&progress)))
+                    }
+                };
                 let request = request
                     .header(reqwest::header::CONTENT_LENGTH, body.len())
-                    .body(reqwest::Body::wrap_stream(pieces(
-                        body.clone(),
-                        Arc::clone(&progress),
-                    )));
+                    .body(reqwest::Body::wrap_stream(stream));
                 let idle = self.client.read_idle_timeout;
                 tokio::select! {
                     sent = request.send() => sent,
@@ -431,7 +445,7 @@ impl Prepared<'_> {
                 }
             }
             body => {
-                if let Some(body) = body {
+                if let Some(Payload::Bytes(body)) = body {
                     request = request.body(body.clone());
                 }
                 match tokio::time::timeout(header_timeout, request.send()).await {
@@ -517,6 +531,32 @@ impl BodyProgress {
             seen = now;
         }
     }
+}
+
+type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// `stream` (`len` bytes in all), counted as the connection takes its
+/// pieces.
+fn counted(
+    stream: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    len: u64,
+    progress: Arc<BodyProgress>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    use futures_util::StreamExt;
+    let mut seen = 0u64;
+    if len == 0 {
+        progress.done.store(true, Ordering::Release);
+    }
+    stream.inspect(move |piece| {
+        if let Ok(piece) = piece {
+            seen += piece.len() as u64;
+            progress.taken.fetch_add(1, Ordering::AcqRel);
+            if seen >= len {
+                progress.done.store(true, Ordering::Release);
+            }
+        }
+    })
 }
 
 /// `body` as a stream of cheap slices, counted as the connection takes
