@@ -52,8 +52,13 @@ pub struct Cli {
 pub enum Command {
     /// GET a URL with retries, a cut body resumed by Range: to stdout once
     /// whole, or to FILE (replaced atomically; a device or FIFO written
-    /// through).
+    /// through). The shorthand of `request` without a method or a body.
     Get(GetArgs),
+    /// Send a request with any method and a body, as curl does (-X, -d,
+    /// --data-binary, --json, -H), with retries: a POST or a PATCH only
+    /// when the server cannot have acted on it, unless it carries an
+    /// idempotency key (--idempotency-key auto) or --retry-unsafe.
+    Request(Box<RequestArgs>),
     /// Download many files at once: each retried on its own, resumed by
     /// Range (also after Ctrl-C), renamed into place once size and sha256
     /// match.
@@ -132,6 +137,83 @@ pub struct GetArgs {
     pub min_progress: Option<MinProgressArg>,
     #[command(flatten)]
     pub retry: RetryArgs,
+}
+
+/// `backstop request`: `get`'s arguments, and a method and a body.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+backstop request -X POST https://api.example.com/v1/jobs --json '{\"model\":\"qwen3\"}' --idempotency-key auto\n  \
+backstop request https://api.example.com/v1/upload --data-binary @weights.bin -H 'Content-Type: application/octet-stream'\n  \
+backstop request -X DELETE https://api.example.com/v1/jobs/42\n\n\
+A GET without a body is `backstop get`: its body resumed by Range. Any other request's \
+answer is fetched whole again when cut, and written only once complete.\n\
+Retries: GET, HEAD, PUT, DELETE, OPTIONS as the flags say; POST and PATCH only when the \
+server cannot have acted (no connection made; 408, 425, 429, 529, or 503 with Retry-After), \
+unless they carry an Idempotency-Key or --retry-unsafe is given. A POST not retried for \
+that reason exits 1: it may have been acted on.")]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub send: SendArgs,
+    #[command(flatten)]
+    pub get: GetArgs,
+}
+
+/// What a request sends besides a GET's URL and headers.
+#[derive(Debug, Default, Args)]
+pub struct SendArgs {
+    /// The method (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, or
+    /// another) [default: POST with a body, else GET].
+    #[arg(short = 'X', long = "request", value_name = "METHOD", value_parser = parse_method)]
+    pub method: Option<backstop_http::Method>,
+    /// Send DATA as a form would: @FILE reads a file and @- standard
+    /// input, carriage returns and newlines dropped; repeated, joined
+    /// with &. Content-Type application/x-www-form-urlencoded unless -H
+    /// gives one.
+    #[arg(short = 'd', long = "data", value_name = "DATA", conflicts_with_all = ["data_binary", "json"])]
+    pub data: Vec<String>,
+    /// Send DATA as it is: @FILE is read from the file again for every
+    /// attempt, never held in memory whole; @- reads standard input (up to
+    /// 64 MiB, kept to send again); repeated, joined with &.
+    #[arg(long = "data-binary", value_name = "DATA", conflicts_with = "json")]
+    pub data_binary: Vec<String>,
+    /// Send JSON, with Content-Type and Accept application/json (as curl
+    /// 7.82+ does); @FILE, @- as --data-binary; repeated, the pieces are
+    /// joined as they are. The whole body must be valid JSON: it is
+    /// checked before anything is sent.
+    #[arg(long = "json", value_name = "JSON")]
+    pub json: Vec<String>,
+    /// Send the Idempotency-Key header, the same on every attempt, so that
+    /// a POST or a PATCH is retried like a GET; `auto` makes a random key
+    /// (a UUIDv4) for this run.
+    #[arg(long, value_name = "KEY|auto")]
+    pub idempotency_key: Option<String>,
+    /// Retry a POST or a PATCH like a GET without an idempotency key: the
+    /// server may then act on it more than once.
+    #[arg(long)]
+    pub retry_unsafe: bool,
+}
+
+impl SendArgs {
+    /// Whether anything is sent besides a GET's URL and headers.
+    pub fn is_plain_get(&self) -> bool {
+        self.method
+            .as_ref()
+            .is_none_or(|m| *m == backstop_http::Method::GET)
+            && self.data.is_empty()
+            && self.data_binary.is_empty()
+            && self.json.is_empty()
+    }
+}
+
+/// An HTTP method: a token (RFC 9110), as given (methods are
+/// case-sensitive; curl sends them as typed).
+pub fn parse_method(value: &str) -> Result<backstop_http::Method, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("the method is empty".to_owned());
+    }
+    backstop_http::Method::from_bytes(value.as_bytes())
+        .map_err(|_| format!("{value:?} is not an HTTP method"))
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,9 @@ const SECRET_HEADERS: &[&str] = &[
     "x-goog-api-key",
 ];
 
+/// The header that makes a POST or a PATCH safe to send again.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 type RetryHook<'c> = Box<dyn FnMut(&RetryEvent<'_>) + Send + 'c>;
 
 /// A response read into memory.
@@ -182,8 +185,13 @@ impl<'c> RequestBuilder<'c> {
     }
 
     /// Whether the request may be repeated after the server may have acted
-    /// on it. Defaults to the method's own semantics: GET, HEAD, OPTIONS,
-    /// TRACE, PUT and DELETE are idempotent, POST and PATCH are not.
+    /// on it. Defaults to the method's own semantics — GET, HEAD, OPTIONS,
+    /// TRACE, PUT and DELETE are idempotent, POST and PATCH are not — and
+    /// to idempotent for a request that carries an `Idempotency-Key`
+    /// header (draft-ietf-httpapi-idempotency-key-header; Stripe's): the
+    /// server makes it once, however often it is sent, and every retry
+    /// carries the same key. A request that is not is retried only when
+    /// the server cannot have acted on it ([`HttpFailure::not_acted`]).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = Some(idempotent);
         self
@@ -234,6 +242,16 @@ impl<'c> RequestBuilder<'c> {
         .await
     }
 
+    /// Retries until the whole body has been written to `file`, which is
+    /// emptied at the start of every attempt: a body cut short is fetched
+    /// again whole (an answer to a POST cannot be resumed by Range), and
+    /// what `file` holds in the end is one complete body. Never held in
+    /// memory whole. A file that cannot be written fails at once
+    /// ([`HttpFailure::Local`]).
+    pub async fn save(self, file: &std::fs::File) -> Result<Saved, Error> {
+        self.execute(|resp| write_body(resp, file)).await
+    }
+
     /// Checks the request and freezes it, for callers that run their own
     /// retry loop and send it once per attempt ([`Prepared::send_once`]):
     /// a resumable download changes its `Range` header on every attempt.
@@ -262,9 +280,9 @@ impl<'c> RequestBuilder<'c> {
         R: Fn(reqwest::Response) -> Fut,
         Fut: Future<Output = Result<T, HttpFailure>>,
     {
-        let idempotent = self
-            .idempotent
-            .unwrap_or_else(|| is_idempotent(&self.method));
+        let idempotent = self.idempotent.unwrap_or_else(|| {
+            is_idempotent(&self.method) || self.headers.contains_key(IDEMPOTENCY_KEY)
+        });
         let client = self.client;
         let policy = self.policy.clone();
         let policy = policy.as_ref().unwrap_or(&client.policy);
@@ -683,6 +701,49 @@ async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Http
         quota: says_quota(&prefix),
         detail: detail(&prefix, secrets),
     }
+}
+
+/// A response whose body went to a file ([`RequestBuilder::save`]).
+#[derive(Clone, Debug)]
+pub struct Saved {
+    /// The final status (after redirects).
+    pub status: StatusCode,
+    /// The final response's headers.
+    pub headers: HeaderMap,
+    /// The final URL (after redirects).
+    pub url: Url,
+    /// The body's length.
+    pub len: u64,
+}
+
+/// Writes a body to `file` from its start, cutting what an earlier
+/// attempt left.
+async fn write_body(
+    mut resp: reqwest::Response,
+    file: &std::fs::File,
+) -> Result<Saved, HttpFailure> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let local = HttpFailure::Local;
+    let mut out = tokio::fs::File::from_std(file.try_clone().map_err(local)?);
+    out.set_len(0).await.map_err(local)?;
+    out.seek(std::io::SeekFrom::Start(0)).await.map_err(local)?;
+    let (status, headers, url) = (resp.status(), resp.headers().clone(), resp.url().clone());
+    let mut len = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| HttpFailure::Transport(e.without_url()))?
+    {
+        out.write_all(&chunk).await.map_err(local)?;
+        len += chunk.len() as u64;
+    }
+    out.flush().await.map_err(local)?;
+    Ok(Saved {
+        status,
+        headers,
+        url,
+        len,
+    })
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Body, HttpFailure> {

@@ -86,6 +86,7 @@ mod validators;
 mod writer;
 
 pub use authorize::{AuthorizationFuture, Authorize, Authorizer};
+pub use destination::Spool;
 pub use digest::{BadDigest, Sha256};
 pub use error::{Error, FileError, TransferFailure};
 pub use glob::Pattern;
