@@ -33,6 +33,14 @@ pub async fn run(args: RequestArgs) -> Result<(), Report> {
     };
     let client = get.retry.client()?;
     let mut request = client.request(method.clone(), &get.url);
+    if get.retry.attempt_timeout.is_none() {
+        // A runaway guard from the size, as for get: a large upload that
+        // keeps moving is never cut by the API's 30 s (stalls are caught
+        // by the idle timeout).
+        let size = body.as_ref().map_or(0, |b| b.payload.len());
+        let timeout = backstop_core::Policy::transfer_attempt_timeout(size);
+        request = request.policy(client.policy().clone().with_attempt_timeout(timeout));
+    }
     for (name, value) in &get.headers {
         request = request.header(name, value);
     }

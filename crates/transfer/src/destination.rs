@@ -83,7 +83,7 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// A spool for `dest`, looked at as [`Destination::of`] does. Fails
+    /// A spool for `dest`, following symbolic links as `open` does. Fails
     /// when `dest` is a folder, or the spool file cannot be made (a
     /// folder that does not exist or cannot be written).
     pub fn for_path(dest: &Path) -> io::Result<Spool> {

@@ -36,6 +36,13 @@
 //!     its size;
 //!   - a 401/403 stops the other files of the same `hf://` repository,
 //!     and a second one in a row the other URLs of the same origin.
+//! - [`parse_list`] and [`Sha256Sums`]: a pull list (`SOURCE [sha256=HEX]
+//!   [out=PATH]` a line) and a `sha256sum` list, read with each bad line
+//!   named; [`Sha256Sums::apply`] gives items their digests by name.
+//! - [`RateLimit`]: one byte rate for every stream of a pull
+//!   ([`Options::limit`]), on tokio's clock.
+//! - [`Spool`]: a whole body that cannot be resumed (the answer to a
+//!   POST), put at a destination as a finished download is, or not at all.
 //! - [`Progress`]: the seam a progress display plugs into.
 //! - [`Authorizer`]: the seam a changing credential plugs into, asked for
 //!   the `Authorization` of every request of a file (a registry's bearer
