@@ -393,3 +393,51 @@ fn limit_rate_holds_the_whole_run_to_one_rate() {
         stderr(&out)
     );
 }
+
+/// The sources of a list choose the place as the command line's do: Hub
+/// repositories alone go to the Hugging Face cache, and `--json` names
+/// each file where its snapshot shows it. A sha256 list that disagrees
+/// with the Hub's own digest is refused before anything is fetched.
+#[test]
+fn hub_sources_of_a_list_go_to_the_cache_and_json_names_their_snapshot_path() {
+    let hub = FaultServer::start();
+    let cdn = FaultServer::start();
+    let weights = data(30_000, 4);
+    let files = [
+        HubFile::lfs("sub/w.bin", weights.clone()),
+        HubFile::git("config.json", &b"{}"[..]),
+    ];
+    hub.hub_repo("models", "org/repo", "main", "c0ffee", &files, Some(&cdn));
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("hub");
+    let list = home.path().join("list.txt");
+    std::fs::write(&list, "# one repository\nhf://org/repo\n").unwrap();
+    let sums = home.path().join("SHA256SUMS");
+    std::fs::write(&sums, format!("{}  sub/w.bin\n", sha(b"other bytes"))).unwrap();
+    let pull = || {
+        let mut cmd = backstop();
+        cmd.env("HF_HUB_CACHE", &cache)
+            .env("HF_ENDPOINT", hub.url(""))
+            .args(["pull", "--json", "-i"])
+            .arg(&list);
+        cmd
+    };
+    let out = run(pull().arg("--sha256sums").arg(&sums));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("\"sub/w.bin\" is given two different sha256 digests"),
+        "{err}"
+    );
+    assert!(cdn.requests().is_empty(), "nothing fetched");
+
+    let out = run(&mut pull());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let snapshot = cache.join("models--org--repo/snapshots/c0ffee");
+    let lines = json_lines(&out);
+    let w = line_of(&lines, "sub/w.bin");
+    assert_eq!(w["path"], snapshot.join("sub/w.bin").display().to_string());
+    assert_eq!(w["source"], "hf://org/repo@main");
+    assert_eq!(w["sha256"], sha(&weights));
+    assert_eq!(std::fs::read(snapshot.join("sub/w.bin")).unwrap(), weights);
+}

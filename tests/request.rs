@@ -394,3 +394,32 @@ fn bad_input_is_refused_before_anything_is_sent() {
     assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
     assert!(server.requests().is_empty(), "{:?}", server.requests());
 }
+
+/// Without a method or a body, `request` is `get`: an answer cut short
+/// continues by Range from what arrived; with a method, it is fetched
+/// whole again.
+#[test]
+fn a_plain_request_is_get_and_resumes_by_range() {
+    let server = FaultServer::start();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    server.script("/file", [Reply::file(body.clone()).cut_after(70_000)]);
+    server.always("/file", Reply::file(body.clone()));
+    let out = run(&mut request(&server, "/file"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout == body, "the whole body, once");
+    let sent = server.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].header("range"), Some("bytes=70000-"));
+
+    server.script("/file", [Reply::file(body.clone()).cut_after(70_000)]);
+    let before = server.requests().len();
+    let out = run(request(&server, "/file").args(["-X", "OPTIONS"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout == body);
+    let sent = &server.requests()[before..];
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent.iter()
+            .all(|r| r.method == "OPTIONS" && r.header("range").is_none())
+    );
+}

@@ -199,11 +199,16 @@ fn unchanged_report(planned: Planned) -> FileReport {
     }
 }
 
-/// What `--json` knows of a file before it moves.
+/// What `--json` knows of a file before it moves; a file of the Hugging
+/// Face cache is where its snapshot shows it, not its blob.
 fn known(planned: &Planned) -> Known {
+    let path = match &planned.placement {
+        Placement::HubCache(slot) => &slot.pointer,
+        Placement::Folder { .. } => &planned.dest,
+    };
     Known {
         source: planned.item.origin.clone(),
-        path: planned.dest.display().to_string(),
+        path: path.display().to_string(),
         size: planned.item.size,
         sha256: planned.item.sha256,
     }
