@@ -2,15 +2,14 @@
 //! list (`--sha256sums`), reporting in JSON Lines (`--json`) and held to
 //! one rate (`--limit-rate`), as scripts run it.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use backstop_faultserver::{FaultServer, HubFile, Nginx, Reply};
 
 mod common;
 
-use common::{QUICK, backstop, run, stderr, stdout};
+use common::{QUICK, backstop, run, run_with_stdin, stderr, stdout};
 
 fn data(n: usize, seed: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251 + seed) as u8).collect()
@@ -18,23 +17,6 @@ fn data(n: usize, seed: usize) -> Vec<u8> {
 
 fn sha(bytes: &[u8]) -> String {
     HubFile::lfs("x", bytes.to_vec()).sha256()
-}
-
-/// Runs `cmd` with `input` on its standard input.
-fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// Every line of stdout, each one JSON object.
@@ -83,7 +65,7 @@ fn a_list_on_stdin_places_and_checks_each_file_and_json_tells_each_end() {
             .arg(dir.path());
         cmd
     };
-    let out = run_with_stdin(&mut pull(), &list);
+    let out = run_with_stdin(&mut pull(), list.as_bytes());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), a);
     assert_eq!(
@@ -126,7 +108,7 @@ fn a_list_on_stdin_places_and_checks_each_file_and_json_tells_each_end() {
         stderr(&out)
     );
 
-    let out = run_with_stdin(&mut pull(), &list);
+    let out = run_with_stdin(&mut pull(), list.as_bytes());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lines = json_lines(&out);
     for name in ["a.bin", "weights/b-renamed.bin", "c.bin"] {

@@ -2,15 +2,14 @@
 //! retries, against a fault server that counts requests and keeps what
 //! each one carried.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backstop_faultserver::{FaultServer, HubFile, Reply};
 
 mod common;
 
-use common::{QUICK, backstop, run, stderr, stdout};
+use common::{QUICK, backstop, run, run_with_stdin, stderr, stdout};
 
 fn request(server: &FaultServer, path: &str) -> Command {
     let mut cmd = backstop();
@@ -20,17 +19,6 @@ fn request(server: &FaultServer, path: &str) -> Command {
 
 fn sha(bytes: &[u8]) -> String {
     HubFile::lfs("x", bytes.to_vec()).sha256()
-}
-
-fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// A POST without a key that gets a 503 with no wait is sent once: a
