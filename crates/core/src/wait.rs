@@ -139,7 +139,7 @@ pub fn ratelimit_spent(value: &str) -> Option<Duration> {
         return read.exhausted;
     }
     match read.old_remaining {
-        Some(r) if r == 0.0 => read.old_reset,
+        Some(0.0) => read.old_reset,
         _ => None,
     }
 }
@@ -189,21 +189,32 @@ impl RateLimit {
     }
 }
 
-/// A `RateLimit-Remaining` value: the requests left, and the window they
-/// are counted over when the value names one — Docker Hub's `0;w=21600`
-/// (none left in a six-hour window), the drafts' plain `0`. `None` when
-/// the value is not a count.
+/// What a `RateLimit-Remaining` value says: the requests left, and the
+/// window they are counted over when it names one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remaining {
+    /// Requests left.
+    pub count: u64,
+    /// The window (`w=`), when given.
+    pub window: Option<Duration>,
+}
+
+/// A `RateLimit-Remaining` value: Docker Hub's `0;w=21600` (none left in
+/// a six-hour window), the drafts' plain `0`. `None` when the value is not
+/// a count.
 ///
 /// ```
 /// use std::time::Duration;
-/// use backstop_core::wait::remaining;
+/// use backstop_core::wait::{Remaining, remaining};
 ///
-/// assert_eq!(remaining("0;w=21600"), Some((0, Some(Duration::from_secs(21600)))));
-/// assert_eq!(remaining("76;w=21600"), Some((76, Some(Duration::from_secs(21600)))));
-/// assert_eq!(remaining("3"), Some((3, None)));
+/// assert_eq!(
+///     remaining("0;w=21600"),
+///     Some(Remaining { count: 0, window: Some(Duration::from_secs(21600)) })
+/// );
+/// assert_eq!(remaining("3"), Some(Remaining { count: 3, window: None }));
 /// assert_eq!(remaining("lots"), None);
 /// ```
-pub fn remaining(value: &str) -> Option<(u64, Option<Duration>)> {
+pub fn remaining(value: &str) -> Option<Remaining> {
     let mut parts = value.split(';');
     let count = parts.next()?.trim();
     if count.is_empty() || !count.chars().all(|c| c.is_ascii_digit()) {
@@ -216,7 +227,7 @@ pub fn remaining(value: &str) -> Option<(u64, Option<Duration>)> {
             .eq_ignore_ascii_case("w")
             .then(|| decimal(val.trim().trim_matches('"')).and_then(seconds))?
     });
-    Some((count, window))
+    Some(Remaining { count, window })
 }
 
 /// `x-ratelimit-reset` and its relatives: an OpenAI duration ("6m0s",
@@ -428,17 +439,18 @@ mod tests {
 
     #[test]
     fn remaining_table() {
-        let cases: &[(&str, Option<(u64, Option<Duration>)>)] = &[
+        let r = |count, window| Some(Remaining { count, window });
+        let cases: &[(&str, Option<Remaining>)] = &[
             // Docker Hub.
-            ("0;w=21600", Some((0, S(21600)))),
-            ("100;w=21600", Some((100, S(21600)))),
-            (" 0 ; w=60 ", Some((0, S(60)))),
+            ("0;w=21600", r(0, S(21600))),
+            ("100;w=21600", r(100, S(21600))),
+            (" 0 ; w=60 ", r(0, S(60))),
             // Drafts 03-06.
-            ("0", Some((0, None))),
-            ("12", Some((12, None))),
-            ("0;w=0", Some((0, None))),
-            ("0;w=junk", Some((0, None))),
-            ("99999999999999999999999", Some((u64::MAX, None))),
+            ("0", r(0, None)),
+            ("12", r(12, None)),
+            ("0;w=0", r(0, None)),
+            ("0;w=junk", r(0, None)),
+            ("99999999999999999999999", r(u64::MAX, None)),
             ("-1", None),
             ("1.5", None),
             ("", None),

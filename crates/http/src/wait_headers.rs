@@ -76,12 +76,15 @@ pub fn spent_quota(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     if let Some(wait) = get("ratelimit").and_then(wait::ratelimit_spent) {
         return Some(wait);
     }
-    if let Some((0, window)) = get("ratelimit-remaining").and_then(wait::remaining) {
+    if let Some(spent) = get("ratelimit-remaining")
+        .and_then(wait::remaining)
+        .filter(|r| r.count == 0)
+    {
         let reset = get("ratelimit-reset").and_then(|v| wait::retry_after(v, now));
         let limit_window = get("ratelimit-limit")
             .and_then(wait::remaining)
-            .and_then(|(_, w)| w);
-        return reset.or(window).or(limit_window);
+            .and_then(|limit| limit.window);
+        return reset.or(spent.window).or(limit_window);
     }
     if get("x-ratelimit-remaining").is_some_and(|r| r.trim() == "0") {
         return get("x-ratelimit-reset").and_then(|v| wait::reset(v, now));
