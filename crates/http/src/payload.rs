@@ -101,6 +101,24 @@ impl FileBody {
         self.taken.load(Ordering::Acquire)
     }
 
+    /// The whole range in memory (for a small body, which then stays
+    /// replayable on a redirect), counted into [`FileBody::taken`].
+    pub(crate) async fn read_whole(&self) -> std::io::Result<Bytes> {
+        use futures_util::TryStreamExt;
+        let capacity = usize::try_from(self.len).unwrap_or(0);
+        let whole = self
+            .pieces()
+            .try_fold(
+                BytesMut::with_capacity(capacity),
+                |mut all, piece| async move {
+                    all.extend_from_slice(&piece);
+                    Ok(all)
+                },
+            )
+            .await?;
+        Ok(whole.freeze())
+    }
+
     /// The pieces of a new send, counted into [`FileBody::taken`] as the
     /// connection takes them. A file that cannot be read, or that ends
     /// before `offset + len`, fails the body with that I/O error.
@@ -177,6 +195,9 @@ mod tests {
             assert_eq!(pieces.concat(), &data[1000..601_000]);
             assert_eq!(body.taken(), 600_000, "counted again from 0");
         }
+        let small = FileBody::new(&path, 10, 1000);
+        assert_eq!(small.read_whole().await.unwrap(), &data[10..1010]);
+        assert_eq!(small.taken(), 1000);
         let short = FileBody::new(&path, 500_000, 600_000);
         let err = short.pieces().try_collect::<Vec<_>>().await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);

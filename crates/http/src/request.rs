@@ -419,7 +419,19 @@ impl Prepared<'_> {
         &self,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, HttpFailure> {
-        let streamed = match &self.body {
+        let body = match &self.body {
+            // Read whole, a small file body stays replayable on a
+            // redirect, as a small body in memory does. (One that cannot
+            // be read is streamed, and fails as the stream does.)
+            Some(Payload::File(file)) if file.len() <= STREAMED_BODY as u64 => {
+                match file.read_whole().await {
+                    Ok(bytes) => Some(Payload::Bytes(bytes)),
+                    Err(_) => self.body.clone(),
+                }
+            }
+            body => body.clone(),
+        };
+        let streamed = match &body {
             Some(Payload::Bytes(b)) => b.len() > STREAMED_BODY,
             Some(Payload::File(_)) => true,
             None => false,
@@ -439,7 +451,7 @@ impl Prepared<'_> {
             .request(self.method.clone(), self.url.clone())
             .headers(headers);
         let header_timeout = self.client.header_timeout;
-        let sent = match &self.body {
+        let sent = match &body {
             // A large body may take longer than the header timeout to go
             // out: the timeout starts once it has all gone, and until then
             // only a server that takes none of it for the idle timeout
