@@ -59,6 +59,14 @@ fn a_post_without_a_key_is_not_sent_again_after_a_503() {
         "{}",
         stderr(&out)
     );
+
+    // A PUT is idempotent: retried like a GET, temporary when the
+    // attempts run out.
+    server.always("/v1/put", Reply::status(502));
+    let out = run(request(&server, "/v1/put").args(["-X", "PUT", "-d", "x", "--attempts", "2"]));
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert_eq!(server.hits("/v1/put"), 2);
+    assert!(!stderr(&out).contains("not sent again"), "{}", stderr(&out));
 }
 
 /// With an idempotency key the same POST is retried like a GET, and every

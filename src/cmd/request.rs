@@ -54,7 +54,6 @@ pub async fn run(args: RequestArgs) -> Result<(), Report> {
         method: &method,
         key: key.as_deref(),
         generated: send.idempotency_key.as_deref() == Some("auto"),
-        unsafe_retried: send.retry_unsafe,
     };
     match &get.output {
         Some(path) => {
@@ -93,7 +92,6 @@ struct Sent<'a> {
     method: &'a Method,
     key: Option<&'a str>,
     generated: bool,
-    unsafe_retried: bool,
 }
 
 impl Sent<'_> {
@@ -102,13 +100,13 @@ impl Sent<'_> {
     /// be; and, for one that carried a key made for this run, which key
     /// makes a rerun the same request.
     fn report(&self, e: backstop_http::Error) -> Report {
-        let idempotent = self.key.is_some() || self.unsafe_retried;
-        let maybe_acted = match e.retry_error().and_then(|r| r.last.as_ref()) {
-            Some(AttemptError::Failed(f)) => {
-                !idempotent && f.verdict().class.is_retryable() && !f.not_acted()
-            }
-            _ => false,
-        };
+        // Ended as permanent by a failure that is worth another attempt:
+        // stopped only because the request is not idempotent.
+        let maybe_acted = e.ending() == Some(Ending::Permanent)
+            && matches!(
+                e.retry_error().and_then(|r| r.last.as_ref()),
+                Some(AttemptError::Failed(f)) if f.verdict().class.is_retryable()
+            );
         let temporary = e.ending().is_some_and(|ending| ending.is_temporary());
         let auth = e.ending() == Some(Ending::Auth);
         let report = Report::from(e);
