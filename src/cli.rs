@@ -52,8 +52,13 @@ pub struct Cli {
 pub enum Command {
     /// GET a URL with retries, a cut body resumed by Range: to stdout once
     /// whole, or to FILE (replaced atomically; a device or FIFO written
-    /// through).
+    /// through). The shorthand of `request` without a method or a body.
     Get(GetArgs),
+    /// Send a request with any method and a body, as curl does (-X, -d,
+    /// --data-binary, --json, -H), with retries: a POST or a PATCH only
+    /// when the server cannot have acted on it, unless it carries an
+    /// idempotency key (--idempotency-key auto) or --retry-unsafe.
+    Request(Box<RequestArgs>),
     /// Download many files at once: each retried on its own, resumed by
     /// Range (also after Ctrl-C), renamed into place once size and sha256
     /// match.
@@ -134,6 +139,83 @@ pub struct GetArgs {
     pub retry: RetryArgs,
 }
 
+/// `backstop request`: `get`'s arguments, and a method and a body.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+backstop request -X POST https://api.example.com/v1/jobs --json '{\"model\":\"qwen3\"}' --idempotency-key auto\n  \
+backstop request https://api.example.com/v1/upload --data-binary @weights.bin -H 'Content-Type: application/octet-stream'\n  \
+backstop request -X DELETE https://api.example.com/v1/jobs/42\n\n\
+A GET without a body is `backstop get`: its body resumed by Range. Any other request's \
+answer is fetched whole again when cut, and written only once complete.\n\
+Retries: GET, HEAD, PUT, DELETE, OPTIONS as the flags say; POST and PATCH only when the \
+server cannot have acted (no connection made; 408, 425, 429, 529, or 503 with Retry-After), \
+unless they carry an Idempotency-Key or --retry-unsafe is given. A POST not retried for \
+that reason exits 1: it may have been acted on.")]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub send: SendArgs,
+    #[command(flatten)]
+    pub get: GetArgs,
+}
+
+/// What a request sends besides a GET's URL and headers.
+#[derive(Debug, Default, Args)]
+pub struct SendArgs {
+    /// The method (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, or
+    /// another) [default: POST with a body, else GET].
+    #[arg(short = 'X', long = "request", value_name = "METHOD", value_parser = parse_method)]
+    pub method: Option<backstop_http::Method>,
+    /// Send DATA as a form would: @FILE reads a file and @- standard
+    /// input, carriage returns and newlines dropped; repeated, joined
+    /// with &. Content-Type application/x-www-form-urlencoded unless -H
+    /// gives one.
+    #[arg(short = 'd', long = "data", value_name = "DATA", conflicts_with_all = ["data_binary", "json"])]
+    pub data: Vec<String>,
+    /// Send DATA as it is: @FILE is read from the file again for every
+    /// attempt, never held in memory whole; @- reads standard input (up to
+    /// 64 MiB, kept to send again); repeated, joined with &.
+    #[arg(long = "data-binary", value_name = "DATA", conflicts_with = "json")]
+    pub data_binary: Vec<String>,
+    /// Send JSON, with Content-Type and Accept application/json (as curl
+    /// 7.82+ does); @FILE, @- as --data-binary; repeated, the pieces are
+    /// joined as they are. The whole body must be valid JSON: it is
+    /// checked before anything is sent.
+    #[arg(long = "json", value_name = "JSON")]
+    pub json: Vec<String>,
+    /// Send the Idempotency-Key header, the same on every attempt, so that
+    /// a POST or a PATCH is retried like a GET; `auto` makes a random key
+    /// (a UUIDv4) for this run.
+    #[arg(long, value_name = "KEY|auto")]
+    pub idempotency_key: Option<String>,
+    /// Retry a POST or a PATCH like a GET without an idempotency key: the
+    /// server may then act on it more than once.
+    #[arg(long)]
+    pub retry_unsafe: bool,
+}
+
+impl SendArgs {
+    /// Whether anything is sent besides a GET's URL and headers.
+    pub fn is_plain_get(&self) -> bool {
+        self.method
+            .as_ref()
+            .is_none_or(|m| *m == backstop_http::Method::GET)
+            && self.data.is_empty()
+            && self.data_binary.is_empty()
+            && self.json.is_empty()
+    }
+}
+
+/// An HTTP method: a token (RFC 9110), as given (methods are
+/// case-sensitive; curl sends them as typed).
+pub fn parse_method(value: &str) -> Result<backstop_http::Method, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("the method is empty".to_owned());
+    }
+    backstop_http::Method::from_bytes(value.as_bytes())
+        .map_err(|_| format!("{value:?} is not an HTTP method"))
+}
+
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
 backstop pull 'hf://Qwen/Qwen3-8B-GGUF/*Q4_K_M*'        (into the Hugging Face cache)\n  \
@@ -157,8 +239,26 @@ pub struct PullArgs {
     /// http(s) URLs, hf://[datasets/]ORG/REPO[@REVISION][/PATTERN]
     /// (PATTERN as huggingface_hub's allow_patterns: *.gguf, onnx/), and
     /// oci://REGISTRY/REPOSITORY(:TAG|@sha256:DIGEST)[/PATTERN].
-    #[arg(value_name = "SOURCE", required = true, value_parser = parse_source)]
+    #[arg(value_name = "SOURCE", required_unless_present = "input_file", value_parser = parse_source)]
     pub sources: Vec<PullSource>,
+    /// Read more sources from FILE (- for standard input), one a line:
+    /// SOURCE [sha256=HEX] [out=PATH], PATH under --dir; # starts a
+    /// comment.
+    #[arg(short = 'i', long = "input-file", value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+    /// Check each file against this sha256sum list (HEX  NAME, HEX
+    /// *NAME), NAME being its path under --dir; every URL's file must be
+    /// listed.
+    #[arg(long, value_name = "FILE")]
+    pub sha256sums: Option<PathBuf>,
+    /// Print each file's result as it ends, then a total, as JSON Lines
+    /// on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Bytes per second for the whole run, every file and stream
+    /// together: 500K, 10M, 1G (K = 1024, as curl), or a plain number.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<std::num::NonZeroU64>,
     /// Where the files go, folders of the repository kept [default: the
     /// Hugging Face cache for hf:// sources, else the current folder].
     #[arg(short, long, value_name = "DIR")]
@@ -252,6 +352,37 @@ pub fn parse_min_progress(value: &str) -> Result<MinProgressArg, String> {
         bytes,
         window,
     })))
+}
+
+/// A rate in bytes per second, as curl's `--limit-rate` takes it: a
+/// number, with K, M, G or T for powers of 1024 ("500K", "10M"), or a
+/// unit of [`parse_size`] ("1MiB", "10MB"); "/s" may follow.
+pub fn parse_rate(value: &str) -> Result<std::num::NonZeroU64, String> {
+    let text = value.trim();
+    let text = text.strip_suffix("/s").unwrap_or(text);
+    let curl = text
+        .strip_suffix(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T'])
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|n| {
+            let power = match text.as_bytes()[text.len() - 1].to_ascii_lowercase() {
+                b'k' => 1,
+                b'm' => 2,
+                b'g' => 3,
+                _ => 4,
+            };
+            n.checked_mul(1u64 << (10 * power))
+        });
+    let bytes = match curl {
+        Some(bytes) => bytes,
+        None => parse_size(text).ok(),
+    };
+    match bytes {
+        Some(0) => Err("the rate must be more than 0".to_owned()),
+        Some(n) => Ok(std::num::NonZeroU64::new(n).unwrap_or(std::num::NonZeroU64::MIN)),
+        None => Err(format!(
+            "{value:?} is not a rate in bytes per second (examples: 500K, 10M, 1G)"
+        )),
+    }
 }
 
 /// "1048576", "512KiB", "1MiB", "10MB", "2GiB".
@@ -1033,6 +1164,10 @@ pub struct PushArgs {
     /// always give the same manifest.
     #[arg(long, value_name = "TIME", value_parser = parse_created)]
     pub created: Option<String>,
+    /// Print each blob's result as it ends, then a total with the pushed
+    /// reference, as JSON Lines on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub retry: RetryArgs,
 }
@@ -1157,6 +1292,28 @@ mod tests {
         assert!(parse_min_progress("0").unwrap().0.is_none());
         assert!(parse_min_progress("1MiB").is_err());
         assert!(parse_min_progress("1MiB/0s").is_err());
+    }
+
+    #[test]
+    fn rates_as_curl_writes_them() {
+        let rate = |v: &str| parse_rate(v).map(std::num::NonZeroU64::get);
+        assert_eq!(rate("500K"), Ok(500 << 10));
+        assert_eq!(rate("500k"), Ok(500 << 10));
+        assert_eq!(rate("10M"), Ok(10 << 20));
+        assert_eq!(rate("1G"), Ok(1 << 30));
+        assert_eq!(rate("2T"), Ok(2 << 40));
+        assert_eq!(rate("123456"), Ok(123_456));
+        assert_eq!(rate("10M/s"), Ok(10 << 20));
+        assert_eq!(rate("1MiB"), Ok(1 << 20));
+        assert_eq!(rate("10MB"), Ok(10_000_000));
+        assert_eq!(
+            rate("0"),
+            Err("the rate must be more than 0".to_owned()),
+            "curl reads 0 as no limit; leaving the flag out says that"
+        );
+        for bad in ["", "fast", "-1K", "1.5M", "99999999999T", "K"] {
+            assert!(rate(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod logging;
 mod nats;
 mod progress;
 mod report;
+mod results;
 mod state;
 mod table;
 
@@ -50,6 +51,10 @@ fn main() -> ExitCode {
         Command::Login(args) => run_interruptible(cmd::login::login(args)),
         Command::Logout(args) => cmd::login::logout(args),
         Command::Get(args) => run_async(cmd::get::run(args)),
+        // A GET without a body is get's download; any other request is
+        // dropped at Ctrl-C, its answer never half-written.
+        Command::Request(args) if args.send.is_plain_get() => run_async(cmd::request::run(*args)),
+        Command::Request(args) => run_interruptible(cmd::request::run(*args)),
         Command::Hub { command } => run_interruptible(cmd::hub::run(command)),
         Command::Demo => run_interruptible(cmd::demo::run()),
         Command::Ops { command } => run_interruptible(cmd::ops::ops(command, state)),

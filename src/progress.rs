@@ -2,7 +2,7 @@
 //! terminal, plain lines otherwise.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;
 
 use backstop_core::HumanDuration;
@@ -165,9 +165,9 @@ impl Progress for Bars {
                     bar.set_message("checking");
                 }
             }
-            Event::Finish(outcome) => {
+            Event::Finish(report) => {
                 let name = self.names.get(file).map(String::as_str).unwrap_or("?");
-                self.finish(file, &line(name, outcome));
+                self.finish(file, &line(name, &report.outcome));
             }
         }
     }
@@ -239,6 +239,22 @@ impl Notice for () {
     }
 }
 
+/// Two views of one run: the bars or lines on stderr, and `--json`'s
+/// results on stdout.
+pub struct Both(pub Arc<dyn Progress>, pub Arc<dyn Progress>);
+
+impl Progress for Both {
+    fn advance(&self, file: usize, bytes: u64) {
+        self.0.advance(file, bytes);
+        self.1.advance(file, bytes);
+    }
+
+    fn event(&self, file: usize, event: Event<'_>) {
+        self.0.event(file, event);
+        self.1.event(file, event);
+    }
+}
+
 /// A line for the person watching, printed without breaking the bars.
 pub trait Notice: Send + Sync {
     /// Prints `text` on its own line.
@@ -290,9 +306,9 @@ impl Progress for Lines {
 
     fn event(&self, file: usize, event: Event<'_>) {
         let text = match event {
-            Event::Finish(outcome) => Some(line(
+            Event::Finish(report) => Some(line(
                 self.names.get(file).map(String::as_str).unwrap_or("?"),
-                outcome,
+                &report.outcome,
             )),
             event => event_text(&self.name(file), &event).map(|t| format!("backstop: {t}")),
         };

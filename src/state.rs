@@ -104,10 +104,34 @@ pub fn serve_token(spec: Option<&str>) -> Result<(Secret, String), Report> {
 
 /// `n` random bytes from the system, as hex: tokens and idempotency keys.
 pub fn random_hex(n: usize) -> std::io::Result<String> {
+    Ok(hex(&random_bytes(n)?))
+}
+
+/// A random UUID (version 4, RFC 9562), as idempotency keys are often
+/// written: `8-4-4-4-12` hex digits.
+pub fn random_uuid() -> std::io::Result<String> {
+    let mut b = random_bytes(16)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        hex(&b[..4]),
+        hex(&b[4..6]),
+        hex(&b[6..8]),
+        hex(&b[8..10]),
+        hex(&b[10..])
+    ))
+}
+
+fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = vec![0u8; n];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {

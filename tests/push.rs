@@ -536,3 +536,64 @@ fn push_and_pull_trust_a_private_registry_by_its_ca_file() {
         );
     }
 }
+
+/// `push --json`: one line per blob as it ends (the layers by their path
+/// in the artifact, then the config) and a total naming what was pushed;
+/// a second push finds every blob there and sends nothing.
+#[test]
+fn push_json_tells_each_blob_and_the_reference() {
+    let registry = DockerRegistry::start();
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    model(src.path(), 2 * MIB);
+    let target = format!("oci://{}/models/j:v1", registry.addr());
+    let push = || {
+        let out = run(cmd(home.path()).arg("push").arg(src.path()).args([
+            &target,
+            "--plain-http",
+            "--json",
+        ]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let lines = push();
+    assert_eq!(
+        lines.len(),
+        5,
+        "three layers, the config, a total: {lines:?}"
+    );
+    let weights = lines
+        .iter()
+        .find(|l| l["path"] == "model.safetensors")
+        .unwrap();
+    assert_eq!(weights["type"], "blob");
+    assert_eq!(weights["outcome"], "pushed");
+    assert_eq!(weights["size"], 2 * MIB);
+    assert_eq!(weights["sent"], 2 * MIB);
+    assert_eq!(
+        weights["source"],
+        src.path().join("model.safetensors").display().to_string()
+    );
+    assert_eq!(weights["sha256"].as_str().map(str::len), Some(64));
+    let total = lines.last().unwrap();
+    assert_eq!(total["type"], "total");
+    assert_eq!((&total["blobs"], &total["pushed"]), (&4.into(), &4.into()));
+    let digest = total["digest"].as_str().unwrap();
+    assert_eq!(
+        total["reference"],
+        format!("{}/models/j:v1@{digest}", registry.addr()),
+        "what push prints on stdout without --json"
+    );
+
+    let lines = push();
+    assert!(
+        lines[..4]
+            .iter()
+            .all(|l| l["outcome"] == "already_there" && l["sent"] == 0),
+        "{lines:?}"
+    );
+    assert_eq!(lines[4]["sent"], 0);
+}

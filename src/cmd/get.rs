@@ -59,24 +59,28 @@ pub async fn run(args: GetArgs) -> Result<(), Report> {
                 .map_err(|e| Report::from_error(exit::FAILURE, &e).hint("no temporary folder"))?;
             let body = spool.path().join("body");
             download.to(item, &body).await?;
-            let copied = std::fs::File::open(&body).and_then(|mut body| {
-                let mut stdout = std::io::stdout().lock();
-                std::io::copy(&mut body, &mut stdout)?;
-                stdout.flush()
-            });
-            match copied {
-                Ok(()) => {}
-                // The reader went away (`| head`): not our failure.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                Err(e) => {
-                    return Err(
-                        Report::from_error(exit::FAILURE, &e).hint("stdout could not be written")
-                    );
-                }
-            }
+            let mut body =
+                std::fs::File::open(&body).map_err(|e| Report::from_error(exit::FAILURE, &e))?;
+            copy_to_stdout(&mut body)?;
         }
     }
     Ok(())
+}
+
+/// Copies a whole body from its file to stdout.
+pub fn copy_to_stdout(body: &mut std::fs::File) -> Result<(), Report> {
+    use std::io::Seek;
+    let copied = body.rewind().and_then(|()| {
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(body, &mut stdout)?;
+        stdout.flush()
+    });
+    match copied {
+        Ok(()) => Ok(()),
+        // The reader went away (`| head`): not our failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Report::from_error(exit::FAILURE, &e).hint("stdout could not be written")),
+    }
 }
 
 /// The one file of the download: whatever the URL gives, with the

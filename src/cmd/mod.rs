@@ -9,6 +9,7 @@ pub mod ops;
 pub mod pick;
 pub mod pull;
 pub mod push;
+pub mod request;
 pub mod run;
 pub mod serve;
 pub mod worker;

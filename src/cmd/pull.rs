@@ -10,17 +10,28 @@ use backstop_core::Policy;
 use backstop_http::Client;
 use backstop_hub::{Cache, Hub};
 use backstop_transfer::{
-    FileReport, Item, MinProgress, Options, Outcome, Placement, Plan, Progress, Pull, Source,
-    Summary, resolve,
+    FileReport, Item, ListEntry, MinProgress, Options, Outcome, Placement, Plan, Planned, Progress,
+    Pull, RateLimit, Sha256Sums, Source, Summary, confine_on_disk, parse_list, resolve,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{PullArgs, PullSource};
-use crate::progress::{Bars, Lines, Notice, Tally, outcome, shown, with_causes};
+use crate::cli::{PullArgs, PullSource, parse_source};
+use crate::progress::{Bars, Both, Lines, Notice, Tally, outcome, shown, with_causes};
 use crate::report::{Report, exit, plural};
+use crate::results::{JsonResults, Known};
 
 pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
-    let place = Place::of(&args)?;
+    let list = read_list(&args)?;
+    let sums = read_sums(&args)?;
+    let sources: Vec<&PullSource> = args
+        .sources
+        .iter()
+        .chain(list.iter().map(|e| &e.source))
+        .collect();
+    let place = Place::of(&args, &sources)?;
+    if let Place::Folder(dir) = &place {
+        check_outs(&list, dir, args.input_file.as_deref())?;
+    }
     let client = super::login::client(&args.retry, args.ca_file.as_deref())?;
     let hub = Hub::from_env(client.clone())?;
     let token = CancellationToken::new();
@@ -36,18 +47,21 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
 
     // Listing, naming and checking everything first: bad input changes
     // nothing on disk.
-    let items = tokio::select! {
-        items = items(&args, &hub, &client) => items?,
+    let mut items = tokio::select! {
+        items = items(&args, &list, &hub, &client) => items?,
         () = crate::interrupted() => return Err(stopped(&deadline_passed, "before any download started")),
         () = token.cancelled() => return Err(stopped(&deadline_passed, "before any download started")),
     };
+    if let Some(sums) = &sums {
+        sums.apply(&mut items)?;
+    }
     let (plan, unchanged) = match &place {
         Place::Folder(dir) => unchanged_tar_layers(Plan::new(dir, items)?, dir),
         Place::HubCache(cache) => (Plan::in_hub_cache(cache, items)?, Vec::new()),
     };
 
     let names: Vec<String> = plan.files.iter().map(|f| f.item.name.clone()).collect();
-    let (progress, notice): (Arc<dyn Progress>, Arc<dyn Notice>) = if quiet {
+    let (view, notice): (Arc<dyn Progress>, Arc<dyn Notice>) = if quiet {
         (Arc::new(()), Arc::new(()))
     } else if std::io::stderr().is_terminal() {
         let bars = Arc::new(Bars::new(names));
@@ -55,6 +69,14 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
     } else {
         let lines = Arc::new(Lines::new(names));
         (lines.clone(), lines)
+    };
+    let results = args.json.then(|| {
+        let known = plan.files.iter().chain(&unchanged).map(known).collect();
+        Arc::new(JsonResults::new(known))
+    });
+    let progress: Arc<dyn Progress> = match &results {
+        Some(results) => Arc::new(Both(view, results.clone())),
+        None => view,
     };
     watch_signals(token.clone(), notice);
     let mut summary = Pull::new(client)
@@ -67,8 +89,17 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
         Place::Folder(dir) => unpack_tar_layers(&summary, &plan, dir),
         Place::HubCache(_) => Ok(()),
     };
-    summary.files.extend(unchanged);
+    for planned in unchanged {
+        let report = unchanged_report(planned);
+        if let Some(results) = &results {
+            results.file(summary.files.len(), &report);
+        }
+        summary.files.push(report);
+    }
     print_summary(&summary, quiet);
+    if let Some(results) = &results {
+        results.total(&tally(&summary), &[]);
+    }
     if !quiet {
         print_snapshots(&plan, &summary);
     }
@@ -89,10 +120,10 @@ impl Place {
     /// source is an hf:// one, or else the current folder. A run that
     /// mixes hf:// and other sources without `--dir` is refused: half of
     /// it would land where the user did not look.
-    fn of(args: &PullArgs) -> Result<Place, Report> {
+    fn of(args: &PullArgs, sources: &[&PullSource]) -> Result<Place, Report> {
         let is_hub = |s: &&PullSource| matches!(s, PullSource::Transfer(Source::Hub(_)));
-        let other = args.sources.iter().find(|s| !is_hub(s));
-        let any_hub = args.sources.iter().any(|s| is_hub(&s));
+        let other = sources.iter().copied().find(|s| !is_hub(s));
+        let any_hub = sources.iter().any(is_hub);
         match (&args.dir, other) {
             (Some(dir), _) => Ok(Place::Folder(dir.clone())),
             (None, None) => Ok(Place::HubCache(Cache::from_env()?)),
@@ -141,8 +172,8 @@ fn print_snapshots(plan: &Plan, summary: &Summary) {
 
 /// The plan without the tar layers of oci:// sources that an earlier pull
 /// unpacked under `dir` and whose files are unchanged since
-/// ([`backstop_oci::UnpackedLayer`]), and a report of each left out.
-fn unchanged_tar_layers(plan: Plan, dir: &Path) -> (Plan, Vec<FileReport>) {
+/// ([`backstop_oci::UnpackedLayer`]), and those left out.
+fn unchanged_tar_layers(plan: Plan, dir: &Path) -> (Plan, Vec<Planned>) {
     let (unchanged, files): (Vec<_>, Vec<_>) = plan.files.into_iter().partition(|planned| {
         let item = &planned.item;
         item.name.ends_with(backstop_oci::TAR_SUFFIX)
@@ -153,18 +184,113 @@ fn unchanged_tar_layers(plan: Plan, dir: &Path) -> (Plan, Vec<FileReport>) {
                     backstop_oci::UnpackedLayer::is_current(validators, dir, digest)
                 })
     });
-    let reports = unchanged
-        .into_iter()
-        .map(|planned| FileReport {
-            name: planned.item.name,
-            dest: planned.dest,
-            fetched: 0,
-            outcome: Outcome::AlreadyThere {
-                bytes: planned.item.size.unwrap_or(0),
-            },
-        })
-        .collect();
-    (Plan { files }, reports)
+    (Plan { files }, unchanged)
+}
+
+/// The report of a tar layer left out of the plan: already there.
+fn unchanged_report(planned: Planned) -> FileReport {
+    FileReport {
+        name: planned.item.name,
+        dest: planned.dest,
+        fetched: 0,
+        outcome: Outcome::AlreadyThere {
+            bytes: planned.item.size.unwrap_or(0),
+        },
+    }
+}
+
+/// What `--json` knows of a file before it moves; a file of the Hugging
+/// Face cache is where its snapshot shows it, not its blob.
+fn known(planned: &Planned) -> Known {
+    let path = match &planned.placement {
+        Placement::HubCache(slot) => &slot.pointer,
+        Placement::Folder { .. } => &planned.dest,
+    };
+    Known {
+        source: planned.item.origin.clone(),
+        path: path.display().to_string(),
+        size: planned.item.size,
+        sha256: planned.item.sha256,
+    }
+}
+
+/// The sources of the pull list (`-i FILE`), each parsed as on the
+/// command line. A bad line is a usage error naming it; nothing is
+/// fetched.
+fn read_list(args: &PullArgs) -> Result<Vec<ListEntry<PullSource>>, Report> {
+    let Some(path) = &args.input_file else {
+        return Ok(Vec::new());
+    };
+    if args.sha256sums.as_deref() == Some(Path::new("-")) && path == Path::new("-") {
+        return Err(Report::new(
+            exit::USAGE,
+            "-i - and --sha256sums - cannot both read standard input",
+        ));
+    }
+    let text = read_input(path, "the pull list")?;
+    let bad = |e: backstop_transfer::BadLine| {
+        Report::new(exit::USAGE, format!("{}: {e}", path.display())).hint("nothing was fetched")
+    };
+    let list = parse_list(&text, parse_source).map_err(bad)?;
+    for entry in &list {
+        let url = matches!(entry.source, PullSource::Transfer(Source::Url(_)));
+        if !url && (entry.sha256.is_some() || entry.out.is_some()) {
+            return Err(bad(backstop_transfer::BadLine {
+                line: entry.line,
+                reason: "sha256= and out= name one file: give them to a URL (hf:// and oci:// files are checked against their own digests and keep their paths)".to_owned(),
+            }));
+        }
+    }
+    Ok(list)
+}
+
+/// Each `out=` of the pull list stays inside `dir` on disk too: no folder
+/// on its way is a symbolic link.
+fn check_outs(
+    list: &[ListEntry<PullSource>],
+    dir: &Path,
+    file: Option<&Path>,
+) -> Result<(), Report> {
+    for entry in list {
+        if let Some(out) = &entry.out
+            && let Err(why) = confine_on_disk(dir, out)
+        {
+            let shown_file = file.map(|f| f.display().to_string()).unwrap_or_default();
+            return Err(Report::new(
+                exit::USAGE,
+                format!(
+                    "{shown_file}: line {}: out={}: {why}",
+                    entry.line,
+                    shown(out)
+                ),
+            )
+            .hint("nothing was fetched"));
+        }
+    }
+    Ok(())
+}
+
+/// The `--sha256sums` list.
+fn read_sums(args: &PullArgs) -> Result<Option<Sha256Sums>, Report> {
+    let Some(path) = &args.sha256sums else {
+        return Ok(None);
+    };
+    let text = read_input(path, "the sha256 list")?;
+    Sha256Sums::parse(&text).map(Some).map_err(|e| {
+        Report::new(exit::USAGE, format!("{}: {e}", path.display())).hint("nothing was fetched")
+    })
+}
+
+/// A file the user gives, or standard input for `-`.
+fn read_input(path: &Path, what: &str) -> Result<String, Report> {
+    let read = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    read.map_err(|e| {
+        Report::from_error(exit::USAGE, &e).detail(format!("reading {what} {}", path.display()))
+    })
 }
 
 /// Unpacks each tar layer of an oci:// source that arrived, under `dir`,
@@ -197,8 +323,13 @@ fn unpack_tar_layers(summary: &Summary, plan: &Plan, dir: &Path) -> Result<(), R
 }
 
 /// The files of every source: URLs and Hub repositories, then the layers
-/// of each oci:// artifact.
-async fn items(args: &PullArgs, hub: &Hub, client: &Client) -> Result<Vec<Item>, Report> {
+/// of each oci:// artifact, then the pull list's, line by line.
+async fn items(
+    args: &PullArgs,
+    list: &[ListEntry<PullSource>],
+    hub: &Hub,
+    client: &Client,
+) -> Result<Vec<Item>, Report> {
     let transfer: Vec<Source> = args
         .sources
         .iter()
@@ -214,22 +345,45 @@ async fn items(args: &PullArgs, hub: &Hub, client: &Client) -> Result<Vec<Item>,
     };
     let credentials = backstop_oci::CredentialFiles::from_env();
     for source in &args.sources {
-        let PullSource::Oci(oci) = source else {
-            continue;
-        };
-        let registry_name = oci.reference.registry();
-        let found = credentials
-            .lookup(registry_name)
-            .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
-        let registry = Arc::new(backstop_oci::Registry::new(
-            client.clone(),
-            registry_name,
-            args.plain_http,
-            found,
-        )?);
-        items.extend(backstop_oci::pull_items(&registry, oci, &args.retry.policy()).await?);
+        if let PullSource::Oci(oci) = source {
+            items.extend(oci_items(args, client, &credentials, oci).await?);
+        }
+    }
+    for entry in list {
+        match &entry.source {
+            PullSource::Transfer(source) => {
+                let digests = entry.sha256.as_slice();
+                let mut found =
+                    resolve(std::slice::from_ref(source), hub, digests, &args.headers).await?;
+                if let Some(out) = &entry.out {
+                    found.iter_mut().for_each(|item| item.name.clone_from(out));
+                }
+                items.extend(found);
+            }
+            PullSource::Oci(oci) => items.extend(oci_items(args, client, &credentials, oci).await?),
+        }
     }
     Ok(items)
+}
+
+/// The layers of an oci:// artifact.
+async fn oci_items(
+    args: &PullArgs,
+    client: &Client,
+    credentials: &backstop_oci::CredentialFiles,
+    oci: &backstop_oci::OciSource,
+) -> Result<Vec<Item>, Report> {
+    let registry_name = oci.reference.registry();
+    let found = credentials
+        .lookup(registry_name)
+        .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
+    let registry = Arc::new(backstop_oci::Registry::new(
+        client.clone(),
+        registry_name,
+        args.plain_http,
+        found,
+    )?);
+    Ok(backstop_oci::pull_items(&registry, oci, &args.retry.policy()).await?)
 }
 
 /// The transfer preset with the retry flags applied.
@@ -247,6 +401,7 @@ fn options(args: &PullArgs) -> Options {
             .min_progress
             .map_or(Some(MinProgress::default()), |m| m.0),
         skip_existing: args.skip_existing,
+        limit: args.limit_rate.map(|rate| Arc::new(RateLimit::new(rate))),
         ..Options::default()
     }
 }
@@ -271,29 +426,30 @@ fn stopped(deadline_passed: &AtomicBool, when: &str) -> Report {
     }
 }
 
-/// The total on stderr, then a line for every file not in place, with
-/// its causes: each file that arrived has had its line as it ended.
-fn print_summary(summary: &Summary, quiet: bool) {
+/// How the files ended, counted.
+fn tally(summary: &Summary) -> Tally<'static> {
     let count = |f: fn(&Outcome) -> bool| summary.files.iter().filter(|r| f(&r.outcome)).count();
-    let downloaded = count(|o| matches!(o, Outcome::Downloaded { .. }));
-    let there = count(|o| matches!(o, Outcome::AlreadyThere { .. }));
-    let failed = count(|o| matches!(o, Outcome::Failed(_)));
-    let interrupted = count(|o| matches!(o, Outcome::Interrupted { .. }));
-    if quiet && failed == 0 {
-        return;
-    }
-    let tally = Tally {
+    Tally {
         verb: "pulled",
         noun: ("file", "files"),
         moved: "downloaded",
         bytes_verb: "fetched",
         total: summary.files.len(),
-        done: downloaded,
-        there,
-        failed,
-        interrupted,
+        done: count(|o| matches!(o, Outcome::Downloaded { .. })),
+        there: count(|o| matches!(o, Outcome::AlreadyThere { .. })),
+        failed: count(|o| matches!(o, Outcome::Failed(_))),
+        interrupted: count(|o| matches!(o, Outcome::Interrupted { .. })),
         bytes: summary.fetched(),
-    };
+    }
+}
+
+/// The total on stderr, then a line for every file not in place, with
+/// its causes: each file that arrived has had its line as it ended.
+fn print_summary(summary: &Summary, quiet: bool) {
+    let tally = tally(summary);
+    if quiet && tally.failed == 0 {
+        return;
+    }
     eprintln!("{}", tally.line());
     for file in &summary.files {
         let shown = match file.outcome {

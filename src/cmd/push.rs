@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::PushArgs;
 use crate::progress::{Bars, Finish, Lines, Notice, Tally, line_of, shown, with_causes};
 use crate::report::{Report, exit, plural};
+use crate::results::{JsonResults, Known};
 
 pub async fn run(args: PushArgs, state: Option<&str>, quiet: bool) -> Result<(), Report> {
     let reference = &args.target;
@@ -75,7 +76,13 @@ pub async fn run(args: PushArgs, state: Option<&str>, quiet: bool) -> Result<(),
         (lines.clone(), lines)
     };
     watch_signals(token.clone(), notice);
-    let view = View(view);
+    let results = args
+        .json
+        .then(|| Arc::new(JsonResults::new(known(&artifact))));
+    let view = View {
+        view,
+        results: results.clone(),
+    };
     let summary = Pusher::new(&registry, reference)
         .options(push_options(&args, state)?)
         .progress(&view)
@@ -83,13 +90,43 @@ pub async fn run(args: PushArgs, state: Option<&str>, quiet: bool) -> Result<(),
         .run(&artifact)
         .await;
     print_summary(&summary, quiet);
-    if summary.succeeded() {
-        match reference.digest() {
-            Some(_) => println!("{reference}"),
-            None => println!("{reference}@sha256:{}", summary.digest),
-        }
+    let pushed = summary.succeeded().then(|| match reference.digest() {
+        Some(_) => reference.to_string(),
+        None => format!("{reference}@sha256:{}", summary.digest),
+    });
+    match (&results, &pushed) {
+        (Some(results), _) => results.total(
+            &tally(&summary),
+            &[
+                ("reference", serde_json::json!(pushed)),
+                (
+                    "digest",
+                    serde_json::json!(format!("sha256:{}", summary.digest)),
+                ),
+            ],
+        ),
+        (None, Some(pushed)) => println!("{pushed}"),
+        (None, None) => {}
     }
     verdict(&summary, &deadline_passed, reference.registry())
+}
+
+/// What `--json` knows of each blob before it moves: the layers, then
+/// the config.
+fn known(artifact: &backstop_oci::Artifact) -> Vec<Known> {
+    let layers = artifact.layers.iter().map(|layer| Known {
+        source: layer.source.path.display().to_string(),
+        path: layer.source.filepath.clone(),
+        size: Some(layer.size),
+        sha256: Some(layer.digest),
+    });
+    let config = Known {
+        source: "config".to_owned(),
+        path: "config".to_owned(),
+        size: Some(artifact.config.len() as u64),
+        sha256: Some(artifact.config_digest),
+    };
+    layers.chain([config]).collect()
 }
 
 fn push_options(args: &PushArgs, state: Option<&str>) -> Result<PushOptions, Report> {
@@ -123,22 +160,33 @@ fn artifact_report(e: backstop_oci::ArtifactError) -> Report {
     }
 }
 
-/// The bars and lines of `pull`, told about blobs.
-struct View(Arc<dyn Finish>);
+/// The bars and lines of `pull`, told about blobs, and `--json`'s
+/// results.
+struct View {
+    view: Arc<dyn Finish>,
+    results: Option<Arc<JsonResults>>,
+}
 
 impl Progress for View {
     fn advance(&self, file: usize, bytes: u64) {
-        self.0.advance(file, bytes);
+        self.view.advance(file, bytes);
     }
 
     fn event(&self, file: usize, event: Event<'_>) {
-        self.0.event(file, event);
+        self.view.event(file, event);
+        if let Some(results) = &self.results {
+            results.event(file, event);
+        }
     }
 }
 
 impl PushProgress for View {
     fn finished(&self, index: usize, name: &str, outcome: &BlobOutcome) {
-        self.0.finish(index, &line_of(name, &outcome_text(outcome)));
+        self.view
+            .finish(index, &line_of(name, &outcome_text(outcome)));
+        if let Some(results) = &self.results {
+            results.blob(index, outcome);
+        }
     }
 }
 
@@ -172,28 +220,29 @@ fn watch_signals(token: CancellationToken, notice: Arc<dyn Notice>) {
     });
 }
 
-fn print_summary(summary: &PushSummary, quiet: bool) {
+/// How the blobs ended, counted.
+fn tally(summary: &PushSummary) -> Tally<'static> {
     let count =
         |f: fn(&BlobOutcome) -> bool| summary.blobs.iter().filter(|b| f(&b.outcome)).count();
-    let pushed = count(|o| matches!(o, BlobOutcome::Uploaded { .. }));
-    let there = count(|o| matches!(o, BlobOutcome::AlreadyThere | BlobOutcome::Mounted));
-    let failed = count(|o| matches!(o, BlobOutcome::Failed(_)));
-    let interrupted = count(|o| matches!(o, BlobOutcome::Interrupted { .. }));
-    if (quiet && failed == 0) || summary.blobs.is_empty() {
-        return;
-    }
-    let tally = Tally {
+    Tally {
         verb: "pushed",
         noun: ("blob", "blobs"),
         moved: "pushed",
         bytes_verb: "sent",
         total: summary.blobs.len(),
-        done: pushed,
-        there,
-        failed,
-        interrupted,
+        done: count(|o| matches!(o, BlobOutcome::Uploaded { .. })),
+        there: count(|o| matches!(o, BlobOutcome::AlreadyThere | BlobOutcome::Mounted)),
+        failed: count(|o| matches!(o, BlobOutcome::Failed(_))),
+        interrupted: count(|o| matches!(o, BlobOutcome::Interrupted { .. })),
         bytes: summary.sent(),
-    };
+    }
+}
+
+fn print_summary(summary: &PushSummary, quiet: bool) {
+    let tally = tally(summary);
+    if (quiet && tally.failed == 0) || summary.blobs.is_empty() {
+        return;
+    }
     eprintln!("{}", tally.line());
     for blob in &summary.blobs {
         if let BlobOutcome::Failed(e) = &blob.outcome {

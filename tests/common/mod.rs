@@ -48,6 +48,23 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("backstop runs")
 }
 
+/// Runs `cmd` with `input` on its standard input.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("backstop runs");
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that stops reading early is its own failure to
+        // report, not the test's.
+        let _ = stdin.write_all(input);
+    }
+    child.wait_with_output().expect("backstop runs")
+}
+
 pub fn stdout(o: &Output) -> String {
     text(&o.stdout)
 }

@@ -106,44 +106,128 @@ pub fn retry_after_ms(value: &str) -> Option<Duration> {
 /// assert_eq!(ratelimit(r#""api";r=10;t=55"#), None);
 /// ```
 pub fn ratelimit(value: &str) -> Option<Duration> {
-    // Older drafts: one dictionary of limit/remaining/reset.
-    let mut old_remaining = None;
-    let mut old_reset = None;
-    // Newer drafts: a list of policies, each with parameters.
-    let mut exhausted: Option<Duration> = None;
-    let mut unknown: Option<Duration> = None;
-    for item in value.split(',') {
-        let mut remaining = None;
-        let mut reset = None;
-        for param in item.split(';') {
-            let Some((key, val)) = param.split_once('=') else {
-                continue;
-            };
-            let val = val.trim().trim_matches('"');
-            match key.trim().to_ascii_lowercase().as_str() {
-                "r" => remaining = decimal(val),
-                "t" => reset = decimal(val).and_then(seconds),
-                "remaining" => old_remaining = decimal(val),
-                "reset" => old_reset = decimal(val).and_then(seconds),
+    let read = RateLimit::read(value);
+    if read.exhausted.is_some() {
+        return read.exhausted;
+    }
+    if read.unknown.is_some() {
+        return read.unknown;
+    }
+    match read.old_remaining {
+        Some(r) if r > 0.0 => None,
+        _ => read.old_reset,
+    }
+}
+
+/// The IETF `RateLimit` header read as a promise about the next request:
+/// the wait only when a policy says that nothing remains (`r=0`, or the
+/// older `remaining=0`), `None` when requests are left or the header does
+/// not say — unlike [`ratelimit`], which reads a refusal's header and
+/// takes a bare `t=` as the wait.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_core::wait::ratelimit_spent;
+///
+/// assert_eq!(ratelimit_spent(r#""api";r=0;t=55"#), Some(Duration::from_secs(55)));
+/// assert_eq!(ratelimit_spent("t=55"), None, "nothing says the quota is spent");
+/// assert_eq!(ratelimit_spent("limit=100, remaining=0, reset=50"), Some(Duration::from_secs(50)));
+/// ```
+pub fn ratelimit_spent(value: &str) -> Option<Duration> {
+    let read = RateLimit::read(value);
+    if read.exhausted.is_some() {
+        return read.exhausted;
+    }
+    match read.old_remaining {
+        Some(0.0) => read.old_reset,
+        _ => None,
+    }
+}
+
+/// What a `RateLimit` value says, in the shapes of the drafts.
+struct RateLimit {
+    /// The longest `t` of the policies with nothing remaining (`r=0`).
+    exhausted: Option<Duration>,
+    /// The longest `t` of the policies that do not say what remains.
+    unknown: Option<Duration>,
+    /// The older drafts' one dictionary: `remaining=` and `reset=`.
+    old_remaining: Option<f64>,
+    old_reset: Option<Duration>,
+}
+
+impl RateLimit {
+    fn read(value: &str) -> RateLimit {
+        let mut read = RateLimit {
+            exhausted: None,
+            unknown: None,
+            old_remaining: None,
+            old_reset: None,
+        };
+        for item in value.split(',') {
+            let mut remaining = None;
+            let mut reset = None;
+            for param in item.split(';') {
+                let Some((key, val)) = param.split_once('=') else {
+                    continue;
+                };
+                let val = val.trim().trim_matches('"');
+                match key.trim().to_ascii_lowercase().as_str() {
+                    "r" => remaining = decimal(val),
+                    "t" => reset = decimal(val).and_then(seconds),
+                    "remaining" => read.old_remaining = decimal(val),
+                    "reset" => read.old_reset = decimal(val).and_then(seconds),
+                    _ => {}
+                }
+            }
+            match (remaining, reset) {
+                (Some(0.0), Some(t)) => read.exhausted = read.exhausted.max(Some(t)),
+                (None, Some(t)) => read.unknown = read.unknown.max(Some(t)),
                 _ => {}
             }
         }
-        match (remaining, reset) {
-            (Some(0.0), Some(t)) => exhausted = exhausted.max(Some(t)),
-            (None, Some(t)) => unknown = unknown.max(Some(t)),
-            _ => {}
-        }
+        read
     }
-    if exhausted.is_some() {
-        return exhausted;
+}
+
+/// What a `RateLimit-Remaining` value says: the requests left, and the
+/// window they are counted over when it names one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remaining {
+    /// Requests left.
+    pub count: u64,
+    /// The window (`w=`), when given.
+    pub window: Option<Duration>,
+}
+
+/// A `RateLimit-Remaining` value: Docker Hub's `0;w=21600` (none left in
+/// a six-hour window), the drafts' plain `0`. `None` when the value is not
+/// a count.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_core::wait::{Remaining, remaining};
+///
+/// assert_eq!(
+///     remaining("0;w=21600"),
+///     Some(Remaining { count: 0, window: Some(Duration::from_secs(21600)) })
+/// );
+/// assert_eq!(remaining("3"), Some(Remaining { count: 3, window: None }));
+/// assert_eq!(remaining("lots"), None);
+/// ```
+pub fn remaining(value: &str) -> Option<Remaining> {
+    let mut parts = value.split(';');
+    let count = parts.next()?.trim();
+    if count.is_empty() || !count.chars().all(|c| c.is_ascii_digit()) {
+        return None;
     }
-    if unknown.is_some() {
-        return unknown;
-    }
-    match old_remaining {
-        Some(r) if r > 0.0 => None,
-        _ => old_reset,
-    }
+    let count = count.parse().unwrap_or(u64::MAX);
+    let window = parts.find_map(|param| {
+        let (key, val) = param.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("w")
+            .then(|| decimal(val.trim().trim_matches('"')).and_then(seconds))?
+    });
+    Some(Remaining { count, window })
 }
 
 /// `x-ratelimit-reset` and its relatives: an OpenAI duration ("6m0s",
@@ -332,6 +416,48 @@ mod tests {
         ];
         for (value, want) in cases {
             assert_eq!(ratelimit(value), *want, "RateLimit: {value:?}");
+        }
+    }
+
+    #[test]
+    fn ratelimit_spent_table() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            (r#""api";r=0;t=55"#, S(55)),
+            (r#""api";r=499;t=55"#, None),
+            (r#""burst";r=5;t=1, "daily";r=0;t=3600"#, S(3600)),
+            ("t=20", None),
+            ("limit=100, remaining=0, reset=50", S(50)),
+            ("limit=100, remaining=3, reset=50", None),
+            ("reset=7", None),
+            (r#""api";r=0;t=-5"#, None),
+            ("", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(ratelimit_spent(value), *want, "RateLimit: {value:?}");
+        }
+    }
+
+    #[test]
+    fn remaining_table() {
+        let r = |count, window| Some(Remaining { count, window });
+        let cases: &[(&str, Option<Remaining>)] = &[
+            // Docker Hub.
+            ("0;w=21600", r(0, S(21600))),
+            ("100;w=21600", r(100, S(21600))),
+            (" 0 ; w=60 ", r(0, S(60))),
+            // Drafts 03-06.
+            ("0", r(0, None)),
+            ("12", r(12, None)),
+            ("0;w=0", r(0, None)),
+            ("0;w=junk", r(0, None)),
+            ("99999999999999999999999", r(u64::MAX, None)),
+            ("-1", None),
+            ("1.5", None),
+            ("", None),
+            (";w=60", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(remaining(value), *want, "RateLimit-Remaining: {value:?}");
         }
     }
 

@@ -223,7 +223,18 @@ pub struct Recorded {
     /// When its headers arrived, by the wall clock: requests from several
     /// processes compare.
     pub at: SystemTime,
+    /// The body's first [`KEPT_BODY`] bytes (all of a small one).
+    pub body: Bytes,
+    /// The body's length, as far as it arrived.
+    pub body_len: u64,
+    /// The sha256 of the whole body (hex), when it arrived whole.
+    pub body_sha256: Option<String>,
 }
+
+/// How much of each request body is kept for a test to look at; the
+/// rest is only counted and hashed, so that multi-GB uploads cost no
+/// memory.
+pub const KEPT_BODY: usize = 1 << 20;
 
 impl Recorded {
     /// The first value of a header.
@@ -376,8 +387,9 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
-    let reply = {
+    let (reply, index) = {
         let mut state = lock(&state);
+        let index = state.requests.len();
         state.requests.push(Recorded {
             at: SystemTime::now(),
             method: req.method().to_string(),
@@ -396,9 +408,12 @@ async fn answer(
                     )
                 })
                 .collect(),
+            body: Bytes::new(),
+            body_len: 0,
+            body_sha256: None,
         });
         let scripted = state.scripts.get_mut(&path).and_then(VecDeque::pop_front);
-        scripted.or_else(|| state.always.get(&path).cloned())
+        (scripted.or_else(|| state.always.get(&path).cloned()), index)
     };
     let reply = reply.unwrap_or_else(|| Reply::status(404).body("no such path"));
     let header = |name: &str| {
@@ -412,8 +427,14 @@ async fn answer(
         header("range").as_deref(),
         header("if-range").as_deref(),
     );
-    // Drain the request body so keep-alive connections stay usable.
-    let _ = req.into_body().collect().await;
+    // Read the request body (keep-alive connections stay usable), keeping
+    // its start, its length and its hash.
+    let (body, body_len, body_sha256) = read_body(req.into_body()).await;
+    if let Some(recorded) = lock(&state).requests.get_mut(index) {
+        recorded.body = body;
+        recorded.body_len = body_len;
+        recorded.body_sha256 = body_sha256;
+    }
 
     match reply.fault {
         Fault::Stall => tokio::time::sleep(STALL).await,
@@ -442,6 +463,32 @@ async fn answer(
                 .boxed(),
         )
     }))
+}
+
+/// A request body's first [`KEPT_BODY`] bytes, its length, and its sha256
+/// when it arrived whole.
+async fn read_body(mut body: Incoming) -> (Bytes, u64, Option<String>) {
+    use sha2::Digest;
+    let mut kept = Vec::new();
+    let mut len = 0u64;
+    let mut hasher = sha2::Sha256::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return (kept.into(), len, None);
+        };
+        if let Some(data) = frame.data_ref() {
+            let room = KEPT_BODY.saturating_sub(kept.len()).min(data.len());
+            kept.extend_from_slice(&data[..room]);
+            len += data.len() as u64;
+            hasher.update(data);
+        }
+    }
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (kept.into(), len, Some(hex))
 }
 
 /// A body sent `bytes` at a time, `every` apart.

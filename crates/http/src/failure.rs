@@ -37,6 +37,9 @@ pub enum HttpFailure {
     /// The body was complete but not what was expected (invalid JSON, too
     /// large).
     Invalid(String),
+    /// The body could not be written where it goes (a full disk): retrying
+    /// the request does not mend it.
+    Local(io::Error),
     /// Nothing was sent: the host asked to be left alone until `until`
     /// (this process or another one sharing the cooldown ledger was told
     /// so by a 429, 503 or 529), and that is `wait` away. Classified as
@@ -66,26 +69,41 @@ impl HttpFailure {
     /// The verdict, knowing whether the request may be repeated safely.
     ///
     /// A request that is not idempotent (POST, PATCH) is retried only when
-    /// the server cannot have acted on it: the connection was never made,
-    /// or it answered 429, 503 or 529 (refused before doing anything).
+    /// the server cannot have acted on it ([`HttpFailure::not_acted`]);
+    /// any other failure ends it as permanent, its reason saying why it
+    /// was not retried: the server may have acted, and asking again could
+    /// make it act twice.
     pub fn verdict_for(&self, idempotent: bool) -> Verdict {
         let verdict = self.verdict();
-        if idempotent || !verdict.class.is_retryable() {
+        if idempotent || !verdict.class.is_retryable() || self.not_acted() {
             return verdict;
         }
-        let safe = match self {
-            HttpFailure::Status { status, .. } => matches!(status.as_u16(), 429 | 503 | 529),
+        Verdict::permanent(format!(
+            "{} (not retried: the server may have acted on it)",
+            verdict.reason
+        ))
+    }
+
+    /// Whether the failure shows that the server did not act on the
+    /// request: nothing was sent (the connection was never made, or the
+    /// host's cooldown held the request back), or the
+    /// server answered that it did not take it — 408 (it did not receive
+    /// the whole request), 425 (too early to process), 429 (rate limited),
+    /// 529 (overloaded), or a 503 that says when to come back
+    /// (`Retry-After` and friends). A 503 without a wait may come from a
+    /// gateway whose backend failed midway; a 500, 502 or 504, no answer
+    /// in time, or a connection that broke once the request went out
+    /// leave it unknown.
+    pub fn not_acted(&self) -> bool {
+        match self {
+            HttpFailure::Status { status, wait, .. } => match status.as_u16() {
+                408 | 425 | 429 | 529 => true,
+                503 => wait.is_some(),
+                _ => false,
+            },
             HttpFailure::Transport(e) => e.is_connect(),
             HttpFailure::CoolingDown { .. } => true,
             _ => false,
-        };
-        if safe {
-            verdict
-        } else {
-            Verdict::permanent(format!(
-                "{} (not retried: the request is not idempotent)",
-                verdict.reason
-            ))
         }
     }
 
@@ -120,6 +138,10 @@ impl Classified for HttpFailure {
                 Class::RateLimited { wait: Some(*wait) },
                 format!("cooling down until {}", format_rfc3339(*until)),
             ),
+            HttpFailure::Local(e) => {
+                let verdict = classify_io_kind(e.kind());
+                Verdict::permanent(format!("cannot write the body: {}", verdict.reason))
+            }
         }
     }
 }
@@ -232,6 +254,7 @@ impl fmt::Display for HttpFailure {
                 format_rfc3339(*until),
                 HumanDuration(*wait)
             ),
+            HttpFailure::Local(e) => write!(f, "cannot write the body: {e}"),
         }
     }
 }
@@ -362,17 +385,50 @@ mod tests {
         }
     }
 
+    /// Which answers say the server did not act, so that a POST may be
+    /// sent again, and which leave it unknown.
     #[test]
     fn non_idempotent_requests_retry_only_refusals() {
-        assert!(status(429).verdict_for(false).class.is_retryable());
-        assert!(status(503).verdict_for(false).class.is_retryable());
-        assert_eq!(status(502).verdict_for(false).class, Class::Permanent);
-        assert!(status(502).verdict_for(true).class.is_retryable());
+        let waiting = |code: u16| HttpFailure::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            wait: Some(Duration::from_secs(2)),
+            quota: false,
+            detail: None,
+        };
+        for (failure, retried) in [
+            (status(408), true),
+            (status(425), true),
+            (status(429), true),
+            (waiting(429), true),
+            (status(529), true),
+            (waiting(503), true),
+            (status(503), false),
+            (status(500), false),
+            (status(502), false),
+            (status(504), false),
+            (HttpFailure::HeaderTimeout(Duration::from_secs(1)), false),
+            (HttpFailure::UploadStalled(Duration::from_secs(1)), false),
+        ] {
+            let verdict = failure.verdict_for(false);
+            assert_eq!(verdict.class.is_retryable(), retried, "{failure}");
+            assert!(failure.verdict_for(true).class.is_retryable(), "{failure}");
+            if !retried {
+                assert_eq!(verdict.class, Class::Permanent, "{failure}");
+                assert!(
+                    verdict
+                        .reason
+                        .ends_with("(not retried: the server may have acted on it)"),
+                    "{}",
+                    verdict.reason
+                );
+            }
+        }
         assert_eq!(
-            HttpFailure::HeaderTimeout(Duration::from_secs(1))
-                .verdict_for(false)
-                .class,
-            Class::Permanent
+            waiting(503).verdict_for(false).class,
+            Class::Overloaded {
+                wait: Some(Duration::from_secs(2))
+            },
+            "the server's wait is kept"
         );
     }
 

@@ -4,7 +4,7 @@
 //! - Retries 408, 425, 429, 500, 502, 503, 504 (and 529) and connect,
 //!   timeout and reset errors; fails at once on every other 4xx; retries a
 //!   request that is not idempotent only when the server cannot have acted
-//!   on it.
+//!   on it, or when it carries an `Idempotency-Key`.
 //! - Reads every common server wait signal ([`server_wait`]): Retry-After
 //!   (seconds or date), `retry-after-ms`, the IETF `RateLimit` header,
 //!   `x-ratelimit-reset` (OpenAI durations, GitHub epochs), Anthropic's
@@ -60,6 +60,7 @@ mod client;
 mod error;
 mod failure;
 mod hosts;
+mod payload;
 mod request;
 mod wait_headers;
 
@@ -72,7 +73,8 @@ pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, HEADER_TIMEOUT, READ_ID
 pub use error::Error;
 pub use failure::HttpFailure;
 pub use hosts::{Cooling, HostBoard, Look, SHARED_TIMEOUT};
-pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, display_host, redact_url};
+pub use payload::{FileBody, Payload};
+pub use request::{Body, MAX_BODY, Prepared, RequestBuilder, Saved, display_host, redact_url};
 pub use reqwest::{Method, Response, StatusCode, header};
 pub use tokio_util::sync::CancellationToken;
-pub use wait_headers::server_wait;
+pub use wait_headers::{server_wait, spent_quota};

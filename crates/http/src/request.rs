@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::failure::{body_wait, detail, says_quota};
 use crate::hosts::Look;
-use crate::{Client, Error, HostRefusal, HttpFailure, wait_headers};
+use crate::{Client, Error, HostRefusal, HttpFailure, Payload, wait_headers};
 
 /// Default limit of a body read into memory ([`RequestBuilder::bytes`],
 /// [`RequestBuilder::json`]): 64 MiB. Larger payloads belong on disk.
@@ -40,6 +40,9 @@ const SECRET_HEADERS: &[&str] = &[
     "api-key",
     "x-goog-api-key",
 ];
+
+/// The header that makes a POST or a PATCH safe to send again.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 type RetryHook<'c> = Box<dyn FnMut(&RetryEvent<'_>) + Send + 'c>;
 
@@ -77,7 +80,7 @@ pub struct RequestBuilder<'c> {
     secrets: Vec<String>,
     /// Carries a credential reqwest would forward to another origin.
     pins_origin: bool,
-    body: Option<Bytes>,
+    body: Option<Payload>,
     policy: Option<Policy>,
     idempotent: Option<bool>,
     cancel: Option<CancellationToken>,
@@ -164,7 +167,14 @@ impl<'c> RequestBuilder<'c> {
 
     /// The request body, sent again on every attempt.
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
-        self.body = Some(body.into());
+        self.body = Some(Payload::Bytes(body.into()));
+        self
+    }
+
+    /// The request body as bytes or as part of a file ([`FileBody`](crate::FileBody), read
+    /// again on every attempt and never held in memory whole).
+    pub fn payload(mut self, payload: impl Into<Payload>) -> Self {
+        self.body = Some(payload.into());
         self
     }
 
@@ -175,8 +185,13 @@ impl<'c> RequestBuilder<'c> {
     }
 
     /// Whether the request may be repeated after the server may have acted
-    /// on it. Defaults to the method's own semantics: GET, HEAD, OPTIONS,
-    /// TRACE, PUT and DELETE are idempotent, POST and PATCH are not.
+    /// on it. Defaults to the method's own semantics — GET, HEAD, OPTIONS,
+    /// TRACE, PUT and DELETE are idempotent, POST and PATCH are not — and
+    /// to idempotent for a request that carries an `Idempotency-Key`
+    /// header (draft-ietf-httpapi-idempotency-key-header; Stripe's): the
+    /// server makes it once, however often it is sent, and every retry
+    /// carries the same key. A request that is not is retried only when
+    /// the server cannot have acted on it ([`HttpFailure::not_acted`]).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = Some(idempotent);
         self
@@ -227,6 +242,16 @@ impl<'c> RequestBuilder<'c> {
         .await
     }
 
+    /// Retries until the whole body has been written to `file`, which is
+    /// emptied at the start of every attempt: a body cut short is fetched
+    /// again whole (an answer to a POST cannot be resumed by Range), and
+    /// what `file` holds in the end is one complete body. Never held in
+    /// memory whole. A file that cannot be written fails at once
+    /// ([`HttpFailure::Local`]).
+    pub async fn save(self, file: &std::fs::File) -> Result<Saved, Error> {
+        self.execute(|resp| write_body(resp, file)).await
+    }
+
     /// Checks the request and freezes it, for callers that run their own
     /// retry loop and send it once per attempt ([`Prepared::send_once`]):
     /// a resumable download changes its `Range` header on every attempt.
@@ -255,9 +280,9 @@ impl<'c> RequestBuilder<'c> {
         R: Fn(reqwest::Response) -> Fut,
         Fut: Future<Output = Result<T, HttpFailure>>,
     {
-        let idempotent = self
-            .idempotent
-            .unwrap_or_else(|| is_idempotent(&self.method));
+        let idempotent = self.idempotent.unwrap_or_else(|| {
+            is_idempotent(&self.method) || self.headers.contains_key(IDEMPOTENCY_KEY)
+        });
         let client = self.client;
         let policy = self.policy.clone();
         let policy = policy.as_ref().unwrap_or(&client.policy);
@@ -314,7 +339,7 @@ pub struct Prepared<'c> {
     headers: HeaderMap,
     secrets: Vec<String>,
     pins_origin: bool,
-    body: Option<Bytes>,
+    body: Option<Payload>,
 }
 
 impl Prepared<'_> {
@@ -394,7 +419,23 @@ impl Prepared<'_> {
         &self,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, HttpFailure> {
-        let streamed = self.body.as_ref().is_some_and(|b| b.len() > STREAMED_BODY);
+        let body = match &self.body {
+            // Read whole, a small file body stays replayable on a
+            // redirect, as a small body in memory does. (One that cannot
+            // be read is streamed, and fails as the stream does.)
+            Some(Payload::File(file)) if file.len() <= STREAMED_BODY as u64 => {
+                match file.read_whole().await {
+                    Ok(bytes) => Some(Payload::Bytes(bytes)),
+                    Err(_) => self.body.clone(),
+                }
+            }
+            body => body.clone(),
+        };
+        let streamed = match &body {
+            Some(Payload::Bytes(b)) => b.len() > STREAMED_BODY,
+            Some(Payload::File(_)) => true,
+            None => false,
+        };
         let transport = if self.pins_origin {
             &self.client.same_origin
         } else if streamed {
@@ -410,20 +451,23 @@ impl Prepared<'_> {
             .request(self.method.clone(), self.url.clone())
             .headers(headers);
         let header_timeout = self.client.header_timeout;
-        let sent = match &self.body {
+        let sent = match &body {
             // A large body may take longer than the header timeout to go
             // out: the timeout starts once it has all gone, and until then
             // only a server that takes none of it for the idle timeout
             // fails the attempt. (A streamed body is not sent again on a
             // 307 or 308: small ones stay replayable.)
-            Some(body) if body.len() > STREAMED_BODY => {
+            Some(body) if streamed => {
                 let progress = Arc::new(BodyProgress::default());
+                let stream: BodyStream = match body {
+                    Payload::Bytes(bytes) => Box::pin(pieces(bytes.clone(), Arc::clone(&progress))),
+                    Payload::File(file) => {
+                        Box::pin(counted(file.pieces(), file.len(), Arc::clone(&progress)))
+                    }
+                };
                 let request = request
                     .header(reqwest::header::CONTENT_LENGTH, body.len())
-                    .body(reqwest::Body::wrap_stream(pieces(
-                        body.clone(),
-                        Arc::clone(&progress),
-                    )));
+                    .body(reqwest::Body::wrap_stream(stream));
                 let idle = self.client.read_idle_timeout;
                 tokio::select! {
                     sent = request.send() => sent,
@@ -431,7 +475,7 @@ impl Prepared<'_> {
                 }
             }
             body => {
-                if let Some(body) = body {
+                if let Some(Payload::Bytes(body)) = body {
                     request = request.body(body.clone());
                 }
                 match tokio::time::timeout(header_timeout, request.send()).await {
@@ -517,6 +561,32 @@ impl BodyProgress {
             seen = now;
         }
     }
+}
+
+type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// `stream` (`len` bytes in all), counted as the connection takes its
+/// pieces.
+fn counted(
+    stream: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    len: u64,
+    progress: Arc<BodyProgress>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    use futures_util::StreamExt;
+    let mut seen = 0u64;
+    if len == 0 {
+        progress.done.store(true, Ordering::Release);
+    }
+    stream.inspect(move |piece| {
+        if let Ok(piece) = piece {
+            seen += piece.len() as u64;
+            progress.taken.fetch_add(1, Ordering::AcqRel);
+            if seen >= len {
+                progress.done.store(true, Ordering::Release);
+            }
+        }
+    })
 }
 
 /// `body` as a stream of cheap slices, counted as the connection takes
@@ -643,6 +713,49 @@ async fn status_failure(mut resp: reqwest::Response, secrets: &[String]) -> Http
         quota: says_quota(&prefix),
         detail: detail(&prefix, secrets),
     }
+}
+
+/// A response whose body went to a file ([`RequestBuilder::save`]).
+#[derive(Clone, Debug)]
+pub struct Saved {
+    /// The final status (after redirects).
+    pub status: StatusCode,
+    /// The final response's headers.
+    pub headers: HeaderMap,
+    /// The final URL (after redirects).
+    pub url: Url,
+    /// The body's length.
+    pub len: u64,
+}
+
+/// Writes a body to `file` from its start, cutting what an earlier
+/// attempt left.
+async fn write_body(
+    mut resp: reqwest::Response,
+    file: &std::fs::File,
+) -> Result<Saved, HttpFailure> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let local = HttpFailure::Local;
+    let mut out = tokio::fs::File::from_std(file.try_clone().map_err(local)?);
+    out.set_len(0).await.map_err(local)?;
+    out.seek(std::io::SeekFrom::Start(0)).await.map_err(local)?;
+    let (status, headers, url) = (resp.status(), resp.headers().clone(), resp.url().clone());
+    let mut len = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| HttpFailure::Transport(e.without_url()))?
+    {
+        out.write_all(&chunk).await.map_err(local)?;
+        len += chunk.len() as u64;
+    }
+    out.flush().await.map_err(local)?;
+    Ok(Saved {
+        status,
+        headers,
+        url,
+        len,
+    })
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Body, HttpFailure> {

@@ -45,6 +45,53 @@ pub fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     per_limit_resets(headers, now)
 }
 
+/// The wait a response announces *before* any refusal: its rate-limit
+/// headers say that no request remains, and until when. A success can
+/// carry it (Docker Hub counts each manifest GET), and a client that
+/// heeds it waits instead of spending requests on 429s:
+///
+/// 1. the IETF `RateLimit` with a policy at `r=0` (its `t`);
+/// 2. `RateLimit-Remaining: 0` with `RateLimit-Reset`, or, without a
+///    reset, the window it names — Docker Hub's `ratelimit-remaining:
+///    0;w=21600`, a six-hour window, the longest the wait can be;
+/// 3. `x-ratelimit-remaining: 0` with `x-ratelimit-reset` (GitHub's epoch,
+///    an OpenAI duration).
+///
+/// `None` when requests remain, or when nothing says how long to wait.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use backstop_http::header::{HeaderMap, HeaderValue};
+/// use backstop_http::spent_quota;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("ratelimit-limit", HeaderValue::from_static("100;w=21600"));
+/// headers.insert("ratelimit-remaining", HeaderValue::from_static("0;w=21600"));
+/// assert_eq!(spent_quota(&headers, SystemTime::now()), Some(Duration::from_secs(21600)));
+/// headers.insert("ratelimit-remaining", HeaderValue::from_static("76;w=21600"));
+/// assert_eq!(spent_quota(&headers, SystemTime::now()), None);
+/// ```
+pub fn spent_quota(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(wait) = get("ratelimit").and_then(wait::ratelimit_spent) {
+        return Some(wait);
+    }
+    if let Some(spent) = get("ratelimit-remaining")
+        .and_then(wait::remaining)
+        .filter(|r| r.count == 0)
+    {
+        let reset = get("ratelimit-reset").and_then(|v| wait::retry_after(v, now));
+        let limit_window = get("ratelimit-limit")
+            .and_then(wait::remaining)
+            .and_then(|limit| limit.window);
+        return reset.or(spent.window).or(limit_window);
+    }
+    if get("x-ratelimit-remaining").is_some_and(|r| r.trim() == "0") {
+        return get("x-ratelimit-reset").and_then(|v| wait::reset(v, now));
+    }
+    None
+}
+
 type Parser = fn(&str, SystemTime) -> Option<Duration>;
 
 /// The longest reset among the exhausted per-limit headers of OpenAI and
@@ -211,6 +258,88 @@ mod tests {
         ];
         for (what, pairs, want) in cases {
             assert_eq!(server_wait(&headers(pairs), now()), *want, "{what}");
+        }
+    }
+
+    /// Headers of answers that succeeded, as registries and APIs send them.
+    #[test]
+    fn spent_quotas() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<Duration>);
+        let cases: &[Case<'_>] = &[
+            (
+                "Docker Hub, quota spent",
+                &[
+                    ("ratelimit-limit", "100;w=21600"),
+                    ("ratelimit-remaining", "0;w=21600"),
+                    ("docker-ratelimit-source", "192.0.2.1"),
+                ],
+                S(21600),
+            ),
+            (
+                "Docker Hub, requests left",
+                &[
+                    ("ratelimit-limit", "100;w=21600"),
+                    ("ratelimit-remaining", "76;w=21600"),
+                ],
+                None,
+            ),
+            (
+                "the window on the limit only",
+                &[
+                    ("ratelimit-limit", "100;w=3600"),
+                    ("ratelimit-remaining", "0"),
+                ],
+                S(3600),
+            ),
+            (
+                "draft headers with a reset",
+                &[
+                    ("ratelimit-limit", "100"),
+                    ("ratelimit-remaining", "0"),
+                    ("ratelimit-reset", "12"),
+                ],
+                S(12),
+            ),
+            (
+                "spent, but no word on how long",
+                &[("ratelimit-remaining", "0")],
+                None,
+            ),
+            (
+                "Hugging Face, spent",
+                &[("ratelimit", r#""api";r=0;t=55"#)],
+                S(55),
+            ),
+            (
+                "Hugging Face, requests left",
+                &[("ratelimit", r#""api";r=12;t=55"#)],
+                None,
+            ),
+            (
+                "GitHub, spent",
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700028860"),
+                ],
+                S(60),
+            ),
+            (
+                "GitHub, requests left",
+                &[
+                    ("x-ratelimit-remaining", "59"),
+                    ("x-ratelimit-reset", "1700028860"),
+                ],
+                None,
+            ),
+            (
+                "a Retry-After on a success is not a spent quota",
+                &[("retry-after", "30")],
+                None,
+            ),
+            ("junk", &[("ratelimit-remaining", "none;w=60")], None),
+        ];
+        for (what, pairs, want) in cases {
+            assert_eq!(spent_quota(&headers(pairs), now()), *want, "{what}");
         }
     }
 

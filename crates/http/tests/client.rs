@@ -377,6 +377,77 @@ async fn post_is_retried_only_when_the_server_refused_it() {
     assert!(server.requests().iter().all(|r| r.method == "POST"));
 }
 
+/// An `Idempotency-Key` makes a POST safe to send again: it is retried
+/// as a GET is, through failures after which the server may have acted,
+/// carrying the same key and body every time.
+#[tokio::test]
+async fn a_post_with_an_idempotency_key_is_retried_like_a_get() {
+    let server = FaultServer::start();
+    server.script(
+        "/jobs",
+        [
+            Reply::status(502),
+            Reply::status(503),
+            Reply::ok("x".repeat(100)).cut_after(5),
+            Reply::ok("made"),
+        ],
+    );
+    let body = client()
+        .request(Method::POST, &server.url("/jobs"))
+        .header("Idempotency-Key", "k-1")
+        .body("{}")
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body.bytes[..], b"made");
+    let sent = server.requests();
+    assert_eq!(sent.len(), 4);
+    assert!(
+        sent.iter()
+            .all(|r| r.header("idempotency-key") == Some("k-1") && &r.body[..] == b"{}")
+    );
+
+    // Told otherwise, it is not.
+    server.always("/once", Reply::status(502));
+    let err = client()
+        .request(Method::POST, &server.url("/once"))
+        .header("Idempotency-Key", "k-2")
+        .idempotent(false)
+        .bytes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.ending(), Some(Ending::Permanent));
+    assert_eq!(server.hits("/once"), 1);
+}
+
+/// `save` leaves one whole body in the file, however many attempts it
+/// took: what a cut attempt wrote is cut away.
+#[tokio::test]
+async fn save_writes_one_whole_body_whatever_the_cuts() {
+    let server = FaultServer::start();
+    let whole: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    server.script(
+        "/answer",
+        [
+            Reply::ok(whole.clone()).cut_after(200_000),
+            Reply::ok(whole.clone()),
+        ],
+    );
+    let file = tempfile::tempfile().unwrap();
+    let saved = client()
+        .request(Method::PUT, &server.url("/answer"))
+        .body("x")
+        .save(&file)
+        .await
+        .unwrap();
+    assert_eq!((saved.status, saved.len), (StatusCode::OK, 300_000));
+    let mut got = Vec::new();
+    std::io::Seek::rewind(&mut &file).unwrap();
+    std::io::Read::read_to_end(&mut &file, &mut got).unwrap();
+    assert!(got == whole, "one body, not a cut one and a whole one");
+    assert_eq!(server.hits("/answer"), 2);
+}
+
 #[tokio::test]
 async fn redirects_are_followed() {
     let server = FaultServer::start();

@@ -117,7 +117,9 @@ pub fn startup_retry() -> Policy {
 }
 
 /// What answers on the API's address while the store does not: `/healthz`
-/// from `status`, 503 for the rest.
+/// from `status`, 503 for the rest, with a `Retry-After` that tells a
+/// client the request was not acted on (so that even a POST may be sent
+/// again).
 fn waiting_router(status: Arc<Dependencies>) -> axum::Router {
     let healthz = move || {
         let status = Arc::clone(&status);
@@ -129,6 +131,7 @@ fn waiting_router(status: Arc<Dependencies>) -> axum::Router {
             let error = "the coordinator is waiting for its store; see GET /healthz";
             (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "1")],
                 axum::Json(serde_json::json!({ "error": error })),
             )
         })

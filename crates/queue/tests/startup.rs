@@ -85,6 +85,12 @@ async fn a_coordinator_waits_for_its_store_degraded_meanwhile_then_starts() {
     );
     let other = get(addr, "/v1/ops").await;
     assert!(other.starts_with("HTTP/1.0 503"), "{other}");
+    assert!(
+        other
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 1\r\n"),
+        "a wait tells clients nothing was done, so that a POST is sent again: {other}"
+    );
     opener.ready.store(true, Ordering::SeqCst);
     let coordinator = starting.await.unwrap().unwrap().unwrap();
     assert_eq!(coordinator.addr(), addr, "the same socket");

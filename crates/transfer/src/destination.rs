@@ -1,6 +1,8 @@
 //! What a destination path names today, and so how a finished file gets
-//! there: replaced whole, or written through.
+//! there: replaced whole, or written through; and a whole body bound for
+//! it that cannot be resumed ([`Spool`]).
 
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +51,122 @@ impl Destination {
             Ok(Destination::Replace(path.to_path_buf()))
         }
     }
+}
+
+/// A whole body bound for a destination, which cannot be resumed (the
+/// answer to a POST): written to a spool file first — beside the file it
+/// will replace, or in the temporary folder for a device or a FIFO — and
+/// put in place only by [`Spool::commit`], as a finished download is: a
+/// regular file (or a link's target) replaced by a rename, with the
+/// permissions of the file it replaces; a device or a FIFO written to in
+/// one go. Dropped without a commit, the spool file is removed and the
+/// destination is as it was.
+///
+/// ```no_run
+/// # fn demo() -> std::io::Result<()> {
+/// use std::io::Write;
+/// use backstop_transfer::Spool;
+///
+/// let spool = Spool::for_path(std::path::Path::new("answer.json"))?;
+/// spool.file().write_all(b"{}")?;
+/// spool.commit()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Spool {
+    file: File,
+    path: PathBuf,
+    /// Where the body goes, and how.
+    dest: PathBuf,
+    through: bool,
+    committed: bool,
+}
+
+impl Spool {
+    /// A spool for `dest`, following symbolic links as `open` does. Fails
+    /// when `dest` is a folder, or the spool file cannot be made (a
+    /// folder that does not exist or cannot be written).
+    pub fn for_path(dest: &Path) -> io::Result<Spool> {
+        let (dest, through, folder) = match Destination::of(dest)? {
+            Destination::Replace(target) => {
+                let folder = match target.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                (target, false, folder)
+            }
+            Destination::Through => (dest.to_path_buf(), true, std::env::temp_dir()),
+        };
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        let (file, path) = create_new(&folder, &name)?;
+        Ok(Spool {
+            file,
+            path,
+            dest,
+            through,
+            committed: false,
+        })
+    }
+
+    /// The spool file, empty at first, to write the body into (truncate
+    /// it to start again).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Puts the body in place; the spool file goes.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        if self.through {
+            let mut from = File::open(&self.path)?;
+            let mut to = OpenOptions::new().write(true).open(&self.dest)?;
+            io::copy(&mut from, &mut to)?;
+            std::fs::remove_file(&self.path)?;
+        } else {
+            if let Ok(meta) = std::fs::metadata(&self.dest) {
+                self.file.set_permissions(meta.permissions())?;
+            }
+            std::fs::rename(&self.path, &self.dest)?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A new, hidden file in `folder` named after `name`, created with the
+/// permissions any new file gets (not a temporary file's 0600).
+fn create_new(folder: &Path, name: &str) -> io::Result<(File, PathBuf)> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    for n in 0u32..100 {
+        let path = folder.join(format!(
+            ".{name}.{}.{stamp:x}{n}.backstop-spool",
+            std::process::id()
+        ));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free name for a spool file",
+    ))
 }
 
 /// Where a file that does not exist yet will be: the path itself, or, for
@@ -118,5 +236,64 @@ mod tests {
         let proc = PathBuf::from(format!("/proc/self/fd/{fd}"));
         assert_eq!(Destination::of(&proc).unwrap(), Destination::Through);
         drop((read, write));
+    }
+
+    #[test]
+    fn a_spool_replaces_whole_or_not_at_all() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        std::fs::write(at("answer.json"), "old").unwrap();
+        std::fs::set_permissions(at("answer.json"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        symlink("answer.json", at("link")).unwrap();
+
+        let spool = Spool::for_path(&at("link")).unwrap();
+        spool.file().write_all(b"half").unwrap();
+        drop(spool);
+        assert_eq!(std::fs::read_to_string(at("answer.json")).unwrap(), "old");
+        assert_eq!(listing(), ["answer.json", "link"], "nothing left behind");
+
+        let spool = Spool::for_path(&at("link")).unwrap();
+        spool.file().write_all(b"new").unwrap();
+        spool.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(at("answer.json")).unwrap(), "new");
+        assert!(
+            std::fs::symlink_metadata(at("link"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let mode = std::fs::metadata(at("answer.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640, "the permissions of the file replaced");
+        assert_eq!(listing(), ["answer.json", "link"]);
+
+        nix::unistd::mkfifo(&at("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let reader = std::thread::spawn({
+            let fifo = at("fifo");
+            move || std::fs::read(fifo).unwrap()
+        });
+        let spool = Spool::for_path(&at("fifo")).unwrap();
+        spool.file().write_all(b"through").unwrap();
+        spool.commit().unwrap();
+        assert_eq!(reader.join().unwrap(), b"through");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(
+            std::fs::metadata(at("fifo")).unwrap().file_type().is_fifo(),
+            "still a FIFO"
+        );
+        assert!(Spool::for_path(dir.path()).is_err(), "a folder");
     }
 }

@@ -46,14 +46,14 @@ pub(crate) fn request<'c>(client: &'c Client, method: Method, item: &Item) -> Re
     request
 }
 
-/// Downloads the file; never fails, the outcome says how it went.
+/// Downloads the file; never fails, the outcome says how it went. The
+/// caller tells [`Event::Finish`], once it knows how the file ended.
 pub(crate) async fn download(job: &Job<'_>) -> FileReport {
     let fetched = AtomicU64::new(0);
     let outcome = match fetch(job, &fetched).await {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Failed(e),
     };
-    job.progress.event(job.id, Event::Finish(&outcome));
     FileReport {
         name: job.planned.item.name.clone(),
         dest: job.planned.dest.clone(),

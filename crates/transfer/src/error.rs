@@ -101,6 +101,26 @@ pub enum Error {
         /// URL sources given.
         urls: usize,
     },
+    /// Two digests are given for one file (`--sha256sums` and a list's
+    /// `sha256=`, or the Hub's own), and they differ.
+    #[error("{name:?} is given two different sha256 digests: {first} and {second}")]
+    DigestConflict {
+        /// The file, under the destination.
+        name: String,
+        /// One digest.
+        first: Sha256,
+        /// The other.
+        second: Sha256,
+    },
+    /// `--sha256sums` has no line for a file that has no digest of its
+    /// own to be checked against.
+    #[error("the sha256 list has no line for {name:?} (from {origin})")]
+    NotListed {
+        /// The file, under the destination.
+        name: String,
+        /// Where it comes from.
+        origin: String,
+    },
 }
 
 impl Error {
@@ -111,6 +131,8 @@ impl Error {
             self,
             Error::InvalidSource { .. }
                 | Error::DigestCount { .. }
+                | Error::DigestConflict { .. }
+                | Error::NotListed { .. }
                 | Error::Collision { .. }
                 | Error::Request(_)
                 | Error::NotForCache { .. }

@@ -36,6 +36,13 @@
 //!     its size;
 //!   - a 401/403 stops the other files of the same `hf://` repository,
 //!     and a second one in a row the other URLs of the same origin.
+//! - [`parse_list`] and [`Sha256Sums`]: a pull list (`SOURCE [sha256=HEX]
+//!   [out=PATH]` a line) and a `sha256sum` list, read with each bad line
+//!   named; [`Sha256Sums::apply`] gives items their digests by name.
+//! - [`RateLimit`]: one byte rate for every stream of a pull
+//!   ([`Options::limit`]), on tokio's clock.
+//! - [`Spool`]: a whole body that cannot be resumed (the answer to a
+//!   POST), put at a destination as a finished download is, or not at all.
 //! - [`Progress`]: the seam a progress display plugs into.
 //! - [`Authorizer`]: the seam a changing credential plugs into, asked for
 //!   the `Authorization` of every request of a file (a registry's bearer
@@ -69,6 +76,8 @@ mod digest;
 mod download;
 mod error;
 mod glob;
+mod limit;
+mod list;
 mod options;
 mod path;
 mod plan;
@@ -79,13 +88,17 @@ mod refusal;
 mod response;
 mod source;
 mod stream;
+mod sums;
 mod validators;
 mod writer;
 
 pub use authorize::{AuthorizationFuture, Authorize, Authorizer};
+pub use destination::Spool;
 pub use digest::{BadDigest, Sha256};
 pub use error::{Error, FileError, TransferFailure};
 pub use glob::Pattern;
+pub use limit::RateLimit;
+pub use list::{BadLine, ListEntry, parse_list};
 pub use options::{AttemptTimeout, MinProgress, Options};
 pub use path::{UnsafeName, confine, confine_on_disk};
 pub use plan::{CacheSlot, Placement, Plan, Planned, RefFile, STATE_DIR};
@@ -93,3 +106,4 @@ pub use progress::{Event, Progress};
 pub use pull::{FileReport, Outcome, Pull, Summary};
 pub use source::{HubEntry, HubSource, Item, Source, resolve};
 pub use stream::RESUME_AT_ONCE;
+pub use sums::Sha256Sums;

@@ -1,8 +1,11 @@
 //! How hard a pull tries, and how long it waits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::{Policy, TRANSFER_MAX_ATTEMPT};
+
+use crate::RateLimit;
 
 /// The minimum-progress window: a stream that moves fewer than `bytes` in
 /// `window`, over however many connections, fails its attempt as too slow
@@ -86,6 +89,10 @@ pub struct Options {
     /// by default a file already in place with the right size, and digest
     /// when one is known, is kept and not fetched again.
     pub replace_existing: bool,
+    /// One byte rate for every stream of every file (`--limit-rate`);
+    /// `None`: as fast as the link goes. Time spent waiting for it is not
+    /// held against the minimum-progress window.
+    pub limit: Option<Arc<RateLimit>>,
 }
 
 impl Default for Options {
@@ -100,6 +107,7 @@ impl Default for Options {
             checkpoint_every: Duration::from_secs(2),
             skip_existing: false,
             replace_existing: false,
+            limit: None,
         }
     }
 }
@@ -109,10 +117,23 @@ impl Options {
     pub(crate) fn policy_for(&self, bytes: Option<u64>) -> Policy {
         let timeout = match self.attempt_timeout {
             AttemptTimeout::BySize => {
-                Some(bytes.map_or(TRANSFER_MAX_ATTEMPT, Policy::transfer_attempt_timeout))
+                let by_size = bytes.map_or(TRANSFER_MAX_ATTEMPT, Policy::transfer_attempt_timeout);
+                Some(match (bytes, &self.limit) {
+                    (Some(bytes), Some(limit)) => by_size.max(self.limited(bytes, limit)),
+                    _ => by_size,
+                })
             }
             AttemptTimeout::Fixed(t) => t,
         };
         self.policy.clone().with_attempt_timeout(timeout)
+    }
+
+    /// Twice the time `bytes` take when every stream of every job shares
+    /// the rate: a runaway guard that the limit itself cannot trip.
+    fn limited(&self, bytes: u64, limit: &RateLimit) -> Duration {
+        let sharing = (self.jobs.max(1) * self.streams.max(1)) as u128;
+        let nanos =
+            u128::from(bytes) * sharing * 2 * 1_000_000_000 / u128::from(limit.bytes_per_second());
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }

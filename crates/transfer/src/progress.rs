@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::Outcome;
+use crate::FileReport;
 
 /// Receives a pull's progress. `file` is the file's index in the plan.
 ///
@@ -16,7 +16,7 @@ pub trait Progress: Send + Sync {
 }
 
 /// What happened to a file, besides bytes arriving.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum Event<'a> {
     /// The file starts (or is found in place): `size` when known, `have`
     /// bytes already in a partial file from an earlier run or attempt.
@@ -72,8 +72,9 @@ pub enum Event<'a> {
     },
     /// All bytes are in; the size and hash are being checked.
     Verify,
-    /// The file is done, one way or another.
-    Finish(&'a Outcome),
+    /// The file is done, one way or another: its report as the summary
+    /// will have it (how it ended, the bytes fetched for it).
+    Finish(&'a FileReport),
 }
 
 impl Progress for () {

@@ -254,8 +254,9 @@ impl Task {
             let outcome = self.stopped(Outcome::Interrupted {
                 have: std::fs::metadata(self.planned.part()).map_or(0, |m| m.len()),
             });
-            self.progress.event(self.id, Event::Finish(&outcome));
-            return (self.id, not_started(outcome));
+            let report = not_started(outcome);
+            self.progress.event(self.id, Event::Finish(&report));
+            return (self.id, report);
         }
         let job = Job {
             planned: &self.planned,
@@ -281,6 +282,7 @@ impl Task {
             _ => {}
         }
         report.outcome = self.stopped(report.outcome);
+        self.progress.event(self.id, Event::Finish(&report));
         (self.id, report)
     }
 

@@ -126,6 +126,17 @@ impl Stream {
     fn set_pos(&self, pos: u64) {
         self.pos.store(pos, Ordering::Release);
     }
+
+    /// Time spent held back by the run's rate limit is not the server's
+    /// slowness: the minimum-progress window does not count it.
+    fn excuse(&self, waited: Duration) {
+        if !waited.is_zero() {
+            self.window
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .started += waited;
+        }
+    }
 }
 
 /// How an attempt that did not fail ended.
@@ -493,6 +504,9 @@ async fn receive(
         moved += take as u64;
         stream.since_reset.fetch_add(take as u64, Ordering::AcqRel);
         ctx.progress.advance(ctx.id, take as u64);
+        if let Some(limit) = &ctx.options.limit {
+            stream.excuse(limit.take(chunk.len() as u64).await);
+        }
         if take < chunk.len() {
             break None;
         }
@@ -663,6 +677,33 @@ mod tests {
             }
         }
         panic!("five connections of 1 KiB in 15 s are below 100 KiB/15 s");
+    }
+
+    /// A stream held back by the run's rate limit moves slowly because
+    /// it is told to: only the time it was not held back counts.
+    #[tokio::test(start_paused = true)]
+    async fn time_held_back_by_the_rate_limit_is_not_held_against_the_window() {
+        let min = MinProgress {
+            bytes: 100,
+            window: Duration::from_secs(10),
+        };
+        let s = Stream::new(0, None, 0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(too_slow(&s, min, 10).is_none());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        s.excuse(Duration::from_secs(9));
+        assert!(
+            too_slow(&s, min, 10).is_none(),
+            "2 s of the window's 10 have passed, not 11"
+        );
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert!(
+            matches!(
+                too_slow(&s, min, 10),
+                Some(TransferFailure::TooSlow { bytes: 30, .. })
+            ),
+            "10 s of its own, 30 bytes"
+        );
     }
 
     #[test]

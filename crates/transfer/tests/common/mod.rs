@@ -100,7 +100,7 @@ impl Progress for Recorder {
             }
             Event::Restart { reason } => format!("{file} restart {reason}"),
             Event::Start { name, size, have } => format!("{file} start {name} {size:?} {have}"),
-            Event::Finish(outcome) => format!("{file} finish {outcome:?}"),
+            Event::Finish(report) => format!("{file} finish {:?}", report.outcome),
             other => format!("{file} {other:?}"),
         };
         self.events.lock().unwrap().push(line);
