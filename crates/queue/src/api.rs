@@ -20,19 +20,32 @@
 //! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
 //! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` |
 //! | `GET /v1/ops?state=&kind=&limit=` | operations, newest first, with delivery counts |
-//! | `GET /v1/ops/{id}` | one operation and its deliveries |
+//! | `GET /v1/ops/{id}` | one operation, its deliveries, and the latest attempt kept of each with its output |
+//! | `POST /v1/ops/{id}/cancel` | `{"by"?, "stop_running"?}`: cancel an operation; its waiting deliveries end `cancelled` |
 //! | `GET /v1/deliveries?state=&node=&op=&limit=` | deliveries (`state=dead`: the dead letters) |
+//! | `GET /v1/deliveries/{id}/attempts` | the attempts kept of a delivery, newest first, with their output |
 //! | `POST /v1/requeue` | `{"delivery": id}`, `{"node": name}`, `{"op": id}` or `{"all": true}` |
 //! | `GET /v1/nodes` | nodes with their health and counts |
 //! | `POST /v1/nodes/{name}/drain`, `.../undrain` | stop or resume new deliveries to a node |
+//! | `POST /v1/nodes/{name}/remove` | `{"by"?}`: remove (decommission) a node that is down or drained; 409 otherwise |
+//!
+//! A submission may set how its deliveries run (`timeout`, `max_failures`,
+//! `base_delay`, `max_delay`; durations as `"30m"`), over the settings of
+//! its kind in this coordinator's `backstop.toml`; values out of bounds
+//! are refused with 422. `by` names who cancels or removes (the client's
+//! `--by`, never a secret: 422 when it looks like one); without it, the
+//! fingerprint of the API token.
 //!
 //! Bodies and answers are typed, and read back as they were written (times
 //! as RFC 3339 to the millisecond): [`SubmitRequest`] and [`SubmitAnswer`],
-//! [`OpDetail`], [`RequeueRequest`] and [`RequeueAnswer`], and the model's
-//! [`Op`], [`Delivery`], [`Node`](crate::model::Node) and [`crate::store::OpSummary`] — what a
-//! client such as `backstop ops` deserializes.
+//! [`OpDetail`], [`CancelRequest`] and [`CancelAnswer`], [`RemoveRequest`]
+//! and [`RemoveAnswer`], [`RequeueRequest`] and [`RequeueAnswer`], and the
+//! model's [`Op`], [`Delivery`], [`Attempt`], [`Node`] and
+//! [`crate::store::OpSummary`] — what a client such as `backstop ops`
+//! deserializes.
 
 use backstop_core::plural;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -48,38 +61,42 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Notify;
 
 use crate::blocking::blocking;
 use crate::dependencies::Dependencies;
-use crate::model::{Delivery, DeliveryState, NewOp, Op, Target};
-use crate::store::{DeliveryFilter, OpFilter, Rejection, Requeue, Store, StoreError};
+use crate::dispatch::Dispatcher;
+use crate::model::{
+    Attempt, Delivery, DeliveryState, NewOp, Node, Op, Settings, Target, check_actor,
+};
+use crate::store::{AttemptsOf, DeliveryFilter, OpFilter, Rejection, Requeue, Store, StoreError};
 
 /// What the API serves from.
 #[derive(Clone)]
 pub struct ApiState {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    wake: Arc<Notify>,
+    dispatcher: Dispatcher,
     token: [u8; 32],
     status: Arc<Dependencies>,
+    kinds: Arc<BTreeMap<String, Settings>>,
 }
 
 impl ApiState {
-    /// Serves `store`, waking the dispatcher through `wake` when work
-    /// arrives; requests must carry `token`.
+    /// Serves `store`, waking `dispatcher` when work arrives and stopping
+    /// running attempts through it; requests must carry `token`.
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        wake: Arc<Notify>,
+        dispatcher: Dispatcher,
         token: &backstop_core::Secret,
     ) -> Self {
         ApiState {
             store,
             clock,
-            wake,
+            dispatcher,
             token: Sha256::digest(token.expose().as_bytes()).into(),
             status: Arc::new(Dependencies::default()),
+            kinds: Arc::new(BTreeMap::new()),
         }
     }
 
@@ -88,6 +105,29 @@ impl ApiState {
         self.status = status;
         self
     }
+
+    /// Gives each operation submitted the settings of its kind
+    /// (`[kinds.KIND]` of `backstop.toml`), under what it asks for itself.
+    pub fn kinds(mut self, kinds: BTreeMap<String, Settings>) -> Self {
+        self.kinds = Arc::new(kinds);
+        self
+    }
+
+    /// Who asks for a change: `by` as the client sent it (checked:
+    /// [`check_actor`]), else the fingerprint of the API token.
+    fn actor(&self, by: Option<String>) -> Result<String, ApiError> {
+        match by {
+            Some(by) => {
+                check_actor(&by)?;
+                Ok(by)
+            }
+            None => Ok(format!("api token {}", hex_prefix(&self.token[..6]))),
+        }
+    }
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The API's routes.
@@ -95,11 +135,14 @@ pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/v1/ops", post(submit).get(list_ops))
         .route("/v1/ops/{id}", get(show_op))
+        .route("/v1/ops/{id}/cancel", post(cancel))
         .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/{id}/attempts", get(list_attempts))
         .route("/v1/requeue", post(requeue))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/undrain", post(undrain))
+        .route("/v1/nodes/{name}/remove", post(remove_node))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))
@@ -153,7 +196,9 @@ impl From<StoreError> for ApiError {
                     Rejection::UnknownKind { .. } | Rejection::IdempotencyKeyReused { .. } => {
                         StatusCode::UNPROCESSABLE_ENTITY
                     }
-                    Rejection::NotDead { .. } => StatusCode::CONFLICT,
+                    Rejection::NotDead { .. }
+                    | Rejection::NotRemovable { .. }
+                    | Rejection::Removed { .. } => StatusCode::CONFLICT,
                 };
                 ApiError::new(status, r.to_string())
             }
@@ -219,6 +264,14 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
 }
 
+/// [`parse`] for a body that may be left out: `T`'s default then.
+fn parse_or_default<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse(body)
+}
+
 /// The body of `POST /v1/ops`: an operation of `kind` for every node of
 /// `node_type` or for the named `nodes` (one of the two).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -241,6 +294,43 @@ pub struct SubmitRequest {
     /// With a type: only the nodes present now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub present_only: bool,
+    /// How long a handler may run (`"30m"`), over its kind's and the
+    /// coordinator's.
+    #[serde(
+        default,
+        with = "crate::model::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<std::time::Duration>,
+    /// Handler failures after which a delivery is dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u32>,
+    /// The ceiling of the first wait after a failure (`"30s"`).
+    #[serde(
+        default,
+        with = "crate::model::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub base_delay: Option<std::time::Duration>,
+    /// The longest wait between attempts (`"15m"`).
+    #[serde(
+        default,
+        with = "crate::model::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_delay: Option<std::time::Duration>,
+}
+
+impl SubmitRequest {
+    /// The settings the submission asks for itself.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            timeout: self.timeout,
+            max_failures: self.max_failures,
+            base_delay: self.base_delay,
+            max_delay: self.max_delay,
+        }
+    }
 }
 
 /// The answer to `POST /v1/ops`.
@@ -254,7 +344,8 @@ pub struct SubmitAnswer {
     pub superseded: u64,
 }
 
-/// The answer to `GET /v1/ops/{id}`: the operation and its deliveries.
+/// The answer to `GET /v1/ops/{id}`: the operation, its deliveries, and
+/// the latest attempt kept of each, with what its handler printed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpDetail {
     /// The operation.
@@ -262,6 +353,57 @@ pub struct OpDetail {
     pub op: Op,
     /// Its deliveries.
     pub deliveries: Vec<Delivery>,
+    /// The latest attempt kept of each delivery that has one (an attempt
+    /// that failed, or whose handler printed something), by node.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+}
+
+/// The body of `POST /v1/ops/{id}/cancel` (it may be left out).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Who cancels: kept and shown; never a secret [default: the
+    /// fingerprint of the API token].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Also stop the handlers of its deliveries in flight (their deliveries
+    /// end `cancelled`); without it they run on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_running: bool,
+}
+
+/// The answer to `POST /v1/ops/{id}/cancel`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelAnswer {
+    /// The operation, cancelled (by whom, when: its first cancellation).
+    pub op: Op,
+    /// Deliveries cancelled by this request (pending, waiting or dead).
+    pub cancelled: u64,
+    /// Deliveries still in flight: each ends `done` if its handler
+    /// succeeds, else `cancelled`.
+    pub running: u64,
+    /// Of those, how many this coordinator told their node to stop
+    /// (`stop_running`).
+    pub stopping: u64,
+}
+
+/// The body of `POST /v1/nodes/{name}/remove` (it may be left out).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    /// Who removes it, as [`CancelRequest::by`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The answer to `POST /v1/nodes/{name}/remove`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveAnswer {
+    /// The node as it was.
+    pub node: Node,
+    /// Its deliveries cancelled (pending, waiting or dead).
+    pub cancelled: u64,
 }
 
 /// The answer to `POST /v1/requeue`.
@@ -303,6 +445,7 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
     let body: SubmitRequest = parse(&body)?;
+    let asked = body.settings();
     let target = match (body.node_type, body.nodes) {
         (Some(node_type), None) => Target::Type {
             node_type,
@@ -318,12 +461,17 @@ async fn submit(
         }
         _ => return Err(ApiError::bad("say either \"type\" or \"nodes\", not both")),
     };
+    let settings = match state.kinds.get(&body.kind) {
+        Some(kind) => asked.or(kind),
+        None => asked,
+    };
     let op = NewOp {
         kind: body.kind,
         target,
         key: body.key,
         payload: body.payload.unwrap_or_else(|| json!({})).to_string(),
         idempotency_key,
+        settings,
     }
     .validate()?;
     let now = state.clock.now();
@@ -343,7 +491,7 @@ async fn submit(
         let replayed = [(HeaderName::from_static("idempotent-replayed"), "true")];
         return Ok((StatusCode::OK, replayed, axum::Json(answer)).into_response());
     }
-    state.wake.notify_one();
+    state.dispatcher.wake();
     tracing::info!(
         "operation {} ({}) submitted: {}{}",
         answer.op.id,
@@ -399,8 +547,65 @@ async fn show_op(
 ) -> Result<Response, ApiError> {
     let id = id_param(&id, "an operation")?;
     let store = Arc::clone(&state.store);
-    let (op, deliveries) = blocking(move || store.op(id)).await?;
-    Ok(axum::Json(OpDetail { op, deliveries }).into_response())
+    let (op, deliveries, attempts) = blocking(move || {
+        let (op, deliveries) = store.op(id)?;
+        let attempts = store.attempts(&AttemptsOf::Op(id))?;
+        Ok::<_, StoreError>((op, deliveries, attempts))
+    })
+    .await?;
+    Ok(axum::Json(OpDetail {
+        op,
+        deliveries,
+        attempts,
+    })
+    .into_response())
+}
+
+async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = id_param(&id, "an operation")?;
+    let body: CancelRequest = parse_or_default(&body)?;
+    let by = state.actor(body.by)?;
+    let now = state.clock.now();
+    let store = Arc::clone(&state.store);
+    let who = by.clone();
+    let cancelled = blocking(move || store.cancel(id, &who, now)).await?;
+    let stopping = if body.stop_running {
+        state.dispatcher.stop(&cancelled.running).await
+    } else {
+        0
+    };
+    tracing::info!(
+        "operation {id} ({}) cancelled by {by}: {} cancelled, {} in flight{}",
+        cancelled.op.kind,
+        plural(cancelled.cancelled, "delivery", "deliveries"),
+        cancelled.running.len(),
+        if body.stop_running {
+            format!(", {stopping} told to stop")
+        } else {
+            String::new()
+        }
+    );
+    Ok(axum::Json(CancelAnswer {
+        op: cancelled.op,
+        cancelled: cancelled.cancelled,
+        running: cancelled.running.len() as u64,
+        stopping: stopping as u64,
+    })
+    .into_response())
+}
+
+async fn list_attempts(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = id_param(&id, "a delivery")?;
+    let store = Arc::clone(&state.store);
+    let attempts = blocking(move || store.attempts(&AttemptsOf::Delivery(id))).await?;
+    Ok(axum::Json(attempts).into_response())
 }
 
 #[derive(Deserialize)]
@@ -466,7 +671,7 @@ async fn requeue(State(state): State<ApiState>, body: Bytes) -> Result<Response,
     let n = blocking(move || store.requeue(&what, now)).await?;
     if n > 0 {
         tracing::info!("{n} dead deliveries requeued ({which:?}) with their attempts reset");
-        state.wake.notify_one();
+        state.dispatcher.wake();
     }
     Ok(axum::Json(RequeueAnswer { requeued: n }).into_response())
 }
@@ -491,7 +696,7 @@ async fn set_drained(state: ApiState, name: String, drained: bool) -> Result<Res
         }
     );
     if !drained {
-        state.wake.notify_one();
+        state.dispatcher.wake();
     }
     Ok(axum::Json(node).into_response())
 }
@@ -508,6 +713,29 @@ async fn undrain(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     set_drained(state, name, false).await
+}
+
+async fn remove_node(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: RemoveRequest = parse_or_default(&body)?;
+    let by = state.actor(body.by)?;
+    let now = state.clock.now();
+    let store = Arc::clone(&state.store);
+    let who = by.clone();
+    let removed = blocking(move || store.remove_node(&name, &who, now)).await?;
+    tracing::info!(
+        "node {} removed by {by}: it gets nothing more; {} cancelled",
+        removed.node.name,
+        plural(removed.cancelled, "delivery", "deliveries")
+    );
+    Ok(axum::Json(RemoveAnswer {
+        node: removed.node,
+        cancelled: removed.cancelled,
+    })
+    .into_response())
 }
 
 #[cfg(test)]
@@ -533,6 +761,16 @@ mod tests {
             payload: r#"{"v":1}"#.into(),
             live: true,
             created: at(1_785_542_400_123),
+            settings: Settings {
+                timeout: Some(Duration::from_secs(1800)),
+                max_failures: Some(5),
+                base_delay: Some(Duration::from_millis(1500)),
+                max_delay: None,
+            },
+            cancelled: Some(crate::model::Cancellation {
+                by: "alice".into(),
+                at: at(1_785_542_409_001),
+            }),
         }
     }
 
@@ -555,6 +793,7 @@ mod tests {
             created: at(1_785_542_400_123),
             updated: at(1_785_542_400_999),
             finished,
+            cancelled: None,
         }
     }
 
@@ -581,7 +820,31 @@ mod tests {
                 delivery(Some(Hold::Drained), None),
                 delivery(None, Some(at(1_785_542_402_500))),
             ],
+            attempts: vec![Attempt {
+                delivery: 3,
+                op: 7,
+                attempt: 4,
+                node: "gpu-1".into(),
+                outcome: "failed".into(),
+                error: Some("exit 1: no space".into()),
+                output: crate::handler::Output {
+                    stdout: "step 1\n".into(),
+                    stderr: "no space\n".into(),
+                },
+                finished: at(1_785_542_402_500),
+            }],
         });
+        round_trip(&CancelAnswer {
+            op: op(),
+            cancelled: 2,
+            running: 1,
+            stopping: 1,
+        });
+        round_trip(&CancelRequest {
+            by: Some("alice".into()),
+            stop_running: true,
+        });
+        round_trip(&RemoveRequest { by: None });
         round_trip(&vec![OpSummary {
             op: op(),
             deliveries: Counts {
@@ -590,6 +853,7 @@ mod tests {
                 done: 3,
                 dead: 4,
                 superseded: 5,
+                cancelled: 6,
             },
         }]);
         round_trip(&RequeueAnswer { requeued: 2 });
@@ -614,6 +878,8 @@ mod tests {
             kind: "install".into(),
             node_type: Some("gpu".into()),
             present_only: true,
+            timeout: Some(Duration::from_secs(5400)),
+            max_failures: Some(3),
             ..SubmitRequest::default()
         });
         round_trip(&RequeueRequest {

@@ -1,4 +1,5 @@
-//! `backstop.toml`: the nodes that run inside the coordinator.
+//! `backstop.toml`: the nodes that run inside the coordinator, and how
+//! the operations of each kind run.
 //!
 //! ```toml
 //! [[node]]
@@ -9,6 +10,12 @@
 //! [node.handle]              # one shell command per kind
 //! install = "./handlers/install-backend.sh"
 //! delete = "./handlers/delete-backend.sh"
+//!
+//! [kinds.install]            # for operations of this kind submitted here
+//! timeout = "30m"            # each unset one: `backstop serve`'s flag
+//! max_failures = 5
+//! base_delay = "30s"
+//! max_delay = "15m"
 //! ```
 
 use std::collections::BTreeMap;
@@ -18,7 +25,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::handler::CommandHandler;
-use crate::model::Invalid;
+use crate::model::{Invalid, Settings};
 use crate::transport::local::LocalNode;
 
 /// The file, as read.
@@ -28,6 +35,12 @@ pub struct Config {
     /// The local nodes.
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeConfig>,
+    /// How the operations of each kind run (`[kinds.KIND]`), where it
+    /// differs from `backstop serve`'s flags: applied to each operation of
+    /// the kind submitted to this coordinator, under what the submission
+    /// itself asks for ([`Settings::or`]).
+    #[serde(default)]
+    pub kinds: BTreeMap<String, Settings>,
     /// `backstop run`'s commands per provider and model (`[run]`), read by
     /// `backstop_agent::template`; accepted here so that one file serves
     /// both.
@@ -46,7 +59,7 @@ impl<'de> Deserialize<'de> for OtherTable {
 }
 
 /// One `[[node]]`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique name.
@@ -113,6 +126,12 @@ impl Config {
             }
             node.local().map_err(|e| e.to_string())?;
         }
+        for (kind, settings) in &config.kinds {
+            crate::model::check_name("kind", kind).map_err(|e| format!("[kinds.{kind}]: {e}"))?;
+            settings
+                .validate()
+                .map_err(|e| format!("[kinds.{kind}]: {e}"))?;
+        }
         Ok(config)
     }
 
@@ -140,8 +159,17 @@ impl NodeConfig {
         for (kind, command) in &self.handle {
             node = node.handle(kind, Arc::new(CommandHandler::new(command)));
         }
+        node.spec.declaration = Some(self.declaration());
         node.spec = node.spec.validate()?;
         Ok(node)
+    }
+
+    /// A fingerprint of this declaration (name, type, concurrency and
+    /// every handler): an operator's removal of the node holds while it
+    /// stays the same ([`crate::Store::register`]).
+    pub fn declaration(&self) -> String {
+        let canonical = serde_json::to_string(self).unwrap_or_default();
+        crate::model::sha256_hex(canonical.as_bytes())
     }
 }
 
@@ -181,6 +209,56 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_settings_of_kinds() {
+        let config = Config::parse(
+            r#"
+            [kinds.install]
+            timeout = "30m"
+            max_failures = 5
+            base_delay = "30s"
+            max_delay = "15m"
+
+            [kinds.delete]
+            max_failures = 2
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let install = config.kinds.get("install").copied().unwrap_or_default();
+        assert_eq!(install.timeout, Some(std::time::Duration::from_secs(1800)));
+        assert_eq!(install.max_failures, Some(5));
+        assert_eq!(install.base_delay, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(install.max_delay, Some(std::time::Duration::from_secs(900)));
+        let delete = config.kinds.get("delete").copied().unwrap_or_default();
+        assert_eq!((delete.max_failures, delete.timeout), (Some(2), None));
+    }
+
+    #[test]
+    fn a_declaration_changes_with_its_entry_and_only_then() {
+        let text = |concurrency: u32, other: &str| {
+            format!(
+                "[[node]]\nname = \"a\"\ntype = \"t\"\nconcurrency = {concurrency}\n\
+                 handle = {{ x = \"true\" }}\n{other}"
+            )
+        };
+        let declared = |text: &str| {
+            Config::parse(text)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .local_nodes()
+                .unwrap_or_default()
+                .pop()
+                .and_then(|n| n.spec.declaration)
+        };
+        let first = declared(&text(1, ""));
+        assert!(first.is_some());
+        assert_eq!(
+            declared(&text(1, "# a comment\n[kinds.x]\nmax_failures = 3\n")),
+            first,
+            "another part of the file is no new declaration"
+        );
+        assert_ne!(declared(&text(2, "")), first, "its entry changed");
+    }
+
+    #[test]
     fn says_what_is_wrong() {
         let cases = [
             ("[[node]]\nname = \"a\"\n", "type"),
@@ -202,6 +280,24 @@ mod tests {
             ),
             ("[[nodes]]\n", "unknown field"),
             ("not toml", "line 1"),
+            (
+                "[kinds.install]\ntimeout = \"0s\"\n",
+                "[kinds.install]: timeout 0s is out of bounds",
+            ),
+            (
+                "[kinds.install]\nmax_failures = 0\n",
+                "max_failures 0 is out of bounds: use 1 to 1000",
+            ),
+            ("[kinds.install]\ntimeout = \"soon\"\n", "is not a duration"),
+            ("[kinds.install]\nretries = 3\n", "unknown field"),
+            (
+                "[kinds.install]\nbase_delay = \"1h\"\nmax_delay = \"1m\"\n",
+                "longer than max_delay",
+            ),
+            (
+                "[kinds.\"in stall\"]\nmax_failures = 3\n",
+                "kind \"in stall\" is not valid",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::parse(text).err().unwrap_or_default();

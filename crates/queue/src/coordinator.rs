@@ -45,6 +45,10 @@ pub struct CoordinatorConfig {
     pub dispatch: DispatchConfig,
     /// Every delivery's retry schedule.
     pub schedule: Schedule,
+    /// How the operations of each kind run, where it differs from the
+    /// defaults (`[kinds.KIND]` of `backstop.toml`): given to each
+    /// operation of the kind submitted through this coordinator's API.
+    pub kinds: std::collections::BTreeMap<String, crate::model::Settings>,
     /// Silence after which a worker is unhealthy.
     pub stale_after: Duration,
     /// How long finished deliveries are kept.
@@ -67,6 +71,7 @@ impl CoordinatorConfig {
             nats: None,
             dispatch: DispatchConfig::default(),
             schedule: Schedule::default(),
+            kinds: std::collections::BTreeMap::new(),
             stale_after: DEFAULT_STALE_AFTER,
             keep: DEFAULT_KEEP,
             housekeeping: Intervals::default(),
@@ -372,10 +377,11 @@ impl Coordinator {
         let state = ApiState::new(
             Arc::clone(&store),
             Arc::clone(&clock),
-            dispatcher.waker(),
+            dispatcher.clone(),
             &config.token,
         )
-        .reporting(Arc::clone(&status));
+        .reporting(Arc::clone(&status))
+        .kinds(config.kinds);
         let app = api::router(state);
         let s = shutdown.clone();
         let tls = config.tls;

@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blocking::blocking;
 use crate::dependencies::Dependencies;
-use crate::handler::Work;
-use crate::model::{Claim, DeliveryState, Outcome};
+use crate::handler::{DEFAULT_OUTPUT_TAIL, Handled, Output, Work};
+use crate::model::{Claim, DeliveryState, Outcome, Token};
 use crate::schedule::{Decision, Schedule, Settle};
-use crate::store::{ClaimRequest, DeliveryFilter, Settled, Store, StoreError};
+use crate::store::{ClaimRequest, DeliveryFilter, Running, Settled, Store, StoreError};
 use crate::transport::{LateReply, Receipt, Transport};
 
 /// How long a stopping dispatcher waits for the deliveries it runs to end.
@@ -38,8 +38,13 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct DispatchConfig {
     /// How long a handler may run before it is stopped (sent to remote
-    /// workers with each attempt).
+    /// workers with each attempt), unless its operation sets its own
+    /// ([`crate::model::Settings::timeout`]).
     pub handler_timeout: Duration,
+    /// How many of the last bytes of each output stream of a handler are
+    /// kept with its attempt (asked of the node, and bounded again when it
+    /// answers).
+    pub output_tail: u64,
     /// How long past the handler timeout an attempt stays in flight with no
     /// reply before the lease rescue returns it to pending.
     pub lease_grace: Duration,
@@ -61,6 +66,7 @@ impl Default for DispatchConfig {
     fn default() -> Self {
         DispatchConfig {
             handler_timeout: Duration::from_secs(10 * 60),
+            output_tail: DEFAULT_OUTPUT_TAIL,
             lease_grace: Duration::from_secs(60),
             poll: Duration::from_secs(1),
             batch: 512,
@@ -72,9 +78,16 @@ impl Default for DispatchConfig {
 }
 
 impl DispatchConfig {
-    /// How long a claimed attempt holds its delivery.
+    /// How long a claimed attempt holds its delivery, when its operation
+    /// sets no handler timeout of its own.
     pub fn lease(&self) -> Duration {
         self.handler_timeout.saturating_add(self.lease_grace)
+    }
+
+    /// How long the handler of `claim` may run: its operation's own
+    /// timeout, else the default.
+    pub fn timeout(&self, claim: &Claim) -> Duration {
+        claim.settings.timeout.unwrap_or(self.handler_timeout)
     }
 }
 
@@ -211,6 +224,7 @@ impl Dispatcher {
         let request = ClaimRequest {
             now: self.inner.clock.now(),
             lease: self.inner.config.lease(),
+            lease_grace: self.inner.config.lease_grace,
             limit: self.inner.config.batch,
             transports: self.transports(),
             local: self.local(),
@@ -335,10 +349,52 @@ impl Dispatcher {
             kind: claim.kind.clone(),
             key: claim.key.clone(),
             payload: claim.payload.clone(),
-            timeout_ms: u64::try_from(self.inner.config.handler_timeout.as_millis())
+            timeout_ms: u64::try_from(self.inner.config.timeout(claim).as_millis())
                 .unwrap_or(u64::MAX),
+            output_tail: self.inner.config.output_tail,
             owner: None,
         }
+    }
+
+    /// The decision for the outcome of `claim`'s attempt, with the
+    /// attempt's record when it is worth one; `None` for no reply in time.
+    /// Whatever the node sent of its output is bounded and redacted here,
+    /// whoever ran it.
+    fn decide(
+        &self,
+        claim: &Claim,
+        outcome: &Outcome,
+        output: Output,
+        now: SystemTime,
+    ) -> Option<Settle> {
+        let mut settle = self.inner.schedule.decide(claim, outcome, now)?;
+        let handled = Handled {
+            outcome: outcome.clone(),
+            output: output.bounded(self.inner.config.output_tail),
+        };
+        settle.handled = handled.worth_keeping().then_some(handled);
+        Some(settle)
+    }
+
+    /// Tells the nodes of these running attempts to stop their handlers,
+    /// through their transports ([`Transport::stop`]); a transport this
+    /// coordinator does not have is skipped, and so are the local nodes of
+    /// other coordinators. Returns how many attempts it asked to stop.
+    pub async fn stop(&self, running: &[Running]) -> usize {
+        let mut by_node: HashMap<(&str, &str), Vec<Token>> = HashMap::new();
+        for r in running {
+            by_node
+                .entry((r.transport.as_str(), r.node.as_str()))
+                .or_default()
+                .push(r.token);
+        }
+        let mut asked = 0;
+        for ((transport, node), tokens) in by_node {
+            if let Some(t) = self.inner.transports.get(transport) {
+                asked += t.stop(node, &tokens).await;
+            }
+        }
+        asked
     }
 
     /// Runs one claimed attempt and queues its outcome for the store.
@@ -365,13 +421,13 @@ impl Dispatcher {
             transport.deliver(&work).await
         };
         let now = self.inner.clock.now();
-        let Some(settle) = self.inner.schedule.decide(&claim, &reply.outcome, now) else {
+        let Some(settle) = self.decide(&claim, &reply.outcome, reply.output, now) else {
             tracing::warn!(
                 "no reply from node {} for {} within {}; the handler may still be running, so \
                  the attempt stays in flight until a reply or the end of its lease",
                 claim.node,
                 claim.token,
-                HumanDuration(self.inner.config.handler_timeout)
+                HumanDuration(self.inner.config.timeout(&claim))
             );
             return;
         };
@@ -516,6 +572,10 @@ impl Dispatcher {
         else {
             return Ok(None);
         };
+        // Its operation's own settings decide, as they would have on time.
+        let store = Arc::clone(&self.inner.store);
+        let op = found.op;
+        let (op, _) = blocking(move || store.op(op)).await?;
         let claim = Claim {
             token: late.token,
             op: found.op,
@@ -527,11 +587,15 @@ impl Dispatcher {
             failures: found.failures,
             tries: found.tries,
             lease_until: found.lease_until.unwrap_or(SystemTime::UNIX_EPOCH),
+            settings: op.settings,
         };
         Ok(self
-            .inner
-            .schedule
-            .decide(&claim, &late.outcome, self.inner.clock.now())
+            .decide(
+                &claim,
+                &late.outcome,
+                late.output.clone(),
+                self.inner.clock.now(),
+            )
             .map(|settle| (claim, settle)))
     }
 
@@ -541,8 +605,8 @@ impl Dispatcher {
         let claims = self.claim().await?;
         let replies = futures_util::future::join_all(claims.into_iter().map(|claim| async move {
             let reply = match self.inner.transports.get(claim.transport.as_str()) {
-                Some(t) => t.deliver(&self.work(&claim)).await.outcome,
-                None => Outcome::TimedOut,
+                Some(t) => t.deliver(&self.work(&claim)).await,
+                None => crate::transport::Reply::new(Outcome::TimedOut),
             };
             (claim, reply)
         }))
@@ -551,8 +615,9 @@ impl Dispatcher {
         let mut settles = Vec::new();
         let mut decided = Vec::new();
         let mut out = Vec::new();
-        for (claim, outcome) in replies {
-            match self.inner.schedule.decide(&claim, &outcome, now) {
+        for (claim, reply) in replies {
+            let outcome = reply.outcome.clone();
+            match self.decide(&claim, &outcome, reply.output, now) {
                 Some(s) => {
                     settles.push(s);
                     decided.push((claim, outcome));

@@ -29,6 +29,11 @@ pub struct Work {
     pub payload: String,
     /// How long the handler may run, in milliseconds.
     pub timeout_ms: u64,
+    /// How many of the last bytes of each of its output streams to keep
+    /// (at most [`MAX_OUTPUT_TAIL`]; 0 keeps none). A coordinator that
+    /// does not say asks for [`DEFAULT_OUTPUT_TAIL`].
+    #[serde(default = "default_output_tail")]
+    pub output_tail: u64,
     /// Who runs it, set by the transport or worker that runs it (never
     /// sent over the wire): a [`CommandHandler`] marks its processes with
     /// it, so that they do not outlive their owner
@@ -37,15 +42,128 @@ pub struct Work {
     pub owner: Option<Owner>,
 }
 
+/// How much of each output stream of a handler is kept by default: the
+/// last 16 KiB.
+pub const DEFAULT_OUTPUT_TAIL: u64 = 16 << 10;
+
+/// The most of each output stream of a handler that is ever kept: 256 KiB,
+/// so that an outcome with its output fits in one NATS message.
+pub const MAX_OUTPUT_TAIL: u64 = 256 << 10;
+
+fn default_output_tail() -> u64 {
+    DEFAULT_OUTPUT_TAIL
+}
+
+/// What a handler printed in one attempt: the end of its standard output
+/// and of its standard error, each at most the tail asked for
+/// ([`Work::output_tail`]), whole lines only, with anything that looks
+/// like a credential replaced by `<redacted>` ([`backstop_core::redact`]).
+///
+/// ```
+/// use backstop_queue::handler::Output;
+///
+/// let out = Output::new(b"step 1\nstep 2\n", b"using token=hunter2hunter2\n", 1024);
+/// assert_eq!(out.stdout, "step 1\nstep 2\n");
+/// assert_eq!(out.stderr, "using token=<redacted>\n");
+/// let short = Output::new(b"one\ntwo\nthree\n", b"", 8);
+/// assert_eq!(short.stdout, "three\n");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Output {
+    /// The end of its standard output.
+    #[serde(default)]
+    pub stdout: String,
+    /// The end of its standard error.
+    #[serde(default)]
+    pub stderr: String,
+}
+
+impl Output {
+    /// The output of `stdout` and `stderr` as kept: see [`Output`].
+    pub fn new(stdout: &[u8], stderr: &[u8], tail: u64) -> Output {
+        let keep = |bytes: &[u8]| tail_lines(&String::from_utf8_lossy(bytes), tail);
+        Output {
+            stdout: keep(stdout),
+            stderr: keep(stderr),
+        }
+    }
+
+    /// This output as kept by a coordinator from a node it does not trust
+    /// to have done so: redacted again, and cut to `tail` bytes per
+    /// stream.
+    pub fn bounded(self, tail: u64) -> Output {
+        Output {
+            stdout: tail_lines(&self.stdout, tail),
+            stderr: tail_lines(&self.stderr, tail),
+        }
+    }
+
+    /// Nothing printed.
+    pub fn is_empty(&self) -> bool {
+        self.stdout.is_empty() && self.stderr.is_empty()
+    }
+}
+
+/// The end of `text`: its credentials redacted, then at most `tail` bytes
+/// of whole lines (a single line longer than that, cut on a character
+/// boundary). Redacting before cutting keeps a cut from leaving the end of
+/// a secret that no longer looks like one.
+fn tail_lines(text: &str, tail: u64) -> String {
+    let tail = usize::try_from(tail.min(MAX_OUTPUT_TAIL)).unwrap_or(0);
+    let text = backstop_core::redact(text, &[]);
+    if text.len() <= tail {
+        return text;
+    }
+    let mut start = text.len() - tail;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let kept = &text[start..];
+    // From the first whole line, unless the cut fell inside the last one.
+    let whole = match kept.find('\n') {
+        Some(i) if i + 1 < kept.len() && !text[..start].ends_with('\n') => &kept[i + 1..],
+        _ => kept,
+    };
+    whole.to_owned()
+}
+
+/// What one attempt of a handler came to: its outcome and its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handled {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// What it printed.
+    pub output: Output,
+}
+
+impl From<Outcome> for Handled {
+    fn from(outcome: Outcome) -> Self {
+        Handled {
+            outcome,
+            output: Output::default(),
+        }
+    }
+}
+
+impl Handled {
+    /// Whether the attempt is worth a record of its own: it failed, or its
+    /// handler printed something. A quiet success, or a delivery handed
+    /// back before its handler ran, leaves none.
+    pub fn worth_keeping(&self) -> bool {
+        !self.output.is_empty()
+            || matches!(self.outcome, Outcome::Failed(_) | Outcome::Temporary(_))
+    }
+}
+
 /// Runs deliveries of one kind.
 ///
 /// A handler returns [`Outcome::Done`], [`Outcome::Temporary`] or
-/// [`Outcome::Failed`]; when `stop` fires it should end soon and return
-/// [`Outcome::Released`], which hands the delivery back without spending an
-/// attempt.
+/// [`Outcome::Failed`], with what it printed; when `stop` fires (its node
+/// shuts down, or an operator cancelled its operation with
+/// `--stop-running`) it should end soon and return [`Outcome::Released`].
 pub trait Handler: Send + Sync {
     /// Runs one attempt.
-    fn handle<'a>(&'a self, work: &'a Work, stop: &'a CancellationToken) -> BoxFuture<'a, Outcome>;
+    fn handle<'a>(&'a self, work: &'a Work, stop: &'a CancellationToken) -> BoxFuture<'a, Handled>;
 }
 
 /// A handler that succeeds at once: for benchmarks and tests.
@@ -53,12 +171,13 @@ pub trait Handler: Send + Sync {
 pub struct Noop;
 
 impl Handler for Noop {
-    fn handle<'a>(&'a self, _: &'a Work, _: &'a CancellationToken) -> BoxFuture<'a, Outcome> {
-        Box::pin(async { Outcome::Done })
+    fn handle<'a>(&'a self, _: &'a Work, _: &'a CancellationToken) -> BoxFuture<'a, Handled> {
+        Box::pin(async { Handled::from(Outcome::Done) })
     }
 }
 
-/// A handler from a closure returning a future.
+/// A handler from a closure returning a future of an [`Outcome`] (it
+/// prints nothing).
 pub struct FnHandler<F>(pub F);
 
 impl<F, Fut> Handler for FnHandler<F>
@@ -66,8 +185,9 @@ where
     F: Fn(Work) -> Fut + Send + Sync,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
-    fn handle<'a>(&'a self, work: &'a Work, _: &'a CancellationToken) -> BoxFuture<'a, Outcome> {
-        Box::pin((self.0)(work.clone()))
+    fn handle<'a>(&'a self, work: &'a Work, _: &'a CancellationToken) -> BoxFuture<'a, Handled> {
+        let outcome = (self.0)(work.clone());
+        Box::pin(async move { Handled::from(outcome.await) })
     }
 }
 
@@ -125,10 +245,11 @@ impl CommandHandler {
         &self.command
     }
 
-    async fn run(&self, work: &Work, stop: &CancellationToken) -> Outcome {
+    async fn run(&self, work: &Work, stop: &CancellationToken) -> Handled {
         // The timeout comes over the network: bounded, so that no value of
         // it can overflow a deadline.
         let timeout = Duration::from_millis(work.timeout_ms.clamp(1, MAX_TIMEOUT_MS));
+        let tail = work.output_tail.min(MAX_OUTPUT_TAIL);
         let mut command = Command::new("sh", ["-c", &*self.command])
             .env("BACKSTOP_OP", work.op.to_string())
             .env("BACKSTOP_KIND", &work.kind)
@@ -139,9 +260,9 @@ impl CommandHandler {
             .env_remove(OWNER_ENV)
             .input(Input::Replay(Replay::fixed(work.payload.as_bytes())))
             .echo(false)
-            // Stdout is kept only so that a chatty handler never blocks on
-            // a full pipe.
-            .tail_limit(STDERR_TAIL)
+            // One line more than is kept, so that the first kept line is
+            // whole; never less than the error needs.
+            .tail_limit(usize::try_from(tail).unwrap_or(0).max(STDERR_TAIL) + 1024)
             .timeout(Some(timeout))
             .cancel_signal(StopSignal::Terminate)
             .kill_grace(KILL_GRACE);
@@ -154,42 +275,49 @@ impl CommandHandler {
         let run = match command.run(stop).await {
             Ok(run) => run,
             Err(e) => {
-                return Outcome::Failed(format!("cannot start sh -c {:?}: {e}", self.command));
+                return Outcome::Failed(format!("cannot start sh -c {:?}: {e}", self.command))
+                    .into();
             }
         };
-        if run.timed_out {
-            return Outcome::Failed(format!(
+        let output = Output::new(run.stdout.bytes(), run.stderr.bytes(), tail);
+        let outcome = if run.timed_out {
+            Outcome::Failed(format!(
                 "the handler ran past its {} timeout and was stopped",
                 backstop_core::HumanDuration(timeout)
-            ));
-        }
-        if run.interrupted {
-            return Outcome::Released(
-                "the node stopped its handler to shut down; not counted as a failure".to_owned(),
+            ))
+        } else if run.interrupted {
+            Outcome::Released(
+                "the handler was stopped before it ended (its node is shutting down, or its \
+                 operation was cancelled); not counted as a failure"
+                    .to_owned(),
+            )
+        } else {
+            let err_tail = tail_lines(
+                String::from_utf8_lossy(run.stderr.bytes()).trim(),
+                STDERR_TAIL as u64,
             );
-        }
-        let err_tail =
-            backstop_core::redact(String::from_utf8_lossy(run.stderr.bytes()).trim(), &[]);
-        let with_tail = |head: String| {
-            if err_tail.is_empty() {
-                head
-            } else {
-                format!("{head}: {err_tail}")
+            let with_tail = |head: String| {
+                if err_tail.is_empty() {
+                    head
+                } else {
+                    format!("{head}: {err_tail}")
+                }
+            };
+            match run.exit {
+                Exit::Code(0) => Outcome::Done,
+                Exit::Code(EXIT_TEMPORARY) => Outcome::Temporary(with_tail("exit 75".to_owned())),
+                Exit::Code(code) => Outcome::Failed(with_tail(format!("exit {code}"))),
+                Exit::Signal(signal) => {
+                    Outcome::Failed(with_tail(format!("killed by signal {signal}")))
+                }
             }
         };
-        match run.exit {
-            Exit::Code(0) => Outcome::Done,
-            Exit::Code(EXIT_TEMPORARY) => Outcome::Temporary(with_tail("exit 75".to_owned())),
-            Exit::Code(code) => Outcome::Failed(with_tail(format!("exit {code}"))),
-            Exit::Signal(signal) => {
-                Outcome::Failed(with_tail(format!("killed by signal {signal}")))
-            }
-        }
+        Handled { outcome, output }
     }
 }
 
 impl Handler for CommandHandler {
-    fn handle<'a>(&'a self, work: &'a Work, stop: &'a CancellationToken) -> BoxFuture<'a, Outcome> {
+    fn handle<'a>(&'a self, work: &'a Work, stop: &'a CancellationToken) -> BoxFuture<'a, Handled> {
         Box::pin(self.run(work, stop))
     }
 }
@@ -210,6 +338,7 @@ mod tests {
             key: Some("llama".into()),
             payload: r#"{"backend":"llama-cpp"}"#.into(),
             timeout_ms,
+            output_tail: DEFAULT_OUTPUT_TAIL,
             owner: None,
         }
     }
@@ -218,6 +347,67 @@ mod tests {
         CommandHandler::new(command)
             .handle(&work(10_000), &CancellationToken::new())
             .await
+            .outcome
+    }
+
+    #[tokio::test]
+    async fn the_output_is_kept_bounded_whole_lines_and_redacted() {
+        let w = Work {
+            output_tail: 100,
+            ..work(10_000)
+        };
+        let handled = CommandHandler::new(
+            "for i in $(seq 1 50); do echo \"line $i of stdout\"; done; \
+             echo 'Authorization: Bearer abcdefghijklmnop' >&2; \
+             echo 'key sk-ant-api03-abcdefghijklmnopqrstuvwxyz' >&2; exit 3",
+        )
+        .handle(&w, &CancellationToken::new())
+        .await;
+        let out = &handled.output;
+        assert!(out.stdout.len() <= 100, "{:?}", out.stdout);
+        assert!(
+            out.stdout.starts_with("line "),
+            "whole lines: {:?}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.ends_with("line 50 of stdout\n"),
+            "{:?}",
+            out.stdout
+        );
+        assert_eq!(
+            out.stderr,
+            "Authorization: Bearer <redacted>\nkey <redacted>\n"
+        );
+        assert!(
+            matches!(&handled.outcome, Outcome::Failed(e) if e == "exit 3: Authorization: Bearer <redacted>\nkey <redacted>"),
+            "{:?}",
+            handled.outcome
+        );
+        assert!(handled.worth_keeping());
+        let quiet = CommandHandler::new("true")
+            .handle(&work(10_000), &CancellationToken::new())
+            .await;
+        assert_eq!(quiet.output, Output::default());
+        assert!(!quiet.worth_keeping(), "a quiet success leaves no record");
+    }
+
+    #[test]
+    fn a_coordinator_bounds_what_a_node_sends_however_much_it_is() {
+        let sent = Output {
+            stdout: format!("{}\nlast\n", "x".repeat(1_000_000)),
+            stderr: "password=swordfish1\n".to_owned(),
+        };
+        let kept = sent.bounded(u64::MAX);
+        assert!(kept.stdout.len() as u64 <= MAX_OUTPUT_TAIL);
+        assert!(kept.stdout.ends_with("last\n"));
+        assert_eq!(kept.stderr, "password=<redacted>\n");
+        assert_eq!(
+            Output::new("é".repeat(10).as_bytes(), b"", 5).stdout,
+            "éé",
+            "cut on a character boundary"
+        );
+        assert_eq!(Output::new(b"abc\n", b"", 0), Output::default());
     }
 
     #[tokio::test]
@@ -251,7 +441,8 @@ mod tests {
         let started = std::time::Instant::now();
         let got = CommandHandler::new("sleep 30 & sleep 30; wait")
             .handle(&work(200), &CancellationToken::new())
-            .await;
+            .await
+            .outcome;
         assert!(
             matches!(&got, Outcome::Failed(e) if e.contains("timeout")),
             "{got:?}"
@@ -262,20 +453,22 @@ mod tests {
         let w = work(60_000);
         let run = handler.handle(&w, &stop);
         stop.cancel();
-        assert!(matches!(run.await, Outcome::Released(_)));
+        assert!(matches!(run.await.outcome, Outcome::Released(_)));
     }
 
     #[tokio::test]
     async fn any_timeout_a_coordinator_sends_is_safe() {
         let got = CommandHandler::new("true")
             .handle(&work(u64::MAX), &CancellationToken::new())
-            .await;
+            .await
+            .outcome;
         assert_eq!(got, Outcome::Done);
         // No timeout is 1 ms: `true` may or may not finish within it, and
         // either way the outcome says which.
         let got = CommandHandler::new("true")
             .handle(&work(0), &CancellationToken::new())
-            .await;
+            .await
+            .outcome;
         assert!(
             matches!(&got, Outcome::Done)
                 || matches!(&got, Outcome::Failed(e) if e.ends_with("1 ms timeout and was stopped")),

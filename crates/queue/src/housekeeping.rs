@@ -24,7 +24,7 @@ use crate::blocking::blocking;
 use crate::dependencies::Dependencies;
 use crate::model::{DeliveryState, Token, transport_name};
 use crate::node_health::Monitor;
-use crate::store::{DeliveryFilter, Pruned, Retained, Store, StoreError};
+use crate::store::{DeliveryFilter, Pruned, Rejection, Retained, Store, StoreError};
 use crate::transport::local::LocalNode;
 use crate::transport::nats::protocol::ACCEPT_TIMEOUT;
 use crate::transport::{Holding, Transport};
@@ -43,6 +43,9 @@ pub const OFFER_WINDOW: Duration = ACCEPT_TIMEOUT.saturating_add(Duration::from_
 pub struct StartUp {
     /// Local nodes removed because the configuration no longer has them.
     pub retired: Vec<String>,
+    /// Local nodes an operator removed (`backstop nodes remove`), left out
+    /// while the configuration declares them as it did then.
+    pub removed: Vec<String>,
     /// Deliveries in flight when the previous coordinator stopped that
     /// their nodes do not hold (all of those to its local nodes), returned
     /// to pending.
@@ -89,7 +92,15 @@ pub async fn start_up(
         let s = Arc::clone(store);
         let mut spec = node.spec.clone();
         spec.session = session.to_owned();
-        let registered = blocking(move || s.register(&spec, now)).await?;
+        let registered = match blocking(move || s.register(&spec, now)).await {
+            Ok(registered) => registered,
+            Err(StoreError::Rejected(removed @ Rejection::Removed { .. })) => {
+                tracing::warn!("{removed}");
+                done.removed.push(node.spec.name.clone());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let released = usize::try_from(registered.released).unwrap_or(usize::MAX);
         done.released = done.released.saturating_add(released);
     }

@@ -42,6 +42,7 @@
 //!     capacity: 2,
 //!     transport: "local".into(),
 //!     session: "local".into(),
+//!     declaration: None,
 //! };
 //! store.register(&node, SystemTime::now()).unwrap();
 //! let op = NewOp::for_type("install", "gpu").key("llama-cpp");
@@ -70,10 +71,10 @@ pub mod transport;
 pub use config::Config;
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
 pub use dispatch::{DispatchConfig, Dispatcher};
-pub use handler::{CommandHandler, Handler, Work};
+pub use handler::{CommandHandler, Handled, Handler, Output, Work};
 pub use model::{
-    Claim, Delivery, DeliveryId, DeliveryState, Hold, Invalid, NewOp, Node, NodeSpec, NodeStatus,
-    Op, OpId, Outcome, Target, Token,
+    Attempt, Cancellation, Claim, Delivery, DeliveryId, DeliveryState, Hold, Invalid, NewOp, Node,
+    NodeSpec, NodeStatus, Op, OpId, Outcome, Settings, Target, Token,
 };
 pub use schedule::{Decision, Schedule, Settle};
 pub use store::{PostgresStore, SqliteStore, Store, StoreError};

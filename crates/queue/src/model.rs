@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,50 @@ pub enum Invalid {
     /// A node that handles nothing.
     #[error("node {0} declares no kind of operation it handles")]
     NoKinds(String),
+    /// A setting of an operation or a kind out of its bounds.
+    #[error("{name} {value} is out of bounds: {bounds}")]
+    Setting {
+        /// "timeout", "max_failures", "base_delay", "max_delay".
+        name: &'static str,
+        /// The value, as given.
+        value: String,
+        /// What is accepted.
+        bounds: String,
+    },
+    /// Who is named as having done something (`by`): empty, too long,
+    /// with control characters, or looking like a credential.
+    #[error(
+        "{0:?} cannot name who did this: use 1 to {MAX_NAME} printable characters, and never a \
+         token or password"
+    )]
+    Actor(String),
+}
+
+/// Checks the name of who asks for a change (a cancellation, a removal),
+/// kept with it and shown to every operator: printable, at most
+/// [`MAX_NAME`] characters, and nothing [`backstop_core::redact`] takes
+/// for a credential.
+pub fn check_actor(by: &str) -> Result<(), Invalid> {
+    let ok = !by.trim().is_empty()
+        && by.trim() == by
+        && by.chars().count() <= MAX_NAME
+        && !by.chars().any(char::is_control)
+        && backstop_core::redact(by, &[]) == by;
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::Actor(by.chars().take(MAX_NAME).collect()))
+    }
+}
+
+/// The SHA-256 of `bytes`, in hex: what a request or a declaration is,
+/// to compare with what it was.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Checks a node name, node type or kind.
@@ -136,6 +180,11 @@ pub struct NodeSpec {
     /// Identifies the process behind the node: a new session means a
     /// restarted worker, whose deliveries in flight died with the old one.
     pub session: String,
+    /// For a node declared in a file (`backstop.toml`), a fingerprint of
+    /// its declaration: a node an operator removed is registered again
+    /// from the file only once its declaration differs from the one it
+    /// was removed with ([`crate::Store::remove_node`]).
+    pub declaration: Option<String>,
 }
 
 impl NodeSpec {
@@ -232,6 +281,9 @@ pub struct NewOp {
     /// client retrying across a dropped connection) answers the operation
     /// the first one created, for at least [`IDEMPOTENCY_WINDOW`].
     pub idempotency_key: Option<String>,
+    /// How its deliveries run, where it differs from the coordinator's
+    /// defaults; kept with the operation.
+    pub settings: Settings,
 }
 
 impl NewOp {
@@ -247,7 +299,14 @@ impl NewOp {
             key: None,
             payload: "{}".to_owned(),
             idempotency_key: None,
+            settings: Settings::default(),
         }
+    }
+
+    /// Sets how its deliveries run.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
     }
 
     /// Sets the idempotency key.
@@ -257,10 +316,11 @@ impl NewOp {
     }
 
     /// What the submission asks for, as a SHA-256 hex digest of its kind,
-    /// target, key and payload (not its idempotency key): two requests
-    /// with one idempotency key must have the same fingerprint.
+    /// target, key, payload and settings (not its idempotency key): two
+    /// requests with one idempotency key must have the same fingerprint.
+    /// Without settings it is what it was before operations had them, so
+    /// keys stored then still match.
     pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
         let target = match &self.target {
             Target::Type {
                 node_type,
@@ -268,11 +328,13 @@ impl NewOp {
             } => serde_json::json!({ "type": node_type, "present_only": present_only }),
             Target::Nodes(names) => serde_json::json!({ "nodes": names }),
         };
-        let canonical = serde_json::json!([self.kind, target, self.key, self.payload]);
-        Sha256::digest(canonical.to_string().as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let mut canonical = serde_json::json!([self.kind, target, self.key, self.payload]);
+        if !self.settings.is_empty()
+            && let Some(parts) = canonical.as_array_mut()
+        {
+            parts.push(serde_json::json!(self.settings));
+        }
+        sha256_hex(canonical.to_string().as_bytes())
     }
 
     /// Sets the desired-state key.
@@ -318,6 +380,7 @@ impl NewOp {
         {
             return Err(Invalid::IdempotencyKey);
         }
+        self.settings.validate()?;
         Ok(self)
     }
 }
@@ -339,12 +402,150 @@ pub struct Op {
     pub key: Option<String>,
     /// The payload, JSON text.
     pub payload: String,
-    /// Whether nodes that join later still receive it (not superseded, and
-    /// targeting a type).
+    /// Whether nodes that join later still receive it (not superseded, not
+    /// cancelled, and targeting a type).
     pub live: bool,
     /// When it was submitted.
     #[serde(with = "time")]
     pub created: SystemTime,
+    /// How its deliveries run, where it differs from the coordinator's
+    /// defaults: what the submission asked for, over the settings of its
+    /// kind in the configuration of the coordinator that took it.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Who cancelled it, and when ([`crate::Store::cancel`]).
+    #[serde(default)]
+    pub cancelled: Option<Cancellation>,
+}
+
+/// Who ended something before its time, and when: an operation cancelled,
+/// or a delivery cancelled with it or with the removal of its node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancellation {
+    /// The name the operator's client sent (`--by`, or the fingerprint of
+    /// the API token it used): never a secret ([`check_actor`]).
+    pub by: String,
+    /// When.
+    #[serde(with = "time")]
+    pub at: SystemTime,
+}
+
+/// The shortest handler timeout an operation or a kind may set.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest handler timeout: 30 days (what a handler is ever given).
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(crate::handler::MAX_TIMEOUT_MS);
+/// The most handler failures before a delivery is dead that may be set.
+pub const MAX_FAILURES: u32 = 1000;
+/// The shortest base or max delay that may be set.
+pub const MIN_DELAY: Duration = Duration::from_millis(1);
+
+/// How an operation's deliveries run, where it differs from the
+/// coordinator's defaults (`backstop serve --handler-timeout`,
+/// `--max-failures`, `--base-delay`, `--max-delay`). Set per kind in
+/// `backstop.toml` (`[kinds.install]`) and per operation at submit; an
+/// operation keeps, from its submission on, what it asked for over what
+/// its kind sets ([`Settings::or`]). `None`: the coordinator's default.
+///
+/// Durations are written as `humantime` has them: `"90s"`, `"30m"`,
+/// `"1h 30m"`.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_queue::model::Settings;
+///
+/// let asked: Settings = serde_json::from_str(r#"{"max_failures": 3}"#).unwrap();
+/// let kind: Settings = toml::from_str("timeout = \"30m\"\nmax_failures = 5").unwrap();
+/// let op = asked.or(&kind);
+/// assert_eq!(op.max_failures, Some(3));
+/// assert_eq!(op.timeout, Some(Duration::from_secs(1800)));
+/// assert!(op.validate().is_ok());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// How long a handler may run before it is stopped ([`MIN_TIMEOUT`]
+    /// to [`MAX_TIMEOUT`]).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// Handler failures after which a delivery is dead (1 to
+    /// [`MAX_FAILURES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u32>,
+    /// The ceiling of the first wait after a failure; later ones double
+    /// ([`MIN_DELAY`] to [`crate::schedule::MAX_CAP`]).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub base_delay: Option<Duration>,
+    /// The longest wait between attempts (as `base_delay`, and not shorter
+    /// than it).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_delay: Option<Duration>,
+}
+
+impl Settings {
+    /// These settings, each one not set taken from `fallback`.
+    pub fn or(self, fallback: &Settings) -> Settings {
+        Settings {
+            timeout: self.timeout.or(fallback.timeout),
+            max_failures: self.max_failures.or(fallback.max_failures),
+            base_delay: self.base_delay.or(fallback.base_delay),
+            max_delay: self.max_delay.or(fallback.max_delay),
+        }
+    }
+
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        *self == Settings::default()
+    }
+
+    /// Checks each setting against its bounds, and that the base delay is
+    /// not longer than the max delay when both are set.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        // As they are written: what the user would type.
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        let check = |name, value: Option<Duration>, min, max| match value {
+            Some(v) if v < min || v > max => Err(Invalid::Setting {
+                name,
+                value: text(v),
+                bounds: format!("use {} to {}", text(min), text(max)),
+            }),
+            _ => Ok(()),
+        };
+        let cap = crate::schedule::MAX_CAP;
+        check("timeout", self.timeout, MIN_TIMEOUT, MAX_TIMEOUT)?;
+        check("base_delay", self.base_delay, MIN_DELAY, cap)?;
+        check("max_delay", self.max_delay, MIN_DELAY, cap)?;
+        if let Some(n) = self.max_failures
+            && !(1..=MAX_FAILURES).contains(&n)
+        {
+            return Err(Invalid::Setting {
+                name: "max_failures",
+                value: n.to_string(),
+                bounds: format!("use 1 to {MAX_FAILURES}"),
+            });
+        }
+        if let (Some(base), Some(max)) = (self.base_delay, self.max_delay)
+            && base > max
+        {
+            return Err(Invalid::Setting {
+                name: "base_delay",
+                value: text(base),
+                bounds: format!("it is longer than max_delay {}", text(max)),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Where a delivery stands.
@@ -362,16 +563,20 @@ pub enum DeliveryState {
     Dead,
     /// A newer operation with the same key replaced it before it ran.
     Superseded,
+    /// An operator cancelled its operation, or removed its node, before it
+    /// was done; kept, with who and when ([`Delivery::cancelled`]).
+    Cancelled,
 }
 
 impl DeliveryState {
     /// Every state, in display order.
-    pub const ALL: [DeliveryState; 5] = [
+    pub const ALL: [DeliveryState; 6] = [
         DeliveryState::Pending,
         DeliveryState::InFlight,
         DeliveryState::Done,
         DeliveryState::Dead,
         DeliveryState::Superseded,
+        DeliveryState::Cancelled,
     ];
 
     /// The name stored and shown.
@@ -382,14 +587,19 @@ impl DeliveryState {
             DeliveryState::Done => "done",
             DeliveryState::Dead => "dead",
             DeliveryState::Superseded => "superseded",
+            DeliveryState::Cancelled => "cancelled",
         }
     }
 
-    /// Done, dead or superseded: nothing more happens without an operator.
+    /// Done, dead, superseded or cancelled: nothing more happens without an
+    /// operator (and only a dead one can be requeued).
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            DeliveryState::Done | DeliveryState::Dead | DeliveryState::Superseded
+            DeliveryState::Done
+                | DeliveryState::Dead
+                | DeliveryState::Superseded
+                | DeliveryState::Cancelled
         )
     }
 }
@@ -401,9 +611,8 @@ impl FromStr for DeliveryState {
             .into_iter()
             .find(|st| st.as_str() == s || (s == "in-flight" && *st == DeliveryState::InFlight))
             .ok_or_else(|| {
-                format!(
-                    "{s:?} is not a delivery state (pending, in_flight, done, dead, superseded)"
-                )
+                let all: Vec<&str> = DeliveryState::ALL.iter().map(|st| st.as_str()).collect();
+                format!("{s:?} is not a delivery state ({})", all.join(", "))
             })
     }
 }
@@ -476,9 +685,40 @@ pub struct Delivery {
     /// Last change.
     #[serde(with = "time")]
     pub updated: SystemTime,
-    /// When it became done, dead or superseded.
+    /// When it became done, dead, superseded or cancelled.
     #[serde(with = "opt_time")]
     pub finished: Option<SystemTime>,
+    /// Who cancelled it, and when: with its operation, or with the removal
+    /// of its node. Set on an attempt in flight too, which runs on: its
+    /// delivery ends done if the handler succeeds, else cancelled.
+    #[serde(default)]
+    pub cancelled: Option<Cancellation>,
+}
+
+/// One attempt of a delivery as kept ([`crate::Store::attempts`]): how it
+/// ended and what its handler printed, redacted and bounded
+/// ([`crate::handler::Output`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The delivery.
+    pub delivery: DeliveryId,
+    /// Its operation.
+    pub op: OpId,
+    /// The attempt's number ([`Token::attempt`]).
+    pub attempt: u32,
+    /// The node it ran on.
+    pub node: String,
+    /// How it ended ([`Outcome::name`]): `done`, `failed`, `temporary`,
+    /// `released` (stopped, or handed back)...
+    pub outcome: String,
+    /// Its error, when it did not succeed.
+    pub error: Option<String>,
+    /// The end of its handler's standard output and error.
+    #[serde(flatten)]
+    pub output: crate::handler::Output,
+    /// When its outcome was stored.
+    #[serde(with = "time")]
+    pub finished: SystemTime,
 }
 
 /// Why a pending delivery waits for its node rather than for its next
@@ -540,6 +780,8 @@ pub struct Claim {
     pub tries: u32,
     /// Until when this attempt holds the delivery.
     pub lease_until: SystemTime,
+    /// The operation's settings.
+    pub settings: Settings,
 }
 
 /// What one attempt came to, as a transport reports it.
@@ -567,6 +809,30 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Its name on the wire and in an attempt's record: `done`,
+    /// `temporary`, `failed`, `unreachable`, `released`, `timed_out`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Temporary(_) => "temporary",
+            Outcome::Failed(_) => "failed",
+            Outcome::Unreachable(_) => "unreachable",
+            Outcome::Released(_) => "released",
+            Outcome::TimedOut => "timed_out",
+        }
+    }
+
+    /// Its error, if it has one.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Done | Outcome::TimedOut => None,
+            Outcome::Temporary(e)
+            | Outcome::Failed(e)
+            | Outcome::Unreachable(e)
+            | Outcome::Released(e) => Some(e),
+        }
+    }
+
     /// A short description for logs.
     pub fn describe(&self) -> String {
         match self {
@@ -617,6 +883,33 @@ pub(crate) mod opt_time {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
         let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
         text.map(|t| super::time::parse(&t)).transpose()
+    }
+}
+
+/// An optional duration on the wire and in files, as `humantime` writes
+/// it: `"30m"`, `"1h 30m"`, `"250ms"`.
+pub(crate) mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        text.map(|t| {
+            humantime::parse_duration(t.trim()).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a duration such as 90s, 30m or 1h 30m: {e}"
+                ))
+            })
+        })
+        .transpose()
     }
 }
 

@@ -189,6 +189,7 @@ mod tests {
             capacity: 1,
             transport: transport_name::NATS.into(),
             session: "s".into(),
+            declaration: None,
         };
         store
             .register(&spec, clock.now())

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use backstop_core::Policy;
 
+use crate::handler::Handled;
 use crate::model::{Claim, Outcome, Token};
 
 /// The default dead-letter cap: handler failures before a delivery is dead.
@@ -24,7 +25,9 @@ pub const RELEASE_DELAY: Duration = Duration::from_secs(1);
 
 /// The retry schedule of every delivery: exponential backoff with full
 /// jitter from `base` doubling to `cap`, each delivery on its own; dead
-/// after `max_failures` handler failures.
+/// after `max_failures` handler failures. An operation's own settings
+/// ([`crate::model::Settings`], carried by its claims) take the place of
+/// these defaults for its deliveries.
 ///
 /// The defaults (30 s doubling to 15 min, 10 failures) span about an hour
 /// and a half of retrying before a delivery is declared dead — long enough
@@ -68,6 +71,9 @@ pub struct Settle {
     pub at: SystemTime,
     /// The decision.
     pub verdict: Decision,
+    /// What the handler reported, when the attempt is worth a record of
+    /// its own ([`Handled::worth_keeping`]): kept with the attempt.
+    pub handled: Option<Handled>,
 }
 
 /// The decision for one attempt.
@@ -146,6 +152,26 @@ impl Schedule {
         self.policy.delay_after(tries, &mut rng)
     }
 
+    /// [`Schedule::wait`] for a delivery of an operation with its own
+    /// base or max delay: core's policy with those set (bounded by
+    /// [`MAX_CAP`], as [`Schedule::base`] and [`Schedule::cap`] bound
+    /// theirs).
+    fn wait_for(&self, claim: &Claim, tries: u32) -> Duration {
+        let own = &claim.settings;
+        if own.base_delay.is_none() && own.max_delay.is_none() {
+            return self.wait(tries);
+        }
+        let mut policy = self.policy.clone();
+        if let Some(base) = own.base_delay {
+            policy = policy.with_initial_delay(base.min(MAX_CAP));
+        }
+        if let Some(cap) = own.max_delay {
+            policy = policy.with_max_delay(cap.min(MAX_CAP));
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        policy.delay_after(tries, &mut rng)
+    }
+
     /// The decision for `outcome` of the attempt `claim`, decided at `now`;
     /// `None` for [`Outcome::TimedOut`], which leaves the attempt in flight
     /// until a late reply or the end of its lease.
@@ -155,7 +181,11 @@ impl Schedule {
             Outcome::Failed(error) => {
                 let failures = claim.failures.saturating_add(1);
                 let tries = claim.tries.saturating_add(1);
-                if failures >= self.max_failures {
+                let cap = claim
+                    .settings
+                    .max_failures
+                    .map_or(self.max_failures, |n| n.max(1));
+                if failures >= cap {
                     Decision::Dead {
                         failures,
                         tries,
@@ -163,7 +193,7 @@ impl Schedule {
                     }
                 } else {
                     Decision::Retry {
-                        next_at: now + self.wait(tries),
+                        next_at: now + self.wait_for(claim, tries),
                         failures,
                         tries,
                         error: error.clone(),
@@ -173,7 +203,7 @@ impl Schedule {
             Outcome::Temporary(error) => {
                 let tries = claim.tries.saturating_add(1);
                 Decision::Retry {
-                    next_at: now + self.wait(tries),
+                    next_at: now + self.wait_for(claim, tries),
                     failures: claim.failures,
                     tries,
                     error: format!("temporary: {error}"),
@@ -195,6 +225,7 @@ impl Schedule {
             token: claim.token,
             at: now,
             verdict,
+            handled: None,
         })
     }
 }
@@ -219,6 +250,7 @@ mod tests {
             failures,
             tries,
             lease_until: UNIX_EPOCH,
+            settings: crate::model::Settings::default(),
         }
     }
 
@@ -334,6 +366,59 @@ mod tests {
         let v = s.decide(&claim(0, 60), &Outcome::Failed("x".into()), now);
         assert!(
             matches!(v.map(|s| s.verdict), Some(Decision::Retry { next_at, .. }) if next_at <= now + MAX_CAP)
+        );
+    }
+
+    #[test]
+    fn an_operation_s_own_settings_take_the_place_of_the_defaults() {
+        let s = schedule();
+        let own = Claim {
+            settings: crate::model::Settings {
+                max_failures: Some(2),
+                base_delay: Some(Duration::from_millis(10)),
+                max_delay: Some(Duration::from_millis(20)),
+                timeout: None,
+            },
+            ..claim(0, 0)
+        };
+        let now = UNIX_EPOCH;
+        for tries in 0..20 {
+            let v = s
+                .decide(
+                    &Claim {
+                        tries,
+                        ..own.clone()
+                    },
+                    &Outcome::Temporary("later".into()),
+                    now,
+                )
+                .map(|s| s.verdict);
+            assert!(
+                matches!(v, Some(Decision::Retry { next_at, .. }) if next_at <= now + Duration::from_millis(20)),
+                "{v:?}"
+            );
+        }
+        let first = s
+            .decide(&own, &Outcome::Failed("x".into()), now)
+            .map(|s| s.verdict);
+        assert!(
+            matches!(first, Some(Decision::Retry { failures: 1, .. })),
+            "{first:?}"
+        );
+        let second = s
+            .decide(
+                &Claim {
+                    failures: 1,
+                    tries: 1,
+                    ..own
+                },
+                &Outcome::Failed("x".into()),
+                now,
+            )
+            .map(|s| s.verdict);
+        assert!(
+            matches!(second, Some(Decision::Dead { failures: 2, .. })),
+            "{second:?}"
         );
     }
 

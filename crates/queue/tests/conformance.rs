@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backstop_queue::store::{
-    ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, PostgresStore, Rejection, Requeue, Retained,
-    Settled, Store, StoreError,
+    ATTEMPTS_KEPT, AttemptsOf, ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, PostgresStore,
+    Rejection, Requeue, Retained, Running, Settled, Store, StoreError,
 };
 use backstop_queue::{
-    Claim, Decision, DeliveryState, Hold, NewOp, NodeSpec, NodeStatus, Settle, SqliteStore, Target,
-    Token,
+    Cancellation, Claim, Decision, DeliveryState, Handled, Hold, NewOp, NodeSpec, NodeStatus,
+    Outcome, Output, Settings, Settle, SqliteStore, Target, Token,
 };
 use backstop_store::postgres::testing::TestSchema;
 
@@ -23,6 +23,8 @@ use backstop_store::postgres::testing::TestSchema;
 trait Db: Send + Sync {
     fn open(&self) -> Result<Box<dyn Store>, StoreError>;
     fn exec(&self, sql: &str);
+    /// The rows of `table`.
+    fn count(&self, table: &str) -> i64;
 }
 
 struct Sqlite {
@@ -47,6 +49,11 @@ impl Db for Sqlite {
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn.execute_batch(sql).unwrap();
     }
+    fn count(&self, table: &str) -> i64 {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
 }
 
 /// A PostgreSQL schema of its own for each test, dropped afterwards.
@@ -65,6 +72,19 @@ impl Db for Postgres {
     fn exec(&self, sql: &str) {
         self.0.exec(sql);
     }
+    fn count(&self, table: &str) -> i64 {
+        use backstop_store::postgres::postgres::{Client, NoTls};
+        let url = self.0.url().to_owned();
+        let sql = format!("SELECT count(*) FROM {table}");
+        std::thread::spawn(move || {
+            Client::connect(&url, NoTls)
+                .and_then(|mut c| c.query_one(&sql, &[]))
+                .map(|row| row.get::<_, i64>(0))
+                .unwrap()
+        })
+        .join()
+        .unwrap()
+    }
 }
 
 fn t(secs: u64) -> SystemTime {
@@ -79,6 +99,7 @@ fn node(name: &str, node_type: &str, kinds: &[&str]) -> NodeSpec {
         capacity: 2,
         transport: "nats".into(),
         session: "s1".into(),
+        declaration: None,
     }
     .validate()
     .unwrap()
@@ -89,6 +110,7 @@ fn claim_all(store: &dyn Store, now: SystemTime) -> Vec<Claim> {
         .claim(&ClaimRequest {
             now,
             lease: Duration::from_secs(60),
+            lease_grace: Duration::from_secs(60),
             limit: 1000,
             transports: vec!["nats".into(), "local".into()],
             local: None,
@@ -98,7 +120,12 @@ fn claim_all(store: &dyn Store, now: SystemTime) -> Vec<Claim> {
 
 fn settle(store: &dyn Store, token: Token, at: SystemTime, verdict: Decision) -> Settled {
     store
-        .settle(&[Settle { token, at, verdict }])
+        .settle(&[Settle {
+            token,
+            at,
+            verdict,
+            handled: None,
+        }])
         .unwrap()
         .pop()
         .unwrap()
@@ -232,6 +259,7 @@ fn claims_respect_capacity_health_drain_and_transport(db: &dyn Db) {
     let request = |transports: &[&str]| ClaimRequest {
         now: t(1),
         lease: Duration::from_secs(60),
+        lease_grace: Duration::from_secs(60),
         limit: 100,
         transports: transports.iter().map(|s| (*s).to_owned()).collect(),
         local: None,
@@ -291,6 +319,7 @@ fn local_nodes_are_claimed_only_by_the_coordinator_that_runs_them(db: &dyn Db) {
         .claim(&ClaimRequest {
             now: t(0),
             lease: Duration::from_secs(60),
+            lease_grace: Duration::from_secs(60),
             limit: 100,
             transports: vec!["local".into(), "nats".into()],
             local: mine,
@@ -885,6 +914,7 @@ fn concurrent_claims_never_hand_out_an_attempt_twice(db: &dyn Db) {
                             .claim(&ClaimRequest {
                                 now: t(0),
                                 lease: Duration::from_secs(60),
+                                lease_grace: Duration::from_secs(60),
                                 limit: 7,
                                 transports: vec!["nats".into()],
                                 local: None,
@@ -1215,8 +1245,534 @@ suite!(
     a_repeated_idempotency_key_answers_the_first_operation,
     concurrent_repeats_of_an_idempotency_key_create_one_operation,
     idempotency_keys_outlive_a_short_retention_by_a_day,
+    cancelling_an_op_ends_what_waits_and_lets_what_runs_finish,
+    a_cancelled_attempt_that_ends_without_an_outcome_is_not_offered_again,
+    removing_a_node_cancels_its_waiting_work_and_its_name_starts_afresh,
+    a_removed_node_of_a_file_stays_removed_until_the_file_declares_it_anew,
+    an_op_s_settings_are_kept_and_its_timeout_sets_its_lease,
+    attempts_are_kept_with_their_output,
     locations_name_no_password,
 );
+
+/// Cancelling an operation: what waits (pending, held, dead) ends at once
+/// with who and when; what runs runs on, to end done if it succeeds and
+/// cancelled if not; the operation stops being the desired state.
+fn cancelling_an_op_ends_what_waits_and_lets_what_runs_finish(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2", "gpu-3", "gpu-4"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu").key("llama"), t(0))
+        .unwrap()
+        .op;
+    store.drain("gpu-2", true, t(0)).unwrap();
+    let claims = claim_all(&*store, t(0));
+    assert_eq!(claims.len(), 3, "gpu-2 is drained: its delivery waits");
+    let on = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    let dead = Decision::Dead {
+        failures: 10,
+        tries: 10,
+        error: "poison".into(),
+    };
+    settle(&*store, on("gpu-3"), t(1), dead);
+    // gpu-1 and gpu-4 run; the operation is cancelled meanwhile.
+    let cancelled = store.cancel(op.id, "alice", t(5)).unwrap();
+    let alice = Some(Cancellation {
+        by: "alice".into(),
+        at: t(5),
+    });
+    assert_eq!(
+        cancelled.cancelled, 2,
+        "gpu-2's waiting one, gpu-3's dead one"
+    );
+    let mut running = cancelled.running.clone();
+    running.sort_by_key(|r| r.node.clone());
+    assert_eq!(
+        running,
+        vec![
+            Running {
+                token: on("gpu-1"),
+                node: "gpu-1".into(),
+                transport: "nats".into(),
+            },
+            Running {
+                token: on("gpu-4"),
+                node: "gpu-4".into(),
+                transport: "nats".into(),
+            },
+        ]
+    );
+    assert_eq!(cancelled.op.cancelled, alice);
+    assert!(!cancelled.op.live, "no longer the desired state");
+    let (shown, deliveries) = store.op(op.id).unwrap();
+    assert_eq!(shown.cancelled, alice);
+    let of = |n: &str| deliveries.iter().find(|d| d.node == n).unwrap().clone();
+    for n in ["gpu-2", "gpu-3"] {
+        assert_eq!(of(n).state, DeliveryState::Cancelled, "{n}");
+        assert_eq!(of(n).cancelled, alice, "{n}");
+        assert_eq!(of(n).finished, Some(t(5)), "{n}");
+        assert_eq!(of(n).held, None, "{n}: nothing holds it any more");
+    }
+    assert_eq!(
+        of("gpu-3").last_error.as_deref(),
+        Some("poison"),
+        "its history stays"
+    );
+    assert_eq!(of("gpu-1").state, DeliveryState::InFlight, "it runs on");
+    assert_eq!(of("gpu-1").cancelled, alice);
+    // Nothing cancelled is claimed, requeued, or counted as dead.
+    store.drain("gpu-2", false, t(6)).unwrap();
+    assert!(claim_all(&*store, t(6)).is_empty());
+    assert!(matches!(
+        store.requeue(&Requeue::Delivery(of("gpu-3").id), t(6)),
+        Err(StoreError::Rejected(Rejection::NotDead {
+            state: DeliveryState::Cancelled,
+            ..
+        }))
+    ));
+    assert_eq!(store.requeue(&Requeue::All, t(6)).unwrap(), 0);
+    // What runs ends: a failure is cancelled (no retry), a success done.
+    assert_eq!(
+        settle(&*store, on("gpu-1"), t(7), failed(t(8), 1)),
+        Settled::Applied(DeliveryState::Cancelled)
+    );
+    assert_eq!(
+        settle(&*store, on("gpu-4"), t(7), Decision::Done),
+        Settled::Applied(DeliveryState::Done)
+    );
+    let (_, deliveries) = store.op(op.id).unwrap();
+    let of = |n: &str| deliveries.iter().find(|d| d.node == n).unwrap().clone();
+    assert_eq!(of("gpu-1").state, DeliveryState::Cancelled);
+    assert_eq!(of("gpu-1").finished, Some(t(7)));
+    assert_eq!(of("gpu-1").last_error.as_deref(), Some("exit 1: boom"));
+    assert_eq!(of("gpu-4").state, DeliveryState::Done);
+    let summary = store.ops(&OpFilter::default()).unwrap().remove(0);
+    assert_eq!(
+        (summary.deliveries.cancelled, summary.deliveries.done),
+        (3, 1)
+    );
+    // Cancelling again changes nothing; the first who and when stay.
+    let again = store.cancel(op.id, "bob", t(9)).unwrap();
+    assert_eq!((again.cancelled, again.running.len()), (0, 0));
+    assert_eq!(again.op.cancelled, alice);
+    assert!(matches!(
+        store.cancel(77, "alice", t(9)),
+        Err(StoreError::Rejected(Rejection::UnknownOp(77)))
+    ));
+    // A node that joins later does not get it; a newer one with the key
+    // goes to every node, as always.
+    let joined = store
+        .register(&node("gpu-5", "gpu", &["install"]), t(10))
+        .unwrap();
+    assert_eq!(joined.delivered, 0);
+    let newer = store
+        .submit(&NewOp::for_type("install", "gpu").key("llama"), t(11))
+        .unwrap();
+    assert_eq!((newer.deliveries, newer.superseded), (5, 0));
+    assert!(newer.op.live);
+}
+
+/// An attempt in flight whose operation was cancelled, and that ends
+/// without an outcome (its lease ends, its node restarts or leaves), is
+/// cancelled rather than offered again.
+fn a_cancelled_attempt_that_ends_without_an_outcome_is_not_offered_again(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2", "gpu-3"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(0));
+    let on = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    store.cancel(op.id, "alice", t(1)).unwrap();
+    assert_eq!(store.rescue(t(100)).unwrap().len(), 3, "every lease ended");
+    let (_, deliveries) = store.op(op.id).unwrap();
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == DeliveryState::Cancelled && d.finished == Some(t(100))),
+        "{deliveries:?}"
+    );
+    assert!(claim_all(&*store, t(200)).is_empty());
+    // A late success of the current attempt does not bring it back.
+    assert_eq!(
+        settle(&*store, on("gpu-1"), t(101), Decision::Done),
+        Settled::Stale
+    );
+    // The other ways out of flight: a release, a restart, a silence.
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(300))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(300));
+    let on = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    store.cancel(op.id, "alice", t(301)).unwrap();
+    store.release(&[on("gpu-1")], "let go", t(302)).unwrap();
+    let mut restarted = node("gpu-2", "gpu", &["install"]);
+    restarted.session = "s2".into();
+    store.register(&restarted, t(302)).unwrap();
+    store.heartbeat("gpu-3", "s1", true, t(302)).unwrap();
+    store.mark_stale(t(303), t(303)).unwrap();
+    let release = Decision::Release {
+        next_at: t(302),
+        error: "busy".into(),
+        unreachable: false,
+    };
+    assert_eq!(
+        settle(&*store, on("gpu-3"), t(302), release),
+        Settled::Applied(DeliveryState::Cancelled)
+    );
+    let (_, deliveries) = store.op(op.id).unwrap();
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == DeliveryState::Cancelled),
+        "{deliveries:?}"
+    );
+}
+
+/// Removing a node: refused while it is healthy and undrained, or runs
+/// something; then what waits for it is cancelled, its history stays, and
+/// a new process under its name is a new node.
+fn removing_a_node_cancels_its_waiting_work_and_its_name_starts_afresh(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2"] {
+        store
+            .register(&node(name, "gpu", &["install", "delete"]), t(0))
+            .unwrap();
+    }
+    let live = store
+        .submit(&NewOp::for_type("install", "gpu").key("llama"), t(0))
+        .unwrap()
+        .op;
+    for claim in claim_all(&*store, t(0)) {
+        settle(&*store, claim.token, t(1), Decision::Done);
+    }
+    let poison = store
+        .submit(&NewOp::for_type("delete", "gpu"), t(2))
+        .unwrap()
+        .op;
+    for claim in claim_all(&*store, t(2)) {
+        let dead = Decision::Dead {
+            failures: 10,
+            tries: 10,
+            error: "poison".into(),
+        };
+        settle(&*store, claim.token, t(3), dead);
+    }
+    let refused = |result: Result<_, StoreError>, want: &str| match result {
+        Err(StoreError::Rejected(Rejection::NotRemovable { name, why })) => {
+            assert_eq!(name, "gpu-1");
+            assert!(why.contains(want), "{why}");
+        }
+        other => panic!("{other:?}"),
+    };
+    refused(
+        store.remove_node("gpu-1", "alice", t(4)),
+        "it is healthy and not drained; drain it first",
+    );
+    // Drained while it runs something: that has to end first.
+    let mut one = NewOp::for_type("install", "gpu");
+    one.target = Target::Nodes(vec!["gpu-1".into()]);
+    let running_op = store.submit(&one, t(5)).unwrap().op;
+    let running = claim_all(&*store, t(5)).remove(0);
+    assert_eq!(running.op, running_op.id);
+    store.drain("gpu-1", true, t(5)).unwrap();
+    let waiting = store
+        .submit(&NewOp::for_type("install", "gpu").key("vllm"), t(5))
+        .unwrap()
+        .op;
+    for claim in claim_all(&*store, t(5)) {
+        assert_eq!(claim.node, "gpu-2", "gpu-1 is drained");
+        settle(&*store, claim.token, t(6), Decision::Done);
+    }
+    refused(
+        store.remove_node("gpu-1", "alice", t(6)),
+        "1 delivery is in flight on it",
+    );
+    settle(&*store, running.token, t(6), Decision::Done);
+    // Now it goes: its waiting and dead deliveries end cancelled.
+    let removed = store.remove_node("gpu-1", "alice", t(7)).unwrap();
+    assert_eq!(removed.node.name, "gpu-1");
+    assert!(removed.node.drained);
+    assert_eq!(
+        removed.cancelled, 2,
+        "the dead delete, the waiting vllm install"
+    );
+    assert!(store.nodes().unwrap().iter().all(|n| n.name != "gpu-1"));
+    assert!(matches!(
+        store.remove_node("gpu-1", "alice", t(7)),
+        Err(StoreError::Rejected(Rejection::UnknownNode(_)))
+    ));
+    let history = store
+        .deliveries(&DeliveryFilter {
+            node: Some("gpu-1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(history.len(), 4, "its history stays: {history:?}");
+    let of_op = |id: i64| history.iter().find(|d| d.op == id).unwrap();
+    assert_eq!(of_op(live.id).state, DeliveryState::Done);
+    assert_eq!(of_op(running_op.id).state, DeliveryState::Done);
+    let alice = Some(Cancellation {
+        by: "alice".into(),
+        at: t(7),
+    });
+    for id in [poison.id, waiting.id] {
+        assert_eq!(of_op(id).state, DeliveryState::Cancelled);
+        assert_eq!(of_op(id).cancelled, alice);
+    }
+    // The process that was removed may not come back; its heartbeats are
+    // those of a node nobody knows.
+    assert_eq!(
+        store.heartbeat("gpu-1", "s1", false, t(8)).unwrap(),
+        Heartbeat::Unknown
+    );
+    match store.register(&node("gpu-1", "gpu", &["install"]), t(8)) {
+        Err(StoreError::Rejected(Rejection::Removed {
+            name,
+            by,
+            at,
+            declared: false,
+        })) => assert_eq!((name.as_str(), by.as_str(), at), ("gpu-1", "alice", t(7))),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.nodes().unwrap().iter().all(|n| n.name != "gpu-1"));
+    // Another process is a new node: undrained, with the live operations
+    // of its type (those its predecessor did too), none of its dead.
+    let mut anew = node("gpu-1", "gpu", &["install", "delete"]);
+    anew.session = "s2".into();
+    let joined = store.register(&anew, t(9)).unwrap();
+    assert_eq!(
+        joined.delivered, 3,
+        "llama and vllm, and the keyless delete still live"
+    );
+    let nodes = store.nodes().unwrap();
+    let fresh = nodes.iter().find(|n| n.name == "gpu-1").unwrap();
+    assert!(!fresh.drained);
+    assert_eq!((fresh.pending, fresh.dead), (3, 0));
+    assert_eq!(fresh.registered, t(9));
+    assert_eq!(
+        store.requeue(&Requeue::Node("gpu-1".into()), t(9)).unwrap(),
+        0
+    );
+    let (_, deliveries) = store.op(live.id).unwrap();
+    let to_gpu_1: Vec<_> = deliveries.iter().filter(|d| d.node == "gpu-1").collect();
+    assert_eq!(to_gpu_1.len(), 2, "the old one kept, a new one made");
+    // A node that is not healthy may go undrained.
+    store.heartbeat("gpu-2", "s1", true, t(10)).unwrap();
+    let gone = store.remove_node("gpu-2", "bob", t(11)).unwrap();
+    assert_eq!(gone.cancelled, 1, "the poison delete's dead one");
+}
+
+/// A node declared in a file stays removed while its declaration is the
+/// one it was removed with, and the file dropping it forgets the removal.
+fn a_removed_node_of_a_file_stays_removed_until_the_file_declares_it_anew(db: &dyn Db) {
+    let store = db.open().unwrap();
+    let local = |declared: &str, session: &str| NodeSpec {
+        transport: "local".into(),
+        session: session.into(),
+        declaration: Some(declared.into()),
+        ..node("cpu-1", "cpu", &["install"])
+    };
+    store.register(&local("v1", "local-a"), t(0)).unwrap();
+    store.drain("cpu-1", true, t(0)).unwrap();
+    store.remove_node("cpu-1", "alice", t(1)).unwrap();
+    // The next start of a coordinator, the same file.
+    match store.register(&local("v1", "local-b"), t(2)) {
+        Err(StoreError::Rejected(Rejection::Removed { declared: true, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(store.nodes().unwrap().is_empty());
+    // Its entry changed: a new node.
+    store.register(&local("v2", "local-c"), t(3)).unwrap();
+    assert_eq!(store.nodes().unwrap().len(), 1);
+    // Removed again; a start whose file no longer names it forgets that.
+    store.drain("cpu-1", true, t(4)).unwrap();
+    store.remove_node("cpu-1", "alice", t(4)).unwrap();
+    assert_eq!(
+        store.retire("local", &["cpu-2".to_owned()], t(5)).unwrap(),
+        Vec::<String>::new()
+    );
+    store.register(&local("v2", "local-d"), t(6)).unwrap();
+    assert_eq!(store.nodes().unwrap().len(), 1);
+}
+
+/// An operation's own settings are kept with it and carried by its claims,
+/// and its handler timeout sets its lease.
+fn an_op_s_settings_are_kept_and_its_timeout_sets_its_lease(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install", "delete"]), t(0))
+        .unwrap();
+    let own = Settings {
+        timeout: Some(Duration::from_secs(3600)),
+        max_failures: Some(3),
+        base_delay: Some(Duration::from_millis(1500)),
+        max_delay: Some(Duration::from_secs(60)),
+    };
+    let slow = store
+        .submit(&NewOp::for_type("install", "gpu").settings(own), t(0))
+        .unwrap()
+        .op;
+    assert_eq!(slow.settings, own);
+    assert_eq!(store.op(slow.id).unwrap().0.settings, own);
+    let plain = store
+        .submit(&NewOp::for_type("delete", "gpu"), t(0))
+        .unwrap()
+        .op;
+    assert_eq!(plain.settings, Settings::default());
+    let claims = claim_all(&*store, t(0));
+    let of = |id: i64| claims.iter().find(|c| c.op == id).unwrap();
+    assert_eq!(of(slow.id).settings, own);
+    assert_eq!(
+        of(slow.id).lease_until,
+        t(3600 + 60),
+        "its own timeout and the grace"
+    );
+    assert_eq!(of(plain.id).settings, Settings::default());
+    assert_eq!(of(plain.id).lease_until, t(60), "the default lease");
+    // The lease rescue goes by it.
+    assert_eq!(store.rescue(t(61)).unwrap(), vec![of(plain.id).token]);
+    // Settings take part in what an idempotency key stands for.
+    let keyed = NewOp::for_type("install", "gpu").idempotency_key("k-settings");
+    store.submit(&keyed, t(1)).unwrap();
+    assert!(matches!(
+        store.submit(&keyed.clone().settings(own), t(1)),
+        Err(StoreError::Rejected(Rejection::IdempotencyKeyReused { .. }))
+    ));
+}
+
+fn handled(outcome: Outcome, stdout: &str, stderr: &str) -> Option<Handled> {
+    Some(Handled {
+        outcome,
+        output: Output {
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        },
+    })
+}
+
+/// An attempt worth a record is kept with its output, the last few of
+/// each delivery, until its delivery goes.
+fn attempts_are_kept_with_their_output(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(0));
+    let on = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    let with = |token, at, verdict, handled| {
+        store
+            .settle(&[Settle {
+                token,
+                at,
+                verdict,
+                handled,
+            }])
+            .unwrap()
+            .pop()
+            .unwrap()
+    };
+    with(
+        on("gpu-1"),
+        t(1),
+        Decision::Done,
+        handled(Outcome::Done, "installed\n", ""),
+    );
+    with(
+        on("gpu-2"),
+        t(1),
+        failed(t(1), 1),
+        handled(Outcome::Failed("exit 1: boom".into()), "step 1\n", "boom\n"),
+    );
+    // A reply for an older attempt keeps nothing.
+    let older = Token {
+        attempt: 0,
+        ..on("gpu-2")
+    };
+    assert_eq!(
+        with(
+            older,
+            t(2),
+            Decision::Done,
+            handled(Outcome::Done, "late", "")
+        ),
+        Settled::Stale
+    );
+    let gpu_2 = store.op(op.id).unwrap().1;
+    let gpu_2 = gpu_2.iter().find(|d| d.node == "gpu-2").unwrap().id;
+    // More attempts than are kept.
+    for n in 2..=(ATTEMPTS_KEPT as u64 + 3) {
+        let c = claim_all(&*store, t(n * 10)).remove(0);
+        with(
+            c.token,
+            t(n * 10 + 1),
+            failed(t(n * 10 + 1), 1),
+            handled(
+                Outcome::Failed(format!("exit 1: try {n}")),
+                "",
+                &format!("try {n}\n"),
+            ),
+        );
+    }
+    let kept = store.attempts(&AttemptsOf::Delivery(gpu_2)).unwrap();
+    assert_eq!(kept.len() as i64, ATTEMPTS_KEPT);
+    let last = ATTEMPTS_KEPT as u32 + 3;
+    assert_eq!(kept[0].attempt, last, "newest first");
+    assert_eq!(kept[0].outcome, "failed");
+    assert_eq!(
+        kept[0].error.as_deref(),
+        Some(format!("exit 1: try {last}").as_str())
+    );
+    assert_eq!(kept[0].output.stderr, format!("try {last}\n"));
+    assert_eq!(kept[0].node, "gpu-2");
+    assert_eq!(kept[0].op, op.id);
+    let latest = store.attempts(&AttemptsOf::Op(op.id)).unwrap();
+    assert_eq!(latest.len(), 2, "the latest of each delivery");
+    assert_eq!(
+        (
+            latest[0].node.as_str(),
+            latest[0].attempt,
+            latest[0].outcome.as_str()
+        ),
+        ("gpu-1", 1, "done")
+    );
+    assert_eq!(latest[0].output.stdout, "installed\n");
+    assert_eq!(latest[0].finished, t(1));
+    assert_eq!(latest[1].attempt, last);
+    for missing in [AttemptsOf::Delivery(9999), AttemptsOf::Op(9999)] {
+        assert!(matches!(
+            store.attempts(&missing),
+            Err(StoreError::Rejected(
+                Rejection::UnknownDelivery(9999) | Rejection::UnknownOp(9999)
+            ))
+        ));
+    }
+    // Retention removes them with their delivery.
+    let c = claim_all(&*store, t(1000)).remove(0);
+    with(c.token, t(1001), Decision::Done, None);
+    let retained = store.retain(t(2000), 100).unwrap();
+    assert_eq!(retained.deliveries, 2);
+    assert!(matches!(
+        store.attempts(&AttemptsOf::Delivery(gpu_2)),
+        Err(StoreError::Rejected(Rejection::UnknownDelivery(_)))
+    ));
+    assert_eq!(db.count("backstop_queue_attempts"), 0, "none left behind");
+}
 
 fn locations_name_no_password(db: &dyn Db) {
     let location = db.open().unwrap().location();

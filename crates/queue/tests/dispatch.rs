@@ -372,6 +372,28 @@ impl Store for Unreachable {
     fn nodes(&self) -> Result<Vec<backstop_queue::Node>, StoreError> {
         self.inner.nodes()
     }
+    fn remove_node(
+        &self,
+        name: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<backstop_queue::store::Removed, StoreError> {
+        self.inner.remove_node(name, by, now)
+    }
+    fn cancel(
+        &self,
+        id: backstop_queue::OpId,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<backstop_queue::store::Cancelled, StoreError> {
+        self.inner.cancel(id, by, now)
+    }
+    fn attempts(
+        &self,
+        of: &backstop_queue::store::AttemptsOf,
+    ) -> Result<Vec<backstop_queue::Attempt>, StoreError> {
+        self.inner.attempts(of)
+    }
     fn submit(
         &self,
         op: &NewOp,
@@ -555,6 +577,7 @@ async fn a_node_parked_for_a_late_heartbeat_keeps_the_attempt_it_runs() {
         capacity: 1,
         transport: "nats".into(),
         session: "s1".into(),
+        declaration: None,
     };
     s.store.register(&spec, s.clock.now()).unwrap();
     let d = Dispatcher::new(
@@ -606,4 +629,70 @@ async fn a_node_parked_for_a_late_heartbeat_keeps_the_attempt_it_runs() {
         1,
         "the handler ran once"
     );
+}
+
+/// A handler that prints, says it started, and runs until it is stopped.
+struct UntilStopped {
+    started: Arc<tokio::sync::Notify>,
+}
+
+impl Handler for UntilStopped {
+    fn handle<'a>(
+        &'a self,
+        _: &'a backstop_queue::Work,
+        stop: &'a CancellationToken,
+    ) -> futures_util::future::BoxFuture<'a, backstop_queue::Handled> {
+        Box::pin(async move {
+            self.started.notify_one();
+            stop.cancelled().await;
+            backstop_queue::Handled {
+                outcome: Outcome::Released("stopped".into()),
+                output: backstop_queue::Output {
+                    stdout: "halfway\n".into(),
+                    stderr: "api_key=abcdef123456 \n".into(),
+                },
+            }
+        })
+    }
+}
+
+/// `--stop-running` on a node inside the coordinator: the store cancels,
+/// the dispatcher stops the handler through its transport, the delivery
+/// ends cancelled, and what the handler printed is kept, redacted.
+#[tokio::test]
+async fn a_cancelled_op_s_running_handler_is_stopped_and_its_output_kept() {
+    let s = setup();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let node = LocalNode::new("cpu-1", "cpu", 1).handle(
+        "install",
+        Arc::new(UntilStopped {
+            started: Arc::clone(&started),
+        }),
+    );
+    let d = dispatcher(&s, &[node], schedule(10));
+    let op = s
+        .store
+        .submit(&NewOp::for_type("install", "cpu"), s.clock.now())
+        .unwrap()
+        .op;
+    let stepping = tokio::spawn({
+        let d = d.clone();
+        async move { d.step().await }
+    });
+    started.notified().await;
+    let cancelled = s.store.cancel(op.id, "alice", s.clock.now()).unwrap();
+    assert_eq!(cancelled.running.len(), 1);
+    assert_eq!(d.stop(&cancelled.running).await, 1);
+    let round = stepping.await.unwrap().unwrap();
+    assert_eq!(round[0].2, Settled::Applied(DeliveryState::Cancelled));
+    let kept = s
+        .store
+        .attempts(&backstop_queue::store::AttemptsOf::Op(op.id))
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].outcome, "released");
+    assert_eq!(kept[0].output.stdout, "halfway\n");
+    assert_eq!(kept[0].output.stderr, "api_key=<redacted> \n");
+    // Stopping what no longer runs asks nothing.
+    assert_eq!(d.stop(&cancelled.running).await, 0);
 }

@@ -40,6 +40,7 @@ fn worker(name: &str) -> NodeSpec {
         capacity: 4,
         transport: "nats".into(),
         session: "s1".into(),
+        declaration: None,
     }
 }
 
@@ -127,6 +128,7 @@ async fn retention_keeps_finished_deliveries_for_the_configured_time() {
         .claim(&ClaimRequest {
             now: clock.now(),
             lease: Duration::from_secs(60),
+            lease_grace: Duration::from_secs(60),
             limit: 10,
             transports: vec!["nats".into()],
             local: None,
@@ -137,6 +139,7 @@ async fn retention_keeps_finished_deliveries_for_the_configured_time() {
         token: claim.token,
         at: clock.now(),
         verdict: Decision::Done,
+        handled: None,
     };
     assert_eq!(
         store.settle(&[done]).unwrap(),
@@ -289,6 +292,7 @@ async fn the_reconcile_never_releases_an_attempt_its_own_coordinator_holds() {
         .claim(&ClaimRequest {
             now: clock.now(),
             lease: Duration::from_secs(600),
+            lease_grace: Duration::from_secs(60),
             limit: 10,
             transports: vec!["local".into()],
             local: Some(vec!["cpu-1".into()]),

@@ -15,8 +15,8 @@ use backstop_core::StateLocation;
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::model::{
-    Claim, Delivery, DeliveryId, DeliveryState, Hold, NewOp, Node, NodeSpec, NodeStatus, Op, OpId,
-    Token,
+    Attempt, Cancellation, Claim, Delivery, DeliveryId, DeliveryState, Hold, NewOp, Node, NodeSpec,
+    NodeStatus, Op, OpId, Settings, Token,
 };
 use crate::schedule::Settle;
 
@@ -39,7 +39,12 @@ use crate::schedule::Settle;
 /// - Nothing is deleted but deliveries that can never be delivered (their
 ///   node is gone or no longer handles their kind, [`Store::prune`]) and,
 ///   once the retention time has passed, finished history
-///   ([`Store::retain`]): dead deliveries stay until requeued.
+///   ([`Store::retain`]): dead deliveries stay until requeued. A cancelled
+///   operation or a removed node keeps its deliveries, `cancelled`, with
+///   who and when; the deliveries of a removed node are never revived.
+/// - An attempt that is worth it ([`crate::handler::Handled::worth_keeping`])
+///   is kept with its outcome and output, the last
+///   [`ATTEMPTS_KEPT`] of each delivery, and removed with its delivery.
 /// - A delivery read back says what holds now: no last error once done,
 ///   attempts since its last requeue beside its attempt number, and for a
 ///   pending one whose node is drained or parked, [`Hold`].
@@ -56,11 +61,19 @@ pub trait Store: Send + Sync {
     /// spending attempts. Deliveries of kinds it no longer declares are
     /// removed, and the live operations of its type that it has not had
     /// yet are delivered to it.
+    ///
+    /// A name an operator removed ([`Store::remove_node`]) is refused
+    /// ([`Rejection::Removed`]) to the process that was removed (the same
+    /// session) and, for a node declared in a file, while its declaration
+    /// is the one it was removed with; anyone else registering it makes a
+    /// new node, which gets none of the old one's deliveries.
     fn register(&self, node: &NodeSpec, now: SystemTime) -> Result<Registered, StoreError>;
 
     /// Removes the nodes of `transport` whose names are not in `keep` (the
     /// local nodes no longer in the configuration), with their deliveries
-    /// not yet finished. Returns the removed names.
+    /// not yet finished, and forgets the removals of such nodes
+    /// ([`Store::remove_node`]): a file that names one again brings it
+    /// back. Returns the removed names.
     fn retire(
         &self,
         transport: &str,
@@ -97,6 +110,14 @@ pub trait Store: Send + Sync {
     /// Drains `name` (no new deliveries) or undrains it.
     fn drain(&self, name: &str, drained: bool, now: SystemTime) -> Result<Node, StoreError>;
 
+    /// Removes node `name` for `by` (decommission): a remote node that is
+    /// not healthy, or any node while drained, and with no delivery in
+    /// flight; else refused ([`Rejection::NotRemovable`]) and nothing
+    /// changes. Its pending and dead deliveries end `cancelled` (with `by`
+    /// and `now`), its history stays, it is no target of anything from
+    /// now on, and its removal is remembered (see [`Store::register`]).
+    fn remove_node(&self, name: &str, by: &str, now: SystemTime) -> Result<Removed, StoreError>;
+
     /// Every node, by name, with counts of its deliveries.
     fn nodes(&self) -> Result<Vec<Node>, StoreError>;
 
@@ -121,6 +142,19 @@ pub trait Store: Send + Sync {
     /// One operation and all its deliveries.
     fn op(&self, id: OpId) -> Result<(Op, Vec<Delivery>), StoreError>;
 
+    /// Cancels operation `id` for `by`: its pending and dead deliveries
+    /// (those waiting for their node too) end `cancelled`, with `by` and
+    /// `now`; those in flight are marked and run on, to end `done` if
+    /// their handler succeeds and `cancelled` otherwise; and it is no
+    /// longer live (nodes that join later do not get it). Cancelling it
+    /// again changes nothing but reports what still runs; the first
+    /// cancellation's who and when stay.
+    fn cancel(&self, id: OpId, by: &str, now: SystemTime) -> Result<Cancelled, StoreError>;
+
+    /// The attempts kept ([`ATTEMPTS_KEPT`] per delivery), with their
+    /// outcomes and output.
+    fn attempts(&self, of: &AttemptsOf) -> Result<Vec<Attempt>, StoreError>;
+
     /// Deliveries, newest first.
     fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
 
@@ -135,6 +169,9 @@ pub trait Store: Send + Sync {
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError>;
 
     /// Applies decisions, in one transaction; one [`Settled`] per decision.
+    /// An applied decision keeps the attempt's record when it has one
+    /// ([`Settle::handled`]). A delivery whose operation was cancelled
+    /// while it ran ends `done` on success, else `cancelled`.
     fn settle(&self, batch: &[Settle]) -> Result<Vec<Settled>, StoreError>;
 
     /// Returns to pending, without spending attempts, the deliveries in
@@ -225,6 +262,52 @@ pub enum Heartbeat {
     Recovered(NodeStatus),
 }
 
+/// What [`Store::cancel`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The operation, cancelled.
+    pub op: Op,
+    /// Deliveries cancelled now (pending, waiting or dead).
+    pub cancelled: u64,
+    /// Attempts still running: they end `done` if their handler succeeds,
+    /// `cancelled` otherwise, unless they are stopped.
+    pub running: Vec<Running>,
+}
+
+/// An attempt in flight, and how its node is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Running {
+    /// The attempt.
+    pub token: Token,
+    /// Its node.
+    pub node: String,
+    /// How the node is reached ([`crate::model::transport_name`]).
+    pub transport: String,
+}
+
+/// What [`Store::remove_node`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The node as it was.
+    pub node: Node,
+    /// Its deliveries cancelled (pending, waiting or dead).
+    pub cancelled: u64,
+}
+
+/// Which attempts [`Store::attempts`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptsOf {
+    /// Every attempt kept of this delivery, newest first.
+    Delivery(DeliveryId),
+    /// The latest attempt kept of each delivery of this operation, by
+    /// delivery.
+    Op(OpId),
+}
+
+/// How many attempts of each delivery are kept with their output: the
+/// latest ones.
+pub const ATTEMPTS_KEPT: i64 = 10;
+
 /// What [`Store::submit`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Submitted {
@@ -273,6 +356,9 @@ pub struct Counts {
     pub dead: u64,
     /// Superseded.
     pub superseded: u64,
+    /// Cancelled.
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 impl Counts {
@@ -284,6 +370,7 @@ impl Counts {
             DeliveryState::Done => &mut self.done,
             DeliveryState::Dead => &mut self.dead,
             DeliveryState::Superseded => &mut self.superseded,
+            DeliveryState::Cancelled => &mut self.cancelled,
         };
         *slot += n;
     }
@@ -323,8 +410,13 @@ pub enum Requeue {
 pub struct ClaimRequest {
     /// Now.
     pub now: SystemTime,
-    /// How long a claimed attempt holds its delivery.
+    /// How long a claimed attempt holds its delivery when its operation
+    /// sets no handler timeout of its own: the coordinator's handler
+    /// timeout and the lease grace.
     pub lease: Duration,
+    /// How long past its operation's own handler timeout
+    /// ([`Settings::timeout`]) an attempt holds its delivery.
+    pub lease_grace: Duration,
     /// At most this many claims.
     pub limit: u32,
     /// Only nodes reached by these transports.
@@ -332,6 +424,19 @@ pub struct ClaimRequest {
     /// Only these of the local nodes (those inside this coordinator; other
     /// coordinators of a fleet run their own). `None`: every local node.
     pub local: Option<Vec<String>>,
+}
+
+impl ClaimRequest {
+    /// Until when (milliseconds since the epoch) an attempt of an
+    /// operation with these settings holds its delivery: its own handler
+    /// timeout and the grace, else the default lease.
+    pub(crate) fn lease_until(&self, settings: &Settings) -> i64 {
+        let lease = settings
+            .timeout
+            .map_or(self.lease, |t| t.saturating_add(self.lease_grace));
+        backstop_core::time::to_millis(self.now)
+            .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 /// What became of one decision.
@@ -409,6 +514,35 @@ pub enum Rejection {
         /// Its state.
         state: DeliveryState,
     },
+    /// A node that may not be removed now.
+    #[error("node {name} cannot be removed: {why}")]
+    NotRemovable {
+        /// The node.
+        name: String,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// A registration of a node an operator removed, by the process that
+    /// was removed or from the declaration it was removed with.
+    #[error(
+        "node {name} was removed by {by} at {}; {}",
+        humantime::format_rfc3339_seconds(*at),
+        if *declared {
+            "it stays removed while backstop.toml declares it as it did then (change or remove its entry)"
+        } else {
+            "this worker process stops (start it again to join as a new node)"
+        }
+    )]
+    Removed {
+        /// The node.
+        name: String,
+        /// Who removed it.
+        by: String,
+        /// When.
+        at: SystemTime,
+        /// It was declared in a file, with the same declaration.
+        declared: bool,
+    },
 }
 
 fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {
@@ -459,6 +593,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 6: the attempt number at the last requeue, so that attempts since it can
     // be shown while the attempt number keeps growing.
     include_str!("../../migrations/sqlite/0006_requeued_attempt.sql"),
+    // 7: cancellation, node removal, attempt records and per-operation
+    // settings.
+    include_str!("../../migrations/sqlite/0007_operations.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -480,6 +617,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 6: the attempt number at the last requeue, so that attempts since it can
     // be shown while the attempt number keeps growing.
     include_str!("../../migrations/postgres/0006_requeued_attempt.sql"),
+    // 7: cancellation, node removal, attempt records and per-operation
+    // settings.
+    include_str!("../../migrations/postgres/0007_operations.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep
@@ -490,14 +630,20 @@ pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = crate::model::IDEMPOTENCY_WINDOW.a
 /// `n`, joined with [`DELIVERY_NODE_JOIN`].
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.op, d.node, d.kind, d.op_key, d.state, \
     d.attempt, d.failures, d.tries, d.next_at_ms, d.lease_until_ms, d.last_error, \
-    d.created_ms, d.updated_ms, d.finished_ms, d.requeued_attempt, n.status, n.drained";
+    d.created_ms, d.updated_ms, d.finished_ms, d.requeued_attempt, n.status, n.drained, \
+    d.cancelled_by, d.cancelled_ms";
 
 /// Joins a delivery `d` to its node `n`, for [`DELIVERY_COLUMNS`].
 pub(crate) const DELIVERY_NODE_JOIN: &str = "LEFT JOIN backstop_queue_nodes n ON n.name = d.node";
 
 /// The columns of an operation, in [`OpRow`] order.
-pub(crate) const OP_COLUMNS: &str =
-    "o.id, o.kind, o.node_type, o.nodes, o.present_only, o.op_key, o.payload, o.live, o.created_ms";
+pub(crate) const OP_COLUMNS: &str = "o.id, o.kind, o.node_type, o.nodes, o.present_only, \
+    o.op_key, o.payload, o.live, o.created_ms, o.timeout_ms, o.max_failures, o.base_delay_ms, \
+    o.max_delay_ms, o.cancelled_by, o.cancelled_ms";
+
+/// The columns of an attempt `a`, in [`AttemptRow`] order.
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "a.delivery, a.op, a.attempt, a.node, a.outcome, a.error, a.stdout, a.stderr, a.finished_ms";
 
 /// A delivery's row as stores keep it.
 pub(crate) struct DeliveryRow {
@@ -520,6 +666,8 @@ pub(crate) struct DeliveryRow {
     /// The node's status and drain, when the node exists.
     pub node_status: Option<String>,
     pub node_drained: Option<i64>,
+    pub cancelled_by: Option<String>,
+    pub cancelled_ms: Option<i64>,
 }
 
 /// A count read from a BIGINT column: negative values (only a hand edit
@@ -566,6 +714,157 @@ impl DeliveryRow {
             created: from_millis(self.created_ms),
             updated: from_millis(self.updated_ms),
             finished: self.finished_ms.map(from_millis),
+            cancelled: cancellation(self.cancelled_by, self.cancelled_ms),
+        }
+    }
+}
+
+/// Who cancelled and when, from the two columns that keep them.
+fn cancellation(by: Option<String>, at_ms: Option<i64>) -> Option<Cancellation> {
+    Some(Cancellation {
+        by: by?,
+        at: backstop_core::time::from_millis(at_ms?),
+    })
+}
+
+/// A removal remembered ([`Store::remove_node`]), as stores keep it.
+pub(crate) struct Tombstone {
+    pub transport: String,
+    pub session: String,
+    pub declaration: Option<String>,
+    pub by: String,
+    pub at_ms: i64,
+}
+
+impl Tombstone {
+    /// Why `spec` may not register under the removed name: it is the
+    /// process that was removed, or the declaration it was removed with.
+    /// `None`: it is a new node.
+    pub(crate) fn refuses(&self, spec: &NodeSpec) -> Option<Rejection> {
+        let declared = spec.transport == crate::model::transport_name::LOCAL;
+        let same = if declared {
+            self.transport == spec.transport && self.declaration == spec.declaration
+        } else {
+            self.session == spec.session
+        };
+        same.then(|| Rejection::Removed {
+            name: spec.name.clone(),
+            by: self.by.clone(),
+            at: backstop_core::time::from_millis(self.at_ms),
+            declared,
+        })
+    }
+}
+
+/// Why node `node` may not be removed now, if it may not: only a remote
+/// node that is not healthy, or a drained one, with nothing in flight.
+pub(crate) fn unremovable(node: &Node) -> Option<Rejection> {
+    let down =
+        node.transport != crate::model::transport_name::LOCAL && node.status != NodeStatus::Healthy;
+    let why = if !(down || node.drained) {
+        if node.transport == crate::model::transport_name::LOCAL {
+            "it runs inside a coordinator and is not drained; drain it first \
+             (`backstop nodes drain NAME`), and remove it from backstop.toml too"
+                .to_owned()
+        } else {
+            "it is healthy and not drained; drain it first (`backstop nodes drain NAME`), or \
+             stop its worker"
+                .to_owned()
+        }
+    } else if node.in_flight > 0 {
+        format!(
+            "{} in flight on it; wait for {} to end (`backstop nodes list`)",
+            backstop_core::plural(node.in_flight, "delivery is", "deliveries are"),
+            if node.in_flight == 1 { "it" } else { "them" }
+        )
+    } else {
+        return None;
+    };
+    Some(Rejection::NotRemovable {
+        name: node.name.clone(),
+        why,
+    })
+}
+
+/// The SET of an attempt in flight that ends without a success (released,
+/// rescued, to be retried): back to pending — or `cancelled`, finished at
+/// `now` (a placeholder), when its operation was cancelled while it ran.
+pub(crate) fn released(now: &str) -> String {
+    format!(
+        "state = CASE WHEN cancelled_ms IS NULL THEN 'pending' ELSE 'cancelled' END, \
+         finished_ms = CASE WHEN cancelled_ms IS NULL THEN NULL ELSE CAST({now} AS BIGINT) END"
+    )
+}
+
+/// The state a delivery whose attempt ended without success takes:
+/// `cancelled` when its operation was cancelled while it ran, else
+/// `otherwise`.
+pub(crate) fn ended_or(cancelled: bool, otherwise: DeliveryState) -> DeliveryState {
+    if cancelled {
+        DeliveryState::Cancelled
+    } else {
+        otherwise
+    }
+}
+
+/// A duration kept in milliseconds; negative values (only a hand edit
+/// makes them) read as none.
+fn millis(ms: Option<i64>) -> Option<Duration> {
+    ms.and_then(|ms| u64::try_from(ms).ok())
+        .map(Duration::from_millis)
+}
+
+/// An operation's settings from the columns that keep them (timeout, max
+/// failures, base and max delay); values only a hand edit makes (negative,
+/// a cap of 0) read as not set.
+pub(crate) fn settings(
+    timeout_ms: Option<i64>,
+    max_failures: Option<i64>,
+    base_delay_ms: Option<i64>,
+    max_delay_ms: Option<i64>,
+) -> Settings {
+    Settings {
+        timeout: millis(timeout_ms),
+        max_failures: max_failures
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0),
+        base_delay: millis(base_delay_ms),
+        max_delay: millis(max_delay_ms),
+    }
+}
+
+/// A duration as kept, in milliseconds.
+pub(crate) fn to_ms(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// An attempt's row as stores keep it.
+pub(crate) struct AttemptRow {
+    pub delivery: i64,
+    pub op: i64,
+    pub attempt: i64,
+    pub node: String,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub finished_ms: i64,
+}
+
+impl AttemptRow {
+    pub(crate) fn into_attempt(self) -> Attempt {
+        Attempt {
+            delivery: self.delivery,
+            op: self.op,
+            attempt: count(self.attempt),
+            node: self.node,
+            outcome: self.outcome,
+            error: self.error,
+            output: crate::handler::Output {
+                stdout: self.stdout,
+                stderr: self.stderr,
+            },
+            finished: backstop_core::time::from_millis(self.finished_ms),
         }
     }
 }
@@ -581,6 +880,12 @@ pub(crate) struct OpRow {
     pub payload: String,
     pub live: i64,
     pub created_ms: i64,
+    pub timeout_ms: Option<i64>,
+    pub max_failures: Option<i64>,
+    pub base_delay_ms: Option<i64>,
+    pub max_delay_ms: Option<i64>,
+    pub cancelled_by: Option<String>,
+    pub cancelled_ms: Option<i64>,
 }
 
 impl OpRow {
@@ -598,6 +903,13 @@ impl OpRow {
             payload: self.payload,
             live: self.live != 0,
             created: backstop_core::time::from_millis(self.created_ms),
+            settings: settings(
+                self.timeout_ms,
+                self.max_failures,
+                self.base_delay_ms,
+                self.max_delay_ms,
+            ),
+            cancelled: cancellation(self.cancelled_by, self.cancelled_ms),
         }
     }
 }
@@ -719,6 +1031,90 @@ mod tests {
             .unwrap();
             assert_eq!(latest, POSTGRES_MIGRATIONS.len() as i64, "from {version}");
         }
+    }
+
+    /// Rows written at version 6 — a node, an operation, a delivery done,
+    /// one pending and one removed by retention (so that the id sequence
+    /// is ahead of the largest id) — as SQL for either backend.
+    const AT_VERSION_6: &str = "
+        INSERT INTO backstop_queue_nodes (name, node_type, capacity, transport, session, status,
+            drained, last_heartbeat_ms, registered_ms, updated_ms)
+            VALUES ('gpu-1', 'gpu', 2, 'nats', 's1', 'healthy', 0, 0, 0, 0);
+        INSERT INTO backstop_queue_node_kinds (node, kind) VALUES ('gpu-1', 'install');
+        INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key, payload,
+            live, created_ms) VALUES ('install', 'gpu', '', 0, 'llama', '{}', 1, 0);
+        INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures,
+            tries, next_at_ms, lease_until_ms, last_error, created_ms, updated_ms, finished_ms,
+            requeued_attempt)
+            SELECT id, 'gpu-1', 'install', 'llama', 'done', 2, 1, 1, 0, NULL, NULL, 0, 5, 5, 0
+            FROM backstop_queue_ops;
+        INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures,
+            tries, next_at_ms, lease_until_ms, last_error, created_ms, updated_ms, finished_ms,
+            requeued_attempt)
+            SELECT id, 'gpu-9', 'install', 'llama', 'pending', 0, 0, 0, 0, NULL, 'waits', 0, 0,
+                NULL, 0
+            FROM backstop_queue_ops;
+        INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures,
+            tries, next_at_ms, lease_until_ms, last_error, created_ms, updated_ms, finished_ms,
+            requeued_attempt)
+            SELECT id, 'gpu-8', 'install', 'llama', 'done', 1, 0, 0, 0, NULL, NULL, 0, 0, 0, 0
+            FROM backstop_queue_ops;
+        DELETE FROM backstop_queue_deliveries WHERE node = 'gpu-8';";
+
+    /// What a store migrated from [`AT_VERSION_6`] answers: the rows as
+    /// they were, and new deliveries numbered after every id ever used.
+    fn kept_from_version_6(store: &dyn Store) {
+        let (op, deliveries) = store.op(1).unwrap();
+        assert_eq!(op.key.as_deref(), Some("llama"));
+        assert_eq!((op.settings, op.cancelled), (Settings::default(), None));
+        let done = deliveries.iter().find(|d| d.node == "gpu-1").unwrap();
+        assert_eq!(done.id, 1);
+        assert_eq!(
+            (done.state, done.attempt, done.failures),
+            (DeliveryState::Done, 2, 1)
+        );
+        assert_eq!(done.cancelled, None);
+        let waiting = deliveries.iter().find(|d| d.node == "gpu-9").unwrap();
+        assert_eq!(waiting.state, DeliveryState::Pending);
+        assert_eq!(waiting.last_error.as_deref(), Some("waits"));
+        assert_eq!(deliveries.len(), 2);
+        let now = SystemTime::now();
+        let newer = store
+            .submit(&NewOp::for_type("install", "gpu").key("llama"), now)
+            .unwrap();
+        assert_eq!(newer.deliveries, 1);
+        let (_, made) = store.op(newer.op.id).unwrap();
+        assert_eq!(made[0].id, 4, "ids go on after the largest ever used");
+        assert!(store.nodes().unwrap()[0].kinds == ["install"]);
+    }
+
+    #[test]
+    fn a_sqlite_queue_at_version_6_keeps_its_rows_through_version_7() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        backstop_store::sqlite::Database::open::<Infallible>(
+            &path,
+            COMPONENT,
+            &SQLITE_MIGRATIONS[..6],
+        )
+        .unwrap();
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(AT_VERSION_6)
+            .unwrap();
+        kept_from_version_6(&SqliteStore::open(&path).unwrap());
+    }
+
+    #[test]
+    fn a_postgres_queue_at_version_6_keeps_its_rows_through_version_7() {
+        let schema = TestSchema::new("queue_v6");
+        let db =
+            backstop_store::postgres::Database::connect::<Infallible>(schema.url(), COMPONENT, 1)
+                .unwrap();
+        db.migrate::<Infallible>(&POSTGRES_MIGRATIONS[..6]).unwrap();
+        drop(db);
+        schema.exec(AT_VERSION_6);
+        kept_from_version_6(&PostgresStore::open(schema.url()).unwrap());
     }
 
     /// What a PostgreSQL store answers when a row holds another type than

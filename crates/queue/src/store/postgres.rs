@@ -9,14 +9,15 @@ use backstop_store::ColumnError;
 use backstop_store::postgres::{Database, SessionLock, Tx, get, postgres};
 
 use super::{
-    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
-    DeliveryRow, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
-    POSTGRES_MIGRATIONS, Pruned, Registered, Rejection, Requeue, Retained, Settled, Store,
-    StoreError, Submitted, clip, count,
+    ATTEMPT_COLUMNS, ATTEMPTS_KEPT, AttemptRow, AttemptsOf, COMPONENT, Cancelled, ClaimRequest,
+    Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow, Heartbeat,
+    IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_MIGRATIONS, Pruned,
+    Registered, Rejection, Removed, Requeue, Retained, Running, Settled, Store, StoreError,
+    Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
 };
 use crate::model::{
-    Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
-    transport_name,
+    Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
+    Token, transport_name,
 };
 use crate::schedule::{Decision, Settle};
 
@@ -164,6 +165,22 @@ fn read_delivery(r: &postgres::Row) -> Result<DeliveryRow, ColumnError> {
         requeued_attempt: get(r, 15)?,
         node_status: get(r, 16)?,
         node_drained: get(r, 17)?,
+        cancelled_by: get(r, 18)?,
+        cancelled_ms: get(r, 19)?,
+    })
+}
+
+fn read_attempt(r: &postgres::Row) -> Result<AttemptRow, ColumnError> {
+    Ok(AttemptRow {
+        delivery: get(r, 0)?,
+        op: get(r, 1)?,
+        attempt: get(r, 2)?,
+        node: get(r, 3)?,
+        outcome: get(r, 4)?,
+        error: get(r, 5)?,
+        stdout: get(r, 6)?,
+        stderr: get(r, 7)?,
+        finished_ms: get(r, 8)?,
     })
 }
 
@@ -178,6 +195,12 @@ fn read_op(r: &postgres::Row) -> Result<OpRow, ColumnError> {
         payload: get(r, 6)?,
         live: get(r, 7)?,
         created_ms: get(r, 8)?,
+        timeout_ms: get(r, 9)?,
+        max_failures: get(r, 10)?,
+        base_delay_ms: get(r, 11)?,
+        max_delay_ms: get(r, 12)?,
+        cancelled_by: get(r, 13)?,
+        cancelled_ms: get(r, 14)?,
     })
 }
 
@@ -216,14 +239,115 @@ fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> TxResult<()> {
 }
 
 /// Returns the in-flight deliveries to `node` to pending without spending
-/// attempts.
+/// attempts (or `cancelled`, those whose operation was cancelled).
 fn release_node(tx: &mut Tx<'_>, node: &str, why: &str, now: i64) -> TxResult<u64> {
     Ok(tx.execute(
-        "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
-             lease_until_ms = NULL, last_error = $3, updated_ms = $2
-         WHERE node = $1 AND state = 'in_flight'",
+        &format!(
+            "UPDATE backstop_queue_deliveries SET {}, next_at_ms = $2,
+                 lease_until_ms = NULL, last_error = $3, updated_ms = $2
+             WHERE node = $1 AND state = 'in_flight'",
+            released("$2")
+        ),
         &[&node, &now, &why],
     )?)
+}
+
+/// Removes the deliveries matched by `filter` (SQL on the deliveries'
+/// own columns) with the attempts kept of them; how many.
+fn remove_deliveries(
+    tx: &mut Tx<'_>,
+    filter: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> TxResult<u64> {
+    let ids: Vec<i64> = tx
+        .query(
+            &format!("DELETE FROM backstop_queue_deliveries WHERE {filter} RETURNING id"),
+            params,
+        )?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect::<Result<_, _>>()?;
+    forget_attempts(tx, &ids)?;
+    Ok(ids.len() as u64)
+}
+
+/// Forgets the attempts kept of these deliveries (being removed).
+fn forget_attempts(tx: &mut Tx<'_>, deliveries: &[i64]) -> TxResult<()> {
+    if !deliveries.is_empty() {
+        tx.execute(
+            "DELETE FROM backstop_queue_attempts WHERE delivery = ANY($1)",
+            &[&deliveries],
+        )?;
+    }
+    Ok(())
+}
+
+/// Keeps the records of these attempts (with their deliveries' operations
+/// and nodes), and forgets those of their deliveries older than the last
+/// [`ATTEMPTS_KEPT`]: one statement each.
+fn keep_attempts(tx: &mut Tx<'_>, kept: &[(&Settle, i64, &str)]) -> TxResult<()> {
+    let kept: Vec<_> = kept
+        .iter()
+        .filter_map(|(s, op, node)| s.handled.as_ref().map(|h| (*s, *op, *node, h)))
+        .collect();
+    // One record per attempt: a repeated report of an outcome in the same
+    // batch would be the same record.
+    let mut seen = HashSet::new();
+    let kept: Vec<_> = kept
+        .into_iter()
+        .rev()
+        .filter(|k| seen.insert(k.0.token))
+        .collect();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = kept.iter().map(|k| k.0.token.delivery).collect();
+    let attempts: Vec<i64> = kept.iter().map(|k| i64::from(k.0.token.attempt)).collect();
+    let ops: Vec<i64> = kept.iter().map(|k| k.1).collect();
+    let nodes: Vec<&str> = kept.iter().map(|k| k.2).collect();
+    let outcomes: Vec<&str> = kept.iter().map(|k| k.3.outcome.name()).collect();
+    let errors: Vec<Option<String>> = kept.iter().map(|k| k.3.outcome.error().map(clip)).collect();
+    let stdouts: Vec<&str> = kept.iter().map(|k| k.3.output.stdout.as_str()).collect();
+    let stderrs: Vec<&str> = kept.iter().map(|k| k.3.output.stderr.as_str()).collect();
+    let at: Vec<i64> = kept.iter().map(|k| to_millis(k.0.at)).collect();
+    tx.execute(
+        "INSERT INTO backstop_queue_attempts (delivery, attempt, op, node, outcome, error,
+             stdout, stderr, finished_ms)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::text[], $9::bigint[])
+         ON CONFLICT (delivery, attempt) DO UPDATE SET outcome = excluded.outcome,
+             error = excluded.error, stdout = excluded.stdout, stderr = excluded.stderr,
+             finished_ms = excluded.finished_ms",
+        &[
+            &ids, &attempts, &ops, &nodes, &outcomes, &errors, &stdouts, &stderrs, &at,
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM backstop_queue_attempts a
+         USING unnest($1::bigint[], $2::bigint[]) AS k(delivery, attempt)
+         WHERE a.delivery = k.delivery AND a.attempt <= k.attempt - $3",
+        &[&ids, &attempts, &ATTEMPTS_KEPT],
+    )?;
+    Ok(())
+}
+
+fn tombstone(tx: &mut Tx<'_>, name: &str) -> TxResult<Option<Tombstone>> {
+    tx.query_opt(
+        "SELECT transport, session, declaration, removed_by, removed_ms
+         FROM backstop_queue_removed_nodes WHERE name = $1 FOR UPDATE",
+        &[&name],
+    )?
+    .map(|r| {
+        Ok::<_, ColumnError>(Tombstone {
+            transport: get(&r, 0)?,
+            session: get(&r, 1)?,
+            declaration: get(&r, 2)?,
+            by: get(&r, 3)?,
+            at_ms: get(&r, 4)?,
+        })
+    })
+    .transpose()
+    .map_err(Into::into)
 }
 
 fn node_exists(tx: &mut Tx<'_>, name: &str) -> TxResult<bool> {
@@ -320,6 +444,15 @@ impl Store for PostgresStore {
         let capacity = i64::from(node.capacity);
         self.tx(|tx| {
             lock_type(tx, &node.node_type)?;
+            if let Some(removed) = tombstone(tx, &node.name)? {
+                if let Some(refusal) = removed.refuses(node) {
+                    return Err(refusal.into());
+                }
+                tx.execute(
+                    "DELETE FROM backstop_queue_removed_nodes WHERE name = $1",
+                    &[&node.name],
+                )?;
+            }
             let previous: Option<String> = tx
                 .query_opt(
                     "SELECT session FROM backstop_queue_nodes WHERE name = $1 FOR UPDATE",
@@ -329,13 +462,13 @@ impl Store for PostgresStore {
                 .transpose()?;
             tx.execute(
                 "INSERT INTO backstop_queue_nodes (name, node_type, capacity, transport, session,
-                     status, drained, last_heartbeat_ms, registered_ms, updated_ms)
-                 VALUES ($1, $2, $3, $4, $5, 'healthy', 0, $6, $7, $7)
+                     status, drained, last_heartbeat_ms, registered_ms, updated_ms, declaration)
+                 VALUES ($1, $2, $3, $4, $5, 'healthy', 0, $6, $7, $7, $8)
                  ON CONFLICT (name) DO UPDATE SET node_type = excluded.node_type,
                      capacity = excluded.capacity, transport = excluded.transport,
                      session = excluded.session, status = 'healthy',
                      last_heartbeat_ms = excluded.last_heartbeat_ms,
-                     updated_ms = excluded.updated_ms",
+                     updated_ms = excluded.updated_ms, declaration = excluded.declaration",
                 &[
                     &node.name,
                     &node.node_type,
@@ -344,6 +477,7 @@ impl Store for PostgresStore {
                     &node.session,
                     &heartbeat,
                     &now,
+                    &node.declaration,
                 ],
             )?;
             tx.execute(
@@ -363,9 +497,9 @@ impl Store for PostgresStore {
                 );
                 done.released = release_node(tx, &node.name, &why, now)?;
             }
-            done.removed = tx.execute(
-                "DELETE FROM backstop_queue_deliveries
-                 WHERE node = $1 AND state IN ('pending', 'in_flight', 'dead')
+            done.removed = remove_deliveries(
+                tx,
+                "node = $1 AND state IN ('pending', 'in_flight', 'dead')
                    AND kind <> ALL($2::text[])",
                 &[&node.name, &node.kinds],
             )?;
@@ -376,8 +510,8 @@ impl Store for PostgresStore {
                  FROM backstop_queue_ops o
                  WHERE o.live = 1 AND o.node_type = $2 AND o.kind = ANY($4::text[])
                    AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d
-                                   WHERE d.op = o.id AND d.node = $1)
-                 ON CONFLICT (op, node) DO NOTHING",
+                                   WHERE d.op = o.id AND d.node = $1 AND d.node_removed_ms IS NULL)
+                 ON CONFLICT (op, node) WHERE node_removed_ms IS NULL DO NOTHING",
                 &[&node.name, &node.node_type, &now, &node.kinds],
             )?;
             Ok(done)
@@ -401,12 +535,17 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|r| get(r, 0))
                 .collect::<Result<_, _>>()?;
+            tx.execute(
+                "DELETE FROM backstop_queue_removed_nodes
+                 WHERE transport = $1 AND name <> ALL($2::text[])",
+                &[&transport, &keep],
+            )?;
             if names.is_empty() {
                 return Ok(names);
             }
-            tx.execute(
-                "DELETE FROM backstop_queue_deliveries
-                 WHERE node = ANY($1) AND state IN ('pending', 'in_flight', 'dead')",
+            remove_deliveries(
+                tx,
+                "node = ANY($1) AND state IN ('pending', 'in_flight', 'dead')",
                 &[&names],
             )?;
             tx.execute(
@@ -504,6 +643,63 @@ impl Store for PostgresStore {
         self.tx(|tx| load_nodes(tx, None))
     }
 
+    fn remove_node(&self, name: &str, by: &str, now: SystemTime) -> Result<Removed, StoreError> {
+        let now = to_millis(now);
+        self.tx(|tx| {
+            // Its row locked first: a claim, a heartbeat or a registration
+            // of it waits, or is waited for.
+            let declaration: Option<String> = tx
+                .query_opt(
+                    "SELECT declaration FROM backstop_queue_nodes WHERE name = $1 FOR UPDATE",
+                    &[&name],
+                )?
+                .ok_or_else(|| Rejection::UnknownNode(name.to_owned()))
+                .map(|r| get(&r, 0))??;
+            let node = load_nodes(tx, Some(name))?
+                .pop()
+                .ok_or_else(|| Rejection::UnknownNode(name.to_owned()))?;
+            if let Some(refusal) = unremovable(&node) {
+                return Err(refusal.into());
+            }
+            let cancelled = tx.execute(
+                "UPDATE backstop_queue_deliveries SET state = 'cancelled', cancelled_by = $2,
+                     cancelled_ms = $3, finished_ms = $3, updated_ms = $3, lease_until_ms = NULL
+                 WHERE node = $1 AND state IN ('pending', 'dead')",
+                &[&name, &by, &now],
+            )?;
+            // History: the next node of this name is another.
+            tx.execute(
+                "UPDATE backstop_queue_deliveries SET node_removed_ms = $2
+                 WHERE node = $1 AND node_removed_ms IS NULL",
+                &[&name, &now],
+            )?;
+            tx.execute(
+                "DELETE FROM backstop_queue_node_kinds WHERE node = $1",
+                &[&name],
+            )?;
+            tx.execute("DELETE FROM backstop_queue_nodes WHERE name = $1", &[&name])?;
+            tx.execute(
+                "INSERT INTO backstop_queue_removed_nodes (name, node_type, transport, session,
+                     declaration, removed_by, removed_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (name) DO UPDATE SET node_type = excluded.node_type,
+                     transport = excluded.transport, session = excluded.session,
+                     declaration = excluded.declaration, removed_by = excluded.removed_by,
+                     removed_ms = excluded.removed_ms",
+                &[
+                    &name,
+                    &node.node_type,
+                    &node.transport,
+                    &node.session,
+                    &declaration,
+                    &by,
+                    &now,
+                ],
+            )?;
+            Ok(Removed { node, cancelled })
+        })
+    }
+
     fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
         let (node_type, present_only) = match &op.target {
             Target::Type {
@@ -518,7 +714,7 @@ impl Store for PostgresStore {
         let fingerprint = op.idempotency_key.as_ref().map(|_| op.fingerprint());
         let rows = self.db.call(
             "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12)",
+                 $11, $12, $13, $14, $15, $16)",
             &[
                 &op.kind,
                 &node_type,
@@ -532,22 +728,27 @@ impl Store for PostgresStore {
                 &KEY_LOCK,
                 &op.idempotency_key,
                 &fingerprint,
+                &to_ms(op.settings.timeout),
+                &op.settings.max_failures.map(i64::from),
+                &to_ms(op.settings.base_delay),
+                &to_ms(op.settings.max_delay),
             ],
         )?;
         let Some(row) = rows.first() else {
             return Err(self.failed("the submission returned nothing"));
         };
+        // The operation's columns (OP_COLUMNS), then what it did.
         let read = || -> Result<Result<Submitted, String>, ColumnError> {
-            if let Some(problem) = get::<Option<String>>(row, 11)? {
+            if let Some(problem) = get::<Option<String>>(row, 17)? {
                 return Ok(Err(problem));
             }
-            let superseded: i64 = get(row, 9)?;
-            let delivered: i64 = get(row, 10)?;
+            let superseded: i64 = get(row, 15)?;
+            let delivered: i64 = get(row, 16)?;
             Ok(Ok(Submitted {
                 op: read_op(row)?.into_op(),
                 deliveries: u64::try_from(delivered).unwrap_or(0),
                 superseded: u64::try_from(superseded).unwrap_or(0),
-                repeated: get(row, 12)?,
+                repeated: get(row, 18)?,
             }))
         };
         match read().map_err(|e| self.failed(e))? {
@@ -616,6 +817,113 @@ impl Store for PostgresStore {
                 .map(|r| read_delivery(r).map(DeliveryRow::into_delivery))
                 .collect::<Result<_, _>>()?;
             Ok((op, deliveries))
+        })
+    }
+
+    fn cancel(&self, id: OpId, by: &str, now: SystemTime) -> Result<Cancelled, StoreError> {
+        let now = to_millis(now);
+        self.tx(|tx| {
+            let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+            // As a registration does: a node of its type that joins now
+            // either gets it before it ends, or sees it ended.
+            if let Some(node_type) = &op.node_type {
+                lock_type(tx, node_type)?;
+            }
+            tx.execute(
+                "UPDATE backstop_queue_ops SET live = 0,
+                     cancelled_by = coalesce(cancelled_by, $2),
+                     cancelled_ms = coalesce(cancelled_ms, $3)
+                 WHERE id = $1",
+                &[&id, &by, &now],
+            )?;
+            // One statement: a delivery a claim takes meanwhile is seen in
+            // flight, once the claim is done, and marked.
+            let changed = tx.query(
+                "UPDATE backstop_queue_deliveries SET
+                     state = CASE WHEN state = 'in_flight' THEN state ELSE 'cancelled' END,
+                     finished_ms = CASE WHEN state = 'in_flight' THEN finished_ms ELSE $3 END,
+                     lease_until_ms = CASE WHEN state = 'in_flight' THEN lease_until_ms END,
+                     cancelled_by = $2, cancelled_ms = $3, updated_ms = $3
+                 WHERE op = $1 AND (state IN ('pending', 'dead')
+                                    OR (state = 'in_flight' AND cancelled_ms IS NULL))
+                 RETURNING state",
+                &[&id, &by, &now],
+            )?;
+            let mut cancelled = 0;
+            for row in &changed {
+                let state: String = get(row, 0)?;
+                if state == DeliveryState::Cancelled.as_str() {
+                    cancelled += 1;
+                }
+            }
+            let running = tx
+                .query(
+                    "SELECT d.id, d.attempt, d.node, coalesce(n.transport, '')
+                     FROM backstop_queue_deliveries d
+                     LEFT JOIN backstop_queue_nodes n ON n.name = d.node
+                     WHERE d.op = $1 AND d.state = 'in_flight' ORDER BY d.id",
+                    &[&id],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok::<_, ColumnError>(Running {
+                        token: Token {
+                            delivery: get(r, 0)?,
+                            attempt: count(get(r, 1)?),
+                        },
+                        node: get(r, 2)?,
+                        transport: get(r, 3)?,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+            Ok(Cancelled {
+                op,
+                cancelled,
+                running,
+            })
+        })
+    }
+
+    fn attempts(&self, of: &AttemptsOf) -> Result<Vec<Attempt>, StoreError> {
+        self.tx(|tx| {
+            let (sql, id) = match *of {
+                AttemptsOf::Delivery(id) => {
+                    let known = tx.query_opt(
+                        "SELECT 1 FROM backstop_queue_deliveries WHERE id = $1",
+                        &[&id],
+                    )?;
+                    if known.is_none() {
+                        return Err(Rejection::UnknownDelivery(id).into());
+                    }
+                    (
+                        format!(
+                            "SELECT {ATTEMPT_COLUMNS} FROM backstop_queue_attempts a
+                             WHERE a.delivery = $1 ORDER BY a.attempt DESC"
+                        ),
+                        id,
+                    )
+                }
+                AttemptsOf::Op(id) => {
+                    if load_op(tx, id)?.is_none() {
+                        return Err(Rejection::UnknownOp(id).into());
+                    }
+                    (
+                        format!(
+                            "SELECT {ATTEMPT_COLUMNS} FROM (
+                                 SELECT DISTINCT ON (delivery) * FROM backstop_queue_attempts
+                                 WHERE op = $1 ORDER BY delivery, attempt DESC) a
+                             ORDER BY a.node COLLATE \"C\", a.delivery"
+                        ),
+                        id,
+                    )
+                }
+            };
+            Ok(tx
+                .query(&sql, &[&id])?
+                .iter()
+                .map(|r| read_attempt(r).map(AttemptRow::into_attempt))
+                .collect::<Result<_, _>>()?)
         })
     }
 
@@ -693,7 +1001,7 @@ impl Store for PostgresStore {
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let now = to_millis(request.now);
         let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
-        let lease_until = now.saturating_add(lease_ms);
+        let grace_ms = i64::try_from(request.lease_grace.as_millis()).unwrap_or(i64::MAX);
         if request.transports.is_empty() || request.limit == 0 {
             return Ok(Vec::new());
         }
@@ -787,27 +1095,42 @@ impl Store for PostgresStore {
                 return Ok(Vec::new());
             }
             let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
-            // Marked in flight, with their payloads, in one statement.
-            let payloads: HashMap<i64, String> = tx
+            // Marked in flight, with their payloads, settings and leases
+            // (their operations' own handler timeouts, or the default), in
+            // one statement.
+            let taken: HashMap<i64, Taken> = tx
                 .query(
                     "UPDATE backstop_queue_deliveries d SET state = 'in_flight',
-                         attempt = d.attempt + 1, lease_until_ms = $2, updated_ms = $3
+                         attempt = d.attempt + 1, updated_ms = $3,
+                         lease_until_ms = $3 + coalesce(o.timeout_ms + $4, $2)
                      FROM backstop_queue_ops o
                      WHERE d.id = ANY($1) AND d.state = 'pending' AND o.id = d.op
-                     RETURNING d.id, o.payload",
-                    &[&ids, &lease_until, &now],
+                     RETURNING d.id, o.payload, d.lease_until_ms, o.timeout_ms, o.max_failures,
+                         o.base_delay_ms, o.max_delay_ms",
+                    &[&ids, &lease_ms, &now, &grace_ms],
                 )?
                 .iter()
-                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .map(|r| {
+                    Ok::<_, ColumnError>((
+                        get(r, 0)?,
+                        Taken {
+                            payload: get(r, 1)?,
+                            lease_until: get(r, 2)?,
+                            settings: settings(get(r, 3)?, get(r, 4)?, get(r, 5)?, get(r, 6)?),
+                        },
+                    ))
+                })
                 .collect::<Result<_, _>>()?;
             let transports: HashMap<&str, &str> = nodes
                 .iter()
                 .map(|(n, t, _)| (n.as_str(), t.as_str()))
                 .collect();
+            let mut taken = taken;
             Ok(picked
                 .into_iter()
-                .map(
-                    |(id, op, node, kind, key, attempt, failures, tries)| Claim {
+                .filter_map(|(id, op, node, kind, key, attempt, failures, tries)| {
+                    let taken = taken.remove(&id)?;
+                    Some(Claim {
                         token: Token {
                             delivery: id,
                             attempt: count(attempt).saturating_add(1),
@@ -820,12 +1143,13 @@ impl Store for PostgresStore {
                         node,
                         kind,
                         key,
-                        payload: payloads.get(&id).cloned().unwrap_or_default(),
+                        payload: taken.payload,
                         failures: count(failures),
                         tries: count(tries),
-                        lease_until: from_millis(lease_until),
-                    },
-                )
+                        lease_until: from_millis(taken.lease_until),
+                        settings: taken.settings,
+                    })
+                })
                 .collect())
         })
     }
@@ -853,8 +1177,8 @@ impl Store for PostgresStore {
         others.sort_by_key(|i| batch[*i].token.delivery);
         self.tx(|tx| {
             let mut out = vec![Settled::Stale; batch.len()];
-            let applied: HashSet<(i64, i64)> = if done_ids.is_empty() {
-                HashSet::new()
+            let applied: HashMap<(i64, i64), (i64, String)> = if done_ids.is_empty() {
+                HashMap::new()
             } else {
                 tx.query(
                     "UPDATE backstop_queue_deliveries d SET state = 'done', finished_ms = s.at,
@@ -862,20 +1186,24 @@ impl Store for PostgresStore {
                      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS s(id, attempt, at)
                      WHERE d.id = s.id AND d.attempt = s.attempt
                        AND d.state IN ('in_flight', 'pending')
-                     RETURNING d.id, d.attempt",
+                     RETURNING d.id, d.attempt, d.op, d.node",
                     &[&done_ids, &done_attempts, &done_at],
                 )?
                 .iter()
-                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
+                .map(|r| Ok::<_, ColumnError>(((get(r, 0)?, get(r, 1)?), (get(r, 2)?, get(r, 3)?))))
                 .collect::<Result<_, _>>()?
             };
+            let mut kept = Vec::new();
             for (i, s) in batch.iter().enumerate() {
                 if let Decision::Done = s.verdict
-                    && applied.contains(&(s.token.delivery, i64::from(s.token.attempt)))
+                    && let Some((op, node)) =
+                        applied.get(&(s.token.delivery, i64::from(s.token.attempt)))
                 {
                     out[i] = Settled::Applied(DeliveryState::Done);
+                    kept.push((s, *op, node.as_str()));
                 }
             }
+            keep_attempts(tx, &kept)?;
             if others.is_empty() {
                 return Ok(out);
             }
@@ -893,9 +1221,19 @@ impl Store for PostgresStore {
                 .collect::<Result<_, _>>()?;
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             lock_keys(tx, &keys)?;
+            let mut kept = Vec::new();
+            let mut nodes = Vec::new();
             for &i in &others {
-                out[i] = settle_one(tx, &batch[i])?;
+                let (settled, of) = settle_one(tx, &batch[i])?;
+                out[i] = settled;
+                if let Some(of) = of {
+                    nodes.push((i, of));
+                }
             }
+            for (i, (op, node)) in &nodes {
+                kept.push((&batch[*i], *op, node.as_str()));
+            }
+            keep_attempts(tx, &kept)?;
             Ok(out)
         })
     }
@@ -905,12 +1243,15 @@ impl Store for PostgresStore {
         self.tx(|tx| {
             Ok(tx
                 .query(
-                    "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $1,
-                         lease_until_ms = NULL, last_error = $2, updated_ms = $1
-                     WHERE id IN (SELECT id FROM backstop_queue_deliveries
-                                  WHERE state = 'in_flight' AND lease_until_ms < $1
-                                  ORDER BY id FOR UPDATE SKIP LOCKED)
-                     RETURNING id, attempt",
+                    &format!(
+                        "UPDATE backstop_queue_deliveries SET {}, next_at_ms = $1,
+                             lease_until_ms = NULL, last_error = $2, updated_ms = $1
+                         WHERE id IN (SELECT id FROM backstop_queue_deliveries
+                                      WHERE state = 'in_flight' AND lease_until_ms < $1
+                                      ORDER BY id FOR UPDATE SKIP LOCKED)
+                         RETURNING id, attempt",
+                        released("$1")
+                    ),
                     &[
                         &now,
                         &"no reply came before the attempt's lease ended; not counted as a failure",
@@ -939,11 +1280,14 @@ impl Store for PostgresStore {
         let released: HashSet<(i64, i64)> = self.tx(|tx| {
             Ok(tx
                 .query(
-                    "UPDATE backstop_queue_deliveries d SET state = 'pending', next_at_ms = $3,
-                         lease_until_ms = NULL, last_error = $4, updated_ms = $3
-                     FROM unnest($1::bigint[], $2::bigint[]) AS t(id, attempt)
-                     WHERE d.id = t.id AND d.attempt = t.attempt AND d.state = 'in_flight'
-                     RETURNING d.id, d.attempt",
+                    &format!(
+                        "UPDATE backstop_queue_deliveries d SET {}, next_at_ms = $3,
+                             lease_until_ms = NULL, last_error = $4, updated_ms = $3
+                         FROM unnest($1::bigint[], $2::bigint[]) AS t(id, attempt)
+                         WHERE d.id = t.id AND d.attempt = t.attempt AND d.state = 'in_flight'
+                         RETURNING d.id, d.attempt",
+                        released("$3")
+                    ),
                     &[&ids, &attempts, &now, &why],
                 )?
                 .iter()
@@ -959,17 +1303,19 @@ impl Store for PostgresStore {
 
     fn prune(&self, _now: SystemTime) -> Result<Pruned, StoreError> {
         self.tx(|tx| {
-            let gone_nodes = tx.execute(
-                "DELETE FROM backstop_queue_deliveries d
-                 WHERE d.state IN ('pending', 'in_flight', 'dead')
-                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n WHERE n.name = d.node)",
+            let gone_nodes = remove_deliveries(
+                tx,
+                "state IN ('pending', 'in_flight', 'dead')
+                   AND NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n
+                                   WHERE n.name = backstop_queue_deliveries.node)",
                 &[],
             )?;
-            let unhandled_kinds = tx.execute(
-                "DELETE FROM backstop_queue_deliveries d
-                 WHERE d.state IN ('pending', 'in_flight', 'dead')
+            let unhandled_kinds = remove_deliveries(
+                tx,
+                "state IN ('pending', 'in_flight', 'dead')
                    AND NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
-                                   WHERE k.node = d.node AND k.kind = d.kind)",
+                                   WHERE k.node = backstop_queue_deliveries.node
+                                     AND k.kind = backstop_queue_deliveries.kind)",
                 &[],
             )?;
             Ok(Pruned {
@@ -988,22 +1334,24 @@ impl Store for PostgresStore {
                  WHERE live = 1 AND op_key IS NULL AND created_ms < $1",
                 &[&before],
             )?;
-            let ops: Vec<i64> = tx
+            let removed: Vec<(i64, i64)> = tx
                 .query(
                     "DELETE FROM backstop_queue_deliveries WHERE id IN (
                          SELECT d.id FROM backstop_queue_deliveries d
                          JOIN backstop_queue_ops o ON o.id = d.op
-                         WHERE d.state IN ('done', 'superseded') AND d.finished_ms < $1
-                           AND o.live = 0
+                         WHERE d.state IN ('done', 'superseded', 'cancelled')
+                           AND d.finished_ms < $1 AND o.live = 0
                          ORDER BY d.finished_ms LIMIT $2
                          FOR UPDATE OF d SKIP LOCKED)
-                     RETURNING op",
+                     RETURNING id, op",
                     &[&before, &limit],
                 )?
                 .iter()
-                .map(|r| get(r, 0))
+                .map(|r| Ok::<_, ColumnError>((get(r, 0)?, get(r, 1)?)))
                 .collect::<Result<_, _>>()?;
-            let deliveries = ops.len() as u64;
+            let deliveries = removed.len() as u64;
+            let (ids, ops): (Vec<i64>, Vec<i64>) = removed.into_iter().unzip();
+            forget_attempts(tx, &ids)?;
             let forgotten: Vec<Option<i64>> = tx
                 .query(
                     "DELETE FROM backstop_queue_idempotency WHERE idem_key IN (
@@ -1070,25 +1418,34 @@ impl Store for PostgresStore {
     }
 }
 
-/// Applies one decision other than success (see [`Store::settle`]).
-fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
+/// What a claim read of a delivery it marked in flight.
+struct Taken {
+    payload: String,
+    lease_until: i64,
+    settings: crate::model::Settings,
+}
+
+/// Applies one decision other than success (see [`Store::settle`]); with
+/// the operation and node of the delivery, when it was applied.
+fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<(Settled, Option<(i64, String)>)> {
     let id = settle.token.delivery;
     let at = to_millis(settle.at);
     let Some(row) = tx.query_opt(
-        "SELECT state, attempt, node, op_key, op FROM backstop_queue_deliveries
-         WHERE id = $1 FOR UPDATE",
+        "SELECT state, attempt, node, op_key, op, cancelled_ms IS NOT NULL
+         FROM backstop_queue_deliveries WHERE id = $1 FOR UPDATE",
         &[&id],
     )?
     else {
-        return Ok(Settled::Stale);
+        return Ok((Settled::Stale, None));
     };
     let state: String = get(&row, 0)?;
     let attempt: i64 = get(&row, 1)?;
     let node: String = get(&row, 2)?;
     let key: Option<String> = get(&row, 3)?;
     let op: i64 = get(&row, 4)?;
+    let cancelled: bool = get(&row, 5)?;
     if count(attempt) != settle.token.attempt || state != DeliveryState::InFlight.as_str() {
-        return Ok(Settled::Stale);
+        return Ok((Settled::Stale, None));
     }
     let replaced = match &key {
         Some(k) => tx
@@ -1106,7 +1463,10 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
                  updated_ms = $2, lease_until_ms = NULL WHERE id = $1",
             &[&id, &at],
         )?;
-        return Ok(Settled::Applied(DeliveryState::Superseded));
+        return Ok((
+            Settled::Applied(DeliveryState::Superseded),
+            Some((op, node)),
+        ));
     }
     let applied = match &settle.verdict {
         Decision::Done => {
@@ -1124,9 +1484,12 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
             error,
         } => {
             tx.execute(
-                "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
-                     failures = $3, tries = $4, last_error = $5, updated_ms = $6,
-                     lease_until_ms = NULL WHERE id = $1",
+                &format!(
+                    "UPDATE backstop_queue_deliveries SET {}, next_at_ms = $2,
+                         failures = $3, tries = $4, last_error = $5, updated_ms = $6,
+                         lease_until_ms = NULL WHERE id = $1",
+                    released("$6")
+                ),
                 &[
                     &id,
                     &to_millis(*next_at),
@@ -1136,15 +1499,16 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
                     &at,
                 ],
             )?;
-            DeliveryState::Pending
+            ended_or(cancelled, DeliveryState::Pending)
         }
         Decision::Dead {
             failures,
             tries,
             error,
         } => {
+            let state = ended_or(cancelled, DeliveryState::Dead);
             tx.execute(
-                "UPDATE backstop_queue_deliveries SET state = 'dead', failures = $2,
+                "UPDATE backstop_queue_deliveries SET state = $6, failures = $2,
                      tries = $3, last_error = $4, updated_ms = $5, finished_ms = $5,
                      lease_until_ms = NULL WHERE id = $1",
                 &[
@@ -1153,9 +1517,10 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
                     &i64::from(*tries),
                     &clip(error),
                     &at,
+                    &state.as_str(),
                 ],
             )?;
-            DeliveryState::Dead
+            state
         }
         Decision::Release {
             next_at,
@@ -1163,9 +1528,12 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
             unreachable,
         } => {
             tx.execute(
-                "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = $2,
-                     last_error = $3, updated_ms = $4, lease_until_ms = NULL
-                 WHERE id = $1",
+                &format!(
+                    "UPDATE backstop_queue_deliveries SET {}, next_at_ms = $2,
+                         last_error = $3, updated_ms = $4, lease_until_ms = NULL
+                     WHERE id = $1",
+                    released("$4")
+                ),
                 &[&id, &to_millis(*next_at), &clip(error), &at],
             )?;
             if *unreachable {
@@ -1175,8 +1543,8 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<Settled> {
                     &[&node, &at],
                 )?;
             }
-            DeliveryState::Pending
+            ended_or(cancelled, DeliveryState::Pending)
         }
     };
-    Ok(Settled::Applied(applied))
+    Ok((Settled::Applied(applied), Some((op, node))))
 }

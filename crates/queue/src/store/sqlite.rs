@@ -11,14 +11,15 @@ use backstop_store::sqlite::rusqlite::{
 };
 
 use super::{
-    COMPONENT, ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter,
-    DeliveryRow, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned,
-    Registered, Rejection, Requeue, Retained, SQLITE_MIGRATIONS, Settled, Store, StoreError,
-    Submitted, clip, count,
+    ATTEMPT_COLUMNS, ATTEMPTS_KEPT, AttemptRow, AttemptsOf, COMPONENT, Cancelled, ClaimRequest,
+    Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow, Heartbeat,
+    IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
+    Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store, StoreError, Submitted,
+    Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
 };
 use crate::model::{
-    Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target, Token,
-    transport_name,
+    Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
+    Token, transport_name,
 };
 use crate::schedule::{Decision, Settle};
 
@@ -105,6 +106,22 @@ fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
         requeued_attempt: r.get(15)?,
         node_status: r.get(16)?,
         node_drained: r.get(17)?,
+        cancelled_by: r.get(18)?,
+        cancelled_ms: r.get(19)?,
+    })
+}
+
+fn read_attempt(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        delivery: r.get(0)?,
+        op: r.get(1)?,
+        attempt: r.get(2)?,
+        node: r.get(3)?,
+        outcome: r.get(4)?,
+        error: r.get(5)?,
+        stdout: r.get(6)?,
+        stderr: r.get(7)?,
+        finished_ms: r.get(8)?,
     })
 }
 
@@ -119,6 +136,12 @@ fn read_op(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpRow> {
         payload: r.get(6)?,
         live: r.get(7)?,
         created_ms: r.get(8)?,
+        timeout_ms: r.get(9)?,
+        max_failures: r.get(10)?,
+        base_delay_ms: r.get(11)?,
+        max_delay_ms: r.get(12)?,
+        cancelled_by: r.get(13)?,
+        cancelled_ms: r.get(14)?,
     })
 }
 
@@ -160,15 +183,97 @@ fn release_where(
             });
         }
     }
-    let mut update = tx.prepare_cached(
-        "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?2,
+    let mut update = tx.prepare_cached(&format!(
+        "UPDATE backstop_queue_deliveries SET {}, next_at_ms = ?2,
              lease_until_ms = NULL, last_error = ?3, updated_ms = ?2
          WHERE id = ?1 AND state = 'in_flight'",
-    )?;
+        released("?2")
+    ))?;
     for token in &tokens {
         update.execute(params![token.delivery, now, why])?;
     }
     Ok(tokens)
+}
+
+/// Forgets the attempts kept of these deliveries (being removed).
+fn forget_attempts(tx: &Transaction<'_>, deliveries: &[i64]) -> rusqlite::Result<()> {
+    let mut forget =
+        tx.prepare_cached("DELETE FROM backstop_queue_attempts WHERE delivery = ?1")?;
+    for id in deliveries {
+        forget.execute([id])?;
+    }
+    Ok(())
+}
+
+/// Removes the deliveries matched by `filter` (SQL on the deliveries'
+/// own columns) with the attempts kept of them; how many.
+fn remove_deliveries(
+    tx: &Transaction<'_>,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<u64> {
+    let ids: Vec<i64> = tx
+        .prepare(&format!(
+            "DELETE FROM backstop_queue_deliveries WHERE {filter} RETURNING id"
+        ))?
+        .query_map(args, |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    forget_attempts(tx, &ids)?;
+    Ok(ids.len() as u64)
+}
+
+/// Keeps the record of an attempt, and forgets those of its delivery
+/// older than the last [`ATTEMPTS_KEPT`].
+fn keep_attempt(
+    tx: &Transaction<'_>,
+    settle: &crate::schedule::Settle,
+    op: i64,
+    node: &str,
+) -> rusqlite::Result<()> {
+    let Some(handled) = &settle.handled else {
+        return Ok(());
+    };
+    let attempt = i64::from(settle.token.attempt);
+    tx.prepare_cached(
+        "INSERT INTO backstop_queue_attempts (delivery, attempt, op, node, outcome, error,
+             stdout, stderr, finished_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (delivery, attempt) DO UPDATE SET outcome = excluded.outcome,
+             error = excluded.error, stdout = excluded.stdout, stderr = excluded.stderr,
+             finished_ms = excluded.finished_ms",
+    )?
+    .execute(params![
+        settle.token.delivery,
+        attempt,
+        op,
+        node,
+        handled.outcome.name(),
+        handled.outcome.error().map(clip),
+        handled.output.stdout,
+        handled.output.stderr,
+        to_millis(settle.at)
+    ])?;
+    tx.prepare_cached("DELETE FROM backstop_queue_attempts WHERE delivery = ?1 AND attempt <= ?2")?
+        .execute(params![settle.token.delivery, attempt - ATTEMPTS_KEPT])?;
+    Ok(())
+}
+
+fn tombstone(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<Tombstone>> {
+    tx.query_row(
+        "SELECT transport, session, declaration, removed_by, removed_ms
+         FROM backstop_queue_removed_nodes WHERE name = ?1",
+        [name],
+        |r| {
+            Ok(Tombstone {
+                transport: r.get(0)?,
+                session: r.get(1)?,
+                declaration: r.get(2)?,
+                by: r.get(3)?,
+                at_ms: r.get(4)?,
+            })
+        },
+    )
+    .optional()
 }
 
 fn node_exists(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
@@ -291,6 +396,15 @@ impl Store for SqliteStore {
         let now = to_millis(now);
         let heartbeat = (node.transport != transport_name::LOCAL).then_some(now);
         self.write(|tx| {
+            if let Some(removed) = tombstone(tx, &node.name)? {
+                if let Some(refusal) = removed.refuses(node) {
+                    return Err(refusal.into());
+                }
+                tx.execute(
+                    "DELETE FROM backstop_queue_removed_nodes WHERE name = ?1",
+                    [&node.name],
+                )?;
+            }
             let previous: Option<String> = tx
                 .query_row(
                     "SELECT session FROM backstop_queue_nodes WHERE name = ?1",
@@ -300,13 +414,13 @@ impl Store for SqliteStore {
                 .optional()?;
             tx.execute(
                 "INSERT INTO backstop_queue_nodes (name, node_type, capacity, transport, session,
-                     status, drained, last_heartbeat_ms, registered_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'healthy', 0, ?6, ?7, ?7)
+                     status, drained, last_heartbeat_ms, registered_ms, updated_ms, declaration)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'healthy', 0, ?6, ?7, ?7, ?8)
                  ON CONFLICT (name) DO UPDATE SET node_type = excluded.node_type,
                      capacity = excluded.capacity, transport = excluded.transport,
                      session = excluded.session, status = 'healthy',
                      last_heartbeat_ms = excluded.last_heartbeat_ms,
-                     updated_ms = excluded.updated_ms",
+                     updated_ms = excluded.updated_ms, declaration = excluded.declaration",
                 params![
                     node.name,
                     node.node_type,
@@ -314,7 +428,8 @@ impl Store for SqliteStore {
                     node.transport,
                     node.session,
                     heartbeat,
-                    now
+                    now,
+                    node.declaration
                 ],
             )?;
             tx.execute(
@@ -336,12 +451,12 @@ impl Store for SqliteStore {
                 done.released =
                     release_where(tx, "d.node = ?1", &[&node.name], &why, now)?.len() as u64;
             }
-            done.removed = tx.execute(
-                "DELETE FROM backstop_queue_deliveries
-                 WHERE node = ?1 AND state IN ('pending', 'in_flight', 'dead')
+            done.removed = remove_deliveries(
+                tx,
+                "node = ?1 AND state IN ('pending', 'in_flight', 'dead')
                    AND kind NOT IN (SELECT kind FROM backstop_queue_node_kinds WHERE node = ?1)",
-                [&node.name],
-            )? as u64;
+                &[&node.name],
+            )?;
             done.delivered = tx.execute(
                 "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
                      failures, tries, next_at_ms, created_ms, updated_ms)
@@ -350,7 +465,7 @@ impl Store for SqliteStore {
                  WHERE o.live = 1 AND o.node_type = ?2
                    AND o.kind IN (SELECT kind FROM backstop_queue_node_kinds WHERE node = ?1)
                    AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d
-                                   WHERE d.op = o.id AND d.node = ?1)",
+                                   WHERE d.op = o.id AND d.node = ?1 AND d.node_removed_ms IS NULL)",
                 params![node.name, node.node_type, now],
             )? as u64;
             Ok(done)
@@ -374,16 +489,29 @@ impl Store for SqliteStore {
                     .collect()
             };
             for name in &names {
-                tx.execute(
-                    "DELETE FROM backstop_queue_deliveries
-                     WHERE node = ?1 AND state IN ('pending', 'in_flight', 'dead')",
-                    [name],
+                remove_deliveries(
+                    tx,
+                    "node = ?1 AND state IN ('pending', 'in_flight', 'dead')",
+                    &[name],
                 )?;
                 tx.execute(
                     "DELETE FROM backstop_queue_node_kinds WHERE node = ?1",
                     [name],
                 )?;
                 tx.execute("DELETE FROM backstop_queue_nodes WHERE name = ?1", [name])?;
+            }
+            let forgotten: Vec<String> = tx
+                .prepare("SELECT name FROM backstop_queue_removed_nodes WHERE transport = ?1")?
+                .query_map([transport], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?
+                .into_iter()
+                .filter(|n| !keep.contains(n))
+                .collect();
+            for name in &forgotten {
+                tx.execute(
+                    "DELETE FROM backstop_queue_removed_nodes WHERE name = ?1",
+                    [name],
+                )?;
             }
             Ok(names)
         })
@@ -477,6 +605,59 @@ impl Store for SqliteStore {
         self.read(|tx| Ok(load_nodes(tx, None)?))
     }
 
+    fn remove_node(&self, name: &str, by: &str, now: SystemTime) -> Result<Removed, StoreError> {
+        let now = to_millis(now);
+        self.write(|tx| {
+            let node = load_nodes(tx, Some(name))?
+                .pop()
+                .ok_or_else(|| Rejection::UnknownNode(name.to_owned()))?;
+            if let Some(refusal) = unremovable(&node) {
+                return Err(refusal.into());
+            }
+            let declaration: Option<String> = tx.query_row(
+                "SELECT declaration FROM backstop_queue_nodes WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            let cancelled = tx.execute(
+                "UPDATE backstop_queue_deliveries SET state = 'cancelled', cancelled_by = ?2,
+                     cancelled_ms = ?3, finished_ms = ?3, updated_ms = ?3, lease_until_ms = NULL
+                 WHERE node = ?1 AND state IN ('pending', 'dead')",
+                params![name, by, now],
+            )? as u64;
+            // History: the next node of this name is another.
+            tx.execute(
+                "UPDATE backstop_queue_deliveries SET node_removed_ms = ?2
+                 WHERE node = ?1 AND node_removed_ms IS NULL",
+                params![name, now],
+            )?;
+            tx.execute(
+                "DELETE FROM backstop_queue_node_kinds WHERE node = ?1",
+                [name],
+            )?;
+            tx.execute("DELETE FROM backstop_queue_nodes WHERE name = ?1", [name])?;
+            tx.execute(
+                "INSERT INTO backstop_queue_removed_nodes (name, node_type, transport, session,
+                     declaration, removed_by, removed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (name) DO UPDATE SET node_type = excluded.node_type,
+                     transport = excluded.transport, session = excluded.session,
+                     declaration = excluded.declaration, removed_by = excluded.removed_by,
+                     removed_ms = excluded.removed_ms",
+                params![
+                    name,
+                    node.node_type,
+                    node.transport,
+                    node.session,
+                    declaration,
+                    by,
+                    now
+                ],
+            )?;
+            Ok(Removed { node, cancelled })
+        })
+    }
+
     fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
         let now_ms = to_millis(now);
         let fingerprint = op.idempotency_key.as_ref().map(|_| op.fingerprint());
@@ -563,8 +744,9 @@ impl Store for SqliteStore {
             let live = node_type.is_some() && !present_only;
             let id: OpId = tx.query_row(
                 "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
-                     payload, live, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                     payload, live, created_ms, timeout_ms, max_failures, base_delay_ms,
+                     max_delay_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
                 params![
                     op.kind,
                     node_type,
@@ -573,7 +755,11 @@ impl Store for SqliteStore {
                     op.key,
                     op.payload,
                     i64::from(live),
-                    now_ms
+                    now_ms,
+                    to_ms(op.settings.timeout),
+                    op.settings.max_failures.map(i64::from),
+                    to_ms(op.settings.base_delay),
+                    to_ms(op.settings.max_delay)
                 ],
                 |r| r.get(0),
             )?;
@@ -680,6 +866,104 @@ impl Store for SqliteStore {
         })
     }
 
+    fn cancel(&self, id: OpId, by: &str, now: SystemTime) -> Result<Cancelled, StoreError> {
+        let now = to_millis(now);
+        self.write(|tx| {
+            if load_op(tx, id)?.is_none() {
+                return Err(Rejection::UnknownOp(id).into());
+            }
+            tx.execute(
+                "UPDATE backstop_queue_ops SET live = 0,
+                     cancelled_by = coalesce(cancelled_by, ?2),
+                     cancelled_ms = coalesce(cancelled_ms, ?3)
+                 WHERE id = ?1",
+                params![id, by, now],
+            )?;
+            let cancelled = tx.execute(
+                "UPDATE backstop_queue_deliveries SET state = 'cancelled', cancelled_by = ?2,
+                     cancelled_ms = ?3, finished_ms = ?3, updated_ms = ?3, lease_until_ms = NULL
+                 WHERE op = ?1 AND state IN ('pending', 'dead')",
+                params![id, by, now],
+            )? as u64;
+            tx.execute(
+                "UPDATE backstop_queue_deliveries SET cancelled_by = ?2, cancelled_ms = ?3,
+                     updated_ms = ?3
+                 WHERE op = ?1 AND state = 'in_flight' AND cancelled_ms IS NULL",
+                params![id, by, now],
+            )?;
+            let running = tx
+                .prepare(
+                    "SELECT d.id, d.attempt, d.node, coalesce(n.transport, '')
+                     FROM backstop_queue_deliveries d
+                     LEFT JOIN backstop_queue_nodes n ON n.name = d.node
+                     WHERE d.op = ?1 AND d.state = 'in_flight' ORDER BY d.id",
+                )?
+                .query_map([id], |r| {
+                    Ok(Running {
+                        token: Token {
+                            delivery: r.get(0)?,
+                            attempt: count(r.get(1)?),
+                        },
+                        node: r.get(2)?,
+                        transport: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+            Ok(Cancelled {
+                op,
+                cancelled,
+                running,
+            })
+        })
+    }
+
+    fn attempts(&self, of: &AttemptsOf) -> Result<Vec<Attempt>, StoreError> {
+        self.read(|tx| {
+            let (sql, id) = match *of {
+                AttemptsOf::Delivery(id) => {
+                    let known = tx
+                        .query_row(
+                            "SELECT 1 FROM backstop_queue_deliveries WHERE id = ?1",
+                            [id],
+                            |_| Ok(()),
+                        )
+                        .optional()?;
+                    if known.is_none() {
+                        return Err(Rejection::UnknownDelivery(id).into());
+                    }
+                    (
+                        format!(
+                            "SELECT {ATTEMPT_COLUMNS} FROM backstop_queue_attempts a
+                             WHERE a.delivery = ?1 ORDER BY a.attempt DESC"
+                        ),
+                        id,
+                    )
+                }
+                AttemptsOf::Op(id) => {
+                    if load_op(tx, id)?.is_none() {
+                        return Err(Rejection::UnknownOp(id).into());
+                    }
+                    (
+                        format!(
+                            "SELECT {ATTEMPT_COLUMNS} FROM backstop_queue_attempts a
+                             WHERE a.op = ?1 AND a.attempt = (
+                                 SELECT max(b.attempt) FROM backstop_queue_attempts b
+                                 WHERE b.delivery = a.delivery)
+                             ORDER BY a.node, a.delivery"
+                        ),
+                        id,
+                    )
+                }
+            };
+            Ok(tx
+                .prepare_cached(&sql)?
+                .query_map([id], read_attempt)?
+                .map(|r| r.map(AttemptRow::into_attempt))
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
     fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
         let limit = limit(filter.limit);
         let state = filter.state.map(DeliveryState::as_str);
@@ -751,8 +1035,6 @@ impl Store for SqliteStore {
 
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let now = to_millis(request.now);
-        let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
-        let lease_until = now.saturating_add(lease_ms);
         if request.transports.is_empty() || request.limit == 0 {
             return Ok(Vec::new());
         }
@@ -776,7 +1058,8 @@ impl Store for SqliteStore {
             let mut left = i64::from(request.limit);
             let mut claims = Vec::new();
             let mut due = tx.prepare_cached(
-                "SELECT d.id, d.op, d.kind, d.op_key, d.attempt, d.failures, d.tries, o.payload
+                "SELECT d.id, d.op, d.kind, d.op_key, d.attempt, d.failures, d.tries, o.payload,
+                        o.timeout_ms, o.max_failures, o.base_delay_ms, o.max_delay_ms
                  FROM backstop_queue_deliveries d JOIN backstop_queue_ops o ON o.id = d.op
                  WHERE d.node = ?1 AND d.state = 'pending' AND d.next_at_ms <= ?2
                    AND EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
@@ -798,6 +1081,7 @@ impl Store for SqliteStore {
                 }
                 let rows = due
                     .query_map(params![node, now, want], |r| {
+                        let settings = settings(r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?);
                         Ok((
                             r.get::<_, i64>(0)?,
                             r.get::<_, i64>(1)?,
@@ -807,16 +1091,18 @@ impl Store for SqliteStore {
                             r.get::<_, i64>(5)?,
                             r.get::<_, i64>(6)?,
                             r.get::<_, String>(7)?,
+                            settings,
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut keys = HashSet::new();
-                for (id, op, kind, key, attempt, failures, tries, payload) in rows {
+                for (id, op, kind, key, attempt, failures, tries, payload, settings) in rows {
                     if let Some(k) = &key
                         && !keys.insert(k.clone())
                     {
                         continue;
                     }
+                    let lease_until = request.lease_until(&settings);
                     take.execute(params![id, lease_until, now])?;
                     left -= 1;
                     claims.push(Claim {
@@ -833,6 +1119,7 @@ impl Store for SqliteStore {
                         failures: count(failures),
                         tries: count(tries),
                         lease_until: from_millis(lease_until),
+                        settings,
                     });
                 }
             }
@@ -846,7 +1133,8 @@ impl Store for SqliteStore {
         }
         self.write(|tx| {
             let mut current = tx.prepare_cached(
-                "SELECT state, attempt, node, op_key, op FROM backstop_queue_deliveries WHERE id = ?1",
+                "SELECT state, attempt, node, op_key, op, cancelled_ms IS NOT NULL
+                 FROM backstop_queue_deliveries WHERE id = ?1",
             )?;
             let mut newer = tx.prepare_cached(
                 "SELECT 1 FROM backstop_queue_deliveries
@@ -863,10 +1151,11 @@ impl Store for SqliteStore {
                             r.get::<_, String>(2)?,
                             r.get::<_, Option<String>>(3)?,
                             r.get::<_, i64>(4)?,
+                            r.get::<_, bool>(5)?,
                         ))
                     })
                     .optional()?;
-                let Some((state, attempt, node, key, op)) = row else {
+                let Some((state, attempt, node, key, op, cancelled)) = row else {
                     out.push(Settled::Stale);
                     continue;
                 };
@@ -884,6 +1173,7 @@ impl Store for SqliteStore {
                              WHERE id = ?1",
                             params![id, at],
                         )?;
+                        keep_attempt(tx, settle, op, &node)?;
                         out.push(Settled::Applied(DeliveryState::Done));
                     } else {
                         out.push(Settled::Stale);
@@ -894,6 +1184,7 @@ impl Store for SqliteStore {
                     out.push(Settled::Stale);
                     continue;
                 }
+                keep_attempt(tx, settle, op, &node)?;
                 let replaced = match &key {
                     Some(k) => newer
                         .query_row(params![node, k, op], |_| Ok(()))
@@ -919,9 +1210,12 @@ impl Store for SqliteStore {
                         error,
                     } => {
                         tx.execute(
-                            "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?2,
-                                 failures = ?3, tries = ?4, last_error = ?5, updated_ms = ?6,
-                                 lease_until_ms = NULL WHERE id = ?1",
+                            &format!(
+                                "UPDATE backstop_queue_deliveries SET {}, next_at_ms = ?2,
+                                     failures = ?3, tries = ?4, last_error = ?5, updated_ms = ?6,
+                                     lease_until_ms = NULL WHERE id = ?1",
+                                released("?6")
+                            ),
                             params![
                                 id,
                                 to_millis(*next_at),
@@ -931,20 +1225,28 @@ impl Store for SqliteStore {
                                 at
                             ],
                         )?;
-                        DeliveryState::Pending
+                        ended_or(cancelled, DeliveryState::Pending)
                     }
                     Decision::Dead {
                         failures,
                         tries,
                         error,
                     } => {
+                        let state = ended_or(cancelled, DeliveryState::Dead);
                         tx.execute(
-                            "UPDATE backstop_queue_deliveries SET state = 'dead', failures = ?2,
+                            "UPDATE backstop_queue_deliveries SET state = ?6, failures = ?2,
                                  tries = ?3, last_error = ?4, updated_ms = ?5, finished_ms = ?5,
                                  lease_until_ms = NULL WHERE id = ?1",
-                            params![id, i64::from(*failures), i64::from(*tries), clip(error), at],
+                            params![
+                                id,
+                                i64::from(*failures),
+                                i64::from(*tries),
+                                clip(error),
+                                at,
+                                state.as_str()
+                            ],
                         )?;
-                        DeliveryState::Dead
+                        state
                     }
                     Decision::Release {
                         next_at,
@@ -952,9 +1254,12 @@ impl Store for SqliteStore {
                         unreachable,
                     } => {
                         tx.execute(
-                            "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?2,
-                                 last_error = ?3, updated_ms = ?4, lease_until_ms = NULL
-                             WHERE id = ?1",
+                            &format!(
+                                "UPDATE backstop_queue_deliveries SET {}, next_at_ms = ?2,
+                                     last_error = ?3, updated_ms = ?4, lease_until_ms = NULL
+                                 WHERE id = ?1",
+                                released("?4")
+                            ),
                             params![id, to_millis(*next_at), clip(error), at],
                         )?;
                         if *unreachable {
@@ -964,7 +1269,7 @@ impl Store for SqliteStore {
                                 params![node, at],
                             )?;
                         }
-                        DeliveryState::Pending
+                        ended_or(cancelled, DeliveryState::Pending)
                     }
                 };
                 out.push(Settled::Applied(applied));
@@ -994,39 +1299,40 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Token>, StoreError> {
         let now = to_millis(now);
         self.write(|tx| {
-            let mut released = Vec::new();
-            let mut update = tx.prepare_cached(
-                "UPDATE backstop_queue_deliveries SET state = 'pending', next_at_ms = ?3,
+            let mut handed_back = Vec::new();
+            let mut update = tx.prepare_cached(&format!(
+                "UPDATE backstop_queue_deliveries SET {}, next_at_ms = ?3,
                      lease_until_ms = NULL, last_error = ?4, updated_ms = ?3
                  WHERE id = ?1 AND attempt = ?2 AND state = 'in_flight'",
-            )?;
+                released("?3")
+            ))?;
             for token in tokens {
                 let n =
                     update.execute(params![token.delivery, i64::from(token.attempt), now, why])?;
                 if n > 0 {
-                    released.push(*token);
+                    handed_back.push(*token);
                 }
             }
-            Ok(released)
+            Ok(handed_back)
         })
     }
 
     fn prune(&self, _now: SystemTime) -> Result<Pruned, StoreError> {
         self.write(|tx| {
-            let gone_nodes = tx.execute(
-                "DELETE FROM backstop_queue_deliveries
-                 WHERE state IN ('pending', 'in_flight', 'dead')
+            let gone_nodes = remove_deliveries(
+                tx,
+                "state IN ('pending', 'in_flight', 'dead')
                    AND node NOT IN (SELECT name FROM backstop_queue_nodes)",
-                [],
-            )? as u64;
-            let unhandled_kinds = tx.execute(
-                "DELETE FROM backstop_queue_deliveries
-                 WHERE state IN ('pending', 'in_flight', 'dead')
+                &[],
+            )?;
+            let unhandled_kinds = remove_deliveries(
+                tx,
+                "state IN ('pending', 'in_flight', 'dead')
                    AND NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
                                    WHERE k.node = backstop_queue_deliveries.node
                                      AND k.kind = backstop_queue_deliveries.kind)",
-                [],
-            )? as u64;
+                &[],
+            )?;
             Ok(Pruned {
                 gone_nodes,
                 unhandled_kinds,
@@ -1042,19 +1348,21 @@ impl Store for SqliteStore {
                  WHERE live = 1 AND op_key IS NULL AND created_ms < ?1",
                 [before],
             )? as u64;
-            let ops: Vec<i64> = tx
+            let removed: Vec<(i64, i64)> = tx
                 .prepare_cached(
                     "DELETE FROM backstop_queue_deliveries WHERE id IN (
                          SELECT d.id FROM backstop_queue_deliveries d
                          JOIN backstop_queue_ops o ON o.id = d.op
-                         WHERE d.state IN ('done', 'superseded') AND d.finished_ms < ?1
-                           AND o.live = 0
+                         WHERE d.state IN ('done', 'superseded', 'cancelled')
+                           AND d.finished_ms < ?1 AND o.live = 0
                          ORDER BY d.finished_ms LIMIT ?2)
-                     RETURNING op",
+                     RETURNING id, op",
                 )?
-                .query_map(params![before, limit], |r| r.get(0))?
+                .query_map(params![before, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            let deliveries = ops.len() as u64;
+            let deliveries = removed.len() as u64;
+            let (ids, ops): (Vec<i64>, Vec<i64>) = removed.into_iter().unzip();
+            forget_attempts(tx, &ids)?;
             let forgotten: Vec<Option<i64>> = tx
                 .prepare_cached(
                     "DELETE FROM backstop_queue_idempotency WHERE idem_key IN (

@@ -3,14 +3,14 @@
 //! handler a library user gives).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::{Reply, Transport};
 use crate::handler::{Handler, Work};
-use crate::model::{NodeSpec, Outcome, transport_name};
+use crate::model::{NodeSpec, Outcome, Token, transport_name};
 use backstop_process::Owner;
 
 /// The handlers of one local node.
@@ -34,6 +34,7 @@ impl LocalNode {
                 capacity,
                 transport: transport_name::LOCAL.to_owned(),
                 session: "local".to_owned(),
+                declaration: None,
             },
             handlers: HashMap::new(),
         }
@@ -67,6 +68,8 @@ pub struct LocalTransport {
     nodes: HashMap<String, HashMap<String, Arc<dyn Handler>>>,
     stop: CancellationToken,
     owners: HashMap<String, Owner>,
+    /// What stops each attempt running now ([`Transport::stop`]).
+    running: Mutex<HashMap<Token, CancellationToken>>,
 }
 
 impl LocalTransport {
@@ -80,7 +83,12 @@ impl LocalTransport {
                 .collect(),
             stop,
             owners: HashMap::new(),
+            running: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Token, CancellationToken>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Marks the handlers of each node as run by this process for the
@@ -130,7 +138,26 @@ impl Transport for LocalTransport {
                 }
                 None => work,
             };
-            Reply::new(handler.handle(work, &self.stop).await)
+            // Stopped with every handler of this coordinator, or on its own.
+            let stop = self.stop.child_token();
+            self.running().insert(work.token, stop.clone());
+            let handled = handler.handle(work, &stop).await;
+            self.running().remove(&work.token);
+            Reply::from(handled)
+        })
+    }
+
+    fn stop<'a>(&'a self, _node: &'a str, attempts: &'a [Token]) -> BoxFuture<'a, usize> {
+        Box::pin(async move {
+            let running = self.running();
+            let mut stopped = 0;
+            for token in attempts {
+                if let Some(stop) = running.get(token) {
+                    stop.cancel();
+                    stopped += 1;
+                }
+            }
+            stopped
         })
     }
 }

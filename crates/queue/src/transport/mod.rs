@@ -7,7 +7,7 @@ pub mod nats;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use crate::handler::Work;
+use crate::handler::{Handled, Output, Work};
 use crate::model::{Outcome, Token};
 
 /// Delivers attempts to nodes.
@@ -53,6 +53,16 @@ pub trait Transport: Send + Sync {
     fn holding<'a>(&'a self, _node: &'a str) -> BoxFuture<'a, Holding> {
         Box::pin(async { Holding::Unknown })
     }
+
+    /// Tells `node` to stop these attempts' handlers (an operator cancelled
+    /// their operation with `--stop-running`): a handler stopped ends with
+    /// [`Outcome::Released`], as at a shutdown, and its outcome comes back
+    /// as any other. Attempts the transport does not run, or no longer
+    /// runs, are left alone; no answer is awaited. Returns how many it
+    /// asked to stop (those it knows it does not run are not counted).
+    fn stop<'a>(&'a self, _node: &'a str, _attempts: &'a [Token]) -> BoxFuture<'a, usize> {
+        Box::pin(async { 0 })
+    }
 }
 
 /// What a node says it holds.
@@ -72,16 +82,30 @@ pub enum Holding {
 pub struct Reply {
     /// The outcome.
     pub outcome: Outcome,
+    /// What the handler printed, as the node sent it (the coordinator
+    /// bounds it again: [`Output::bounded`]).
+    pub output: Output,
     /// Confirmed once the outcome is stored, so that a remote node can let
     /// go of it only then.
     pub receipt: Option<Receipt>,
 }
 
 impl Reply {
-    /// An outcome nobody waits to hear is stored.
+    /// An outcome nobody waits to hear is stored, with no output.
     pub fn new(outcome: Outcome) -> Self {
         Reply {
             outcome,
+            output: Output::default(),
+            receipt: None,
+        }
+    }
+}
+
+impl From<Handled> for Reply {
+    fn from(handled: Handled) -> Self {
+        Reply {
+            outcome: handled.outcome,
+            output: handled.output,
             receipt: None,
         }
     }
@@ -117,6 +141,8 @@ pub struct LateReply {
     pub node: String,
     /// What it came to.
     pub outcome: Outcome,
+    /// What the handler printed.
+    pub output: Output,
     /// Confirmed once stored (or found stale).
     pub receipt: Option<Receipt>,
 }

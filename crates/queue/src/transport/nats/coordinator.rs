@@ -17,20 +17,20 @@ use crate::dispatch::LateSender;
 use crate::handler::Work;
 use crate::model::{NodeSpec, NodeStatus, Outcome, Token, transport_name};
 use crate::node_health::Health;
-use crate::store::Heartbeat;
+use crate::store::{Heartbeat, Rejection, StoreError};
 use crate::transport::{Holding, LateReply, Receipt, Reply, Transport};
 
 use super::protocol::{
     ACCEPT_TIMEOUT, ANY_NODE, COORDINATORS, DeliverAck, HeartbeatMsg, HoldingMsg, LIVE_PROBE,
     NatsError, NodeAck, Offer, REPLY_MARGIN, RESULT_WAIT, Refusal, RegisterMsg, ResultAck,
-    ResultMsg, Subjects,
+    ResultMsg, StopMsg, Subjects,
 };
 
 /// An attempt offered and not yet answered: the node it was offered to,
-/// and where its outcome goes.
+/// and where its outcome goes (with its receipt).
 struct Waiter {
     node: String,
-    outcome: oneshot::Sender<(Outcome, Receipt)>,
+    outcome: oneshot::Sender<(Reply, Receipt)>,
 }
 
 type Waiters = Arc<Mutex<HashMap<Token, Waiter>>>;
@@ -161,6 +161,28 @@ impl Transport for NatsTransport {
         })
     }
 
+    fn stop<'a>(&'a self, node: &'a str, attempts: &'a [Token]) -> BoxFuture<'a, usize> {
+        Box::pin(async move {
+            let msg = StopMsg {
+                tokens: attempts.to_vec(),
+            };
+            let Ok(body) = serde_json::to_vec(&msg) else {
+                return 0;
+            };
+            match self
+                .client
+                .publish(self.subjects.stop(node), Bytes::from(body))
+                .await
+            {
+                Ok(()) => attempts.len(),
+                Err(e) => {
+                    tracing::warn!("could not tell node {node} to stop its attempts: {e}");
+                    0
+                }
+            }
+        })
+    }
+
     fn deliver<'a>(&'a self, work: &'a Work) -> BoxFuture<'a, Reply> {
         Box::pin(async move {
             if self.client.connection_state() != async_nats::connection::State::Connected {
@@ -223,9 +245,9 @@ impl Transport for NatsTransport {
             }
             let wait = Duration::from_millis(work.timeout_ms).saturating_add(REPLY_MARGIN);
             match tokio::time::timeout(wait, rx).await {
-                Ok(Ok((outcome, receipt))) => Reply {
-                    outcome,
+                Ok(Ok((reply, receipt))) => Reply {
                     receipt: Some(receipt),
+                    ..reply
                 },
                 _ => {
                     self.waiters().remove(&work.token);
@@ -250,7 +272,18 @@ fn refused(error: String) -> NodeAck {
         ok: false,
         register: false,
         taken: false,
+        removed: false,
         error: Some(error),
+    }
+}
+
+fn accepted(register: bool) -> NodeAck {
+    NodeAck {
+        ok: !register,
+        register,
+        taken: false,
+        removed: false,
+        error: None,
     }
 }
 
@@ -346,6 +379,7 @@ async fn on_register(
                 capacity: r.capacity,
                 transport: transport_name::NATS.to_owned(),
                 session: r.session,
+                declaration: None,
             };
             match spec.validate() {
                 Err(e) => refused(e.to_string()),
@@ -358,12 +392,14 @@ async fn on_register(
                         }
                     }
                     Ok(None) => match health.register(spec).await {
-                        Ok(_) => NodeAck {
-                            ok: true,
-                            register: false,
-                            taken: false,
-                            error: None,
-                        },
+                        Ok(_) => accepted(false),
+                        Err(StoreError::Rejected(removed @ Rejection::Removed { .. })) => {
+                            tracing::info!("refused a worker's registration: {removed}");
+                            NodeAck {
+                                removed: true,
+                                ..refused(removed.to_string())
+                            }
+                        }
                         Err(e) => {
                             tracing::error!("cannot register a node: {}", crate::error_chain(&e));
                             refused("the coordinator cannot store the registration now".to_owned())
@@ -393,18 +429,8 @@ async fn on_heartbeat(
             h.name
         )),
         Ok(h) => match health.heartbeat(&h.name, &h.session, h.leaving).await {
-            Ok(Heartbeat::Unknown) => NodeAck {
-                ok: false,
-                register: true,
-                taken: false,
-                error: None,
-            },
-            Ok(_) => NodeAck {
-                ok: true,
-                register: false,
-                taken: false,
-                error: None,
-            },
+            Ok(Heartbeat::Unknown) => accepted(true),
+            Ok(_) => accepted(false),
             Err(e) => {
                 tracing::error!("cannot record a heartbeat: {}", crate::error_chain(&e));
                 refused("the coordinator cannot store the heartbeat now".to_owned())
@@ -457,11 +483,17 @@ async fn on_result(
             return;
         }
         Ok(Some(w)) => {
-            if let Err((outcome, receipt)) = w.outcome.send((result.outcome, receipt)) {
+            let reply = Reply {
+                outcome: result.outcome,
+                output: result.output,
+                receipt: None,
+            };
+            if let Err((reply, receipt)) = w.outcome.send((reply, receipt)) {
                 late.send(LateReply {
                     token: result.token,
                     node: result.node,
-                    outcome,
+                    outcome: reply.outcome,
+                    output: reply.output,
                     receipt: Some(receipt),
                 });
             }
@@ -470,6 +502,7 @@ async fn on_result(
             token: result.token,
             node: result.node,
             outcome: result.outcome,
+            output: result.output,
             receipt: Some(receipt),
         }),
     }

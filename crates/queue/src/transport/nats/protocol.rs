@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::handler::Work;
+use crate::handler::{Output, Work};
 use crate::model::{Outcome, Token};
 
 /// The subject prefix used unless told otherwise.
@@ -76,6 +76,11 @@ impl Subjects {
     /// Where `node` says which attempts it holds.
     pub fn holding(&self, node: &str) -> String {
         format!("{}.node.{node}.holding", self.prefix)
+    }
+
+    /// Where `node` is told to stop attempts it runs ([`StopMsg`]).
+    pub fn stop(&self, node: &str) -> String {
+        format!("{}.node.{node}.stop", self.prefix)
     }
 
     /// Where `node` receives the answers to its own requests (its inbox
@@ -180,6 +185,41 @@ pub struct ResultMsg {
     /// What it came to.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// What its handler printed: at most the tail the offer asked for, and
+    /// cut further when the whole message would not fit in one NATS
+    /// message ([`ResultMsg::fit`]).
+    #[serde(default, skip_serializing_if = "Output::is_empty")]
+    pub output: Output,
+}
+
+impl ResultMsg {
+    /// The message as JSON, at most `max` bytes when it can be: its output
+    /// is cut from the front (whole lines, both streams alike) until it
+    /// fits, then dropped. Only an outcome whose error alone is too long
+    /// is sent longer (the server refuses it; the error is at most a few
+    /// KiB, far below any server's limit).
+    pub fn fit(&self, max: usize) -> Result<Vec<u8>, serde_json::Error> {
+        let mut msg = self.clone();
+        let mut tail = (msg.output.stdout.len().max(msg.output.stderr.len())) as u64;
+        loop {
+            let body = serde_json::to_vec(&msg)?;
+            if body.len() <= max || msg.output.is_empty() {
+                return Ok(body);
+            }
+            let over = (body.len() - max) as u64;
+            tail = tail.saturating_sub(over.div_ceil(2).max(64));
+            msg.output = self.output.clone().bounded(tail);
+        }
+    }
+}
+
+/// Stops attempts a worker runs: their handlers are stopped as at a
+/// shutdown (their operation was cancelled with `--stop-running`). Sent by
+/// a coordinator, not answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopMsg {
+    /// The attempts.
+    pub tokens: Vec<Token>,
 }
 
 /// What a worker holds: attempts running, and outcomes not yet stored.
@@ -236,6 +276,11 @@ pub struct NodeAck {
     /// not help while it runs.
     #[serde(default)]
     pub taken: bool,
+    /// Refused: an operator removed this node, and this process is the
+    /// one that was removed. It stops; a new process registers as a new
+    /// node.
+    #[serde(default)]
+    pub removed: bool,
     /// Why not, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -346,6 +391,7 @@ mod tests {
             },
             node: "gpu-1".into(),
             outcome: Outcome::Failed("exit 3".into()),
+            output: Output::default(),
         };
         let json = serde_json::to_string(&msg).unwrap_or_default();
         assert_eq!(
@@ -354,5 +400,42 @@ mod tests {
         );
         let back: Result<ResultMsg, _> = serde_json::from_str(&json);
         assert_eq!(back.ok(), Some(msg));
+    }
+
+    #[test]
+    fn an_outcome_with_its_output_fits_in_one_message() {
+        let line = "x".repeat(99);
+        let msg = ResultMsg {
+            token: Token {
+                delivery: 4,
+                attempt: 2,
+            },
+            node: "gpu-1".into(),
+            outcome: Outcome::Failed("exit 3".into()),
+            output: Output {
+                stdout: format!("{line}\n").repeat(2000),
+                stderr: format!("first\n{line}\nlast\n"),
+            },
+        };
+        let whole = serde_json::to_vec(&msg).unwrap_or_default();
+        assert_eq!(msg.fit(usize::MAX).unwrap_or_default(), whole);
+        for max in [100_000, 10_000, 1000, 300] {
+            let body = msg.fit(max).unwrap_or_default();
+            assert!(body.len() <= max, "{max}: {}", body.len());
+            let back: ResultMsg = serde_json::from_slice(&body).unwrap();
+            assert_eq!(back.token, msg.token);
+            assert_eq!(back.outcome, msg.outcome);
+            assert!(
+                msg.output.stdout.ends_with(&back.output.stdout),
+                "{max}: the end is kept"
+            );
+        }
+        let tiny = msg.fit(10).unwrap_or_default();
+        let back: ResultMsg = serde_json::from_slice(&tiny).unwrap();
+        assert_eq!(
+            back.output,
+            Output::default(),
+            "the outcome goes without its output"
+        );
     }
 }

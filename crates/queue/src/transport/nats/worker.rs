@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::connection::{NatsConnection, NatsServer};
 use super::protocol::{
     DeliverAck, HeartbeatMsg, HoldingMsg, NatsError, NodeAck, Offer, RESULT_WAIT, Refusal,
-    RegisterMsg, ResultAck, ResultMsg, Subjects,
+    RegisterMsg, ResultAck, ResultMsg, StopMsg, Subjects,
 };
 use crate::handler::{Handler, Work};
 use crate::model::{DeliveryId, Invalid, NodeSpec, Outcome, Token, transport_name};
@@ -81,6 +81,7 @@ impl WorkerConfig {
             capacity: self.concurrency,
             transport: transport_name::NATS.to_owned(),
             session: session.to_owned(),
+            declaration: None,
         }
         .validate()
     }
@@ -99,6 +100,11 @@ pub enum WorkerError {
     /// took the name over while this one could not be heard).
     #[error("{0}")]
     NameTaken(String),
+    /// An operator removed this node (`backstop nodes remove`): this
+    /// process stops, its running handlers finished or handed back as at
+    /// a shutdown. Started again, it registers as a new node.
+    #[error("{0}")]
+    Removed(String),
     /// The NATS server refuses this worker a subject of its own name: its
     /// credentials are confined to another name or prefix.
     #[error(
@@ -124,12 +130,13 @@ struct Shared {
     /// session: until then it takes no offer and answers for nothing, so
     /// a second process under a live name never steals the first's work.
     registered: AtomicBool,
-    /// Another process holds the name now: this one stops.
+    /// Another process holds the name now, or the node was removed: this
+    /// one stops.
     lost_name: CancellationToken,
-    /// Why, for [`WorkerError::NameTaken`].
-    taken: Mutex<Option<String>>,
-    /// Attempts running, by delivery.
-    running: Mutex<HashMap<DeliveryId, Token>>,
+    /// Why, for [`WorkerError::NameTaken`] or [`WorkerError::Removed`].
+    taken: Mutex<Option<Refused>>,
+    /// Attempts running, by delivery, with what stops each one.
+    running: Mutex<HashMap<DeliveryId, (Token, CancellationToken)>>,
     /// Outcomes not yet stored by a coordinator.
     reporting: Mutex<HashSet<Token>>,
     slots: Arc<Semaphore>,
@@ -232,18 +239,30 @@ async fn serve(
             source,
         })?;
     let alive = tokio::spawn(answer_alive(Arc::clone(&shared), probes));
+    let stop_subject = shared.subjects.stop(&spec.name);
+    let stops = shared
+        .client
+        .subscribe(stop_subject.clone())
+        .await
+        .map_err(|source| NatsError::Subscribe {
+            subject: stop_subject,
+            source,
+        })?;
+    let stopping = tokio::spawn(answer_stop(Arc::clone(&shared), stops));
     let registered = tokio::select! {
         r = register(&shared, spec) => r,
         () = shutdown.cancelled() => Ok(()),
     };
-    if let Err(taken) = registered {
+    if let Err(refused) = registered {
         answers.abort();
         alive.abort();
-        return Err(WorkerError::NameTaken(taken));
+        stopping.abort();
+        return Err(refused.into());
     }
     if shutdown.is_cancelled() {
         answers.abort();
         alive.abort();
+        stopping.abort();
         return Ok(());
     }
     let beats = tokio::spawn(heartbeats(
@@ -301,11 +320,50 @@ async fn serve(
     }
     answers.abort();
     alive.abort();
+    stopping.abort();
     let _ = shared.client.flush().await;
     let taken = shared.taken.lock().ok().and_then(|mut t| t.take());
     match taken {
-        Some(taken) => Err(WorkerError::NameTaken(taken)),
+        Some(refused) => Err(refused.into()),
         None => Ok(()),
+    }
+}
+
+/// Why a registration was refused for good.
+#[derive(Debug)]
+enum Refused {
+    /// Another live process holds the name.
+    Taken(String),
+    /// An operator removed the node this process registered.
+    Removed(String),
+}
+
+impl From<Refused> for WorkerError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Taken(why) => WorkerError::NameTaken(why),
+            Refused::Removed(why) => WorkerError::Removed(why),
+        }
+    }
+}
+
+/// Stops the handlers of the attempts a coordinator names, for as long as
+/// this process runs: their operation was cancelled with `--stop-running`.
+async fn answer_stop(shared: Arc<Shared>, mut asks: async_nats::Subscriber) {
+    while let Some(msg) = asks.next().await {
+        let Ok(stop) = serde_json::from_slice::<StopMsg>(&msg.payload) else {
+            tracing::warn!("an unreadable request to stop handlers arrived on NATS; ignored");
+            continue;
+        };
+        let running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        for token in &stop.tokens {
+            if let Some((held, stop)) = running.get(&token.delivery)
+                && held == token
+            {
+                tracing::info!("stopping the handler of {token}: its operation was cancelled");
+                stop.cancel();
+            }
+        }
     }
 }
 
@@ -335,7 +393,7 @@ async fn answer_holding(shared: Arc<Shared>, mut questions: async_nats::Subscrib
         let mut tokens: Vec<Token> = shared
             .running
             .lock()
-            .map(|r| r.values().copied().collect())
+            .map(|r| r.values().map(|(token, _)| *token).collect())
             .unwrap_or_default();
         if let Ok(reporting) = shared.reporting.lock() {
             tokens.extend(reporting.iter().copied());
@@ -346,9 +404,10 @@ async fn answer_holding(shared: Arc<Shared>, mut questions: async_nats::Subscrib
     }
 }
 
-/// Registers until a coordinator stores it. Refused for good (the text
-/// says why) when another live process holds the name.
-async fn register(shared: &Arc<Shared>, spec: &NodeSpec) -> Result<(), String> {
+/// Registers until a coordinator stores it. Refused for good when another
+/// live process holds the name, or an operator removed this process's
+/// node.
+async fn register(shared: &Arc<Shared>, spec: &NodeSpec) -> Result<(), Refused> {
     let msg = RegisterMsg {
         name: spec.name.clone(),
         node_type: spec.node_type.clone(),
@@ -376,9 +435,15 @@ async fn register(shared: &Arc<Shared>, spec: &NodeSpec) -> Result<(), String> {
                 return Ok(());
             }
             Ok(ack) if ack.taken => {
-                return Err(ack
-                    .error
-                    .unwrap_or_else(|| format!("node name {} is taken", spec.name)));
+                return Err(Refused::Taken(
+                    ack.error
+                        .unwrap_or_else(|| format!("node name {} is taken", spec.name)),
+                ));
+            }
+            Ok(ack) if ack.removed => {
+                return Err(Refused::Removed(ack.error.unwrap_or_else(|| {
+                    format!("node {} was removed from the fleet", spec.name)
+                })));
             }
             Ok(ack) => {
                 tracing::warn!(
@@ -415,17 +480,29 @@ async fn heartbeats(shared: Arc<Shared>, spec: NodeSpec, shutdown: CancellationT
                 // Another process may hold the name now: no offer is taken
                 // until the name is this one's again.
                 shared.registered.store(false, Ordering::SeqCst);
-                if let Err(taken) = register(&shared, &spec).await {
-                    tracing::error!(
-                        "{taken}; this worker stops, and its running handlers with it: the \
-                         other process runs their deliveries now"
-                    );
-                    if let Ok(mut t) = shared.taken.lock() {
-                        *t = Some(taken);
+                match register(&shared, &spec).await {
+                    Ok(()) => {}
+                    Err(Refused::Taken(taken)) => {
+                        tracing::error!(
+                            "{taken}; this worker stops, and its running handlers with it: the \
+                             other process runs their deliveries now"
+                        );
+                        if let Ok(mut t) = shared.taken.lock() {
+                            *t = Some(Refused::Taken(taken));
+                        }
+                        shared.stop_handlers.cancel();
+                        shared.lost_name.cancel();
+                        return;
                     }
-                    shared.stop_handlers.cancel();
-                    shared.lost_name.cancel();
-                    return;
+                    Err(Refused::Removed(why)) => {
+                        // Its handlers finish, or are handed back, as at a
+                        // shutdown: nobody else runs their deliveries.
+                        if let Ok(mut t) = shared.taken.lock() {
+                            *t = Some(Refused::Removed(why));
+                        }
+                        shared.lost_name.cancel();
+                        return;
+                    }
                 }
                 lost = false;
             }
@@ -504,8 +581,11 @@ async fn offer(
         reply(shared, &msg, &ack).await;
         return;
     };
+    // Stopped with every handler at a shutdown, or on its own when its
+    // operation is cancelled.
+    let stop = shared.stop_handlers.child_token();
     if let Ok(mut r) = shared.running.lock() {
-        r.insert(work.token.delivery, work.token);
+        r.insert(work.token.delivery, (work.token, stop.clone()));
     }
     reply(
         shared,
@@ -521,7 +601,7 @@ async fn offer(
     let shared = Arc::clone(shared);
     let reports = reports.clone();
     handlers.spawn(async move {
-        let outcome = handler.handle(&work, &shared.stop_handlers).await;
+        let handled = handler.handle(&work, &stop).await;
         drop(permit);
         // Reporting before no longer running, so that the attempt is never
         // held by neither.
@@ -531,14 +611,15 @@ async fn offer(
         if let Ok(mut r) = shared.running.lock() {
             r.remove(&work.token.delivery);
         }
-        match &outcome {
+        match &handled.outcome {
             Outcome::Done => tracing::debug!("{} ({}): done", work.token, work.kind),
             other => tracing::info!("{} ({}): {}", work.token, work.kind, other.describe()),
         }
         let result = ResultMsg {
             token: work.token,
             node: work.node.clone(),
-            outcome,
+            outcome: handled.outcome,
+            output: handled.output,
         };
         let reporter = Arc::clone(&shared);
         reports.spawn(async move { report(&reporter, result, report_to).await });
@@ -561,8 +642,17 @@ async fn report(shared: &Arc<Shared>, result: ResultMsg, to: Option<String>) {
                 .is_some_and(|c| c.starts_with('.'))
         })
         .unwrap_or_else(|| any.clone());
+    // What the server takes in one message, less room for the headers.
+    let max = shared.client.server_info().max_payload.saturating_sub(1024);
+    let body = match result.fit(max) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!("cannot encode the outcome of {}: {e}", result.token);
+            return;
+        }
+    };
     loop {
-        let answer = request::<ResultAck>(shared, subject.clone(), &result).await;
+        let answer = request_raw::<ResultAck>(shared, subject.clone(), body.clone()).await;
         match answer {
             Ok(ResultAck { stored: true }) => break,
             Err(RequestError::NoResponders) if subject != any => {
@@ -622,12 +712,21 @@ async fn request<T: serde::de::DeserializeOwned>(
     subject: String,
     body: &impl serde::Serialize,
 ) -> Result<T, RequestError> {
+    let body = serde_json::to_vec(body).map_err(|e| RequestError::Other(e.to_string()))?;
+    request_raw(shared, subject, body).await
+}
+
+/// [`request`] with a body already encoded.
+async fn request_raw<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    subject: String,
+    body: Vec<u8>,
+) -> Result<T, RequestError> {
     let timeout = if subject.starts_with(&shared.subjects.results(&shared.config.name)) {
         RESULT_WAIT + Duration::from_secs(1)
     } else {
         Duration::from_secs(5)
     };
-    let body = serde_json::to_vec(body).map_err(|e| RequestError::Other(e.to_string()))?;
     let request = async_nats::Request::new()
         .payload(Bytes::from(body))
         .timeout(Some(timeout));
