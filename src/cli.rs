@@ -97,12 +97,12 @@ pub enum Command {
     /// Run a remote node: register over NATS, send heartbeats, run a
     /// handler per delivery.
     Worker(WorkerArgs),
-    /// Submit, list, show and requeue fan-out operations.
+    /// Submit, list, show, watch, cancel and requeue fan-out operations.
     Ops {
         #[command(subcommand)]
         command: OpsCommand,
     },
-    /// List fan-out nodes, drain and undrain them.
+    /// List fan-out nodes, drain, undrain and remove them.
     Nodes {
         #[command(subcommand)]
         command: NodesCommand,
@@ -695,11 +695,28 @@ pub struct ServeArgs {
     /// timeout before it is offered again (not counted as a failure).
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_positive_duration)]
     pub lease_grace: Duration,
-    /// How long finished deliveries (done, superseded) are kept before they
-    /// are removed; keyless operations stop going to nodes that join later
-    /// after this long too. Dead deliveries stay until requeued.
+    /// How long finished deliveries (done, superseded, cancelled) are kept
+    /// before they are removed; keyless operations stop going to nodes
+    /// that join later after this long too. Dead deliveries stay until
+    /// requeued.
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_positive_duration)]
     pub keep: Duration,
+    /// How much of the end of each handler's stdout and stderr is kept
+    /// with its attempt (redacted), shown by `ops show`; at most 256KiB,
+    /// 0 keeps none.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_output_tail)]
+    pub output_tail: u64,
+}
+
+/// `--output-tail`: a size up to what one NATS message carries with room
+/// to spare ([`backstop_queue::handler::MAX_OUTPUT_TAIL`]).
+pub fn parse_output_tail(value: &str) -> Result<u64, String> {
+    let size = parse_size(value)?;
+    let max = backstop_queue::handler::MAX_OUTPUT_TAIL;
+    if size > max {
+        return Err(format!("at most {}KiB is kept, not {value}", max >> 10));
+    }
+    Ok(size)
 }
 
 #[derive(Debug, Args)]
@@ -791,23 +808,73 @@ pub struct NatsArgs {
     pub nats_key: Option<PathBuf>,
 }
 
-/// How `ops` and `nodes` reach the coordinator.
+/// How `ops` and `nodes` reach the coordinator. Each setting comes from
+/// its flag, else its variable, else the client file
+/// (`$XDG_CONFIG_HOME/backstop/client.toml`: `server`, `token_file`,
+/// `ca_file`).
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// The coordinator's API. The token comes from BACKSTOP_TOKEN, or the
-    /// file `backstop serve` writes beside the state.
-    #[arg(
-        long,
-        env = "BACKSTOP_SERVER",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:7878",
-        global = true
-    )]
-    pub server: String,
+    /// The coordinator's API [default: the client file's `server`, else
+    /// http://127.0.0.1:7878].
+    #[arg(long, env = "BACKSTOP_SERVER", value_name = "URL", global = true)]
+    pub server: Option<String>,
+    /// Read the API token from FILE (readable by you only). Without it:
+    /// BACKSTOP_TOKEN, BACKSTOP_TOKEN_FILE, the client file's
+    /// `token_file`, or the token `backstop serve` keeps beside the state.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
     /// Trust the certificate authorities of this PEM file too, for an
-    /// https:// server whose certificate the system does not trust.
+    /// https:// server whose certificate the system does not trust
+    /// [default: the client file's `ca_file`].
     #[arg(long, env = "BACKSTOP_CA_FILE", value_name = "FILE", global = true)]
     pub ca_file: Option<PathBuf>,
+}
+
+/// How a deliveries' watch runs.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// How often to ask the coordinator.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_positive_duration)]
+    pub interval: Duration,
+}
+
+/// Who asks for a change that every operator sees (a cancellation, a
+/// removal).
+#[derive(Debug, Args)]
+pub struct ByArgs {
+    /// Your name, kept and shown with the change (never a secret)
+    /// [default: $USER, else the fingerprint of the API token].
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
+}
+
+impl ByArgs {
+    /// `--by`, else `$USER` (or `$LOGNAME`).
+    pub fn name(&self) -> Option<String> {
+        self.by.clone().or_else(|| {
+            ["USER", "LOGNAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+        })
+    }
+}
+
+/// How an operation's deliveries run, where it differs from the
+/// coordinator's defaults (and its `[kinds]`).
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// How long a handler may run before it is stopped (1s to 30d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub timeout: Option<Duration>,
+    /// Handler failures after which a delivery is dead.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_failures: Option<u32>,
+    /// Ceiling of the first wait after a failed delivery; later ones double.
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub base_delay: Option<Duration>,
+    /// No wait between attempts of a delivery is longer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub max_delay: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -843,6 +910,8 @@ pub enum OpsCommand {
         /// invocation]. Pass one to rerun a submission that exited 75.
         #[arg(long, value_name = "KEY")]
         idempotency_key: Option<String>,
+        #[command(flatten)]
+        settings: SettingsArgs,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -853,7 +922,7 @@ pub enum OpsCommand {
     /// --dead, the dead deliveries and their last errors.
     List {
         /// Only operations with a delivery in this state (pending,
-        /// in_flight, done, dead, superseded).
+        /// in_flight, done, dead, superseded, cancelled).
         #[arg(long, value_name = "STATE")]
         having: Option<String>,
         /// List dead deliveries instead of operations.
@@ -871,11 +940,54 @@ pub enum OpsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// One operation and each of its deliveries.
+    /// One operation, each of its deliveries, and the end of what the
+    /// handler of each printed in its latest attempt.
     Show {
         /// The operation's id.
         id: i64,
         /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Of each handler's output, at most this many last lines per
+        /// stream; 0 for all that is kept.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        lines: usize,
+        /// Follow its deliveries until every one is finished, as `ops
+        /// watch` does.
+        #[arg(long, conflicts_with = "json")]
+        follow: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Follow an operation's deliveries, a line per change, until every
+    /// one is finished; exit 0 when all are done, 1 when any ended
+    /// otherwise (dead, cancelled, superseded).
+    Watch {
+        /// The operation's id.
+        id: i64,
+        /// One JSON object per change (the delivery as it is now).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel an operation: its waiting and dead deliveries end cancelled,
+    /// those running finish (done if they succeed, else cancelled), and
+    /// nodes that join later do not get it.
+    Cancel {
+        /// The operation's id.
+        id: i64,
+        /// Also stop the handlers of its running deliveries (they end
+        /// cancelled).
+        #[arg(long)]
+        stop_running: bool,
+        #[command(flatten)]
+        by: ByArgs,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -919,6 +1031,22 @@ pub enum NodesCommand {
         /// Undrain it.
         #[arg(long)]
         undo: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Remove (decommission) a node: a worker that is down, or any node
+    /// while drained with nothing running. What waits for it is
+    /// cancelled, its history stays, and a worker of that name started
+    /// later is a new node. A node of backstop.toml stays removed while
+    /// its entry there is unchanged.
+    Remove {
+        /// The node.
+        name: String,
+        #[command(flatten)]
+        by: ByArgs,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         server: ServerArgs,
     },

@@ -8,7 +8,10 @@ use std::time::Duration;
 use backstop_core::{Class, Classified, Policy, Secret};
 use backstop_http::{Client, ClientBuilder, HostBoard, Method, RequestBuilder};
 use backstop_ledger::HostLedger;
-use backstop_queue::api::{OpDetail, RequeueAnswer, RequeueRequest, SubmitAnswer, SubmitRequest};
+use backstop_queue::api::{
+    CancelAnswer, CancelRequest, OpDetail, RemoveAnswer, RemoveRequest, RequeueAnswer,
+    RequeueRequest, SubmitAnswer, SubmitRequest,
+};
 use backstop_queue::model::{Delivery, Node};
 use backstop_queue::store::OpSummary;
 use backstop_transfer::AttemptTimeout;
@@ -141,10 +144,11 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// The coordinator at `--server`, with the token from BACKSTOP_TOKEN or
-    /// the file `backstop serve` writes beside the state.
+    /// The coordinator `server` names, with its token and authorities
+    /// from the flags, the environment or the client file
+    /// ([`crate::client_config`]).
     pub fn new(server: &ServerArgs, state: Option<&str>) -> Result<Coordinator, Report> {
-        let token = crate::state::read_token(state)?;
+        let access = crate::client_config::resolve(server, state)?;
         // A coordinator on this machine answers at once or not at all:
         // retry briefly, then say so.
         let policy = Policy::api()
@@ -152,14 +156,14 @@ impl Coordinator {
             .with_initial_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(2));
         let mut builder = Client::builder().policy(policy);
-        if let Some(path) = &server.ca_file {
+        if let Some(path) = &access.ca_file {
             builder = builder.root_certificates_pem(read_ca_file(path)?);
         }
         let client = builder.build()?;
         Ok(Coordinator {
             client,
-            base: server.server.trim_end_matches('/').to_owned(),
-            token,
+            base: access.server.trim_end_matches('/').to_owned(),
+            token: access.token,
         })
     }
 
@@ -208,6 +212,34 @@ impl Coordinator {
     pub async fn op(&self, id: i64) -> Result<OpDetail, Report> {
         self.get(&format!("/v1/ops/{id}"))
             .json::<OpDetail>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// Every delivery of operation `op`, newest first.
+    pub async fn deliveries_of(&self, op: i64) -> Result<Vec<Delivery>, Report> {
+        let limit = crate::cli::MAX_LIMIT;
+        self.get(&format!("/v1/deliveries?op={op}&limit={limit}"))
+            .json::<Vec<Delivery>>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// Cancels operation `id`. Cancelling twice does what cancelling once
+    /// does, so a retry is safe.
+    pub async fn cancel(&self, id: i64, request: &CancelRequest) -> Result<CancelAnswer, Report> {
+        self.post(Method::POST, &format!("/v1/ops/{id}/cancel"), &json_text(request)?)
+            .idempotent(true)
+            .json::<CancelAnswer>()
+            .await
+            .map_err(|e| self.report(e))
+    }
+
+    /// Removes node `name`.
+    pub async fn remove(&self, name: &str, request: &RemoveRequest) -> Result<RemoveAnswer, Report> {
+        let path = format!("/v1/nodes/{}/remove", encode(name));
+        self.post(Method::POST, &path, &json_text(request)?)
+            .json::<RemoveAnswer>()
             .await
             .map_err(|e| self.report(e))
     }
@@ -276,7 +308,10 @@ impl Coordinator {
                 };
                 let report = Report::new(code, message);
                 if status.as_u16() == 401 {
-                    report.hint("set BACKSTOP_TOKEN to the token `backstop serve` uses")
+                    report.hint(
+                        "use the token `backstop serve` uses (--token-file, BACKSTOP_TOKEN_FILE, \
+                         BACKSTOP_TOKEN, or token_file in the client file)",
+                    )
                 } else {
                     report
                 }
@@ -290,7 +325,8 @@ impl Coordinator {
                         .to_owned()
                 } else {
                     format!(
-                        "is `backstop serve` running at {}? (--server or BACKSTOP_SERVER)",
+                        "is `backstop serve` running at {}? (--server, BACKSTOP_SERVER, or \
+                         server in the client file)",
                         self.base
                     )
                 };

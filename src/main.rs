@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod client_config;
 mod cmd;
 mod logging;
 mod nats;

@@ -2,7 +2,7 @@
 //! queue share one database (each component keeps its own version in
 //! `backstop_schema`), and the coordinator's API token sits beside it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use backstop_core::{Secret, StateLocation};
 use backstop_ledger::Ledger;
@@ -48,26 +48,8 @@ pub fn token_file(spec: Option<&str>) -> Result<Option<PathBuf>, Report> {
     Ok(Some(dir.join("serve.token")))
 }
 
-/// The API token: `BACKSTOP_TOKEN`, else the token file.
-pub fn read_token(spec: Option<&str>) -> Result<Secret, Report> {
-    if let Some(token) = env_token() {
-        return Ok(token);
-    }
-    let missing = || {
-        Report::new(exit::USAGE, "no API token: BACKSTOP_TOKEN is not set").hint(
-            "set BACKSTOP_TOKEN to the coordinator's token, or run this where `backstop serve` keeps its state",
-        )
-    };
-    let Some(path) = token_file(spec)? else {
-        return Err(missing());
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => Ok(Secret::new(text.trim())),
-        _ => Err(missing()),
-    }
-}
-
-fn env_token() -> Option<Secret> {
+/// `BACKSTOP_TOKEN`, when set and not blank.
+pub fn env_token() -> Option<Secret> {
     std::env::var("BACKSTOP_TOKEN")
         .ok()
         .map(|t| t.trim().to_owned())
@@ -75,11 +57,59 @@ fn env_token() -> Option<Secret> {
         .map(Secret::new)
 }
 
-/// The coordinator's token: `BACKSTOP_TOKEN`, else the token file, made
+/// The token in `path`, named in messages as `what`: refused when others
+/// may read the file or it holds nothing; a warning when the group may.
+pub fn read_token_file(path: &Path, what: &str) -> Result<Secret, Report> {
+    let named = |e: &std::io::Error| {
+        Report::from_error(exit::USAGE, e).detail(format!("{what}: {}", path.display()))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| named(&e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            return Err(Report::new(
+                exit::USAGE,
+                format!(
+                    "the API token in {} can be read by every user of this machine (mode {mode:04o}); it is not used",
+                    path.display()
+                ),
+            )
+            .hint(format!("chmod 600 {}", path.display())));
+        }
+        if mode & 0o040 != 0 {
+            tracing::warn!(
+                "the API token in {} can be read by its group (mode {mode:04o}); chmod 600 it \
+                 unless the group is meant to",
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let text = std::fs::read_to_string(path).map_err(|e| named(&e))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Report::new(
+            exit::USAGE,
+            format!("{what} {} holds no token", path.display()),
+        ));
+    }
+    Ok(Secret::new(token))
+}
+
+/// The coordinator's token: `BACKSTOP_TOKEN`, else the file
+/// `BACKSTOP_TOKEN_FILE` names, else the token file beside the state, made
 /// with 256 random bits when missing. Returns where it came from.
 pub fn serve_token(spec: Option<&str>) -> Result<(Secret, String), Report> {
     if let Some(token) = env_token() {
         return Ok((token, "BACKSTOP_TOKEN".to_owned()));
+    }
+    if let Some(path) = std::env::var_os("BACKSTOP_TOKEN_FILE").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        let token = read_token_file(&path, "BACKSTOP_TOKEN_FILE")?;
+        return Ok((token, path.display().to_string()));
     }
     let Some(path) = token_file(spec)? else {
         return Err(Report::new(

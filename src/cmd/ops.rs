@@ -1,15 +1,16 @@
 //! `backstop ops` and `backstop nodes`: the coordinator's API from the
 //! command line. A table on a terminal, JSON for scripts.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::SystemTime;
 
-use backstop_queue::api::{RequeueRequest, SubmitRequest};
-use backstop_queue::model::{Delivery, DeliveryState, Node, Op};
+use backstop_queue::api::{CancelRequest, OpDetail, RemoveRequest, RequeueRequest, SubmitRequest};
+use backstop_queue::model::{Attempt, Delivery, DeliveryState, Node, Op, Settings};
 use backstop_queue::store::OpSummary;
 use serde_json::json;
 
-use crate::cli::{NodesCommand, OpsCommand};
+use crate::cli::{NodesCommand, OpsCommand, WatchArgs};
 use crate::client::Coordinator;
 use crate::report::{Report, exit, plural};
 
@@ -23,6 +24,7 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             payload,
             present_only,
             idempotency_key,
+            settings,
             json,
             server,
         } => {
@@ -41,6 +43,10 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
                 key,
                 payload: Some(payload.unwrap_or_else(|| json!({}))),
                 present_only: typed && present_only,
+                timeout: settings.timeout,
+                max_failures: settings.max_failures,
+                base_delay: settings.base_delay,
+                max_delay: settings.max_delay,
             };
             let answer = api
                 .submit(&request, &idempotency_key)
@@ -75,7 +81,11 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
                     answer.superseded
                 ));
             }
-            print(&format!("{line}\n"))
+            line.push('\n');
+            if let Some(settings) = settings_text(&op.settings) {
+                line.push_str(&format!("settings: {settings}\n"));
+            }
+            print(&line)
         }
         OpsCommand::List {
             having,
@@ -93,24 +103,75 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             let list = api.ops(having.as_deref(), limit).await?;
             print_list(&list, json, ops_table)
         }
-        OpsCommand::Show { id, json, server } => {
+        OpsCommand::Show {
+            id,
+            json,
+            lines,
+            follow,
+            watch,
+            server,
+        } => {
             let api = Coordinator::new(&server, state)?;
+            if follow {
+                return watch_op(&api, id, false, &watch).await;
+            }
             let detail = api.op(id).await?;
             if json {
                 return print_json(&detail);
             }
-            let op = &detail.op;
-            let mut out = format!(
-                "operation {}: {} for {}{}, submitted {}\npayload: {}\n\n",
+            print(&show_text(&detail, lines, terminal()))
+        }
+        OpsCommand::Watch {
+            id,
+            json,
+            watch,
+            server,
+        } => {
+            let api = Coordinator::new(&server, state)?;
+            watch_op(&api, id, json, &watch).await
+        }
+        OpsCommand::Cancel {
+            id,
+            stop_running,
+            by,
+            json,
+            server,
+        } => {
+            let api = Coordinator::new(&server, state)?;
+            let request = CancelRequest {
+                by: by.name(),
+                stop_running,
+            };
+            let answer = api.cancel(id, &request).await?;
+            if json {
+                return print_json(&answer);
+            }
+            let op = &answer.op;
+            let mut line = format!(
+                "operation {} ({}) cancelled{}: {} cancelled",
                 op.id,
                 op.kind,
-                target(op),
-                key_text(op),
-                time(op.created),
-                op.payload
+                op.cancelled
+                    .as_ref()
+                    .map(|c| format!(" by {} at {}", c.by, time(c.at)))
+                    .unwrap_or_default(),
+                plural(answer.cancelled, "delivery", "deliveries")
             );
-            out.push_str(&deliveries_table(&detail.deliveries, terminal()));
-            print(&out)
+            if answer.running > 0 {
+                if stop_running {
+                    line.push_str(&format!(
+                        "; {} running, {} told to stop (they end cancelled)",
+                        answer.running, answer.stopping
+                    ));
+                } else {
+                    line.push_str(&format!(
+                        "; {} running finish (done if they succeed, else cancelled; \
+                         --stop-running stops them)",
+                        answer.running
+                    ));
+                }
+            }
+            print(&format!("{line}\n"))
         }
         OpsCommand::Requeue {
             op,
@@ -153,6 +214,24 @@ pub async fn nodes(command: NodesCommand, state: Option<&str>) -> Result<(), Rep
             let api = Coordinator::new(&server, state)?;
             let list = api.nodes().await?;
             print_list(&list, json, nodes_table)
+        }
+        NodesCommand::Remove {
+            name,
+            by,
+            json,
+            server,
+        } => {
+            let api = Coordinator::new(&server, state)?;
+            let answer = api.remove(&name, &RemoveRequest { by: by.name() }).await?;
+            if json {
+                return print_json(&answer);
+            }
+            print(&format!(
+                "node {} removed: it gets nothing more, {} cancelled, its history kept; a worker \
+                 started under its name later is a new node\n",
+                answer.node.name,
+                plural(answer.cancelled, "delivery", "deliveries")
+            ))
         }
         NodesCommand::Drain { name, undo, server } => {
             let api = Coordinator::new(&server, state)?;
@@ -240,6 +319,193 @@ fn key_text(op: &Op) -> String {
     }
 }
 
+/// An operation's own settings, "timeout 30m, max_failures 5"; `None`
+/// when it has none.
+fn settings_text(settings: &Settings) -> Option<String> {
+    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let parts: Vec<String> = [
+        settings.timeout.map(|t| format!("timeout {}", d(t))),
+        settings.max_failures.map(|n| format!("max_failures {n}")),
+        settings.base_delay.map(|t| format!("base_delay {}", d(t))),
+        settings.max_delay.map(|t| format!("max_delay {}", d(t))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// What `ops show` prints: the operation, its deliveries, and the last
+/// `lines` lines (0: all) of each stream each delivery's latest attempt
+/// printed.
+fn show_text(detail: &OpDetail, lines: usize, terminal: bool) -> String {
+    let op = &detail.op;
+    let mut out = format!(
+        "operation {}: {} for {}{}, submitted {}\n",
+        op.id,
+        op.kind,
+        target(op),
+        key_text(op),
+        time(op.created)
+    );
+    if let Some(c) = &op.cancelled {
+        out.push_str(&format!("cancelled by {} at {}\n", c.by, time(c.at)));
+    }
+    if let Some(settings) = settings_text(&op.settings) {
+        out.push_str(&format!("settings: {settings}\n"));
+    }
+    out.push_str(&format!("payload: {}\n\n", op.payload));
+    out.push_str(&deliveries_table(&detail.deliveries, terminal));
+    for attempt in &detail.attempts {
+        out.push_str(&attempt_text(attempt, lines));
+    }
+    out
+}
+
+/// One attempt's outcome and the end of what it printed.
+fn attempt_text(attempt: &Attempt, lines: usize) -> String {
+    let mut out = format!(
+        "\ndelivery {} to {}, attempt {}: {}{}, {}\n",
+        attempt.delivery,
+        attempt.node,
+        attempt.attempt,
+        attempt.outcome,
+        attempt
+            .error
+            .as_deref()
+            .map(|e| format!(" ({})", short(Some(e))))
+            .unwrap_or_default(),
+        time(attempt.finished)
+    );
+    for (name, text) in [
+        ("stdout", &attempt.output.stdout),
+        ("stderr", &attempt.output.stderr),
+    ] {
+        let all: Vec<&str> = text.lines().collect();
+        if all.is_empty() {
+            continue;
+        }
+        let skip = if lines == 0 {
+            0
+        } else {
+            all.len().saturating_sub(lines)
+        };
+        out.push_str(&format!("  {name}:\n"));
+        if skip > 0 {
+            out.push_str(&format!(
+                "    … {} earlier (--lines 0 shows all that is kept)\n",
+                plural(skip as u64, "line", "lines")
+            ));
+        }
+        for line in &all[skip..] {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
+    out
+}
+
+/// Follows operation `id`'s deliveries: a line (or, with `json`, the
+/// delivery as JSON) for each that is new or changed, until every one is
+/// finished; then `Ok` when all are done, else exit 1 saying how they
+/// ended.
+async fn watch_op(api: &Coordinator, id: i64, json: bool, watch: &WatchArgs) -> Result<(), Report> {
+    let detail = api.op(id).await?;
+    let op = &detail.op;
+    if !json {
+        print(&format!(
+            "operation {}: {} for {}{}\n",
+            op.id,
+            op.kind,
+            target(op),
+            key_text(op)
+        ))?;
+    }
+    let mut seen: HashMap<i64, String> = HashMap::new();
+    let mut deliveries = detail.deliveries;
+    loop {
+        deliveries.sort_by_key(|d| d.id);
+        for d in &deliveries {
+            let now = change_text(d);
+            if seen.get(&d.id) != Some(&now) {
+                if json {
+                    print(&json_line(d)?)?;
+                } else {
+                    print(&format!("{} {now}\n", time(d.updated)))?;
+                }
+                seen.insert(d.id, now);
+            }
+        }
+        if deliveries.iter().all(|d| d.state.is_final()) {
+            break;
+        }
+        tokio::time::sleep(watch.interval).await;
+        deliveries = api.deliveries_of(id).await?;
+    }
+    let mut counts: Vec<(DeliveryState, u64)> = Vec::new();
+    for st in DeliveryState::ALL {
+        let n = deliveries.iter().filter(|d| d.state == st).count() as u64;
+        if n > 0 {
+            counts.push((st, n));
+        }
+    }
+    let summary = counts
+        .iter()
+        .map(|(st, n)| format!("{n} {st}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if counts.iter().all(|(st, _)| *st == DeliveryState::Done) {
+        if !json {
+            print(&format!("operation {id}: every delivery done ({summary})\n"))?;
+        }
+        return Ok(());
+    }
+    Err(Report::new(
+        exit::FAILURE,
+        format!("operation {id} finished, not all done: {summary}"),
+    )
+    .hint(format!("see `backstop ops show {id}` for the errors and output")))
+}
+
+/// How a delivery stands, as a line of `ops watch`.
+fn change_text(d: &Delivery) -> String {
+    let what = format!("delivery {} to {}:", d.id, d.node);
+    let error = || {
+        d.last_error
+            .as_deref()
+            .map(|e| format!(" ({})", short(Some(e))))
+            .unwrap_or_default()
+    };
+    match d.state {
+        DeliveryState::Pending => match d.held {
+            Some(hold) => format!("{what} pending, {}", hold.describe()),
+            None => format!("{what} pending, next {}{}", time(d.next_at), error()),
+        },
+        DeliveryState::InFlight => format!(
+            "{what} in flight, attempt {}{}",
+            d.attempts,
+            if d.cancelled.is_some() {
+                " (its operation was cancelled)"
+            } else {
+                ""
+            }
+        ),
+        DeliveryState::Done => format!("{what} done"),
+        DeliveryState::Dead => format!(
+            "{what} dead after {}{}",
+            plural(u64::from(d.failures), "failure", "failures"),
+            error()
+        ),
+        DeliveryState::Superseded => format!("{what} superseded by a newer operation with its key"),
+        DeliveryState::Cancelled => format!(
+            "{what} cancelled{}",
+            d.cancelled
+                .as_ref()
+                .map(|c| format!(" by {}", c.by))
+                .unwrap_or_default()
+        ),
+    }
+}
+
 /// The last line of an error, shortened for a table cell.
 fn short(error: Option<&str>) -> String {
     let t = error.unwrap_or("-");
@@ -269,6 +535,7 @@ fn ops_table(ops: &[OpSummary], terminal: bool) -> String {
                 d.done.to_string(),
                 d.dead.to_string(),
                 d.superseded.to_string(),
+                d.cancelled.to_string(),
                 time(op.created),
             ]
         })
@@ -284,6 +551,7 @@ fn ops_table(ops: &[OpSummary], terminal: bool) -> String {
             "DONE",
             "DEAD",
             "SUPERSEDED",
+            "CANCELLED",
             "CREATED",
         ],
         &rows,
@@ -342,6 +610,11 @@ fn deliveries_table(deliveries: &[Delivery], terminal: bool) -> String {
                 }
                 _ => opt_time(d.finished),
             };
+            let state = match (d.state, &d.cancelled) {
+                (DeliveryState::Cancelled, Some(c)) => format!("cancelled by {}", c.by),
+                (DeliveryState::InFlight, Some(_)) => "in_flight (cancelling)".to_owned(),
+                (st, _) => st.to_string(),
+            };
             // Since the last requeue, and in all when they differ.
             let attempts = if d.attempts == d.attempt {
                 d.attempts.to_string()
@@ -351,7 +624,7 @@ fn deliveries_table(deliveries: &[Delivery], terminal: bool) -> String {
             vec![
                 d.id.to_string(),
                 d.node.clone(),
-                d.state.to_string(),
+                state,
                 attempts,
                 d.failures.to_string(),
                 when,

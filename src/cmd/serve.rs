@@ -74,9 +74,11 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
         .base(args.base_delay)
         .cap(args.max_delay)
         .max_failures(args.max_failures);
+    coordinator.kinds = config.kinds.clone();
     coordinator.dispatch = DispatchConfig {
         handler_timeout: args.handler_timeout,
         lease_grace: args.lease_grace,
+        output_tail: args.output_tail,
         ..DispatchConfig::default()
     };
     let local_names: Vec<String> = coordinator

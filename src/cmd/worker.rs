@@ -30,10 +30,19 @@ pub async fn run(args: WorkerArgs) -> Result<(), Report> {
         stop.cancel();
     });
     // Until NATS answers, each failure is logged and tried again.
-    worker::run(&server, subjects, config, shutdown)
-        .await
-        .map_err(|e| match e {
+    let ran = match worker::run(&server, subjects, config, shutdown).await {
+        // Decommissioned: stopping is what the operator asked for.
+        Err(worker::WorkerError::Removed(why)) => {
+            tracing::warn!("{why}");
+            Ok(())
+        }
+        other => other,
+    };
+    ran.map_err(|e| match e {
             worker::WorkerError::Invalid(e) => Report::from(e),
+            removed @ worker::WorkerError::Removed(_) => {
+                Report::from_error(crate::report::exit::FAILURE, &removed)
+            }
             worker::WorkerError::Nats(e) => Report::from(e),
             taken @ worker::WorkerError::NameTaken(_) => {
                 Report::from_error(crate::report::exit::USAGE, &taken)
