@@ -228,15 +228,23 @@ impl Coordinator {
     /// Cancels operation `id`. Cancelling twice does what cancelling once
     /// does, so a retry is safe.
     pub async fn cancel(&self, id: i64, request: &CancelRequest) -> Result<CancelAnswer, Report> {
-        self.post(Method::POST, &format!("/v1/ops/{id}/cancel"), &json_text(request)?)
-            .idempotent(true)
-            .json::<CancelAnswer>()
-            .await
-            .map_err(|e| self.report(e))
+        self.post(
+            Method::POST,
+            &format!("/v1/ops/{id}/cancel"),
+            &json_text(request)?,
+        )
+        .idempotent(true)
+        .json::<CancelAnswer>()
+        .await
+        .map_err(|e| self.report(e))
     }
 
     /// Removes node `name`.
-    pub async fn remove(&self, name: &str, request: &RemoveRequest) -> Result<RemoveAnswer, Report> {
+    pub async fn remove(
+        &self,
+        name: &str,
+        request: &RemoveRequest,
+    ) -> Result<RemoveAnswer, Report> {
         let path = format!("/v1/nodes/{}/remove", encode(name));
         self.post(Method::POST, &path, &json_text(request)?)
             .json::<RemoveAnswer>()

@@ -373,7 +373,7 @@ fn attempt_text(attempt: &Attempt, lines: usize) -> String {
         attempt
             .error
             .as_deref()
-            .map(|e| format!(" ({})", short(Some(e))))
+            .map(|e| format!(" ({})", first_line(e)))
             .unwrap_or_default(),
         time(attempt.finished)
     );
@@ -455,7 +455,9 @@ async fn watch_op(api: &Coordinator, id: i64, json: bool, watch: &WatchArgs) -> 
         .join(", ");
     if counts.iter().all(|(st, _)| *st == DeliveryState::Done) {
         if !json {
-            print(&format!("operation {id}: every delivery done ({summary})\n"))?;
+            print(&format!(
+                "operation {id}: every delivery done ({summary})\n"
+            ))?;
         }
         return Ok(());
     }
@@ -463,7 +465,9 @@ async fn watch_op(api: &Coordinator, id: i64, json: bool, watch: &WatchArgs) -> 
         exit::FAILURE,
         format!("operation {id} finished, not all done: {summary}"),
     )
-    .hint(format!("see `backstop ops show {id}` for the errors and output")))
+    .hint(format!(
+        "see `backstop ops show {id}` for the errors and output"
+    )))
 }
 
 /// How a delivery stands, as a line of `ops watch`.
@@ -503,6 +507,17 @@ fn change_text(d: &Delivery) -> String {
                 .map(|c| format!(" by {}", c.by))
                 .unwrap_or_default()
         ),
+    }
+}
+
+/// The first line of an error (its head: "exit 3: ..."), shortened: its
+/// whole stderr is shown below it.
+fn first_line(error: &str) -> String {
+    let line = error.lines().next().unwrap_or("").trim();
+    if line.chars().count() > 80 {
+        format!("{}…", line.chars().take(79).collect::<String>())
+    } else {
+        line.to_owned()
     }
 }
 

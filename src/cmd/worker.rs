@@ -39,20 +39,20 @@ pub async fn run(args: WorkerArgs) -> Result<(), Report> {
         other => other,
     };
     ran.map_err(|e| match e {
-            worker::WorkerError::Invalid(e) => Report::from(e),
-            removed @ worker::WorkerError::Removed(_) => {
-                Report::from_error(crate::report::exit::FAILURE, &removed)
-            }
-            worker::WorkerError::Nats(e) => Report::from(e),
-            taken @ worker::WorkerError::NameTaken(_) => {
-                Report::from_error(crate::report::exit::USAGE, &taken)
-            }
-            denied @ worker::WorkerError::Denied { .. } => {
-                Report::from_error(crate::report::exit::FAILURE, &denied).hint(
-                    "give this worker the credentials of its --name, or the server's \
+        worker::WorkerError::Invalid(e) => Report::from(e),
+        removed @ worker::WorkerError::Removed(_) => {
+            Report::from_error(crate::report::exit::FAILURE, &removed)
+        }
+        worker::WorkerError::Nats(e) => Report::from(e),
+        taken @ worker::WorkerError::NameTaken(_) => {
+            Report::from_error(crate::report::exit::USAGE, &taken)
+        }
+        denied @ worker::WorkerError::Denied { .. } => {
+            Report::from_error(crate::report::exit::FAILURE, &denied).hint(
+                "give this worker the credentials of its --name, or the server's \
                      permissions for it (see `backstop worker` in the README)",
-                )
-            }
-        })?;
+            )
+        }
+    })?;
     Ok(())
 }

@@ -282,7 +282,7 @@ mod tests {
             ("not toml", "line 1"),
             (
                 "[kinds.install]\ntimeout = \"0s\"\n",
-                "[kinds.install]: timeout 0s is out of bounds",
+                "[kinds.install]: timeout 0 ms is out of bounds: use 1 s to 30 d",
             ),
             (
                 "[kinds.install]\nmax_failures = 0\n",

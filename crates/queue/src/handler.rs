@@ -146,6 +146,18 @@ impl From<Outcome> for Handled {
 }
 
 impl Handled {
+    /// The outcome of a handler stopped because its operation was cancelled
+    /// (`--stop-running`): a release says so, rather than what the handler
+    /// took its stop for.
+    pub fn stopped_by_cancel(mut self) -> Handled {
+        if let Outcome::Released(_) = self.outcome {
+            self.outcome = Outcome::Released(
+                "its operation was cancelled, and its handler stopped".to_owned(),
+            );
+        }
+        self
+    }
+
     /// Whether the attempt is worth a record of its own: it failed, or its
     /// handler printed something. A quiet success, or a delivery handed
     /// back before its handler ran, leaves none.
@@ -287,9 +299,7 @@ impl CommandHandler {
             ))
         } else if run.interrupted {
             Outcome::Released(
-                "the handler was stopped before it ended (its node is shutting down, or its \
-                 operation was cancelled); not counted as a failure"
-                    .to_owned(),
+                "the node stopped its handler to shut down; not counted as a failure".to_owned(),
             )
         } else {
             let err_tail = tail_lines(

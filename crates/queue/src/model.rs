@@ -60,7 +60,8 @@ pub enum Invalid {
         bounds: String,
     },
     /// Who is named as having done something (`by`): empty, too long,
-    /// with control characters, or looking like a credential.
+    /// with control characters, or looking like a credential (shown
+    /// redacted).
     #[error(
         "{0:?} cannot name who did this: use 1 to {MAX_NAME} printable characters, and never a \
          token or password"
@@ -81,7 +82,13 @@ pub fn check_actor(by: &str) -> Result<(), Invalid> {
     if ok {
         Ok(())
     } else {
-        Err(Invalid::Actor(by.chars().take(MAX_NAME).collect()))
+        // Never the value itself: it may be the credential it looks like.
+        Err(Invalid::Actor(
+            backstop_core::redact(by, &[])
+                .chars()
+                .take(MAX_NAME)
+                .collect(),
+        ))
     }
 }
 
@@ -512,8 +519,7 @@ impl Settings {
     /// Checks each setting against its bounds, and that the base delay is
     /// not longer than the max delay when both are set.
     pub fn validate(&self) -> Result<(), Invalid> {
-        // As they are written: what the user would type.
-        let text = |d: Duration| humantime::format_duration(d).to_string();
+        let text = |d: Duration| backstop_core::HumanDuration(d).to_string();
         let check = |name, value: Option<Duration>, min, max| match value {
             Some(v) if v < min || v > max => Err(Invalid::Setting {
                 name,

@@ -691,6 +691,10 @@ async fn a_cancelled_op_s_running_handler_is_stopped_and_its_output_kept() {
         .unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].outcome, "released");
+    assert_eq!(
+        kept[0].error.as_deref(),
+        Some("its operation was cancelled, and its handler stopped")
+    );
     assert_eq!(kept[0].output.stdout, "halfway\n");
     assert_eq!(kept[0].output.stderr, "api_key=<redacted> \n");
     // Stopping what no longer runs asks nothing.

@@ -68,8 +68,9 @@ pub struct LocalTransport {
     nodes: HashMap<String, HashMap<String, Arc<dyn Handler>>>,
     stop: CancellationToken,
     owners: HashMap<String, Owner>,
-    /// What stops each attempt running now ([`Transport::stop`]).
-    running: Mutex<HashMap<Token, CancellationToken>>,
+    /// What stops each attempt running now ([`Transport::stop`]), and
+    /// whether it was stopped so.
+    running: Mutex<HashMap<Token, (CancellationToken, bool)>>,
 }
 
 impl LocalTransport {
@@ -87,7 +88,7 @@ impl LocalTransport {
         }
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Token, CancellationToken>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Token, (CancellationToken, bool)>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -140,19 +141,22 @@ impl Transport for LocalTransport {
             };
             // Stopped with every handler of this coordinator, or on its own.
             let stop = self.stop.child_token();
-            self.running().insert(work.token, stop.clone());
+            self.running().insert(work.token, (stop.clone(), false));
             let handled = handler.handle(work, &stop).await;
-            self.running().remove(&work.token);
-            Reply::from(handled)
+            match self.running().remove(&work.token) {
+                Some((_, true)) => Reply::from(handled.stopped_by_cancel()),
+                _ => Reply::from(handled),
+            }
         })
     }
 
     fn stop<'a>(&'a self, _node: &'a str, attempts: &'a [Token]) -> BoxFuture<'a, usize> {
         Box::pin(async move {
-            let running = self.running();
+            let mut running = self.running();
             let mut stopped = 0;
             for token in attempts {
-                if let Some(stop) = running.get(token) {
+                if let Some((stop, by_cancel)) = running.get_mut(token) {
+                    *by_cancel = true;
                     stop.cancel();
                     stopped += 1;
                 }

@@ -137,6 +137,8 @@ struct Shared {
     taken: Mutex<Option<Refused>>,
     /// Attempts running, by delivery, with what stops each one.
     running: Mutex<HashMap<DeliveryId, (Token, CancellationToken)>>,
+    /// Attempts stopped because their operation was cancelled.
+    cancelled: Mutex<HashSet<Token>>,
     /// Outcomes not yet stored by a coordinator.
     reporting: Mutex<HashSet<Token>>,
     slots: Arc<Semaphore>,
@@ -215,6 +217,7 @@ async fn serve(
         lost_name: CancellationToken::new(),
         taken: Mutex::new(None),
         running: Mutex::new(HashMap::new()),
+        cancelled: Mutex::new(HashSet::new()),
         reporting: Mutex::new(HashSet::new()),
         stop_handlers: CancellationToken::new(),
         give_up: CancellationToken::new(),
@@ -361,6 +364,9 @@ async fn answer_stop(shared: Arc<Shared>, mut asks: async_nats::Subscriber) {
                 && held == token
             {
                 tracing::info!("stopping the handler of {token}: its operation was cancelled");
+                if let Ok(mut c) = shared.cancelled.lock() {
+                    c.insert(*token);
+                }
                 stop.cancel();
             }
         }
@@ -601,8 +607,16 @@ async fn offer(
     let shared = Arc::clone(shared);
     let reports = reports.clone();
     handlers.spawn(async move {
-        let handled = handler.handle(&work, &stop).await;
+        let mut handled = handler.handle(&work, &stop).await;
         drop(permit);
+        if shared
+            .cancelled
+            .lock()
+            .map(|mut c| c.remove(&work.token))
+            .unwrap_or(false)
+        {
+            handled = handled.stopped_by_cancel();
+        }
         // Reporting before no longer running, so that the attempt is never
         // held by neither.
         if let Ok(mut r) = shared.reporting.lock() {
