@@ -605,3 +605,100 @@ fn the_client_finds_its_server_and_token_in_its_file_and_flags_and_variables_com
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no API token"), "{err}");
 }
+
+#[test]
+fn cancel_remove_and_attempts_answer_bad_input_with_a_clear_4xx_and_change_nothing() {
+    let f = fleet();
+    f.config("[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nhandle = { install = \"true\" }\n");
+    let _serve = f.serve(&[]);
+    let op = f.submit("install", "cpu", &[]);
+    f.wait_state(op, "cpu-1", "done");
+    let server = server_of(&f);
+    let cancel = format!("/v1/ops/{op}/cancel");
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "POST",
+            "/v1/ops/abc/cancel",
+            "",
+            400,
+            "\"abc\" is not an operation id",
+        ),
+        (
+            "POST",
+            "/v1/ops/999/cancel",
+            "",
+            404,
+            "there is no operation 999",
+        ),
+        (
+            "POST",
+            &cancel,
+            r#"{"stop": true}"#,
+            400,
+            "unknown field `stop`",
+        ),
+        ("POST", &cancel, "[", 400, "malformed JSON"),
+        (
+            "POST",
+            &cancel,
+            r#"{"by": ""}"#,
+            422,
+            "cannot name who did this",
+        ),
+        (
+            "POST",
+            &cancel,
+            r#"{"by": "a\u0007b"}"#,
+            422,
+            "cannot name who did this",
+        ),
+        (
+            "POST",
+            "/v1/nodes/cpu-9/remove",
+            "",
+            404,
+            "there is no node named \"cpu-9\"",
+        ),
+        (
+            "POST",
+            "/v1/nodes/cpu-1/remove",
+            "",
+            409,
+            "node cpu-1 cannot be removed",
+        ),
+        (
+            "GET",
+            "/v1/deliveries/x/attempts",
+            "",
+            400,
+            "\"x\" is not a delivery id",
+        ),
+        (
+            "POST",
+            "/v1/ops",
+            r#"{"kind": "install", "type": "cpu", "timeout": "a fortnight"}"#,
+            400,
+            "is not a duration",
+        ),
+        (
+            "POST",
+            "/v1/ops",
+            r#"{"kind": "install", "type": "cpu", "max_failures": 5000}"#,
+            422,
+            "max_failures 5000 is out of bounds: use 1 to 1000",
+        ),
+    ];
+    for (method, path, body, status, want) in cases {
+        let (got, answer) = http(&server, method, path, Some(&f.token), body);
+        assert_eq!(got, *status, "{method} {path} {body}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(want), "{method} {path} {body}: {error}");
+    }
+    let (got, _) = http(&server, "POST", &cancel, None, "");
+    assert_eq!(got, 401);
+    // Nothing changed: the operation is not cancelled, the node is there,
+    // and only the one operation exists.
+    assert_eq!(f.op(op)["cancelled"], Value::Null);
+    assert_eq!(f.node("cpu-1")["drained"], false);
+    assert_eq!(f.json_lines(&["ops", "list"]).len(), 1);
+}

@@ -10,8 +10,12 @@
 //!   still runs an older one with the key — install-then-delete never runs
 //!   backwards.
 //! - [`Schedule`]: exponential backoff with full jitter per delivery, a
-//!   dead-letter cap on handler failures (default 10). Failing to reach a
-//!   node spends nothing and parks the node until a heartbeat.
+//!   dead-letter cap on handler failures (default 10), each overridden by
+//!   an operation's own [`Settings`]. Failing to reach a node spends
+//!   nothing and parks the node until a heartbeat.
+//! - Operators cancel operations ([`Store::cancel`]) and remove nodes
+//!   ([`Store::remove_node`]); each attempt worth it is kept with the end
+//!   of its handler's output ([`Output`], [`Store::attempts`]).
 //! - [`store`]: the [`Store`] trait, its SQLite implementation for one
 //!   machine and its PostgreSQL implementation for a fleet with several
 //!   coordinators.

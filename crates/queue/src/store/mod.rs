@@ -199,11 +199,12 @@ pub trait Store: Send + Sync {
     /// Retention: removes finished history older than `before`, so that
     /// the hot table stays small. Keyless operations created before it stop
     /// being live (nodes that join later no longer receive them); then the
-    /// done and superseded deliveries of operations that are not live,
-    /// finished before it, are removed — at most `limit` per call, oldest
-    /// first — and so are those operations once nothing of theirs is left.
-    /// Dead deliveries, and the live operation of each key with its
-    /// deliveries (the desired state: who has it), stay.
+    /// done, superseded and cancelled deliveries of operations that are not
+    /// live, finished before it, are removed with the attempts kept of
+    /// them — at most `limit` per call, oldest first — and so are those
+    /// operations once nothing of theirs is left. Dead deliveries, and the
+    /// live operation of each key with its deliveries (the desired state:
+    /// who has it), stay.
     ///
     /// Idempotency keys are kept [`IDEMPOTENCY_WINDOW`] longer than
     /// history: those created before `before - IDEMPOTENCY_WINDOW` are
