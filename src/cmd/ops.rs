@@ -319,6 +319,17 @@ fn key_text(op: &Op) -> String {
     }
 }
 
+/// "operation 12: install for type gpu, key llama".
+fn heading(op: &Op) -> String {
+    format!(
+        "operation {}: {} for {}{}",
+        op.id,
+        op.kind,
+        target(op),
+        key_text(op)
+    )
+}
+
 /// An operation's own settings, "timeout 30m, max_failures 5"; `None`
 /// when it has none.
 fn settings_text(settings: &Settings) -> Option<String> {
@@ -340,14 +351,7 @@ fn settings_text(settings: &Settings) -> Option<String> {
 /// printed.
 fn show_text(detail: &OpDetail, lines: usize, terminal: bool) -> String {
     let op = &detail.op;
-    let mut out = format!(
-        "operation {}: {} for {}{}, submitted {}\n",
-        op.id,
-        op.kind,
-        target(op),
-        key_text(op),
-        time(op.created)
-    );
+    let mut out = format!("{}, submitted {}\n", heading(op), time(op.created));
     if let Some(c) = &op.cancelled {
         out.push_str(&format!("cancelled by {} at {}\n", c.by, time(c.at)));
     }
@@ -412,13 +416,7 @@ async fn watch_op(api: &Coordinator, id: i64, json: bool, watch: &WatchArgs) -> 
     let detail = api.op(id).await?;
     let op = &detail.op;
     if !json {
-        print(&format!(
-            "operation {}: {} for {}{}\n",
-            op.id,
-            op.kind,
-            target(op),
-            key_text(op)
-        ))?;
+        print(&format!("{}\n", heading(op)))?;
     }
     let mut seen: HashMap<i64, String> = HashMap::new();
     let mut deliveries = detail.deliveries;

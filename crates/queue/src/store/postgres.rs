@@ -444,6 +444,15 @@ impl Store for PostgresStore {
         let capacity = i64::from(node.capacity);
         self.tx(|tx| {
             lock_type(tx, &node.node_type)?;
+            // The node's row first: a removal under way is waited for,
+            // and its tombstone then seen.
+            let previous: Option<String> = tx
+                .query_opt(
+                    "SELECT session FROM backstop_queue_nodes WHERE name = $1 FOR UPDATE",
+                    &[&node.name],
+                )?
+                .map(|r| get(&r, 0))
+                .transpose()?;
             if let Some(removed) = tombstone(tx, &node.name)? {
                 if let Some(refusal) = removed.refuses(node) {
                     return Err(refusal.into());
@@ -453,13 +462,6 @@ impl Store for PostgresStore {
                     &[&node.name],
                 )?;
             }
-            let previous: Option<String> = tx
-                .query_opt(
-                    "SELECT session FROM backstop_queue_nodes WHERE name = $1 FOR UPDATE",
-                    &[&node.name],
-                )?
-                .map(|r| get(&r, 0))
-                .transpose()?;
             tx.execute(
                 "INSERT INTO backstop_queue_nodes (name, node_type, capacity, transport, session,
                      status, drained, last_heartbeat_ms, registered_ms, updated_ms, declaration)
