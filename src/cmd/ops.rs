@@ -226,12 +226,21 @@ pub async fn nodes(command: NodesCommand, state: Option<&str>) -> Result<(), Rep
             if json {
                 return print_json(&answer);
             }
-            print(&format!(
-                "node {} removed: it gets nothing more, {} cancelled, its history kept; a worker \
-                 started under its name later is a new node\n",
+            let mut line = format!(
+                "node {} removed: it gets nothing more, {} cancelled",
                 answer.node.name,
                 plural(answer.cancelled, "delivery", "deliveries")
-            ))
+            );
+            if answer.running > 0 {
+                line.push_str(&format!(
+                    ", {} it was running end cancelled when they come back",
+                    answer.running
+                ));
+            }
+            line.push_str(
+                "; its history is kept, and a worker started under its name later is a new node\n",
+            );
+            print(&line)
         }
         NodesCommand::Drain { name, undo, server } => {
             let api = Coordinator::new(&server, state)?;

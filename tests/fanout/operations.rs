@@ -702,3 +702,32 @@ fn cancel_remove_and_attempts_answer_bad_input_with_a_clear_4xx_and_change_nothi
     assert_eq!(f.node("cpu-1")["drained"], false);
     assert_eq!(f.json_lines(&["ops", "list"]).len(), 1);
 }
+
+#[test]
+fn a_worker_that_died_mid_run_is_removed_and_what_it_ran_ends_cancelled() {
+    let f = fleet();
+    let _serve = f.serve(&[]);
+    let never = f.path("never");
+    let mut w = f.worker(
+        "gpu-1",
+        "gpu",
+        &[("install", &waits_for(f.dir.path(), &never))],
+    );
+    let op = f.submit("install", "gpu", &[]);
+    let pid = f.running_pid(op, "gpu-1");
+    w.kill9();
+    f.wait_until("its handler died with it", || !running(&pid));
+    f.wait_until("gpu-1 is down", || f.node("gpu-1")["status"] != "healthy");
+    // Down: removed undrained, whether its attempt is still in flight or
+    // was already found unheld.
+    let said = f.ok(&["nodes", "remove", "gpu-1", "--by", "alice"]);
+    assert!(said.starts_with("node gpu-1 removed"), "{said}");
+    let ended = f.wait_state(op, "gpu-1", "cancelled");
+    assert_eq!(ended["cancelled"]["by"], "alice");
+    assert_eq!(ended["failures"], 0);
+    assert!(
+        f.json_lines(&["nodes", "list"])
+            .iter()
+            .all(|n| n["name"] != "gpu-1")
+    );
+}

@@ -404,6 +404,9 @@ pub struct RemoveAnswer {
     pub node: Node,
     /// Its deliveries cancelled (pending, waiting or dead).
     pub cancelled: u64,
+    /// Its deliveries in flight on a node that is down: they end
+    /// `cancelled` when they come back (`done` on a late success).
+    pub running: u64,
 }
 
 /// The answer to `POST /v1/requeue`.
@@ -734,6 +737,7 @@ async fn remove_node(
     Ok(axum::Json(RemoveAnswer {
         node: removed.node,
         cancelled: removed.cancelled,
+        running: removed.running,
     })
     .into_response())
 }

@@ -1406,7 +1406,7 @@ fn a_cancelled_attempt_that_ends_without_an_outcome_is_not_offered_again(db: &dy
         settle(&*store, on("gpu-1"), t(101), Decision::Done),
         Settled::Stale
     );
-    // The other ways out of flight: a release, a restart, a silence.
+    // The other ways out of flight: a release, a restart, a handing back.
     let op = store
         .submit(&NewOp::for_type("install", "gpu"), t(300))
         .unwrap()
@@ -1418,8 +1418,6 @@ fn a_cancelled_attempt_that_ends_without_an_outcome_is_not_offered_again(db: &dy
     let mut restarted = node("gpu-2", "gpu", &["install"]);
     restarted.session = "s2".into();
     store.register(&restarted, t(302)).unwrap();
-    store.heartbeat("gpu-3", "s1", true, t(302)).unwrap();
-    store.mark_stale(t(303), t(303)).unwrap();
     let release = Decision::Release {
         next_at: t(302),
         error: "busy".into(),
@@ -1566,10 +1564,42 @@ fn removing_a_node_cancels_its_waiting_work_and_its_name_starts_afresh(db: &dyn 
     let (_, deliveries) = store.op(live.id).unwrap();
     let to_gpu_1: Vec<_> = deliveries.iter().filter(|d| d.node == "gpu-1").collect();
     assert_eq!(to_gpu_1.len(), 2, "the old one kept, a new one made");
-    // A node that is not healthy may go undrained.
+    // A node that is down may go undrained, with what it was running:
+    // that ends cancelled when it comes back, done on a late success.
+    let mut two = NewOp::for_type("install", "gpu");
+    two.target = Target::Nodes(vec!["gpu-2".into()]);
+    let first = store.submit(&two, t(10)).unwrap().op;
+    let second = store.submit(&two, t(10)).unwrap().op;
+    let claims = claim_all(&*store, t(10));
+    let of = |id: i64| claims.iter().find(|c| c.op == id).unwrap().token;
     store.heartbeat("gpu-2", "s1", true, t(10)).unwrap();
     let gone = store.remove_node("gpu-2", "bob", t(11)).unwrap();
-    assert_eq!(gone.cancelled, 1, "the poison delete's dead one");
+    assert_eq!(
+        (gone.cancelled, gone.running),
+        (1, 2),
+        "the poison delete's dead one; two in flight"
+    );
+    assert_eq!(
+        settle(&*store, of(first.id), t(12), Decision::Done),
+        Settled::Applied(DeliveryState::Done)
+    );
+    assert!(store.rescue(t(1000)).unwrap().contains(&of(second.id)));
+    assert_eq!(
+        state_of(&*store, second.id, "gpu-2"),
+        DeliveryState::Cancelled
+    );
+    // Housekeeping leaves a removed node's history alone.
+    assert_eq!(store.prune(t(1001)).unwrap(), Default::default());
+    assert_eq!(
+        store
+            .deliveries(&DeliveryFilter {
+                node: Some("gpu-2".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+        5
+    );
 }
 
 /// A node declared in a file stays removed while its declaration is the

@@ -111,10 +111,12 @@ pub trait Store: Send + Sync {
     fn drain(&self, name: &str, drained: bool, now: SystemTime) -> Result<Node, StoreError>;
 
     /// Removes node `name` for `by` (decommission): a remote node that is
-    /// not healthy, or any node while drained, and with no delivery in
-    /// flight; else refused ([`Rejection::NotRemovable`]) and nothing
-    /// changes. Its pending and dead deliveries end `cancelled` (with `by`
-    /// and `now`), its history stays, it is no target of anything from
+    /// not healthy, or any node while drained with no delivery in flight;
+    /// else refused ([`Rejection::NotRemovable`]) and nothing changes. Its
+    /// pending and dead deliveries end `cancelled` (with `by` and `now`);
+    /// those in flight on a node that is down are marked as a cancelled
+    /// operation's are (they end `done` on a late success, else
+    /// `cancelled`). Its history stays, it is no target of anything from
     /// now on, and its removal is remembered (see [`Store::register`]).
     fn remove_node(&self, name: &str, by: &str, now: SystemTime) -> Result<Removed, StoreError>;
 
@@ -193,7 +195,7 @@ pub trait Store: Send + Sync {
     /// Start-up housekeeping, under the store's exclusive lock so that one
     /// coordinator does it at a time: removes the unfinished deliveries
     /// that can never be delivered — their node is gone, or no longer
-    /// handles their kind.
+    /// handles their kind. A removed node's are history, and stay.
     fn prune(&self, now: SystemTime) -> Result<Pruned, StoreError>;
 
     /// Retention: removes finished history older than `before`, so that
@@ -293,6 +295,9 @@ pub struct Removed {
     pub node: Node,
     /// Its deliveries cancelled (pending, waiting or dead).
     pub cancelled: u64,
+    /// Its deliveries in flight, on a node that is down: marked, they end
+    /// `cancelled` when they come back.
+    pub running: u64,
 }
 
 /// Which attempts [`Store::attempts`] reads.
@@ -757,8 +762,10 @@ impl Tombstone {
     }
 }
 
-/// Why node `node` may not be removed now, if it may not: only a remote
-/// node that is not healthy, or a drained one, with nothing in flight.
+/// Why node `node` may not be removed now, if it may not: a remote node
+/// that is not healthy may go at once (what it ran is cancelled when it
+/// comes back, or ends done if a late success arrives); any other only
+/// drained, once nothing runs on it.
 pub(crate) fn unremovable(node: &Node) -> Option<Rejection> {
     let down =
         node.transport != crate::model::transport_name::LOCAL && node.status != NodeStatus::Healthy;
@@ -772,7 +779,7 @@ pub(crate) fn unremovable(node: &Node) -> Option<Rejection> {
              stop its worker"
                 .to_owned()
         }
-    } else if node.in_flight > 0 {
+    } else if node.in_flight > 0 && !down {
         format!(
             "{} in flight on it; wait for {} to end (`backstop nodes list`)",
             backstop_core::plural(node.in_flight, "delivery is", "deliveries are"),

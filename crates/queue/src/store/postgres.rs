@@ -502,7 +502,7 @@ impl Store for PostgresStore {
             done.removed = remove_deliveries(
                 tx,
                 "node = $1 AND state IN ('pending', 'in_flight', 'dead')
-                   AND kind <> ALL($2::text[])",
+                   AND node_removed_ms IS NULL AND kind <> ALL($2::text[])",
                 &[&node.name, &node.kinds],
             )?;
             done.delivered = tx.execute(
@@ -669,6 +669,12 @@ impl Store for PostgresStore {
                  WHERE node = $1 AND state IN ('pending', 'dead')",
                 &[&name, &by, &now],
             )?;
+            let running = tx.execute(
+                "UPDATE backstop_queue_deliveries SET cancelled_by = $2, cancelled_ms = $3,
+                     updated_ms = $3
+                 WHERE node = $1 AND state = 'in_flight' AND cancelled_ms IS NULL",
+                &[&name, &by, &now],
+            )?;
             // History: the next node of this name is another.
             tx.execute(
                 "UPDATE backstop_queue_deliveries SET node_removed_ms = $2
@@ -698,7 +704,11 @@ impl Store for PostgresStore {
                     &now,
                 ],
             )?;
-            Ok(Removed { node, cancelled })
+            Ok(Removed {
+                node,
+                cancelled,
+                running,
+            })
         })
     }
 
@@ -1307,14 +1317,14 @@ impl Store for PostgresStore {
         self.tx(|tx| {
             let gone_nodes = remove_deliveries(
                 tx,
-                "state IN ('pending', 'in_flight', 'dead')
+                "state IN ('pending', 'in_flight', 'dead') AND node_removed_ms IS NULL
                    AND NOT EXISTS (SELECT 1 FROM backstop_queue_nodes n
                                    WHERE n.name = backstop_queue_deliveries.node)",
                 &[],
             )?;
             let unhandled_kinds = remove_deliveries(
                 tx,
-                "state IN ('pending', 'in_flight', 'dead')
+                "state IN ('pending', 'in_flight', 'dead') AND node_removed_ms IS NULL
                    AND NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
                                    WHERE k.node = backstop_queue_deliveries.node
                                      AND k.kind = backstop_queue_deliveries.kind)",

@@ -454,6 +454,7 @@ impl Store for SqliteStore {
             done.removed = remove_deliveries(
                 tx,
                 "node = ?1 AND state IN ('pending', 'in_flight', 'dead')
+                   AND node_removed_ms IS NULL
                    AND kind NOT IN (SELECT kind FROM backstop_queue_node_kinds WHERE node = ?1)",
                 &[&node.name],
             )?;
@@ -625,6 +626,12 @@ impl Store for SqliteStore {
                  WHERE node = ?1 AND state IN ('pending', 'dead')",
                 params![name, by, now],
             )? as u64;
+            let running = tx.execute(
+                "UPDATE backstop_queue_deliveries SET cancelled_by = ?2, cancelled_ms = ?3,
+                     updated_ms = ?3
+                 WHERE node = ?1 AND state = 'in_flight' AND cancelled_ms IS NULL",
+                params![name, by, now],
+            )? as u64;
             // History: the next node of this name is another.
             tx.execute(
                 "UPDATE backstop_queue_deliveries SET node_removed_ms = ?2
@@ -654,7 +661,11 @@ impl Store for SqliteStore {
                     now
                 ],
             )?;
-            Ok(Removed { node, cancelled })
+            Ok(Removed {
+                node,
+                cancelled,
+                running,
+            })
         })
     }
 
@@ -1321,13 +1332,13 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let gone_nodes = remove_deliveries(
                 tx,
-                "state IN ('pending', 'in_flight', 'dead')
+                "state IN ('pending', 'in_flight', 'dead') AND node_removed_ms IS NULL
                    AND node NOT IN (SELECT name FROM backstop_queue_nodes)",
                 &[],
             )?;
             let unhandled_kinds = remove_deliveries(
                 tx,
-                "state IN ('pending', 'in_flight', 'dead')
+                "state IN ('pending', 'in_flight', 'dead') AND node_removed_ms IS NULL
                    AND NOT EXISTS (SELECT 1 FROM backstop_queue_node_kinds k
                                    WHERE k.node = backstop_queue_deliveries.node
                                      AND k.kind = backstop_queue_deliveries.kind)",
