@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use backstop_core::{Class, Classified, Policy, Secret};
-use backstop_http::{Client, ClientBuilder, HostBoard, Method, RequestBuilder};
+use backstop_http::{Client, HostBoard, Method, RequestBuilder};
 use backstop_ledger::HostLedger;
 use backstop_queue::api::{
     CancelAnswer, CancelRequest, OpDetail, RemoveAnswer, RemoveRequest, RequeueAnswer,
@@ -67,18 +67,19 @@ impl RetryArgs {
 
     /// An HTTP client with the policy and the timeouts of the flags.
     pub fn client(&self) -> Result<Client, Report> {
-        self.client_with(|b| b)
+        self.client_trusting(None)
     }
 
-    /// [`client`](Self::client), with more set by `more` (a CA bundle).
-    pub fn client_with(
-        &self,
-        more: impl FnOnce(ClientBuilder) -> ClientBuilder,
-    ) -> Result<Client, Report> {
+    /// [`client`](Self::client), also trusting the certificates in
+    /// `ca_file` (`--ca-file`): the client of `push`, `pull` and `login`.
+    pub fn client_trusting(&self, ca_file: Option<&Path>) -> Result<Client, Report> {
         let builder = Client::builder()
             .policy(self.policy())
             .host_board(host_board());
-        let mut builder = more(builder);
+        let mut builder = match ca_file {
+            Some(path) => builder.root_certificates_pem(read_ca_file(path)?),
+            None => builder,
+        };
         if let Some(d) = self.connect_timeout {
             builder = builder.connect_timeout(d);
         }

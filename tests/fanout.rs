@@ -481,11 +481,16 @@ fn a_poison_op_dies_at_the_cap_and_runs_again_once_requeued() {
         serve.log().contains("backstop: error: delivery"),
         "logged at ERROR"
     );
-    // It stays listed, with its last error, and stays dead.
-    std::thread::sleep(Duration::from_millis(500));
+    // It stays listed, with its last error, and stays dead: a second
+    // poison operation, submitted after it, goes through its three
+    // attempts and dies meanwhile, and the first is still dead after its 3.
+    let second = f.submit("install", "gpu", &["--key", "vllm"]);
+    f.wait_state(second, "gpu-1", "dead");
+    assert_eq!(delivery(&f.op(op), "gpu-1")["failures"], 3);
     let letters = f.json_lines(&["ops", "list", "--dead"]);
+    assert_eq!(letters.len(), 2);
+    let letters: Vec<Value> = letters.into_iter().filter(|l| l["op"] == op).collect();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0]["op"], op);
     assert!(
         letters[0]["last_error"]
             .as_str()
@@ -522,15 +527,22 @@ fn a_poison_op_dies_at_the_cap_and_runs_again_once_requeued() {
         !row.contains("poison"),
         "a done delivery shows no error: {shown}"
     );
-    assert!(f.json_lines(&["ops", "list", "--dead"]).is_empty());
+    let dead: Vec<Value> = f.json_lines(&["ops", "list", "--dead"]);
+    assert_eq!(dead.len(), 1, "only the other one stays dead: {dead:?}");
+    assert_eq!(dead[0]["op"], second);
 }
 
 #[test]
 fn only_nodes_of_the_type_that_handle_the_kind_receive_it() {
     let f = fleet();
     let _serve = f.serve(&[]);
-    let marker = |n: &str| f.path(&format!("ran-{n}"));
-    let touch = |n: &str| format!("touch {}", marker(n).display());
+    let marker = |n: &str, op: i64| f.path(&format!("ran-{n}-{op}"));
+    let touch = |n: &str| {
+        format!(
+            "touch {}-$BACKSTOP_OP",
+            f.path(&format!("ran-{n}")).display()
+        )
+    };
     let _gpu = f.worker("gpu-1", "gpu", &[("install", &touch("gpu-1"))]);
     let _cpu = f.worker("cpu-1", "cpu", &[("install", &touch("cpu-1"))]);
     // A node of the type that does not handle the kind: it must not be
@@ -540,10 +552,16 @@ fn only_nodes_of_the_type_that_handle_the_kind_receive_it() {
     f.wait_state(op, "gpu-1", "done");
     let shown = f.op(op);
     assert_eq!(shown["deliveries"].as_array().unwrap().len(), 1);
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(marker("gpu-1").exists());
-    assert!(!marker("cpu-1").exists(), "the cpu node never ran it");
-    assert!(!marker("agent-1").exists());
+    // The witnesses: operations submitted after it reach the other two
+    // nodes and finish there, so it would have reached them first.
+    let cpu = f.submit("install", "cpu", &[]);
+    let chat = f.submit("chat", "gpu", &[]);
+    f.wait_state(cpu, "cpu-1", "done");
+    f.wait_state(chat, "agent-1", "done");
+    assert!(marker("gpu-1", op).exists());
+    assert!(marker("cpu-1", cpu).exists() && marker("agent-1", chat).exists());
+    assert!(!marker("cpu-1", op).exists(), "the cpu node never ran it");
+    assert!(!marker("agent-1", op).exists());
     assert_eq!(
         f.node("agent-1")["status"],
         "healthy",
@@ -665,8 +683,10 @@ fn install_then_delete_on_a_node_that_was_down_runs_only_the_delete() {
     let _w = f.worker("gpu-1", "gpu", &handlers);
     f.wait_state(delete, "gpu-1", "done");
     assert_eq!(delivery(&f.op(install), "gpu-1")["state"], "superseded");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(read(&log), "delete\n", "the install never ran");
+    // The witness: an operation submitted after it runs and finishes.
+    let later = f.submit("delete", "gpu", &["--key", "vllm"]);
+    f.wait_state(later, "gpu-1", "done");
+    assert_eq!(read(&log), "delete\ndelete\n", "the install never ran");
 }
 
 /// Method, path, token, body, the status wanted, and what its error says.
@@ -1005,7 +1025,8 @@ fn a_drained_node_gets_nothing_new_until_undrained() {
     std::fs::write(
         f.path("backstop.toml"),
         format!(
-            "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nhandle = {{ install = \"touch {}\" }}\n",
+            "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nhandle = {{ install = \"touch {}\" }}\n\
+             [[node]]\nname = \"cpu-2\"\ntype = \"cpu\"\nhandle = {{ install = \"true\" }}\n",
             ran.display()
         ),
     )
@@ -1015,7 +1036,9 @@ fn a_drained_node_gets_nothing_new_until_undrained() {
     assert!(said.starts_with("node cpu-1 drained"), "{said}");
     assert_eq!(f.node("cpu-1")["drained"], true);
     let op = f.submit("install", "cpu", &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The witness: the same operation reaches the node that is not
+    // drained and finishes there.
+    f.wait_state(op, "cpu-2", "done");
     let held = delivery(&f.op(op), "cpu-1");
     assert_eq!(
         (&held["state"], &held["held"]),
@@ -1254,7 +1277,12 @@ fn fleet_postgres_cut_mid_run_loses_nothing_and_leaves_nothing_stuck() {
         healthz(&server)["store"] == "unreachable"
     });
     assert_eq!(healthz(&server)["status"], "degraded");
-    std::thread::sleep(Duration::from_millis(1500));
+    // The outage lasts until the coordinator has knocked at the store a
+    // few times in vain.
+    let knocked = proxy.refused();
+    f.wait_until("the store is tried again while it is down", || {
+        proxy.refused() >= knocked + 3
+    });
     proxy.restore();
     let done = wait_all_done(&f, &server, 300);
     ran_once_per_token(&log, &done);
@@ -1383,7 +1411,15 @@ fn fleet_a_partitioned_worker_s_deliveries_wait_then_finish_when_it_returns() {
     });
     submit_many(&f, std::slice::from_ref(&server), 10, "gpu");
     f.wait_until("the near worker ran its ten", || lines(&log) >= 10);
-    std::thread::sleep(Duration::from_millis(500));
+    // The witness: the near node's deliveries of the same ten operations
+    // are all stored as done, so the far node's were looked at too.
+    f.wait_until("the near worker's ten are done", || {
+        all_deliveries(&f, &server)
+            .iter()
+            .filter(|d| d["node"] == "gpu-near" && d["state"] == "done")
+            .count()
+            == 10
+    });
     let far_ones: Vec<Value> = all_deliveries(&f, &server)
         .into_iter()
         .filter(|d| d["node"] == "gpu-far")

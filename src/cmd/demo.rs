@@ -8,7 +8,7 @@ use backstop_faultserver::{FaultServer, Reply};
 use backstop_http::Client;
 
 use crate::cli::{SearchArgs, SortArg};
-use crate::report::Report;
+use crate::report::{Report, exit};
 
 const MODELS: &str = r#"[
  {"id":"Qwen/Qwen3-8B-GGUF","downloads":152311,"likes":312,"pipeline_tag":"text-generation","createdAt":"2026-04-28T09:12:44.000Z"},
@@ -17,7 +17,9 @@ const MODELS: &str = r#"[
 ]"#;
 
 pub async fn run() -> Result<(), Report> {
-    let server = FaultServer::start();
+    let server = FaultServer::try_start().map_err(|e| {
+        Report::from_error(exit::FAILURE, &e).detail("cannot start the local Hub on 127.0.0.1")
+    })?;
     server.script(
         "/api/models",
         [

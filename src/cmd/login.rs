@@ -1,23 +1,12 @@
 //! `backstop login` and `backstop logout`: registry credentials where
 //! docker and oras keep them.
 
-use std::path::Path;
-
 use backstop_core::{Ending, Secret};
 use backstop_oci::{CredentialFiles, Credentials, Registry};
 use tokio::io::AsyncReadExt;
 
-use crate::cli::{LoginArgs, LogoutArgs, RetryArgs};
+use crate::cli::{LoginArgs, LogoutArgs};
 use crate::report::{Report, exit};
-
-/// The HTTP client of the retry flags, trusting `ca_file` too.
-pub fn client(retry: &RetryArgs, ca_file: Option<&Path>) -> Result<backstop_http::Client, Report> {
-    let pem = ca_file.map(crate::client::read_ca_file).transpose()?;
-    retry.client_with(|builder| match pem {
-        Some(pem) => builder.root_certificates_pem(pem),
-        None => builder,
-    })
-}
 
 pub async fn login(args: LoginArgs) -> Result<(), Report> {
     let mut input = String::new();
@@ -39,7 +28,7 @@ pub async fn login(args: LoginArgs) -> Result<(), Report> {
         username: args.username.clone(),
         password: Secret::new(password),
     };
-    let client = client(&args.retry, args.ca_file.as_deref())?;
+    let client = args.retry.client_trusting(args.ca_file.as_deref())?;
     let registry = Registry::new(
         client,
         &args.registry,

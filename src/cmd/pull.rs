@@ -32,7 +32,7 @@ pub async fn run(args: PullArgs, quiet: bool) -> Result<(), Report> {
     if let Place::Folder(dir) = &place {
         check_outs(&list, dir, args.input_file.as_deref())?;
     }
-    let client = super::login::client(&args.retry, args.ca_file.as_deref())?;
+    let client = args.retry.client_trusting(args.ca_file.as_deref())?;
     let hub = Hub::from_env(client.clone())?;
     let token = CancellationToken::new();
     let deadline_passed = Arc::new(AtomicBool::new(false));

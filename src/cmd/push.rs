@@ -47,7 +47,7 @@ pub async fn run(args: PushArgs, state: Option<&str>, quiet: bool) -> Result<(),
     let credentials = CredentialFiles::from_env()
         .lookup(reference.registry())
         .map_err(|e| Report::from_error(exit::FAILURE, &e))?;
-    let client = super::login::client(&args.retry, args.ca_file.as_deref())?;
+    let client = args.retry.client_trusting(args.ca_file.as_deref())?;
     let registry = Registry::new(client, reference.registry(), args.plain_http, credentials)?;
 
     let token = CancellationToken::new();

@@ -435,7 +435,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_preset_matches_the_seed() {
+    fn api_preset_matches_its_documentation() {
         let p = Policy::api();
         assert_eq!(p.max_attempts, 5);
         assert_eq!(p.initial_delay, Duration::from_secs(1));
@@ -444,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn transfer_preset_matches_the_seed() {
+    fn transfer_preset_matches_its_documentation() {
         let p = Policy::transfer(0);
         assert_eq!(p.max_attempts, 6);
         assert_eq!(p.initial_delay, Duration::from_secs(5));

@@ -282,27 +282,31 @@ impl FaultServer {
     ///
     /// # Panics
     /// When the runtime or the socket cannot be created: this is test
-    /// infrastructure, and a test cannot go on without it.
+    /// infrastructure, and a test cannot go on without it. See
+    /// [`FaultServer::try_start`] for a caller that reports it instead.
     pub fn start() -> FaultServer {
+        FaultServer::try_start().expect("fault server")
+    }
+
+    /// Starts a server on 127.0.0.1 on a free port, on its own thread, or
+    /// says why it cannot (no thread, no socket, no free port).
+    pub fn try_start() -> std::io::Result<FaultServer> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
-            .build()
-            .expect("fault server runtime");
+            .build()?;
         // Bound with std so that starting works inside another runtime too.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fault server socket");
-        listener
-            .set_nonblocking(true)
-            .expect("fault server socket mode");
-        let addr = listener.local_addr().expect("fault server address");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let shared = Arc::clone(&state);
         serve_http(&runtime, listener, shared, answer);
-        FaultServer {
+        Ok(FaultServer {
             addr,
             state,
             runtime: Some(runtime),
-        }
+        })
     }
 
     /// The server's address.

@@ -60,6 +60,8 @@ struct Shared {
     /// cut (once); `u64::MAX` for never.
     cut_upload_at: AtomicU64,
     connections: AtomicU64,
+    /// Connections closed at once because the proxy was cut.
+    refused: AtomicU64,
     open: AtomicUsize,
 }
 
@@ -116,6 +118,7 @@ impl Proxy {
             uploaded: AtomicU64::new(0),
             cut_upload_at: AtomicU64::new(u64::MAX),
             connections: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             open: AtomicUsize::new(0),
         });
         let s = Arc::clone(&shared);
@@ -128,6 +131,7 @@ impl Proxy {
                     continue;
                 };
                 if s.refusing.load(Ordering::SeqCst) {
+                    s.refused.fetch_add(1, Ordering::SeqCst);
                     drop(client);
                     continue;
                 }
@@ -194,6 +198,12 @@ impl Proxy {
     /// Connections accepted so far (refused ones not counted).
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed as soon as accepted because the proxy was cut:
+    /// how often a client tried while it was.
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::SeqCst)
     }
 
     /// Bytes carried from the server to clients so far, over every

@@ -189,7 +189,10 @@ mod tests {
             cache.repo(RepoKind::Space, "org/demo").unwrap().folder(),
             "spaces--org--demo"
         );
-        assert!(cache.repo(RepoKind::Model, "../x").is_err());
+        assert!(matches!(
+            cache.repo(RepoKind::Model, "../x"),
+            Err(crate::Error::Invalid(_))
+        ));
         assert_eq!(cache.tag(), Path::new("/c/CACHEDIR.TAG"));
     }
 

@@ -172,7 +172,7 @@ mod tests {
         for bad in [
             "", "noslash", "a/b/c", "../etc", "a/..", "a/", "/b", "a b/c", "a/b?x=1",
         ] {
-            assert!(split_repo(bad).is_err(), "{bad:?}");
+            assert!(matches!(split_repo(bad), Err(Error::Invalid(_))), "{bad:?}");
         }
     }
 

@@ -270,9 +270,14 @@ mod tests {
         for text in bad {
             assert!(text.parse::<Key>().is_err(), "{text:?}");
         }
-        assert!("x".repeat(300).parse::<Key>().is_err());
-        assert!(Key::model_key("anthropic").is_err());
-        assert!(Key::model_key("host:hf.co").is_err());
+        let why = |r: Result<Key, KeyError>| r.err().map(|e| e.why);
+        assert_eq!(
+            why("x".repeat(300).parse()),
+            Some("it is longer than 256 bytes")
+        );
+        let not_a_model = Some("a model is needed here, written PROVIDER/MODEL");
+        assert_eq!(why(Key::model_key("anthropic")), not_a_model);
+        assert_eq!(why(Key::model_key("host:hf.co")), not_a_model);
         assert!(Key::model_key("anthropic/x").is_ok());
     }
 
@@ -316,7 +321,12 @@ mod tests {
             "host:é.example",
         ];
         for text in bad {
-            assert!(text.parse::<Key>().is_err(), "{text:?}");
+            let refused = text.parse::<Key>().err().map(|e| e.why);
+            assert_eq!(
+                refused,
+                Some("a host is a name or an IP address, with :PORT when not the default"),
+                "{text:?}"
+            );
         }
         assert_eq!("hosting".parse::<Key>().unwrap().scope(), Scope::Provider);
     }

@@ -22,6 +22,25 @@ fn alive(pid: &str) -> bool {
         .is_ok_and(|stat| !stat.contains(") Z ") && !stat.contains(") X "))
 }
 
+/// A file the command touches once it runs, and the wait for it: the
+/// witness that a cancel reaches a running child, not one still starting.
+fn started() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("started");
+    (dir, file)
+}
+
+async fn wait_exists(file: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits for process `pid` to be gone, failing after 10 s.
 async fn wait_gone(pid: &str) {
     assert!(!pid.is_empty(), "no pid printed");
@@ -124,15 +143,13 @@ async fn streaming_stdin_reaches_the_first_attempt_as_it_arrives() {
 #[tokio::test]
 async fn cancelling_interrupts_the_group() {
     let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        stop.cancel();
+    let (_dir, file) = started();
+    let command = sh(&format!("touch {}; exec sleep 30", file.display()));
+    let (t, ()) = tokio::join!(command.run(&cancel), async {
+        wait_exists(&file).await;
+        cancel.cancel();
     });
-    let t = sh("echo running; exec sleep 30")
-        .run(&cancel)
-        .await
-        .unwrap();
+    let t = t.unwrap();
     assert!(t.interrupted);
     assert_eq!(t.exit, Exit::Signal(2));
 }
@@ -200,9 +217,11 @@ async fn any_time_limit_or_idle_timeout_is_safe() {
 #[tokio::test]
 async fn a_cancel_can_terminate_instead_of_interrupting() {
     let cancel = CancellationToken::new();
-    let command = sh("echo running; exec sleep 30").cancel_signal(StopSignal::Terminate);
+    let (_dir, file) = started();
+    let command = sh(&format!("touch {}; exec sleep 30", file.display()))
+        .cancel_signal(StopSignal::Terminate);
     let (t, ()) = tokio::join!(command.run(&cancel), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_exists(&file).await;
         cancel.cancel();
     });
     let t = t.expect("spawns");

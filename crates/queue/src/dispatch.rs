@@ -675,7 +675,7 @@ fn log_settled(claim: &Claim, settle: &Settle, outcome: &Outcome, settled: Settl
         "delivery {} of operation {} ({}) to node {}",
         claim.token.delivery, claim.op, claim.kind, claim.node
     );
-    match (settled, &settle.verdict) {
+    match (settled, &settle.decision) {
         (Settled::Stale, _) => tracing::debug!(
             "the reply for {} came too late ({}); ignored",
             claim.token,

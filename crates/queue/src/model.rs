@@ -929,7 +929,16 @@ mod tests {
             assert!(check_name("node name", ok).is_ok(), "{ok}");
         }
         for bad in ["", "a.b", "a b", "a*", ">", "é", &"x".repeat(MAX_NAME + 1)] {
-            assert!(check_name("node name", bad).is_err(), "{bad}");
+            assert!(
+                matches!(
+                    check_name("node name", bad),
+                    Err(Invalid::Name {
+                        what: "node name",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
         }
     }
 
@@ -942,7 +951,10 @@ mod tests {
             Some(Invalid::Key),
             "an empty key"
         );
-        assert!(NewOp::for_type("in stall", "gpu").validate().is_err());
+        assert!(matches!(
+            NewOp::for_type("in stall", "gpu").validate(),
+            Err(Invalid::Name { what: "kind", .. })
+        ));
         let mut named = NewOp::for_type("install", "gpu");
         named.target = Target::Nodes(vec![]);
         assert_eq!(named.validate().err(), Some(Invalid::NoTarget));

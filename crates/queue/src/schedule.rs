@@ -70,7 +70,7 @@ pub struct Settle {
     /// When it was decided.
     pub at: SystemTime,
     /// The decision.
-    pub verdict: Decision,
+    pub decision: Decision,
     /// What the handler reported, when the attempt is worth a record of
     /// its own ([`Handled::worth_keeping`]): kept with the attempt.
     pub handled: Option<Handled>,
@@ -176,7 +176,7 @@ impl Schedule {
     /// `None` for [`Outcome::TimedOut`], which leaves the attempt in flight
     /// until a late reply or the end of its lease.
     pub fn decide(&self, claim: &Claim, outcome: &Outcome, now: SystemTime) -> Option<Settle> {
-        let verdict = match outcome {
+        let decision = match outcome {
             Outcome::Done => Decision::Done,
             Outcome::Failed(error) => {
                 let failures = claim.failures.saturating_add(1);
@@ -224,7 +224,7 @@ impl Schedule {
         Some(Settle {
             token: claim.token,
             at: now,
-            verdict,
+            decision,
             handled: None,
         })
     }
@@ -268,7 +268,7 @@ mod tests {
         let mut c = claim(0, 0);
         for n in 1..DEFAULT_MAX_FAILURES {
             let Some(Settle {
-                verdict:
+                decision:
                     Decision::Retry {
                         next_at,
                         failures,
@@ -287,7 +287,7 @@ mod tests {
         }
         let settle = s.decide(&c, &Outcome::Failed("still boom".into()), now);
         assert_eq!(
-            settle.map(|s| s.verdict),
+            settle.map(|s| s.decision),
             Some(Decision::Dead {
                 failures: 10,
                 tries: 10,
@@ -306,7 +306,7 @@ mod tests {
                 &Outcome::Temporary("rate limited".into()),
                 now,
             )
-            .map(|s| s.verdict);
+            .map(|s| s.decision);
         assert!(
             matches!(
                 v,
@@ -330,7 +330,7 @@ mod tests {
                 &Outcome::Unreachable("no responders".into()),
                 now,
             )
-            .map(|s| s.verdict);
+            .map(|s| s.decision);
         assert_eq!(
             v,
             Some(Decision::Release {
@@ -341,7 +341,7 @@ mod tests {
         );
         let v = s
             .decide(&claim(4, 4), &Outcome::Released("stopping".into()), now)
-            .map(|s| s.verdict);
+            .map(|s| s.decision);
         assert!(matches!(
             v,
             Some(Decision::Release {
@@ -365,7 +365,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let v = s.decide(&claim(0, 60), &Outcome::Failed("x".into()), now);
         assert!(
-            matches!(v.map(|s| s.verdict), Some(Decision::Retry { next_at, .. }) if next_at <= now + MAX_CAP)
+            matches!(v.map(|s| s.decision), Some(Decision::Retry { next_at, .. }) if next_at <= now + MAX_CAP)
         );
     }
 
@@ -392,7 +392,7 @@ mod tests {
                     &Outcome::Temporary("later".into()),
                     now,
                 )
-                .map(|s| s.verdict);
+                .map(|s| s.decision);
             assert!(
                 matches!(v, Some(Decision::Retry { next_at, .. }) if next_at <= now + Duration::from_millis(20)),
                 "{v:?}"
@@ -400,7 +400,7 @@ mod tests {
         }
         let first = s
             .decide(&own, &Outcome::Failed("x".into()), now)
-            .map(|s| s.verdict);
+            .map(|s| s.decision);
         assert!(
             matches!(first, Some(Decision::Retry { failures: 1, .. })),
             "{first:?}"
@@ -415,7 +415,7 @@ mod tests {
                 &Outcome::Failed("x".into()),
                 now,
             )
-            .map(|s| s.verdict);
+            .map(|s| s.decision);
         assert!(
             matches!(second, Some(Decision::Dead { failures: 2, .. })),
             "{second:?}"
@@ -427,6 +427,6 @@ mod tests {
         let s = schedule().max_failures(0);
         assert_eq!(s.get_max_failures(), 1);
         let v = s.decide(&claim(0, 0), &Outcome::Failed("x".into()), UNIX_EPOCH);
-        assert!(matches!(v.map(|s| s.verdict), Some(Decision::Dead { .. })));
+        assert!(matches!(v.map(|s| s.decision), Some(Decision::Dead { .. })));
     }
 }

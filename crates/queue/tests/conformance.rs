@@ -118,12 +118,12 @@ fn claim_all(store: &dyn Store, now: SystemTime) -> Vec<Claim> {
         .unwrap()
 }
 
-fn settle(store: &dyn Store, token: Token, at: SystemTime, verdict: Decision) -> Settled {
+fn settle(store: &dyn Store, token: Token, at: SystemTime, decision: Decision) -> Settled {
     store
         .settle(&[Settle {
             token,
             at,
-            verdict,
+            decision,
             handled: None,
         }])
         .unwrap()
@@ -1042,7 +1042,7 @@ fn retention_removes_old_history_but_not_the_desired_state_or_the_dead(db: &dyn 
     let claims = claim_all(&*store, t(0));
     assert_eq!(claims.len(), 5, "the replaced install never runs");
     for c in &claims {
-        let verdict = if c.op == poison.id {
+        let decision = if c.op == poison.id {
             Decision::Dead {
                 failures: 10,
                 tries: 10,
@@ -1051,7 +1051,7 @@ fn retention_removes_old_history_but_not_the_desired_state_or_the_dead(db: &dyn 
         } else {
             Decision::Done
         };
-        settle(&*store, c.token, t(1), verdict);
+        settle(&*store, c.token, t(1), decision);
     }
     // Keyless operations older than t(1) stop being live; of what
     // finished before it, only the install superseded at submit time goes.
@@ -1705,12 +1705,12 @@ fn attempts_are_kept_with_their_output(db: &dyn Db) {
         .op;
     let claims = claim_all(&*store, t(0));
     let on = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
-    let with = |token, at, verdict, handled| {
+    let with = |token, at, decision, handled| {
         store
             .settle(&[Settle {
                 token,
                 at,
-                verdict,
+                decision,
                 handled,
             }])
             .unwrap()

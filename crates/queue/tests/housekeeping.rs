@@ -15,7 +15,7 @@ use backstop_queue::handler::{FnHandler, Handler, Noop};
 use backstop_queue::housekeeping::{
     self, Housekeeper, HousekeeperConfig, Intervals, OFFER_WINDOW, Reconciler, Retention,
 };
-use backstop_queue::store::{ClaimRequest, DeliveryFilter, Settled};
+use backstop_queue::store::{ClaimRequest, DeliveryFilter, Rejection, Settled};
 use backstop_queue::transport::Transport;
 use backstop_queue::transport::local::{LocalNode, LocalTransport};
 use backstop_queue::{
@@ -138,7 +138,7 @@ async fn retention_keeps_finished_deliveries_for_the_configured_time() {
     let done = Settle {
         token: claim.token,
         at: clock.now(),
-        verdict: Decision::Done,
+        decision: Decision::Done,
         handled: None,
     };
     assert_eq!(
@@ -154,7 +154,13 @@ async fn retention_keeps_finished_deliveries_for_the_configured_time() {
     clock.advance(Duration::from_secs(2));
     let gone = retention.tick().await.unwrap();
     assert_eq!((gone.ended, gone.deliveries, gone.ops), (1, 1, 1));
-    assert!(store.op(op.id).is_err());
+    assert!(
+        matches!(
+            store.op(op.id),
+            Err(backstop_store::StoreError::Rejected(Rejection::UnknownOp(id))) if id == op.id
+        ),
+        "the operation is gone"
+    );
     assert!(
         store
             .deliveries(&DeliveryFilter::default())
@@ -185,13 +191,16 @@ async fn a_store_outage_fails_no_delivery_and_loses_no_outcome() {
         Arc::new(sync(|| PostgresStore::open(&schema.url_via(proxy.addr()))).unwrap());
     let gate = Arc::new(Semaphore::new(0));
     let ran = Arc::new(AtomicU32::new(0));
+    let finished = Arc::new(AtomicU32::new(0));
     let handler: Arc<dyn Handler> = {
-        let (gate, ran) = (Arc::clone(&gate), Arc::clone(&ran));
+        let (gate, ran, finished) = (Arc::clone(&gate), Arc::clone(&ran), Arc::clone(&finished));
         Arc::new(FnHandler(move |_| {
-            let (gate, ran) = (Arc::clone(&gate), Arc::clone(&ran));
+            let (gate, ran, finished) =
+                (Arc::clone(&gate), Arc::clone(&ran), Arc::clone(&finished));
             async move {
                 ran.fetch_add(1, Ordering::SeqCst);
                 let _ = gate.acquire().await.map(|p| p.forget());
+                finished.fetch_add(1, Ordering::SeqCst);
                 backstop_queue::Outcome::Done
             }
         }))
@@ -229,7 +238,17 @@ async fn a_store_outage_fails_no_delivery_and_loses_no_outcome() {
     .await;
     assert_eq!(status.report().status, "degraded");
     gate.add_permits(5);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until("the five handlers finish", || {
+        finished.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    // The witness that their outcomes met the outage: the coordinator
+    // went on knocking at the store after they all finished.
+    let knocked = proxy.refused();
+    until("the store is tried again while it is down", || {
+        proxy.refused() >= knocked + 3
+    })
+    .await;
     let states = |store: &Arc<dyn Store>| -> Vec<(DeliveryState, u32, u32)> {
         sync(|| store.deliveries(&DeliveryFilter::default()))
             .unwrap()

@@ -132,7 +132,7 @@ pub struct Database {
 }
 
 /// Why a call failed, before it is told as a [`StoreError`].
-enum Failure<E> {
+enum CallFailure<E> {
     /// No connection could be made.
     Unreachable(postgres::Error),
     /// The connection was lost during the call, and again after
@@ -277,7 +277,7 @@ impl Database {
     fn run<T, R>(
         &self,
         mut f: impl FnMut(&mut Conn) -> Result<T, TxError<postgres::Error, R>>,
-    ) -> Result<T, Failure<TxError<postgres::Error, R>>> {
+    ) -> Result<T, CallFailure<TxError<postgres::Error, R>>> {
         let policy = rerun_policy();
         let mut delays = policy.delays();
         let mut slot = self.slot();
@@ -286,7 +286,10 @@ impl Database {
         loop {
             if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
                 *slot = None;
-                let client = self.config.connect(NoTls).map_err(Failure::Unreachable)?;
+                let client = self
+                    .config
+                    .connect(NoTls)
+                    .map_err(CallFailure::Unreachable)?;
                 *slot = Some(Conn {
                     client,
                     statements: HashMap::new(),
@@ -300,7 +303,7 @@ impl Database {
                 Err(e) if conn.client.is_closed() => {
                     *slot = None;
                     if reconnected {
-                        return Err(Failure::Lost(e));
+                        return Err(CallFailure::Lost(e));
                     }
                     tracing::debug!(
                         "the connection to {} was lost; reconnecting",
@@ -311,7 +314,7 @@ impl Database {
                 Err(e) if e.driver().is_some_and(is_conflict) && conflicts < CONFLICT_RETRIES => {
                     conflicts += 1;
                 }
-                Err(e) => return Err(Failure::Failed(e)),
+                Err(e) => return Err(CallFailure::Failed(e)),
             }
             if let Some(delay) = delays.next() {
                 std::thread::sleep(delay);
@@ -319,21 +322,20 @@ impl Database {
         }
     }
 
-    fn store_error<R>(&self, e: Failure<TxError<postgres::Error, R>>) -> StoreError<R> {
+    fn store_error<R>(&self, e: CallFailure<TxError<postgres::Error, R>>) -> StoreError<R> {
         let place = &self.place;
         match e {
-            Failure::Unreachable(source) if refused(&source) => place.failed(Refused {
+            CallFailure::Unreachable(source) if refused(&source) => place.failed(Refused {
                 location: place.location().to_owned(),
                 source,
             }),
-            Failure::Unreachable(source) | Failure::Lost(TxError::Driver(source)) => {
+            CallFailure::Unreachable(source) | CallFailure::Lost(TxError::Driver(source)) => {
                 place.unreachable(source)
             }
-            Failure::Failed(TxError::Driver(source)) => place.failed(source),
-            Failure::Lost(TxError::Unreadable(e)) | Failure::Failed(TxError::Unreadable(e)) => {
-                place.failed(e)
-            }
-            Failure::Lost(TxError::Rejected(r)) | Failure::Failed(TxError::Rejected(r)) => {
+            CallFailure::Failed(TxError::Driver(source)) => place.failed(source),
+            CallFailure::Lost(TxError::Unreadable(e))
+            | CallFailure::Failed(TxError::Unreadable(e)) => place.failed(e),
+            CallFailure::Lost(TxError::Rejected(r)) | CallFailure::Failed(TxError::Rejected(r)) => {
                 StoreError::Rejected(r)
             }
         }

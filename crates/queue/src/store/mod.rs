@@ -902,6 +902,8 @@ impl OpRow {
             id: self.id,
             kind: self.kind,
             node_type: self.node_type,
+            // SQLite keeps named targets comma-joined (node names hold no
+            // comma, see `check_name`); PostgreSQL keeps an array.
             nodes: self
                 .nodes
                 .map(|n| n.split(',').map(str::to_owned).collect())

@@ -1178,7 +1178,7 @@ impl Store for PostgresStore {
         let mut done_at = Vec::new();
         let mut others: Vec<usize> = Vec::new();
         for (i, s) in batch.iter().enumerate() {
-            if let Decision::Done = s.verdict {
+            if let Decision::Done = s.decision {
                 done_ids.push(s.token.delivery);
                 done_attempts.push(i64::from(s.token.attempt));
                 done_at.push(to_millis(s.at));
@@ -1207,7 +1207,7 @@ impl Store for PostgresStore {
             };
             let mut kept = Vec::new();
             for (i, s) in batch.iter().enumerate() {
-                if let Decision::Done = s.verdict
+                if let Decision::Done = s.decision
                     && let Some((op, node)) =
                         applied.get(&(s.token.delivery, i64::from(s.token.attempt)))
                 {
@@ -1480,7 +1480,7 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<(Settled, Option<(i6
             Some((op, node)),
         ));
     }
-    let applied = match &settle.verdict {
+    let applied = match &settle.decision {
         Decision::Done => {
             tx.execute(
                 "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = $2,

@@ -750,6 +750,9 @@ impl Store for SqliteStore {
                     node_type,
                     present_only,
                 } => (Some(node_type.as_str()), None, *present_only),
+                // Joined with commas: safe because a node name is checked
+                // (`check_name`) to hold only letters, digits, '_' and '-'
+                // before any operation can name it.
                 Target::Nodes(names) => (None, Some(names.join(",")), false),
             };
             let live = node_type.is_some() && !present_only;
@@ -1176,7 +1179,7 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let id = settle.token.delivery;
-                if let Decision::Done = settle.verdict {
+                if let Decision::Done = settle.decision {
                     if matches!(state, DeliveryState::InFlight | DeliveryState::Pending) {
                         tx.execute(
                             "UPDATE backstop_queue_deliveries SET state = 'done', finished_ms = ?2,
@@ -1212,7 +1215,7 @@ impl Store for SqliteStore {
                     out.push(Settled::Applied(DeliveryState::Superseded));
                     continue;
                 }
-                let applied = match &settle.verdict {
+                let applied = match &settle.decision {
                     Decision::Done => DeliveryState::Done,
                     Decision::Retry {
                         next_at,
