@@ -19,7 +19,7 @@
 //! |---|---|
 //! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
 //! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` |
-//! | `GET /v1/ops?state=&kind=&limit=` | operations, newest first, with delivery counts |
+//! | `GET /v1/ops?state=&kind=&key=&limit=` | operations, newest first, with delivery counts |
 //! | `GET /v1/ops/{id}` | one operation, its deliveries, and the latest attempt kept of each with its output |
 //! | `POST /v1/ops/{id}/cancel` | `{"by"?, "stop_running"?}`: cancel an operation; its waiting deliveries end `cancelled` |
 //! | `GET /v1/deliveries?state=&node=&op=&limit=` | deliveries (`state=dead`: the dead letters) |
@@ -113,9 +113,28 @@ impl ApiState {
         self
     }
 
+    /// Whether `given` is this coordinator's API token (compared in
+    /// constant time, as digests).
+    pub(crate) fn accepts(&self, given: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        bool::from(digest.ct_eq(&self.token))
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub(crate) fn status(&self) -> &Dependencies {
+        &self.status
+    }
+
     /// Who asks for a change: `by` as the client sent it (checked:
     /// [`check_actor`]), else the fingerprint of the API token.
-    fn actor(&self, by: Option<String>) -> Result<String, ApiError> {
+    pub(crate) fn actor(&self, by: Option<String>) -> Result<String, ApiError> {
         match by {
             Some(by) => {
                 check_actor(&by)?;
@@ -167,11 +186,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
         }
+    }
+
+    /// Its HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Its sentence.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 
     fn bad(message: impl Into<String>) -> Self {
@@ -244,8 +273,7 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
         )
         .into_response();
     };
-    let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-    if bool::from(digest.ct_eq(&state.token)) {
+    if state.accepts(given) {
         next.run(request).await
     } else {
         ApiError::new(
@@ -514,6 +542,7 @@ async fn submit(
 struct OpsQuery {
     state: Option<String>,
     kind: Option<String>,
+    key: Option<String>,
     limit: Option<u32>,
 }
 
@@ -532,6 +561,7 @@ async fn list_ops(
     let filter = OpFilter {
         state: state_param(q.state)?,
         kind: q.kind,
+        key: q.key,
         limit: q.limit.unwrap_or(0),
     };
     let store = Arc::clone(&state.store);
@@ -655,19 +685,30 @@ pub struct RequeueRequest {
     pub all: bool,
 }
 
+impl RequeueRequest {
+    /// The dead deliveries it names: exactly one of its fields.
+    pub(crate) fn which(self) -> Result<Requeue, ApiError> {
+        match (self.delivery, self.node, self.op, self.all) {
+            (Some(id), None, None, false) => Ok(Requeue::Delivery(id)),
+            (None, Some(node), None, false) => Ok(Requeue::Node(node)),
+            (None, None, Some(op), false) => Ok(Requeue::Op(op)),
+            (None, None, None, true) => Ok(Requeue::All),
+            _ => Err(ApiError::bad(
+                "say exactly one of \"delivery\", \"node\", \"op\" or \"all\": true",
+            )),
+        }
+    }
+}
+
 async fn requeue(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let body: RequeueRequest = parse(&body)?;
-    let which = match (body.delivery, body.node, body.op, body.all) {
-        (Some(id), None, None, false) => Requeue::Delivery(id),
-        (None, Some(node), None, false) => Requeue::Node(node),
-        (None, None, Some(op), false) => Requeue::Op(op),
-        (None, None, None, true) => Requeue::All,
-        _ => {
-            return Err(ApiError::bad(
-                "say exactly one of \"delivery\", \"node\", \"op\" or \"all\": true",
-            ));
-        }
-    };
+    let which = body.which()?;
+    let n = requeue_dead(&state, which).await?;
+    Ok(axum::Json(RequeueAnswer { requeued: n }).into_response())
+}
+
+/// Requeues `which` dead deliveries and wakes the dispatcher; how many.
+pub(crate) async fn requeue_dead(state: &ApiState, which: Requeue) -> Result<u64, ApiError> {
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let what = which.clone();
@@ -676,7 +717,7 @@ async fn requeue(State(state): State<ApiState>, body: Bytes) -> Result<Response,
         tracing::info!("{n} dead deliveries requeued ({which:?}) with their attempts reset");
         state.dispatcher.wake();
     }
-    Ok(axum::Json(RequeueAnswer { requeued: n }).into_response())
+    Ok(n)
 }
 
 async fn list_nodes(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -685,7 +726,12 @@ async fn list_nodes(State(state): State<ApiState>) -> Result<Response, ApiError>
     Ok(axum::Json(nodes).into_response())
 }
 
-async fn set_drained(state: ApiState, name: String, drained: bool) -> Result<Response, ApiError> {
+/// Drains or undrains node `name`, waking the dispatcher for an undrain.
+pub(crate) async fn set_drained(
+    state: &ApiState,
+    name: String,
+    drained: bool,
+) -> Result<Node, ApiError> {
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let node = blocking(move || store.drain(&name, drained, now)).await?;
@@ -701,21 +747,21 @@ async fn set_drained(state: ApiState, name: String, drained: bool) -> Result<Res
     if !drained {
         state.dispatcher.wake();
     }
-    Ok(axum::Json(node).into_response())
+    Ok(node)
 }
 
 async fn drain(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_drained(state, name, true).await
+    Ok(axum::Json(set_drained(&state, name, true).await?).into_response())
 }
 
 async fn undrain(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_drained(state, name, false).await
+    Ok(axum::Json(set_drained(&state, name, false).await?).into_response())
 }
 
 async fn remove_node(
@@ -725,6 +771,21 @@ async fn remove_node(
 ) -> Result<Response, ApiError> {
     let body: RemoveRequest = parse_or_default(&body)?;
     let by = state.actor(body.by)?;
+    let removed = remove(&state, name, by).await?;
+    Ok(axum::Json(RemoveAnswer {
+        node: removed.node,
+        cancelled: removed.cancelled,
+        running: removed.running,
+    })
+    .into_response())
+}
+
+/// Removes node `name` for `by` (checked already).
+pub(crate) async fn remove(
+    state: &ApiState,
+    name: String,
+    by: String,
+) -> Result<crate::store::Removed, ApiError> {
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let who = by.clone();
@@ -734,12 +795,7 @@ async fn remove_node(
         removed.node.name,
         plural(removed.cancelled, "delivery", "deliveries")
     );
-    Ok(axum::Json(RemoveAnswer {
-        node: removed.node,
-        cancelled: removed.cancelled,
-        running: removed.running,
-    })
-    .into_response())
+    Ok(removed)
 }
 
 #[cfg(test)]

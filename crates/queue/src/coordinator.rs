@@ -26,6 +26,7 @@ use crate::transport::Transport;
 use crate::transport::local::{LocalNode, LocalTransport};
 use crate::transport::nats::coordinator::NatsTransport;
 use crate::transport::nats::protocol::Subjects;
+use crate::ui;
 use backstop_process::owner::{self, Owner};
 
 /// How a coordinator runs.
@@ -382,10 +383,10 @@ impl Coordinator {
         )
         .reporting(Arc::clone(&status))
         .kinds(config.kinds);
-        let app = api::router(state);
-        let s = shutdown.clone();
         let tls = config.tls;
         let https = tls.is_some();
+        let app = api::router(state.clone()).merge(ui::router(ui::UiState::new(state, https)));
+        let s = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let served = listener::serve(listener, tls, app, s.cancelled_owned()).await;
             if let Err(e) = served {

@@ -30,7 +30,8 @@
 //!   once.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
 //!   NATS; [`transport::nats::worker`] is the remote side, [`api`] the operators' HTTP API
-//!   (over HTTPS with [`listener`]), [`coordinator`] wires it all. [`program`] checks at start-up that each
+//!   (over HTTPS with [`listener`]), [`ui`] the operators' web dashboard
+//!   beside it, [`coordinator`] wires it all. [`program`] checks at start-up that each
 //!   handler's program can be started.
 //!
 //! ```
@@ -71,6 +72,7 @@ pub mod program;
 pub mod schedule;
 pub mod store;
 pub mod transport;
+pub mod ui;
 
 pub use config::Config;
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};

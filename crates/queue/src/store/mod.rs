@@ -240,7 +240,76 @@ pub trait Store: Send + Sync {
 
     /// Where the store is, for messages; never a password.
     fn location(&self) -> String;
+
+    /// What the queue has been doing since `since` (the dashboard's
+    /// overview): every delivery kept by state, deliveries done and
+    /// attempts failed per minute, and the oldest pending delivery.
+    fn activity(&self, since: SystemTime) -> Result<Activity, StoreError>;
 }
+
+/// What [`Store::activity`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Every delivery kept, by state.
+    pub deliveries: Counts,
+    /// The minutes since `since` in which something finished, oldest
+    /// first (a minute with nothing is left out).
+    pub minutes: Vec<Minute>,
+    /// When the oldest pending delivery was created.
+    pub oldest_pending: Option<SystemTime>,
+}
+
+/// One minute of [`Activity`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Minute {
+    /// Its start (a whole minute since the epoch).
+    pub start: SystemTime,
+    /// Deliveries that ended `done` in it.
+    pub done: u64,
+    /// Attempts whose handler failed or timed out in it (of the attempts
+    /// kept: the last [`ATTEMPTS_KEPT`] of each delivery).
+    pub failed: u64,
+}
+
+impl Activity {
+    /// Builds it from rows: (state, count), (minute, done), (minute,
+    /// failed), and the oldest pending creation time, in milliseconds.
+    pub(crate) fn from_rows(
+        states: Vec<(String, i64)>,
+        done: Vec<(i64, i64)>,
+        failed: Vec<(i64, i64)>,
+        oldest_pending_ms: Option<i64>,
+    ) -> Activity {
+        let mut deliveries = Counts::default();
+        for (state, n) in states {
+            if let Ok(state) = state.parse() {
+                deliveries.add(state, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        let mut minutes = std::collections::BTreeMap::<i64, Minute>::new();
+        let rows = done
+            .into_iter()
+            .map(|(minute, n)| (minute, n, 0))
+            .chain(failed.into_iter().map(|(minute, n)| (minute, 0, n)));
+        for (minute, done, failed) in rows {
+            let entry = minutes.entry(minute).or_insert_with(|| Minute {
+                start: backstop_core::time::from_millis(minute.saturating_mul(60_000)),
+                done: 0,
+                failed: 0,
+            });
+            entry.done += u64::try_from(done).unwrap_or(0);
+            entry.failed += u64::try_from(failed).unwrap_or(0);
+        }
+        Activity {
+            deliveries,
+            minutes: minutes.into_values().collect(),
+            oldest_pending: oldest_pending_ms.map(backstop_core::time::from_millis),
+        }
+    }
+}
+
+/// The outcomes [`Minute::failed`] counts, as stored.
+pub(crate) const FAILED_OUTCOMES: &str = "('failed', 'timed_out')";
 
 /// What [`Store::register`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -335,6 +404,8 @@ pub struct OpFilter {
     pub state: Option<DeliveryState>,
     /// Only this kind.
     pub kind: Option<String>,
+    /// Only this desired-state key.
+    pub key: Option<String>,
     /// At most this many (0: a default of 100).
     pub limit: u32,
 }

@@ -9,11 +9,12 @@ use backstop_store::ColumnError;
 use backstop_store::postgres::{Database, SessionLock, Tx, get, postgres};
 
 use super::{
-    ATTEMPT_COLUMNS, ATTEMPTS_KEPT, AttemptRow, AttemptsOf, COMPONENT, Cancelled, ClaimRequest,
-    Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow, Heartbeat,
-    IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_MIGRATIONS, Pruned,
-    Registered, Rejection, Removed, Requeue, Retained, Running, Settled, Store, StoreError,
-    Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
+    ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
+    ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
+    FAILED_OUTCOMES, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
+    POSTGRES_MIGRATIONS, Pruned, Registered, Rejection, Removed, Requeue, Retained, Running,
+    Settled, Store, StoreError, Submitted, Tombstone, clip, count, ended_or, released, settings,
+    to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -781,9 +782,10 @@ impl Store for PostgresStore {
                                   SELECT 1 FROM backstop_queue_deliveries d
                                   WHERE d.op = o.id AND d.state = $1))
                            AND ($2::text IS NULL OR o.kind = $2)
+                           AND ($4::text IS NULL OR o.op_key = $4)
                          ORDER BY o.id DESC LIMIT $3"
                     ),
-                    &[&state, &filter.kind, &limit],
+                    &[&state, &filter.kind, &limit, &filter.key],
                 )?
                 .iter()
                 .map(|r| read_op(r).map(OpRow::into_op))
@@ -1427,6 +1429,43 @@ impl Store for PostgresStore {
 
     fn location(&self) -> String {
         self.db.location().to_owned()
+    }
+
+    fn activity(&self, since: SystemTime) -> Result<Activity, StoreError> {
+        let since = to_millis(since);
+        self.tx(|tx| {
+            let pairs = |rows: Vec<postgres::Row>| -> Result<Vec<(i64, i64)>, ColumnError> {
+                rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?))).collect()
+            };
+            let states = tx
+                .query(
+                    "SELECT state, count(*) FROM backstop_queue_deliveries GROUP BY state",
+                    &[],
+                )?
+                .iter()
+                .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_, ColumnError>>()?;
+            let done = pairs(tx.query(
+                "SELECT finished_ms / 60000, count(*) FROM backstop_queue_deliveries
+                 WHERE state = 'done' AND finished_ms >= $1 GROUP BY 1",
+                &[&since],
+            )?)?;
+            let failed = pairs(tx.query(
+                &format!(
+                    "SELECT finished_ms / 60000, count(*) FROM backstop_queue_attempts
+                     WHERE outcome IN {FAILED_OUTCOMES} AND finished_ms >= $1 GROUP BY 1"
+                ),
+                &[&since],
+            )?)?;
+            let oldest: Option<i64> = get(
+                &tx.query_one(
+                    "SELECT min(created_ms) FROM backstop_queue_deliveries WHERE state = 'pending'",
+                    &[],
+                )?,
+                0,
+            )?;
+            Ok(Activity::from_rows(states, done, failed, oldest))
+        })
     }
 }
 

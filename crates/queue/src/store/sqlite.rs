@@ -11,11 +11,12 @@ use backstop_store::sqlite::rusqlite::{
 };
 
 use super::{
-    ATTEMPT_COLUMNS, ATTEMPTS_KEPT, AttemptRow, AttemptsOf, COMPONENT, Cancelled, ClaimRequest,
-    Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow, Heartbeat,
-    IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered, Rejection,
-    Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store, StoreError, Submitted,
-    Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
+    ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
+    ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
+    FAILED_OUTCOMES, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
+    Pruned, Registered, Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled,
+    Store, StoreError, Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms,
+    unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -840,9 +841,10 @@ impl Store for SqliteStore {
                      WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM backstop_queue_deliveries d
                                                   WHERE d.op = o.id AND d.state = ?1))
                        AND (?2 IS NULL OR o.kind = ?2)
+                       AND (?4 IS NULL OR o.op_key = ?4)
                      ORDER BY o.id DESC LIMIT ?3"
                 ))?
-                .query_map(params![state, filter.kind, limit], read_op)?
+                .query_map(params![state, filter.kind, limit, filter.key], read_op)?
                 .map(|r| r.map(OpRow::into_op))
                 .collect::<rusqlite::Result<_>>()?;
             let mut counts = tx.prepare_cached(
@@ -1450,5 +1452,37 @@ impl Store for SqliteStore {
 
     fn location(&self) -> String {
         self.db.location().to_owned()
+    }
+
+    fn activity(&self, since: SystemTime) -> Result<Activity, StoreError> {
+        let since = to_millis(since);
+        self.read(|tx| {
+            let states = tx
+                .prepare_cached(
+                    "SELECT state, count(*) FROM backstop_queue_deliveries GROUP BY state",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let done = tx
+                .prepare_cached(
+                    "SELECT finished_ms / 60000, count(*) FROM backstop_queue_deliveries
+                     WHERE state = 'done' AND finished_ms >= ?1 GROUP BY 1",
+                )?
+                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let failed = tx
+                .prepare_cached(&format!(
+                    "SELECT finished_ms / 60000, count(*) FROM backstop_queue_attempts
+                     WHERE outcome IN {FAILED_OUTCOMES} AND finished_ms >= ?1 GROUP BY 1"
+                ))?
+                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let oldest: Option<i64> = tx.query_row(
+                "SELECT min(created_ms) FROM backstop_queue_deliveries WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(Activity::from_rows(states, done, failed, oldest))
+        })
     }
 }
