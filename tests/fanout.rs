@@ -24,6 +24,8 @@ use serde_json::Value;
 mod operations;
 #[path = "fanout/secure.rs"]
 mod secure;
+#[path = "fanout/ui.rs"]
+mod ui;
 
 fn nats_url() -> String {
     let url =

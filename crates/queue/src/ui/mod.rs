@@ -113,9 +113,11 @@ async fn headers(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not `no-referrer`: under it a browser sends `Origin: null` with a
+    // form, which the origin check refuses.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -152,24 +154,23 @@ fn forbidden(why: &str) -> Response {
         .into_response()
 }
 
-/// Whether a POST comes from another site: its `Sec-Fetch-Site` says so,
-/// or its `Origin` is not this server's.
-fn cross_site(headers: &HeaderMap, secure: bool) -> bool {
+/// Why a POST seems to come from another site: its `Sec-Fetch-Site` says
+/// so, or its `Origin` is not this server's. `None`: it does not.
+fn cross_site(headers: &HeaderMap, secure: bool) -> Option<String> {
     if let Some(site) = headers.get("sec-fetch-site")
         && site != "same-origin"
         && site != "none"
     {
-        return true;
+        return Some(format!("Sec-Fetch-Site is {site:?}"));
     }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return false;
-    };
+    let origin = headers.get(header::ORIGIN)?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let scheme = if secure { "https" } else { "http" };
-    origin.to_str().ok() != Some(&format!("{scheme}://{host}"))
+    let ours = format!("{scheme}://{host}");
+    (origin.to_str().ok() != Some(&ours)).then(|| format!("its Origin {origin:?} is not {ours}"))
 }
 
 fn session_id(headers: &HeaderMap) -> Option<String> {
@@ -194,8 +195,10 @@ async fn guard(State(ui): State<UiState>, request: Request, next: Next) -> Respo
         return forbidden("sign in to the dashboard first");
     };
     let mut request = if request.method() == Method::POST {
-        if cross_site(request.headers(), ui.secure) {
-            return forbidden("this request came from another site; nothing was changed");
+        if let Some(why) = cross_site(request.headers(), ui.secure) {
+            return forbidden(&format!(
+                "this request came from another site ({why}); nothing was changed"
+            ));
         }
         let (parts, body) = request.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
@@ -232,8 +235,8 @@ async fn sign_in_page(State(ui): State<UiState>, headers: HeaderMap) -> Response
 const REFUSAL_DELAY: Duration = Duration::from_millis(500);
 
 async fn sign_in(State(ui): State<UiState>, headers: HeaderMap, body: Bytes) -> Response {
-    if cross_site(&headers, ui.secure) {
-        return forbidden("this sign-in came from another site");
+    if let Some(why) = cross_site(&headers, ui.secure) {
+        return forbidden(&format!("this sign-in came from another site ({why})"));
     }
     let token = form(&body).remove("token").unwrap_or_default();
     if !ui.api.accepts(token.trim()) {
