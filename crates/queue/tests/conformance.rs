@@ -1252,7 +1252,119 @@ suite!(
     an_op_s_settings_are_kept_and_its_timeout_sets_its_lease,
     attempts_are_kept_with_their_output,
     locations_name_no_password,
+    activity_counts_states_minutes_and_the_oldest_pending,
+    ops_are_filtered_by_key,
 );
+
+/// What the dashboard's overview reads: every delivery by state, done
+/// deliveries and failed attempts per minute since a time, and when the
+/// oldest pending delivery was created.
+fn activity_counts_states_minutes_and_the_oldest_pending(db: &dyn Db) {
+    let store = db.open().unwrap();
+    let empty = store.activity(t(0)).unwrap();
+    assert_eq!(
+        (empty.deliveries, empty.minutes.len(), empty.oldest_pending),
+        (Default::default(), 0, None)
+    );
+    for name in ["gpu-1", "gpu-2", "gpu-3"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    // t(0) is 1_800_000_000 s: minute 30_000_000 starts there.
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    let claims = claim_all(&*store, t(1));
+    let on = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    let with = |token, at, decision, handled| {
+        store
+            .settle(&[Settle {
+                token,
+                at,
+                decision,
+                handled,
+            }])
+            .unwrap()
+    };
+    with(on("gpu-1"), t(2), Decision::Done, None);
+    with(
+        on("gpu-2"),
+        t(3),
+        failed(t(200), 1),
+        handled(Outcome::Failed("exit 1: boom".into()), "", "boom\n"),
+    );
+    with(
+        on("gpu-3"),
+        t(65),
+        Decision::Dead {
+            failures: 1,
+            tries: 1,
+            error: "timed out".into(),
+        },
+        handled(Outcome::TimedOut, "still pulling\n", ""),
+    );
+    // A later operation: one more pending delivery each, created later.
+    store
+        .submit(&NewOp::for_type("install", "gpu").key("k"), t(70))
+        .unwrap();
+
+    let a = store.activity(t(0)).unwrap();
+    assert_eq!(
+        (
+            a.deliveries.done,
+            a.deliveries.pending,
+            a.deliveries.dead,
+            a.deliveries.in_flight
+        ),
+        (1, 4, 1, 0)
+    );
+    let minutes: Vec<(SystemTime, u64, u64)> = a
+        .minutes
+        .iter()
+        .map(|m| (m.start, m.done, m.failed))
+        .collect();
+    assert_eq!(minutes, vec![(t(0), 1, 1), (t(60), 0, 1)]);
+    assert_eq!(a.oldest_pending, Some(t(0)), "gpu-2's first delivery waits");
+    // Only what finished since the time asked for.
+    let later = store.activity(t(60)).unwrap();
+    assert_eq!(
+        later
+            .minutes
+            .iter()
+            .map(|m| (m.start, m.done, m.failed))
+            .collect::<Vec<_>>(),
+        vec![(t(60), 0, 1)]
+    );
+}
+
+fn ops_are_filtered_by_key(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let llama = store
+        .submit(&NewOp::for_type("install", "gpu").key("llama"), t(0))
+        .unwrap()
+        .op;
+    store
+        .submit(&NewOp::for_type("install", "gpu").key("qwen"), t(1))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(2))
+        .unwrap();
+    let found = store
+        .ops(&OpFilter {
+            key: Some("llama".into()),
+            ..OpFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|s| s.op.id).collect::<Vec<_>>(),
+        vec![llama.id]
+    );
+    assert_eq!(store.ops(&OpFilter::default()).unwrap().len(), 3);
+}
 
 /// Cancelling an operation: what waits (pending, held, dead) ends at once
 /// with who and when; what runs runs on, to end done if it succeeds and
