@@ -51,26 +51,9 @@ fn exchange(addr: &str, request: &str) -> (u16, String, String) {
         }
     }
     let status = head[9..12].parse().unwrap();
+    assert!(!head.contains("transfer-encoding: chunked"), "{head}");
     let body = String::from_utf8_lossy(&answer[body_start..]).into_owned();
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(&body)
-    } else {
-        body
-    };
     (status, head, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// A headless chromium under chromedriver, stopped when dropped.

@@ -459,6 +459,9 @@ impl Store for Unreachable {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn activity(&self, since: SystemTime) -> Result<backstop_queue::store::Activity, StoreError> {
+        self.inner.activity(since)
+    }
 }
 
 /// Runs one delivery on a dispatcher whose store refuses the first five
