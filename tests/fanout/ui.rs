@@ -246,7 +246,7 @@ fn the_dashboard_shows_a_delivery_die_and_requeues_it_from_the_page_until_done()
     let f = fleet();
     let _serve = f.serve(&["--max-failures", "2"]);
     let fixed = f.path("fixed");
-    let _w1 = f.worker("gpu-1", "gpu", &[("install", "echo installed llama")]);
+    let mut w1 = f.worker("gpu-1", "gpu", &[("install", "echo installed llama")]);
     let failing = format!(
         "echo 'pulling llama'; test -f {} || {{ echo 'no space left on /models' >&2; exit 1; }}",
         fixed.display()
@@ -361,6 +361,23 @@ fn the_dashboard_shows_a_delivery_die_and_requeues_it_from_the_page_until_done()
             .starts_with("Undrained node gpu-1")
     );
     assert_eq!(f.node("gpu-1")["drained"], false);
+
+    // Removed, drained first, after the confirmation: the worker stops.
+    b.click(&b.wait_for("#nodes tr[data-node='gpu-1'] form button"));
+    b.wait_for(".flash");
+    b.click(&b.wait_for("#nodes tr[data-node='gpu-1'] a.danger"));
+    let question = b.text(&b.wait_for(".question"));
+    assert_eq!(question, "Remove node gpu-1?");
+    assert_eq!(
+        f.node("gpu-1")["drained"],
+        true,
+        "not removed before confirmed"
+    );
+    b.click(&b.wait_for("#confirm"));
+    let flash = b.text(&b.wait_for(".flash"));
+    assert!(flash.starts_with("Removed node gpu-1"), "{flash}");
+    assert!(b.all("#nodes tr[data-node='gpu-1']").is_empty());
+    assert_eq!(w1.exit_code(), Some(0), "a removed worker stops");
 
     let errors = b.console_errors();
     assert!(errors.is_empty(), "the browser's console: {errors:#?}");

@@ -619,3 +619,40 @@ async fn remove(
     };
     after(&ui, &current, result, "/ui/nodes")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn a_post_from_another_origin_or_site_is_cross_site() {
+        let host = ("host", "127.0.0.1:7878");
+        let ours = [
+            vec![host],
+            vec![host, ("origin", "http://127.0.0.1:7878")],
+            vec![host, ("sec-fetch-site", "same-origin")],
+            vec![host, ("sec-fetch-site", "none")],
+        ];
+        for h in ours {
+            assert_eq!(cross_site(&headers(&h), false), None, "{h:?}");
+        }
+        let theirs = [
+            (vec![host, ("origin", "http://evil.example")], false),
+            (vec![host, ("origin", "null")], false),
+            (vec![host, ("origin", "http://127.0.0.1:7878")], true),
+            (vec![host, ("sec-fetch-site", "cross-site")], false),
+            (vec![host, ("sec-fetch-site", "same-site")], false),
+        ];
+        for (h, secure) in theirs {
+            assert!(cross_site(&headers(&h), secure).is_some(), "{h:?}");
+        }
+    }
+}

@@ -122,7 +122,9 @@ pub fn failure(session: &SignedIn, message: &str) -> Markup {
 fn when(now: SystemTime, at: SystemTime) -> Markup {
     let exact = humantime::format_rfc3339_millis(at).to_string();
     let text = match now.duration_since(at) {
+        Ok(ago) if ago < Duration::from_secs(1) => "just now".to_owned(),
         Ok(ago) => format!("{} ago", HumanDuration(round(ago))),
+        Err(e) if e.duration() < Duration::from_secs(1) => "now".to_owned(),
         Err(e) => format!("in {}", HumanDuration(round(e.duration()))),
     };
     html! { time datetime=(exact) title=(exact) { (text) } }
