@@ -481,6 +481,7 @@ async fn confirm_requeue(
             ("all", "true".to_owned()),
         ),
     };
+    let back = back_to(&fields, "/ui/dead");
     let store = Arc::clone(ui.api.store());
     let found = blocking(move || store.deliveries(&filter)).await;
     let page = found.map_err(ApiError::from).map(|dead| {
@@ -494,14 +495,29 @@ async fn confirm_requeue(
                     backstop_core::plural(dead.len() as u64, "delivery is", "deliveries are")
                 ),
                 action: "/ui/requeue".to_owned(),
-                fields: vec![field],
+                fields: vec![field, ("back", back.to_owned())],
                 button: "Requeue",
-                back: "/ui/dead",
+                back,
                 tab: Tab::Dead,
             },
         )
     });
     shown(&current, page)
+}
+
+/// The dashboard page a form or link asks to return to (`back`), else
+/// `otherwise`: only a path of the dashboard, never another site.
+fn back_to<'a>(fields: &'a HashMap<String, String>, otherwise: &'a str) -> &'a str {
+    fields
+        .get("back")
+        .map(String::as_str)
+        .filter(|b| {
+            (*b == "/ui" || b.starts_with("/ui/"))
+                && !b.contains("//")
+                && !b.contains('\\')
+                && b.chars().all(|c| c.is_ascii_graphic())
+        })
+        .unwrap_or(otherwise)
 }
 
 /// Leaves what `result` says for the next page, and goes to `back`.
@@ -530,7 +546,8 @@ async fn requeue(
     Extension(current): Extension<Current>,
     body: Bytes,
 ) -> Response {
-    let result = match requeue_of(&form(&body)) {
+    let fields = form(&body);
+    let result = match requeue_of(&fields) {
         Ok(which) => api::requeue_dead(&ui.api, which).await.map(|n| {
             format!(
                 "Requeued {}.",
@@ -539,7 +556,7 @@ async fn requeue(
         }),
         Err(e) => Err(e),
     };
-    after(&ui, &current, result, "/ui/dead")
+    after(&ui, &current, result, back_to(&fields, "/ui/dead"))
 }
 
 async fn nodes(State(ui): State<UiState>, Extension(current): Extension<Current>) -> Response {
@@ -630,6 +647,29 @@ mod tests {
             h.insert(*name, HeaderValue::from_static(value));
         }
         h
+    }
+
+    #[test]
+    fn only_a_dashboard_page_is_gone_back_to() {
+        let back = |b: &str| {
+            let fields = HashMap::from([("back".to_owned(), b.to_owned())]);
+            back_to(&fields, "/ui/dead").to_owned()
+        };
+        assert_eq!(back("/ui/ops/7"), "/ui/ops/7");
+        assert_eq!(back("/ui"), "/ui");
+        for elsewhere in [
+            "https://evil.example/ui/",
+            "//evil.example/ui",
+            "/ui//evil.example",
+            "/ui/\\evil.example",
+            "/uix",
+            "/v1/ops",
+            "/ui/a b",
+            "",
+        ] {
+            assert_eq!(back(elsewhere), "/ui/dead", "{elsewhere:?}");
+        }
+        assert_eq!(back_to(&HashMap::new(), "/ui/dead"), "/ui/dead");
     }
 
     #[test]

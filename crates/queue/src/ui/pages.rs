@@ -415,7 +415,7 @@ pub fn op(
                             td.error { (d.last_error.as_deref().unwrap_or("")) }
                             td { @if let Some(a) = latest.get(&d.id) { (output_tail(a)) } }
                             td { @if d.state == DeliveryState::Dead {
-                                a.button href={ "/ui/requeue?delivery=" (d.id) } { "Requeue" }
+                                a.button href={ "/ui/requeue?delivery=" (d.id) "&back=/ui/ops/" (op.id) } { "Requeue" }
                             } }
                         }
                     }
