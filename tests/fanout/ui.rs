@@ -322,6 +322,11 @@ fn the_dashboard_shows_a_delivery_die_and_requeues_it_from_the_page_until_done()
     // The other pages show what happened.
     b.goto(&format!("{server}/ui/ops?kind=install&key=llama"));
     b.wait_for(&format!("#ops tr[data-op='{op}']"));
+    // The API filters by key too.
+    let (status, by_key) = http(&server, "GET", "/v1/ops?key=llama", Some(&f.token), "");
+    assert_eq!((status, by_key[0]["id"].as_i64()), (200, Some(op)));
+    let (_, none) = http(&server, "GET", "/v1/ops?key=another", Some(&f.token), "");
+    assert_eq!(none, serde_json::json!([]));
     b.goto(&format!("{server}/ui/ops?key=another"));
     b.wait_for("#live p.muted");
     assert!(b.all("#ops").is_empty(), "filtered by key");

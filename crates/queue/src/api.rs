@@ -120,14 +120,17 @@ impl ApiState {
         bool::from(digest.ct_eq(&self.token))
     }
 
+    /// The store it serves from.
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
+    /// Its clock.
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
+    /// What it knows of its store and NATS.
     pub(crate) fn status(&self) -> &Dependencies {
         &self.status
     }
