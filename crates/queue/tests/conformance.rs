@@ -1300,9 +1300,9 @@ fn activity_counts_states_minutes_and_the_oldest_pending(db: &dyn Db) {
         Decision::Dead {
             failures: 1,
             tries: 1,
-            error: "timed out".into(),
+            error: "exit 1: poison".into(),
         },
-        handled(Outcome::TimedOut, "still pulling\n", ""),
+        handled(Outcome::Failed("exit 1: poison".into()), "", "poison\n"),
     );
     // A later operation: one more pending delivery each, created later.
     store

@@ -266,8 +266,9 @@ pub struct Minute {
     pub start: SystemTime,
     /// Deliveries that ended `done` in it.
     pub done: u64,
-    /// Attempts whose handler failed or timed out in it (of the attempts
-    /// kept: the last [`ATTEMPTS_KEPT`] of each delivery).
+    /// Attempts whose handler failed in it — the failures that count
+    /// towards a delivery's cap (of the attempts kept: the last
+    /// [`ATTEMPTS_KEPT`] of each delivery).
     pub failed: u64,
 }
 
@@ -307,9 +308,6 @@ impl Activity {
         }
     }
 }
-
-/// The outcomes [`Minute::failed`] counts, as stored.
-pub(crate) const FAILED_OUTCOMES: &str = "('failed', 'timed_out')";
 
 /// What [`Store::register`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,10 +11,9 @@ use backstop_store::postgres::{Database, SessionLock, Tx, get, postgres};
 use super::{
     ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
-    FAILED_OUTCOMES, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
-    POSTGRES_MIGRATIONS, Pruned, Registered, Rejection, Removed, Requeue, Retained, Running,
-    Settled, Store, StoreError, Submitted, Tombstone, clip, count, ended_or, released, settings,
-    to_ms, unremovable,
+    Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_MIGRATIONS,
+    Pruned, Registered, Rejection, Removed, Requeue, Retained, Running, Settled, Store, StoreError,
+    Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -1451,10 +1450,8 @@ impl Store for PostgresStore {
                 &[&since],
             )?)?;
             let failed = pairs(tx.query(
-                &format!(
-                    "SELECT finished_ms / 60000, count(*) FROM backstop_queue_attempts
-                     WHERE outcome IN {FAILED_OUTCOMES} AND finished_ms >= $1 GROUP BY 1"
-                ),
+                "SELECT finished_ms / 60000, count(*) FROM backstop_queue_attempts
+                 WHERE outcome = 'failed' AND finished_ms >= $1 GROUP BY 1",
                 &[&since],
             )?)?;
             let oldest: Option<i64> = get(

@@ -13,10 +13,9 @@ use backstop_store::sqlite::rusqlite::{
 use super::{
     ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
-    FAILED_OUTCOMES, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
-    Pruned, Registered, Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled,
-    Store, StoreError, Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms,
-    unremovable,
+    Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered,
+    Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store, StoreError,
+    Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -1471,10 +1470,10 @@ impl Store for SqliteStore {
                 .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let failed = tx
-                .prepare_cached(&format!(
+                .prepare_cached(
                     "SELECT finished_ms / 60000, count(*) FROM backstop_queue_attempts
-                     WHERE outcome IN {FAILED_OUTCOMES} AND finished_ms >= ?1 GROUP BY 1"
-                ))?
+                     WHERE outcome = 'failed' AND finished_ms >= ?1 GROUP BY 1",
+                )?
                 .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let oldest: Option<i64> = tx.query_row(
