@@ -9,12 +9,15 @@
 #
 #   bench/coordinator-memory.sh
 #   DELIVERIES=3000000 bench/coordinator-memory.sh
+#   BACKSTOP_BIN=/path/to/backstop bench/coordinator-memory.sh   # a binary built before
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deliveries=${DELIVERIES:-1000000}
 ops=$(( (deliveries + 2) / 3 ))
-cargo build --release --quiet
-bin=$PWD/target/release/backstop
+if [ -z "${BACKSTOP_BIN:-}" ]; then
+  cargo build --release --quiet
+fi
+bin=${BACKSTOP_BIN:-$PWD/target/release/backstop}
 dir=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
