@@ -5,13 +5,16 @@
 #
 #   bench/pick.sh            # release build, 10,000 entries
 #   ENTRIES=100000 bench/pick.sh
+#   BACKSTOP_BIN=/path/to/backstop bench/pick.sh   # a binary built before
 set -euo pipefail
 cd "$(dirname "$0")/.."
 entries=${ENTRIES:-10000}
 command -v hyperfine >/dev/null || { echo "bench/pick.sh needs hyperfine (apt-get install hyperfine)" >&2; exit 2; }
 
-cargo build --release --quiet
-bin=target/release/backstop
+if [ -z "${BACKSTOP_BIN:-}" ]; then
+  cargo build --release --quiet
+fi
+bin=${BACKSTOP_BIN:-target/release/backstop}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 export BACKSTOP_STATE="$dir/backstop.db"
