@@ -19,6 +19,7 @@
 //! |---|---|
 //! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
 //! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` |
+//! | `POST /v1/ops/batch` | submit a JSON array of such bodies (at most [`MAX_BATCH`]) in one transaction, each with its own `"idempotency_key"`?; 201 with one answer per operation (200 when every one was a repeat); a refused one refuses the batch, with its `"index"` |
 //! | `GET /v1/ops?state=&kind=&key=&limit=` | operations, newest first, with delivery counts |
 //! | `GET /v1/ops/{id}` | one operation, its deliveries, and the latest attempt kept of each with its output |
 //! | `POST /v1/ops/{id}/cancel` | `{"by"?, "stop_running"?}`: cancel an operation; its waiting deliveries end `cancelled` |
@@ -49,8 +50,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -156,6 +157,10 @@ fn hex_prefix(bytes: &[u8]) -> String {
 pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/v1/ops", post(submit).get(list_ops))
+        .route(
+            "/v1/ops/batch",
+            post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+        )
         .route("/v1/ops/{id}", get(show_op))
         .route("/v1/ops/{id}/cancel", post(cancel))
         .route("/v1/deliveries", get(list_deliveries))
@@ -181,11 +186,13 @@ async fn healthz(State(state): State<ApiState>) -> Response {
     axum::Json(state.status.report()).into_response()
 }
 
-/// A refusal or failure, as `{"error": "..."}`.
+/// A refusal or failure, as `{"error": "..."}`; for an operation of a
+/// batch, `{"error": "...", "index": N}` (from 0).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    index: Option<usize>,
 }
 
 impl ApiError {
@@ -193,6 +200,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            index: None,
         }
     }
 
@@ -209,31 +217,51 @@ impl ApiError {
     fn bad(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
+
+    /// This refusal as that of the batch's operation `index`.
+    fn at(mut self, index: usize) -> Self {
+        self.message = format!(
+            "operation {index} of the batch (counting from 0): {}; nothing of the batch was submitted",
+            self.message
+        );
+        self.index = Some(index);
+        self
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+        let body = match self.index {
+            Some(index) => json!({ "error": self.message, "index": index }),
+            None => json!({ "error": self.message }),
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// How a store's refusal is answered.
+fn refusal_status(r: &Rejection) -> StatusCode {
+    match r {
+        Rejection::UnknownNode(_) | Rejection::UnknownOp(_) | Rejection::UnknownDelivery(_) => {
+            StatusCode::NOT_FOUND
+        }
+        Rejection::UnknownKind { .. } | Rejection::IdempotencyKeyReused { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Rejection::NotDead { .. } | Rejection::NotRemovable { .. } | Rejection::Removed { .. } => {
+            StatusCode::CONFLICT
+        }
+        Rejection::InBatch { rejection, .. } => refusal_status(rejection),
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Rejected(r) => {
-                let status = match r {
-                    Rejection::UnknownNode(_)
-                    | Rejection::UnknownOp(_)
-                    | Rejection::UnknownDelivery(_) => StatusCode::NOT_FOUND,
-                    Rejection::UnknownKind { .. } | Rejection::IdempotencyKeyReused { .. } => {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    }
-                    Rejection::NotDead { .. }
-                    | Rejection::NotRemovable { .. }
-                    | Rejection::Removed { .. } => StatusCode::CONFLICT,
-                };
-                ApiError::new(status, r.to_string())
+            StoreError::Rejected(Rejection::InBatch { index, rejection }) => {
+                ApiError::new(refusal_status(&rejection), rejection.to_string()).at(index)
             }
+            StoreError::Rejected(r) => ApiError::new(refusal_status(&r), r.to_string()),
             e => {
                 tracing::error!(
                     "the API could not reach the store: {}",
@@ -322,6 +350,11 @@ pub struct SubmitRequest {
     /// The payload (`{}` when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// Makes the submission once however often it is sent, as the
+    /// `Idempotency-Key` header does (the form an operation of a batch
+    /// uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// With a type: only the nodes present now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub present_only: bool,
@@ -472,6 +505,56 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+impl SubmitRequest {
+    /// The operation this body asks for, with the settings of its kind
+    /// under what it asks for itself; `header_key` is the request's
+    /// `Idempotency-Key` header (the body's `idempotency_key` may say the
+    /// same, nothing else).
+    fn into_op(
+        self,
+        kinds: &BTreeMap<String, Settings>,
+        header_key: Option<String>,
+    ) -> Result<NewOp, ApiError> {
+        let asked = self.settings();
+        let idempotency_key = match (header_key, self.idempotency_key) {
+            (Some(header), Some(body)) if header != body => {
+                return Err(ApiError::bad(
+                    "the Idempotency-Key header and the body's idempotency_key differ; send one",
+                ));
+            }
+            (header, body) => header.or(body),
+        };
+        let target = match (self.node_type, self.nodes) {
+            (Some(node_type), None) => Target::Type {
+                node_type,
+                present_only: self.present_only,
+            },
+            (None, Some(nodes)) => {
+                if self.present_only {
+                    return Err(ApiError::bad(
+                        "present_only applies to a node type; named nodes are always only those",
+                    ));
+                }
+                Target::Nodes(nodes)
+            }
+            _ => return Err(ApiError::bad("say either \"type\" or \"nodes\", not both")),
+        };
+        let settings = match kinds.get(&self.kind) {
+            Some(kind) => asked.or(kind),
+            None => asked,
+        };
+        Ok(NewOp {
+            kind: self.kind,
+            target,
+            key: self.key,
+            payload: self.payload.unwrap_or_else(|| json!({})).to_string(),
+            idempotency_key,
+            settings,
+        }
+        .validate()?)
+    }
+}
+
 async fn submit(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -479,35 +562,7 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
     let body: SubmitRequest = parse(&body)?;
-    let asked = body.settings();
-    let target = match (body.node_type, body.nodes) {
-        (Some(node_type), None) => Target::Type {
-            node_type,
-            present_only: body.present_only,
-        },
-        (None, Some(nodes)) => {
-            if body.present_only {
-                return Err(ApiError::bad(
-                    "present_only applies to a node type; named nodes are always only those",
-                ));
-            }
-            Target::Nodes(nodes)
-        }
-        _ => return Err(ApiError::bad("say either \"type\" or \"nodes\", not both")),
-    };
-    let settings = match state.kinds.get(&body.kind) {
-        Some(kind) => asked.or(kind),
-        None => asked,
-    };
-    let op = NewOp {
-        kind: body.kind,
-        target,
-        key: body.key,
-        payload: body.payload.unwrap_or_else(|| json!({})).to_string(),
-        idempotency_key,
-        settings,
-    }
-    .validate()?;
+    let op = body.into_op(&state.kinds, idempotency_key)?;
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let submitted = blocking(move || store.submit(&op, now)).await?;
@@ -538,6 +593,108 @@ async fn submit(
         }
     );
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// At most this many operations in one `POST /v1/ops/batch`: one
+/// transaction each, short enough not to hold other writers long.
+pub const MAX_BATCH: usize = 1000;
+
+/// The largest body `POST /v1/ops/batch` reads, in bytes (answered 413
+/// beyond).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// One answer of `POST /v1/ops/batch`, in the order of the operations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    /// The operation (the first one's, for a repeat of its idempotency key).
+    pub op: Op,
+    /// Deliveries created.
+    pub deliveries: u64,
+    /// Deliveries of older operations with its key that it replaced.
+    pub superseded: u64,
+    /// A repeat of an earlier submission's idempotency key: nothing new.
+    #[serde(default)]
+    pub repeated: bool,
+}
+
+async fn submit_batch(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the batch is over {} MiB; send it in smaller batches",
+                MAX_BATCH_BYTES >> 20
+            ),
+        ),
+        status => ApiError::new(status, e.body_text()),
+    })?;
+    // Each element read on its own, so that a bad one is named by index.
+    let elements: Vec<Value> =
+        parse(&body).map_err(|_| ApiError::bad("the batch must be a JSON array of operations"))?;
+    if elements.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the batch is empty; send at least one operation",
+        ));
+    }
+    if elements.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the batch has {} operations; at most {MAX_BATCH} are taken in one request: send it in smaller batches",
+                elements.len()
+            ),
+        ));
+    }
+    let ops = elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, element)| {
+            serde_json::from_value::<SubmitRequest>(element)
+                .map_err(|e| ApiError::bad(format!("malformed operation: {e}")))
+                .and_then(|body| body.into_op(&state.kinds, None))
+                .map_err(|e| e.at(index))
+        })
+        .collect::<Result<Vec<NewOp>, ApiError>>()?;
+    let now = state.clock.now();
+    let store = Arc::clone(&state.store);
+    let submitted = blocking(move || store.submit_all(&ops, now)).await?;
+    let made = submitted.iter().filter(|s| !s.repeated).count();
+    let answers: Vec<BatchAnswer> = submitted
+        .into_iter()
+        .map(|s| BatchAnswer {
+            op: s.op,
+            deliveries: s.deliveries,
+            superseded: s.superseded,
+            repeated: s.repeated,
+        })
+        .collect();
+    if made == 0 {
+        tracing::info!(
+            "a batch of {} submitted again with their idempotency keys: answered, nothing new",
+            plural(answers.len() as u64, "operation", "operations")
+        );
+        return Ok((StatusCode::OK, axum::Json(answers)).into_response());
+    }
+    state.dispatcher.wake();
+    tracing::info!(
+        "a batch of {} submitted ({} new): {}",
+        plural(answers.len() as u64, "operation", "operations"),
+        made,
+        plural(
+            answers
+                .iter()
+                .filter(|a| !a.repeated)
+                .map(|a| a.deliveries)
+                .sum::<u64>(),
+            "delivery",
+            "deliveries"
+        ),
+    );
+    Ok((StatusCode::CREATED, axum::Json(answers)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -136,7 +136,26 @@ pub trait Store: Send + Sync {
     /// handle or coordinator, create one operation: the key's unique
     /// constraint decides, and the others wait for the first to commit.
     /// A refused submission leaves no key behind.
-    fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError>;
+    ///
+    /// The batch of one ([`Store::submit_all`]).
+    fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
+        match self.submit_all(std::slice::from_ref(op), now) {
+            Ok(mut submitted) => submitted.pop().ok_or_else(|| unanswered(&self.location())),
+            Err(StoreError::Rejected(Rejection::InBatch { rejection, .. })) => {
+                Err(StoreError::Rejected(*rejection))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Submits `ops` in one transaction, as [`Store::submit`] submits
+    /// each, in order: one [`Submitted`] per operation. A later operation
+    /// with the key of an earlier one supersedes it; one that repeats an
+    /// earlier one's idempotency key answers it. When one is refused, the
+    /// whole batch is, changing nothing: [`Rejection::InBatch`] names the
+    /// first refused operation's index and why. An empty batch writes
+    /// nothing.
+    fn submit_all(&self, ops: &[NewOp], now: SystemTime) -> Result<Vec<Submitted>, StoreError>;
 
     /// Operations, newest first, with counts of their deliveries by state.
     fn ops(&self, filter: &OpFilter) -> Result<Vec<OpSummary>, StoreError>;
@@ -581,6 +600,15 @@ pub enum Rejection {
         /// The operation the key names.
         op: OpId,
     },
+    /// An operation of a batch was refused ([`Store::submit_all`]), and
+    /// with it the whole batch: nothing of it was written.
+    #[error("operation {} of the batch (counting from 1) was refused, and the batch with it: {rejection}", index + 1)]
+    InBatch {
+        /// Its index in the batch, from 0.
+        index: usize,
+        /// Why it was refused.
+        rejection: Box<Rejection>,
+    },
     /// Only dead deliveries can be requeued.
     #[error("delivery {id} is {state}, not dead; only dead deliveries are requeued")]
     NotDead {
@@ -618,6 +646,31 @@ pub enum Rejection {
         /// It was declared in a file, with the same declaration.
         declared: bool,
     },
+}
+
+/// A batch of one that answered nothing: a store that broke its promise.
+fn unanswered(location: &str) -> StoreError {
+    StoreError::Failed {
+        component: COMPONENT,
+        location: location.to_owned(),
+        source: "the submission answered nothing".into(),
+    }
+}
+
+/// `e` as the refusal of the batch's operation `index`.
+pub(crate) fn in_batch<E>(
+    index: usize,
+    e: backstop_store::TxError<E, Rejection>,
+) -> backstop_store::TxError<E, Rejection> {
+    match e {
+        backstop_store::TxError::Rejected(rejection) => {
+            backstop_store::TxError::Rejected(Rejection::InBatch {
+                index,
+                rejection: Box::new(rejection),
+            })
+        }
+        e => e,
+    }
 }
 
 fn unknown_kind(kind: &str, target: &str, known: &[String]) -> String {

@@ -13,7 +13,7 @@ use super::{
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
     Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_MIGRATIONS,
     Pruned, Registered, Rejection, Removed, Requeue, Retained, Running, Settled, Store, StoreError,
-    Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
+    Submitted, Tombstone, clip, count, ended_or, in_batch, released, settings, to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -91,50 +91,6 @@ impl PostgresStore {
         self.db.place().failed(e)
     }
 
-    /// Why a submission was refused, with the kinds its target handles.
-    fn refusal(&self, op: &NewOp, problem: &str) -> StoreError {
-        let (what, name) = problem.split_once(':').unwrap_or((problem, ""));
-        if what == "unknown_node" {
-            return Rejection::UnknownNode(name.to_owned()).into();
-        }
-        if what == "key_reused" {
-            return Rejection::IdempotencyKeyReused {
-                op: name.parse().unwrap_or_default(),
-            }
-            .into();
-        }
-        let (target, nodes) = match (&op.target, what) {
-            (Target::Type { node_type, .. }, _) => (
-                format!("node of type {node_type:?}"),
-                Err(node_type.as_str()),
-            ),
-            (Target::Nodes(_), _) => (format!("node {name:?}"), Ok(vec![name.to_owned()])),
-        };
-        let known = self.tx(|tx| {
-            let nodes = match &nodes {
-                Ok(names) => names.clone(),
-                Err(node_type) => tx
-                    .query(
-                        "SELECT name FROM backstop_queue_nodes WHERE node_type = $1",
-                        &[node_type],
-                    )?
-                    .iter()
-                    .map(|r| get(r, 0))
-                    .collect::<Result<_, _>>()?,
-            };
-            kinds_of(tx, &nodes)
-        });
-        match known {
-            Ok(known) => Rejection::UnknownKind {
-                kind: op.kind.clone(),
-                target,
-                known,
-            }
-            .into(),
-            Err(e) => e,
-        }
-    }
-
     fn unreachable(&self, e: postgres::Error) -> StoreError {
         self.db.place().unreachable(e)
     }
@@ -202,6 +158,181 @@ fn read_op(r: &postgres::Row) -> Result<OpRow, ColumnError> {
         cancelled_by: get(r, 13)?,
         cancelled_ms: get(r, 14)?,
     })
+}
+
+/// Why a submission was refused (`problem`, as the submission's function
+/// says it), with the kinds its target handles.
+fn refusal(tx: &mut Tx<'_>, op: &NewOp, problem: &str) -> TxResult<Rejection> {
+    let (what, name) = problem.split_once(':').unwrap_or((problem, ""));
+    if what == "unknown_node" {
+        return Ok(Rejection::UnknownNode(name.to_owned()));
+    }
+    if what == "key_reused" {
+        return Ok(Rejection::IdempotencyKeyReused {
+            op: name.parse().unwrap_or_default(),
+        });
+    }
+    let (target, nodes) = match &op.target {
+        Target::Type { node_type, .. } => (
+            format!("node of type {node_type:?}"),
+            tx.query(
+                "SELECT name FROM backstop_queue_nodes WHERE node_type = $1",
+                &[node_type],
+            )?
+            .iter()
+            .map(|r| get(r, 0))
+            .collect::<Result<Vec<String>, _>>()?,
+        ),
+        Target::Nodes(_) => (format!("node {name:?}"), vec![name.to_owned()]),
+    };
+    Ok(Rejection::UnknownKind {
+        kind: op.kind.clone(),
+        target,
+        known: kinds_of(tx, &nodes)?,
+    })
+}
+
+/// Submits a batch in one statement: the submission's function
+/// (`backstop_queue_submit`, migration 7) called for each operation in
+/// order, each call seeing what the earlier ones wrote. One row per
+/// operation, in order: the operation's columns (OP_COLUMNS), then
+/// superseded, delivered, problem, repeated. The calls after a refused one
+/// still run; the caller rolls the batch back.
+const SUBMIT_ALL: &str = "
+    SELECT s.* FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+            $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[],
+            $12::bigint[], $13::bigint[])
+        WITH ORDINALITY AS u(kind, node_type, nodes, present_only, op_key, payload, live,
+            idem_key, fingerprint, timeout_ms, max_failures, base_delay_ms, max_delay_ms, ord)
+    CROSS JOIN LATERAL backstop_queue_submit(u.kind, u.node_type,
+        string_to_array(u.nodes, ','), u.present_only, u.op_key, u.payload, u.live, $14, $15,
+        $16, u.idem_key, u.fingerprint, u.timeout_ms, u.max_failures, u.base_delay_ms,
+        u.max_delay_ms) s
+    ORDER BY u.ord";
+
+/// A batch of operations as the columns [`SUBMIT_ALL`] takes, one array
+/// per parameter.
+struct SubmitColumns {
+    kinds: Vec<String>,
+    node_types: Vec<Option<String>>,
+    /// Named targets, comma-joined (a node name holds no comma, see
+    /// `check_name`).
+    nodes: Vec<Option<String>>,
+    present_only: Vec<i64>,
+    keys: Vec<Option<String>>,
+    payloads: Vec<String>,
+    live: Vec<i64>,
+    idempotency_keys: Vec<Option<String>>,
+    fingerprints: Vec<Option<String>>,
+    timeout_ms: Vec<Option<i64>>,
+    max_failures: Vec<Option<i64>>,
+    base_delay_ms: Vec<Option<i64>>,
+    max_delay_ms: Vec<Option<i64>>,
+}
+
+impl SubmitColumns {
+    fn of(ops: &[NewOp]) -> SubmitColumns {
+        let mut c = SubmitColumns {
+            kinds: Vec::with_capacity(ops.len()),
+            node_types: Vec::with_capacity(ops.len()),
+            nodes: Vec::with_capacity(ops.len()),
+            present_only: Vec::with_capacity(ops.len()),
+            keys: Vec::with_capacity(ops.len()),
+            payloads: Vec::with_capacity(ops.len()),
+            live: Vec::with_capacity(ops.len()),
+            idempotency_keys: Vec::with_capacity(ops.len()),
+            fingerprints: Vec::with_capacity(ops.len()),
+            timeout_ms: Vec::with_capacity(ops.len()),
+            max_failures: Vec::with_capacity(ops.len()),
+            base_delay_ms: Vec::with_capacity(ops.len()),
+            max_delay_ms: Vec::with_capacity(ops.len()),
+        };
+        for op in ops {
+            let (node_type, present_only) = match &op.target {
+                Target::Type {
+                    node_type,
+                    present_only,
+                } => (Some(node_type.clone()), *present_only),
+                Target::Nodes(_) => (None, false),
+            };
+            let named = named(&op.target);
+            c.live.push(i64::from(node_type.is_some() && !present_only));
+            c.kinds.push(op.kind.clone());
+            c.node_types.push(node_type);
+            c.nodes.push((!named.is_empty()).then(|| named.join(",")));
+            c.present_only.push(i64::from(present_only));
+            c.keys.push(op.key.clone());
+            c.payloads.push(op.payload.clone());
+            c.fingerprints
+                .push(op.idempotency_key.as_ref().map(|_| op.fingerprint()));
+            c.idempotency_keys.push(op.idempotency_key.clone());
+            c.timeout_ms.push(to_ms(op.settings.timeout));
+            c.max_failures.push(op.settings.max_failures.map(i64::from));
+            c.base_delay_ms.push(to_ms(op.settings.base_delay));
+            c.max_delay_ms.push(to_ms(op.settings.max_delay));
+        }
+        c
+    }
+
+    fn params<'a>(&'a self, now_ms: &'a i64) -> [&'a (dyn postgres::types::ToSql + Sync); 16] {
+        [
+            &self.kinds,
+            &self.node_types,
+            &self.nodes,
+            &self.present_only,
+            &self.keys,
+            &self.payloads,
+            &self.live,
+            &self.idempotency_keys,
+            &self.fingerprints,
+            &self.timeout_ms,
+            &self.max_failures,
+            &self.base_delay_ms,
+            &self.max_delay_ms,
+            now_ms,
+            &TYPE_LOCK,
+            &KEY_LOCK,
+        ]
+    }
+}
+
+/// Reads what [`SUBMIT_ALL`] answered: one [`Submitted`] per operation, or
+/// the index of the first refused one and why.
+fn read_submitted(
+    rows: &[postgres::Row],
+) -> Result<Result<Vec<Submitted>, (usize, String)>, ColumnError> {
+    let mut submitted = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        if let Some(problem) = get::<Option<String>>(row, 17)? {
+            return Ok(Err((index, problem)));
+        }
+        let superseded: i64 = get(row, 15)?;
+        let delivered: i64 = get(row, 16)?;
+        submitted.push(Submitted {
+            op: read_op(row)?.into_op(),
+            deliveries: u64::try_from(delivered).unwrap_or(0),
+            superseded: u64::try_from(superseded).unwrap_or(0),
+            repeated: get(row, 18)?,
+        });
+    }
+    Ok(Ok(submitted))
+}
+
+/// Takes, until the transaction ends, the lock of each of these node types
+/// shared (submissions of a type run side by side; a registration of the
+/// type waits for them), in order.
+fn lock_types_shared(tx: &mut Tx<'_>, node_types: &[Option<String>]) -> TxResult<()> {
+    let mut types: Vec<&str> = node_types.iter().flatten().map(String::as_str).collect();
+    types.sort_unstable();
+    types.dedup();
+    if !types.is_empty() {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock_shared($1, hashtext(t))
+             FROM (SELECT unnest($2::text[]) AS t ORDER BY 1) types",
+            &[&TYPE_LOCK, &types],
+        )?;
+    }
+    Ok(())
 }
 
 /// The nodes a target names (none for a type).
@@ -712,61 +843,45 @@ impl Store for PostgresStore {
         })
     }
 
-    fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
-        let (node_type, present_only) = match &op.target {
-            Target::Type {
-                node_type,
-                present_only,
-            } => (Some(node_type.as_str()), *present_only),
-            Target::Nodes(_) => (None, false),
-        };
-        let named = named(&op.target);
-        let nodes = (!named.is_empty()).then_some(named);
-        let live = node_type.is_some() && !present_only;
-        let fingerprint = op.idempotency_key.as_ref().map(|_| op.fingerprint());
-        let rows = self.db.call(
-            "SELECT * FROM backstop_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12, $13, $14, $15, $16)",
-            &[
-                &op.kind,
-                &node_type,
-                &nodes,
-                &i64::from(present_only),
-                &op.key,
-                &op.payload,
-                &i64::from(live),
-                &to_millis(now),
-                &TYPE_LOCK,
-                &KEY_LOCK,
-                &op.idempotency_key,
-                &fingerprint,
-                &to_ms(op.settings.timeout),
-                &op.settings.max_failures.map(i64::from),
-                &to_ms(op.settings.base_delay),
-                &to_ms(op.settings.max_delay),
-            ],
-        )?;
-        let Some(row) = rows.first() else {
-            return Err(self.failed("the submission returned nothing"));
-        };
-        // The operation's columns (OP_COLUMNS), then what it did.
-        let read = || -> Result<Result<Submitted, String>, ColumnError> {
-            if let Some(problem) = get::<Option<String>>(row, 17)? {
-                return Ok(Err(problem));
-            }
-            let superseded: i64 = get(row, 15)?;
-            let delivered: i64 = get(row, 16)?;
-            Ok(Ok(Submitted {
-                op: read_op(row)?.into_op(),
-                deliveries: u64::try_from(delivered).unwrap_or(0),
-                superseded: u64::try_from(superseded).unwrap_or(0),
-                repeated: get(row, 18)?,
-            }))
-        };
-        match read().map_err(|e| self.failed(e))? {
-            Ok(submitted) => Ok(submitted),
-            Err(problem) => Err(self.refusal(op, &problem)),
+    fn submit_all(&self, ops: &[NewOp], now: SystemTime) -> Result<Vec<Submitted>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
         }
+        let columns = SubmitColumns::of(ops);
+        let now_ms = to_millis(now);
+        let params = columns.params(&now_ms);
+        if ops.len() == 1 {
+            // One statement, its own transaction: the submission's function
+            // writes nothing when it refuses.
+            let rows = self.db.call(SUBMIT_ALL, &params)?;
+            return match read_submitted(&rows).map_err(|e| self.failed(e))? {
+                Ok(submitted) => Ok(submitted),
+                Err((index, problem)) => {
+                    let rejection = self.tx(|tx| refusal(tx, &ops[index], &problem))?;
+                    Err(Rejection::InBatch {
+                        index,
+                        rejection: Box::new(rejection),
+                    }
+                    .into())
+                }
+            };
+        }
+        self.tx(|tx| {
+            // Every lock the batch needs, first and in one order, so that
+            // batches never wait on each other in a circle.
+            lock_types_shared(tx, &columns.node_types)?;
+            let keys: Vec<&str> = columns.keys.iter().flatten().map(String::as_str).collect();
+            lock_keys(tx, &keys)?;
+            let rows = tx.query(SUBMIT_ALL, &params)?;
+            match read_submitted(&rows)? {
+                Ok(submitted) => Ok(submitted),
+                // Rolled back: nothing of the batch stays.
+                Err((index, problem)) => Err(in_batch(
+                    index,
+                    TxError::Rejected(refusal(tx, &ops[index], &problem)?),
+                )),
+            }
+        })
     }
 
     fn ops(&self, filter: &OpFilter) -> Result<Vec<OpSummary>, StoreError> {

@@ -15,7 +15,7 @@ use super::{
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
     Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered,
     Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store, StoreError,
-    Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
+    Submitted, Tombstone, clip, count, ended_or, in_batch, released, settings, to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -382,13 +382,178 @@ fn load_nodes(tx: &Transaction<'_>, only: Option<&str>) -> rusqlite::Result<Vec<
 
 fn load_op(tx: &Transaction<'_>, id: OpId) -> rusqlite::Result<Option<Op>> {
     Ok(tx
-        .query_row(
-            &format!("SELECT {OP_COLUMNS} FROM backstop_queue_ops o WHERE o.id = ?1"),
-            [id],
-            read_op,
-        )
+        .prepare_cached(&format!(
+            "SELECT {OP_COLUMNS} FROM backstop_queue_ops o WHERE o.id = ?1"
+        ))?
+        .query_row([id], read_op)
         .optional()?
         .map(OpRow::into_op))
+}
+
+/// Submits `op` in the write transaction `tx` (see [`Store::submit`]);
+/// `fingerprint` is the op's when it has an idempotency key.
+fn submit_one(
+    tx: &Transaction<'_>,
+    op: &NewOp,
+    fingerprint: Option<&str>,
+    now_ms: i64,
+) -> TxResult<Submitted> {
+    // One writer at a time (IMMEDIATE): the key read here cannot
+    // be written by another before this transaction ends.
+    if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, fingerprint)
+        && let Some(first) = tx
+            .prepare_cached(
+                "SELECT fingerprint, op, deliveries, superseded
+                 FROM backstop_queue_idempotency WHERE idem_key = ?1",
+            )?
+            .query_row([key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?
+    {
+        let (known, id, deliveries, superseded) = first;
+        let id = id.unwrap_or_default();
+        if known != fingerprint {
+            return Err(Rejection::IdempotencyKeyReused { op: id }.into());
+        }
+        let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+        return Ok(Submitted {
+            op,
+            deliveries: u64::try_from(deliveries).unwrap_or(0),
+            superseded: u64::try_from(superseded).unwrap_or(0),
+            repeated: true,
+        });
+    }
+    let (targets, describe): (Vec<String>, String) = match &op.target {
+        Target::Type { node_type, .. } => {
+            let names = tx
+                .prepare_cached(
+                    "SELECT name FROM backstop_queue_nodes WHERE node_type = ?1 ORDER BY name",
+                )?
+                .query_map([node_type], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            (names, format!("node of type {node_type:?}"))
+        }
+        Target::Nodes(names) => {
+            for name in names {
+                if !node_exists(tx, name)? {
+                    return Err(Rejection::UnknownNode(name.clone()).into());
+                }
+            }
+            (names.clone(), format!("node among {}", names.join(", ")))
+        }
+    };
+    let mut handling = Vec::new();
+    for name in &targets {
+        if handles(tx, name, &op.kind)? {
+            handling.push(name.clone());
+        } else if matches!(op.target, Target::Nodes(_)) {
+            return Err(Rejection::UnknownKind {
+                kind: op.kind.clone(),
+                target: format!("node {name:?}"),
+                known: kinds_of(tx, std::slice::from_ref(name))?,
+            }
+            .into());
+        }
+    }
+    if handling.is_empty() {
+        return Err(Rejection::UnknownKind {
+            kind: op.kind.clone(),
+            target: describe.clone(),
+            known: kinds_of(tx, &targets)?,
+        }
+        .into());
+    }
+    let (node_type, nodes, present_only) = match &op.target {
+        Target::Type {
+            node_type,
+            present_only,
+        } => (Some(node_type.as_str()), None, *present_only),
+        // Joined with commas: safe because a node name is checked
+        // (`check_name`) to hold only letters, digits, '_' and '-'
+        // before any operation can name it.
+        Target::Nodes(names) => (None, Some(names.join(",")), false),
+    };
+    let live = node_type.is_some() && !present_only;
+    let id: OpId = tx
+        .prepare_cached(
+            "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
+             payload, live, created_ms, timeout_ms, max_failures, base_delay_ms,
+             max_delay_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
+        )?
+        .query_row(
+            params![
+                op.kind,
+                node_type,
+                nodes,
+                i64::from(present_only),
+                op.key,
+                op.payload,
+                i64::from(live),
+                now_ms,
+                to_ms(op.settings.timeout),
+                op.settings.max_failures.map(i64::from),
+                to_ms(op.settings.base_delay),
+                to_ms(op.settings.max_delay)
+            ],
+            |r| r.get(0),
+        )?;
+    let mut superseded = 0;
+    if let Some(key) = &op.key {
+        if let Some(node_type) = node_type {
+            tx.prepare_cached(
+                "UPDATE backstop_queue_ops SET live = 0
+                 WHERE live = 1 AND node_type = ?1 AND op_key = ?2 AND id < ?3",
+            )?
+            .execute(params![node_type, key, id])?;
+        }
+        // Every target node, handling the kind or not: the newest
+        // operation on a key is the desired state.
+        let mut stmt = tx.prepare_cached(
+            "UPDATE backstop_queue_deliveries SET state = 'superseded',
+                 finished_ms = ?4, updated_ms = ?4, lease_until_ms = NULL
+             WHERE node = ?1 AND op_key = ?2 AND op < ?3 AND state IN ('pending', 'dead')",
+        )?;
+        for name in &targets {
+            superseded += stmt.execute(params![name, key, id, now_ms])? as u64;
+        }
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
+             failures, tries, next_at_ms, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, 0, ?5, ?5, ?5)",
+    )?;
+    for name in &handling {
+        insert.execute(params![id, name, op.kind, op.key, now_ms])?;
+    }
+    if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, fingerprint) {
+        tx.prepare_cached(
+            "INSERT INTO backstop_queue_idempotency (idem_key, fingerprint, op,
+                 deliveries, superseded, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            key,
+            fingerprint,
+            id,
+            handling.len() as i64,
+            superseded as i64,
+            now_ms
+        ])?;
+    }
+    let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+    Ok(Submitted {
+        op,
+        deliveries: handling.len() as u64,
+        superseded,
+        repeated: false,
+    })
 }
 
 impl Store for SqliteStore {
@@ -669,164 +834,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn submit(&self, op: &NewOp, now: SystemTime) -> Result<Submitted, StoreError> {
+    fn submit_all(&self, ops: &[NewOp], now: SystemTime) -> Result<Vec<Submitted>, StoreError> {
         let now_ms = to_millis(now);
-        let fingerprint = op.idempotency_key.as_ref().map(|_| op.fingerprint());
+        let fingerprints: Vec<Option<String>> = ops
+            .iter()
+            .map(|op| op.idempotency_key.as_ref().map(|_| op.fingerprint()))
+            .collect();
         self.write(|tx| {
-            // One writer at a time (IMMEDIATE): the key read here cannot
-            // be written by another before this transaction ends.
-            if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, &fingerprint)
-                && let Some(first) = tx
-                    .query_row(
-                        "SELECT fingerprint, op, deliveries, superseded
-                         FROM backstop_queue_idempotency WHERE idem_key = ?1",
-                        [key],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, Option<i64>>(1)?,
-                                r.get::<_, i64>(2)?,
-                                r.get::<_, i64>(3)?,
-                            ))
-                        },
-                    )
-                    .optional()?
-            {
-                let (known, id, deliveries, superseded) = first;
-                let id = id.unwrap_or_default();
-                if &known != fingerprint {
-                    return Err(Rejection::IdempotencyKeyReused { op: id }.into());
-                }
-                let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
-                return Ok(Submitted {
-                    op,
-                    deliveries: u64::try_from(deliveries).unwrap_or(0),
-                    superseded: u64::try_from(superseded).unwrap_or(0),
-                    repeated: true,
-                });
-            }
-            let (targets, describe): (Vec<String>, String) = match &op.target {
-                Target::Type { node_type, .. } => {
-                    let names = tx
-                        .prepare_cached(
-                            "SELECT name FROM backstop_queue_nodes WHERE node_type = ?1 ORDER BY name",
-                        )?
-                        .query_map([node_type], |r| r.get(0))?
-                        .collect::<rusqlite::Result<Vec<String>>>()?;
-                    (names, format!("node of type {node_type:?}"))
-                }
-                Target::Nodes(names) => {
-                    for name in names {
-                        if !node_exists(tx, name)? {
-                            return Err(Rejection::UnknownNode(name.clone()).into());
-                        }
-                    }
-                    (names.clone(), format!("node among {}", names.join(", ")))
-                }
-            };
-            let mut handling = Vec::new();
-            for name in &targets {
-                if handles(tx, name, &op.kind)? {
-                    handling.push(name.clone());
-                } else if matches!(op.target, Target::Nodes(_)) {
-                    return Err(Rejection::UnknownKind {
-                        kind: op.kind.clone(),
-                        target: format!("node {name:?}"),
-                        known: kinds_of(tx, std::slice::from_ref(name))?,
-                    }
-                    .into());
-                }
-            }
-            if handling.is_empty() {
-                return Err(Rejection::UnknownKind {
-                    kind: op.kind.clone(),
-                    target: describe.clone(),
-                    known: kinds_of(tx, &targets)?,
-                }
-                .into());
-            }
-            let (node_type, nodes, present_only) = match &op.target {
-                Target::Type {
-                    node_type,
-                    present_only,
-                } => (Some(node_type.as_str()), None, *present_only),
-                // Joined with commas: safe because a node name is checked
-                // (`check_name`) to hold only letters, digits, '_' and '-'
-                // before any operation can name it.
-                Target::Nodes(names) => (None, Some(names.join(",")), false),
-            };
-            let live = node_type.is_some() && !present_only;
-            let id: OpId = tx.query_row(
-                "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
-                     payload, live, created_ms, timeout_ms, max_failures, base_delay_ms,
-                     max_delay_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
-                params![
-                    op.kind,
-                    node_type,
-                    nodes,
-                    i64::from(present_only),
-                    op.key,
-                    op.payload,
-                    i64::from(live),
-                    now_ms,
-                    to_ms(op.settings.timeout),
-                    op.settings.max_failures.map(i64::from),
-                    to_ms(op.settings.base_delay),
-                    to_ms(op.settings.max_delay)
-                ],
-                |r| r.get(0),
-            )?;
-            let mut superseded = 0;
-            if let Some(key) = &op.key {
-                if let Some(node_type) = node_type {
-                    tx.execute(
-                        "UPDATE backstop_queue_ops SET live = 0
-                         WHERE live = 1 AND node_type = ?1 AND op_key = ?2 AND id < ?3",
-                        params![node_type, key, id],
-                    )?;
-                }
-                // Every target node, handling the kind or not: the newest
-                // operation on a key is the desired state.
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE backstop_queue_deliveries SET state = 'superseded',
-                         finished_ms = ?4, updated_ms = ?4, lease_until_ms = NULL
-                     WHERE node = ?1 AND op_key = ?2 AND op < ?3 AND state IN ('pending', 'dead')",
-                )?;
-                for name in &targets {
-                    superseded += stmt.execute(params![name, key, id, now_ms])? as u64;
-                }
-            }
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
-                     failures, tries, next_at_ms, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, 0, ?5, ?5, ?5)",
-            )?;
-            for name in &handling {
-                insert.execute(params![id, name, op.kind, op.key, now_ms])?;
-            }
-            if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, &fingerprint) {
-                tx.execute(
-                    "INSERT INTO backstop_queue_idempotency (idem_key, fingerprint, op,
-                         deliveries, superseded, created_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        key,
-                        fingerprint,
-                        id,
-                        handling.len() as i64,
-                        superseded as i64,
-                        now_ms
-                    ],
-                )?;
-            }
-            let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
-            Ok(Submitted {
-                op,
-                deliveries: handling.len() as u64,
-                superseded,
-                repeated: false,
-            })
+            ops.iter()
+                .zip(&fingerprints)
+                .enumerate()
+                .map(|(i, (op, fingerprint))| {
+                    submit_one(tx, op, fingerprint.as_deref(), now_ms).map_err(|e| in_batch(i, e))
+                })
+                .collect()
         })
     }
 
