@@ -1199,6 +1199,177 @@ fn idempotency_keys_outlive_a_short_retention_by_a_day(db: &dyn Db) {
     assert_ne!(anew.op.id, first.id);
 }
 
+/// A batch does what its operations submitted one by one, in order, would
+/// do: a later operation with an earlier one's key supersedes it, and one
+/// that repeats an earlier one's idempotency key answers it.
+fn a_batch_submits_as_its_operations_would_one_by_one_in_order(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    store
+        .register(&node("gpu-2", "gpu", &["install"]), t(0))
+        .unwrap();
+    let v1 = serde_json::json!({"v": 1});
+    let v2 = serde_json::json!({"v": 2});
+    let batch = [
+        NewOp::for_type("install", "gpu").key("llama").payload(&v1),
+        NewOp::for_type("install", "gpu").key("qwen"),
+        NewOp::for_type("install", "gpu").key("llama").payload(&v2),
+        NewOp::for_type("install", "gpu").idempotency_key("b-1"),
+        NewOp::for_type("install", "gpu").idempotency_key("b-1"),
+    ];
+    let answers = store.submit_all(&batch, t(1)).unwrap();
+    assert_eq!(answers.len(), 5);
+    let ids: Vec<i64> = answers.iter().map(|a| a.op.id).collect();
+    assert!(
+        ids[0] < ids[1] && ids[1] < ids[2] && ids[2] < ids[3],
+        "{ids:?}"
+    );
+    assert_eq!(answers[2].op.payload, r#"{"v":2}"#);
+    assert_eq!((answers[0].deliveries, answers[0].superseded), (2, 0));
+    assert_eq!(answers[2].superseded, 2, "the first llama, on both nodes");
+    for node in ["gpu-1", "gpu-2"] {
+        assert_eq!(state_of(&*store, ids[0], node), DeliveryState::Superseded);
+        assert_eq!(state_of(&*store, ids[2], node), DeliveryState::Pending);
+    }
+    assert!(
+        !store.op(ids[0]).unwrap().0.live,
+        "a newer operation holds its key"
+    );
+    assert!(!answers[3].repeated);
+    assert!(
+        answers[4].repeated,
+        "the key's second use answers the first"
+    );
+    assert_eq!(answers[4].op, answers[3].op);
+    assert_eq!(answers[4].deliveries, 2);
+    assert_eq!(store.ops(&OpFilter::default()).unwrap().len(), 4);
+    // The whole batch again: every key answered, nothing new.
+    let again = store.submit_all(&batch[3..], t(2)).unwrap();
+    assert!(again.iter().all(|a| a.repeated && a.op == answers[3].op));
+    assert_eq!(store.ops(&OpFilter::default()).unwrap().len(), 4);
+    // A batch of none writes nothing.
+    assert!(store.submit_all(&[], t(3)).unwrap().is_empty());
+    // One submitted alone after the batch goes on from it.
+    let alone = store
+        .submit(&NewOp::for_type("install", "gpu").key("qwen"), t(4))
+        .unwrap();
+    assert_eq!(alone.superseded, 2);
+    assert!(alone.op.id > ids[3]);
+}
+
+/// The refusal of one operation refuses its batch: nothing of it is
+/// written (no operation, delivery or idempotency key), and the index says
+/// which one.
+fn a_refused_operation_refuses_its_whole_batch(db: &dyn Db) {
+    let store = db.open().unwrap();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let good = NewOp::for_type("install", "gpu").key("llama");
+    let keyed = NewOp::for_type("install", "gpu").idempotency_key("k-1");
+    let mut named = NewOp::for_type("install", "gpu");
+    named.target = Target::Nodes(vec!["gpu-9".into()]);
+    let cases: [(Vec<NewOp>, usize); 3] = [
+        (
+            vec![
+                good.clone(),
+                keyed.clone(),
+                NewOp::for_type("instal", "gpu"),
+            ],
+            2,
+        ),
+        (vec![good.clone(), named, keyed.clone()], 1),
+        (
+            vec![
+                keyed.clone(),
+                good.clone(),
+                keyed.clone().payload(&serde_json::json!({"other": true})),
+            ],
+            2,
+        ),
+    ];
+    for (batch, bad) in cases {
+        match store.submit_all(&batch, t(1)) {
+            Err(StoreError::Rejected(Rejection::InBatch { index, rejection })) => {
+                assert_eq!(index, bad);
+                match (bad, *rejection) {
+                    (2, Rejection::UnknownKind { known, .. }) => assert_eq!(known, ["install"]),
+                    (1, Rejection::UnknownNode(name)) => assert_eq!(name, "gpu-9"),
+                    (2, Rejection::IdempotencyKeyReused { .. }) => {}
+                    (_, other) => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(store.ops(&OpFilter::default()).unwrap().is_empty());
+        assert!(
+            store
+                .deliveries(&DeliveryFilter::default())
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(db.count("backstop_queue_idempotency"), 0);
+    }
+    // Without the refused one, the same batch goes through whole.
+    let answers = store.submit_all(&[good, keyed], t(2)).unwrap();
+    assert!(answers.iter().all(|a| !a.repeated && a.deliveries == 1));
+    // Alone, a refusal is the operation's own, not a batch's.
+    assert!(matches!(
+        store.submit(&NewOp::for_type("instal", "gpu"), t(3)),
+        Err(StoreError::Rejected(Rejection::UnknownKind { .. }))
+    ));
+}
+
+/// Batches that share keys, written at once on several handles (several
+/// coordinators), each whole: every operation made, and the newest of each
+/// key the only one pending on a node.
+fn concurrent_batches_with_shared_keys_each_happen_whole(db: &dyn Db) {
+    let setup = db.open().unwrap();
+    setup
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let handles: Vec<Arc<dyn Store>> = (0..4).map(|_| Arc::from(db.open().unwrap())).collect();
+    let start = std::sync::Barrier::new(handles.len());
+    std::thread::scope(|s| {
+        for (n, store) in handles.iter().enumerate() {
+            let start = &start;
+            s.spawn(move || {
+                // Keys in another order on each handle.
+                let mut keys = vec!["a", "b", "c", "d"];
+                keys.rotate_left(n);
+                let batch: Vec<NewOp> = keys
+                    .iter()
+                    .map(|k| NewOp::for_type("install", "gpu").key(*k))
+                    .collect();
+                start.wait();
+                for _ in 0..5 {
+                    store.submit_all(&batch, t(1)).unwrap();
+                }
+            });
+        }
+    });
+    let ops = setup.ops(&OpFilter::default()).unwrap();
+    assert_eq!(ops.len(), 4 * 4 * 5);
+    let pending: Vec<_> = setup
+        .deliveries(&DeliveryFilter {
+            state: Some(DeliveryState::Pending),
+            limit: 1000,
+            ..DeliveryFilter::default()
+        })
+        .unwrap();
+    assert_eq!(pending.len(), 4, "one per key: {pending:?}");
+    for d in &pending {
+        let newest = ops
+            .iter()
+            .filter(|o| o.op.key == d.key)
+            .map(|o| o.op.id)
+            .max();
+        assert_eq!(Some(d.op), newest);
+    }
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1245,6 +1416,9 @@ suite!(
     a_repeated_idempotency_key_answers_the_first_operation,
     concurrent_repeats_of_an_idempotency_key_create_one_operation,
     idempotency_keys_outlive_a_short_retention_by_a_day,
+    a_batch_submits_as_its_operations_would_one_by_one_in_order,
+    a_refused_operation_refuses_its_whole_batch,
+    concurrent_batches_with_shared_keys_each_happen_whole,
     cancelling_an_op_ends_what_waits_and_lets_what_runs_finish,
     a_cancelled_attempt_that_ends_without_an_outcome_is_not_offered_again,
     removing_a_node_cancels_its_waiting_work_and_its_name_starts_afresh,

@@ -394,12 +394,12 @@ impl Store for Unreachable {
     ) -> Result<Vec<backstop_queue::Attempt>, StoreError> {
         self.inner.attempts(of)
     }
-    fn submit(
+    fn submit_all(
         &self,
-        op: &NewOp,
+        ops: &[NewOp],
         now: SystemTime,
-    ) -> Result<backstop_queue::store::Submitted, StoreError> {
-        self.inner.submit(op, now)
+    ) -> Result<Vec<backstop_queue::store::Submitted>, StoreError> {
+        self.inner.submit_all(ops, now)
     }
     fn ops(
         &self,
