@@ -2,7 +2,9 @@
 //!
 //! 1. Throughput: 10,000 operations to 3 local nodes (30,000 deliveries),
 //!    submitted while the dispatcher runs, timed from the first submit to
-//!    the last delivery stored as done.
+//!    the last delivery stored as done: submitted one per transaction, then
+//!    in batches of [`MAX_BATCH`] (`Store::submit_all`, what
+//!    `POST /v1/ops/batch` runs), and the ratio of the two.
 //! 2. Dispatch latency with history: one due delivery claimed, run and
 //!    stored, with no finished deliveries in the table and with 1,000,000.
 //!
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use backstop_core::clock::SystemClock;
+use backstop_queue::api::MAX_BATCH;
 use backstop_queue::handler::{Handler, Noop};
 use backstop_queue::store::OpFilter;
 use backstop_queue::transport::Transport;
@@ -29,7 +32,9 @@ fn main() {
         .expect("a runtime");
     let ops = if quick { 1_000 } else { 10_000 };
     let history = if quick { 100_000 } else { 1_000_000 };
-    runtime.block_on(throughput(ops));
+    let one = runtime.block_on(throughput(ops, 1));
+    let bulk = runtime.block_on(throughput(ops, MAX_BATCH));
+    println!("throughput: in batches {:.2}x one by one", bulk / one);
     runtime.block_on(latency(history));
 }
 
@@ -59,7 +64,9 @@ fn dispatcher(store: &Arc<dyn Store>, nodes: &[LocalNode]) -> Dispatcher {
     )
 }
 
-async fn throughput(ops: usize) {
+/// Deliveries per second end to end, `batch` operations submitted per
+/// transaction.
+async fn throughput(ops: usize, batch: usize) -> f64 {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(dir.path().join("bench.db")).expect("open"));
@@ -74,9 +81,11 @@ async fn throughput(ops: usize) {
         let store = Arc::clone(&store);
         let waker = d.waker();
         tokio::task::spawn_blocking(move || {
-            for i in 0..ops {
-                let op = NewOp::for_type("install", "gpu").key(format!("model-{i}"));
-                store.submit(&op, SystemTime::now()).expect("submit");
+            let all: Vec<NewOp> = (0..ops)
+                .map(|i| NewOp::for_type("install", "gpu").key(format!("model-{i}")))
+                .collect();
+            for chunk in all.chunks(batch) {
+                store.submit_all(chunk, SystemTime::now()).expect("submit");
                 waker.notify_one();
             }
         })
@@ -106,14 +115,15 @@ async fn throughput(ops: usize) {
     let elapsed = started.elapsed();
     shutdown.cancel();
     let _ = running.await;
+    let rate = want as f64 / elapsed.as_secs_f64();
     println!(
-        "throughput: {ops} operations x 3 nodes = {want} deliveries in {:.2} s: {:.0} deliveries/s \
-         (submitting alone: {:.2} s, {:.0} operations/s)",
+        "throughput: {ops} operations x 3 nodes = {want} deliveries, {batch} per transaction, \
+         in {:.2} s: {rate:.0} deliveries/s (submitting alone: {:.2} s, {:.0} operations/s)",
         elapsed.as_secs_f64(),
-        want as f64 / elapsed.as_secs_f64(),
         submitted.as_secs_f64(),
         ops as f64 / submitted.as_secs_f64()
     );
+    rate
 }
 
 async fn latency(history: usize) {

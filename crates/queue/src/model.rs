@@ -256,7 +256,7 @@ pub type OpId = i64;
 pub type DeliveryId = i64;
 
 /// Which nodes an operation is for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// Every node of this type that handles the kind, including nodes that

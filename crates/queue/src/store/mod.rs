@@ -16,7 +16,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 use crate::model::{
     Attempt, Cancellation, Claim, Delivery, DeliveryId, DeliveryState, Hold, NewOp, Node, NodeSpec,
-    NodeStatus, Op, OpId, Settings, Token,
+    NodeStatus, Op, OpId, Settings, Target, Token,
 };
 use crate::schedule::Settle;
 
@@ -654,6 +654,14 @@ fn unanswered(location: &str) -> StoreError {
         component: COMPONENT,
         location: location.to_owned(),
         source: "the submission answered nothing".into(),
+    }
+}
+
+/// The nodes a target names (none for a type).
+pub(crate) fn named(target: &Target) -> Vec<String> {
+    match target {
+        Target::Nodes(names) => names.clone(),
+        Target::Type { .. } => Vec::new(),
     }
 }
 

@@ -13,7 +13,8 @@ use super::{
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
     Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_MIGRATIONS,
     Pruned, Registered, Rejection, Removed, Requeue, Retained, Running, Settled, Store, StoreError,
-    Submitted, Tombstone, clip, count, ended_or, in_batch, released, settings, to_ms, unremovable,
+    Submitted, Tombstone, clip, count, ended_or, in_batch, named, released, settings, to_ms,
+    unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -333,14 +334,6 @@ fn lock_types_shared(tx: &mut Tx<'_>, node_types: &[Option<String>]) -> TxResult
         )?;
     }
     Ok(())
-}
-
-/// The nodes a target names (none for a type).
-fn named(target: &Target) -> Vec<String> {
-    match target {
-        Target::Nodes(names) => names.clone(),
-        Target::Type { .. } => Vec::new(),
-    }
 }
 
 /// Serialises, until the transaction ends, the writers of node type

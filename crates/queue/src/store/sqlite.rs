@@ -1,6 +1,6 @@
 //! The queue in a SQLite file: the default, for one machine.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -15,7 +15,8 @@ use super::{
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
     Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered,
     Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store, StoreError,
-    Submitted, Tombstone, clip, count, ended_or, in_batch, released, settings, to_ms, unremovable,
+    Submitted, Tombstone, clip, count, ended_or, in_batch, named, released, settings, to_ms,
+    unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -390,45 +391,22 @@ fn load_op(tx: &Transaction<'_>, id: OpId) -> rusqlite::Result<Option<Op>> {
         .map(OpRow::into_op))
 }
 
-/// Submits `op` in the write transaction `tx` (see [`Store::submit`]);
-/// `fingerprint` is the op's when it has an idempotency key.
-fn submit_one(
-    tx: &Transaction<'_>,
-    op: &NewOp,
-    fingerprint: Option<&str>,
-    now_ms: i64,
-) -> TxResult<Submitted> {
-    // One writer at a time (IMMEDIATE): the key read here cannot
-    // be written by another before this transaction ends.
-    if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, fingerprint)
-        && let Some(first) = tx
-            .prepare_cached(
-                "SELECT fingerprint, op, deliveries, superseded
-                 FROM backstop_queue_idempotency WHERE idem_key = ?1",
-            )?
-            .query_row([key], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .optional()?
-    {
-        let (known, id, deliveries, superseded) = first;
-        let id = id.unwrap_or_default();
-        if known != fingerprint {
-            return Err(Rejection::IdempotencyKeyReused { op: id }.into());
-        }
-        let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
-        return Ok(Submitted {
-            op,
-            deliveries: u64::try_from(deliveries).unwrap_or(0),
-            superseded: u64::try_from(superseded).unwrap_or(0),
-            repeated: true,
-        });
-    }
+/// Where an operation goes: the nodes of its target, and those of them
+/// that handle its kind, as JSON arrays (read by `json_each`).
+#[derive(Clone)]
+struct Resolved {
+    targets: String,
+    handling: String,
+    handled: u64,
+}
+
+/// The targets of a batch's operations, resolved once per target and kind:
+/// the batch's transaction is the only writer, so nodes cannot change
+/// under it.
+type Resolutions = HashMap<(Target, String), Resolved>;
+
+/// Where `op` goes, or why it cannot be submitted.
+fn resolve(tx: &Transaction<'_>, op: &NewOp) -> TxResult<Resolved> {
     let (targets, describe): (Vec<String>, String) = match &op.target {
         Target::Type { node_type, .. } => {
             let names = tx
@@ -464,11 +442,68 @@ fn submit_one(
     if handling.is_empty() {
         return Err(Rejection::UnknownKind {
             kind: op.kind.clone(),
-            target: describe.clone(),
+            target: describe,
             known: kinds_of(tx, &targets)?,
         }
         .into());
     }
+    Ok(Resolved {
+        targets: serde_json::Value::from(targets).to_string(),
+        handled: handling.len() as u64,
+        handling: serde_json::Value::from(handling).to_string(),
+    })
+}
+
+/// Submits `op` in the write transaction `tx` (see [`Store::submit`]);
+/// `fingerprint` is the op's when it has an idempotency key, `resolutions`
+/// the targets the batch resolved so far.
+fn submit_one(
+    tx: &Transaction<'_>,
+    op: &NewOp,
+    fingerprint: Option<&str>,
+    now_ms: i64,
+    resolutions: &mut Resolutions,
+) -> TxResult<Submitted> {
+    // One writer at a time (IMMEDIATE): the key read here cannot
+    // be written by another before this transaction ends.
+    if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, fingerprint)
+        && let Some(first) = tx
+            .prepare_cached(
+                "SELECT fingerprint, op, deliveries, superseded
+                 FROM backstop_queue_idempotency WHERE idem_key = ?1",
+            )?
+            .query_row([key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?
+    {
+        let (known, id, deliveries, superseded) = first;
+        let id = id.unwrap_or_default();
+        if known != fingerprint {
+            return Err(Rejection::IdempotencyKeyReused { op: id }.into());
+        }
+        let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+        return Ok(Submitted {
+            op,
+            deliveries: u64::try_from(deliveries).unwrap_or(0),
+            superseded: u64::try_from(superseded).unwrap_or(0),
+            repeated: true,
+        });
+    }
+    let resolution = (op.target.clone(), op.kind.clone());
+    let resolved = match resolutions.get(&resolution) {
+        Some(resolved) => resolved.clone(),
+        None => {
+            let resolved = resolve(tx, op)?;
+            resolutions.insert(resolution, resolved.clone());
+            resolved
+        }
+    };
     let (node_type, nodes, present_only) = match &op.target {
         Target::Type {
             node_type,
@@ -480,12 +515,16 @@ fn submit_one(
         Target::Nodes(names) => (None, Some(names.join(",")), false),
     };
     let live = node_type.is_some() && !present_only;
+    let timeout_ms = to_ms(op.settings.timeout);
+    let max_failures = op.settings.max_failures.map(i64::from);
+    let base_delay_ms = to_ms(op.settings.base_delay);
+    let max_delay_ms = to_ms(op.settings.max_delay);
     let id: OpId = tx
         .prepare_cached(
             "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
-             payload, live, created_ms, timeout_ms, max_failures, base_delay_ms,
-             max_delay_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
+                 payload, live, created_ms, timeout_ms, max_failures, base_delay_ms,
+                 max_delay_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
         )?
         .query_row(
             params![
@@ -497,10 +536,10 @@ fn submit_one(
                 op.payload,
                 i64::from(live),
                 now_ms,
-                to_ms(op.settings.timeout),
-                op.settings.max_failures.map(i64::from),
-                to_ms(op.settings.base_delay),
-                to_ms(op.settings.max_delay)
+                timeout_ms,
+                max_failures,
+                base_delay_ms,
+                max_delay_ms
             ],
             |r| r.get(0),
         )?;
@@ -515,23 +554,21 @@ fn submit_one(
         }
         // Every target node, handling the kind or not: the newest
         // operation on a key is the desired state.
-        let mut stmt = tx.prepare_cached(
-            "UPDATE backstop_queue_deliveries SET state = 'superseded',
-                 finished_ms = ?4, updated_ms = ?4, lease_until_ms = NULL
-             WHERE node = ?1 AND op_key = ?2 AND op < ?3 AND state IN ('pending', 'dead')",
-        )?;
-        for name in &targets {
-            superseded += stmt.execute(params![name, key, id, now_ms])? as u64;
-        }
+        superseded = tx
+            .prepare_cached(
+                "UPDATE backstop_queue_deliveries SET state = 'superseded',
+                     finished_ms = ?4, updated_ms = ?4, lease_until_ms = NULL
+                 WHERE node IN (SELECT value FROM json_each(?1)) AND op_key = ?2 AND op < ?3
+                   AND state IN ('pending', 'dead')",
+            )?
+            .execute(params![resolved.targets, key, id, now_ms])? as u64;
     }
-    let mut insert = tx.prepare_cached(
+    tx.prepare_cached(
         "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
              failures, tries, next_at_ms, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, 0, ?5, ?5, ?5)",
-    )?;
-    for name in &handling {
-        insert.execute(params![id, name, op.kind, op.key, now_ms])?;
-    }
+         SELECT ?1, value, ?2, ?3, 'pending', 0, 0, 0, ?4, ?4, ?4 FROM json_each(?5)",
+    )?
+    .execute(params![id, op.kind, op.key, now_ms, resolved.handling])?;
     if let (Some(key), Some(fingerprint)) = (&op.idempotency_key, fingerprint) {
         tx.prepare_cached(
             "INSERT INTO backstop_queue_idempotency (idem_key, fingerprint, op,
@@ -542,15 +579,28 @@ fn submit_one(
             key,
             fingerprint,
             id,
-            handling.len() as i64,
+            resolved.handled as i64,
             superseded as i64,
             now_ms
         ])?;
     }
-    let op = load_op(tx, id)?.ok_or(Rejection::UnknownOp(id))?;
+    // The row as written, without reading it back.
+    let op = Op {
+        id,
+        kind: op.kind.clone(),
+        node_type: node_type.map(str::to_owned),
+        nodes: named(&op.target),
+        present_only,
+        key: op.key.clone(),
+        payload: op.payload.clone(),
+        live,
+        created: from_millis(now_ms),
+        settings: settings(timeout_ms, max_failures, base_delay_ms, max_delay_ms),
+        cancelled: None,
+    };
     Ok(Submitted {
         op,
-        deliveries: handling.len() as u64,
+        deliveries: resolved.handled,
         superseded,
         repeated: false,
     })
@@ -841,11 +891,13 @@ impl Store for SqliteStore {
             .map(|op| op.idempotency_key.as_ref().map(|_| op.fingerprint()))
             .collect();
         self.write(|tx| {
+            let mut resolutions = Resolutions::new();
             ops.iter()
                 .zip(&fingerprints)
                 .enumerate()
                 .map(|(i, (op, fingerprint))| {
-                    submit_one(tx, op, fingerprint.as_deref(), now_ms).map_err(|e| in_batch(i, e))
+                    submit_one(tx, op, fingerprint.as_deref(), now_ms, &mut resolutions)
+                        .map_err(|e| in_batch(i, e))
                 })
                 .collect()
         })
