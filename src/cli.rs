@@ -879,18 +879,36 @@ pub struct SettingsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum OpsCommand {
-    /// Submit an operation to every node of a type (or to named nodes).
+    /// Submit an operation to every node of a type (or to named nodes), or
+    /// many from a file (--from).
     Submit {
         /// What to do: a kind the nodes declare (install, delete...).
-        kind: String,
+        #[arg(required_unless_present = "from")]
+        kind: Option<String>,
         /// Every node of this type, including nodes that join later.
         #[arg(
             long = "type",
             value_name = "TYPE",
-            required_unless_present = "nodes",
+            required_unless_present_any = ["nodes", "from"],
             conflicts_with = "nodes"
         )]
         node_type: Option<String>,
+        /// Submit the operations of FILE ("-": stdin), one JSON object per
+        /// line with the fields of the API's body (kind, type or nodes,
+        /// key, payload, present_only, timeout, max_failures, base_delay,
+        /// max_delay, idempotency_key); blank lines and lines starting
+        /// with # are skipped. Sent in batches of 1000, each in one
+        /// transaction; a line without an idempotency key gets
+        /// --idempotency-key (or a random one) and its line number.
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with_all = [
+                "kind", "node_type", "nodes", "key", "payload", "present_only",
+                "timeout", "max_failures", "base_delay", "max_delay"
+            ]
+        )]
+        from: Option<PathBuf>,
         /// Only these nodes (repeatable).
         #[arg(long = "node", value_name = "NAME")]
         nodes: Vec<String>,

@@ -8,8 +8,9 @@ use std::time::Duration;
 use backstop_core::{Class, Classified, Policy, Secret};
 use backstop_http::{Client, HostBoard, Method, RequestBuilder};
 use backstop_ledger::HostLedger;
+use backstop_queue::api::batch_refusal;
 use backstop_queue::api::{
-    CancelAnswer, CancelRequest, OpDetail, RemoveAnswer, RemoveRequest, RequeueAnswer,
+    BatchAnswer, CancelAnswer, CancelRequest, OpDetail, RemoveAnswer, RemoveRequest, RequeueAnswer,
     RequeueRequest, SubmitAnswer, SubmitRequest,
 };
 use backstop_queue::model::{Delivery, Node};
@@ -184,6 +185,30 @@ impl Coordinator {
             .map_err(|e| self.report(e))
     }
 
+    /// Submits a batch of operations in one transaction
+    /// (`POST /v1/ops/batch`). Each must carry its idempotency key: the
+    /// batch is then retried like a GET, and a repeat answers what the
+    /// first did. A refusal of one operation refuses the batch; its index
+    /// comes with the report.
+    pub async fn submit_batch(
+        &self,
+        requests: &[SubmitRequest],
+    ) -> Result<Vec<BatchAnswer>, (Report, Option<(usize, String)>)> {
+        self.post(
+            Method::POST,
+            "/v1/ops/batch",
+            &json_text(&requests).map_err(|r| (r, None))?,
+        )
+        .idempotent(true)
+        .json::<Vec<BatchAnswer>>()
+        .await
+        .map_err(|e| {
+            let refused = refusal_detail(&e)
+                .and_then(|d| batch_refusal(&d).map(|(i, why)| (i, why.to_owned())));
+            (self.report(e), refused)
+        })
+    }
+
     /// Operations, newest first, at most `limit`; only those with a
     /// delivery in `state`, when given.
     pub async fn ops(&self, state: Option<&str>, limit: u32) -> Result<Vec<OpSummary>, Report> {
@@ -343,6 +368,18 @@ impl Coordinator {
             }
             _ => Report::from(e),
         }
+    }
+}
+
+/// What the coordinator said when it refused a request (a 4xx).
+fn refusal_detail(e: &backstop_http::Error) -> Option<String> {
+    use backstop_core::AttemptError::Failed;
+    use backstop_http::HttpFailure;
+    match e.retry_error().and_then(|r| r.last.as_ref()) {
+        Some(Failed(HttpFailure::Status { status, detail, .. })) if status.is_client_error() => {
+            detail.clone()
+        }
+        _ => None,
     }
 }
 

@@ -2,15 +2,18 @@
 //! command line. A table on a terminal, JSON for scripts.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
 use std::time::SystemTime;
 
-use backstop_queue::api::{CancelRequest, OpDetail, RemoveRequest, RequeueRequest, SubmitRequest};
+use backstop_queue::api::{
+    CancelRequest, MAX_BATCH, OpDetail, RemoveRequest, RequeueRequest, SubmitRequest,
+};
 use backstop_queue::model::{Attempt, Delivery, DeliveryState, Node, Op, Settings};
 use backstop_queue::store::OpSummary;
 use serde_json::json;
 
-use crate::cli::{NodesCommand, OpsCommand, WatchArgs};
+use crate::cli::{NodesCommand, OpsCommand, ServerArgs, WatchArgs};
 use crate::client::Coordinator;
 use crate::report::{Report, exit, plural};
 
@@ -20,6 +23,7 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             kind,
             node_type,
             nodes,
+            from,
             key,
             payload,
             present_only,
@@ -28,6 +32,15 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
             json,
             server,
         } => {
+            if let Some(from) = from {
+                return submit_from(&from, idempotency_key, json, &server, state).await;
+            }
+            let Some(kind) = kind else {
+                return Err(Report::new(
+                    exit::USAGE,
+                    "say what to submit: a KIND with --type or --node, or --from FILE",
+                ));
+            };
             let api = Coordinator::new(&server, state)?;
             // One key per invocation, reused by its retries.
             let idempotency_key = match idempotency_key {
@@ -43,6 +56,7 @@ pub async fn ops(command: OpsCommand, state: Option<&str>) -> Result<(), Report>
                 key,
                 payload: Some(payload.unwrap_or_else(|| json!({}))),
                 present_only: typed && present_only,
+                idempotency_key: None,
                 timeout: settings.timeout,
                 max_failures: settings.max_failures,
                 base_delay: settings.base_delay,
@@ -260,6 +274,146 @@ pub async fn nodes(command: NodesCommand, state: Option<&str>) -> Result<(), Rep
 
 fn terminal() -> bool {
     std::io::stdout().is_terminal()
+}
+
+/// `ops submit --from FILE`: the operations of FILE (`-`: stdin), one JSON
+/// body of `POST /v1/ops` per line, sent in batches of [`MAX_BATCH`], each
+/// one transaction. Every line is read before anything is sent, so a line
+/// that is not an operation changes nothing. A line without an idempotency
+/// key gets `KEY-LINE`, KEY being `base_key` or a random one: a rerun with
+/// the same key answers what was already made instead of making it again.
+async fn submit_from(
+    from: &Path,
+    base_key: Option<String>,
+    json: bool,
+    server: &ServerArgs,
+    state: Option<&str>,
+) -> Result<(), Report> {
+    let stdin = from == Path::new("-");
+    let name = if stdin {
+        "stdin".to_owned()
+    } else {
+        from.display().to_string()
+    };
+    let text = if stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(from)
+    }
+    .map_err(|e| Report::from_error(exit::USAGE, &e).detail(format!("--from {name}")))?;
+    let mut lines = read_operations(&text, &name)?;
+    if lines.is_empty() {
+        return Err(Report::new(
+            exit::USAGE,
+            format!("{name} holds no operation (one JSON object per line)"),
+        ));
+    }
+    let base_key = match base_key {
+        Some(key) => key,
+        None => crate::state::random_hex(16).map_err(|e| Report::from_error(exit::FAILURE, &e))?,
+    };
+    for (line, request) in &mut lines {
+        request
+            .idempotency_key
+            .get_or_insert_with(|| format!("{base_key}-{line}"));
+    }
+    let api = Coordinator::new(server, state)?;
+    let requests: Vec<SubmitRequest> = lines.iter().map(|(_, r)| r.clone()).collect();
+    let (mut made, mut repeated, mut deliveries, mut superseded) = (0, 0, 0, 0);
+    for (n, batch) in requests.chunks(MAX_BATCH).enumerate() {
+        let first = n * MAX_BATCH;
+        let answers = match api.submit_batch(batch).await {
+            Ok(answers) => answers,
+            Err((report, refused)) => {
+                let sent = if first == 0 {
+                    "nothing was submitted".to_owned()
+                } else {
+                    format!(
+                        "the {} before line {} were submitted",
+                        plural(first as u64, "operation", "operations"),
+                        lines[first].0
+                    )
+                };
+                let report = match refused.filter(|(i, _)| first + i < lines.len()) {
+                    Some((i, why)) => Report::new(
+                        report.code,
+                        format!(
+                            "{name} line {}: the coordinator refused it: {why}",
+                            lines[first + i].0
+                        ),
+                    )
+                    .detail(format!(
+                        "nothing from line {} on was submitted; {sent}",
+                        lines[first].0
+                    )),
+                    None if report.code == exit::TEMPFAIL => report.detail(format!(
+                        "the lines from {} on may not have been submitted; {sent}; to make sure \
+                         each is made once, run the same command with --idempotency-key {base_key}",
+                        lines[first].0
+                    )),
+                    None => report.detail(format!(
+                        "nothing from line {} on was submitted; {sent}",
+                        lines[first].0
+                    )),
+                };
+                return Err(report);
+            }
+        };
+        for answer in &answers {
+            if answer.repeated {
+                repeated += 1;
+            } else {
+                made += 1;
+                deliveries += answer.deliveries;
+                superseded += answer.superseded;
+            }
+            if json {
+                print_json(answer)?;
+            }
+        }
+    }
+    if json {
+        return Ok(());
+    }
+    let mut line = format!(
+        "{} from {name}: {} new, {}",
+        plural(lines.len() as u64, "operation", "operations"),
+        made,
+        plural(deliveries, "delivery", "deliveries")
+    );
+    if superseded > 0 {
+        line.push_str(&format!(
+            ", {superseded} older ones with their keys superseded"
+        ));
+    }
+    if repeated > 0 {
+        line.push_str(&format!(
+            "; {repeated} submitted before with their idempotency keys, answered"
+        ));
+    }
+    print(&format!("{line}\n"))
+}
+
+/// The operations of a `--from` file with their line numbers: each line a
+/// JSON body of `POST /v1/ops`; blank lines and `#` comments skipped.
+fn read_operations(text: &str, name: &str) -> Result<Vec<(usize, SubmitRequest)>, Report> {
+    let mut operations = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let request = serde_json::from_str(line).map_err(|e| {
+            Report::new(
+                exit::USAGE,
+                format!("{name} line {}: not an operation: {e}", i + 1),
+            )
+            .detail("nothing was submitted")
+        })?;
+        operations.push((i + 1, request));
+    }
+    Ok(operations)
 }
 
 fn print(text: &str) -> Result<(), Report> {

@@ -221,12 +221,34 @@ impl ApiError {
     /// This refusal as that of the batch's operation `index`.
     fn at(mut self, index: usize) -> Self {
         self.message = format!(
-            "operation {index} of the batch (counting from 0): {}; nothing of the batch was submitted",
+            "{IN_BATCH}{index}{OF_THE_BATCH}{}; nothing of the batch was submitted",
             self.message
         );
         self.index = Some(index);
         self
     }
+}
+
+/// How the message of a refused batch starts: `operation N of the batch
+/// (from 0): ...`.
+const IN_BATCH: &str = "operation ";
+const OF_THE_BATCH: &str = " of the batch (from 0): ";
+
+/// The operation a refusal of `POST /v1/ops/batch` names, from its message
+/// alone (for a client that keeps only the message): its index, and why.
+///
+/// ```
+/// use backstop_queue::api::batch_refusal;
+/// let said = "operation 2 of the batch (from 0): there is no node named \"gpu-9\"; nothing of the batch was submitted";
+/// assert_eq!(batch_refusal(said), Some((2, "there is no node named \"gpu-9\"")));
+/// assert_eq!(batch_refusal("the token is not this coordinator's"), None);
+/// ```
+pub fn batch_refusal(message: &str) -> Option<(usize, &str)> {
+    let (index, why) = message.strip_prefix(IN_BATCH)?.split_once(OF_THE_BATCH)?;
+    let why = why
+        .strip_suffix("; nothing of the batch was submitted")
+        .unwrap_or(why);
+    Some((index.parse().ok()?, why))
 }
 
 impl IntoResponse for ApiError {
