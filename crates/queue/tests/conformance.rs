@@ -1337,7 +1337,7 @@ fn concurrent_batches_with_shared_keys_each_happen_whole(db: &dyn Db) {
             let start = &start;
             s.spawn(move || {
                 // Keys in another order on each handle.
-                let mut keys = vec!["a", "b", "c", "d"];
+                let mut keys = ["a", "b", "c", "d"];
                 keys.rotate_left(n);
                 let batch: Vec<NewOp> = keys
                     .iter()
