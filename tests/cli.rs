@@ -814,6 +814,65 @@ mod ops {
     }
 
     #[test]
+    fn submit_from_a_file_names_the_refused_line_and_an_outage_names_the_key_to_rerun_with() {
+        let server = FaultServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ops.jsonl");
+        std::fs::write(
+            &file,
+            "# two\n{\"kind\":\"install\",\"type\":\"gpu\"}\n\n{\"kind\":\"delete\",\"type\":\"gpu\",\"idempotency_key\":\"mine\"}\n",
+        )
+        .unwrap();
+        let from = || {
+            let mut cmd = backstop();
+            cmd.env("BACKSTOP_TOKEN", "tok-test")
+                .env("BACKSTOP_SERVER", server.url(""))
+                .args(["ops", "submit", "--from"])
+                .arg(&file);
+            cmd
+        };
+        // The coordinator refuses the batch's operation 1: line 4.
+        let refusal = r#"{"error":"operation 1 of the batch (from 0): no node of type \"gpu\" handles kind \"delete\"; nothing of the batch was submitted","index":1}"#;
+        server.script("/v1/ops/batch", [Reply::status(422).body(refusal)]);
+        let out = run(&mut from());
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "{} line 4: the coordinator refused it: no node of type \"gpu\" handles kind \"delete\"",
+                file.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+        // An outage: temporary, every try the same body, and the key that
+        // makes a rerun answer what was made.
+        server.always("/v1/ops/batch", Reply::status(503));
+        let out = run(&mut from());
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        let bodies: Vec<serde_json::Value> = server
+            .requests()
+            .iter()
+            .skip(1)
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect();
+        assert_eq!(bodies.len(), 3, "three tries");
+        assert!(bodies.iter().all(|b| *b == bodies[0]));
+        let key = bodies[0][0]["idempotency_key"].as_str().unwrap();
+        assert_eq!(
+            bodies[0][1]["idempotency_key"], "mine",
+            "a line's own key stays"
+        );
+        let base = key
+            .strip_suffix("-2")
+            .unwrap_or_else(|| panic!("line 2: {key}"));
+        assert!(
+            stderr(&out).contains(&format!("--idempotency-key {base}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    #[test]
     fn a_limit_of_0_is_refused_by_every_listing() {
         for args in [
             &["ops", "list", "--limit", "0"][..],
