@@ -18,7 +18,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
-//! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` |
+//! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?, "idempotency_key"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` (the header, or the body's field: the same key if both) |
 //! | `POST /v1/ops/batch` | submit a JSON array of such bodies (at most [`MAX_BATCH`]) in one transaction, each with its own `"idempotency_key"`?; 201 with one answer per operation (200 when every one was a repeat); a refused one refuses the batch, with its `"index"` |
 //! | `GET /v1/ops?state=&kind=&key=&limit=` | operations, newest first, with delivery counts |
 //! | `GET /v1/ops/{id}` | one operation, its deliveries, and the latest attempt kept of each with its output |
