@@ -79,6 +79,20 @@ fn a_batch_is_submitted_whole_or_refused_with_the_index_of_its_bad_operation() {
         401,
         "the token is needed"
     );
+    // A single submission may carry its key in the header or the body,
+    // not two different ones.
+    let (status, json) = http_raw(
+        &server,
+        "POST",
+        "/v1/ops",
+        &format!(
+            "Authorization: Bearer {}\r\nIdempotency-Key: \"h-1\"\r\n",
+            f.token
+        ),
+        r#"{"kind":"install","type":"cpu","idempotency_key":"b-9"}"#,
+    );
+    assert_eq!(status, 400, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("differ"), "{json}");
     assert_eq!(ops_count(&f), 0, "nothing changed");
     // A good batch: one answer per operation, in order; the second `a`
     // supersedes the first; sent again, every key answers what it made.
