@@ -602,7 +602,9 @@ pub enum Rejection {
     },
     /// An operation of a batch was refused ([`Store::submit_all`]), and
     /// with it the whole batch: nothing of it was written.
-    #[error("operation {} of the batch (counting from 1) was refused, and the batch with it: {rejection}", index + 1)]
+    #[error(
+        "operation {index} of the batch (from 0): {rejection}; nothing of the batch was submitted"
+    )]
     InBatch {
         /// Its index in the batch, from 0.
         index: usize,
