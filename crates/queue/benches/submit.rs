@@ -37,12 +37,19 @@ fn main() {
                 schema = TestSchema::on(&server, "bench_submit");
                 Box::new(PostgresStore::open(schema.url()).expect("open"))
             };
-            let cpu = cpu_seconds();
+            let (cpu, server) = (cpu_seconds("self"), server_cpu_seconds());
             let rate = submit(&*store, ops, batch);
+            let server = match backend {
+                "postgres" => format!(
+                    ", {:.2} s in PostgreSQL's processes",
+                    server_cpu_seconds() - server
+                ),
+                _ => String::new(),
+            };
             println!(
                 "{backend}: {ops} operations x 3 nodes, {batch} per transaction: {rate:.0} \
-                 operations/s ({:.2} s of CPU in this process for {:.2} s)",
-                cpu_seconds() - cpu,
+                 operations/s ({:.2} s of CPU in this process{server}, for {:.2} s)",
+                cpu_seconds("self") - cpu,
                 ops as f64 / rate
             );
             rates.push(rate);
@@ -81,12 +88,12 @@ fn submit(store: &dyn Store, ops: usize, batch: usize) -> f64 {
     ops as f64 / started.elapsed().as_secs_f64()
 }
 
-/// CPU time this process has used (user and system), in seconds, from
-/// `/proc/self/stat` (ticks of 1/100 s); 0 where there is none. Beside
-/// the wall time it shows how much of a run waited for the CPU on a
-/// machine busy with other work.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time process `pid` (or "self") has used (user and system), in
+/// seconds, from `/proc/PID/stat` (ticks of 1/100 s); 0 where there is
+/// none. Beside the wall time it shows how much of a run waited for the
+/// CPU on a machine busy with other work.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name (which is in parentheses).
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -100,4 +107,22 @@ fn cpu_seconds() -> f64 {
     };
     // utime and stime: fields 14 and 15 of the line, 12 and 13 here.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU time used by every `postgres` process on this machine (the server
+/// the bench uses, when it is local; whatever else uses it counts too).
+fn server_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|pid| cpu_seconds(&pid))
+        .sum()
 }
