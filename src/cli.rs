@@ -926,6 +926,7 @@ pub enum OpsCommand {
         /// carry it, and the coordinator answers a repeat within 24 h with
         /// the operation the first made [default: a new random key per
         /// invocation]. Pass one to rerun a submission that exited 75.
+        /// With --from, each line without its own key gets KEY-LINE.
         #[arg(long, value_name = "KEY")]
         idempotency_key: Option<String>,
         #[command(flatten)]
