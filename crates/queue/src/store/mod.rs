@@ -238,6 +238,11 @@ pub trait Store: Send + Sync {
         local: Option<&[String]>,
     ) -> Result<Option<SystemTime>, StoreError>;
 
+    /// What `/metrics` reads of the queue at scrape time, in a few indexed
+    /// queries whose cost grows with the deliveries not yet finished and
+    /// the nodes, never with history ([`Gauges`]).
+    fn gauges(&self) -> Result<Gauges, StoreError>;
+
     /// Where the store is, for messages; never a password.
     fn location(&self) -> String;
 
@@ -307,6 +312,23 @@ impl Activity {
             oldest_pending: oldest_pending_ms.map(backstop_core::time::from_millis),
         }
     }
+}
+
+/// The queue's levels now, for `/metrics` ([`Store::gauges`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Deliveries not finished — pending, in flight and dead — by state
+    /// and kind, each pair that has any. Finished ones (done, superseded,
+    /// cancelled) are history, counted as they finish rather than read
+    /// back at every scrape.
+    pub deliveries: Vec<(DeliveryState, String, u64)>,
+    /// Nodes by health and drained, each pair that has any.
+    pub nodes: Vec<(NodeStatus, bool, u64)>,
+    /// The next attempt time of the oldest pending delivery to a healthy,
+    /// undrained node: what the dispatcher has been owing the longest when
+    /// it is in the past (those waiting for their node are left out; the
+    /// node gauges show them).
+    pub oldest_due: Option<SystemTime>,
 }
 
 /// What [`Store::register`] did.
@@ -671,6 +693,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 7: cancellation, node removal, attempt records and per-operation
     // settings.
     include_str!("../../migrations/sqlite/0007_operations.sql"),
+    // 8: the deliveries not finished, by state and kind, counted from an
+    // index for `/metrics`.
+    include_str!("../../migrations/sqlite/0008_open_by_kind.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -695,6 +720,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 7: cancellation, node removal, attempt records and per-operation
     // settings.
     include_str!("../../migrations/postgres/0007_operations.sql"),
+    // 8: the deliveries not finished, by state and kind, counted from an
+    // index for `/metrics`.
+    include_str!("../../migrations/postgres/0008_open_by_kind.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep
