@@ -20,6 +20,8 @@ use backstop_faultserver::Proxy;
 use backstop_store::postgres::testing::TestSchema;
 use serde_json::Value;
 
+#[path = "fanout/observe.rs"]
+mod observe;
 #[path = "fanout/operations.rs"]
 mod operations;
 #[path = "fanout/secure.rs"]

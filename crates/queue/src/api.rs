@@ -17,6 +17,7 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /metrics` | the metrics in the OpenMetrics text format ([`crate::metrics`]); also without the token on an address of its own ([`metrics_router`]) |
 //! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
 //! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` |
 //! | `GET /v1/ops?state=&kind=&key=&limit=` | operations, newest first, with delivery counts |
@@ -165,12 +166,51 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/undrain", post(undrain))
         .route("/v1/nodes/{name}/remove", post(remove_node))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
+}
+
+/// `GET /metrics` alone, without the token: what `backstop serve
+/// --metrics-listen` serves on an address of its own, for a Prometheus
+/// that is not given the API token.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state)
+}
+
+/// The metrics ([`crate::metrics`]): the dispatcher's counters and what
+/// the store holds now. A store that does not answer makes
+/// `backstop_store_up 0` and leaves its gauges out, still 200: the scrape
+/// is how an operator learns of it.
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let format = crate::metrics::Format::negotiate(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    );
+    let store = Arc::clone(&state.store);
+    let gauges = match blocking(move || store.gauges()).await {
+        Ok(gauges) => Some(gauges),
+        Err(e) => {
+            tracing::debug!(
+                "/metrics could not read the store: {}",
+                crate::error_chain(&e)
+            );
+            None
+        }
+    };
+    let scrape = crate::metrics::Scrape {
+        gauges: gauges.as_ref(),
+        status: &state.status,
+        now: state.clock.now(),
+    };
+    let text = state.dispatcher.metrics().render(&scrape, format);
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 /// Open to all, so it says nothing of where the store is or why it fails

@@ -66,6 +66,7 @@ pub mod dispatch;
 pub mod handler;
 pub mod housekeeping;
 pub mod listener;
+pub mod metrics;
 pub mod model;
 pub mod node_health;
 pub mod program;

@@ -1299,7 +1299,9 @@ fn gauges_count_what_is_not_finished_by_state_and_kind_and_nodes_by_health(db: &
     gauges
         .deliveries
         .sort_by_key(|(state, kind, _)| (state.as_str(), kind.clone()));
-    gauges.nodes.sort_by_key(|&(status, drained, _)| (status.as_str(), drained));
+    gauges
+        .nodes
+        .sort_by_key(|&(status, drained, _)| (status.as_str(), drained));
     assert_eq!(
         gauges.deliveries,
         [
@@ -1312,7 +1314,10 @@ fn gauges_count_what_is_not_finished_by_state_and_kind_and_nodes_by_health(db: &
     );
     assert_eq!(
         gauges.nodes,
-        [(NodeStatus::Healthy, false, 2), (NodeStatus::Healthy, true, 1)]
+        [
+            (NodeStatus::Healthy, false, 2),
+            (NodeStatus::Healthy, true, 1)
+        ]
     );
     assert_eq!(
         gauges.oldest_due,

@@ -1438,7 +1438,9 @@ impl Store for PostgresStore {
                 let state: String = get(&row, 0)?;
                 let n: i64 = get(&row, 2)?;
                 if let Ok(state) = state.parse() {
-                    gauges.deliveries.push((state, get(&row, 1)?, n.max(0) as u64));
+                    gauges
+                        .deliveries
+                        .push((state, get(&row, 1)?, n.max(0) as u64));
                 }
             }
             for row in tx.query(
