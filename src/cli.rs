@@ -1071,7 +1071,7 @@ pub fn parse_handle(value: &str) -> Result<(String, String), String> {
 }
 
 /// The most rows a `--limit` asks for.
-pub const MAX_LIMIT: u32 = 100_000;
+pub const MAX_LIMIT: u32 = backstop_queue::store::MAX_LIMIT;
 
 /// A listing's `--limit`: 1 to [`MAX_LIMIT`]. 0 is refused rather than
 /// read as "no limit" or "the default", the same for every listing.

@@ -69,6 +69,7 @@ pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod node_health;
+pub mod openapi;
 pub mod program;
 pub mod schedule;
 pub mod store;

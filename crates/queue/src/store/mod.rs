@@ -417,6 +417,10 @@ pub struct Submitted {
     pub repeated: bool,
 }
 
+/// The most rows one listing ([`Store::ops`], [`Store::deliveries`])
+/// returns.
+pub const MAX_LIMIT: u32 = 100_000;
+
 /// Which operations [`Store::ops`] lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpFilter {
@@ -431,7 +435,7 @@ pub struct OpFilter {
 }
 
 /// An operation with counts of its deliveries.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct OpSummary {
     /// The operation.
     #[serde(flatten)]
@@ -441,7 +445,17 @@ pub struct OpSummary {
 }
 
 /// Deliveries by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Counts {
     /// Pending.
     pub pending: u64,
