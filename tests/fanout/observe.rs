@@ -235,3 +235,75 @@ fn metrics_listen_refuses_a_bad_address_at_once() {
     assert_eq!(out.status.code(), Some(2), "{log}");
     assert!(log.contains("is not HOST:PORT"), "{log}");
 }
+
+/// The API keeps to its OpenAPI document: schemathesis (from PyPI, in a
+/// venv under target/) generates requests from `/openapi.json` — valid
+/// ones, and ones the document forbids — against a coordinator with
+/// operations done, dead, cancelled and waiting, and runs every check it
+/// has: no 5xx, every status, header and body as documented, what the
+/// document forbids refused with a 4xx, and what it allows never refused
+/// as malformed (`tests/fixtures/schemathesis.toml`). Bounded: a fixed
+/// seed and 25 examples per operation.
+#[test]
+fn the_api_keeps_to_its_openapi_document_under_schemathesis() {
+    let st = backstop_faultserver::schemathesis(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let f = fleet();
+    std::fs::write(
+        f.path("backstop.toml"),
+        "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nconcurrency = 4\n\
+         handle = { install = \"echo installed\", poison = \"echo no >&2; exit 1\", \
+         hold = \"sleep 600\" }\n\n[kinds.install]\ntimeout = \"90s\"\n",
+    )
+    .unwrap();
+    let _serve = f.serve(&["--max-failures", "1"]);
+    let server = f.server.lock().unwrap().clone();
+
+    // What the answers will hold: each state, settings, output, a
+    // cancellation, a node that is drained.
+    let done = f.submit(
+        "install",
+        "cpu",
+        &["--key", "llama", "--max-delay", "1h 30m"],
+    );
+    let dead = f.submit("poison", "cpu", &[]);
+    f.wait_state(done, "cpu-1", "done");
+    f.wait_state(dead, "cpu-1", "dead");
+    let held = f.submit("hold", "cpu", &[]);
+    f.wait_state(held, "cpu-1", "in_flight");
+    f.ok(&["ops", "cancel", &held.to_string()]);
+    f.ok(&["nodes", "drain", "cpu-1"]);
+    f.submit("install", "cpu", &["--key", "llama"]);
+
+    let (status, content_type, doc) = get_text(&server, "/openapi.json", None);
+    assert_eq!(status, 200, "served without the token: {doc}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schemathesis.toml");
+    let out = Command::new(&st)
+        .arg("--config-file")
+        .arg(&config)
+        .args(["run", &format!("{server}/openapi.json")])
+        .args(["--header", &format!("Authorization: Bearer {}", f.token)])
+        .args(["--checks", "all", "--max-examples", "25", "--seed", "15"])
+        .args(["--request-timeout", "10", "--generation-database", "none"])
+        .args(["--no-color", "--output-truncate", "false"])
+        .current_dir(f.path(""))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("schemathesis runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found the API off its document:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("13 selected / 13 total") && report.contains(" passed"),
+        "every operation was tested:\n{report}"
+    );
+}
