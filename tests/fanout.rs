@@ -802,6 +802,21 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing_and_the_token_never_leaks() {
             400,
             "not a delivery state",
         ),
+        ("GET", "/v1/ops?state=", t, "", 400, "not a delivery state"),
+        (
+            "GET",
+            "/v1/deliveries?limit=100001",
+            t,
+            "",
+            400,
+            "at most 100000",
+        ),
+        ("GET", "/v1/ops/%FF", t, "", 400, "bad path"),
+        // JSON has one type of number: 7.0 is the integer 7.
+        ("POST", "/v1/requeue", t, r#"{"delivery": 7.0}"#, 404, "7"),
+        ("POST", "/v1/requeue", t, r#"{"delivery": 7.5}"#, 400, "7.5"),
+        // A body that may be left out may be null.
+        ("POST", "/v1/ops/99/cancel", t, "null", 404, "99"),
     ];
     for (method, path, token, body, want, says) in cases {
         let (status, json) = http(&server, method, path, *token, body);

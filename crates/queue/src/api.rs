@@ -1,6 +1,7 @@
 //! The operators' JSON HTTP API.
 //!
-//! Every route but `GET /healthz` needs `Authorization: Bearer TOKEN`,
+//! Every route but `GET /healthz` and `GET /openapi.json` needs
+//! `Authorization: Bearer TOKEN`,
 //! compared in constant time. Bad input — malformed JSON, an unknown kind,
 //! an empty key, an unknown node — is answered 4xx with
 //! `{"error": "one clear sentence"}` and changes nothing.
@@ -17,6 +18,7 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /openapi.json` | no token needed: the API's OpenAPI 3.1 document ([`crate::openapi`]) |
 //! | `GET /metrics` | the metrics in the OpenMetrics text format ([`crate::metrics`]); also without the token on an address of its own ([`metrics_router`]) |
 //! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
 //! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` |
