@@ -817,6 +817,28 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing_and_the_token_never_leaks() {
         ("POST", "/v1/requeue", t, r#"{"delivery": 7.5}"#, 400, "7.5"),
         // A body that may be left out may be null.
         ("POST", "/v1/ops/99/cancel", t, "null", 404, "99"),
+        // A NUL byte (which PostgreSQL's text cannot hold) is refused, or
+        // names nothing: never a 500.
+        ("POST", "/v1/nodes/cpu%00/drain", t, "", 404, "no node"),
+        (
+            "POST",
+            "/v1/requeue",
+            t,
+            r#"{"node": "cpu\u0000"}"#,
+            404,
+            "no node",
+        ),
+        ("GET", "/v1/ops?kind=a%00b", t, "", 422, "kind"),
+        ("GET", "/v1/ops?key=a%00b", t, "", 422, "key"),
+        ("GET", "/v1/deliveries?node=a%00b", t, "", 422, "node name"),
+        (
+            "POST",
+            "/v1/ops",
+            t,
+            r#"{"kind":"install","type":"cpu","key":"a\u0000b"}"#,
+            422,
+            "control characters",
+        ),
     ];
     for (method, path, token, body, want, says) in cases {
         let (status, json) = http(&server, method, path, *token, body);

@@ -246,8 +246,17 @@ fn metrics_listen_refuses_a_bad_address_at_once() {
 /// seed and 25 examples per operation.
 #[test]
 fn the_api_keeps_to_its_openapi_document_under_schemathesis() {
+    keeps_to_its_document(fleet());
+}
+
+/// The same on PostgreSQL, whose text holds no NUL byte.
+#[test]
+fn the_api_keeps_to_its_openapi_document_under_schemathesis_postgres() {
+    keeps_to_its_document(fleet_pg());
+}
+
+fn keeps_to_its_document(f: Fleet) {
     let st = backstop_faultserver::schemathesis(Path::new(env!("CARGO_TARGET_TMPDIR")));
-    let f = fleet();
     std::fs::write(
         f.path("backstop.toml"),
         "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nconcurrency = 4\n\

@@ -723,8 +723,10 @@ struct OpsQuery {
     #[param(value_type = Option<DeliveryState>)]
     state: Option<String>,
     /// Only this kind.
+    #[param(value_type = Option<crate::openapi::Name>)]
     kind: Option<String>,
     /// Only operations with this key.
+    #[param(min_length = 1, max_length = 512, pattern = "\\S")]
     key: Option<String>,
     /// At most this many (0 or absent: 100).
     #[param(maximum = 100_000)]
@@ -746,6 +748,7 @@ fn state_param(state: Option<String>) -> Result<Option<DeliveryState>, ApiError>
         (status = 200, description = "operations, newest first, with delivery counts", body = Vec<crate::store::OpSummary>),
         (status = 400, description = "malformed request", body = ErrorBody),
         (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 422, description = "a name or key to filter by that is not valid", body = ErrorBody),
         (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
     )
 )]
@@ -756,8 +759,11 @@ async fn list_ops(
     let Query(q) = query?;
     let filter = OpFilter {
         state: state_param(q.state)?,
-        kind: q.kind,
-        key: q.key,
+        kind: filter_param("kind", q.kind)?,
+        key: q
+            .key
+            .map(|k| crate::model::check_key(&k).map(|()| k))
+            .transpose()?,
         limit: limit_param(q.limit)?,
     };
     let store = Arc::clone(&state.store);
@@ -890,6 +896,7 @@ struct DeliveriesQuery {
     #[param(value_type = Option<DeliveryState>)]
     state: Option<String>,
     /// Only deliveries to this node.
+    #[param(value_type = Option<crate::openapi::Name>)]
     node: Option<String>,
     /// Only deliveries of this operation.
     op: Option<i64>,
@@ -907,6 +914,7 @@ struct DeliveriesQuery {
         (status = 200, description = "deliveries, newest first", body = Vec<Delivery>),
         (status = 400, description = "malformed request", body = ErrorBody),
         (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 422, description = "a name to filter by that is not valid", body = ErrorBody),
         (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
     )
 )]
@@ -918,7 +926,7 @@ async fn list_deliveries(
     let filter = DeliveryFilter {
         id: None,
         state: state_param(q.state)?,
-        node: q.node,
+        node: filter_param("node name", q.node)?,
         op: q.op,
         limit: limit_param(q.limit)?,
     };
@@ -958,7 +966,7 @@ impl RequeueRequest {
     pub(crate) fn which(self) -> Result<Requeue, ApiError> {
         match (self.delivery, self.node, self.op, self.all) {
             (Some(id), None, None, false) => Ok(Requeue::Delivery(id)),
-            (None, Some(node), None, false) => Ok(Requeue::Node(node)),
+            (None, Some(node), None, false) => Ok(Requeue::Node(node_param(node)?)),
             (None, None, Some(op), false) => Ok(Requeue::Op(op)),
             (None, None, None, true) => Ok(Requeue::All),
             _ => Err(ApiError::bad(
@@ -1018,12 +1026,31 @@ async fn list_nodes(State(state): State<ApiState>) -> Result<Response, ApiError>
     Ok(axum::Json(nodes).into_response())
 }
 
+/// A node named in a path or a body: one whose name is not valid
+/// ([`check_name`](crate::model::check_name)) cannot exist, and is not
+/// looked for.
+fn node_param(name: String) -> Result<String, ApiError> {
+    match crate::model::check_name("node name", &name) {
+        Ok(()) => Ok(name),
+        Err(_) => Err(StoreError::Rejected(Rejection::UnknownNode(name)).into()),
+    }
+}
+
+/// A name to filter a listing by: refused when it is not valid.
+fn filter_param(what: &'static str, name: Option<String>) -> Result<Option<String>, ApiError> {
+    if let Some(name) = &name {
+        crate::model::check_name(what, name)?;
+    }
+    Ok(name)
+}
+
 /// Drains or undrains node `name`, waking the dispatcher for an undrain.
 pub(crate) async fn set_drained(
     state: &ApiState,
     name: String,
     drained: bool,
 ) -> Result<Node, ApiError> {
+    let name = node_param(name)?;
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let node = blocking(move || store.drain(&name, drained, now)).await?;
@@ -1123,6 +1150,7 @@ pub(crate) async fn remove(
     name: String,
     by: String,
 ) -> Result<crate::store::Removed, ApiError> {
+    let name = node_param(name)?;
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let who = by.clone();

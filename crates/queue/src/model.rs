@@ -33,7 +33,9 @@ pub enum Invalid {
         value: String,
     },
     /// An empty or over-long key.
-    #[error("an operation key must not be empty or longer than {MAX_KEY} characters")]
+    #[error(
+        "an operation key must not be empty, longer than {MAX_KEY} characters, or hold control characters"
+    )]
     Key,
     /// An idempotency key that is empty, too long, or not printable ASCII.
     #[error(
@@ -100,6 +102,15 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Checks an operation key: not blank, at most [`MAX_KEY`] characters,
+/// no control character.
+pub fn check_key(key: &str) -> Result<(), Invalid> {
+    if key.trim().is_empty() || key.chars().count() > MAX_KEY || key.chars().any(char::is_control) {
+        return Err(Invalid::Key);
+    }
+    Ok(())
 }
 
 /// Checks a node name, node type or kind.
@@ -375,10 +386,8 @@ impl NewOp {
                 names.dedup();
             }
         }
-        if let Some(key) = &self.key
-            && (key.trim().is_empty() || key.chars().count() > MAX_KEY)
-        {
-            return Err(Invalid::Key);
+        if let Some(key) = &self.key {
+            check_key(key)?;
         }
         if self.payload.len() > MAX_PAYLOAD {
             return Err(Invalid::Payload(self.payload.len()));

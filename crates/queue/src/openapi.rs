@@ -6,7 +6,7 @@
 //! write (`#[derive(ToSchema)]`). What those derives cannot say is added
 //! here from the same constants the checks use: the shape of a name
 //! ([`check_name`](crate::model::check_name)) and of a duration, and the
-//! bodies that take one field out of several ([`one_of`]).
+//! bodies that take one field out of several.
 
 use utoipa::openapi::schema::{
     AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type,

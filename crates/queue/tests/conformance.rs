@@ -1255,7 +1255,66 @@ suite!(
     activity_counts_states_minutes_and_the_oldest_pending,
     ops_are_filtered_by_key,
     gauges_count_what_is_not_finished_by_state_and_kind_and_nodes_by_health,
+    a_nul_a_handler_printed_is_kept_as_u_fffd_and_blocks_no_outcome,
 );
+
+/// A handler that prints a NUL byte: its error and output are kept with
+/// U+FFFD in its place, on every store, and the outcomes stored with it
+/// are stored (PostgreSQL's text cannot hold a NUL: storing it as it was
+/// failed the whole batch, again and again).
+fn a_nul_a_handler_printed_is_kept_as_u_fffd_and_blocks_no_outcome(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(0));
+    let token = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    let settled = store
+        .settle(&[
+            Settle {
+                token: token("gpu-1"),
+                at: t(1),
+                decision: Decision::Dead {
+                    failures: 1,
+                    tries: 1,
+                    error: "exit 1: a\0b".into(),
+                },
+                handled: handled(Outcome::Failed("exit 1: a\0b".into()), "x\0y\n", "a\0b\n"),
+            },
+            Settle {
+                token: token("gpu-2"),
+                at: t(1),
+                decision: Decision::Done,
+                handled: handled(Outcome::Done, "installed\n", ""),
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        settled,
+        [
+            Settled::Applied(DeliveryState::Dead),
+            Settled::Applied(DeliveryState::Done)
+        ]
+    );
+    let (_, deliveries) = store.op(op.id).unwrap();
+    let gpu_1 = deliveries.iter().find(|d| d.node == "gpu-1").unwrap();
+    assert_eq!(gpu_1.last_error.as_deref(), Some("exit 1: a\u{FFFD}b"));
+    let kept = store.attempts(&AttemptsOf::Delivery(gpu_1.id)).unwrap();
+    assert_eq!(kept[0].error.as_deref(), Some("exit 1: a\u{FFFD}b"));
+    assert_eq!(
+        (
+            kept[0].output.stdout.as_str(),
+            kept[0].output.stderr.as_str()
+        ),
+        ("x\u{FFFD}y\n", "a\u{FFFD}b\n")
+    );
+}
 
 /// What `/metrics` reads: the deliveries not finished by state and kind,
 /// the nodes by health and drain, and the oldest due delivery among those

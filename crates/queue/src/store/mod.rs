@@ -49,6 +49,8 @@ use crate::schedule::Settle;
 ///   attempts since its last requeue beside its attempt number, and for a
 ///   pending one whose node is drained or parked, [`Hold`].
 /// - Times read back equal times written, at millisecond precision.
+/// - A handler's errors and output are kept with any NUL character
+///   replaced by U+FFFD, by every store (PostgreSQL cannot hold one).
 ///
 /// Every call blocks the calling thread until the database answers (a
 /// SQLite file waiting out another writer, a PostgreSQL server across the
@@ -1038,11 +1040,24 @@ impl OpRow {
 /// The text kept as a last error: at most this many bytes, from the end.
 pub const MAX_ERROR: usize = 4096;
 
+/// Text from a handler (an error, its output) as every store keeps it:
+/// a NUL character, which PostgreSQL's `text` cannot hold, becomes
+/// U+FFFD. Without this, one handler that printed a NUL would keep the
+/// outcomes stored with its own from being stored at all.
+pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// Shortens an error to its last [`MAX_ERROR`] bytes, on a character
-/// boundary.
+/// boundary, [`storable`].
 pub(crate) fn clip(error: &str) -> String {
+    let error = storable(error);
     if error.len() <= MAX_ERROR {
-        return error.to_owned();
+        return error.into_owned();
     }
     let mut start = error.len() - MAX_ERROR;
     while !error.is_char_boundary(start) {

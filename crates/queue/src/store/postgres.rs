@@ -13,8 +13,8 @@ use super::{
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
     Gauges, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
     POSTGRES_MIGRATIONS, Pruned, Registered, Rejection, Removed, Requeue, Retained, Running,
-    Settled, Store, StoreError,
-    Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms, unremovable,
+    Settled, Store, StoreError, Submitted, Tombstone, clip, count, ended_or, released, settings,
+    storable, to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -308,8 +308,8 @@ fn keep_attempts(tx: &mut Tx<'_>, kept: &[(&Settle, i64, &str)]) -> TxResult<()>
     let nodes: Vec<&str> = kept.iter().map(|k| k.2).collect();
     let outcomes: Vec<&str> = kept.iter().map(|k| k.3.outcome.name()).collect();
     let errors: Vec<Option<String>> = kept.iter().map(|k| k.3.outcome.error().map(clip)).collect();
-    let stdouts: Vec<&str> = kept.iter().map(|k| k.3.output.stdout.as_str()).collect();
-    let stderrs: Vec<&str> = kept.iter().map(|k| k.3.output.stderr.as_str()).collect();
+    let stdouts: Vec<_> = kept.iter().map(|k| storable(&k.3.output.stdout)).collect();
+    let stderrs: Vec<_> = kept.iter().map(|k| storable(&k.3.output.stderr)).collect();
     let at: Vec<i64> = kept.iter().map(|k| to_millis(k.0.at)).collect();
     tx.execute(
         "INSERT INTO backstop_queue_attempts (delivery, attempt, op, node, outcome, error,

@@ -15,7 +15,7 @@ use super::{
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
     Gauges, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned,
     Registered, Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store,
-    StoreError, Submitted, Tombstone, clip, count, ended_or, released, settings, to_ms,
+    StoreError, Submitted, Tombstone, clip, count, ended_or, released, settings, storable, to_ms,
     unremovable,
 };
 use crate::model::{
@@ -250,8 +250,8 @@ fn keep_attempt(
         node,
         handled.outcome.name(),
         handled.outcome.error().map(clip),
-        handled.output.stdout,
-        handled.output.stderr,
+        storable(&handled.output.stdout),
+        storable(&handled.output.stderr),
         to_millis(settle.at)
     ])?;
     tx.prepare_cached("DELETE FROM backstop_queue_attempts WHERE delivery = ?1 AND attempt <= ?2")?
