@@ -259,7 +259,7 @@ fn keeps_to_its_document(f: Fleet) {
     let st = backstop_faultserver::schemathesis(Path::new(env!("CARGO_TARGET_TMPDIR")));
     std::fs::write(
         f.path("backstop.toml"),
-        "[[node]]\nname = \"cpu-1\"\ntype = \"cpu\"\nconcurrency = 4\n\
+        "[[node]]\nname = \"gpu-1\"\ntype = \"gpu\"\nconcurrency = 4\n\
          handle = { install = \"echo installed\", poison = \"echo no >&2; exit 1\", \
          hold = \"sleep 600\" }\n\n[kinds.install]\ntimeout = \"90s\"\n",
     )
@@ -268,20 +268,21 @@ fn keeps_to_its_document(f: Fleet) {
     let server = f.server.lock().unwrap().clone();
 
     // What the answers will hold: each state, settings, output, a
-    // cancellation, a node that is drained.
+    // cancellation, a node that is drained. (The document's example
+    // submits `install` to `gpu`: it is acted on.)
     let done = f.submit(
         "install",
-        "cpu",
+        "gpu",
         &["--key", "llama", "--max-delay", "1h 30m"],
     );
-    let dead = f.submit("poison", "cpu", &[]);
-    f.wait_state(done, "cpu-1", "done");
-    f.wait_state(dead, "cpu-1", "dead");
-    let held = f.submit("hold", "cpu", &[]);
-    f.wait_state(held, "cpu-1", "in_flight");
+    let dead = f.submit("poison", "gpu", &[]);
+    f.wait_state(done, "gpu-1", "done");
+    f.wait_state(dead, "gpu-1", "dead");
+    let held = f.submit("hold", "gpu", &[]);
+    f.wait_state(held, "gpu-1", "in_flight");
     f.ok(&["ops", "cancel", &held.to_string()]);
-    f.ok(&["nodes", "drain", "cpu-1"]);
-    f.submit("install", "cpu", &["--key", "llama"]);
+    f.ok(&["nodes", "drain", "gpu-1"]);
+    f.submit("install", "gpu", &["--key", "llama"]);
 
     let (status, content_type, doc) = get_text(&server, "/openapi.json", None);
     assert_eq!(status, 200, "served without the token: {doc}");

@@ -448,6 +448,13 @@ fn limit_param(limit: Option<u32>) -> Result<u32, ApiError> {
 /// `node_type` or for the named `nodes` (one of the two).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "kind": "install",
+    "type": "gpu",
+    "key": "llama-cpp",
+    "payload": {"backend": "llama-cpp"},
+    "timeout": "30m"
+}))]
 pub struct SubmitRequest {
     /// What to do.
     #[schema(value_type = crate::openapi::Name)]
