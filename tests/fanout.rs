@@ -1318,6 +1318,15 @@ fn fleet_postgres_cut_mid_run_loses_nothing_and_leaves_nothing_stuck() {
         healthz(&server)["store"] == "unreachable"
     });
     assert_eq!(healthz(&server)["status"], "degraded");
+    // /metrics says so at once, without the store's gauges.
+    let (status, _, metrics) = observe::get_text(&server, "/metrics", Some(&f.token));
+    assert_eq!(status, 200, "{metrics}");
+    assert_eq!(
+        observe::sample(&metrics, "backstop_store_up"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("backstop_nodes{"), "{metrics}");
     // The outage lasts until the coordinator has knocked at the store a
     // few times in vain.
     let knocked = proxy.refused();
@@ -1328,6 +1337,33 @@ fn fleet_postgres_cut_mid_run_loses_nothing_and_leaves_nothing_stuck() {
     let done = wait_all_done(&f, &server, 300);
     ran_once_per_token(&log, &done);
     assert_eq!(healthz(&server)["status"], "ok");
+    // Each delivery counted done once, those whose outcome waited out the
+    // outage too.
+    let mut metrics = String::new();
+    f.wait_until("/metrics counts every delivery done", || {
+        metrics = observe::get_text(&server, "/metrics", Some(&f.token)).2;
+        let done = |node: &str| {
+            let series = format!(
+                r#"backstop_deliveries_finished_total{{kind="install",node="{node}",outcome="done"}}"#
+            );
+            observe::sample(&metrics, &series).unwrap_or(0.0)
+        };
+        done("gpu-1") + done("gpu-2") >= 300.0
+    });
+    assert_eq!(
+        observe::sample(&metrics, "backstop_store_up"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("backstop_deliveries_finished_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        counted, 300.0,
+        "nothing counted twice, nothing else:\n{metrics}"
+    );
 }
 
 /// A NATS server of the test's own, on a free port.

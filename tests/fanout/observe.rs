@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use super::*;
 
 /// One GET; (status, content type, body).
-fn get_text(addr: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+pub(crate) fn get_text(addr: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -39,7 +39,7 @@ fn get_with(addr: &str, path: &str, headers: &str) -> (u16, String, String) {
 }
 
 /// The value of the sample `name{labels}` exactly as written, if any.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

@@ -217,9 +217,9 @@ pub fn metrics_router(state: ApiState) -> Router {
 }
 
 /// The metrics ([`crate::metrics`]): the dispatcher's counters and what
-/// the store holds now. A store that does not answer makes
-/// `backstop_store_up 0` and leaves its gauges out, still 200: the scrape
-/// is how an operator learns of it.
+/// the store holds now. A store that does not answer, or that the
+/// coordinator knows to be down, makes `backstop_store_up 0` and leaves
+/// its gauges out, still 200: the scrape is how an operator learns of it.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -237,15 +237,21 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
     );
     let store = Arc::clone(&state.store);
-    let gauges = match blocking(move || store.gauges()).await {
-        Ok(gauges) => Some(gauges),
-        Err(e) => {
-            tracing::debug!(
-                "/metrics could not read the store: {}",
-                crate::error_chain(&e)
-            );
-            None
+    // A store the coordinator already knows to be down is not asked: the
+    // scrape would wait out its timeout.
+    let gauges = if state.status.store_reachable() {
+        match blocking(move || store.gauges()).await {
+            Ok(gauges) => Some(gauges),
+            Err(e) => {
+                tracing::debug!(
+                    "/metrics could not read the store: {}",
+                    crate::error_chain(&e)
+                );
+                None
+            }
         }
+    } else {
+        None
     };
     let scrape = crate::metrics::Scrape {
         gauges: gauges.as_ref(),

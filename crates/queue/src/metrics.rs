@@ -19,7 +19,8 @@
 //!   fleet reads the same store: take one of them (`max`), never the sum.
 //!
 //! Beside them, what the coordinator knows of itself: `backstop_store_up`
-//! (the scrape's own store queries answered), `backstop_nats_up` (with
+//! (the store answers its calls and the scrape's own queries; while it
+//! does not, the store's gauges are left out), `backstop_nats_up` (with
 //! NATS only) and `backstop_housekeeping_leader`.
 //!
 //! [`Store::gauges`]: crate::store::Store::gauges
@@ -193,7 +194,7 @@ impl Metrics {
         };
         registry.register(
             "store_up",
-            "1 when this scrape's queries to the queue's store answered, else 0",
+            "1 when the queue's store answers this coordinator (this scrape's queries too), else 0",
             up(scrape.gauges.is_some()),
         );
         if scrape.status.report().nats.is_some() {
