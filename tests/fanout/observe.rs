@@ -234,6 +234,19 @@ fn metrics_listen_refuses_a_bad_address_at_once() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{log}");
     assert!(log.contains("is not HOST:PORT"), "{log}");
+    // An address in use: serve stops before it starts anything.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, log) = f.exit_of(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        &addr,
+    ]);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
+    assert!(!log.contains("serving the fan-out API"), "{log}");
 }
 
 /// The API keeps to its OpenAPI document: schemathesis (from PyPI, in a

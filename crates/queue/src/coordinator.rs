@@ -285,6 +285,18 @@ impl Coordinator {
                 addr: config.listen,
                 source,
             })?;
+        // Its address is taken before anything starts, so that a busy one
+        // stops nothing half-started.
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| CoordinatorError::Listen { addr, source })?;
+                Some((listener, local))
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let stop_handlers = CancellationToken::new();
         let location = store.location();
@@ -389,13 +401,8 @@ impl Coordinator {
         .reporting(Arc::clone(&status))
         .kinds(config.kinds);
         let mut metrics_addr = None;
-        if let Some(addr) = config.metrics_listen {
-            let listener = bind(addr).await?;
-            metrics_addr = Some(
-                listener
-                    .local_addr()
-                    .map_err(|source| CoordinatorError::Listen { addr, source })?,
-            );
+        if let Some((listener, addr)) = metrics {
+            metrics_addr = Some(addr);
             let app = api::metrics_router(state.clone());
             let s = shutdown.clone();
             tasks.push(tokio::spawn(async move {
