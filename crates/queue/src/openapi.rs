@@ -116,6 +116,70 @@ pub fn openapi() -> OpenApi {
     doc
 }
 
+/// [`openapi`] as JSON, with its summaries and descriptions (the doc
+/// comments of the handlers and types)
+/// read as a client's reader sees them: `` [`Op`] `` as `` `Op` ``, and no
+/// Rust examples.
+pub fn openapi_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    plain_descriptions(&mut doc);
+    doc
+}
+
+fn plain_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(text) if key == "description" || key == "summary" => {
+                        *text = plain(text);
+                    }
+                    _ => plain_descriptions(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(plain_descriptions),
+        _ => {}
+    }
+}
+
+/// A doc comment without rustdoc's links and code blocks.
+fn plain(doc: &str) -> String {
+    let mut prose = String::new();
+    let mut in_code = false;
+    for line in doc.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if !in_code {
+            prose.push_str(line);
+            prose.push('\n');
+        }
+    }
+    let mut out = String::with_capacity(prose.len());
+    let mut rest = prose.trim_end();
+    while let Some(start) = rest.find("[`") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find("`]") else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        out.push_str(&after[..end + 1]);
+        rest = &after[end + 2..];
+        // An explicit target, `[`x`](path)`, goes too.
+        if rest.starts_with('(')
+            && let Some(close) = rest.find(')')
+        {
+            rest = &rest[close + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn boolean(only: bool) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::Boolean)
@@ -200,3 +264,43 @@ impl PartialSchema for Duration {
 }
 
 impl ToSchema for Duration {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_read_without_rustdoc_links_or_examples() {
+        for (doc, want) in [
+            (
+                "The attempt's number ([`Token::attempt`]).",
+                "The attempt's number (`Token::attempt`).",
+            ),
+            (
+                "See [`IDEMPOTENCY_WINDOW`](crate::model::IDEMPOTENCY_WINDOW) for it.",
+                "See `IDEMPOTENCY_WINDOW` for it.",
+            ),
+            (
+                "What it printed.\n\n```\nlet x = 1;\n```\n",
+                "What it printed.",
+            ),
+            (
+                "[default: 100] and [`a` unclosed",
+                "[default: 100] and [`a` unclosed",
+            ),
+        ] {
+            assert_eq!(plain(doc), want, "{doc:?}");
+        }
+        let served = openapi_json().to_string();
+        let left: Vec<&str> = served
+            .match_indices("[`")
+            .map(|(i, _)| {
+                served
+                    .get(i.saturating_sub(80)..i + 40)
+                    .unwrap_or(&served[i..])
+            })
+            .collect();
+        assert!(left.is_empty(), "a rustdoc link is left: {left:?}");
+        assert!(!served.contains("```"), "a code block is left");
+    }
+}
