@@ -660,6 +660,11 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Also serve GET /metrics on ADDR (HOST:PORT), over plain HTTP and
+    /// without the API token, for a Prometheus that is not given the token.
+    /// Keep it on loopback or a private network.
+    #[arg(long, env = "BACKSTOP_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The local nodes and their handlers [default: ./backstop.toml when it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -1085,7 +1090,7 @@ pub fn parse_handle(value: &str) -> Result<(String, String), String> {
 }
 
 /// The most rows a `--limit` asks for.
-pub const MAX_LIMIT: u32 = 100_000;
+pub const MAX_LIMIT: u32 = backstop_queue::store::MAX_LIMIT;
 
 /// A listing's `--limit`: 1 to [`MAX_LIMIT`]. 0 is refused rather than
 /// read as "no limit" or "the default", the same for every listing.

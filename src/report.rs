@@ -225,7 +225,7 @@ impl From<backstop_queue::CoordinatorError> for Report {
         let report = Report::from_error(exit::FAILURE, &e);
         match &e {
             E::Listen { .. } => report.hint(
-                "another `backstop serve` may be running; pick another address with --listen",
+                "another `backstop serve` may be running; pick another address (--listen, --metrics-listen)",
             ),
             E::Running { .. } => Report {
                 code: exit::USAGE,

@@ -22,6 +22,8 @@ use serde_json::Value;
 
 #[path = "fanout/bulk.rs"]
 mod bulk;
+#[path = "fanout/observe.rs"]
+mod observe;
 #[path = "fanout/operations.rs"]
 mod operations;
 #[path = "fanout/secure.rs"]
@@ -802,6 +804,43 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing_and_the_token_never_leaks() {
             400,
             "not a delivery state",
         ),
+        ("GET", "/v1/ops?state=", t, "", 400, "not a delivery state"),
+        (
+            "GET",
+            "/v1/deliveries?limit=100001",
+            t,
+            "",
+            400,
+            "at most 100000",
+        ),
+        ("GET", "/v1/ops/%FF", t, "", 400, "bad path"),
+        // JSON has one type of number: 7.0 is the integer 7.
+        ("POST", "/v1/requeue", t, r#"{"delivery": 7.0}"#, 404, "7"),
+        ("POST", "/v1/requeue", t, r#"{"delivery": 7.5}"#, 400, "7.5"),
+        // A body that may be left out may be null.
+        ("POST", "/v1/ops/99/cancel", t, "null", 404, "99"),
+        // A NUL byte (which PostgreSQL's text cannot hold) is refused, or
+        // names nothing: never a 500.
+        ("POST", "/v1/nodes/cpu%00/drain", t, "", 404, "no node"),
+        (
+            "POST",
+            "/v1/requeue",
+            t,
+            r#"{"node": "cpu\u0000"}"#,
+            404,
+            "no node",
+        ),
+        ("GET", "/v1/ops?kind=a%00b", t, "", 422, "kind"),
+        ("GET", "/v1/ops?key=a%00b", t, "", 422, "key"),
+        ("GET", "/v1/deliveries?node=a%00b", t, "", 422, "node name"),
+        (
+            "POST",
+            "/v1/ops",
+            t,
+            r#"{"kind":"install","type":"cpu","key":"a\u0000b"}"#,
+            422,
+            "control characters",
+        ),
     ];
     for (method, path, token, body, want, says) in cases {
         let (status, json) = http(&server, method, path, *token, body);
@@ -1281,6 +1320,15 @@ fn fleet_postgres_cut_mid_run_loses_nothing_and_leaves_nothing_stuck() {
         healthz(&server)["store"] == "unreachable"
     });
     assert_eq!(healthz(&server)["status"], "degraded");
+    // /metrics says so at once, without the store's gauges.
+    let (status, _, metrics) = observe::get_text(&server, "/metrics", Some(&f.token));
+    assert_eq!(status, 200, "{metrics}");
+    assert_eq!(
+        observe::sample(&metrics, "backstop_store_up"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("backstop_nodes{"), "{metrics}");
     // The outage lasts until the coordinator has knocked at the store a
     // few times in vain.
     let knocked = proxy.refused();
@@ -1291,6 +1339,33 @@ fn fleet_postgres_cut_mid_run_loses_nothing_and_leaves_nothing_stuck() {
     let done = wait_all_done(&f, &server, 300);
     ran_once_per_token(&log, &done);
     assert_eq!(healthz(&server)["status"], "ok");
+    // Each delivery counted done once, those whose outcome waited out the
+    // outage too.
+    let mut metrics = String::new();
+    f.wait_until("/metrics counts every delivery done", || {
+        metrics = observe::get_text(&server, "/metrics", Some(&f.token)).2;
+        let done = |node: &str| {
+            let series = format!(
+                r#"backstop_deliveries_finished_total{{kind="install",node="{node}",outcome="done"}}"#
+            );
+            observe::sample(&metrics, &series).unwrap_or(0.0)
+        };
+        done("gpu-1") + done("gpu-2") >= 300.0
+    });
+    assert_eq!(
+        observe::sample(&metrics, "backstop_store_up"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("backstop_deliveries_finished_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        counted, 300.0,
+        "nothing counted twice, nothing else:\n{metrics}"
+    );
 }
 
 /// A NATS server of the test's own, on a free port.

@@ -66,6 +66,7 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
     };
     let mut coordinator = CoordinatorConfig::new(args.listen, token);
     coordinator.tls = tls;
+    coordinator.metrics_listen = args.metrics_listen;
     coordinator.local = local;
     coordinator.nats = nats;
     coordinator.stale_after = args.stale_after;
@@ -104,7 +105,7 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
     let location = running.location();
     tracing::info!(
         "serving the fan-out API on {} (token from {token_from}); queue at {location}; \
-         local nodes: {}{}",
+         local nodes: {}{}{}",
         running.url(),
         if local_names.is_empty() {
             "none".to_owned()
@@ -113,6 +114,10 @@ pub async fn run(args: ServeArgs, state: Option<&str>) -> Result<(), Report> {
         },
         match &nats_url {
             Some(url) => format!("; remote workers on {url} under {}", args.subject_prefix),
+            None => String::new(),
+        },
+        match running.metrics_addr() {
+            Some(addr) => format!("; metrics on http://{addr}/metrics"),
             None => String::new(),
         }
     );

@@ -91,7 +91,7 @@ fn a_batch_is_submitted_whole_or_refused_with_the_index_of_its_bad_operation() {
         ),
         r#"{"kind":"install","type":"cpu","idempotency_key":"b-9"}"#,
     );
-    assert_eq!(status, 400, "{json}");
+    assert_eq!(status, 422, "{json}");
     assert!(json["error"].as_str().unwrap().contains("differ"), "{json}");
     assert_eq!(ops_count(&f), 0, "nothing changed");
     // A good batch: one answer per operation, in order; the second `a`

@@ -43,7 +43,10 @@ pub use http_proxy::HttpProxy;
 pub use hub::{HubFile, cdn_path};
 pub use nginx::Nginx;
 pub use proxy::Proxy;
-pub use python::{HUGGINGFACE_HUB, ORAS, huggingface_hub_python, oras_python, venv_python};
+pub use python::{
+    HUGGINGFACE_HUB, ORAS, SCHEMATHESIS, huggingface_hub_python, oras_python, schemathesis,
+    venv_python,
+};
 pub use registry::DockerRegistry;
 
 /// How long a stalled reply hangs before giving up on its own, so that a

@@ -10,6 +10,18 @@ pub const ORAS: &str = "oras==0.2.43";
 /// The huggingface_hub release the interop tests are pinned to.
 pub const HUGGINGFACE_HUB: &str = "huggingface_hub==2.4.0";
 
+/// The schemathesis release the API contract test is pinned to.
+pub const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// The `st` command of [`SCHEMATHESIS`], in a virtual environment under
+/// `dir` (pass `env!("CARGO_TARGET_TMPDIR")`), made on first use.
+///
+/// # Panics
+/// See [`venv_python`].
+pub fn schemathesis(dir: &Path) -> PathBuf {
+    venv_python(dir, "schemathesis-venv", SCHEMATHESIS, "schemathesis").with_file_name("st")
+}
+
 /// A Python with [`ORAS`] installed, in a virtual environment under
 /// `dir` (pass `env!("CARGO_TARGET_TMPDIR")`), made on first use.
 ///

@@ -1,6 +1,7 @@
 //! The operators' JSON HTTP API.
 //!
-//! Every route but `GET /healthz` needs `Authorization: Bearer TOKEN`,
+//! Every route but `GET /healthz` and `GET /openapi.json` needs
+//! `Authorization: Bearer TOKEN`,
 //! compared in constant time. Bad input — malformed JSON, an unknown kind,
 //! an empty key, an unknown node — is answered 4xx with
 //! `{"error": "one clear sentence"}` and changes nothing.
@@ -17,6 +18,8 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /openapi.json` | no token needed: the API's OpenAPI 3.1 document ([`crate::openapi`]) |
+//! | `GET /metrics` | the metrics in the OpenMetrics text format ([`crate::metrics`]); also without the token on an address of its own ([`metrics_router`]) |
 //! | `GET /healthz` | no token needed: `{"status": "ok" or "degraded", "store": "ok" or "unreachable", "nats": "connected" or "disconnected", "housekeeping": "leader" or "standby"}` |
 //! | `POST /v1/ops` | submit `{"kind", "type" or "nodes", "key"?, "payload"?, "present_only"?, "idempotency_key"?}`; 201, or 200 with `Idempotent-Replayed: true` for a repeat of its `Idempotency-Key` (the header, or the body's field: the same key if both) |
 //! | `POST /v1/ops/batch` | submit a JSON array of such bodies (at most [`MAX_BATCH`]) in one transaction, each with its own `"idempotency_key"`?; 201 with one answer per operation (200 when every one was a repeat); a refused one refuses the batch, with its `"index"` |
@@ -50,26 +53,31 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use backstop_core::clock::Clock;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::blocking::blocking;
 use crate::dependencies::Dependencies;
+use crate::dependencies::Report;
 use crate::dispatch::Dispatcher;
 use crate::model::{
     Attempt, Delivery, DeliveryState, NewOp, Node, Op, Settings, Target, check_actor,
 };
-use crate::store::{AttemptsOf, DeliveryFilter, OpFilter, Rejection, Requeue, Store, StoreError};
+use crate::store::{
+    AttemptsOf, DeliveryFilter, MAX_LIMIT, OpFilter, Rejection, Requeue, Store, StoreError,
+};
 
 /// What the API serves from.
 #[derive(Clone)]
@@ -153,35 +161,123 @@ fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The API's routes, each with its part of the OpenAPI document: one
+/// list makes both, so that the document names every route served.
+pub(crate) fn routes(authorized: Option<ApiState>) -> OpenApiRouter<ApiState> {
+    let mut protected = OpenApiRouter::new()
+        .routes(routes!(submit, list_ops))
+        .routes(routes!(show_op))
+        .routes(routes!(cancel))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(list_attempts))
+        .routes(routes!(requeue))
+        .routes(routes!(list_nodes))
+        .routes(routes!(drain))
+        .routes(routes!(undrain))
+        .routes(routes!(remove_node))
+        .routes(routes!(metrics))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(submit_batch))
+                .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+        );
+    if let Some(state) = authorized {
+        protected = protected.route_layer(middleware::from_fn_with_state(state, authorize));
+    }
+    OpenApiRouter::with_openapi(<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .merge(protected)
+}
+
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
-    let protected = Router::new()
-        .route("/v1/ops", post(submit).get(list_ops))
-        .route(
-            "/v1/ops/batch",
-            post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
-        )
-        .route("/v1/ops/{id}", get(show_op))
-        .route("/v1/ops/{id}/cancel", post(cancel))
-        .route("/v1/deliveries", get(list_deliveries))
-        .route("/v1/deliveries/{id}/attempts", get(list_attempts))
-        .route("/v1/requeue", post(requeue))
-        .route("/v1/nodes", get(list_nodes))
-        .route("/v1/nodes/{name}/drain", post(drain))
-        .route("/v1/nodes/{name}/undrain", post(undrain))
-        .route("/v1/nodes/{name}/remove", post(remove_node))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(protected)
+    let (router, _) = routes(Some(state.clone())).split_for_parts();
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "this document", content_type = "application/json"))
+)]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(crate::openapi::openapi_json);
+    axum::Json(doc).into_response()
+}
+
+/// `GET /metrics` alone, without the token: what `backstop serve
+/// --metrics-listen` serves on an address of its own, for a Prometheus
+/// that is not given the API token.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state)
+}
+
+/// The metrics ([`crate::metrics`]): the dispatcher's counters and what
+/// the store holds now. A store that does not answer, or that the
+/// coordinator knows to be down, makes `backstop_store_up 0` and leaves
+/// its gauges out, still 200: the scrape is how an operator learns of it.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "the metrics, in the Prometheus text format or, for a client that asks for it, OpenMetrics", content(
+            (String = "text/plain"),
+            (String = "application/openmetrics-text"),
+        )),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+    )
+)]
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let format = crate::metrics::Format::negotiate(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    );
+    let store = Arc::clone(&state.store);
+    // A store the coordinator already knows to be down is not asked: the
+    // scrape would wait out its timeout.
+    let gauges = if state.status.store_reachable() {
+        match blocking(move || store.gauges()).await {
+            Ok(gauges) => Some(gauges),
+            Err(e) => {
+                tracing::debug!(
+                    "/metrics could not read the store: {}",
+                    crate::error_chain(&e)
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let scrape = crate::metrics::Scrape {
+        gauges: gauges.as_ref(),
+        status: &state.status,
+        now: state.clock.now(),
+    };
+    let text = state.dispatcher.metrics().render(&scrape, format);
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 /// Open to all, so it says nothing of where the store is or why it fails
 /// (the log does): 200 while the coordinator serves, degraded or not — a
 /// coordinator that cannot reach its store keeps running and resumes by
 /// itself, so restarting it would not help.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "the coordinator serves", body = Report))
+)]
 async fn healthz(State(state): State<ApiState>) -> Response {
     axum::Json(state.status.report()).into_response()
 }
@@ -251,11 +347,21 @@ pub fn batch_refusal(message: &str) -> Option<(usize, &str)> {
     Some((index.parse().ok()?, why))
 }
 
+/// What every refusal and failure answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// One clear sentence: what is wrong, and what to do.
+    pub error: String,
+    /// In a batch, the index (from 0) of the operation refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.index {
-            Some(index) => json!({ "error": self.message, "index": index }),
-            None => json!({ "error": self.message }),
+        let body = ErrorBody {
+            error: self.message,
+            index: self.index,
         };
         (self.status, axum::Json(body)).into_response()
     }
@@ -306,6 +412,12 @@ impl From<crate::model::Invalid> for ApiError {
     }
 }
 
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::bad(format!("bad path: {}", e.body_text()))
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         ApiError::bad(format!("bad query string: {}", e.body_text()))
@@ -345,29 +457,76 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
 }
 
-/// [`parse`] for a body that may be left out: `T`'s default then.
+/// An optional integer of a request body, which JSON may write `7` or
+/// `7.0` (it has one type of number, and JSON Schema takes both for an
+/// integer); a fraction, or a number out of `T`'s range, is an error.
+fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error as _;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+                .map(|f| f as i64)
+        })
+        .and_then(|i| T::try_from(i).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{n} is not an integer in range")))
+}
+
+/// [`parse`] for a body that may be left out, or be `null`: `T`'s default
+/// then.
 fn parse_or_default<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    parse(body)
+    parse::<Option<T>>(body).map(Option::unwrap_or_default)
+}
+
+/// A listing's `limit`: 0 or absent for the default (100), at most
+/// [`MAX_LIMIT`].
+fn limit_param(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(0) {
+        n if n > MAX_LIMIT => Err(ApiError::bad(format!(
+            "limit {n} is too large: at most {MAX_LIMIT} rows are listed at once"
+        ))),
+        n => Ok(n),
+    }
 }
 
 /// The body of `POST /v1/ops`: an operation of `kind` for every node of
 /// `node_type` or for the named `nodes` (one of the two).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "kind": "install",
+    "type": "gpu",
+    "key": "llama-cpp",
+    "payload": {"backend": "llama-cpp"},
+    "timeout": "30m"
+}))]
 pub struct SubmitRequest {
     /// What to do.
+    #[schema(value_type = crate::openapi::Name)]
     pub kind: String,
     /// Every node of this type.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::Name>)]
     pub node_type: Option<String>,
     /// These nodes.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::openapi::Name>>, min_items = 1)]
     pub nodes: Option<Vec<String>>,
-    /// The desired-state key.
+    /// The desired-state key: an operation with the key replaces the
+    /// undelivered ones with it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 512, pattern = "\\S")]
     pub key: Option<String>,
     /// The payload (`{}` when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -387,9 +546,15 @@ pub struct SubmitRequest {
         with = "crate::model::opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::openapi::Duration>)]
     pub timeout: Option<std::time::Duration>,
     /// Handler failures after which a delivery is dead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_failures: Option<u32>,
     /// The ceiling of the first wait after a failure (`"30s"`).
     #[serde(
@@ -397,6 +562,7 @@ pub struct SubmitRequest {
         with = "crate::model::opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::openapi::Duration>)]
     pub base_delay: Option<std::time::Duration>,
     /// The longest wait between attempts (`"15m"`).
     #[serde(
@@ -404,6 +570,7 @@ pub struct SubmitRequest {
         with = "crate::model::opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::openapi::Duration>)]
     pub max_delay: Option<std::time::Duration>,
 }
 
@@ -420,7 +587,7 @@ impl SubmitRequest {
 }
 
 /// The answer to `POST /v1/ops`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitAnswer {
     /// The operation (the first one's, for a repeat of its idempotency key).
     pub op: Op,
@@ -432,7 +599,7 @@ pub struct SubmitAnswer {
 
 /// The answer to `GET /v1/ops/{id}`: the operation, its deliveries, and
 /// the latest attempt kept of each, with what its handler printed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OpDetail {
     /// The operation.
     #[serde(flatten)]
@@ -446,12 +613,13 @@ pub struct OpDetail {
 }
 
 /// The body of `POST /v1/ops/{id}/cancel` (it may be left out).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Who cancels: kept and shown; never a secret [default: the
     /// fingerprint of the API token].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
     pub by: Option<String>,
     /// Also stop the handlers of its deliveries in flight (their deliveries
     /// end `cancelled`); without it they run on.
@@ -460,7 +628,7 @@ pub struct CancelRequest {
 }
 
 /// The answer to `POST /v1/ops/{id}/cancel`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CancelAnswer {
     /// The operation, cancelled (by whom, when: its first cancellation).
     pub op: Op,
@@ -475,16 +643,17 @@ pub struct CancelAnswer {
 }
 
 /// The body of `POST /v1/nodes/{name}/remove` (it may be left out).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveRequest {
     /// Who removes it, as [`CancelRequest::by`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
     pub by: Option<String>,
 }
 
 /// The answer to `POST /v1/nodes/{name}/remove`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoveAnswer {
     /// The node as it was.
     pub node: Node,
@@ -496,7 +665,7 @@ pub struct RemoveAnswer {
 }
 
 /// The answer to `POST /v1/requeue`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequeueAnswer {
     /// Dead deliveries requeued.
     pub requeued: u64,
@@ -539,8 +708,12 @@ impl SubmitRequest {
     ) -> Result<NewOp, ApiError> {
         let asked = self.settings();
         let idempotency_key = match (header_key, self.idempotency_key) {
+            // Each is well-formed; together they contradict each other:
+            // 422, as for any request the document allows but that cannot
+            // be done.
             (Some(header), Some(body)) if header != body => {
-                return Err(ApiError::bad(
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
                     "the Idempotency-Key header and the body's idempotency_key differ; send one",
                 ));
             }
@@ -577,6 +750,24 @@ impl SubmitRequest {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/ops",
+    tag = "operations",
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the submission once: a repeat within a day answers the first's operation")),
+    request_body = SubmitRequest,
+    responses(
+        (status = 201, description = "submitted", body = SubmitAnswer),
+        (status = 200, description = "a repeat of its Idempotency-Key: the first submission's operation", body = SubmitAnswer,
+            headers(("Idempotent-Replayed" = String, description = "true"))),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "a named node is unknown", body = ErrorBody),
+        (status = 409, description = "a named node was removed", body = ErrorBody),
+        (status = 422, description = "refused: an unknown kind, a bad name, key or setting, or an Idempotency-Key reused for another request", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn submit(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -626,7 +817,7 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// One answer of `POST /v1/ops/batch`, in the order of the operations.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchAnswer {
     /// The operation (the first one's, for a repeat of its idempotency key).
     pub op: Op,
@@ -639,6 +830,23 @@ pub struct BatchAnswer {
     pub repeated: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/ops/batch",
+    tag = "operations",
+    request_body(content = Vec<SubmitRequest>, description = "1 to 1000 operations, each as `POST /v1/ops` takes it, with its own `idempotency_key`"),
+    responses(
+        (status = 201, description = "submitted, in one transaction: one answer per operation, in order", body = Vec<BatchAnswer>),
+        (status = 200, description = "every operation a repeat of its idempotency key: the first submissions' operations", body = Vec<BatchAnswer>),
+        (status = 400, description = "malformed request; `index` names the operation", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "a named node is unknown; `index` names the operation", body = ErrorBody),
+        (status = 409, description = "a named node was removed; `index` names the operation", body = ErrorBody),
+        (status = 413, description = "more than 1000 operations, or a body over 16 MiB", body = ErrorBody),
+        (status = 422, description = "refused: an empty batch, an unknown kind, a bad name, key or setting, or an idempotency key reused for another request; nothing was submitted", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn submit_batch(
     State(state): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
@@ -719,22 +927,44 @@ async fn submit_batch(
     Ok((StatusCode::CREATED, axum::Json(answers)).into_response())
 }
 
-#[derive(Deserialize)]
+/// The query of `GET /v1/ops`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct OpsQuery {
+    /// Only operations with a delivery in this state (empty: any).
+    #[param(value_type = Option<DeliveryState>)]
     state: Option<String>,
+    /// Only this kind.
+    #[param(value_type = Option<crate::openapi::Name>)]
     kind: Option<String>,
+    /// Only operations with this key.
+    #[param(min_length = 1, max_length = 512, pattern = "\\S")]
     key: Option<String>,
+    /// At most this many (0 or absent: 100).
+    #[param(maximum = 100_000)]
     limit: Option<u32>,
 }
 
+/// A `state` of the query: one of the states' names (`in-flight` too),
+/// never empty.
 fn state_param(state: Option<String>) -> Result<Option<DeliveryState>, ApiError> {
-    state
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(ApiError::bad))
-        .transpose()
+    state.map(|s| s.parse().map_err(ApiError::bad)).transpose()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ops",
+    tag = "operations",
+    params(OpsQuery),
+    responses(
+        (status = 200, description = "operations, newest first, with delivery counts", body = Vec<crate::store::OpSummary>),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 422, description = "a name or key to filter by that is not valid", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn list_ops(
     State(state): State<ApiState>,
     query: Result<Query<OpsQuery>, QueryRejection>,
@@ -742,9 +972,12 @@ async fn list_ops(
     let Query(q) = query?;
     let filter = OpFilter {
         state: state_param(q.state)?,
-        kind: q.kind,
-        key: q.key,
-        limit: q.limit.unwrap_or(0),
+        kind: filter_param("kind", q.kind)?,
+        key: q
+            .key
+            .map(|k| crate::model::check_key(&k).map(|()| k))
+            .transpose()?,
+        limit: limit_param(q.limit)?,
     };
     let store = Arc::clone(&state.store);
     let ops = blocking(move || store.ops(&filter)).await?;
@@ -756,10 +989,24 @@ fn id_param(id: &str, what: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::bad(format!("{id:?} is not {what} id (a number)")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ops/{id}",
+    tag = "operations",
+    params(("id" = i64, Path, description = "the operation's id")),
+    responses(
+        (status = 200, description = "the operation, its deliveries and their latest attempts", body = OpDetail),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "no such operation", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn show_op(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let id = id_param(&id, "an operation")?;
     let store = Arc::clone(&state.store);
     let (op, deliveries, attempts) = blocking(move || {
@@ -776,11 +1023,27 @@ async fn show_op(
     .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/ops/{id}/cancel",
+    tag = "operations",
+    params(("id" = i64, Path, description = "the operation's id")),
+    request_body(content = Option<CancelRequest>, description = "may be left out"),
+    responses(
+        (status = 200, description = "cancelled", body = CancelAnswer),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "no such operation", body = ErrorBody),
+        (status = 422, description = "`by` cannot name who cancels", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let id = id_param(&id, "an operation")?;
     let body: CancelRequest = parse_or_default(&body)?;
     let by = state.actor(body.by)?;
@@ -813,25 +1076,61 @@ async fn cancel(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{id}/attempts",
+    tag = "deliveries",
+    params(("id" = i64, Path, description = "the delivery's id")),
+    responses(
+        (status = 200, description = "the attempts kept of the delivery, newest first", body = Vec<Attempt>),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "no such delivery", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn list_attempts(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let id = id_param(&id, "a delivery")?;
     let store = Arc::clone(&state.store);
     let attempts = blocking(move || store.attempts(&AttemptsOf::Delivery(id))).await?;
     Ok(axum::Json(attempts).into_response())
 }
 
-#[derive(Deserialize)]
+/// The query of `GET /v1/deliveries`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
+    /// Only deliveries in this state (`dead`: the dead letters).
+    #[param(value_type = Option<DeliveryState>)]
     state: Option<String>,
+    /// Only deliveries to this node.
+    #[param(value_type = Option<crate::openapi::Name>)]
     node: Option<String>,
+    /// Only deliveries of this operation.
     op: Option<i64>,
+    /// At most this many (0 or absent: 100).
+    #[param(maximum = 100_000)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "deliveries",
+    params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "deliveries, newest first", body = Vec<Delivery>),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 422, description = "a name to filter by that is not valid", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn list_deliveries(
     State(state): State<ApiState>,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
@@ -840,9 +1139,9 @@ async fn list_deliveries(
     let filter = DeliveryFilter {
         id: None,
         state: state_param(q.state)?,
-        node: q.node,
+        node: filter_param("node name", q.node)?,
         op: q.op,
-        limit: q.limit.unwrap_or(0),
+        limit: limit_param(q.limit)?,
     };
     let store = Arc::clone(&state.store);
     let deliveries = blocking(move || store.deliveries(&filter)).await?;
@@ -850,17 +1149,25 @@ async fn list_deliveries(
 }
 
 /// The body of `POST /v1/requeue`: exactly one of its fields.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequeueRequest {
     /// This dead delivery.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delivery: Option<i64>,
     /// Every dead delivery to this node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Every dead delivery of this operation.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub op: Option<i64>,
     /// Every dead delivery.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -872,7 +1179,7 @@ impl RequeueRequest {
     pub(crate) fn which(self) -> Result<Requeue, ApiError> {
         match (self.delivery, self.node, self.op, self.all) {
             (Some(id), None, None, false) => Ok(Requeue::Delivery(id)),
-            (None, Some(node), None, false) => Ok(Requeue::Node(node)),
+            (None, Some(node), None, false) => Ok(Requeue::Node(node_param(node)?)),
             (None, None, Some(op), false) => Ok(Requeue::Op(op)),
             (None, None, None, true) => Ok(Requeue::All),
             _ => Err(ApiError::bad(
@@ -882,6 +1189,20 @@ impl RequeueRequest {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requeue",
+    tag = "deliveries",
+    request_body = RequeueRequest,
+    responses(
+        (status = 200, description = "how many dead deliveries were requeued", body = RequeueAnswer),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "no such delivery, node or operation", body = ErrorBody),
+        (status = 409, description = "the delivery is not dead", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn requeue(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let body: RequeueRequest = parse(&body)?;
     let which = body.which()?;
@@ -902,10 +1223,38 @@ pub(crate) async fn requeue_dead(state: &ApiState, which: Requeue) -> Result<u64
     Ok(n)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "nodes",
+    responses(
+        (status = 200, description = "nodes with their health and counts", body = Vec<Node>),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn list_nodes(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let store = Arc::clone(&state.store);
     let nodes = blocking(move || store.nodes()).await?;
     Ok(axum::Json(nodes).into_response())
+}
+
+/// A node named in a path or a body: one whose name is not valid
+/// ([`check_name`](crate::model::check_name)) cannot exist, and is not
+/// looked for.
+fn node_param(name: String) -> Result<String, ApiError> {
+    match crate::model::check_name("node name", &name) {
+        Ok(()) => Ok(name),
+        Err(_) => Err(StoreError::Rejected(Rejection::UnknownNode(name)).into()),
+    }
+}
+
+/// A name to filter a listing by: refused when it is not valid.
+fn filter_param(what: &'static str, name: Option<String>) -> Result<Option<String>, ApiError> {
+    if let Some(name) = &name {
+        crate::model::check_name(what, name)?;
+    }
+    Ok(name)
 }
 
 /// Drains or undrains node `name`, waking the dispatcher for an undrain.
@@ -914,6 +1263,7 @@ pub(crate) async fn set_drained(
     name: String,
     drained: bool,
 ) -> Result<Node, ApiError> {
+    let name = node_param(name)?;
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let node = blocking(move || store.drain(&name, drained, now)).await?;
@@ -932,25 +1282,70 @@ pub(crate) async fn set_drained(
     Ok(node)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/drain",
+    tag = "nodes",
+    params(("name" = crate::openapi::Name, Path, description = "the node's name")),
+    responses(
+        (status = 200, description = "drained: it gets no new deliveries", body = Node),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "no such node", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn drain(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(name) = name?;
     Ok(axum::Json(set_drained(&state, name, true).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/undrain",
+    tag = "nodes",
+    params(("name" = crate::openapi::Name, Path, description = "the node's name")),
+    responses(
+        (status = 200, description = "undrained: it gets deliveries again", body = Node),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "no such node", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn undrain(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(name) = name?;
     Ok(axum::Json(set_drained(&state, name, false).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/remove",
+    tag = "nodes",
+    params(("name" = crate::openapi::Name, Path, description = "the node's name")),
+    request_body(content = Option<RemoveRequest>, description = "may be left out"),
+    responses(
+        (status = 200, description = "removed", body = RemoveAnswer),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "no token, or not this coordinator's", body = ErrorBody),
+        (status = 404, description = "no such node", body = ErrorBody),
+        (status = 409, description = "the node is neither down nor drained", body = ErrorBody),
+        (status = 422, description = "`by` cannot name who removes it", body = ErrorBody),
+        (status = 503, description = "the store cannot be reached; try again", body = ErrorBody),
+    )
+)]
 async fn remove_node(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let Path(name) = name?;
     let body: RemoveRequest = parse_or_default(&body)?;
     let by = state.actor(body.by)?;
     let removed = remove(&state, name, by).await?;
@@ -968,6 +1363,7 @@ pub(crate) async fn remove(
     name: String,
     by: String,
 ) -> Result<crate::store::Removed, ApiError> {
+    let name = node_param(name)?;
     let now = state.clock.now();
     let store = Arc::clone(&state.store);
     let who = by.clone();
@@ -1128,6 +1524,54 @@ mod tests {
             node: Some("gpu-1".into()),
             ..RequeueRequest::default()
         });
+    }
+
+    /// The document is OpenAPI 3.1, names every route with the methods it
+    /// serves, and asks for the token on all but the two open ones.
+    #[test]
+    fn the_openapi_document_names_every_route_and_its_token() {
+        let doc = crate::openapi::openapi_json();
+        if std::env::var_os("BACKSTOP_PRINT_OPENAPI").is_some() {
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+        }
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut routes: Vec<String> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let open = op["security"] == json!([{}]);
+                routes.push(format!(
+                    "{} {path}{}",
+                    method.to_uppercase(),
+                    if open { " (open)" } else { "" }
+                ));
+            }
+        }
+        routes.sort();
+        assert_eq!(
+            routes,
+            [
+                "GET /healthz (open)",
+                "GET /metrics",
+                "GET /openapi.json (open)",
+                "GET /v1/deliveries",
+                "GET /v1/deliveries/{id}/attempts",
+                "GET /v1/nodes",
+                "GET /v1/ops",
+                "GET /v1/ops/{id}",
+                "POST /v1/nodes/{name}/drain",
+                "POST /v1/nodes/{name}/remove",
+                "POST /v1/nodes/{name}/undrain",
+                "POST /v1/ops",
+                "POST /v1/ops/batch",
+                "POST /v1/ops/{id}/cancel",
+                "POST /v1/requeue",
+            ]
+        );
+        assert_eq!(doc["security"], json!([{"token": []}]));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["token"]["scheme"],
+            "bearer"
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct CoordinatorConfig {
     pub tls: Option<ApiTls>,
     /// The bearer token the API asks for.
     pub token: Secret,
+    /// Also serve `GET /metrics` here, over plain HTTP and without the
+    /// token (for a Prometheus on a private network).
+    pub metrics_listen: Option<SocketAddr>,
     /// Nodes inside the coordinator.
     pub local: Vec<LocalNode>,
     /// A connected NATS client and its subjects, to serve remote workers.
@@ -68,6 +71,7 @@ impl CoordinatorConfig {
             listen,
             tls: None,
             token,
+            metrics_listen: None,
             local: Vec::new(),
             nats: None,
             dispatch: DispatchConfig::default(),
@@ -156,6 +160,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, CoordinatorEr
 /// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     https: bool,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -280,6 +285,18 @@ impl Coordinator {
                 addr: config.listen,
                 source,
             })?;
+        // Its address is taken before anything starts, so that a busy one
+        // stops nothing half-started.
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| CoordinatorError::Listen { addr, source })?;
+                Some((listener, local))
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let stop_handlers = CancellationToken::new();
         let location = store.location();
@@ -383,6 +400,18 @@ impl Coordinator {
         )
         .reporting(Arc::clone(&status))
         .kinds(config.kinds);
+        let mut metrics_addr = None;
+        if let Some((listener, addr)) = metrics {
+            metrics_addr = Some(addr);
+            let app = api::metrics_router(state.clone());
+            let s = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let served = listener::serve(listener, None, app, s.cancelled_owned()).await;
+                if let Err(e) = served {
+                    tracing::error!("the metrics address stopped: {e}");
+                }
+            }));
+        }
         let tls = config.tls;
         let https = tls.is_some();
         let app = api::router(state.clone()).merge(ui::router(ui::UiState::new(state, https)));
@@ -395,6 +424,7 @@ impl Coordinator {
         }));
         Ok(Coordinator {
             addr,
+            metrics_addr,
             https,
             shutdown,
             tasks,
@@ -407,6 +437,12 @@ impl Coordinator {
     /// Where the API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `GET /metrics` is served without the token
+    /// ([`CoordinatorConfig::metrics_listen`]), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The API's URL: `https://ADDR` when served over TLS, else

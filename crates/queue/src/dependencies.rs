@@ -21,7 +21,7 @@ pub struct Dependencies {
 }
 
 /// What `/healthz` answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// `ok`, or `degraded` when a dependency cannot be reached.
     pub status: &'static str,
@@ -32,6 +32,7 @@ pub struct Report {
         skip_serializing_if = "Option::is_none",
         with = "crate::model::opt_time"
     )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub store_down_since: Option<SystemTime>,
     /// `connected` or `disconnected`; absent without NATS.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::blocking::blocking;
 use crate::dependencies::Dependencies;
 use crate::handler::{DEFAULT_OUTPUT_TAIL, Handled, Output, Work};
+use crate::metrics::Metrics;
 use crate::model::{Claim, DeliveryState, Outcome, Token};
 use crate::schedule::{Decision, Schedule, Settle};
 use crate::store::{ClaimRequest, DeliveryFilter, Running, Settled, Store, StoreError};
@@ -105,6 +106,7 @@ struct Inner {
     config: DispatchConfig,
     wake: Arc<Notify>,
     status: Arc<Dependencies>,
+    metrics: Arc<Metrics>,
     outcomes: mpsc::UnboundedSender<Finished>,
     receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
 }
@@ -166,6 +168,7 @@ impl Dispatcher {
                 config,
                 wake: Arc::new(Notify::new()),
                 status,
+                metrics: Arc::new(Metrics::default()),
                 outcomes: tx,
                 receiver: std::sync::Mutex::new(Some(rx)),
             }),
@@ -176,6 +179,12 @@ impl Dispatcher {
     /// back).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// What it counts of the attempts it runs and the outcomes it stores,
+    /// for `/metrics`.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.inner.metrics)
     }
 
     /// A handle that wakes the dispatcher.
@@ -410,6 +419,7 @@ impl Dispatcher {
             claim.kind,
             claim.node
         );
+        let started = self.inner.clock.now();
         let reply = if transport.outlives_coordinator() {
             tokio::select! {
                 reply = transport.deliver(&work) => reply,
@@ -421,6 +431,11 @@ impl Dispatcher {
             transport.deliver(&work).await
         };
         let now = self.inner.clock.now();
+        self.inner.metrics.attempt(
+            &claim.kind,
+            &reply.outcome,
+            now.duration_since(started).unwrap_or(Duration::ZERO),
+        );
         let Some(settle) = self.decide(&claim, &reply.outcome, reply.output, now) else {
             tracing::warn!(
                 "no reply from node {} for {} within {}; the handler may still be running, so \
@@ -548,6 +563,9 @@ impl Dispatcher {
             .for_each(Receipt::confirm);
         for (ran, settled) in std::mem::take(&mut unstored.ran).into_iter().zip(results) {
             log_settled(&ran.claim, &ran.settle, &ran.outcome, settled);
+            self.inner
+                .metrics
+                .settled(&ran.claim.kind, &ran.claim.node, settled);
             if let Some(r) = ran.receipt {
                 r.confirm();
             }
@@ -604,10 +622,15 @@ impl Dispatcher {
     pub async fn step(&self) -> Result<Vec<(Claim, Outcome, Settled)>, StoreError> {
         let claims = self.claim().await?;
         let replies = futures_util::future::join_all(claims.into_iter().map(|claim| async move {
+            let started = self.inner.clock.now();
             let reply = match self.inner.transports.get(claim.transport.as_str()) {
                 Some(t) => t.deliver(&self.work(&claim)).await,
                 None => crate::transport::Reply::new(Outcome::TimedOut),
             };
+            let took = self.inner.clock.now().duration_since(started);
+            self.inner
+                .metrics
+                .attempt(&claim.kind, &reply.outcome, took.unwrap_or(Duration::ZERO));
             (claim, reply)
         }))
         .await;
@@ -630,6 +653,9 @@ impl Dispatcher {
         let results = blocking(move || store.settle(&batch)).await?;
         for ((settle, settled), (claim, outcome)) in settles.iter().zip(results).zip(decided) {
             log_settled(&claim, settle, &outcome, settled);
+            self.inner
+                .metrics
+                .settled(&claim.kind, &claim.node, settled);
             out.push((claim, outcome, settled));
         }
         Ok(out)

@@ -68,7 +68,9 @@ fn default_output_tail() -> u64 {
 /// let short = Output::new(b"one\ntwo\nthree\n", b"", 8);
 /// assert_eq!(short.stdout, "three\n");
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct Output {
     /// The end of its standard output.
     #[serde(default)]

@@ -30,8 +30,9 @@
 //!   once.
 //! - [`transport`]: nodes inside the coordinator and remote workers over
 //!   NATS; [`transport::nats::worker`] is the remote side, [`api`] the operators' HTTP API
-//!   (over HTTPS with [`listener`]), [`ui`] the operators' web dashboard
-//!   beside it, [`coordinator`] wires it all. [`program`] checks at start-up that each
+//!   (over HTTPS with [`listener`]; its OpenAPI document: [`openapi`]; its
+//!   `/metrics`: [`metrics`]), [`ui`] the operators' web dashboard beside
+//!   it, [`coordinator`] wires it all. [`program`] checks at start-up that each
 //!   handler's program can be started.
 //!
 //! ```
@@ -66,8 +67,10 @@ pub mod dispatch;
 pub mod handler;
 pub mod housekeeping;
 pub mod listener;
+pub mod metrics;
 pub mod model;
 pub mod node_health;
+pub mod openapi;
 pub mod program;
 pub mod schedule;
 pub mod store;

@@ -33,7 +33,9 @@ pub enum Invalid {
         value: String,
     },
     /// An empty or over-long key.
-    #[error("an operation key must not be empty or longer than {MAX_KEY} bytes")]
+    #[error(
+        "an operation key must not be empty, longer than {MAX_KEY} characters, or hold control characters"
+    )]
     Key,
     /// An idempotency key that is empty, too long, or not printable ASCII.
     #[error(
@@ -102,6 +104,15 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Checks an operation key: not blank, at most [`MAX_KEY`] characters,
+/// no control character.
+pub fn check_key(key: &str) -> Result<(), Invalid> {
+    if key.trim().is_empty() || key.chars().count() > MAX_KEY || key.chars().any(char::is_control) {
+        return Err(Invalid::Key);
+    }
+    Ok(())
+}
+
 /// Checks a node name, node type or kind.
 pub fn check_name(what: &'static str, value: &str) -> Result<(), Invalid> {
     let ok = !value.is_empty()
@@ -120,7 +131,7 @@ pub fn check_name(what: &'static str, value: &str) -> Result<(), Invalid> {
 }
 
 /// A node's health as the coordinator sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     /// Heartbeats arrive (or the node lives inside the coordinator).
@@ -213,7 +224,7 @@ impl NodeSpec {
 }
 
 /// A node as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Node {
     /// Unique name.
     pub name: String,
@@ -231,6 +242,7 @@ pub struct Node {
     pub drained: bool,
     /// Its last heartbeat (never, for nodes inside the coordinator).
     #[serde(with = "opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_heartbeat: Option<SystemTime>,
     /// Deliveries to it now in flight.
     pub in_flight: u64,
@@ -240,9 +252,11 @@ pub struct Node {
     pub dead: u64,
     /// When it first registered.
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub registered: SystemTime,
     /// Last change.
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated: SystemTime,
     /// The process behind it now ([`NodeSpec::session`]); kept out of the
     /// API, so that it cannot be used to answer for the node.
@@ -372,10 +386,8 @@ impl NewOp {
                 names.dedup();
             }
         }
-        if let Some(key) = &self.key
-            && (key.trim().is_empty() || key.len() > MAX_KEY)
-        {
-            return Err(Invalid::Key);
+        if let Some(key) = &self.key {
+            check_key(key)?;
         }
         if self.payload.len() > MAX_PAYLOAD {
             return Err(Invalid::Payload(self.payload.len()));
@@ -393,9 +405,10 @@ impl NewOp {
 }
 
 /// An operation as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Op {
     /// Its id; later operations have larger ids.
+    #[schema(value_type = i64)]
     pub id: OpId,
     /// What to do.
     pub kind: String,
@@ -414,6 +427,7 @@ pub struct Op {
     pub live: bool,
     /// When it was submitted.
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: SystemTime,
     /// How its deliveries run, where it differs from the coordinator's
     /// defaults: what the submission asked for, over the settings of its
@@ -427,13 +441,14 @@ pub struct Op {
 
 /// Who ended something before its time, and when: an operation cancelled,
 /// or a delivery cancelled with it or with the removal of its node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cancellation {
     /// The name the operator's client sent (`--by`, or the fingerprint of
     /// the API token it used): never a secret ([`check_actor`]).
     pub by: String,
     /// When.
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: SystemTime,
 }
 
@@ -467,7 +482,7 @@ pub const MIN_DELAY: Duration = Duration::from_millis(1);
 /// assert_eq!(op.timeout, Some(Duration::from_secs(1800)));
 /// assert!(op.validate().is_ok());
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// How long a handler may run before it is stopped ([`MIN_TIMEOUT`]
@@ -477,10 +492,12 @@ pub struct Settings {
         with = "opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::openapi::Duration>)]
     pub timeout: Option<Duration>,
     /// Handler failures after which a delivery is dead (1 to
     /// [`MAX_FAILURES`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_failures: Option<u32>,
     /// The ceiling of the first wait after a failure; later ones double
     /// ([`MIN_DELAY`] to [`crate::schedule::MAX_CAP`]).
@@ -489,6 +506,7 @@ pub struct Settings {
         with = "opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::openapi::Duration>)]
     pub base_delay: Option<Duration>,
     /// The longest wait between attempts (as `base_delay`, and not shorter
     /// than it).
@@ -497,6 +515,7 @@ pub struct Settings {
         with = "opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::openapi::Duration>)]
     pub max_delay: Option<Duration>,
 }
 
@@ -555,7 +574,7 @@ impl Settings {
 }
 
 /// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Waiting for its next attempt time, or for its node.
@@ -647,11 +666,13 @@ impl fmt::Display for Token {
 }
 
 /// A delivery as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// Its id.
+    #[schema(value_type = i64)]
     pub id: DeliveryId,
     /// The operation.
+    #[schema(value_type = i64)]
     pub op: OpId,
     /// The node.
     pub node: String,
@@ -675,9 +696,11 @@ pub struct Delivery {
     pub tries: u32,
     /// When it may next be attempted (pending).
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub next_at: SystemTime,
     /// Until when the running attempt holds it (in flight).
     #[serde(with = "opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub lease_until: Option<SystemTime>,
     /// Why its latest attempt did not succeed, if it did not: a handler's
     /// stderr tail, or why the node could not be reached. None once done.
@@ -687,12 +710,15 @@ pub struct Delivery {
     pub held: Option<Hold>,
     /// Created.
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: SystemTime,
     /// Last change.
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated: SystemTime,
     /// When it became done, dead, superseded or cancelled.
     #[serde(with = "opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished: Option<SystemTime>,
     /// Who cancelled it, and when: with its operation, or with the removal
     /// of its node. Set on an attempt in flight too, which runs on: its
@@ -704,11 +730,13 @@ pub struct Delivery {
 /// One attempt of a delivery as kept ([`crate::Store::attempts`]): how it
 /// ended and what its handler printed, redacted and bounded
 /// ([`crate::handler::Output`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// The delivery.
+    #[schema(value_type = i64)]
     pub delivery: DeliveryId,
     /// Its operation.
+    #[schema(value_type = i64)]
     pub op: OpId,
     /// The attempt's number ([`Token::attempt`]).
     pub attempt: u32,
@@ -724,12 +752,13 @@ pub struct Attempt {
     pub output: crate::handler::Output,
     /// When its outcome was stored.
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub finished: SystemTime,
 }
 
 /// Why a pending delivery waits for its node rather than for its next
 /// attempt time (which may be long past).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Hold {
     /// Its node is drained: it is held until the node is undrained.

@@ -1428,7 +1428,141 @@ suite!(
     locations_name_no_password,
     activity_counts_states_minutes_and_the_oldest_pending,
     ops_are_filtered_by_key,
+    gauges_count_what_is_not_finished_by_state_and_kind_and_nodes_by_health,
+    a_nul_a_handler_printed_is_kept_as_u_fffd_and_blocks_no_outcome,
 );
+
+/// A handler that prints a NUL byte: its error and output are kept with
+/// U+FFFD in its place, on every store, and the outcomes stored with it
+/// are stored (PostgreSQL's text cannot hold a NUL: storing it as it was
+/// failed the whole batch, again and again).
+fn a_nul_a_handler_printed_is_kept_as_u_fffd_and_blocks_no_outcome(db: &dyn Db) {
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    let op = store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap()
+        .op;
+    let claims = claim_all(&*store, t(0));
+    let token = |n: &str| claims.iter().find(|c| c.node == n).unwrap().token;
+    let settled = store
+        .settle(&[
+            Settle {
+                token: token("gpu-1"),
+                at: t(1),
+                decision: Decision::Dead {
+                    failures: 1,
+                    tries: 1,
+                    error: "exit 1: a\0b".into(),
+                },
+                handled: handled(Outcome::Failed("exit 1: a\0b".into()), "x\0y\n", "a\0b\n"),
+            },
+            Settle {
+                token: token("gpu-2"),
+                at: t(1),
+                decision: Decision::Done,
+                handled: handled(Outcome::Done, "installed\n", ""),
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        settled,
+        [
+            Settled::Applied(DeliveryState::Dead),
+            Settled::Applied(DeliveryState::Done)
+        ]
+    );
+    let (_, deliveries) = store.op(op.id).unwrap();
+    let gpu_1 = deliveries.iter().find(|d| d.node == "gpu-1").unwrap();
+    assert_eq!(gpu_1.last_error.as_deref(), Some("exit 1: a\u{FFFD}b"));
+    let kept = store.attempts(&AttemptsOf::Delivery(gpu_1.id)).unwrap();
+    assert_eq!(kept[0].error.as_deref(), Some("exit 1: a\u{FFFD}b"));
+    assert_eq!(
+        (
+            kept[0].output.stdout.as_str(),
+            kept[0].output.stderr.as_str()
+        ),
+        ("x\u{FFFD}y\n", "a\u{FFFD}b\n")
+    );
+}
+
+/// What `/metrics` reads: the deliveries not finished by state and kind,
+/// the nodes by health and drain, and the oldest due delivery among those
+/// whose node can take it.
+fn gauges_count_what_is_not_finished_by_state_and_kind_and_nodes_by_health(db: &dyn Db) {
+    let store = db.open().unwrap();
+    let empty = store.gauges().unwrap();
+    assert_eq!(empty, backstop_queue::store::Gauges::default());
+    store
+        .register(&node("gpu-1", "gpu", &["install", "delete"]), t(0))
+        .unwrap();
+    for name in ["gpu-2", "gpu-3"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    store.drain("gpu-3", true, t(0)).unwrap();
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(0))
+        .unwrap();
+    store
+        .submit(&NewOp::for_type("delete", "gpu"), t(0))
+        .unwrap();
+    for c in claim_all(&*store, t(5)) {
+        let decision = match (c.node.as_str(), c.kind.as_str()) {
+            ("gpu-1", "install") => Decision::Done,
+            ("gpu-1", "delete") => failed(t(20), 1),
+            _ => Decision::Dead {
+                failures: 10,
+                tries: 10,
+                error: "poison".into(),
+            },
+        };
+        settle(&*store, c.token, t(6), decision);
+    }
+    store
+        .submit(&NewOp::for_type("install", "gpu"), t(6))
+        .unwrap();
+    assert_eq!(claim_all(&*store, t(7)).len(), 2, "gpu-1 and gpu-2");
+    let mut gauges = store.gauges().unwrap();
+    gauges
+        .deliveries
+        .sort_by_key(|(state, kind, _)| (state.as_str(), kind.clone()));
+    gauges
+        .nodes
+        .sort_by_key(|&(status, drained, _)| (status.as_str(), drained));
+    assert_eq!(
+        gauges.deliveries,
+        [
+            (DeliveryState::Dead, "install".to_owned(), 1),
+            (DeliveryState::InFlight, "install".to_owned(), 2),
+            (DeliveryState::Pending, "delete".to_owned(), 1),
+            (DeliveryState::Pending, "install".to_owned(), 2),
+        ],
+        "done deliveries are history, not counted"
+    );
+    assert_eq!(
+        gauges.nodes,
+        [
+            (NodeStatus::Healthy, false, 2),
+            (NodeStatus::Healthy, true, 1)
+        ]
+    );
+    assert_eq!(
+        gauges.oldest_due,
+        Some(t(20)),
+        "the drained node's deliveries wait for it, not for the dispatcher"
+    );
+    store.drain("gpu-3", false, t(8)).unwrap();
+    store.mark_stale(t(100), t(100)).unwrap();
+    let gauges = store.gauges().unwrap();
+    assert_eq!(gauges.nodes, [(NodeStatus::Unhealthy, false, 3)]);
+    assert_eq!(gauges.oldest_due, None, "no node can take work");
+}
 
 /// What the dashboard's overview reads: every delivery by state, done
 /// deliveries and failed attempts per minute since a time, and when the

@@ -372,6 +372,9 @@ impl Store for Unreachable {
     fn nodes(&self) -> Result<Vec<backstop_queue::Node>, StoreError> {
         self.inner.nodes()
     }
+    fn gauges(&self) -> Result<backstop_queue::store::Gauges, StoreError> {
+        self.inner.gauges()
+    }
     fn remove_node(
         &self,
         name: &str,

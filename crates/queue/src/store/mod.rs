@@ -49,6 +49,8 @@ use crate::schedule::Settle;
 ///   attempts since its last requeue beside its attempt number, and for a
 ///   pending one whose node is drained or parked, [`Hold`].
 /// - Times read back equal times written, at millisecond precision.
+/// - A handler's errors and output are kept with any NUL character
+///   replaced by U+FFFD, by every store (PostgreSQL cannot hold one).
 ///
 /// Every call blocks the calling thread until the database answers (a
 /// SQLite file waiting out another writer, a PostgreSQL server across the
@@ -257,6 +259,11 @@ pub trait Store: Send + Sync {
         local: Option<&[String]>,
     ) -> Result<Option<SystemTime>, StoreError>;
 
+    /// What `/metrics` reads of the queue at scrape time, in a few indexed
+    /// queries whose cost grows with the deliveries not yet finished and
+    /// the nodes, never with history ([`Gauges`]).
+    fn gauges(&self) -> Result<Gauges, StoreError>;
+
     /// Where the store is, for messages; never a password.
     fn location(&self) -> String;
 
@@ -326,6 +333,23 @@ impl Activity {
             oldest_pending: oldest_pending_ms.map(backstop_core::time::from_millis),
         }
     }
+}
+
+/// The queue's levels now, for `/metrics` ([`Store::gauges`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Deliveries not finished — pending, in flight and dead — by state
+    /// and kind, each pair that has any. Finished ones (done, superseded,
+    /// cancelled) are history, counted as they finish rather than read
+    /// back at every scrape.
+    pub deliveries: Vec<(DeliveryState, String, u64)>,
+    /// Nodes by health and drained, each pair that has any.
+    pub nodes: Vec<(NodeStatus, bool, u64)>,
+    /// The next attempt time of the oldest pending delivery to a healthy,
+    /// undrained node: what the dispatcher has been owing the longest when
+    /// it is in the past (those waiting for their node are left out; the
+    /// node gauges show them).
+    pub oldest_due: Option<SystemTime>,
 }
 
 /// What [`Store::register`] did.
@@ -414,6 +438,10 @@ pub struct Submitted {
     pub repeated: bool,
 }
 
+/// The most rows one listing ([`Store::ops`], [`Store::deliveries`])
+/// returns.
+pub const MAX_LIMIT: u32 = 100_000;
+
 /// Which operations [`Store::ops`] lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpFilter {
@@ -428,7 +456,7 @@ pub struct OpFilter {
 }
 
 /// An operation with counts of its deliveries.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct OpSummary {
     /// The operation.
     #[serde(flatten)]
@@ -438,7 +466,17 @@ pub struct OpSummary {
 }
 
 /// Deliveries by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Counts {
     /// Pending.
     pub pending: u64,
@@ -734,6 +772,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 7: cancellation, node removal, attempt records and per-operation
     // settings.
     include_str!("../../migrations/sqlite/0007_operations.sql"),
+    // 8: the deliveries not finished, by state and kind, counted from an
+    // index for `/metrics`.
+    include_str!("../../migrations/sqlite/0008_open_by_kind.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -758,6 +799,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 7: cancellation, node removal, attempt records and per-operation
     // settings.
     include_str!("../../migrations/postgres/0007_operations.sql"),
+    // 8: the deliveries not finished, by state and kind, counted from an
+    // index for `/metrics`.
+    include_str!("../../migrations/postgres/0008_open_by_kind.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep
@@ -1059,11 +1103,24 @@ impl OpRow {
 /// The text kept as a last error: at most this many bytes, from the end.
 pub const MAX_ERROR: usize = 4096;
 
+/// Text from a handler (an error, its output) as every store keeps it:
+/// a NUL character, which PostgreSQL's `text` cannot hold, becomes
+/// U+FFFD. Without this, one handler that printed a NUL would keep the
+/// outcomes stored with its own from being stored at all.
+pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// Shortens an error to its last [`MAX_ERROR`] bytes, on a character
-/// boundary.
+/// boundary, [`storable`].
 pub(crate) fn clip(error: &str) -> String {
+    let error = storable(error);
     if error.len() <= MAX_ERROR {
-        return error.to_owned();
+        return error.into_owned();
     }
     let mut start = error.len() - MAX_ERROR;
     while !error.is_char_boundary(start) {

@@ -11,10 +11,10 @@ use backstop_store::postgres::{Database, SessionLock, Tx, get, postgres};
 use super::{
     ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
-    Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, POSTGRES_MIGRATIONS,
-    Pruned, Registered, Rejection, Removed, Requeue, Retained, Running, Settled, Store, StoreError,
-    Submitted, Tombstone, clip, count, ended_or, in_batch, named, released, settings, to_ms,
-    unremovable,
+    Gauges, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
+    POSTGRES_MIGRATIONS, Pruned, Registered, Rejection, Removed, Requeue, Retained, Running,
+    Settled, Store, StoreError, Submitted, Tombstone, clip, count, ended_or, in_batch, named,
+    released, settings, storable, to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -431,8 +431,8 @@ fn keep_attempts(tx: &mut Tx<'_>, kept: &[(&Settle, i64, &str)]) -> TxResult<()>
     let nodes: Vec<&str> = kept.iter().map(|k| k.2).collect();
     let outcomes: Vec<&str> = kept.iter().map(|k| k.3.outcome.name()).collect();
     let errors: Vec<Option<String>> = kept.iter().map(|k| k.3.outcome.error().map(clip)).collect();
-    let stdouts: Vec<&str> = kept.iter().map(|k| k.3.output.stdout.as_str()).collect();
-    let stderrs: Vec<&str> = kept.iter().map(|k| k.3.output.stderr.as_str()).collect();
+    let stdouts: Vec<_> = kept.iter().map(|k| storable(&k.3.output.stdout)).collect();
+    let stderrs: Vec<_> = kept.iter().map(|k| storable(&k.3.output.stderr)).collect();
     let at: Vec<i64> = kept.iter().map(|k| to_millis(k.0.at)).collect();
     tx.execute(
         "INSERT INTO backstop_queue_attempts (delivery, attempt, op, node, outcome, error,
@@ -1531,6 +1531,46 @@ impl Store for PostgresStore {
             )?;
             let min: Option<i64> = get(&row, 0)?;
             Ok(min.map(from_millis))
+        })
+    }
+
+    fn gauges(&self) -> Result<Gauges, StoreError> {
+        self.tx(|tx| {
+            let mut gauges = Gauges::default();
+            for row in tx.query(
+                "SELECT state, kind, count(*) FROM backstop_queue_deliveries
+                 WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, kind",
+                &[],
+            )? {
+                let state: String = get(&row, 0)?;
+                let n: i64 = get(&row, 2)?;
+                if let Ok(state) = state.parse() {
+                    gauges
+                        .deliveries
+                        .push((state, get(&row, 1)?, n.max(0) as u64));
+                }
+            }
+            for row in tx.query(
+                "SELECT status, drained, count(*) FROM backstop_queue_nodes
+                 GROUP BY status, drained",
+                &[],
+            )? {
+                let status: String = get(&row, 0)?;
+                let drained: i64 = get(&row, 1)?;
+                let n: i64 = get(&row, 2)?;
+                let status = status.parse().unwrap_or(NodeStatus::Unhealthy);
+                gauges.nodes.push((status, drained != 0, n.max(0) as u64));
+            }
+            // One seek of the due index per node that can take work.
+            let row = tx.query_one(
+                "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
+                             WHERE d.node = n.name AND d.state = 'pending'))
+                 FROM backstop_queue_nodes n WHERE n.status = 'healthy' AND n.drained = 0",
+                &[],
+            )?;
+            let oldest: Option<i64> = get(&row, 0)?;
+            gauges.oldest_due = oldest.map(from_millis);
+            Ok(gauges)
         })
     }
 

@@ -13,10 +13,10 @@ use backstop_store::sqlite::rusqlite::{
 use super::{
     ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
-    Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned, Registered,
-    Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store, StoreError,
-    Submitted, Tombstone, clip, count, ended_or, in_batch, named, released, settings, to_ms,
-    unremovable,
+    Gauges, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned,
+    Registered, Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store,
+    StoreError, Submitted, Tombstone, clip, count, ended_or, in_batch, named, released, settings,
+    storable, to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -250,8 +250,8 @@ fn keep_attempt(
         node,
         handled.outcome.name(),
         handled.outcome.error().map(clip),
-        handled.output.stdout,
-        handled.output.stderr,
+        storable(&handled.output.stdout),
+        storable(&handled.output.stderr),
         to_millis(settle.at)
     ])?;
     tx.prepare_cached("DELETE FROM backstop_queue_attempts WHERE delivery = ?1 AND attempt <= ?2")?
@@ -1519,6 +1519,56 @@ impl Store for SqliteStore {
                 }
             }
             Ok(min.map(from_millis))
+        })
+    }
+
+    fn gauges(&self) -> Result<Gauges, StoreError> {
+        self.read(|tx| {
+            let mut gauges = Gauges::default();
+            let mut stmt = tx.prepare_cached(
+                "SELECT state, kind, count(*) FROM backstop_queue_deliveries
+                 WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, kind",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (state, kind, n) = row?;
+                if let Ok(state) = state.parse() {
+                    gauges.deliveries.push((state, kind, n.max(0) as u64));
+                }
+            }
+            let mut stmt = tx.prepare_cached(
+                "SELECT status, drained, count(*) FROM backstop_queue_nodes
+                 GROUP BY status, drained",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (status, drained, n) = row?;
+                let status = status.parse().unwrap_or(NodeStatus::Unhealthy);
+                gauges.nodes.push((status, drained != 0, n.max(0) as u64));
+            }
+            // One seek of the due index per node that can take work.
+            gauges.oldest_due = tx
+                .query_row(
+                    "SELECT min((SELECT min(d.next_at_ms) FROM backstop_queue_deliveries d
+                                 WHERE d.node = n.name AND d.state = 'pending'))
+                     FROM backstop_queue_nodes n WHERE n.status = 'healthy' AND n.drained = 0",
+                    [],
+                    |r| r.get::<_, Option<i64>>(0),
+                )?
+                .map(from_millis);
+            Ok(gauges)
         })
     }
 
