@@ -252,7 +252,7 @@ once() { # RESULT_FILE STATS_FILE COMMAND...
     echo "dnf $((after - before))" >>"$result"
   fi
 }
-median() { grep -v '^dnf' "$1" | sort -n | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "dnf" }'; }
+median() { { grep -v '^dnf' "$1" || true; } | sort -n | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "dnf" }'; }
 most_bytes() { sort -n -k2 "$1" | tail -1 | awk '{ print $2 }'; }
 same() { # DIR: the model's files, byte for byte
   for f in "$model"/*; do cmp -s "$f" "$1/$(basename "$f")" || { echo "bench: $1/$(basename "$f") differs" >&2; exit 1; }; done
