@@ -223,7 +223,12 @@ push() { # TOOL HOST REPO
   oras) for _ in $(seq "$tries"); do
       (cd "$model" && "$py" -c "$ORAS_PUSH" "$2/$3:v1" "$work/oras-files.json" $((chunk_mib << 20))) >/dev/null 2>&1 && return 0
     done; return 1 ;;
-  skopeo) for _ in $(seq "$tries"); do
+  skopeo) # Its blob cache would mount the blobs an earlier push sent to
+    # another repository of this registry instead of sending them: the
+    # cache is removed, as on a machine that never pushed them.
+    rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb \
+      "${XDG_DATA_HOME:-$HOME/.local/share}/containers/cache/blob-info-cache-v1.boltdb"
+    for _ in $(seq "$tries"); do
       skopeo copy -q --dest-tls-verify=false "oci:$work/layout:v1" "docker://$2/$3:v1" >/dev/null 2>&1 && return 0
     done; return 1 ;;
   esac
