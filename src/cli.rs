@@ -316,6 +316,14 @@ pub enum PullSource {
 #[derive(Clone, Copy, Debug)]
 pub struct MinProgressArg(pub Option<backstop_transfer::MinProgress>);
 
+impl MinProgressArg {
+    /// The window of `--min-progress` as given, else the default (1 MiB
+    /// in 2 minutes): the same guard for `get`, `pull` and `push`.
+    pub fn window(arg: Option<MinProgressArg>) -> Option<backstop_transfer::MinProgress> {
+        arg.map_or(Some(backstop_transfer::MinProgress::default()), |m| m.0)
+    }
+}
+
 /// A source of `backstop pull`.
 pub fn parse_source(value: &str) -> Result<PullSource, String> {
     if value.trim().starts_with("oci://") {
@@ -1276,9 +1284,16 @@ pub struct PushArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Bytes per PATCH; a blob no larger goes in one PUT. Raised to the
-    /// registry's OCI-Chunk-Min-Length.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_chunk_size)]
+    /// registry's OCI-Chunk-Min-Length; after a chunk is torn on the way,
+    /// the next ones are smaller for a while.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_chunk_size)]
     pub chunk_size: u64,
+    /// Fail and retry a blob's attempt when it moves less than SIZE in
+    /// DURATION, over however many connections; the attempt count starts
+    /// again only after the registry holds SIZE more. 0 turns it off
+    /// [default: 1MiB/2m].
+    #[arg(long, value_name = "SIZE/DURATION", value_parser = parse_min_progress)]
+    pub min_progress: Option<MinProgressArg>,
     /// Blobs pushed at once.
     #[arg(short, long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,

@@ -597,3 +597,25 @@ fn push_json_tells_each_blob_and_the_reference() {
     );
     assert_eq!(lines[4]["sent"], 0);
 }
+
+/// `--min-progress` is pull's guard: a blob that moves less than SIZE in
+/// DURATION fails its attempt as too slow, although the link still moves.
+#[test]
+fn push_min_progress_fails_a_blob_that_moves_too_little_in_its_window() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    model(src.path(), 3 * MIB);
+    // Every chunk takes 3 s to get through: 1 MiB in a 1 s window.
+    proxy.delay_all("PATCH", "/blobs/uploads/", Duration::from_secs(3));
+    let target = format!("oci://{}/models/t:v1", proxy.addr());
+    let out = run(cmd(home.path())
+        .arg("push")
+        .arg(src.path())
+        .args([&target, "--plain-http", "--chunk-size", "1MiB"])
+        .args(["--min-progress", "2MiB/1s", "--attempts", "1"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("below the minimum progress"), "{err}");
+}

@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use backstop_core::HumanDuration;
 use backstop_http::Client;
-use backstop_transfer::{
-    Event, Item, MinProgress, Options, Outcome, Plan, Planned, Progress, Pull,
-};
+use backstop_transfer::{Event, Item, Options, Outcome, Plan, Planned, Progress, Pull};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
@@ -109,9 +107,7 @@ fn options(args: &GetArgs) -> Options {
         streams: 1,
         policy: args.retry.policy(),
         attempt_timeout: args.retry.transfer_attempt_timeout(),
-        min_progress: args
-            .min_progress
-            .map_or(Some(MinProgress::default()), |m| m.0),
+        min_progress: crate::cli::MinProgressArg::window(args.min_progress),
         replace_existing: true,
         ..Options::default()
     }

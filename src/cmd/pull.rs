@@ -10,8 +10,8 @@ use backstop_core::Policy;
 use backstop_http::Client;
 use backstop_hub::{Cache, Hub};
 use backstop_transfer::{
-    FileReport, Item, ListEntry, MinProgress, Options, Outcome, Placement, Plan, Planned, Progress,
-    Pull, RateLimit, Sha256Sums, Source, Summary, confine_on_disk, parse_list, resolve,
+    FileReport, Item, ListEntry, Options, Outcome, Placement, Plan, Planned, Progress, Pull,
+    RateLimit, Sha256Sums, Source, Summary, confine_on_disk, parse_list, resolve,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -397,9 +397,7 @@ fn options(args: &PullArgs) -> Options {
         streams: usize::from(args.streams),
         policy,
         attempt_timeout,
-        min_progress: args
-            .min_progress
-            .map_or(Some(MinProgress::default()), |m| m.0),
+        min_progress: crate::cli::MinProgressArg::window(args.min_progress),
         skip_existing: args.skip_existing,
         limit: args.limit_rate.map(|rate| Arc::new(RateLimit::new(rate))),
         ..Options::default()

@@ -138,6 +138,7 @@ fn push_options(args: &PushArgs, state: Option<&str>) -> Result<PushOptions, Rep
             mount_from: args.mount_from.clone(),
             policy,
             sessions: Some(SessionStore::new(crate::state::uploads_dir(state)?)),
+            min_progress: crate::cli::MinProgressArg::window(args.min_progress),
         },
         timeout_by_size: args.retry.attempt_timeout.is_none(),
         jobs: usize::from(args.jobs),

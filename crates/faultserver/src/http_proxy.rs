@@ -29,6 +29,8 @@ enum Action {
     /// Forwarded; the answer's body arrives with its middle byte flipped
     /// (a link or a cache that corrupts what it carries).
     Flip,
+    /// Forwarded; the answer gets these headers too.
+    Annotate(Vec<(String, String)>),
 }
 
 #[derive(Debug)]
@@ -112,17 +114,22 @@ impl HttpProxy {
     /// Answers the next `method` request whose path and query contain
     /// `path` with `status` and `headers`, without forwarding it.
     pub fn fail_next(&self, method: &str, path: &str, status: u16, headers: &[(&str, &str)]) {
-        self.add(
-            method,
-            path,
-            Action::Status(
-                status,
-                headers
-                    .iter()
-                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ),
-        );
+        self.add(method, path, Action::Status(status, owned(headers)));
+    }
+
+    /// Answers every `method` request whose path and query contain `path`
+    /// with `status` and `headers`, without forwarding it, until
+    /// [`HttpProxy::clear`]: a server (or a proxy before it) that never
+    /// takes such a request.
+    pub fn fail_all(&self, method: &str, path: &str, status: u16, headers: &[(&str, &str)]) {
+        self.push_rule(method, path, Action::Status(status, owned(headers)), false);
+    }
+
+    /// Forwards the next `method` request whose path and query contain
+    /// `path`, and adds `headers` to its answer (a rate-limit header on a
+    /// success).
+    pub fn annotate_next(&self, method: &str, path: &str, headers: &[(&str, &str)]) {
+        self.add(method, path, Action::Annotate(owned(headers)));
     }
 
     /// Forwards the next `method` request whose path and query contain
@@ -262,7 +269,15 @@ async fn handle(
     if action == Some(Action::Lose) {
         return Err(io::Error::other("answer lost on purpose"));
     }
-    let (parts, body) = answer.into_parts();
+    let (mut parts, body) = answer.into_parts();
+    if let Some(Action::Annotate(headers)) = &action {
+        for (n, v) in headers {
+            let name = hyper::header::HeaderName::try_from(n.as_str()).map_err(io::Error::other)?;
+            let value =
+                hyper::header::HeaderValue::try_from(v.as_str()).map_err(io::Error::other)?;
+            parts.headers.insert(name, value);
+        }
+    }
     let mut body = body.collect().await.map_err(io::Error::other)?.to_bytes();
     if action == Some(Action::Flip) && !body.is_empty() {
         let mut flipped = body.to_vec();
@@ -271,4 +286,11 @@ async fn handle(
         body = Bytes::from(flipped);
     }
     Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
 }

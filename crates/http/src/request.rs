@@ -388,12 +388,24 @@ impl Prepared<'_> {
 
     /// Tells the host board what the host answered: a success ends the
     /// cooldown it waited out, a 429, 503 or 529 whose headers ask for a
-    /// wait starts one.
+    /// wait starts one, and so does a success whose rate-limit headers say
+    /// the quota is spent ([`spent_quota`](crate::spent_quota)): the next
+    /// request would only be refused.
     async fn heard(&self, look: Look, resp: &reqwest::Response) {
         let status = resp.status();
         let hosts = &self.client.hosts;
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             hosts.answered(&self.host, look).await;
+            if let Some(wait) = wait_headers::spent_quota(resp.headers(), SystemTime::now()) {
+                let refusal = HostRefusal {
+                    status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+                    quota: true,
+                    until: hosts.deadline(wait),
+                    from_body: false,
+                    message: format!("HTTP {}: the rate-limit quota is spent", status.as_u16()),
+                };
+                hosts.record(&self.host, refusal).await;
+            }
         } else if asks_to_wait(status)
             && let Some(wait) = wait_headers::server_wait(resp.headers(), SystemTime::now())
         {

@@ -701,3 +701,28 @@ async fn a_server_that_takes_none_of_the_body_fails_the_attempt_as_stalled() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A success whose rate-limit headers say the quota is spent holds the
+/// next request to that host as a 429 would: nothing is sent until the
+/// reset (here longer than the policy waits, so the call ends at once).
+#[tokio::test]
+async fn a_success_that_spends_the_quota_holds_the_next_request() {
+    let server = FaultServer::start();
+    server.always(
+        "/v2/",
+        Reply::json("{}")
+            .header("ratelimit-limit", "100;w=21600")
+            .header("ratelimit-remaining", "0;w=21600"),
+    );
+    let client = client();
+    client.get(&server.url("/v2/")).bytes().await.unwrap();
+    let err = client.get(&server.url("/v2/")).bytes().await.unwrap_err();
+    match err.ending() {
+        Some(Ending::RateLimited { wait: Some(wait) }) => assert!(
+            wait > Duration::from_secs(21590) && wait <= Duration::from_secs(21601),
+            "the window, 6 h: {wait:?}"
+        ),
+        other => panic!("{other:?}: {err}"),
+    }
+    assert_eq!(server.hits("/v2/"), 1, "the second request was not sent");
+}

@@ -28,6 +28,10 @@ pub enum Fault {
     /// `PATCH` at 4 MiB): the next attempt sends smaller chunks.
     #[error("the registry refused a {0}-byte request as too large")]
     ChunkTooLarge(u64),
+    /// The blob moved less than the minimum progress in its window
+    /// ([`TransferFailure::TooSlow`](backstop_transfer::TransferFailure::TooSlow)).
+    #[error(transparent)]
+    TooSlow(backstop_transfer::TransferFailure),
     /// The registry answered something the protocol does not allow.
     #[error("unexpected answer: {0}")]
     Protocol(String),
@@ -59,6 +63,7 @@ impl Classified for Fault {
             },
             Fault::SessionGone(_) => Verdict::transient("upload session gone"),
             Fault::ChunkTooLarge(_) => Verdict::transient("chunk too large"),
+            Fault::TooSlow(f) => f.verdict(),
             Fault::Protocol(_) => Verdict::permanent("unexpected answer"),
             Fault::DigestRefused(_) => Verdict::permanent("digest refused"),
             Fault::Local { .. } => Verdict::permanent("reading the file"),

@@ -317,7 +317,7 @@ impl<'a> Pusher<'a> {
                     method: Method::PUT,
                     url: url.clone(),
                     scope,
-                    body: Some(artifact.manifest.clone()),
+                    body: Some(artifact.manifest.clone().into()),
                     headers: vec![("content-type", MANIFEST_MEDIA_TYPE.to_owned())],
                 })
                 .await?;

@@ -7,8 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use backstop_core::Secret;
-use backstop_http::{Client, Method, Prepared, StatusCode};
-use bytes::Bytes;
+use backstop_http::{Client, Method, Payload, Prepared, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
@@ -135,8 +134,9 @@ pub struct Call<'a> {
     pub url: Url,
     /// The token scope it needs (`repository:a/b:pull,push`).
     pub scope: &'a str,
-    /// The body, sent again if a stale token makes the registry refuse it.
-    pub body: Option<Bytes>,
+    /// The body, sent again if a stale token makes the registry refuse it
+    /// (a file's part is read again).
+    pub body: Option<Payload>,
     /// Extra headers.
     pub headers: Vec<(&'static str, String)>,
 }
@@ -260,7 +260,7 @@ impl Registry {
                 request = request.header(name, value);
             }
             if let Some(body) = &call.body {
-                request = request.body(body.clone());
+                request = request.payload(body.clone());
             }
             let prepared = request
                 .prepare()

@@ -1,27 +1,45 @@
 //! Pushing one blob: skip it when the registry has it, mount it from
 //! another repository, else upload it — in one `PUT` when it fits one
-//! chunk, in `PATCH` chunks otherwise — checking every `Range` the
-//! registry answers, continuing a broken session from the offset it holds,
-//! within a run and across runs.
+//! chunk, in `PATCH` chunks otherwise, in one streamed `PUT` when the
+//! registry refuses chunks — checking every `Range` the registry answers,
+//! continuing a broken session from the offset it holds, within a run and
+//! across runs.
+//!
+//! Headway is the transfer crate's ([`Headway`]), as for a pull: a
+//! connection cut after it moved [`RESUME_AT_ONCE`](backstop_transfer::RESUME_AT_ONCE)
+//! goes again at once (its session asked where it stands, or a new one
+//! started), one cut before waits one first backoff; the attempt count
+//! starts again once the registry confirmed the minimum-progress bytes
+//! beyond what it ever held in this run; and a blob that moves less than
+//! the minimum progress in its window fails its attempt as too slow. A
+//! run that goes round without ever getting further (a registry that
+//! loses every session at the same point) ends at the attempt ceiling,
+//! the runaway guard.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use backstop_core::{Classified, Policy, RetryError, RetryEvent};
-use backstop_http::{Method, StatusCode};
-use backstop_transfer::{Event, Sha256};
+use backstop_http::{FileBody, HttpFailure, Method, Payload, StatusCode};
+use backstop_transfer::{Event, Headway, MinProgress, Sha256, real_progress, resume_delay};
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::registry::{Call, Registry};
+use crate::registry::{Answer, Call, Registry};
 use crate::{Fault, PushProgress, SessionRecord, SessionStore};
 
 /// The chunk size when none is given: large enough that the per-request
-/// cost vanishes on loopback, small enough that a cut chunk costs little.
-pub const DEFAULT_CHUNK_SIZE: u64 = 64 << 20;
+/// cost vanishes on loopback (docker-registry 2.8 takes 16 MiB chunks as
+/// fast as 64 MiB ones), small enough that a chunk cut on the way costs
+/// little.
+pub const DEFAULT_CHUNK_SIZE: u64 = 16 << 20;
+
+/// How often the minimum-progress window is looked at while a chunk is on
+/// its way.
+const HEADWAY_TICK: Duration = Duration::from_secs(1);
 
 /// Where a blob's bytes are.
 #[derive(Clone, Debug)]
@@ -50,29 +68,46 @@ impl Blob {
         format!("sha256:{}", self.digest)
     }
 
-    async fn read(&self, offset: u64, len: u64) -> Result<Bytes, Fault> {
+    /// Bytes `offset..offset + len` as a request body: a file's are read
+    /// as the connection takes them, never held whole.
+    fn part(&self, offset: u64, len: u64) -> Part {
         match &self.content {
             Content::Memory(b) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
                 let end = usize::try_from(offset + len)
                     .unwrap_or(usize::MAX)
                     .min(b.len());
-                Ok(b.slice(start..end))
+                Part {
+                    payload: Payload::Bytes(b.slice(start..end)),
+                    file: None,
+                }
             }
             Content::File(path) => {
-                let local = |source| Fault::Local {
-                    path: path.clone(),
-                    source,
-                };
-                let mut file = tokio::fs::File::open(path).await.map_err(local)?;
-                file.seek(std::io::SeekFrom::Start(offset))
-                    .await
-                    .map_err(local)?;
-                let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-                file.read_exact(&mut buf).await.map_err(local)?;
-                Ok(Bytes::from(buf))
+                let file = FileBody::new(path, offset, len);
+                Part {
+                    payload: Payload::File(file.clone()),
+                    file: Some(file),
+                }
             }
         }
+    }
+}
+
+/// A request body, and how much of it the connection took.
+struct Part {
+    payload: Payload,
+    file: Option<FileBody>,
+}
+
+impl Part {
+    fn len(&self) -> u64 {
+        self.payload.len()
+    }
+
+    /// Bytes the connection took on the latest send (a body in memory,
+    /// always small, counts once answered).
+    fn taken(&self) -> u64 {
+        self.file.as_ref().map_or(0, FileBody::taken)
     }
 }
 
@@ -134,6 +169,9 @@ pub struct UploadOptions {
     /// Where unfinished sessions are recorded for the next run; none to
     /// keep them in memory only.
     pub sessions: Option<SessionStore>,
+    /// The minimum-progress window of each blob (as a pull's, bytes the
+    /// connection took, over however many sessions); `None` turns it off.
+    pub min_progress: Option<MinProgress>,
 }
 
 impl Default for UploadOptions {
@@ -143,6 +181,7 @@ impl Default for UploadOptions {
             mount_from: None,
             policy: Policy::transfer(0),
             sessions: None,
+            min_progress: Some(MinProgress::default()),
         }
     }
 }
@@ -164,19 +203,30 @@ struct State {
     /// Whether the record of an earlier run was looked at.
     loaded: bool,
     mount_tried: bool,
-    /// The largest offset the registry ever confirmed in this run: an
-    /// attempt that goes past it made progress, and the attempt count
-    /// starts again.
+    /// The largest offset the registry ever confirmed in this run.
     high_water: u64,
+    /// `high_water` when the attempt count last started: once the
+    /// registry confirms the minimum progress beyond it, the count starts
+    /// again.
+    count_from: u64,
     /// The offset the first session of this run started from.
     resumed_from: Option<u64>,
     started: bool,
-    /// The chunk size after the registry refused a larger one.
-    chunk: Option<u64>,
+    /// The largest chunk the registry takes, after it refused one (413).
+    ceiling: Option<u64>,
+    /// The chunk size after a chunk was torn on the way: smaller, so that
+    /// the next cut costs less, and doubled back with each chunk that
+    /// gets through.
+    shrunk: Option<u64>,
+    /// The registry refuses `PATCH`: the blob goes in one streamed `PUT`.
+    whole: bool,
+    headway: Headway,
 }
 
 /// The smallest chunk a 413 brings the size down to.
 const MIN_CHUNK: u64 = 256 << 10;
+/// The smallest chunk a torn one brings the size down to.
+const MIN_TORN_CHUNK: u64 = 1 << 20;
 
 enum Step {
     Done(BlobOutcome),
@@ -210,8 +260,18 @@ impl Uploader<'_> {
         let sent = AtomicU64::new(0);
         loop {
             let policy = &self.options.policy;
+            {
+                let mut st = lock(&state);
+                st.count_from = st.high_water;
+            }
             let result = policy
-                .retry(|_| self.attempt(index, blob, &state, &sent))
+                .retry(|_| async {
+                    let result = self.attempt(index, blob, &state, &sent).await;
+                    if result.is_err() {
+                        lock(&state).headway.restart();
+                    }
+                    result
+                })
                 .notify(|e: &RetryEvent<'_>| {
                     self.progress.event(
                         index,
@@ -274,7 +334,7 @@ impl Uploader<'_> {
         &self,
         method: Method,
         url: Url,
-        body: Option<Bytes>,
+        body: Option<Payload>,
         headers: Vec<(&'static str, String)>,
     ) -> Call<'_> {
         Call {
@@ -321,6 +381,11 @@ impl Uploader<'_> {
         }
     }
 
+    /// One attempt: sessions, one after another, until the blob is
+    /// there, the attempt fails, or it broke after real progress. A cut
+    /// after the connections moved bytes goes again within the attempt (at
+    /// once from [`RESUME_AT_ONCE`](backstop_transfer::RESUME_AT_ONCE)); one
+    /// that moved nothing fails it.
     async fn attempt(
         &self,
         index: usize,
@@ -328,39 +393,66 @@ impl Uploader<'_> {
         state: &Mutex<State>,
         sent: &AtomicU64,
     ) -> Result<Step, Fault> {
-        // A closing PUT whose answer was lost may have stored the blob:
-        // ask before sending anything again.
-        if self.exists(blob).await? {
-            self.forget(blob);
-            if !lock(state).started {
-                self.start(index, blob, state, blob.size);
+        lock(state).headway.begin();
+        loop {
+            // A closing PUT whose answer was lost may have stored the
+            // blob: ask before sending anything again.
+            if self.exists(blob).await? {
+                self.forget(blob);
+                if !lock(state).started {
+                    self.start(index, blob, state, blob.size);
+                }
+                return Ok(Step::Done(self.finished(state, sent)));
             }
-            return Ok(Step::Done(self.finished(state, sent)));
-        }
-        let session = self.session(index, blob, state).await?;
-        let session = match session {
-            Ok(s) => s,
-            Err(outcome) => return Ok(Step::Done(outcome)),
-        };
-        let before = lock(state).high_water;
-        match self.send(index, blob, session, state, sent).await {
-            Ok(step) => Ok(step),
-            Err(fault) => {
-                let progressed = lock(state).high_water > before;
-                if progressed && fault.verdict().class.is_retryable() {
-                    let at = lock(state).session.as_ref().map_or(0, |s| s.offset);
-                    let reason = fault.verdict().reason;
-                    self.progress.event(
-                        index,
-                        Event::Resume {
-                            at,
-                            reason: &reason,
-                            delay: std::time::Duration::ZERO,
-                        },
-                    );
-                    Ok(Step::Again)
-                } else {
-                    Err(fault)
+            let session = match self.session(index, blob, state).await? {
+                Ok(s) => s,
+                Err(outcome) => return Ok(Step::Done(outcome)),
+            };
+            let mut moved = 0;
+            let fault = match self
+                .send(index, blob, session, state, sent, &mut moved)
+                .await
+            {
+                Ok(step) => return Ok(step),
+                Err(fault) => fault,
+            };
+            if moved == 0
+                || matches!(fault, Fault::TooSlow(_))
+                || !fault.verdict().class.is_retryable()
+                || self.cancel.is_cancelled()
+            {
+                return Err(fault);
+            }
+            let reason = fault.verdict().reason;
+            let (at, progressed) = {
+                let st = lock(state);
+                let progressed = st.high_water.saturating_sub(st.count_from)
+                    >= real_progress(self.options.min_progress);
+                (st.session.as_ref().map_or(0, |s| s.offset), progressed)
+            };
+            let delay = if progressed {
+                std::time::Duration::ZERO
+            } else {
+                if let Some(min) = self.options.min_progress {
+                    lock(state).headway.count(min, 0).map_err(Fault::TooSlow)?;
+                }
+                resume_delay(moved, &self.options.policy)
+            };
+            self.progress.event(
+                index,
+                Event::Resume {
+                    at,
+                    reason: &reason,
+                    delay,
+                },
+            );
+            if progressed {
+                return Ok(Step::Again);
+            }
+            if !delay.is_zero() {
+                tokio::select! {
+                    () = self.cancel.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
                 }
             }
         }
@@ -508,6 +600,9 @@ impl Uploader<'_> {
         }
     }
 
+    /// Sends the rest of the blob on `session`, adding to `moved` the
+    /// bytes the registry confirmed and those a connection took before it
+    /// broke on the way.
     async fn send(
         &self,
         index: usize,
@@ -515,17 +610,23 @@ impl Uploader<'_> {
         mut session: Session,
         state: &Mutex<State>,
         sent: &AtomicU64,
+        moved: &mut u64,
     ) -> Result<Step, Fault> {
-        let chunk = lock(state)
-            .chunk
-            .unwrap_or(self.options.chunk_size)
-            .max(session.min_chunk)
-            .max(1);
+        let chunk_size = || {
+            let st = lock(state);
+            st.shrunk
+                .unwrap_or(self.options.chunk_size)
+                .min(st.ceiling.unwrap_or(u64::MAX))
+                .max(session.min_chunk)
+                .max(1)
+        };
         // A 413 halves the chunk for the next attempt, down to a floor.
         let too_large = |len: u64| {
             let smaller = (len / 2).max(MIN_CHUNK).max(session.min_chunk);
             if smaller < len {
-                lock(state).chunk = Some(smaller);
+                let mut st = lock(state);
+                st.ceiling = Some(smaller);
+                st.shrunk = st.shrunk.map(|s| s.min(smaller));
                 Some(Fault::ChunkTooLarge(len))
             } else {
                 None
@@ -539,19 +640,17 @@ impl Uploader<'_> {
                 session.offset, blob.size
             )));
         }
-        if session.offset == 0 && blob.size <= chunk {
-            // One PUT carries the whole blob.
-            let body = blob.read(0, blob.size).await?;
-            sent.fetch_add(blob.size, Ordering::Relaxed);
-            match self.close(blob, &session, Some(body), state).await {
-                Err(Fault::Http(f)) if is_413(&f) => {
-                    return Err(too_large(blob.size).unwrap_or(Fault::Http(f)));
-                }
-                closed => closed?,
-            }
-            self.progress.advance(index, blob.size);
-            lock(state).high_water = blob.size;
-            return Ok(Step::Done(self.finished(state, sent)));
+        let whole = lock(state).whole;
+        if session.offset == 0 && (whole || blob.size <= chunk_size()) {
+            return self
+                .send_whole(index, blob, &session, state, sent, moved)
+                .await
+                .map_err(|fault| match fault {
+                    Fault::Http(f) if is_413(&f) && !whole => {
+                        too_large(blob.size).unwrap_or(Fault::Http(f))
+                    }
+                    fault => fault,
+                });
         }
         while session.offset < blob.size {
             if self.cancel.is_cancelled() {
@@ -562,19 +661,52 @@ impl Uploader<'_> {
                 }));
             }
             let start = session.offset;
-            let len = chunk.min(blob.size - start);
-            let body = blob.read(start, len).await?;
+            let len = chunk_size().min(blob.size - start);
+            let part = blob.part(start, len);
             sent.fetch_add(len, Ordering::Relaxed);
             let headers = vec![
                 ("content-type", "application/octet-stream".to_owned()),
                 ("content-range", format!("{start}-{}", start + len - 1)),
             ];
-            let answer = self
-                .registry
-                .send(self.call(Method::PATCH, session.location.clone(), Some(body), headers))
-                .await?;
+            let call = self.call(
+                Method::PATCH,
+                session.location.clone(),
+                Some(part.payload.clone()),
+                headers,
+            );
+            let answer = match self.watched(call, &part, state).await {
+                Ok(answer) => answer,
+                Err(fault) => {
+                    if broke_on_the_way(&fault) && part.taken() > 0 {
+                        *moved += part.taken();
+                        // Torn on the way: smaller chunks while the link
+                        // is bad, so that the next cut costs less.
+                        lock(state).shrunk = Some((len / 4).max(MIN_TORN_CHUNK).min(len));
+                    }
+                    return Err(fault);
+                }
+            };
             match answer.status() {
                 StatusCode::ACCEPTED => {}
+                // A registry (or the proxy before it) that takes no
+                // chunks: the blob goes in one PUT, on this session when
+                // nothing was sent on it yet.
+                status if start == 0 && refuses_chunks(status) => {
+                    let refusal = answer.refusal().await;
+                    if status != StatusCode::BAD_REQUEST
+                        || !refusal.to_string().contains("BLOB_UPLOAD")
+                    {
+                        tracing::debug!(
+                            "{}: PATCH refused ({refusal}); one PUT instead",
+                            self.registry.host()
+                        );
+                        lock(state).whole = true;
+                        return self
+                            .send_whole(index, blob, &session, state, sent, moved)
+                            .await;
+                    }
+                    return Err(refusal);
+                }
                 StatusCode::NOT_FOUND => {
                     lock(state).session = None;
                     self.forget(blob);
@@ -607,10 +739,16 @@ impl Uploader<'_> {
             }
             session.location = next;
             session.offset = start + len;
+            *moved += len;
             self.progress.advance(index, len);
             let mut st = lock(state);
             st.high_water = st.high_water.max(session.offset);
             st.session = Some(session.clone());
+            // Through: back towards the full chunk size.
+            st.shrunk = st
+                .shrunk
+                .map(|s| s.saturating_mul(2))
+                .filter(|s| *s < self.options.chunk_size);
             drop(st);
             self.record(blob, &session);
         }
@@ -618,26 +756,90 @@ impl Uploader<'_> {
         Ok(Step::Done(self.finished(state, sent)))
     }
 
+    /// The whole blob in the closing `PUT` of `session` (at offset 0),
+    /// streamed from the file.
+    async fn send_whole(
+        &self,
+        index: usize,
+        blob: &Blob,
+        session: &Session,
+        state: &Mutex<State>,
+        sent: &AtomicU64,
+        moved: &mut u64,
+    ) -> Result<Step, Fault> {
+        let part = blob.part(0, blob.size);
+        sent.fetch_add(blob.size, Ordering::Relaxed);
+        if let Err(fault) = self.close(blob, session, Some(&part), state).await {
+            if broke_on_the_way(&fault) {
+                *moved += part.taken();
+            }
+            return Err(fault);
+        }
+        *moved += blob.size;
+        self.progress.advance(index, blob.size);
+        let mut st = lock(state);
+        st.high_water = blob.size;
+        drop(st);
+        Ok(Step::Done(self.finished(state, sent)))
+    }
+
+    /// Sends `call`, whose body is `part`, while the minimum-progress
+    /// window counts the bytes the connection takes: a chunk on a link
+    /// too slow fails as [`Fault::TooSlow`] without waiting for its end.
+    async fn watched<'s>(
+        &'s self,
+        call: Call<'s>,
+        part: &Part,
+        state: &Mutex<State>,
+    ) -> Result<Answer<'s>, Fault> {
+        let Some(min) = self.options.min_progress else {
+            return self.registry.send(call).await;
+        };
+        let count = |counted: &mut u64, taken: u64| {
+            // A body sent again (after a token refresh) counts from 0.
+            let new = taken.checked_sub(*counted).unwrap_or(taken);
+            *counted = taken;
+            lock(state).headway.count(min, new).map_err(Fault::TooSlow)
+        };
+        let send = self.registry.send(call);
+        tokio::pin!(send);
+        let mut counted = 0;
+        let mut tick = tokio::time::interval(HEADWAY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                answer = &mut send => {
+                    let taken = if answer.is_ok() { part.len() } else { part.taken() };
+                    count(&mut counted, taken)?;
+                    return answer;
+                }
+                _ = tick.tick() => count(&mut counted, part.taken())?,
+            }
+        }
+    }
+
     /// The closing `PUT …?digest=`, with the last bytes if any.
     async fn close(
         &self,
         blob: &Blob,
         session: &Session,
-        body: Option<Bytes>,
+        body: Option<&Part>,
         state: &Mutex<State>,
     ) -> Result<(), Fault> {
         let mut url = session.location.clone();
         url.query_pairs_mut()
             .append_pair("digest", &blob.digest_text());
-        let answer = self
-            .registry
-            .send(self.call(
-                Method::PUT,
-                url,
-                Some(body.unwrap_or_default()),
-                vec![("content-type", "application/octet-stream".to_owned())],
-            ))
-            .await?;
+        let payload = body.map_or(Payload::Bytes(Bytes::new()), |p| p.payload.clone());
+        let call = self.call(
+            Method::PUT,
+            url,
+            Some(payload),
+            vec![("content-type", "application/octet-stream".to_owned())],
+        );
+        let answer = match body {
+            Some(part) => self.watched(call, part, state).await?,
+            None => self.registry.send(call).await?,
+        };
         let status = answer.status();
         if status.is_success() {
             lock(state).session = None;
@@ -661,8 +863,30 @@ impl Uploader<'_> {
     }
 }
 
-fn is_413(failure: &backstop_http::HttpFailure) -> bool {
-    matches!(failure, backstop_http::HttpFailure::Status { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE)
+fn is_413(failure: &HttpFailure) -> bool {
+    matches!(failure, HttpFailure::Status { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// Whether the request broke on the way (cut, stalled, or its answer never
+/// came), rather than being answered: the bytes the connection took moved.
+fn broke_on_the_way(fault: &Fault) -> bool {
+    matches!(
+        fault,
+        Fault::Http(
+            HttpFailure::Transport(_)
+                | HttpFailure::UploadStalled(_)
+                | HttpFailure::HeaderTimeout(_)
+        )
+    )
+}
+
+/// Whether a `PATCH` answered with `status` says that chunks are not
+/// taken at all (a 400 only when it is not about the session).
+fn refuses_chunks(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED | StatusCode::BAD_REQUEST
+    )
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {

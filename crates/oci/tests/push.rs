@@ -12,7 +12,7 @@ use backstop_oci::{
     Artifact, ArtifactOptions, BlobOutcome, Credentials, PushOptions, PushProgress, PushSummary,
     Pusher, Reference, Registry, SessionStore, UploadOptions, build, collect,
 };
-use backstop_transfer::{Event, Progress};
+use backstop_transfer::{Event, MinProgress, Progress};
 use tokio_util::sync::CancellationToken;
 
 const MIB: u64 = 1 << 20;
@@ -47,6 +47,7 @@ fn options(chunk: u64, sessions: Option<SessionStore>) -> PushOptions {
             mount_from: None,
             policy: quick.clone(),
             sessions,
+            min_progress: None,
         },
         timeout_by_size: true,
         jobs: 3,
@@ -62,11 +63,14 @@ struct Recorder {
     stop_after: Option<u64>,
     token: CancellationToken,
     retries: Mutex<Vec<(String, Duration, bool)>>,
-    resumes: Mutex<Vec<u64>>,
+    resumes: Mutex<Vec<(u64, Duration)>>,
+    /// The bytes of each advance, in order.
+    advances: Mutex<Vec<u64>>,
 }
 
 impl Progress for Recorder {
     fn advance(&self, _: usize, bytes: u64) {
+        self.advances.lock().unwrap().push(bytes);
         let total = self.confirmed.fetch_add(bytes, Ordering::SeqCst) + bytes;
         if self.stop_after.is_some_and(|n| total >= n) {
             self.token.cancel();
@@ -84,7 +88,7 @@ impl Progress for Recorder {
                 .lock()
                 .unwrap()
                 .push((reason.to_owned(), delay, server_wait)),
-            Event::Resume { at, .. } => self.resumes.lock().unwrap().push(at),
+            Event::Resume { at, delay, .. } => self.resumes.lock().unwrap().push((at, delay)),
             _ => {}
         }
     }
@@ -271,7 +275,7 @@ async fn a_chunk_cut_behind_a_buffering_proxy_costs_that_chunk_alone() {
     );
     let resumes = recorder.resumes.lock().unwrap().clone();
     assert!(
-        resumes.iter().any(|&at| at > 0),
+        resumes.iter().any(|&(at, _)| at > 0),
         "continued where the registry stood: {resumes:?}"
     );
     assert_pushed(&registry, dir.path(), None).await;
@@ -695,4 +699,201 @@ async fn a_failed_first_look_at_the_recorded_session_is_retried_not_forgotten() 
         BlobOutcome::Uploaded { resumed_from, .. } => assert!(resumed_from > 0, "resumed"),
         ref other => panic!("{other:?}"),
     }
+}
+
+/// The advances of the large blob (the small ones move a few bytes each).
+fn large_advances(recorder: &Recorder) -> Vec<u64> {
+    let advances = recorder.advances.lock().unwrap();
+    advances.iter().copied().filter(|&b| b >= MIB / 4).collect()
+}
+
+/// Straight against distribution 2.8 a torn chunk breaks the session: the
+/// blob goes again at once (the cut followed confirmed chunks, so no
+/// attempt failed and nothing waited a backoff), on a new session, in
+/// smaller chunks that double back; it costs the lost session and the
+/// torn chunk, no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_torn_straight_against_distribution_goes_again_at_once_in_smaller_chunks() {
+    let registry = DockerRegistry::start();
+    let link = Proxy::start(registry.addr());
+    let dir = model((14 * MIB) as usize);
+    // In the second 4 MiB chunk of the weights (the small blobs and the
+    // requests' headers are a few KiB).
+    link.cut_upload_after(6 * MIB);
+    let recorder = Recorder::default();
+    let summary = push(
+        &link.addr().to_string(),
+        dir.path(),
+        options(4 * MIB, None),
+        None,
+        &recorder,
+    )
+    .await;
+    assert_ok(&summary);
+    assert!(link.connections() > 1, "the link was cut");
+    assert_eq!(*recorder.retries.lock().unwrap(), vec![], "no backoff");
+    let resumes = recorder.resumes.lock().unwrap().clone();
+    assert!(!resumes.is_empty(), "the cut was seen");
+    assert!(
+        resumes.iter().all(|&(_, delay)| delay.is_zero()),
+        "{resumes:?}"
+    );
+    assert_eq!(
+        large_advances(&recorder),
+        [4, 1, 2, 4, 4, 3].map(|m| m * MIB),
+        "a quarter after the tear, then doubling back to 4 MiB"
+    );
+    let blob_bytes = total(dir.path());
+    assert!(
+        summary.sent() <= blob_bytes + 8 * MIB,
+        "sent {} for {blob_bytes}: more than the lost session and the torn chunk",
+        summary.sent()
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+/// A chunk torn before the registry confirmed any: the connection had
+/// taken bytes, so the blob goes again at once rather than after a
+/// backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_chunk_torn_after_it_moved_goes_again_without_a_backoff() {
+    let registry = DockerRegistry::start();
+    let link = Proxy::start(registry.addr());
+    let dir = model((8 * MIB) as usize);
+    link.cut_upload_after(MIB);
+    let recorder = Recorder::default();
+    let summary = push(
+        &link.addr().to_string(),
+        dir.path(),
+        options(4 * MIB, None),
+        None,
+        &recorder,
+    )
+    .await;
+    assert_ok(&summary);
+    assert!(link.connections() > 1, "the link was cut");
+    assert_eq!(*recorder.retries.lock().unwrap(), vec![], "no backoff");
+    let resumes = recorder.resumes.lock().unwrap().clone();
+    assert!(
+        resumes.contains(&(0, Duration::ZERO)),
+        "went again from byte 0 at once: {resumes:?}"
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+/// A registry (or the proxy before it) that refuses `PATCH` outright gets
+/// each large blob in one streamed `PUT`, after one refused chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_refuses_chunks_gets_each_blob_in_one_put() {
+    for status in [405, 400] {
+        let registry = DockerRegistry::start();
+        let proxy = HttpProxy::start(registry.addr());
+        proxy.fail_all("PATCH", "/blobs/uploads/", status, &[]);
+        let dir = model((3 * MIB) as usize);
+        let summary = push(
+            &proxy.addr().to_string(),
+            dir.path(),
+            options(MIB, None),
+            None,
+            &Recorder::default(),
+        )
+        .await;
+        assert_ok(&summary);
+        assert_eq!(proxy.matched(), 1, "HTTP {status}: one PATCH refused");
+        assert!(
+            summary.sent() <= total(dir.path()) + MIB,
+            "HTTP {status}: sent {}",
+            summary.sent()
+        );
+        assert_pushed(&registry, dir.path(), None).await;
+    }
+}
+
+/// An answer that says the quota is spent (`ratelimit-remaining: 0` with a
+/// reset) holds every blob before it sends anything, as a 429 would,
+/// through the client's host board.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_quota_holds_every_blob_until_its_reset() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    // The first request (GET /v2/) succeeds, and says the quota is spent.
+    proxy.annotate_next(
+        "GET",
+        "/v2/",
+        &[("ratelimit-remaining", "0"), ("ratelimit-reset", "1")],
+    );
+    let dir = model((2 * MIB) as usize);
+    let recorder = Recorder::default();
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        options(MIB, None),
+        None,
+        &recorder,
+    )
+    .await;
+    assert_ok(&summary);
+    assert_eq!(proxy.matched(), 1);
+    let retries = recorder.retries.lock().unwrap().clone();
+    let held: Vec<_> = retries
+        .iter()
+        .filter(|(reason, delay, server)| {
+            reason.starts_with("cooling down") && *server && *delay > Duration::from_millis(500)
+        })
+        .collect();
+    assert_eq!(
+        held.len(),
+        3,
+        "each of the 3 blobs started at once waited the reset: {retries:?}"
+    );
+    assert_pushed(&registry, dir.path(), None).await;
+}
+
+/// A blob that moves less than the minimum progress in the window fails
+/// its attempt as too slow, however slowly it still moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_below_the_minimum_progress_fails_its_attempts_as_too_slow() {
+    let registry = DockerRegistry::start();
+    let proxy = HttpProxy::start(registry.addr());
+    // Every chunk takes 3 s to get through: 1 MiB in a 1 s window.
+    proxy.delay_all("PATCH", "/blobs/uploads/", Duration::from_secs(3));
+    let dir = model((3 * MIB) as usize);
+    let mut options = options(MIB, None);
+    options.upload.min_progress = Some(MinProgress {
+        bytes: 2 * MIB,
+        window: Duration::from_secs(1),
+    });
+    options.upload.policy = options.upload.policy.with_max_attempts(2);
+    let recorder = Recorder::default();
+    let summary = push(
+        &proxy.addr().to_string(),
+        dir.path(),
+        options,
+        None,
+        &recorder,
+    )
+    .await;
+    assert!(!summary.succeeded());
+    let big = summary
+        .blobs
+        .iter()
+        .find(|b| b.name == "model.safetensors")
+        .unwrap();
+    match &big.outcome {
+        BlobOutcome::Failed(e) => {
+            assert!(e.is_temporary(), "{e}");
+            let last = std::error::Error::source(e).map(|s| s.to_string());
+            assert!(
+                last.as_deref()
+                    .is_some_and(|m| m.contains("minimum progress")),
+                "{e}: {last:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let retries = recorder.retries.lock().unwrap().clone();
+    assert!(
+        retries.iter().any(|(reason, _, _)| reason == "too slow"),
+        "{retries:?}"
+    );
 }

@@ -8,17 +8,17 @@
 //! backoff (jittered), so that a server which sends a few bytes and cuts
 //! every connection is not hammered. The attempt count starts again only
 //! after *real progress*: once the stream has moved the minimum-progress
-//! window's bytes ([`MinProgress::bytes`]; [`RESUME_AT_ONCE`] when the
+//! window's bytes ([`MinProgress::bytes`](crate::MinProgress::bytes); [`RESUME_AT_ONCE`] when the
 //! window is off) since it last started. Until then, reconnections belong
 //! to the same attempt, and the window runs across them: a stream that
 //! moves less than its minimum in the window, however many connections
-//! that took, fails the attempt as [`TransferFailure::TooSlow`]. Attempts that
+//! that took, fails the attempt as [`TransferFailure::TooSlow`](crate::TransferFailure::TooSlow). Attempts that
 //! fail (moving nothing, or too slow) are retried with growing backoff,
 //! and only they can exhaust the policy.
 
 use std::borrow::Cow;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backstop_core::{Classified, Policy, RetryError};
@@ -27,18 +27,13 @@ use backstop_http::{Prepared, StatusCode};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::headway::{Headway, RESUME_AT_ONCE, real_progress, resume_delay};
 use crate::response::{Answer, answer};
 use crate::writer::{Pending, Writer};
-use crate::{Event, MinProgress, Options, Progress, Sha256, TransferFailure};
+use crate::{Event, Options, Progress, Sha256, TransferFailure};
 
 /// How long gathered bytes may wait for more before they are written.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
-
-/// A connection that moved at least this much before it broke is resumed
-/// at once; one that moved less waits one first backoff before the next.
-/// Without a minimum-progress window, it is also the real progress after
-/// which a stream's attempt count starts again.
-pub const RESUME_AT_ONCE: u64 = 64 << 10;
 
 /// What a file's streams learn from the server as they go.
 #[derive(Debug, Default)]
@@ -91,16 +86,9 @@ pub(crate) struct Stream {
     pos: AtomicU64,
     /// The minimum-progress window: it spans reconnections, and starts
     /// again after the wait that follows a failed attempt.
-    window: Mutex<Window>,
-    fresh_window: AtomicBool,
+    headway: Headway,
     /// Bytes moved since the attempt count last started.
     since_reset: AtomicU64,
-}
-
-#[derive(Clone, Copy)]
-struct Window {
-    started: Instant,
-    bytes: u64,
 }
 
 impl Stream {
@@ -109,11 +97,7 @@ impl Stream {
             index,
             end,
             pos: AtomicU64::new(pos),
-            window: Mutex::new(Window {
-                started: Instant::now(),
-                bytes: 0,
-            }),
-            fresh_window: AtomicBool::new(true),
+            headway: Headway::new(),
             since_reset: AtomicU64::new(0),
         }
     }
@@ -125,17 +109,6 @@ impl Stream {
 
     fn set_pos(&self, pos: u64) {
         self.pos.store(pos, Ordering::Release);
-    }
-
-    /// Time spent held back by the run's rate limit is not the server's
-    /// slowness: the minimum-progress window does not count it.
-    fn excuse(&self, waited: Duration) {
-        if !waited.is_zero() {
-            self.window
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .started += waited;
-        }
     }
 }
 
@@ -164,24 +137,6 @@ enum Connection {
     Broke(Break),
 }
 
-/// The bytes a stream moves before its attempt count starts again.
-fn real_progress(options: &Options) -> u64 {
-    options
-        .min_progress
-        .map_or(RESUME_AT_ONCE, |m| m.bytes.max(1))
-}
-
-/// The pause before reconnecting after a small advance: one first backoff
-/// of the policy, jittered as it says (even when it allows one attempt).
-fn pause(policy: &Policy) -> Duration {
-    policy
-        .clone()
-        .with_max_attempts(2)
-        .delays()
-        .next()
-        .unwrap_or_default()
-}
-
 /// Fetches the stream's bytes, retrying under the options' policy, until
 /// it has them all or the engine gives up.
 pub(crate) async fn run(
@@ -200,7 +155,7 @@ pub(crate) async fn run(
             .retry(|_| async {
                 let step = attempt(ctx, stream, &policy).await;
                 if step.is_err() {
-                    stream.fresh_window.store(true, Ordering::Release);
+                    stream.headway.restart();
                 }
                 step
             })
@@ -235,7 +190,7 @@ async fn reconnect(ctx: &FileCtx<'_>, stream: &Stream, policy: &Policy, broke: &
     let delay = if at_once {
         Duration::ZERO
     } else {
-        pause(policy)
+        resume_delay(0, policy)
     };
     tracing::debug!(
         file = ctx.id,
@@ -266,24 +221,17 @@ async fn attempt(
     stream: &Stream,
     policy: &Policy,
 ) -> Result<Step, TransferFailure> {
-    if stream.fresh_window.swap(false, Ordering::AcqRel) {
-        *stream.window.lock().unwrap_or_else(|p| p.into_inner()) = Window {
-            started: Instant::now(),
-            bytes: 0,
-        };
-    }
+    stream.headway.begin();
     loop {
         let broke = match connect(ctx, stream).await? {
             Connection::Done => return Ok(Step::Done),
             Connection::Broke(broke) => broke,
         };
-        if stream.since_reset.load(Ordering::Acquire) >= real_progress(ctx.options) {
+        if stream.since_reset.load(Ordering::Acquire) >= real_progress(ctx.options.min_progress) {
             return Ok(Step::Again(broke));
         }
-        if let Some(min) = ctx.options.min_progress
-            && let Some(slow) = too_slow(stream, min, 0)
-        {
-            return Err(slow);
+        if let Some(min) = ctx.options.min_progress {
+            stream.headway.count(min, 0)?;
         }
         reconnect(ctx, stream, policy, &broke).await;
     }
@@ -505,13 +453,13 @@ async fn receive(
         stream.since_reset.fetch_add(take as u64, Ordering::AcqRel);
         ctx.progress.advance(ctx.id, take as u64);
         if let Some(limit) = &ctx.options.limit {
-            stream.excuse(limit.take(chunk.len() as u64).await);
+            stream.headway.excuse(limit.take(chunk.len() as u64).await);
         }
         if take < chunk.len() {
             break None;
         }
         if let Some(min) = ctx.options.min_progress
-            && let Some(slow) = too_slow(stream, min, take as u64)
+            && let Err(slow) = stream.headway.count(min, take as u64)
         {
             break Some(slow);
         }
@@ -595,131 +543,5 @@ fn learn(ctx: &FileCtx<'_>, headers: &backstop_http::header::HeaderMap) {
         .and_then(Sha256::from_etag)
     {
         l.linked = Some(d);
-    }
-}
-
-/// Counts `bytes` into the stream's window; the failure when a window
-/// closed with fewer bytes than the minimum.
-fn too_slow(stream: &Stream, min: MinProgress, bytes: u64) -> Option<TransferFailure> {
-    let mut w = stream.window.lock().unwrap_or_else(|p| p.into_inner());
-    w.bytes += bytes;
-    let now = Instant::now();
-    if now.duration_since(w.started) < min.window {
-        return None;
-    }
-    if w.bytes < min.bytes {
-        return Some(TransferFailure::TooSlow {
-            bytes: w.bytes,
-            window: min.window,
-        });
-    }
-    *w = Window {
-        started: now,
-        bytes: 0,
-    };
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_window_counts_bytes_over_time() {
-        let min = MinProgress {
-            bytes: 100,
-            window: Duration::from_secs(10),
-        };
-        let s = Stream::new(0, None, 0);
-        assert!(too_slow(&s, min, 10).is_none(), "the window is still open");
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(
-            matches!(
-                too_slow(&s, min, 10),
-                Some(TransferFailure::TooSlow { bytes: 20, .. })
-            ),
-            "20 bytes in 11 s is too slow"
-        );
-        let s = Stream::new(0, None, 0);
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(
-            too_slow(&s, min, 500).is_none(),
-            "fast enough; a new window starts"
-        );
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(too_slow(&s, min, 1).is_none());
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(
-            too_slow(&s, min, 1).is_some(),
-            "2 bytes in the second window"
-        );
-    }
-
-    /// Between two connections no byte arrives, and the window is looked
-    /// at all the same: bytes from every connection count, and time spent
-    /// reconnecting counts too.
-    #[tokio::test(start_paused = true)]
-    async fn the_window_spans_reconnections() {
-        let min = MinProgress {
-            bytes: 100 << 10,
-            window: Duration::from_secs(15),
-        };
-        let s = Stream::new(0, None, 0);
-        for _ in 0..5 {
-            assert!(too_slow(&s, min, 1024).is_none(), "a connection's 1 KiB");
-            tokio::time::advance(Duration::from_secs(3)).await;
-            if let Some(slow) = too_slow(&s, min, 0) {
-                assert!(
-                    matches!(slow, TransferFailure::TooSlow { bytes: 5120, .. }),
-                    "{slow}"
-                );
-                return;
-            }
-        }
-        panic!("five connections of 1 KiB in 15 s are below 100 KiB/15 s");
-    }
-
-    /// A stream held back by the run's rate limit moves slowly because
-    /// it is told to: only the time it was not held back counts.
-    #[tokio::test(start_paused = true)]
-    async fn time_held_back_by_the_rate_limit_is_not_held_against_the_window() {
-        let min = MinProgress {
-            bytes: 100,
-            window: Duration::from_secs(10),
-        };
-        let s = Stream::new(0, None, 0);
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(too_slow(&s, min, 10).is_none());
-        tokio::time::advance(Duration::from_secs(9)).await;
-        s.excuse(Duration::from_secs(9));
-        assert!(
-            too_slow(&s, min, 10).is_none(),
-            "2 s of the window's 10 have passed, not 11"
-        );
-        tokio::time::advance(Duration::from_secs(8)).await;
-        assert!(
-            matches!(
-                too_slow(&s, min, 10),
-                Some(TransferFailure::TooSlow { bytes: 30, .. })
-            ),
-            "10 s of its own, 30 bytes"
-        );
-    }
-
-    #[test]
-    fn real_progress_is_the_window_s_bytes_or_64_kib_without_one() {
-        let with = Options {
-            min_progress: Some(MinProgress {
-                bytes: 100 << 10,
-                window: Duration::from_secs(15),
-            }),
-            ..Options::default()
-        };
-        assert_eq!(real_progress(&with), 100 << 10);
-        let without = Options {
-            min_progress: None,
-            ..Options::default()
-        };
-        assert_eq!(real_progress(&without), RESUME_AT_ONCE);
     }
 }
