@@ -63,7 +63,7 @@ pub struct StartUp {
 /// coordinator process's own. A session other than the one a node had
 /// means the process that ran its handlers is gone, so what it had in
 /// flight returns to pending, not counted as failures (its handlers died
-/// with it, or were stopped by this one before this: [`crate::owner`]);
+/// with it, or were stopped by this one before this: [`backstop_process::owner`]);
 /// from then on,
 /// every attempt in flight to these nodes is this process's. Any failure
 /// is returned: a coordinator that cannot do this should not start.

@@ -9,7 +9,7 @@
 //! deliveries are handed back, not failed — and reports what it has.
 //!
 //! Its handlers do not outlive it: killed with it, or stopped by its next
-//! process before that one registers ([`crate::owner`]), so a delivery is
+//! process before that one registers ([`backstop_process::owner`]), so a delivery is
 //! never run twice at once on a restarted worker.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -124,7 +124,7 @@ struct Shared {
     subjects: Subjects,
     config: WorkerConfig,
     session: String,
-    /// Marks the handlers it runs ([`crate::owner`]).
+    /// Marks the handlers it runs ([`backstop_process::owner`]).
     owner: Owner,
     /// A coordinator stored its registration under this process's
     /// session: until then it takes no offer and answers for nothing, so
