@@ -273,6 +273,11 @@ pub struct PullArgs {
     /// Range streams for one large file (at least 32 MiB each).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub streams: u16,
+    /// Connections open to one server at once, over every file and
+    /// stream: --jobs times --streams beyond it wait their turn (the
+    /// default is aria2c's ceiling, what throttling CDNs tolerate).
+    #[arg(long, value_name = "N", default_value_t = backstop_transfer::DEFAULT_CONNECTIONS_PER_HOST, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_connections_per_host: u16,
     /// The sha256 a URL's file must have; repeat for several URLs, in
     /// order. hf:// files are checked against the Hub's own.
     #[arg(long = "sha256", value_name = "HEX", value_parser = parse_sha256)]

@@ -2,6 +2,7 @@
 //! by Range, checked by hash.
 
 use std::io::IsTerminal;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +11,8 @@ use backstop_core::Policy;
 use backstop_http::Client;
 use backstop_hub::{Cache, Hub};
 use backstop_transfer::{
-    FileReport, Item, ListEntry, Options, Outcome, Placement, Plan, Planned, Progress, Pull,
-    RateLimit, Sha256Sums, Source, Summary, confine_on_disk, parse_list, resolve,
+    ConnectionLimit, FileReport, Item, ListEntry, Options, Outcome, Placement, Plan, Planned,
+    Progress, Pull, RateLimit, Sha256Sums, Source, Summary, confine_on_disk, parse_list, resolve,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -400,6 +401,10 @@ fn options(args: &PullArgs) -> Options {
         min_progress: crate::cli::MinProgressArg::window(args.min_progress),
         skip_existing: args.skip_existing,
         limit: args.limit_rate.map(|rate| Arc::new(RateLimit::new(rate))),
+        connections: Arc::new(ConnectionLimit::new(
+            NonZeroUsize::new(usize::from(args.max_connections_per_host))
+                .unwrap_or(NonZeroUsize::MIN),
+        )),
         ..Options::default()
     }
 }

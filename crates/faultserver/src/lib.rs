@@ -255,6 +255,30 @@ struct State {
     scripts: HashMap<String, VecDeque<Reply>>,
     always: HashMap<String, Reply>,
     requests: Vec<Recorded>,
+    /// Requests being answered now: read, and not yet past their
+    /// reply's delay.
+    answering: usize,
+    /// The most requests answered at once.
+    peak_answering: usize,
+}
+
+/// One request being answered, counted until it is dropped (the answer
+/// is given, or the client went away).
+struct Answering(Arc<Mutex<State>>);
+
+impl Answering {
+    fn start(state: &Arc<Mutex<State>>) -> Answering {
+        let mut s = lock(state);
+        s.answering += 1;
+        s.peak_answering = s.peak_answering.max(s.answering);
+        Answering(Arc::clone(state))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        lock(&self.0).answering -= 1;
+    }
 }
 
 /// The running server. It stops when dropped.
@@ -341,6 +365,14 @@ impl FaultServer {
         lock(&self.state).requests.clone()
     }
 
+    /// The most requests answered at once so far: each counts from the
+    /// moment it is read until its reply's [`Reply::delay`] has passed and
+    /// the reply is given. A client's bound on the requests it has in
+    /// flight to one server shows here, its delayed requests overlapping.
+    pub fn peak_concurrent(&self) -> usize {
+        lock(&self.state).peak_answering
+    }
+
     /// How many requests asked for `path` (query ignored).
     pub fn hits(&self, path: &str) -> usize {
         lock(&self.state)
@@ -394,6 +426,7 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    let answering = Answering::start(&state);
     let (reply, index) = {
         let mut state = lock(&state);
         let index = state.requests.len();
@@ -448,6 +481,7 @@ async fn answer(
         Fault::Delay(d) => tokio::time::sleep(d).await,
         _ => {}
     }
+    drop(answering);
     let mut builder = Response::builder().status(reply.status);
     let mut has_length = false;
     for (k, v) in &reply.headers {

@@ -375,7 +375,7 @@ enum Found {
 pub(crate) async fn probe(job: &Job<'_>) -> Probe {
     let item = &job.planned.item;
     if item.size.is_none() && job.options.streams > 1 {
-        probe_head(job.client, item, &[]).await
+        probe_head(job, &[]).await
     } else {
         Probe::default()
     }
@@ -407,7 +407,7 @@ async fn look(job: &Job<'_>, identity: &str) -> Found {
     let mut probe = Probe::default();
     if !conditions.is_empty() || (item.size.is_none() && (on_disk.is_some() || options.streams > 1))
     {
-        probe = probe_head(job.client, item, &conditions).await;
+        probe = probe_head(job, &conditions).await;
     }
     let Some(len) = on_disk else {
         return Found::Fetch(probe);
@@ -733,12 +733,9 @@ pub(crate) struct Probe {
 /// One HEAD with `conditions`, not retried: a server that does not answer
 /// it is simply downloaded without knowing the size in advance, and a file
 /// it does not prove current is fetched again.
-async fn probe_head(
-    client: &Client,
-    item: &Item,
-    conditions: &[(HeaderName, HeaderValue)],
-) -> Probe {
-    let Ok(prepared) = request(client, Method::HEAD, item).prepare() else {
+async fn probe_head(job: &Job<'_>, conditions: &[(HeaderName, HeaderValue)]) -> Probe {
+    let item = &job.planned.item;
+    let Ok(prepared) = request(job.client, Method::HEAD, item).prepare() else {
         return Probe::default();
     };
     let mut extra = conditions.to_vec();
@@ -748,6 +745,7 @@ async fn probe_head(
             Err(_) => return Probe::default(),
         }
     }
+    let _permit = job.options.connections.acquire(prepared.url()).await;
     let resp = match prepared.send_once(&extra).await {
         Ok(resp) => resp,
         Err(backstop_http::HttpFailure::Status { status, .. })

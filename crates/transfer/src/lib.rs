@@ -41,6 +41,8 @@
 //!   named; [`Sha256Sums::apply`] gives items their digests by name.
 //! - [`RateLimit`]: one byte rate for every stream of a pull
 //!   ([`Options::limit`]), on tokio's clock.
+//! - [`ConnectionLimit`]: at most so many connections to one host over
+//!   every file and stream of a pull ([`Options::connections`]).
 //! - [`Spool`]: a whole body that cannot be resumed (the answer to a
 //!   POST), put at a destination as a finished download is, or not at all.
 //! - [`Progress`]: the seam a progress display plugs into.
@@ -71,6 +73,7 @@
 
 mod authorize;
 mod cache;
+mod connections;
 mod destination;
 mod digest;
 mod download;
@@ -94,6 +97,7 @@ mod validators;
 mod writer;
 
 pub use authorize::{AuthorizationFuture, Authorize, Authorizer};
+pub use connections::{ConnectionLimit, ConnectionPermit, DEFAULT_CONNECTIONS_PER_HOST};
 pub use destination::Spool;
 pub use digest::{BadDigest, Sha256};
 pub use error::{Error, FileError, TransferFailure};

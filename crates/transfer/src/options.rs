@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use backstop_core::{Policy, TRANSFER_MAX_ATTEMPT};
 
-use crate::RateLimit;
+use crate::{ConnectionLimit, RateLimit};
 
 /// The minimum-progress window: a stream that moves fewer than `bytes` in
 /// `window`, over however many connections, fails its attempt as too slow
@@ -42,7 +42,9 @@ pub enum AttemptTimeout {
 }
 
 /// What a pull does and how hard it tries. The defaults are the transfer
-/// preset, 4 files at once, one stream per file.
+/// preset, 4 files at once, one stream per file, at most
+/// [`DEFAULT_CONNECTIONS_PER_HOST`](crate::DEFAULT_CONNECTIONS_PER_HOST)
+/// connections to one host.
 ///
 /// ```
 /// use std::time::Duration;
@@ -93,6 +95,11 @@ pub struct Options {
     /// `None`: as fast as the link goes. Time spent waiting for it is not
     /// held against the minimum-progress window.
     pub limit: Option<Arc<RateLimit>>,
+    /// The connections open to one host at once, over every file and
+    /// stream (`--max-connections-per-host`); shared by every clone of
+    /// these options. Time spent waiting for one is not held against the
+    /// minimum-progress window.
+    pub connections: Arc<ConnectionLimit>,
 }
 
 impl Default for Options {
@@ -108,6 +115,7 @@ impl Default for Options {
             skip_existing: false,
             replace_existing: false,
             limit: None,
+            connections: Arc::default(),
         }
     }
 }

@@ -296,6 +296,10 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Trans
         extra.extend(authorization(authorizer).await?);
     }
 
+    // Held until the body is read or given up: this request's connection
+    // counts towards the host's bound until then.
+    let permit = ctx.options.connections.acquire(ctx.prepared.url()).await;
+    stream.excuse(permit.waited());
     let resp = match ctx.prepared.send_once(&extra).await {
         Ok(resp) => resp,
         Err(backstop_http::HttpFailure::Status { status, .. })
@@ -384,7 +388,9 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Trans
         }
     }
 
-    receive(ctx, stream, resp, Span { at, limit }).await
+    let received = receive(ctx, stream, resp, Span { at, limit }).await;
+    drop(permit);
+    received
 }
 
 /// Where a body's bytes go in the file: from `at`, stopping before
