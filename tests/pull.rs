@@ -87,6 +87,44 @@ fn pulls_through_faults_checks_hashes_and_exits_0() {
     );
 }
 
+/// `--max-connections-per-host` bounds the requests in flight to one
+/// server whatever `--jobs` asks for, as the server counts them (its
+/// replies delayed so that requests overlap); a looser bound lets more
+/// through, the witness that the count can show a breach.
+#[test]
+fn max_connections_per_host_bounds_what_jobs_ask_for() {
+    let peak = |bound: &str| {
+        let server = FaultServer::start();
+        let mut args = vec!["pull".to_owned()];
+        for i in 0..6 {
+            let path = format!("/f{i}.bin");
+            server.always(
+                &path,
+                Reply::file(data(10_000 + i)).delay(Duration::from_millis(50)),
+            );
+            args.push(server.url(&path));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(backstop()
+            .args(&args)
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--jobs", "6", "--max-connections-per-host", bound]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        for i in 0..6 {
+            assert_eq!(
+                std::fs::read(dir.path().join(format!("f{i}.bin"))).unwrap(),
+                data(10_000 + i)
+            );
+        }
+        server.peak_concurrent()
+    };
+    let bounded = peak("2");
+    assert!(bounded <= 2, "{bounded} requests at once, bound 2");
+    let loose = peak("6");
+    assert!(loose > 2, "only {loose} requests at once with a bound of 6");
+}
+
 /// On a pipe, a file that simply arrives gets exactly one line, and so
 /// does one found in place (never "resuming at X of X"); the total comes
 /// last, its counts agreeing with their nouns.
@@ -293,6 +331,10 @@ fn bad_input_is_a_usage_error_and_changes_nothing() {
             "is not a sha256 digest",
         ),
         (&["pull", &url, "-d", d, "--jobs", "0"], "--jobs"),
+        (
+            &["pull", &url, "-d", d, "--max-connections-per-host", "0"],
+            "--max-connections-per-host",
+        ),
         (
             &["pull", &url, "-d", d, "--min-progress", "fast"],
             "is not SIZE/DURATION",
