@@ -105,11 +105,8 @@ fn max_connections_per_host_bounds_what_jobs_ask_for() {
             args.push(server.url(&path));
         }
         let dir = tempfile::tempdir().unwrap();
-        let out = run(backstop()
-            .args(&args)
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--jobs", "6", "--max-connections-per-host", bound]));
+        args.extend(["--jobs", "6", "--max-connections-per-host", bound].map(str::to_owned));
+        let out = run(backstop().args(&args).arg("--dir").arg(dir.path()));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         for i in 0..6 {
             assert_eq!(
