@@ -443,16 +443,13 @@ async fn receive(
         // Never past the range's end, whatever the server sends.
         let room = usize::try_from(limit - here).unwrap_or(usize::MAX);
         let take = chunk.len().min(room);
-        match pending.push(&chunk[..take]).await? {
-            Some(done) => {
-                stream.set_pos(done);
-                armed = false;
-            }
-            None if !armed => {
-                quiet.as_mut().reset(Instant::now() + FLUSH_AFTER);
-                armed = true;
-            }
-            None => {}
+        if let Some(done) = pending.push(&chunk[..take]).await? {
+            stream.set_pos(done);
+            armed = false;
+        }
+        if !armed && !pending.is_empty() {
+            quiet.as_mut().reset(Instant::now() + FLUSH_AFTER);
+            armed = true;
         }
         here += take as u64;
         moved += take as u64;

@@ -326,14 +326,33 @@ impl<'w> Pending<'w> {
         }
     }
 
-    /// Adds bytes; sends the gathered ones when there are enough.
-    /// Returns the position up to which bytes are with the writer.
-    pub(crate) async fn push(&mut self, data: &[u8]) -> Result<Option<u64>, TransferFailure> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= GATHER {
-            return self.flush().await.map(Some);
+    /// Adds bytes; sends the gathered ones each time there are
+    /// [`GATHER`]. Returns the position up to which bytes are with the
+    /// writer, when some were sent.
+    ///
+    /// Each piece is gathered in a buffer of exactly [`GATHER`] bytes,
+    /// allocated once: a buffer left to grow would be reallocated and
+    /// copied on each doubling (about one more copy of every byte) and
+    /// could end at twice the size.
+    pub(crate) async fn push(&mut self, mut data: &[u8]) -> Result<Option<u64>, TransferFailure> {
+        let mut sent = None;
+        while !data.is_empty() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(GATHER);
+            }
+            let take = (GATHER - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() >= GATHER {
+                sent = Some(self.flush().await?);
+            }
         }
-        Ok(None)
+        Ok(sent)
+    }
+
+    /// Nothing is gathered and not yet sent.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     /// Sends what is gathered; returns the position up to which bytes are
