@@ -122,8 +122,9 @@ impl Headway {
         Ok(())
     }
 
-    /// Time spent held back on purpose (by the run's rate limit) is not
-    /// the other side's slowness: the window does not count it.
+    /// Time spent held back on purpose (by the run's rate limit, or
+    /// waiting for a connection to the host) is not the other side's
+    /// slowness: the window does not count it.
     pub fn excuse(&self, waited: Duration) {
         if !waited.is_zero() {
             self.window().started += waited;

@@ -299,7 +299,7 @@ async fn connect(ctx: &FileCtx<'_>, stream: &Stream) -> Result<Connection, Trans
     // Held until the body is read or given up: this request's connection
     // counts towards the host's bound until then.
     let permit = ctx.options.connections.acquire(ctx.prepared.url()).await;
-    stream.excuse(permit.waited());
+    stream.headway.excuse(permit.waited());
     let resp = match ctx.prepared.send_once(&extra).await {
         Ok(resp) => resp,
         Err(backstop_http::HttpFailure::Status { status, .. })
