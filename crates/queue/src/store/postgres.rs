@@ -211,6 +211,15 @@ const SUBMIT_ALL: &str = "
         u.max_delay_ms) s
     ORDER BY u.ord";
 
+/// [`SUBMIT_ALL`] for one operation, its parameters in the same order as
+/// scalars: the submission's function called directly. The planner's work
+/// on `unnest … CROSS JOIN LATERAL … ORDER BY` costs a single submit about
+/// a third of its rate (the live fan-out bench: 9,300 – 10,000 deliveries/s
+/// this way, 6,200 – 7,500 through the batch statement).
+const SUBMIT_ONE: &str = "
+    SELECT * FROM backstop_queue_submit($1, $2, string_to_array($3::text, ','), $4, $5, $6,
+        $7, $14, $15, $16, $8, $9, $10, $11, $12, $13)";
+
 /// A batch of operations as the columns [`SUBMIT_ALL`] takes, one array
 /// per parameter.
 struct SubmitColumns {
@@ -273,6 +282,28 @@ impl SubmitColumns {
             c.max_delay_ms.push(to_ms(op.settings.max_delay));
         }
         c
+    }
+
+    /// The parameters of [`SUBMIT_ONE`]: the first operation's.
+    fn first<'a>(&'a self, now_ms: &'a i64) -> [&'a (dyn postgres::types::ToSql + Sync); 16] {
+        [
+            &self.kinds[0],
+            &self.node_types[0],
+            &self.nodes[0],
+            &self.present_only[0],
+            &self.keys[0],
+            &self.payloads[0],
+            &self.live[0],
+            &self.idempotency_keys[0],
+            &self.fingerprints[0],
+            &self.timeout_ms[0],
+            &self.max_failures[0],
+            &self.base_delay_ms[0],
+            &self.max_delay_ms[0],
+            now_ms,
+            &TYPE_LOCK,
+            &KEY_LOCK,
+        ]
     }
 
     fn params<'a>(&'a self, now_ms: &'a i64) -> [&'a (dyn postgres::types::ToSql + Sync); 16] {
@@ -842,11 +873,10 @@ impl Store for PostgresStore {
         }
         let columns = SubmitColumns::of(ops);
         let now_ms = to_millis(now);
-        let params = columns.params(&now_ms);
         if ops.len() == 1 {
             // One statement, its own transaction: the submission's function
             // writes nothing when it refuses.
-            let rows = self.db.call(SUBMIT_ALL, &params)?;
+            let rows = self.db.call(SUBMIT_ONE, &columns.first(&now_ms))?;
             return match read_submitted(&rows).map_err(|e| self.failed(e))? {
                 Ok(submitted) => Ok(submitted),
                 Err((index, problem)) => {
@@ -859,6 +889,7 @@ impl Store for PostgresStore {
                 }
             };
         }
+        let params = columns.params(&now_ms);
         self.tx(|tx| {
             // Every lock the batch needs, first and in one order, so that
             // batches never wait on each other in a circle.
