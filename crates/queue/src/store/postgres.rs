@@ -11,7 +11,7 @@ use backstop_store::postgres::{Database, SessionLock, Tx, get, postgres};
 use super::{
     ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
-    Gauges, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary,
+    Gauges, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OPEN_BY_KIND, OpFilter, OpRow, OpSummary,
     POSTGRES_MIGRATIONS, Pruned, Registered, Rejection, Removed, Requeue, Retained, Running,
     Settled, Store, StoreError, Submitted, Tombstone, clip, count, ended_or, in_batch, named,
     released, settings, storable, to_ms, unremovable,
@@ -668,7 +668,7 @@ impl Store for PostgresStore {
                  WHERE o.live = 1 AND o.node_type = $2 AND o.kind = ANY($4::text[])
                    AND NOT EXISTS (SELECT 1 FROM backstop_queue_deliveries d
                                    WHERE d.op = o.id AND d.node = $1 AND d.node_removed_ms IS NULL)
-                 ON CONFLICT (op, node) WHERE node_removed_ms IS NULL DO NOTHING",
+                 ON CONFLICT DO NOTHING",
                 &[&node.name, &node.node_type, &now, &node.kinds],
             )?;
             Ok(done)
@@ -1568,11 +1568,7 @@ impl Store for PostgresStore {
     fn gauges(&self) -> Result<Gauges, StoreError> {
         self.tx(|tx| {
             let mut gauges = Gauges::default();
-            for row in tx.query(
-                "SELECT state, kind, count(*) FROM backstop_queue_deliveries
-                 WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, kind",
-                &[],
-            )? {
+            for row in tx.query(OPEN_BY_KIND, &[])? {
                 let state: String = get(&row, 0)?;
                 let n: i64 = get(&row, 2)?;
                 if let Ok(state) = state.parse() {

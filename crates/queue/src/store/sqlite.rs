@@ -13,10 +13,10 @@ use backstop_store::sqlite::rusqlite::{
 use super::{
     ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
     ClaimRequest, Counts, DELIVERY_COLUMNS, DELIVERY_NODE_JOIN, DeliveryFilter, DeliveryRow,
-    Gauges, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OpFilter, OpRow, OpSummary, Pruned,
-    Registered, Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled, Store,
-    StoreError, Submitted, Tombstone, clip, count, ended_or, in_batch, named, released, settings,
-    storable, to_ms, unremovable,
+    Gauges, Heartbeat, IDEMPOTENCY_WINDOW_MS, OP_COLUMNS, OPEN_BY_KIND, OpFilter, OpRow, OpSummary,
+    Pruned, Registered, Rejection, Removed, Requeue, Retained, Running, SQLITE_MIGRATIONS, Settled,
+    Store, StoreError, Submitted, Tombstone, clip, count, ended_or, in_batch, named, released,
+    settings, storable, to_ms, unremovable,
 };
 use crate::model::{
     Attempt, Claim, Delivery, DeliveryState, NewOp, Node, NodeSpec, NodeStatus, Op, OpId, Target,
@@ -1525,10 +1525,7 @@ impl Store for SqliteStore {
     fn gauges(&self) -> Result<Gauges, StoreError> {
         self.read(|tx| {
             let mut gauges = Gauges::default();
-            let mut stmt = tx.prepare_cached(
-                "SELECT state, kind, count(*) FROM backstop_queue_deliveries
-                 WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, kind",
-            )?;
+            let mut stmt = tx.prepare_cached(OPEN_BY_KIND)?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
