@@ -779,6 +779,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // serves the reads by operation, and `/metrics` counts through the
     // partial indexes of the unfinished states.
     include_str!("../../migrations/sqlite/0009_fewer_delivery_indexes.sql"),
+    // 10: the due deliveries indexed in the order claims take them
+    // (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/sqlite/0010_due_in_claim_order.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -810,6 +813,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // serves the reads by operation, and `/metrics` counts through the
     // partial indexes of the unfinished states.
     include_str!("../../migrations/postgres/0009_fewer_delivery_indexes.sql"),
+    // 10: the due deliveries indexed in the order claims take them
+    // (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/postgres/0010_due_in_claim_order.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep

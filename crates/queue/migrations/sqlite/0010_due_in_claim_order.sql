@@ -1,0 +1,1 @@
+-- PostgreSQL only: SQLite records this version and runs nothing (every SQLite index ends with the rowid, so its due index already holds deliveries in claim order).
