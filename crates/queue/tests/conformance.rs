@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backstop_queue::store::{
     ATTEMPTS_KEPT, AttemptsOf, ClaimRequest, DeliveryFilter, Heartbeat, OpFilter, PostgresStore,
-    Rejection, Requeue, Retained, Running, Settled, Store, StoreError,
+    Rejection, Requeue, Retained, Running, Settled, Store, StoreError, Submitted,
 };
 use backstop_queue::{
     Cancellation, Claim, Decision, DeliveryState, Handled, Hold, NewOp, NodeSpec, NodeStatus,
@@ -22,6 +22,8 @@ use backstop_store::postgres::testing::TestSchema;
 /// A database the suite can open stores on and poke at directly.
 trait Db: Send + Sync {
     fn open(&self) -> Result<Box<dyn Store>, StoreError>;
+    /// Another, empty store of the same backend.
+    fn fresh(&self) -> Box<dyn Db>;
     fn exec(&self, sql: &str);
     /// The rows of `table`.
     fn count(&self, table: &str) -> i64;
@@ -43,6 +45,9 @@ impl Sqlite {
 impl Db for Sqlite {
     fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(SqliteStore::open(&self.path)?))
+    }
+    fn fresh(&self) -> Box<dyn Db> {
+        Box::new(Sqlite::new())
     }
     fn exec(&self, sql: &str) {
         let conn = rusqlite::Connection::open(&self.path).unwrap();
@@ -68,6 +73,9 @@ impl Postgres {
 impl Db for Postgres {
     fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(PostgresStore::open(self.0.url())?))
+    }
+    fn fresh(&self) -> Box<dyn Db> {
+        Box::new(Postgres::new())
     }
     fn exec(&self, sql: &str) {
         self.0.exec(sql);
@@ -1259,6 +1267,135 @@ fn a_batch_submits_as_its_operations_would_one_by_one_in_order(db: &dyn Db) {
     assert!(alone.op.id > ids[3]);
 }
 
+/// A batch of many operations, keys shared among them and with what waits
+/// from before (pending, dead and in flight), targets by type (some nodes
+/// of which do not handle the kind, some present only) and by name, leaves
+/// the store as the same operations submitted one by one would, answers as
+/// they would, and orders its deliveries as they would be claimed.
+fn a_large_batch_writes_what_one_by_one_submissions_write(db: &dyn Db) {
+    let kinds: &[(&str, &str, &[&str])] = &[
+        ("gpu-1", "gpu", &["install"]),
+        ("gpu-2", "gpu", &["install", "delete"]),
+        ("gpu-3", "gpu", &["delete"]),
+        ("cpu-1", "cpu", &["install"]),
+    ];
+    // A deterministic mix of keys and targets, the same for both stores.
+    let mut seed = 0x2545_f491_u64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let batch: Vec<NewOp> = (0..120)
+        .map(|i| {
+            let mut op = match next(5) {
+                0 | 1 => NewOp::for_type("install", "gpu"),
+                2 => NewOp::for_type("install", "cpu"),
+                3 => {
+                    let mut op = NewOp::for_type("install", "gpu");
+                    op.target = Target::Type {
+                        node_type: "gpu".into(),
+                        present_only: true,
+                    };
+                    op
+                }
+                _ => {
+                    let mut op = NewOp::for_type("install", "gpu");
+                    op.target = Target::Nodes(match next(2) {
+                        0 => vec!["gpu-2".into()],
+                        _ => vec!["cpu-1".into(), "gpu-1".into()],
+                    });
+                    op
+                }
+            };
+            if let Some(key) = ["a", "b", "c", "d"].get(next(6) as usize) {
+                op = op.key(*key);
+            }
+            op.payload(&serde_json::json!({ "i": i }))
+        })
+        .collect();
+    let prepare = |store: &dyn Store| {
+        for (name, node_type, kinds) in kinds {
+            store.register(&node(name, node_type, kinds), t(0)).unwrap();
+        }
+        for key in ["a", "b", "c"] {
+            store
+                .submit(&NewOp::for_type("install", "gpu").key(key), t(0))
+                .unwrap();
+        }
+        // Of what waits: key a in flight on every node, key b dead on one.
+        for c in claim_all(store, t(0)) {
+            if c.key.as_deref() == Some("b") && c.node == "gpu-1" {
+                let dead = Decision::Dead {
+                    failures: 1,
+                    tries: 1,
+                    error: "boom".into(),
+                };
+                settle(store, c.token, t(0), dead);
+            } else if c.key.as_deref() != Some("a") {
+                settle(store, c.token, t(0), failed(t(0), 1));
+            }
+        }
+    };
+    let answers = |answers: Vec<Submitted>| {
+        answers
+            .into_iter()
+            .map(|a| (a.op.id, a.op.live, a.deliveries, a.superseded, a.repeated))
+            .collect::<Vec<_>>()
+    };
+    let written = |store: &dyn Store| {
+        let mut deliveries: Vec<_> = store
+            .deliveries(&DeliveryFilter {
+                limit: 10_000,
+                ..DeliveryFilter::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.id, d.op, d.node, d.state.as_str()))
+            .collect();
+        deliveries.sort();
+        let mut ops: Vec<_> = store
+            .ops(&OpFilter {
+                limit: 10_000,
+                ..OpFilter::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.op.id, o.op.live, o.op.payload))
+            .collect();
+        ops.sort();
+        (deliveries, ops)
+    };
+
+    let bulk = db.open().unwrap();
+    prepare(&*bulk);
+    let in_bulk = bulk.submit_all(&batch, t(1)).unwrap();
+    let in_bulk = answers(in_bulk);
+    let one_db = db.fresh();
+    let one = one_db.open().unwrap();
+    prepare(&*one);
+    let one_by_one: Vec<Submitted> = batch
+        .iter()
+        .map(|op| one.submit(op, t(1)).unwrap())
+        .collect();
+    let one_by_one = answers(one_by_one);
+    assert_eq!(in_bulk, one_by_one);
+    assert!(
+        in_bulk.iter().any(|a| a.3 > 0) && in_bulk.iter().any(|a| !a.1),
+        "the mix supersedes and ends live operations: {in_bulk:?}"
+    );
+    assert_eq!(written(&*bulk), written(&*one));
+    // What the batch left is claimed in the same order.
+    let claimed = |store: &dyn Store| {
+        claim_all(store, t(2))
+            .into_iter()
+            .map(|c| c.token.delivery)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(claimed(&*bulk), claimed(&*one));
+}
+
 /// The refusal of one operation refuses its batch: nothing of it is
 /// written (no operation, delivery or idempotency key), and the index says
 /// which one.
@@ -1430,6 +1567,7 @@ suite!(
     ops_are_filtered_by_key,
     gauges_count_what_is_not_finished_by_state_and_kind_and_nodes_by_health,
     a_nul_a_handler_printed_is_kept_as_u_fffd_and_blocks_no_outcome,
+    a_large_batch_writes_what_one_by_one_submissions_write,
 );
 
 /// A handler that prints a NUL byte: its error and output are kept with

@@ -782,6 +782,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 10: the due deliveries indexed in the order claims take them
     // (PostgreSQL; SQLite runs nothing).
     include_str!("../../migrations/sqlite/0010_due_in_claim_order.sql"),
+    // 11: a batch of submissions written set-wise (PostgreSQL; SQLite runs
+    // nothing).
+    include_str!("../../migrations/sqlite/0011_submit_batch.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -816,6 +819,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 10: the due deliveries indexed in the order claims take them
     // (PostgreSQL; SQLite runs nothing).
     include_str!("../../migrations/postgres/0010_due_in_claim_order.sql"),
+    // 11: a batch of submissions written set-wise (PostgreSQL; SQLite runs
+    // nothing).
+    include_str!("../../migrations/postgres/0011_submit_batch.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep

@@ -193,29 +193,24 @@ fn refusal(tx: &mut Tx<'_>, op: &NewOp, problem: &str) -> TxResult<Rejection> {
     })
 }
 
-/// Submits a batch in one statement: the submission's function
-/// (`backstop_queue_submit`, migration 7) called for each operation in
-/// order, each call seeing what the earlier ones wrote. One row per
-/// operation, in order: the operation's columns (OP_COLUMNS), then
-/// superseded, delivered, problem, repeated. The calls after a refused one
-/// still run; the caller rolls the batch back.
+/// Submits a batch in one statement: the batch's function
+/// (`backstop_queue_submit_batch`, migration 11), which writes the whole
+/// batch set-wise, one statement per table, as the operations submitted
+/// one by one in order would have been written (a batch with idempotency
+/// keys, or one it would refuse, goes through the submission's function
+/// once per operation instead). One row per operation, in order: the
+/// operation's columns (OP_COLUMNS), then superseded, delivered, problem,
+/// repeated. The calls after a refused one still run; the caller rolls
+/// the batch back.
 const SUBMIT_ALL: &str = "
-    SELECT s.* FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-            $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[],
-            $12::bigint[], $13::bigint[])
-        WITH ORDINALITY AS u(kind, node_type, nodes, present_only, op_key, payload, live,
-            idem_key, fingerprint, timeout_ms, max_failures, base_delay_ms, max_delay_ms, ord)
-    CROSS JOIN LATERAL backstop_queue_submit(u.kind, u.node_type,
-        string_to_array(u.nodes, ','), u.present_only, u.op_key, u.payload, u.live, $14, $15,
-        $16, u.idem_key, u.fingerprint, u.timeout_ms, u.max_failures, u.base_delay_ms,
-        u.max_delay_ms) s
-    ORDER BY u.ord";
+    SELECT * FROM backstop_queue_submit_batch($1::text[], $2::text[], $3::text[],
+        $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[],
+        $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14, $15, $16)";
 
 /// [`SUBMIT_ALL`] for one operation, its parameters in the same order as
-/// scalars: the submission's function called directly. The planner's work
-/// on `unnest … CROSS JOIN LATERAL … ORDER BY` costs a single submit about
-/// a third of its rate (the live fan-out bench: 9,300 – 10,000 deliveries/s
-/// this way, 6,200 – 7,500 through the batch statement).
+/// scalars: the submission's function called directly, without the batch's
+/// array handling (a batch statement cost a single submit a fifth to a
+/// third of its rate in the live fan-out bench).
 const SUBMIT_ONE: &str = "
     SELECT * FROM backstop_queue_submit($1, $2, string_to_array($3::text, ','), $4, $5, $6,
         $7, $14, $15, $16, $8, $9, $10, $11, $12, $13)";
