@@ -159,6 +159,7 @@ once() { # CLIENT URL STATS_FILE RESULT_FILE [timed]
   after=$(stat_of "$3")
   [ "$(stat -c %s "$out")" = "$size" ] || { echo "bench: $1 produced a file of the wrong size" >&2; exit 1; }
   awk -v s="$start" -v e="$end" -v b="$((after - before))" 'BEGIN { printf "%.3f %d\n", e - s, b }' >>"$4"
+  echo "bench: $(basename "$4"): $(tail -n 1 "$4" | cut -d' ' -f1) s" >&2
   [ ! -s "$rss_file" ] || cat "$rss_file" >>"$4.rss"
   rm -f "$out"
 }
@@ -194,6 +195,7 @@ once_many() { # CLIENT RESULT_FILE
   got=$(find "$work/many-out" -path '*/.backstop' -prune -o -type f -printf '%s\n' | awk '{ s += $1; n++ } END { print n " " s }')
   [ "$got" = "$files $many_bytes" ] || { echo "bench: $1 fetched $got (files bytes), not $files $many_bytes" >&2; exit 1; }
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f\n", e - s }' >>"$2"
+  echo "bench: $(basename "$2"): $(tail -n 1 "$2") s" >&2
   cat "$rss_file" >>"$2.rss"
   tail -n +"$((lines + 1))" "$n/many.log" | awk '{ print $1 }' | sort -u | wc -l >>"$2.conns"
 }
