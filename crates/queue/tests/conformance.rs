@@ -1289,25 +1289,19 @@ fn a_large_batch_writes_what_one_by_one_submissions_write(db: &dyn Db) {
     };
     let batch: Vec<NewOp> = (0..120)
         .map(|i| {
-            let mut op = match next(5) {
-                0 | 1 => NewOp::for_type("install", "gpu"),
-                2 => NewOp::for_type("install", "cpu"),
-                3 => {
-                    let mut op = NewOp::for_type("install", "gpu");
-                    op.target = Target::Type {
-                        node_type: "gpu".into(),
-                        present_only: true,
-                    };
-                    op
-                }
-                _ => {
-                    let mut op = NewOp::for_type("install", "gpu");
-                    op.target = Target::Nodes(match next(2) {
-                        0 => vec!["gpu-2".into()],
-                        _ => vec!["cpu-1".into(), "gpu-1".into()],
-                    });
-                    op
-                }
+            let of_type = |node_type: &str, present_only| Target::Type {
+                node_type: node_type.into(),
+                present_only,
+            };
+            let mut op = NewOp::for_type("install", "gpu");
+            op.target = match next(5) {
+                0 | 1 => of_type("gpu", false),
+                2 => of_type("cpu", false),
+                3 => of_type("gpu", true),
+                _ => Target::Nodes(match next(2) {
+                    0 => vec!["gpu-2".into()],
+                    _ => vec!["cpu-1".into(), "gpu-1".into()],
+                }),
             };
             if let Some(key) = ["a", "b", "c", "d"].get(next(6) as usize) {
                 op = op.key(*key);
