@@ -61,5 +61,5 @@ pub use policy::{
     TRANSFER_MIN_ATTEMPT,
 };
 pub use redact::redact;
-pub use retry::{Attempt, Notify, Retry, RetryEvent};
+pub use retry::{Attempt, Guard, Guards, Notify, Retry, RetryEvent, Unguarded};
 pub use secret::{Secret, fingerprint};

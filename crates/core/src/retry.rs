@@ -108,19 +108,82 @@ impl<F: FnMut(&RetryEvent<'_>)> Notify for F {
 /// # }
 /// ```
 #[must_use = "a Retry does nothing until `.run().await`"]
-pub struct Retry<P, Op, E, C = ByType, N = ()> {
+pub struct Retry<P, Op, E, C = ByType, N = (), G = Unguarded> {
     policy: P,
     op: Op,
     classifier: C,
     notify: N,
-    budget: Option<Arc<RetryBudget>>,
-    cancel: Option<CancellationToken>,
-    /// Whether the token leaves a running attempt alone (it only cuts
-    /// waits and stops new attempts).
-    graceful: bool,
+    /// The shared budget and the cancellation token, when either is
+    /// given: a type of its own, so that a call without them carries no
+    /// field, flag or drop code for them.
+    guards: G,
     /// The operation's error type, fixed by [`Policy::retry`] so that
     /// closures given to the builder infer their argument.
     error: PhantomData<fn() -> E>,
+}
+
+/// What bounds a call beyond its policy: a retry budget shared with other
+/// calls, and the caller's cancellation. Implemented by [`Unguarded`] (a
+/// call given neither) and [`Guards`].
+pub trait Guard: guard::Sealed {
+    /// The shared retry budget, if any.
+    fn budget(&self) -> Option<&RetryBudget>;
+    /// The cancellation token, if any.
+    fn cancel(&self) -> Option<&CancellationToken>;
+    /// Whether the token leaves a running attempt alone (it only cuts
+    /// waits and stops new attempts).
+    fn graceful(&self) -> bool;
+    /// The same guards, as the type that can hold a budget and a token.
+    fn into_guards(self) -> Guards;
+}
+
+mod guard {
+    pub trait Sealed {}
+    impl Sealed for super::Unguarded {}
+    impl Sealed for super::Guards {}
+}
+
+/// A call given neither a budget nor a cancellation token.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unguarded;
+
+/// A call's budget and cancellation token, set by [`Retry::budget`],
+/// [`Retry::cancel_on`] and [`Retry::cancel_waits_on`].
+#[derive(Clone, Debug, Default)]
+pub struct Guards {
+    budget: Option<Arc<RetryBudget>>,
+    cancel: Option<CancellationToken>,
+    graceful: bool,
+}
+
+impl Guard for Unguarded {
+    fn budget(&self) -> Option<&RetryBudget> {
+        None
+    }
+    fn cancel(&self) -> Option<&CancellationToken> {
+        None
+    }
+    fn graceful(&self) -> bool {
+        false
+    }
+    fn into_guards(self) -> Guards {
+        Guards::default()
+    }
+}
+
+impl Guard for Guards {
+    fn budget(&self) -> Option<&RetryBudget> {
+        self.budget.as_deref()
+    }
+    fn cancel(&self) -> Option<&CancellationToken> {
+        self.cancel.as_ref()
+    }
+    fn graceful(&self) -> bool {
+        self.graceful
+    }
+    fn into_guards(self) -> Guards {
+        self
+    }
 }
 
 impl Policy {
@@ -167,18 +230,16 @@ impl<P: Borrow<Policy>, Op, E> Retry<P, Op, E> {
             op,
             classifier: ByType,
             notify: (),
-            budget: None,
-            cancel: None,
-            graceful: false,
+            guards: Unguarded,
             error: PhantomData,
         }
     }
 }
 
-impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
+impl<P: Borrow<Policy>, Op, E, C, N, G: Guard> Retry<P, Op, E, C, N, G> {
     /// Classifies failures with `classifier` instead of asking the error
     /// type ([`ByType`]).
-    pub fn classify<F>(self, classifier: F) -> Retry<P, Op, E, F, N>
+    pub fn classify<F>(self, classifier: F) -> Retry<P, Op, E, F, N, G>
     where
         F: Fn(&E) -> Verdict,
     {
@@ -187,15 +248,13 @@ impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
             op: self.op,
             classifier,
             notify: self.notify,
-            budget: self.budget,
-            cancel: self.cancel,
-            graceful: self.graceful,
+            guards: self.guards,
             error: PhantomData,
         }
     }
 
     /// Calls `notify` before each wait.
-    pub fn notify<F>(self, notify: F) -> Retry<P, Op, E, C, F>
+    pub fn notify<F>(self, notify: F) -> Retry<P, Op, E, C, F, G>
     where
         F: FnMut(&RetryEvent<'_>),
     {
@@ -204,26 +263,33 @@ impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
             op: self.op,
             classifier: self.classifier,
             notify,
-            budget: self.budget,
-            cancel: self.cancel,
-            graceful: self.graceful,
+            guards: self.guards,
             error: PhantomData,
         }
     }
 
     /// Draws retries from a budget shared with other calls (the call keeps
-    /// its own handle on it).
-    pub fn budget(mut self, budget: &Arc<RetryBudget>) -> Self {
-        self.budget = Some(Arc::clone(budget));
-        self
+    /// its own handle on it). `None` leaves the call without one.
+    pub fn budget<'b>(
+        self,
+        budget: impl Into<Option<&'b Arc<RetryBudget>>>,
+    ) -> Retry<P, Op, E, C, N, Guards> {
+        let budget = budget.into().map(Arc::clone);
+        self.guard(|g| g.budget = budget)
     }
 
     /// Stops at once, mid-attempt or mid-wait, when `token` is cancelled.
-    /// Dropping the future returned by [`Retry::run`] stops it too.
-    pub fn cancel_on(mut self, token: &CancellationToken) -> Self {
-        self.cancel = Some(token.clone());
-        self.graceful = false;
-        self
+    /// Dropping the future returned by [`Retry::run`] stops it too. `None`
+    /// leaves the call without a token.
+    pub fn cancel_on<'t>(
+        self,
+        token: impl Into<Option<&'t CancellationToken>>,
+    ) -> Retry<P, Op, E, C, N, Guards> {
+        let token = token.into().cloned();
+        self.guard(|g| {
+            g.cancel = token;
+            g.graceful = false;
+        })
     }
 
     /// Stops when `token` is cancelled, but lets a running attempt finish
@@ -234,10 +300,25 @@ impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
     /// fails after the token fired ends the call as
     /// [`Ending::Cancelled`](crate::Ending::Cancelled), carrying that
     /// failure.
-    pub fn cancel_waits_on(mut self, token: &CancellationToken) -> Self {
-        self.cancel = Some(token.clone());
-        self.graceful = true;
-        self
+    pub fn cancel_waits_on(self, token: &CancellationToken) -> Retry<P, Op, E, C, N, Guards> {
+        self.guard(|g| {
+            g.cancel = Some(token.clone());
+            g.graceful = true;
+        })
+    }
+
+    /// The same call with its guards changed by `set`.
+    fn guard(self, set: impl FnOnce(&mut Guards)) -> Retry<P, Op, E, C, N, Guards> {
+        let mut guards = self.guards.into_guards();
+        set(&mut guards);
+        Retry {
+            policy: self.policy,
+            op: self.op,
+            classifier: self.classifier,
+            notify: self.notify,
+            guards,
+            error: PhantomData,
+        }
     }
 
     /// Runs the call.
@@ -267,7 +348,7 @@ impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
             let policy = self.policy.borrow();
             let plain = policy.attempt_timeout.is_none()
                 && policy.deadline.is_none()
-                && self.cancel.is_none();
+                && self.guards.cancel().is_none();
             if !plain {
                 return Box::pin(self.retrying(None)).await;
             }
@@ -278,7 +359,7 @@ impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
             .await
             {
                 Ok(value) => {
-                    if let Some(b) = &self.budget {
+                    if let Some(b) = self.guards.budget() {
                         b.record_success();
                     }
                     Ok(value)
@@ -302,16 +383,14 @@ impl<P: Borrow<Policy>, Op, E, C, N> Retry<P, Op, E, C, N> {
             mut op,
             classifier,
             mut notify,
-            budget,
-            cancel,
-            graceful,
+            guards,
             error: PhantomData,
         } = self;
         let limits = Limits {
             policy: policy.borrow(),
-            budget: budget.as_deref(),
-            cancel: cancel.as_ref(),
-            graceful,
+            budget: guards.budget(),
+            cancel: guards.cancel(),
+            graceful: guards.graceful(),
         };
         let mut run = Run::<E>::new(limits.policy, u32::from(first.is_some()));
         let mut carried = first.map(AttemptError::Failed);

@@ -312,17 +312,14 @@ impl<'c> RequestBuilder<'c> {
                 hook(event);
             }
         };
-        let mut retry = policy
+        let result = policy
             .retry(op)
             .classify(|f| f.verdict_for(idempotent))
-            .notify(notify);
-        if let Some(budget) = &client.budget {
-            retry = retry.budget(budget);
-        }
-        if let Some(token) = cancel.as_ref() {
-            retry = retry.cancel_on(token);
-        }
-        let result = retry.run().await;
+            .notify(notify)
+            .budget(client.budget.as_ref())
+            .cancel_on(cancel.as_ref())
+            .run()
+            .await;
         result.map_err(|source| prepared.call_error(source))
     }
 }
