@@ -295,10 +295,18 @@ impl Dispatcher {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // Woken while claiming (a submission, a stored outcome): claim
+            // again at once, without asking the store when the next
+            // delivery is due.
+            let woken = self.inner.wake.notified();
+            tokio::pin!(woken);
+            if woken.as_mut().enable() {
+                continue;
+            }
             let wait = self.idle_wait(store_failing).await;
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.inner.wake.notified() => {}
+                () = woken => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }

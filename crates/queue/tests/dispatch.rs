@@ -303,16 +303,35 @@ async fn one_slow_handler_never_blocks_the_rest() {
     );
 }
 
-/// A store whose first `fail` writes of outcomes fail as if it could not
-/// be reached, noting when (on tokio's clock) each write was tried.
-struct Unreachable {
+/// A SQLite store watched by a test: its first `fail` writes of outcomes
+/// fail as if it could not be reached, it notes when (on tokio's clock)
+/// each write was tried, and it logs the dispatcher's claims and its asks
+/// for the next due time, running `on_claim` inside the first claim.
+struct Watched {
     inner: SqliteStore,
     fail: AtomicU32,
     tries: std::sync::Mutex<Vec<tokio::time::Instant>>,
     stored: tokio::sync::Notify,
+    calls: std::sync::Mutex<Vec<&'static str>>,
+    on_claim: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    asked_when_due: tokio::sync::Notify,
 }
 
-impl Store for Unreachable {
+impl Watched {
+    fn new(dir: &tempfile::TempDir, fail: u32) -> Self {
+        Watched {
+            inner: SqliteStore::open(dir.path().join("q.db")).unwrap(),
+            fail: AtomicU32::new(fail),
+            tries: std::sync::Mutex::new(Vec::new()),
+            stored: tokio::sync::Notify::new(),
+            calls: std::sync::Mutex::new(Vec::new()),
+            on_claim: std::sync::Mutex::new(None),
+            asked_when_due: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl Store for Watched {
     fn settle(&self, batch: &[Settle]) -> Result<Vec<Settled>, StoreError> {
         self.tries.lock().unwrap().push(tokio::time::Instant::now());
         if self
@@ -429,6 +448,10 @@ impl Store for Unreachable {
         &self,
         request: &backstop_queue::store::ClaimRequest,
     ) -> Result<Vec<backstop_queue::Claim>, StoreError> {
+        self.calls.lock().unwrap().push("claim");
+        if let Some(hook) = self.on_claim.lock().unwrap().take() {
+            hook();
+        }
         self.inner.claim(request)
     }
     fn rescue(&self, now: SystemTime) -> Result<Vec<backstop_queue::Token>, StoreError> {
@@ -457,6 +480,8 @@ impl Store for Unreachable {
         transports: &[String],
         local: Option<&[String]>,
     ) -> Result<Option<SystemTime>, StoreError> {
+        self.calls.lock().unwrap().push("next_due");
+        self.asked_when_due.notify_one();
         self.inner.next_due(transports, local)
     }
     fn location(&self) -> String {
@@ -472,12 +497,7 @@ impl Store for Unreachable {
 /// `seed`; the waits between the writes.
 async fn waits_between_outcome_writes(seed: u64) -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Unreachable {
-        inner: SqliteStore::open(dir.path().join("q.db")).unwrap(),
-        fail: AtomicU32::new(5),
-        tries: std::sync::Mutex::new(Vec::new()),
-        stored: tokio::sync::Notify::new(),
-    });
+    let store = Arc::new(Watched::new(&dir, 5));
     let node = LocalNode::new("cpu-1", "cpu", 1).handle(
         "install",
         Arc::new(backstop_queue::handler::Noop) as Arc<dyn Handler>,
@@ -535,6 +555,41 @@ async fn outcome_writers_back_off_with_full_jitter_not_in_lockstep() {
         );
     }
     assert_eq!(one, waits_between_outcome_writes(1).await, "a seed repeats");
+}
+
+/// A dispatcher woken while it claims (a submission came in, an outcome
+/// was stored) claims again at once: asking the store when the next
+/// delivery is due would be a round trip whose answer it does not use.
+#[tokio::test]
+async fn a_dispatcher_woken_while_claiming_claims_again_before_asking_what_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Watched::new(&dir, 0));
+    let node = LocalNode::new("cpu-1", "cpu", 1).handle(
+        "install",
+        Arc::new(backstop_queue::handler::Noop) as Arc<dyn Handler>,
+    );
+    store.register(&node.spec, SystemTime::now()).unwrap();
+    let transport: Arc<dyn Transport> =
+        Arc::new(LocalTransport::new(&[node], CancellationToken::new()));
+    let d = Dispatcher::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        vec![transport],
+        schedule(3),
+        Arc::new(SystemClock),
+        DispatchConfig::default(),
+    );
+    let waker = d.waker();
+    *store.on_claim.lock().unwrap() = Some(Box::new(move || waker.notify_one()));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let (d, s) = (d.clone(), shutdown.clone());
+        async move { d.run(s).await }
+    });
+    store.asked_when_due.notified().await;
+    shutdown.cancel();
+    running.await.unwrap();
+    let calls = store.calls.lock().unwrap().clone();
+    assert_eq!(calls[..3], ["claim", "claim", "next_due"], "{calls:?}");
 }
 
 /// A remote node: its first attempt runs until the test lets it end (the
