@@ -203,7 +203,15 @@ median() { sort -n "$1" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }
 most_bytes() { sort -n -k2 "$1" | tail -1 | awk '{ print $2 }'; }
 
 # Rounds, each running every client once per case, so that whatever else
-# the machine does weighs on every client alike.
+# the machine does weighs on every client alike. Each round starts each
+# case with the next client of its list: the first fetch of a round has
+# been seen to run up to twice as slow as the same client later in the
+# round (after the previous round's 2,000 files), and no client should
+# always be the one that pays for it.
+rotated() { # ROUND CLIENT... : the clients, rotated by ROUND - 1
+  local r=$(( ($1 - 1) % ($# - 1) )); shift
+  echo "${@:r+1}" "${@:1:r}"
+}
 clients=(backstop backstop-sha256 curl aria2c)
 slow_clients=(backstop-streams8 curl-1 aria2c-x8)
 many_clients=(backstop-jobs16 aria2c-j16 curl-parallel16)
@@ -212,7 +220,7 @@ if has files; then
 fi
 for round in $(seq "$runs"); do
   echo "bench: round $round of $runs" >&2
-  for c in "${clients[@]}"; do
+  for c in $(rotated "$round" "${clients[@]}"); do
     if has free; then
       once "$c" "http://127.0.0.1:$nginx_port/big.bin" /dev/null "$work/$c.free" timed
     fi
@@ -222,12 +230,12 @@ for round in $(seq "$runs"); do
     fi
   done
   if has throttled; then
-    for c in "${slow_clients[@]}"; do
+    for c in $(rotated "$round" "${slow_clients[@]}"); do
       once "$c" "http://127.0.0.1:$slow_port/big.bin" /dev/null "$work/$c.slow" timed
     done
   fi
   if has files; then
-    for c in "${many_clients[@]}"; do once_many "$c" "$work/$c.many"; done
+    for c in $(rotated "$round" "${many_clients[@]}"); do once_many "$c" "$work/$c.many"; done
   fi
 done
 if has cut; then
@@ -245,7 +253,7 @@ echo
 echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); medians of $runs rounds"
 if has free || has cut; then
   declare -A free plain cut bytes
-  for c in "${clients[@]}"; do
+  for c in $(rotated "$round" "${clients[@]}"); do
     if has free; then free[$c]=$(median "$work/$c.free"); fi
     if has cut; then
       plain[$c]=$(median "$work/$c.plain")
@@ -258,7 +266,7 @@ if has free || has cut; then
   echo
   echo "| client | (1) fault-free | throughput ÷ curl's | peak RSS | through the proxy, no cut | (2) cut every ${cut_mib} MiB | bytes fetched ÷ size | time ÷ no-cut time |"
   echo "|---|---|---|---|---|---|---|---|"
-  for c in "${clients[@]}"; do
+  for c in $(rotated "$round" "${clients[@]}"); do
     if has free; then
       f="${free[$c]} s ($(gibs "${free[$c]}") GiB/s) | $(ratio "${free[curl]}" "${free[$c]}")×"
       r=$([ -s "$work/$c.free.rss" ] && mib "$work/$c.free.rss" || echo "(a shell loop)")
