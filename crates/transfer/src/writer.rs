@@ -25,15 +25,22 @@ const IN_FLIGHT: usize = 8;
 const READ: usize = 1 << 20;
 /// Written pieces waiting for the hasher before the writer waits.
 const HASH_QUEUE: usize = 16;
-/// Piece buffers kept for reuse per file, once written (and hashed).
-const SPARES: usize = IN_FLIGHT;
+/// Piece buffers kept for reuse in the process, once written (and
+/// hashed): enough for 16 files at once of the sizes a model repository
+/// holds, or 4 large files each with a full queue to its writer.
+const SPARES: usize = 32;
 
-/// Piece buffers done with, for the file's streams to gather into again:
+/// Piece buffers done with, for any file's streams to gather into again:
 /// a buffer reused is memory the process already has, where a new one is
 /// fresh pages the kernel must fault in and zero (about 6 % of a verified
-/// pull's CPU time, measured). At most [`SPARES`] are kept.
-#[derive(Clone, Default)]
-struct Spares(Arc<Mutex<Vec<BytesMut>>>);
+/// pull's CPU time, measured, and more with many small files, each of
+/// which would otherwise start on new buffers). At most [`SPARES`] are
+/// kept.
+#[derive(Default)]
+struct Spares(Mutex<Vec<BytesMut>>);
+
+/// The spares of every writer of the process.
+static SHARED: Spares = Spares(Mutex::new(Vec::new()));
 
 impl Spares {
     /// A buffer of [`GATHER`] bytes' room: a spare, or a new one.
@@ -162,7 +169,6 @@ impl Written {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Op>,
     written: Arc<Written>,
-    spares: Spares,
     /// What the thread ends with, sent as it ends.
     done: oneshot::Receiver<io::Result<Option<Hashed>>>,
 }
@@ -201,8 +207,6 @@ impl Writer {
             error: Mutex::new(None),
         });
         let shared = Arc::clone(&written);
-        let spares = Spares::default();
-        let kept = spares.clone();
         let (report, done) = oneshot::channel();
         // A thread of its own rather than one of tokio's blocking pool: it
         // lives as long as the streams, and a paused test clock must be
@@ -213,7 +217,6 @@ impl Writer {
             let hasher = hashed.map(|mut h| {
                 let (to_hasher, from_writer) = std::sync::mpsc::sync_channel::<HashOp>(HASH_QUEUE);
                 let file = Arc::clone(&file);
-                let kept = kept.clone();
                 let thread = std::thread::spawn(move || -> io::Result<Hashed> {
                     if let Some(to) = catch_up {
                         h.catch_up(&file, to)?;
@@ -221,7 +224,7 @@ impl Writer {
                     for op in from_writer {
                         h.apply(&op);
                         if let HashOp::Written { data, .. } = op {
-                            kept.keep(data);
+                            SHARED.keep(data);
                         }
                     }
                     Ok(h)
@@ -237,7 +240,7 @@ impl Writer {
                 }
                 None => {
                     if let HashOp::Written { data, .. } = op {
-                        kept.keep(data);
+                        SHARED.keep(data);
                     }
                 }
             };
@@ -317,12 +320,7 @@ impl Writer {
             // Nobody waits for a writer that was dropped.
             let _ = report.send(result);
         });
-        Writer {
-            tx,
-            written,
-            spares,
-            done,
-        }
+        Writer { tx, written, done }
     }
 
     /// What is written so far, for checkpoints.
@@ -383,14 +381,14 @@ impl<'w> Pending<'w> {
     /// writer, when some were sent.
     ///
     /// Each piece is gathered in a buffer of [`GATHER`] bytes' room, one
-    /// the file's writer is done with when it has one: a buffer left to
+    /// a writer of the process is done with when there is one: a buffer left to
     /// grow would be reallocated and copied on each doubling (about one
     /// more copy of every byte) and could end at twice the size.
     pub(crate) async fn push(&mut self, mut data: &[u8]) -> Result<Option<u64>, TransferFailure> {
         let mut sent = None;
         while !data.is_empty() {
             if self.buf.capacity() == 0 {
-                self.buf = self.writer.spares.take();
+                self.buf = SHARED.take();
             }
             let take = (GATHER - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
