@@ -417,6 +417,95 @@ fn late_and_stale_replies_never_overwrite_a_newer_attempt(db: &dyn Db) {
     );
 }
 
+/// A batch of decisions whose commit went through but whose answer was
+/// lost (a connection cut between the two) is offered again by the
+/// dispatcher: it answers as the first time, so each outcome is counted
+/// once, and changes nothing. The same attempt decided otherwise, or at
+/// another time, is still stale.
+fn a_batch_offered_again_after_it_was_applied_answers_as_it_did(db: &dyn Db) {
+    let store = db.open().unwrap();
+    let mut gpu = node("gpu-1", "gpu", &["install"]);
+    gpu.capacity = 10;
+    store.register(&gpu, t(0)).unwrap();
+    for _ in 0..4 {
+        store
+            .submit(&NewOp::for_type("install", "gpu"), t(0))
+            .unwrap();
+    }
+    let claims = claim_all(&*store, t(1));
+    assert_eq!(claims.len(), 4);
+    let decisions = [
+        (Decision::Done, handled(Outcome::Done, "ok\n", "")),
+        (Decision::Done, None),
+        (
+            failed(t(30), 1),
+            handled(Outcome::Failed("exit 1: boom".into()), "", "boom\n"),
+        ),
+        (
+            Decision::Dead {
+                failures: 1,
+                tries: 1,
+                error: "exit 1: poison".into(),
+            },
+            None,
+        ),
+    ];
+    let batch: Vec<Settle> = claims
+        .iter()
+        .zip(decisions)
+        .map(|(c, (decision, handled))| Settle {
+            token: c.token,
+            at: t(2),
+            decision,
+            handled,
+        })
+        .collect();
+    let first = store.settle(&batch).unwrap();
+    assert_eq!(
+        first,
+        [
+            Settled::Applied(DeliveryState::Done),
+            Settled::Applied(DeliveryState::Done),
+            Settled::Applied(DeliveryState::Pending),
+            Settled::Applied(DeliveryState::Dead),
+        ]
+    );
+    let deliveries = store.deliveries(&DeliveryFilter::default()).unwrap();
+    let kept = |store: &dyn Store| -> usize {
+        claims
+            .iter()
+            .map(|c| {
+                store
+                    .attempts(&AttemptsOf::Delivery(c.token.delivery))
+                    .unwrap()
+                    .len()
+            })
+            .sum()
+    };
+    assert_eq!(kept(&*store), 2);
+    assert_eq!(store.settle(&batch).unwrap(), first, "answered as it was");
+    assert_eq!(
+        store.settle(&batch[1..2]).unwrap(),
+        first[1..2],
+        "alone too"
+    );
+    assert_eq!(
+        store.deliveries(&DeliveryFilter::default()).unwrap(),
+        deliveries,
+        "nothing changed"
+    );
+    assert_eq!(kept(&*store), 2, "no attempt recorded twice");
+    // Another decision for the same attempt is not the one applied.
+    let later: Vec<Settle> = batch
+        .iter()
+        .map(|s| Settle {
+            at: t(3),
+            ..s.clone()
+        })
+        .collect();
+    assert_eq!(store.settle(&later).unwrap(), vec![Settled::Stale; 4]);
+}
+
 fn a_late_success_of_the_current_attempt_still_counts(db: &dyn Db) {
     let store = db.open().unwrap();
     store
@@ -1524,6 +1613,7 @@ macro_rules! suite {
 
 suite!(
     nodes_register_and_list,
+    a_batch_offered_again_after_it_was_applied_answers_as_it_did,
     an_op_reaches_every_node_of_its_type_that_handles_its_kind,
     bad_submissions_change_nothing,
     claims_respect_capacity_health_drain_and_transport,

@@ -194,7 +194,10 @@ pub trait Store: Send + Sync {
     /// Applies decisions, in one transaction; one [`Settled`] per decision.
     /// An applied decision keeps the attempt's record when it has one
     /// ([`Settle::handled`]). A delivery whose operation was cancelled
-    /// while it ran ends `done` on success, else `cancelled`.
+    /// while it ran ends `done` on success, else `cancelled`. A decision
+    /// offered again after it was applied (its answer lost: a connection
+    /// cut between the commit and the reply) answers `Applied` as the
+    /// first time did and changes nothing ([`Settled::replayed`]).
     fn settle(&self, batch: &[Settle]) -> Result<Vec<Settled>, StoreError>;
 
     /// Returns to pending, without spending attempts, the deliveries in
@@ -579,6 +582,25 @@ pub enum Settled {
     Applied(DeliveryState),
     /// Not applied: the delivery has moved on to another attempt or ended.
     Stale,
+}
+
+impl Settled {
+    /// What `settle`, already applied, answers when it is offered again:
+    /// `Applied` with the delivery's state when the delivery is still at
+    /// the decision's attempt, no longer in flight, and last written at the
+    /// decision's time — the decision's own write; `None` (stale) when the
+    /// delivery says anything else.
+    pub(crate) fn replayed(
+        settle: &Settle,
+        attempt: i64,
+        state: DeliveryState,
+        updated_ms: i64,
+    ) -> Option<Settled> {
+        (count(attempt) == settle.token.attempt
+            && state != DeliveryState::InFlight
+            && updated_ms == backstop_core::time::to_millis(settle.at))
+        .then_some(Settled::Applied(state))
+    }
 }
 
 /// What start-up housekeeping removed.

@@ -1341,16 +1341,20 @@ impl Store for PostgresStore {
                 .collect::<Result<_, _>>()?
             };
             let mut kept = Vec::new();
+            let mut unapplied = Vec::new();
             for (i, s) in batch.iter().enumerate() {
-                if let Decision::Done = s.decision
-                    && let Some((op, node)) =
-                        applied.get(&(s.token.delivery, i64::from(s.token.attempt)))
-                {
-                    out[i] = Settled::Applied(DeliveryState::Done);
-                    kept.push((s, *op, node.as_str()));
+                if let Decision::Done = s.decision {
+                    match applied.get(&(s.token.delivery, i64::from(s.token.attempt))) {
+                        Some((op, node)) => {
+                            out[i] = Settled::Applied(DeliveryState::Done);
+                            kept.push((s, *op, node.as_str()));
+                        }
+                        None => unapplied.push(i),
+                    }
                 }
             }
             keep_attempts(tx, &kept)?;
+            replays(tx, batch, &unapplied, &mut out)?;
             if others.is_empty() {
                 return Ok(out);
             }
@@ -1639,6 +1643,39 @@ impl Store for PostgresStore {
     }
 }
 
+/// Answers the decisions at `which` that did not apply as what they
+/// answered when they did, if they already had ([`Settled::replayed`]).
+fn replays(
+    tx: &mut Tx<'_>,
+    batch: &[Settle],
+    which: &[usize],
+    out: &mut [Settled],
+) -> TxResult<()> {
+    if which.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = which.iter().map(|i| batch[*i].token.delivery).collect();
+    let mut now: HashMap<i64, (i64, DeliveryState, i64)> = HashMap::new();
+    for row in tx.query(
+        "SELECT id, attempt, state, updated_ms FROM backstop_queue_deliveries
+         WHERE id = ANY($1)",
+        &[&ids],
+    )? {
+        let state: String = get(&row, 2)?;
+        let state = state.parse().unwrap_or(DeliveryState::Pending);
+        now.insert(get(&row, 0)?, (get(&row, 1)?, state, get(&row, 3)?));
+    }
+    for i in which {
+        let settle = &batch[*i];
+        if let Some(&(attempt, state, updated_ms)) = now.get(&settle.token.delivery)
+            && let Some(settled) = Settled::replayed(settle, attempt, state, updated_ms)
+        {
+            out[*i] = settled;
+        }
+    }
+    Ok(())
+}
+
 /// What a claim read of a delivery it marked in flight.
 struct Taken {
     payload: String,
@@ -1652,7 +1689,7 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<(Settled, Option<(i6
     let id = settle.token.delivery;
     let at = to_millis(settle.at);
     let Some(row) = tx.query_opt(
-        "SELECT state, attempt, node, op_key, op, cancelled_ms IS NOT NULL
+        "SELECT state, attempt, node, op_key, op, cancelled_ms IS NOT NULL, updated_ms
          FROM backstop_queue_deliveries WHERE id = $1 FOR UPDATE",
         &[&id],
     )?
@@ -1666,7 +1703,9 @@ fn settle_one(tx: &mut Tx<'_>, settle: &Settle) -> TxResult<(Settled, Option<(i6
     let op: i64 = get(&row, 4)?;
     let cancelled: bool = get(&row, 5)?;
     if count(attempt) != settle.token.attempt || state != DeliveryState::InFlight.as_str() {
-        return Ok((Settled::Stale, None));
+        let state = state.parse().unwrap_or(DeliveryState::Pending);
+        let replayed = Settled::replayed(settle, attempt, state, get(&row, 6)?);
+        return Ok((replayed.unwrap_or(Settled::Stale), None));
     }
     let replaced = match &key {
         Some(k) => tx

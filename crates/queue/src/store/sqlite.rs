@@ -1221,7 +1221,7 @@ impl Store for SqliteStore {
         }
         self.write(|tx| {
             let mut current = tx.prepare_cached(
-                "SELECT state, attempt, node, op_key, op, cancelled_ms IS NOT NULL
+                "SELECT state, attempt, node, op_key, op, cancelled_ms IS NOT NULL, updated_ms
                  FROM backstop_queue_deliveries WHERE id = ?1",
             )?;
             let mut newer = tx.prepare_cached(
@@ -1240,14 +1240,16 @@ impl Store for SqliteStore {
                             r.get::<_, Option<String>>(3)?,
                             r.get::<_, i64>(4)?,
                             r.get::<_, bool>(5)?,
+                            r.get::<_, i64>(6)?,
                         ))
                     })
                     .optional()?;
-                let Some((state, attempt, node, key, op, cancelled)) = row else {
+                let Some((state, attempt, node, key, op, cancelled, updated_ms)) = row else {
                     out.push(Settled::Stale);
                     continue;
                 };
                 let state: DeliveryState = state.parse().unwrap_or(DeliveryState::Pending);
+                let replayed = Settled::replayed(settle, attempt, state, updated_ms);
                 if count(attempt) != settle.token.attempt {
                     out.push(Settled::Stale);
                     continue;
@@ -1264,12 +1266,12 @@ impl Store for SqliteStore {
                         keep_attempt(tx, settle, op, &node)?;
                         out.push(Settled::Applied(DeliveryState::Done));
                     } else {
-                        out.push(Settled::Stale);
+                        out.push(replayed.unwrap_or(Settled::Stale));
                     }
                     continue;
                 }
                 if state != DeliveryState::InFlight {
-                    out.push(Settled::Stale);
+                    out.push(replayed.unwrap_or(Settled::Stale));
                     continue;
                 }
                 keep_attempt(tx, settle, op, &node)?;
