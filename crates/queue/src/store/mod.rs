@@ -807,6 +807,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 11: a batch of submissions written set-wise (PostgreSQL; SQLite runs
     // nothing).
     include_str!("../../migrations/sqlite/0011_submit_batch.sql"),
+    // 12: the batch's targets worked out once, carrying their supersede
+    // chain (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/sqlite/0012_submit_batch_one_pass.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -844,6 +847,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 11: a batch of submissions written set-wise (PostgreSQL; SQLite runs
     // nothing).
     include_str!("../../migrations/postgres/0011_submit_batch.sql"),
+    // 12: the batch's targets worked out once, carrying their supersede
+    // chain (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/postgres/0012_submit_batch_one_pass.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep

@@ -1,0 +1,1 @@
+-- PostgreSQL only: SQLite records this version and runs nothing (its batch is written in Rust, in one transaction).
