@@ -111,9 +111,13 @@ BEGIN
         UPDATE backstop_queue_deliveries d SET state = 'superseded', finished_ms = p_now,
             updated_ms = p_now, lease_until_ms = NULL
         FROM c
+        -- Looked up key by key in the index of keys (`OFFSET 0` keeps the
+        -- lookup from being flattened into a scan of every delivery that
+        -- waits), so the cost follows the batch, not the backlog.
         CROSS JOIN LATERAL (SELECT x.id FROM backstop_queue_deliveries x
                             WHERE x.node = c.node AND x.op_key = c.op_key AND x.op < c.id
-                              AND x.state IN ('pending', 'dead')) x
+                              AND x.state IN ('pending', 'dead')
+                            OFFSET 0) x
         WHERE c.first_of_key AND d.id = x.id
         RETURNING c.ord
     ),
