@@ -331,6 +331,27 @@ impl Watched {
     }
 }
 
+impl Watched {
+    /// A dispatcher on this store for one local node, `cpu-1`, that runs
+    /// `install` with a no-op handler, one at a time.
+    fn dispatcher(self: &Arc<Self>, clock: Arc<dyn Clock>, config: DispatchConfig) -> Dispatcher {
+        let node = LocalNode::new("cpu-1", "cpu", 1).handle(
+            "install",
+            Arc::new(backstop_queue::handler::Noop) as Arc<dyn Handler>,
+        );
+        self.register(&node.spec, clock.now()).unwrap();
+        let transport: Arc<dyn Transport> =
+            Arc::new(LocalTransport::new(&[node], CancellationToken::new()));
+        Dispatcher::new(
+            Arc::clone(self) as Arc<dyn Store>,
+            vec![transport],
+            schedule(3),
+            clock,
+            config,
+        )
+    }
+}
+
 impl Store for Watched {
     fn settle(&self, batch: &[Settle]) -> Result<Vec<Settled>, StoreError> {
         self.tries.lock().unwrap().push(tokio::time::Instant::now());
@@ -498,25 +519,12 @@ impl Store for Watched {
 async fn waits_between_outcome_writes(seed: u64) -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Watched::new(&dir, 5));
-    let node = LocalNode::new("cpu-1", "cpu", 1).handle(
-        "install",
-        Arc::new(backstop_queue::handler::Noop) as Arc<dyn Handler>,
-    );
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-    store.register(&node.spec, clock.now()).unwrap();
-    let transport: Arc<dyn Transport> =
-        Arc::new(LocalTransport::new(&[node], CancellationToken::new()));
     let config = DispatchConfig {
         store_retry: DispatchConfig::default().store_retry.with_seed(seed),
         ..DispatchConfig::default()
     };
-    let d = Dispatcher::new(
-        Arc::clone(&store) as Arc<dyn Store>,
-        vec![transport],
-        schedule(3),
-        Arc::new(clock),
-        config,
-    );
+    let d = store.dispatcher(Arc::new(clock), config);
     store
         .submit(&NewOp::for_type("install", "cpu"), UNIX_EPOCH)
         .unwrap();
@@ -564,20 +572,7 @@ async fn outcome_writers_back_off_with_full_jitter_not_in_lockstep() {
 async fn a_dispatcher_woken_while_claiming_claims_again_before_asking_what_is_due() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Watched::new(&dir, 0));
-    let node = LocalNode::new("cpu-1", "cpu", 1).handle(
-        "install",
-        Arc::new(backstop_queue::handler::Noop) as Arc<dyn Handler>,
-    );
-    store.register(&node.spec, SystemTime::now()).unwrap();
-    let transport: Arc<dyn Transport> =
-        Arc::new(LocalTransport::new(&[node], CancellationToken::new()));
-    let d = Dispatcher::new(
-        Arc::clone(&store) as Arc<dyn Store>,
-        vec![transport],
-        schedule(3),
-        Arc::new(SystemClock),
-        DispatchConfig::default(),
-    );
+    let d = store.dispatcher(Arc::new(SystemClock), DispatchConfig::default());
     let waker = d.waker();
     *store.on_claim.lock().unwrap() = Some(Box::new(move || waker.notify_one()));
     let shutdown = CancellationToken::new();
