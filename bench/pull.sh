@@ -253,7 +253,7 @@ echo
 echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); medians of $runs rounds"
 if has free || has cut; then
   declare -A free plain cut bytes
-  for c in $(rotated "$round" "${clients[@]}"); do
+  for c in "${clients[@]}"; do
     if has free; then free[$c]=$(median "$work/$c.free"); fi
     if has cut; then
       plain[$c]=$(median "$work/$c.plain")
@@ -266,7 +266,7 @@ if has free || has cut; then
   echo
   echo "| client | (1) fault-free | throughput ÷ curl's | peak RSS | through the proxy, no cut | (2) cut every ${cut_mib} MiB | bytes fetched ÷ size | time ÷ no-cut time |"
   echo "|---|---|---|---|---|---|---|---|"
-  for c in $(rotated "$round" "${clients[@]}"); do
+  for c in "${clients[@]}"; do
     if has free; then
       f="${free[$c]} s ($(gibs "${free[$c]}") GiB/s) | $(ratio "${free[curl]}" "${free[$c]}")×"
       r=$([ -s "$work/$c.free.rss" ] && mib "$work/$c.free.rss" || echo "(a shell loop)")

@@ -380,9 +380,9 @@ impl<'w> Pending<'w> {
     /// [`GATHER`]. Returns the position up to which bytes are with the
     /// writer, when some were sent.
     ///
-    /// Each piece is gathered in a buffer of [`GATHER`] bytes' room, one
-    /// a writer of the process is done with when there is one: a buffer left to
-    /// grow would be reallocated and copied on each doubling (about one
+    /// Each piece is gathered in a buffer of [`GATHER`] bytes' room, one a
+    /// writer of the process is done with when there is one: a buffer left
+    /// to grow would be reallocated and copied on each doubling (about one
     /// more copy of every byte) and could end at twice the size.
     pub(crate) async fn push(&mut self, mut data: &[u8]) -> Result<Option<u64>, TransferFailure> {
         let mut sent = None;
