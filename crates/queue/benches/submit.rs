@@ -4,6 +4,10 @@
 //! operations, each with its own key, to 3 nodes (30,000 deliveries), in
 //! batches of [`MAX_BATCH`], no dispatcher running. Each case starts on an
 //! empty store; the ratio is bulk over one by one, in the same run.
+//! PostgreSQL then submits one by one again into a store that already
+//! holds a history of finished deliveries (`HISTORY`, 1,000,000; a tenth
+//! with `--quick`), as a coordinator that has run for a while does: what a
+//! submission costs when the tables and their statistics are large.
 //!
 //! `cargo bench -p backstop-queue --bench submit` (`-- --quick` for a
 //! tenth of the work). PostgreSQL comes from `BACKSTOP_BENCH_POSTGRES`
@@ -14,11 +18,16 @@ use std::time::{Instant, SystemTime};
 
 use backstop_queue::api::MAX_BATCH;
 use backstop_queue::{NewOp, NodeSpec, PostgresStore, SqliteStore, Store};
+use backstop_store::postgres::postgres::{Client, NoTls};
 use backstop_store::postgres::testing::TestSchema;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let ops = if quick { 1_000 } else { 10_000 };
+    let history: usize = std::env::var("HISTORY")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(if quick { 100_000 } else { 1_000_000 });
     let server = std::env::var("BACKSTOP_BENCH_POSTGRES")
         .unwrap_or_else(|_| backstop_store::postgres::testing::server_url());
     let only = std::env::var("BACKEND").ok();
@@ -27,16 +36,27 @@ fn main() {
             continue;
         }
         let mut rates = Vec::new();
-        for batch in [1, MAX_BATCH] {
+        let cases: &[(usize, usize)] = match backend {
+            "postgres" => &[(1, 0), (MAX_BATCH, 0), (1, history)],
+            _ => &[(1, 0), (MAX_BATCH, 0)],
+        };
+        for &(batch, history) in cases {
             // Kept until the case ends: the store lives in it.
             let dir = tempfile::tempdir().expect("a temporary directory");
-            let schema;
+            let mut schema = None;
             let store: Box<dyn Store> = if backend == "sqlite" {
                 Box::new(SqliteStore::open(dir.path().join("bench.db")).expect("open"))
             } else {
-                schema = TestSchema::on(&server, "bench_submit");
-                Box::new(PostgresStore::open(schema.url()).expect("open"))
+                let url = schema.insert(TestSchema::on(&server, "bench_submit")).url();
+                Box::new(PostgresStore::open(url).expect("open"))
             };
+            register(&*store);
+            // The filling connection stays open (idle) until the case ends:
+            // its server process's CPU time would leave the sum as it exits.
+            let _filled = schema
+                .as_ref()
+                .filter(|_| history > 0)
+                .map(|schema| fill(schema.url(), history));
             let (cpu, server) = (cpu_seconds("self"), server_cpu_seconds());
             let rate = submit(&*store, ops, batch);
             let server = match backend {
@@ -46,21 +66,30 @@ fn main() {
                 ),
                 _ => String::new(),
             };
+            let history = match history {
+                0 => String::new(),
+                n => format!(", with {n} finished deliveries"),
+            };
             println!(
-                "{backend}: {ops} operations x 3 nodes, {batch} per transaction: {rate:.0} \
-                 operations/s ({:.2} s of CPU in this process{server}, for {:.2} s)",
+                "{backend}: {ops} operations x 3 nodes, {batch} per transaction{history}: \
+                 {rate:.0} operations/s ({:.2} s of CPU in this process{server}, for {:.2} s)",
                 cpu_seconds("self") - cpu,
                 ops as f64 / rate
             );
             rates.push(rate);
         }
         println!("{backend}: bulk {:.1}x one by one", rates[1] / rates[0]);
+        if let Some(later) = rates.get(2) {
+            println!(
+                "{backend}: one by one with the history {:.2}x without",
+                later / rates[0]
+            );
+        }
     }
 }
 
-/// Submits `ops` operations to 3 nodes, `batch` per transaction: how many
-/// per second.
-fn submit(store: &dyn Store, ops: usize, batch: usize) -> f64 {
+/// Registers the 3 nodes the operations go to.
+fn register(store: &dyn Store) {
     for i in 1..=3 {
         let node = NodeSpec {
             name: format!("gpu-{i}"),
@@ -75,6 +104,39 @@ fn submit(store: &dyn Store, ops: usize, batch: usize) -> f64 {
         .expect("a node");
         store.register(&node, SystemTime::now()).expect("register");
     }
+}
+
+/// Adds `n` finished deliveries (and their operations, three deliveries
+/// each) straight into the PostgreSQL schema at `url`, then has the server
+/// gather its statistics, as its autovacuum would. Returns the connection
+/// it used.
+fn fill(url: &str, n: usize) -> Client {
+    let mut client = Client::connect(url, NoTls).expect("connect");
+    let ops = i64::try_from(n / 3).expect("a count");
+    client
+        .execute(
+            "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
+                 payload, live, created_ms)
+             SELECT 'install', 'gpu', NULL, 0, 'old-' || i, '{}', 0, 0
+             FROM generate_series(1, $1::bigint) i",
+            &[&ops],
+        )
+        .expect("operations");
+    client
+        .batch_execute(
+            "INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt,
+                 failures, tries, next_at_ms, created_ms, updated_ms, finished_ms)
+             SELECT o.id, n, 'install', o.op_key, 'done', 1, 0, 0, 0, 0, 0, 0
+             FROM backstop_queue_ops o, unnest(ARRAY['gpu-1', 'gpu-2', 'gpu-3']) n;
+             ANALYZE",
+        )
+        .expect("deliveries");
+    client
+}
+
+/// Submits `ops` operations to the 3 nodes, `batch` per transaction: how
+/// many per second.
+fn submit(store: &dyn Store, ops: usize, batch: usize) -> f64 {
     let all: Vec<NewOp> = (0..ops)
         .map(|i| NewOp::for_type("install", "gpu").key(format!("model-{i}")))
         .collect();

@@ -2475,6 +2475,40 @@ fn one_postgres_handle_leads_housekeeping_at_a_time_and_the_lead_moves_on() {
     assert!(other.open().unwrap().lead().unwrap());
 }
 
+/// A submission on PostgreSQL is one call of a PL/pgSQL function whose
+/// statements find their rows by key whatever the values: planned once
+/// per connection, not again for every call with the call's values (which
+/// cost a third of a submission). A migration that replaces the function
+/// must keep the setting.
+#[test]
+fn the_postgres_submission_plans_its_statements_once_per_connection() {
+    use backstop_store::postgres::postgres::{Client, NoTls};
+    let db = Postgres::new();
+    drop(db.open().unwrap());
+    let url = db.0.url().to_owned();
+    let settings: Vec<Option<Vec<String>>> = std::thread::spawn(move || {
+        let mut client = Client::connect(&url, NoTls).unwrap();
+        client
+            .query(
+                "SELECT p.proconfig FROM pg_proc p
+                 WHERE p.proname = 'backstop_queue_submit'
+                   AND p.pronamespace = current_schema()::regnamespace",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        settings,
+        [Some(vec!["plan_cache_mode=force_generic_plan".to_owned()])],
+        "one submission function, planned once per connection"
+    );
+}
+
 #[test]
 fn an_unreachable_postgres_is_a_temporary_error_without_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -810,6 +810,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 12: the batch's targets worked out once, carrying their supersede
     // chain (PostgreSQL; SQLite runs nothing).
     include_str!("../../migrations/sqlite/0012_submit_batch_one_pass.sql"),
+    // 13: the submission's function planned once per connection, not per
+    // call (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/sqlite/0013_submit_generic_plans.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -850,6 +853,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 12: the batch's targets worked out once, carrying their supersede
     // chain (PostgreSQL; SQLite runs nothing).
     include_str!("../../migrations/postgres/0012_submit_batch_one_pass.sql"),
+    // 13: the submission's function planned once per connection, not per
+    // call (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/postgres/0013_submit_generic_plans.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep

@@ -1,0 +1,1 @@
+-- PostgreSQL only: SQLite records this version and runs nothing (its statements are prepared once per connection already).
