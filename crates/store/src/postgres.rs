@@ -54,7 +54,7 @@ use std::time::Duration;
 use backstop_core::Policy;
 pub use postgres;
 use postgres::error::SqlState;
-use postgres::types::{FromSql, ToSql};
+use postgres::types::{FromSql, ToSql, Type};
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 use crate::{ColumnError, Place, SCHEMA_TABLE, StoreError, TxError};
@@ -470,6 +470,20 @@ impl Tx<'_> {
     pub fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, postgres::Error> {
         let statement = self.statement(sql)?;
         self.inner.query_one(&statement, params)
+    }
+
+    /// Runs a query planned for these values and the tables as they are
+    /// now, every time, in one round trip with nothing kept prepared: for a
+    /// statement whose best plan depends on how large what it reads is. A
+    /// plan kept from when a table was nearly empty scans all of it once it
+    /// is not, until the server gathers statistics again (never, on a
+    /// server without autovacuum). `params` carry their types.
+    pub fn query_planned(
+        &mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        self.inner.query_typed(sql, params)
     }
 
     /// Runs a query that returns at most one row.

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use backstop_core::time::{from_millis, to_millis};
 use backstop_store::ColumnError;
 use backstop_store::postgres::{Database, SessionLock, Tx, get, postgres};
+use postgres::types::Type;
 
 use super::{
     ATTEMPT_COLUMNS, ATTEMPTS_KEPT, Activity, AttemptRow, AttemptsOf, COMPONENT, Cancelled,
@@ -1327,14 +1328,20 @@ impl Store for PostgresStore {
             let applied: HashMap<(i64, i64), (i64, String)> = if done_ids.is_empty() {
                 HashMap::new()
             } else {
-                tx.query(
+                // Planned for this batch each time: a plan kept from when the
+                // table was small joins by scanning every delivery.
+                tx.query_planned(
                     "UPDATE backstop_queue_deliveries d SET state = 'done', finished_ms = s.at,
                          updated_ms = s.at, lease_until_ms = NULL, last_error = NULL
                      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS s(id, attempt, at)
                      WHERE d.id = s.id AND d.attempt = s.attempt
                        AND d.state IN ('in_flight', 'pending')
                      RETURNING d.id, d.attempt, d.op, d.node",
-                    &[&done_ids, &done_attempts, &done_at],
+                    &[
+                        (&done_ids, Type::INT8_ARRAY),
+                        (&done_attempts, Type::INT8_ARRAY),
+                        (&done_at, Type::INT8_ARRAY),
+                    ],
                 )?
                 .iter()
                 .map(|r| Ok::<_, ColumnError>(((get(r, 0)?, get(r, 1)?), (get(r, 2)?, get(r, 3)?))))
