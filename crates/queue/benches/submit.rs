@@ -4,10 +4,16 @@
 //! operations, each with its own key, to 3 nodes (30,000 deliveries), in
 //! batches of [`MAX_BATCH`], no dispatcher running. Each case starts on an
 //! empty store; the ratio is bulk over one by one, in the same run.
-//! PostgreSQL then submits one by one again into a store that already
-//! holds a history of finished deliveries (`HISTORY`, 1,000,000; a tenth
-//! with `--quick`), as a coordinator that has run for a while does: what a
-//! submission costs when the tables and their statistics are large.
+//! PostgreSQL then submits one by one and in bulk again into a store that
+//! already holds a history of finished deliveries (`HISTORY`, 1,000,000;
+//! a tenth with `--quick`), as a coordinator that has run for a while
+//! does: what a submission costs when the tables and their statistics are
+//! large.
+//! Last, PostgreSQL's floor: the same rows (each batch's operations and
+//! their pending deliveries) written into an empty schema with one plain
+//! `INSERT` per table and batch, nothing looked up, locked or superseded —
+//! what this machine's server takes to store a batch at all, the bound
+//! any submission of the same rows stays under.
 //!
 //! `cargo bench -p backstop-queue --bench submit` (`-- --quick` for a
 //! tenth of the work). PostgreSQL comes from `BACKSTOP_BENCH_POSTGRES`
@@ -37,7 +43,7 @@ fn main() {
         }
         let mut rates = Vec::new();
         let cases: &[(usize, usize)] = match backend {
-            "postgres" => &[(1, 0), (MAX_BATCH, 0), (1, history)],
+            "postgres" => &[(1, 0), (MAX_BATCH, 0), (1, history), (MAX_BATCH, history)],
             _ => &[(1, 0), (MAX_BATCH, 0)],
         };
         for &(batch, history) in cases {
@@ -79,11 +85,26 @@ fn main() {
             rates.push(rate);
         }
         println!("{backend}: bulk {:.1}x one by one", rates[1] / rates[0]);
-        if let Some(later) = rates.get(2) {
+        if let [one, bulk, one_later, bulk_later] = rates[..] {
             println!(
-                "{backend}: one by one with the history {:.2}x without",
-                later / rates[0]
+                "{backend}: with the history, one by one {:.2}x and in bulk {:.2}x without",
+                one_later / one,
+                bulk_later / bulk
             );
+        }
+        if backend == "postgres" {
+            let schema = TestSchema::on(&server, "bench_submit");
+            // The store makes its tables and indexes; the rows go in apart.
+            let store = PostgresStore::open(schema.url()).expect("open");
+            let (server_cpu, floor) = (server_cpu_seconds(), write_rows(schema.url(), ops));
+            println!(
+                "postgres: the floor, the same rows written by plain INSERTs, \
+                 {MAX_BATCH} operations per transaction: {floor:.0} operations/s \
+                 ({:.2} s in PostgreSQL's processes); bulk submission {:.2}x the floor",
+                server_cpu_seconds() - server_cpu,
+                rates[1] / floor
+            );
+            drop(store);
         }
     }
 }
@@ -107,9 +128,10 @@ fn register(store: &dyn Store) {
 }
 
 /// Adds `n` finished deliveries (and their operations, three deliveries
-/// each) straight into the PostgreSQL schema at `url`, then has the server
-/// gather its statistics, as its autovacuum would. Returns the connection
-/// it used.
+/// each, every one with a key of its own and so still live, as the store
+/// leaves them) straight into the PostgreSQL schema at `url`, then has the
+/// server gather its statistics, as its autovacuum would. Returns the
+/// connection it used.
 fn fill(url: &str, n: usize) -> Client {
     let mut client = Client::connect(url, NoTls).expect("connect");
     let ops = i64::try_from(n / 3).expect("a count");
@@ -117,7 +139,7 @@ fn fill(url: &str, n: usize) -> Client {
         .execute(
             "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
                  payload, live, created_ms)
-             SELECT 'install', 'gpu', NULL, 0, 'old-' || i, '{}', 0, 0
+             SELECT 'install', 'gpu', NULL, 0, 'old-' || i, '{}', 1, 0
              FROM generate_series(1, $1::bigint) i",
             &[&ops],
         )
@@ -132,6 +154,43 @@ fn fill(url: &str, n: usize) -> Client {
         )
         .expect("deliveries");
     client
+}
+
+/// Writes the rows a bulk submission of `ops` operations to the 3 nodes
+/// writes — the operations, live, each with its key, and a pending
+/// delivery per operation and node — [`MAX_BATCH`] operations per
+/// transaction, one `INSERT` per table and batch through the store's own
+/// schema (its tables and indexes): how many operations per second.
+fn write_rows(url: &str, ops: usize) -> f64 {
+    let mut client = Client::connect(url, NoTls).expect("connect");
+    let keys: Vec<String> = (0..ops).map(|i| format!("model-{i}")).collect();
+    let started = Instant::now();
+    for chunk in keys.chunks(MAX_BATCH) {
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_millis(),
+        )
+        .expect("a time");
+        let written = client
+            .execute(
+                "WITH o AS (
+                     INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only,
+                         op_key, payload, live, created_ms)
+                     SELECT 'install', 'gpu', NULL, 0, k, '{}', 1, $2
+                     FROM unnest($1::text[]) k
+                     RETURNING id, op_key)
+                 INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state,
+                     attempt, failures, tries, next_at_ms, created_ms, updated_ms)
+                 SELECT o.id, n, 'install', o.op_key, 'pending', 0, 0, 0, $2, $2, $2
+                 FROM o, unnest(ARRAY['gpu-1', 'gpu-2', 'gpu-3']) n",
+                &[&chunk, &now],
+            )
+            .expect("the rows");
+        assert_eq!(written, 3 * chunk.len() as u64);
+    }
+    ops as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Submits `ops` operations to the 3 nodes, `batch` per transaction: how
