@@ -2509,6 +2509,90 @@ fn the_postgres_submission_plans_its_statements_once_per_connection() {
     );
 }
 
+/// A batch on PostgreSQL ends the older live operations of its keys by
+/// looking each key up in the index of live operations: it reads at most
+/// one entry per key of the batch, however many live operations the store
+/// holds. Left to the planner (here: tables without statistics, as on a
+/// server that has not analysed them yet) it read every live operation
+/// into a hash instead, so each batch cost more as the store grew. Counted
+/// by the server: the entries its session read from that index during one
+/// batch of 1,000 new keys, with 5,000 live operations stored.
+#[test]
+fn a_postgres_batch_reads_the_live_operations_of_its_own_keys_only() {
+    use backstop_store::postgres::postgres::{Client, NoTls};
+    let db = Postgres::new();
+    let store = db.open().unwrap();
+    for name in ["gpu-1", "gpu-2", "gpu-3"] {
+        store
+            .register(&node(name, "gpu", &["install"]), t(0))
+            .unwrap();
+    }
+    drop(store);
+    let url = db.0.url().to_owned();
+    let (read, live) = std::thread::spawn(move || {
+        let mut client = Client::connect(&url, NoTls).unwrap();
+        // 5,000 live operations, each with a key of its own.
+        client
+            .batch_execute(
+                "INSERT INTO backstop_queue_ops (kind, node_type, nodes, present_only, op_key,
+                     payload, live, created_ms)
+                 SELECT 'install', 'gpu', NULL, 0, 'old-' || i, '{}', 1, 0
+                 FROM generate_series(1, 5000) i",
+            )
+            .unwrap();
+        let mut tx = client.transaction().unwrap();
+        // The entries this session has read from the index so far (counted
+        // until the server files them, which it does not do inside a
+        // transaction).
+        let read = |tx: &mut backstop_store::postgres::postgres::Transaction| -> i64 {
+            tx.query_one(
+                "SELECT pg_stat_get_xact_tuples_returned('backstop_queue_ops_live'::regclass)",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        };
+        let before = read(&mut tx);
+        // The batch function as the store calls it: 1,000 operations for
+        // type `gpu`, each with a new key.
+        let answered: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM backstop_queue_submit_batch(
+                     array_fill('install'::text, ARRAY[1000]), array_fill('gpu'::text, ARRAY[1000]),
+                     array_fill(NULL::text, ARRAY[1000]), array_fill(0::bigint, ARRAY[1000]),
+                     ARRAY(SELECT 'new-' || i FROM generate_series(1, 1000) i),
+                     array_fill('{}'::text, ARRAY[1000]), array_fill(1::bigint, ARRAY[1000]),
+                     array_fill(NULL::text, ARRAY[1000]), array_fill(NULL::text, ARRAY[1000]),
+                     array_fill(NULL::bigint, ARRAY[1000]), array_fill(NULL::bigint, ARRAY[1000]),
+                     array_fill(NULL::bigint, ARRAY[1000]), array_fill(NULL::bigint, ARRAY[1000]),
+                     1, 1, 2)",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(answered, 1000);
+        let read = read(&mut tx) - before;
+        let live: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM backstop_queue_ops WHERE live = 1",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (read, live)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        live, 6000,
+        "the batch's operations are live beside the others"
+    );
+    assert!(
+        read <= 1000,
+        "the batch read {read} entries of the index of live operations for 1,000 keys"
+    );
+}
+
 #[test]
 fn an_unreachable_postgres_is_a_temporary_error_without_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

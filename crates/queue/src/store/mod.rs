@@ -813,6 +813,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 13: the submission's function planned once per connection, not per
     // call (PostgreSQL; SQLite runs nothing).
     include_str!("../../migrations/sqlite/0013_submit_generic_plans.sql"),
+    // 14: a batch ends older live operations key by key (PostgreSQL;
+    // SQLite runs nothing).
+    include_str!("../../migrations/sqlite/0014_submit_batch_live_by_key.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -856,6 +859,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 13: the submission's function planned once per connection, not per
     // call (PostgreSQL; SQLite runs nothing).
     include_str!("../../migrations/postgres/0013_submit_generic_plans.sql"),
+    // 14: a batch ends older live operations key by key, however many
+    // the store holds (PostgreSQL; SQLite runs nothing).
+    include_str!("../../migrations/postgres/0014_submit_batch_live_by_key.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep

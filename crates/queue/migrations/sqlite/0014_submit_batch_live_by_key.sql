@@ -1,0 +1,1 @@
+-- PostgreSQL only: SQLite records this version and runs nothing (its batch ends older live operations key by key already).
