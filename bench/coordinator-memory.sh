@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# A coordinator's memory with a long history: the SQLite state of a fleet
-# that has finished DELIVERIES deliveries (default 1,000,000: 333,334
-# operations x 3 nodes, done, within the retention window), then
-# `backstop serve` on it, asked what an operator asks (the listings, a
-# delivery's attempts, health) and given 200 new operations to deliver;
-# its peak resident memory (VmHWM) is what is reported, against the
-# 200 MiB the project allows.
+# A coordinator's memory with a long history: the state of a fleet that
+# has finished DELIVERIES deliveries (default 1,000,000: 333,334
+# operations x 3 nodes, done, within the retention window), on SQLite or
+# on PostgreSQL, then `backstop serve` on it, asked what an operator asks
+# (the listings, a delivery's attempts, health) and given 200 new
+# operations to deliver; its peak resident memory (VmHWM) is what is
+# reported, against the 200 MiB the project allows.
 #
 #   bench/coordinator-memory.sh
 #   DELIVERIES=3000000 bench/coordinator-memory.sh
+#   STORE=postgres bench/coordinator-memory.sh    # a schema of its own at BACKSTOP_BENCH_POSTGRES
 #   BACKSTOP_BIN=/path/to/backstop bench/coordinator-memory.sh   # a binary built before
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,12 +19,32 @@ if [ -z "${BACKSTOP_BIN:-}" ]; then
   cargo build --release --quiet
 fi
 bin=${BACKSTOP_BIN:-$PWD/target/release/backstop}
+store=${STORE:-sqlite}
+server=${BACKSTOP_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}
+schema=bench_memory_$$
 dir=$(mktemp -d)
 pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+  if [ "$store" = postgres ]; then
+    psql -q "$server" -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null || true
+  fi
+  rm -rf "$dir"
+}
+trap cleanup EXIT
 cd "$dir"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export BACKSTOP_STATE=$dir/state.db BACKSTOP_SERVER=http://127.0.0.1:$port
+export BACKSTOP_SERVER=http://127.0.0.1:$port
+case $store in
+  sqlite) export BACKSTOP_STATE=$dir/state.db ;;
+  postgres)
+    psql -q "$server" -c "CREATE SCHEMA $schema"
+    export BACKSTOP_STATE="$server?options=-csearch_path%3D$schema"
+    # With a database as state there is no file to keep a token in.
+    BACKSTOP_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+    export BACKSTOP_TOKEN ;;
+  *) echo "STORE is sqlite or postgres" >&2; exit 2 ;;
+esac
 cat > backstop.toml <<TOML
 [[node]]
 name = "cpu-1"
@@ -55,6 +76,21 @@ stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 # keeps it).
 serve; stop
 now=$(( $(date +%s) * 1000 - 60000 ))
+if [ "$store" = postgres ]; then
+  # The same rows, then the statistics autovacuum would gather.
+  PGOPTIONS="-c search_path=$schema" psql -q "$server" <<SQL
+INSERT INTO backstop_queue_ops (kind, node_type, present_only, op_key, payload, live, created_ms)
+  SELECT 'install', 'cpu', 1, 'model-' || i, '{"model":"' || i || '"}', 0, $now
+  FROM generate_series(1, $ops) i;
+INSERT INTO backstop_queue_deliveries (op, node, kind, op_key, state, attempt, failures, tries,
+    next_at_ms, created_ms, updated_ms, finished_ms)
+  SELECT o.id, n, o.kind, o.op_key, 'done', 1, 0, 1, o.created_ms, o.created_ms, o.created_ms,
+    o.created_ms
+  FROM backstop_queue_ops o, unnest(ARRAY['cpu-1', 'cpu-2', 'cpu-3']) n;
+ANALYZE;
+SELECT 'history: ' || count(*) || ' deliveries' FROM backstop_queue_deliveries;
+SQL
+else
 python3 - "$BACKSTOP_STATE" "$ops" "$now" <<'PY'
 import sqlite3, sys
 db, ops, now = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -70,6 +106,7 @@ for node in ("cpu-1", "cpu-2", "cpu-3"):
 c.commit()
 print("history:", c.execute("SELECT count(*) FROM backstop_queue_deliveries").fetchone()[0], "deliveries")
 PY
+fi
 
 start=$(date +%s.%N)
 serve
@@ -87,9 +124,9 @@ hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 end=$(date +%s.%N)
 stop
-python3 - "$hwm" "$rss" "$deliveries" "$start" "$end" <<'PY'
+python3 - "$hwm" "$rss" "$deliveries" "$start" "$end" "$store" <<'PY'
 import sys
 hwm, rss, n, start, end = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-print(f"coordinator deliveries_in_history={n} peak_rss_mib={hwm/1024:.1f} rss_mib={rss/1024:.1f} "
+print(f"coordinator store={sys.argv[6]} deliveries_in_history={n} peak_rss_mib={hwm/1024:.1f} rss_mib={rss/1024:.1f} "
       f"limit_mib=200 {'met' if hwm/1024 <= 200 else 'MISSED'} seconds={end-start:.1f}")
 PY
