@@ -37,7 +37,10 @@ fn now_us() -> u64 {
 
 async fn handle(job: Job) -> Result<(), BoxDynError> {
     let waited = now_us().saturating_sub(job.enqueued_us);
-    LATENCIES.lock().unwrap_or_else(|p| p.into_inner()).push(waited);
+    LATENCIES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(waited);
     HANDLED.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -54,8 +57,14 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn main() -> Result<(), BoxDynError> {
     let url = std::env::var("BACKSTOP_BENCH_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let jobs: u64 = std::env::var("JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000);
-    let workers: usize = std::env::var("WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let jobs: u64 = std::env::var("JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let workers: usize = std::env::var("WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(12)
         .connect(&url)
@@ -65,7 +74,9 @@ async fn main() -> Result<(), BoxDynError> {
     // cleared before the next one, as autovacuum would on a server that
     // runs it (a test server may not: without this each run starts on a
     // larger table than the last, and apalis slows from run to run).
-    sqlx::raw_sql("VACUUM ANALYZE apalis.jobs").execute(&pool).await?;
+    sqlx::raw_sql("VACUUM ANALYZE apalis.jobs")
+        .execute(&pool)
+        .await?;
     let queue = format!("bench-{}-{workers}", std::process::id());
     let config = Config::default().queue(&queue).batch_size(100);
     let backlog = std::env::var("MODE").is_ok_and(|m| m == "backlog");
