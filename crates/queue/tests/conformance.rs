@@ -17,6 +17,7 @@ use backstop_queue::{
     Cancellation, Claim, Decision, DeliveryState, Handled, Hold, NewOp, NodeSpec, NodeStatus,
     Outcome, Output, Settings, Settle, SqliteStore, Target, Token,
 };
+use backstop_store::postgres::postgres::{Client, NoTls, Transaction};
 use backstop_store::postgres::testing::TestSchema;
 
 /// A database the suite can open stores on and poke at directly.
@@ -68,6 +69,19 @@ impl Postgres {
     fn new() -> Self {
         Postgres(TestSchema::new("bs_queue"))
     }
+
+    /// Runs `f` on a connection of its own to this schema, on a thread of
+    /// its own (the sync client cannot block a thread that drives an async
+    /// test).
+    fn with_client<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> T + Send + 'static,
+    ) -> T {
+        let url = self.0.url().to_owned();
+        std::thread::spawn(move || f(&mut Client::connect(&url, NoTls).unwrap()))
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
 }
 
 impl Db for Postgres {
@@ -81,17 +95,8 @@ impl Db for Postgres {
         self.0.exec(sql);
     }
     fn count(&self, table: &str) -> i64 {
-        use backstop_store::postgres::postgres::{Client, NoTls};
-        let url = self.0.url().to_owned();
         let sql = format!("SELECT count(*) FROM {table}");
-        std::thread::spawn(move || {
-            Client::connect(&url, NoTls)
-                .and_then(|mut c| c.query_one(&sql, &[]))
-                .map(|row| row.get::<_, i64>(0))
-                .unwrap()
-        })
-        .join()
-        .unwrap()
+        self.with_client(move |c| c.query_one(&sql, &[]).unwrap().get(0))
     }
 }
 
@@ -2482,12 +2487,9 @@ fn one_postgres_handle_leads_housekeeping_at_a_time_and_the_lead_moves_on() {
 /// migration that replaces the function must keep the setting.
 #[test]
 fn the_postgres_submission_plans_its_statements_once_per_connection() {
-    use backstop_store::postgres::postgres::{Client, NoTls};
     let db = Postgres::new();
     drop(db.open().unwrap());
-    let url = db.0.url().to_owned();
-    let settings: Vec<Option<Vec<String>>> = std::thread::spawn(move || {
-        let mut client = Client::connect(&url, NoTls).unwrap();
+    let settings: Vec<Option<Vec<String>>> = db.with_client(|client| {
         client
             .query(
                 "SELECT p.proconfig FROM pg_proc p
@@ -2499,9 +2501,7 @@ fn the_postgres_submission_plans_its_statements_once_per_connection() {
             .iter()
             .map(|row| row.get(0))
             .collect()
-    })
-    .join()
-    .unwrap();
+    });
     assert_eq!(
         settings,
         [Some(vec!["plan_cache_mode=force_generic_plan".to_owned()])],
@@ -2519,7 +2519,6 @@ fn the_postgres_submission_plans_its_statements_once_per_connection() {
 /// batch of 1,000 new keys, with 5,000 live operations stored.
 #[test]
 fn a_postgres_batch_reads_the_live_operations_of_its_own_keys_only() {
-    use backstop_store::postgres::postgres::{Client, NoTls};
     let db = Postgres::new();
     let store = db.open().unwrap();
     for name in ["gpu-1", "gpu-2", "gpu-3"] {
@@ -2528,9 +2527,7 @@ fn a_postgres_batch_reads_the_live_operations_of_its_own_keys_only() {
             .unwrap();
     }
     drop(store);
-    let url = db.0.url().to_owned();
-    let (read, live) = std::thread::spawn(move || {
-        let mut client = Client::connect(&url, NoTls).unwrap();
+    let (read, live) = db.with_client(|client| {
         // 5,000 live operations, each with a key of its own.
         client
             .batch_execute(
@@ -2544,7 +2541,7 @@ fn a_postgres_batch_reads_the_live_operations_of_its_own_keys_only() {
         // The entries this session has read from the index so far (counted
         // until the server files them, which it does not do inside a
         // transaction).
-        let read = |tx: &mut backstop_store::postgres::postgres::Transaction| -> i64 {
+        let read = |tx: &mut Transaction| -> i64 {
             tx.query_one(
                 "SELECT pg_stat_get_xact_tuples_returned('backstop_queue_ops_live'::regclass)",
                 &[],
@@ -2580,9 +2577,7 @@ fn a_postgres_batch_reads_the_live_operations_of_its_own_keys_only() {
             .unwrap()
             .get(0);
         (read, live)
-    })
-    .join()
-    .unwrap();
+    });
     assert_eq!(
         live, 6000,
         "the batch's operations are live beside the others"
