@@ -22,6 +22,7 @@
 
 use std::time::{Instant, SystemTime};
 
+use backstop_core::time::to_millis;
 use backstop_queue::api::MAX_BATCH;
 use backstop_queue::{NewOp, NodeSpec, PostgresStore, SqliteStore, Store};
 use backstop_store::postgres::postgres::{Client, NoTls};
@@ -166,13 +167,7 @@ fn write_rows(url: &str, ops: usize) -> f64 {
     let keys: Vec<String> = (0..ops).map(|i| format!("model-{i}")).collect();
     let started = Instant::now();
     for chunk in keys.chunks(MAX_BATCH) {
-        let now = i64::try_from(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_millis(),
-        )
-        .expect("a time");
+        let now = to_millis(SystemTime::now());
         let written = client
             .execute(
                 "WITH o AS (
