@@ -2588,6 +2588,86 @@ fn a_postgres_batch_reads_the_live_operations_of_its_own_keys_only() {
     );
 }
 
+/// A batch takes the locks of its keys in the order of the locks (each is
+/// the key's hash in the store's space for keys), not of the keys: two
+/// batches whose keys share locks the other way round would otherwise
+/// each hold one and wait for the other, and a batch of settles locks its
+/// keys the same way. Seen from the server: with the lock of the key that
+/// sorts first but hashes last held elsewhere, the batch that waits for it
+/// already holds the other key's lock.
+#[test]
+fn a_postgres_batch_takes_its_key_locks_in_the_order_of_the_locks() {
+    /// The store's space for the locks of operation keys.
+    const KEY_LOCK: i32 = 0x626b;
+    let db = Postgres::new();
+    let store: Arc<dyn Store> = db.open().unwrap().into();
+    store
+        .register(&node("gpu-1", "gpu", &["install"]), t(0))
+        .unwrap();
+    let submitted = db.with_client(move |holder| {
+        // Two keys whose order and whose hashes disagree.
+        let row = holder
+            .query_one(
+                "SELECT a, b, hashtext(a), hashtext(b)
+                 FROM (SELECT 'key-' || i AS a FROM generate_series(1, 100) i) x,
+                      (SELECT 'key-' || i AS b FROM generate_series(1, 100) i) y
+                 WHERE a < b AND hashtext(a) > hashtext(b) LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        let (first, second): (String, String) = (row.get(0), row.get(1));
+        let (first_lock, second_lock): (i32, i32) = (row.get(2), row.get(3));
+        holder
+            .execute("SELECT pg_advisory_lock($1, $2)", &[&KEY_LOCK, &first_lock])
+            .unwrap();
+        let batch = [
+            NewOp::for_type("install", "gpu").key(&first),
+            NewOp::for_type("install", "gpu").key(&second),
+        ];
+        let submitting = std::thread::spawn(move || store.submit_all(&batch, t(1)));
+        // The advisory locks of the space for keys the batch's session
+        // holds (granted) and waits for, once it waits.
+        let lock_of = "(objid::bigint - CASE WHEN objid::bigint >= 2147483648
+                                           THEN 4294967296 ELSE 0 END)::integer";
+        let (held, waited) = loop {
+            let rows = holder
+                .query(
+                    &format!(
+                        "SELECT {lock_of}, granted FROM pg_locks
+                         WHERE locktype = 'advisory' AND classid = $1::integer::oid
+                           AND pid <> pg_backend_pid()
+                         ORDER BY 1"
+                    ),
+                    &[&KEY_LOCK],
+                )
+                .unwrap();
+            let lock = |granted: bool| -> Vec<i32> {
+                rows.iter()
+                    .filter(|r| r.get::<_, bool>(1) == granted)
+                    .map(|r| r.get(0))
+                    .collect()
+            };
+            if !lock(false).is_empty() {
+                break (lock(true), lock(false));
+            }
+            assert!(!submitting.is_finished(), "the batch never waited");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        holder
+            .execute("SELECT pg_advisory_unlock($1, $2)", &[&KEY_LOCK, &first_lock])
+            .unwrap();
+        let submitted = submitting.join().unwrap().unwrap();
+        assert_eq!(waited, [first_lock]);
+        assert_eq!(
+            held,
+            [second_lock],
+            "waiting for the lock of {first:?}, the batch holds that of {second:?} already"
+        );
+        submitted
+    });
+    assert_eq!(submitted.len(), 2);
+}
+
 #[test]
 fn an_unreachable_postgres_is_a_temporary_error_without_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -348,19 +348,10 @@ fn read_submitted(
 
 /// Takes, until the transaction ends, the lock of each of these node types
 /// shared (submissions of a type run side by side; a registration of the
-/// type waits for them), in order.
+/// type waits for them), in the locks' order (see [`lock_all`]).
 fn lock_types_shared(tx: &mut Tx<'_>, node_types: &[Option<String>]) -> TxResult<()> {
-    let mut types: Vec<&str> = node_types.iter().flatten().map(String::as_str).collect();
-    types.sort_unstable();
-    types.dedup();
-    if !types.is_empty() {
-        tx.execute(
-            "SELECT pg_advisory_xact_lock_shared($1, hashtext(t))
-             FROM (SELECT unnest($2::text[]) AS t ORDER BY 1) types",
-            &[&TYPE_LOCK, &types],
-        )?;
-    }
-    Ok(())
+    let types: Vec<&str> = node_types.iter().flatten().map(String::as_str).collect();
+    lock_all(tx, "pg_advisory_xact_lock_shared", TYPE_LOCK, &types)
 }
 
 /// Serialises, until the transaction ends, the writers of node type
@@ -374,16 +365,26 @@ fn lock_type(tx: &mut Tx<'_>, node_type: &str) -> TxResult<()> {
 }
 
 /// Serialises, until the transaction ends, the writers of these operation
-/// keys (taken in order, so two writers never wait on each other).
+/// keys, in the locks' order (see [`lock_all`]).
 fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> TxResult<()> {
-    let mut keys = keys.to_vec();
-    keys.sort_unstable();
-    keys.dedup();
-    if !keys.is_empty() {
+    lock_all(tx, "pg_advisory_xact_lock", KEY_LOCK, keys)
+}
+
+/// Takes with `take` (an advisory lock function) the lock of each name in
+/// `space` — the lock is the pair (`space`, the name's `hashtext`) — each
+/// once, in ascending order of the hash: the order of the locks
+/// themselves, not of the names, so that two transactions that take
+/// several never wait on each other in a circle, even where two names
+/// share a lock.
+fn lock_all(tx: &mut Tx<'_>, take: &str, space: i32, names: &[&str]) -> TxResult<()> {
+    if !names.is_empty() {
         tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext(k))
-             FROM (SELECT unnest($2::text[]) AS k ORDER BY 1) keys",
-            &[&KEY_LOCK, &keys],
+            &format!(
+                "SELECT {take}($1, h)
+                 FROM (SELECT DISTINCT hashtext(n) AS h FROM unnest($2::text[]) AS n
+                       ORDER BY 1) locks"
+            ),
+            &[&space, &names],
         )?;
     }
     Ok(())
