@@ -2654,7 +2654,10 @@ fn a_postgres_batch_takes_its_key_locks_in_the_order_of_the_locks() {
             std::thread::sleep(Duration::from_millis(10));
         };
         holder
-            .execute("SELECT pg_advisory_unlock($1, $2)", &[&KEY_LOCK, &first_lock])
+            .execute(
+                "SELECT pg_advisory_unlock($1, $2)",
+                &[&KEY_LOCK, &first_lock],
+            )
             .unwrap();
         let submitted = submitting.join().unwrap().unwrap();
         assert_eq!(waited, [first_lock]);
