@@ -2588,6 +2588,35 @@ fn a_postgres_batch_reads_the_live_operations_of_its_own_keys_only() {
     );
 }
 
+/// Every text column of a PostgreSQL store compares byte-wise, as SQLite's
+/// and the store's own code do, whatever collation the database has (this
+/// server's is `C.UTF-8`): its indexes on names, types and keys are then
+/// ordered without going through the C library's collation.
+#[test]
+fn a_postgres_store_compares_its_text_byte_wise() {
+    let db = Postgres::new();
+    drop(db.open().unwrap());
+    let (text, other): (i64, Vec<String>) = db.with_client(|client| {
+        let rows = client
+            .query(
+                "SELECT table_name || '.' || column_name, collation_name
+                 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND data_type = 'text'
+                   AND table_name LIKE 'backstop_queue%'",
+                &[],
+            )
+            .unwrap();
+        let other = rows
+            .iter()
+            .filter(|r| r.get::<_, Option<String>>(1).as_deref() != Some("C"))
+            .map(|r| r.get(0))
+            .collect();
+        (rows.len() as i64, other)
+    });
+    assert!(text >= 30, "the store's tables have {text} text columns");
+    assert!(other.is_empty(), "compared through a collation: {other:?}");
+}
+
 /// A batch takes the locks of its keys in the order of the locks (each is
 /// the key's hash in the store's space for keys), not of the keys: two
 /// batches whose keys share locks the other way round would otherwise

@@ -816,6 +816,9 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 14: a batch ends older live operations key by key (PostgreSQL;
     // SQLite runs nothing).
     include_str!("../../migrations/sqlite/0014_submit_batch_live_by_key.sql"),
+    // 15: every text column compares byte-wise (PostgreSQL; SQLite's
+    // do already).
+    include_str!("../../migrations/sqlite/0015_text_compares_byte_wise.sql"),
 ];
 
 /// The queue's PostgreSQL migrations (`migrations/postgres/`), as
@@ -862,6 +865,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 14: a batch ends older live operations key by key, however many
     // the store holds (PostgreSQL; SQLite runs nothing).
     include_str!("../../migrations/postgres/0014_submit_batch_live_by_key.sql"),
+    // 15: every text column compares byte-wise, whatever the database's
+    // collation (PostgreSQL; SQLite's do already).
+    include_str!("../../migrations/postgres/0015_text_compares_byte_wise.sql"),
 ];
 
 /// [`crate::model::IDEMPOTENCY_WINDOW`] in milliseconds, as stores keep

@@ -1,0 +1,1 @@
+-- PostgreSQL only: SQLite records this version and runs nothing (its text columns compare byte-wise, `BINARY`, already).
