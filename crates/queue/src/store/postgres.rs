@@ -376,7 +376,7 @@ fn lock_keys(tx: &mut Tx<'_>, keys: &[&str]) -> TxResult<()> {
 /// themselves, not of the names, so that two transactions that take
 /// several never wait on each other in a circle, even where two names
 /// share a lock.
-fn lock_all(tx: &mut Tx<'_>, take: &str, space: i32, names: &[&str]) -> TxResult<()> {
+fn lock_all(tx: &mut Tx<'_>, take: &'static str, space: i32, names: &[&str]) -> TxResult<()> {
     if !names.is_empty() {
         tx.execute(
             &format!(
