@@ -2658,6 +2658,10 @@ fn a_postgres_batch_takes_its_key_locks_in_the_order_of_the_locks() {
         // holds (granted) and waits for, once it waits.
         let lock_of = "(objid::bigint - CASE WHEN objid::bigint >= 2147483648
                                            THEN 4294967296 ELSE 0 END)::integer";
+        // Polled until the batch waits, which it must: a positive witness,
+        // bounded so that a batch stuck elsewhere fails the test instead of
+        // hanging it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let (held, waited) = loop {
             let rows = holder
                 .query(
@@ -2680,6 +2684,10 @@ fn a_postgres_batch_takes_its_key_locks_in_the_order_of_the_locks() {
                 break (lock(true), lock(false));
             }
             assert!(!submitting.is_finished(), "the batch never waited");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the batch neither waited for the held lock nor finished in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(10));
         };
         holder
